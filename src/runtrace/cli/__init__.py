@@ -1,0 +1,20 @@
+"""`runtrace` command line: a thin layer over the stage packages.
+
+Each command lives in its own module and registers itself on `app`; importing the module is enough.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from runtrace.cli import trace_cmd  # noqa: F401  (registers commands)
+from runtrace.cli.app import UserError, app, fail
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as e:
+        raise fail(str(e)) from None
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,129 @@
+"""Cutting executed code into canonical basic blocks.
+
+The rule (the same for every source): a block ends after a control-transfer instruction, and a new
+block starts wherever the next executed instruction is not the next one in memory or belongs to
+another thread.  Blocks are identified by (address, bytes), so self-modified code at an old address is
+a new block.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from runtrace.trace.disasm import decode_one, instruction_lengths, is_control_transfer
+from runtrace.trace.model import BasicBlock
+
+
+class BlockBuilder:
+    """Accumulates executed instructions one at a time; `finish` returns blocks, visits and threads."""
+
+    def __init__(self, bits: int) -> None:
+        self.bits = bits
+        self.blocks: list[BasicBlock] = []
+        self._index: dict[tuple[int, bytes], int] = {}
+        self._visits: list[int] = []
+        self._threads: list[int] = []
+        self._start = -1
+        self._end = -1
+        self._tid = 0
+        self._data = bytearray()
+        self._lengths: list[int] = []
+
+    def add(self, address: int, data: bytes, tid: int = 0, mnemonic: str | None = None) -> None:
+        if self._lengths and (address != self._end or tid != self._tid):
+            self._close()
+        if mnemonic is None:
+            insn = decode_one(data, address, self.bits)
+            mnemonic = insn.mnemonic if insn else "(bad)"
+        if not self._lengths:
+            self._start, self._tid = address, tid
+        self._data += data
+        self._lengths.append(len(data))
+        self._end = address + len(data)
+        if is_control_transfer(mnemonic):
+            self._close()
+
+    @property
+    def visit_count(self) -> int:
+        """Visits closed so far (the block being built is not counted yet)."""
+        return len(self._visits)
+
+    def _close(self) -> None:
+        key = (self._start, bytes(self._data))
+        block_id = self._index.get(key)
+        if block_id is None:
+            block_id = len(self.blocks)
+            self._index[key] = block_id
+            self.blocks.append(BasicBlock(self._start, key[1], tuple(self._lengths)))
+        self._visits.append(block_id)
+        self._threads.append(self._tid)
+        self._data = bytearray()
+        self._lengths = []
+
+    def finish(self) -> tuple[list[BasicBlock], np.ndarray, np.ndarray | None]:
+        if self._lengths:
+            self._close()
+        threads = np.asarray(self._threads, dtype=np.uint32)
+        has_threads = len(threads) and bool((threads != threads[0]).any() or threads[0] != 0)
+        return self.blocks, np.asarray(self._visits, dtype=np.uint32), threads if has_threads else None
+
+
+def canonicalize(
+    raw_blocks: list[tuple[int, bytes]], raw_visits: np.ndarray, bits: int
+) -> tuple[list[BasicBlock], np.ndarray, np.ndarray]:
+    """Merge an emulator's translation blocks into canonical blocks.
+
+    An emulator's blocks (unicorn translation blocks) also end at page boundaries and size limits, not
+    only at control transfers; consecutive visits are merged where the first does not end in a
+    control transfer and the second starts where the first ends.  Returns the canonical blocks, their
+    visit sequence, and for every raw visit the index of the canonical visit that contains it.
+    """
+    n_raw = len(raw_blocks)
+    lengths = [instruction_lengths(data, addr, bits) for addr, data in raw_blocks]
+    starts = np.fromiter((a for a, _ in raw_blocks), dtype=np.uint64, count=n_raw)
+    ends = np.fromiter((a + len(d) for a, d in raw_blocks), dtype=np.uint64, count=n_raw)
+    open_end = np.zeros(n_raw, dtype=bool)
+    for i, ((addr, data), lens) in enumerate(zip(raw_blocks, lengths, strict=True)):
+        if not lens or sum(lens) != len(data):
+            continue  # undecodable tail: keep it a block of its own
+        last = decode_one(data[len(data) - lens[-1] :], addr + len(data) - lens[-1], bits)
+        open_end[i] = last is not None and not is_control_transfer(last.mnemonic)
+
+    v = raw_visits.astype(np.int64)
+    merge = np.zeros(len(v), dtype=bool)
+    if len(v) > 1:
+        merge[1:] = open_end[v[:-1]] & (starts[v[1:]] == ends[v[:-1]])
+    group_of_raw = np.cumsum(~merge) - 1  # canonical visit index of every raw visit
+    n_groups = int(group_of_raw[-1]) + 1 if len(v) else 0
+
+    blocks: list[BasicBlock] = []
+    index: dict[tuple[int, bytes], int] = {}
+
+    def block_id(parts: list[int]) -> int:
+        addr = raw_blocks[parts[0]][0]
+        data = b"".join(raw_blocks[p][1] for p in parts)
+        key = (addr, data)
+        found = index.get(key)
+        if found is None:
+            found = index[key] = len(blocks)
+            blocks.append(BasicBlock(addr, data, tuple(x for p in parts for x in lengths[p])))
+        return found
+
+    # Most visits are not merged: map those through a per-raw-block table, loop only over merges.
+    single_id = np.array([block_id([i]) for i in range(n_raw)], dtype=np.uint32) if n_raw else np.zeros(0)
+    visits = np.empty(n_groups, dtype=np.uint32)
+    group_starts = np.flatnonzero(~merge)
+    group_sizes = np.diff(np.append(group_starts, len(v)))
+    simple = group_sizes == 1
+    visits[simple] = single_id[v[group_starts[simple]]]
+    for g in np.flatnonzero(~simple).tolist():
+        s = group_starts[g]
+        visits[g] = block_id(v[s : s + group_sizes[g]].tolist())
+    # Number blocks by first visit (as BlockBuilder does, so both routes give the same dictionary) and
+    # drop raw blocks that only ever occurred inside a merge.
+    used, first = np.unique(visits, return_index=True)
+    used = used[np.argsort(first)]
+    remap = np.full(len(blocks), -1, dtype=np.int64)
+    remap[used] = np.arange(len(used))
+    blocks = [blocks[i] for i in used.tolist()]
+    return blocks, remap[visits].astype(np.uint32), group_of_raw
