@@ -171,7 +171,9 @@ size_t rec_nvisits(rec_t *r) { return r->nvisits; }
 uint32_t *rec_visits(rec_t *r) { return r->visits; }
 uint64_t rec_insn_total(rec_t *r) { return r->insn_total; }
 int rec_stopped(rec_t *r) { return r->stopped; }
-void rec_request_stop(rec_t *r) { r->stopped = 2; }
+void rec_set_stopped(rec_t *r, int why) {
+    if (!r->stopped) r->stopped = why;
+}
 
 static struct PyModuleDef blockrec_module = {
     PyModuleDef_HEAD_INIT, "_blockrec", "Native unicorn block recorder (used through ctypes).", -1, NULL,

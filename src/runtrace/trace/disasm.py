@@ -14,8 +14,28 @@ if TYPE_CHECKING:
 # Mnemonics after which control does not simply fall through to the next instruction.  Conditional
 # jumps all start with "j"; the rest are listed.  Intel syntax, as capstone prints it.
 _TRANSFERS = frozenset(
-    "call ret retf retn iret iretd iretq loop loope loopne int int1 int3 into syscall sysenter sysret "
-    "sysexit ud2 hlt".split()
+    [
+        "call",
+        "ret",
+        "retf",
+        "retn",
+        "iret",
+        "iretd",
+        "iretq",
+        "loop",
+        "loope",
+        "loopne",
+        "int",
+        "int1",
+        "int3",
+        "into",
+        "syscall",
+        "sysenter",
+        "sysret",
+        "sysexit",
+        "ud2",
+        "hlt",
+    ]
 )
 
 

@@ -119,6 +119,13 @@ def save_trace(trace: Trace, path: str | Path) -> Path:
 
 def _open(path: Path):
     try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as e:
+        raise TraceFormatError(f"{path}: cannot read: {e.strerror}") from None
+    if magic != b"PK\x03\x04":
+        raise TraceFormatError(f"{path}: not a runtrace trace (no .rtrace/npz container)")
+    try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise TraceFormatError(f"{path}: not a runtrace trace ({e})") from None

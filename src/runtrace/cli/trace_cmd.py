@@ -1,0 +1,172 @@
+"""`runtrace trace`, `runtrace show` and `runtrace demo`."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from runtrace.cli.app import app, console, err_console, fail
+
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # unicorn 1.0.2 at import
+
+FIXTURE_DIR = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "benign"
+
+
+def _summary_table(outcomes) -> Table:
+    table = Table(title="trace summary", show_lines=False)
+    for col, justify in [("sample", "left"), ("status", "left"), ("arch", "left"),
+                         ("instructions", "right"), ("blocks", "right"), ("API calls", "right"),
+                         ("stop reason / error", "left")]:  # fmt: skip
+        table.add_column(col, justify=justify, overflow="fold")
+    for o in outcomes:
+        why = o.error if o.status == "error" else f"{o.stop_reason} {o.stop_detail}".strip()
+        status = {"ok": "[green]ok[/]", "skipped": "[cyan]skipped[/]", "error": "[red]error[/]"}[o.status]
+        count = f"{o.instruction_count:,}" if o.status == "ok" else ""
+        table.add_row(_short(o.name) or o.sha256[:16], status, o.arch, count,
+                      f"{o.block_count:,}" if o.status == "ok" else "",
+                      f"{o.api_call_count:,}" if o.status == "ok" else "", why)  # fmt: skip
+    return table
+
+
+def _short(name: str) -> str:
+    """The file name (or archive member) without its directories, for the terminal table."""
+    return name.rsplit("/", 1)[-1] if name else ""
+
+
+@app.command()
+def trace(
+    paths: list[Path] = typer.Argument(..., help="PE files, directories or zip archives."),
+    out: Path = typer.Option(..., "-o", "--out", help="Directory for the traces and summary.json."),
+    password: str = typer.Option(None, help="Zip password (malware archives usually use 'infected')."),
+    max_instructions: int = typer.Option(1_000_000, help="Stop a sample after this many instructions."),
+    timeout: float = typer.Option(60.0, help="Wall-clock seconds per sample."),
+    memory_mb: int = typer.Option(1024, help="Memory cap per tracer process (MiB)."),
+    workers: int = typer.Option(0, help="Parallel tracer processes (0: one per CPU)."),
+    fmt: str = typer.Option("native", "--format", help="Also write: native (only) or x64dbg."),
+    retry_errors: bool = typer.Option(False, help="Trace again samples that failed before."),
+) -> None:
+    """Emulate PE files and record their run traces (nothing is executed natively)."""
+    from runtrace.trace.batch import summarize, trace_batch
+    from runtrace.trace.emulator import TracerSettings
+    from runtrace.trace.inputs import iter_samples
+
+    if fmt not in ("native", "x64dbg"):
+        raise fail(f"--format must be native or x64dbg, not {fmt!r}")
+    extra = _x64dbg_writer if fmt == "x64dbg" else None
+    settings = TracerSettings(max_instructions=max_instructions, timeout_s=timeout, memory_mb=memory_mb)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise fail(f"{out}: cannot create output directory: {e.strerror}") from None
+    samples = list(iter_samples(paths, password))
+    progress = Progress(TextColumn("[bold]tracing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("{task.fields[last]}"), console=err_console, transient=True)  # fmt: skip
+    with progress:
+        task = progress.add_task("trace", total=len(samples), last="")
+        outcomes = trace_batch(
+            samples, out, settings, workers or os.cpu_count(), retry_errors=retry_errors, extra_writer=extra,
+            on_done=lambda o: progress.update(task, advance=1, last=(o.name or "")[-40:]),
+        )  # fmt: skip
+    summary = summarize(outcomes)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    console.print(_summary_table(outcomes))
+    by = summary["by_status"]
+    counts = f"{by.get('ok', 0)} traced, {by.get('skipped', 0)} already traced, {by.get('error', 0)} errors"
+    console.print(f"{len(outcomes)} samples: {counts}; summary in {out / 'summary.json'}")
+    for o in outcomes:
+        if o.status == "error":
+            err_console.print(f"[red]error:[/] {o.name}: {o.error}", highlight=False, soft_wrap=True)
+
+
+def _x64dbg_writer(trace, out_dir: Path) -> None:
+    from runtrace.trace.formats import save_as
+
+    ext = ".trace32" if trace.arch.bits == 32 else ".trace64"
+    save_as(trace, out_dir / f"{trace.meta.sha256}{ext}", "x64dbg")
+
+
+def _load(path: Path):
+    try:
+        from runtrace.trace.formats import TraceReadError, load_any
+    except ImportError:  # formats.py not there: native files only
+        from runtrace.trace.native import TraceFormatError as TraceReadError
+        from runtrace.trace.native import load_trace as load_any
+    if not path.exists():
+        raise fail(f"{path}: no such file")
+    try:
+        return load_any(path)
+    except (TraceReadError, ValueError, OSError) as e:
+        raise fail(str(e) if str(path) in str(e) else f"{path}: {e}") from None
+
+
+@app.command()
+def show(
+    path: Path = typer.Argument(..., help="A trace file (.rtrace, x64dbg .trace32/.trace64, text log)."),
+    blocks: bool = typer.Option(False, "--blocks", help="Print basic blocks instead of instructions."),
+    limit: int = typer.Option(0, help="Print at most this many lines (0: all)."),
+    meta: bool = typer.Option(False, "--meta", help="Print only the trace's metadata as JSON."),
+) -> None:
+    """Print a trace as a text run trace (`00401000  push ebp`) or as blocks."""
+    tr = _load(path)
+    if meta:
+        from runtrace.trace.native import _meta_to_json
+
+        counts = {"instructions": tr.instruction_count, "blocks": len(tr.blocks), "visits": tr.visit_count}
+        info = _meta_to_json(tr.meta) | counts | {"api_calls": len(tr.api_calls)}
+        console.print_json(json.dumps(info))
+        return
+    width = 16 if tr.arch.bits == 64 else 8
+    calls = tr.api_calls_by_position()
+    lines = 0
+    write = console.file.write
+    try:
+        for pos, block_id in enumerate(tr.visits.tolist()):
+            insns = tr.block_instructions(block_id)
+            if blocks:
+                b = tr.blocks[block_id]
+                write(f"block {block_id} @ {b.address:0{width}X} ({b.instruction_count} instructions)\n")
+                for insn in insns:
+                    write(f"    {insn.address:0{width}X}  {insn.text}\n")
+                lines += 1
+            else:
+                for insn in insns:
+                    write(f"{insn.address:0{width}X}  {insn.text}\n")
+                    lines += 1
+                    if limit and lines >= limit:
+                        break
+            for call in calls.get(pos, ()):
+                stub = "" if call.supported else "  (stubbed)"
+                write(
+                    f"{'':{width}}  ; api {call.name} -> returns to {call.return_address:0{width}X}{stub}\n"
+                )
+            if limit and lines >= limit:
+                break
+    except BrokenPipeError:  # `runtrace show x | head`
+        os._exit(0)
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("out/demo"), "-o", "--out", help="Where the demo writes.")) -> None:
+    """Trace the bundled benign fixtures and print what was recorded."""
+    fixtures = sorted(FIXTURE_DIR.glob("cli-*.exe"))
+    if not fixtures:
+        raise fail(f"{FIXTURE_DIR}: bundled fixtures not found (run from a source checkout)")
+    console.rule("runtrace demo: tracing bundled benign programs (emulated, never executed)")
+    trace(paths=fixtures, out=out, password=None, max_instructions=1_000_000, timeout=60.0, memory_mb=1024,
+          workers=0, fmt="native", retry_errors=False)  # fmt: skip
+    first = out / f"{_sha(fixtures[0])}.rtrace"
+    if first.exists():
+        console.rule(f"first instructions of {fixtures[0].name}")
+        show(path=first, blocks=False, limit=12, meta=False)
+
+
+def _sha(path: Path) -> str:
+    from runtrace.trace.inputs import sha256_of
+
+    return sha256_of(path.read_bytes())

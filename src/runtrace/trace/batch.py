@@ -1,0 +1,234 @@
+"""Tracing many samples: one child process per sample, a pool of workers, resumable, with a summary.
+
+Each sample is emulated in a forked child so that a hang, a crash inside the emulator or a memory
+blow-up costs that sample only: the parent watches wall time and resident memory, kills the child when
+a limit is passed, and records an error for the sample.  Finished traces are written atomically, so an
+interrupted batch resumes by skipping samples whose trace (for the same settings) already exists.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from runtrace.trace.emulator import EmulationError, TracerSettings, emulate
+from runtrace.trace.inputs import InputProblem, Sample
+from runtrace.trace.native import SUFFIX, TraceFormatError, load_trace, read_trace_meta, save_trace
+from runtrace.trace.pe import UnsupportedInput
+
+HARD_TIMEOUT_GRACE_S = 15.0  # the in-process watchdog stops emulation first; this catches real hangs
+_POLL_S = 0.02
+
+
+@dataclass
+class TraceOutcome:
+    sha256: str
+    name: str
+    status: str  # "ok", "skipped" (already traced with these settings), "error"
+    path: str = ""
+    arch: str = ""
+    instruction_count: int = 0
+    block_count: int = 0
+    visit_count: int = 0
+    api_call_count: int = 0
+    stop_reason: str = ""
+    stop_detail: str = ""
+    wall_time_s: float = 0.0
+    error: str = ""
+
+
+def trace_path(out_dir: Path, sha256: str) -> Path:
+    return out_dir / f"{sha256}{SUFFIX}"
+
+
+def _error_path(out_dir: Path, sha256: str) -> Path:
+    return out_dir / f"{sha256}.error.json"
+
+
+def _outcome_of(trace, sample_name: str, path: Path) -> TraceOutcome:
+    m = trace.meta
+    return TraceOutcome(
+        sha256=m.sha256, name=sample_name, status="ok", path=str(path), arch=m.arch.value,
+        instruction_count=trace.instruction_count, block_count=len(trace.blocks),
+        visit_count=trace.visit_count, api_call_count=len(trace.api_calls),
+        stop_reason=m.stop_reason.value, stop_detail=m.stop_detail, wall_time_s=m.wall_time_s,
+    )  # fmt: skip
+
+
+def _child_main(conn, data: bytes, sample: Sample, settings: TracerSettings, out_dir: Path, extra) -> None:
+    try:
+        trace = emulate(data, sample.sha256, sample.name, settings)
+        path = save_trace(trace, trace_path(out_dir, sample.sha256))
+        if extra is not None:
+            extra(trace, out_dir)
+        conn.send(asdict(_outcome_of(trace, sample.name, path)))
+    except (UnsupportedInput, EmulationError) as e:
+        conn.send({"error": str(e)})
+    except MemoryError:
+        conn.send({"error": "out of memory in the tracer", "stop_reason": "memory_limit"})
+    except Exception as e:  # the emulator can fail in many ways; the batch must go on
+        conn.send({"error": f"tracer failed: {type(e).__name__}: {str(e)[:200]}"})
+    finally:
+        conn.close()
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _reusable(
+    out_dir: Path, sample: Sample, settings: TracerSettings, retry_errors: bool
+) -> TraceOutcome | None:
+    path = trace_path(out_dir, sample.sha256)
+    if path.exists():
+        try:
+            if read_trace_meta(path).settings == settings.key():
+                outcome = _outcome_of(load_trace(path), sample.name, path)
+                outcome.status = "skipped"
+                return outcome
+        except TraceFormatError:
+            return None
+    err = _error_path(out_dir, sample.sha256)
+    if not retry_errors and err.exists():
+        try:
+            record = json.loads(err.read_text())
+        except (OSError, ValueError):
+            return None
+        if record.get("settings") == settings.key():
+            return TraceOutcome(sample.sha256, sample.name, "error", error=record.get("error", ""),
+                                stop_reason=record.get("stop_reason", ""))  # fmt: skip
+    return None
+
+
+def trace_batch(
+    inputs: Iterable[Sample | InputProblem],
+    out_dir: Path,
+    settings: TracerSettings | None = None,
+    workers: int | None = None,
+    on_done: Callable[[TraceOutcome], None] | None = None,
+    retry_errors: bool = False,
+    extra_writer: Callable | None = None,
+) -> list[TraceOutcome]:
+    """Trace every sample into out_dir; returns one outcome per input, in completion order.
+
+    `on_done` is called after each sample (progress bars); `extra_writer(trace, out_dir)` runs in the
+    child after the native trace is saved (e.g. to also write an x64dbg file).
+    """
+    settings = settings or TracerSettings()
+    workers = max(1, workers or os.cpu_count() or 1)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ctx = mp.get_context("fork")
+    outcomes: list[TraceOutcome] = []
+    seen: set[str] = set()
+    pending: deque[Sample] = deque()
+
+    def finish(outcome: TraceOutcome) -> None:
+        outcomes.append(outcome)
+        if outcome.status == "error" and outcome.sha256:
+            record = {"settings": settings.key(), "error": outcome.error, "stop_reason": outcome.stop_reason}
+            _error_path(out_dir, outcome.sha256).write_text(json.dumps(record))
+        if on_done:
+            on_done(outcome)
+
+    for item in inputs:
+        if isinstance(item, InputProblem):
+            finish(TraceOutcome("", item.name, "error", error=item.message))
+        elif item.sha256 in seen:
+            continue
+        else:
+            seen.add(item.sha256)
+            reused = _reusable(out_dir, item, settings, retry_errors)
+            if reused is not None:
+                outcomes.append(reused)
+                if on_done:
+                    on_done(reused)
+            else:
+                pending.append(item)
+
+    running: dict = {}
+    hard_limit = settings.timeout_s + HARD_TIMEOUT_GRACE_S if settings.timeout_s > 0 else None
+    while pending or running:
+        while pending and len(running) < workers:
+            sample = pending.popleft()
+            try:
+                data = sample.read()
+            except OSError as e:
+                finish(TraceOutcome(sample.sha256, sample.name, "error", error=f"cannot read: {e}"))
+                continue
+            receiver, sender = ctx.Pipe(duplex=False)
+            proc = ctx.Process(
+                target=_child_main, args=(sender, data, sample, settings, out_dir, extra_writer)
+            )
+            proc.start()
+            sender.close()
+            running[proc] = (sample, time.monotonic(), receiver)
+        time.sleep(_POLL_S)
+        for proc, (sample, started, receiver) in list(running.items()):
+            outcome = _check_child(proc, sample, started, receiver, hard_limit, settings.memory_mb)
+            if outcome is not None:
+                receiver.close()
+                del running[proc]
+                finish(outcome)
+    return outcomes
+
+
+def _check_child(
+    proc, sample: Sample, started: float, receiver, hard_limit, memory_mb
+) -> TraceOutcome | None:
+    def error(msg: str, reason: str = "") -> TraceOutcome:
+        return TraceOutcome(sample.sha256, sample.name, "error", error=msg, stop_reason=reason)
+
+    if receiver.poll():
+        try:
+            result = receiver.recv()
+        except (EOFError, OSError):
+            result = None
+        proc.join(5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+        if result is None:
+            return error(f"tracer process died (exit code {proc.exitcode})", "crashed")
+        if result.get("status") != "ok":
+            return error(result.get("error") or "tracer failed", result.get("stop_reason", ""))
+        return TraceOutcome(**result)
+    if not proc.is_alive():
+        proc.join()
+        return error(f"tracer process died (exit code {proc.exitcode})", "crashed")
+    elapsed = time.monotonic() - started
+    if hard_limit is not None and elapsed > hard_limit:
+        proc.kill()
+        proc.join()
+        return error(f"no result after {elapsed:.0f} s: tracer process killed", "timeout")
+    if memory_mb and _rss_mb(proc.pid) > memory_mb:
+        proc.kill()
+        proc.join()
+        return error(
+            f"tracer process passed the memory cap of {memory_mb} MiB and was killed", "memory_limit"
+        )
+    return None
+
+
+def summarize(outcomes: list[TraceOutcome]) -> dict:
+    status = Counter(o.status for o in outcomes)
+    reasons = Counter(o.stop_reason or "-" for o in outcomes if o.status in ("ok", "skipped"))
+    return {
+        "samples": len(outcomes),
+        "by_status": dict(status),
+        "by_stop_reason": dict(reasons),
+        "errors": Counter(o.error for o in outcomes if o.status == "error").most_common(20),
+        "outcomes": [asdict(o) for o in outcomes],
+    }

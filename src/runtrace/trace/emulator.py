@@ -1,0 +1,214 @@
+"""The emulator backend: runs a PE inside Speakeasy (Windows user-mode emulation on unicorn) and records
+the executed basic blocks and API calls.  Nothing is executed natively.
+
+Recording happens at block granularity through a native unicorn hook (recorder.py); API calls are taken
+from Speakeasy's API dispatch.  An API Speakeasy has no handler for does not end the run, as it would by
+default: it is stubbed (returns 0), recorded as an event and the program goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass
+from importlib import resources
+
+import speakeasy
+from speakeasy.winenv import arch as se_arch
+
+from runtrace import __version__
+from runtrace.trace import winapi
+from runtrace.trace.blocks import canonicalize
+from runtrace.trace.model import ApiCall, EntryPoint, StopReason, Trace, TraceMeta
+from runtrace.trace.pe import inspect_pe
+from runtrace.trace.recorder import (
+    STOPPED_INSTRUCTION_CAP,
+    STOPPED_OUT_OF_MEMORY,
+    STOPPED_TIMEOUT,
+    BlockRecorder,
+)
+
+TRACER_VERSION = f"runtrace-emu/{__version__}"
+
+# C-runtime DLLs use cdecl on x86: the caller pops the arguments, so a stub need not know their number.
+_CDECL_DLL_PREFIXES = ("msvcr", "ucrtbase", "api-ms-win-crt-", "msvcp", "vcruntime")
+
+
+@dataclass(frozen=True)
+class TracerSettings:
+    max_instructions: int = 1_000_000
+    timeout_s: float = 60.0
+    memory_mb: int = 1024
+    max_api_calls: int = 10_000  # per entry point, as Speakeasy counts them
+
+    def key(self) -> dict:
+        """What decides whether an existing trace can be reused."""
+        return {**asdict(self), "tracer": TRACER_VERSION}
+
+
+class EmulationError(RuntimeError):
+    """The emulator could not start on this file (one-line reason)."""
+
+
+def _speakeasy_config(settings: TracerSettings) -> dict:
+    cfg = json.loads(resources.files("speakeasy").joinpath("configs/default.json").read_text())
+    cfg["timeout"] = 0  # runtrace runs its own watchdog over the whole run, not per entry point
+    cfg["max_api_count"] = settings.max_api_calls
+    cfg["analysis"] = {"memory_tracing": False, "strings": False}
+    cfg["command_line"] = "program.exe"
+    return cfg
+
+
+def _quiet_logger() -> logging.Logger:
+    log = logging.getLogger("runtrace.speakeasy")
+    log.propagate = False
+    log.setLevel(logging.CRITICAL)
+    if not log.handlers:
+        log.addHandler(logging.NullHandler())
+    return log
+
+
+class _Session:
+    """One emulation: Speakeasy, the recorder, and the bookkeeping patched into Speakeasy's dispatch."""
+
+    def __init__(self, data: bytes, settings: TracerSettings) -> None:
+        self.settings = settings
+        self.info = inspect_pe(data)
+        self.bits = self.info.arch.bits
+        self.se = speakeasy.Speakeasy(config=_speakeasy_config(settings), logger=_quiet_logger())
+        try:
+            self.module = self.se.load_module(data=data)
+        except Exception as e:  # Speakeasy raises many types for files it cannot map
+            raise EmulationError(f"emulator could not load the image: {type(e).__name__}: {e}") from None
+        self.emu = self.se.emu
+        self.recorder = BlockRecorder(self.emu.emu_eng.emu, self.bits, settings.max_instructions)
+        self.api_calls: list[tuple[int, str, int, bool]] = []  # raw position, name, return, supported
+        self.entries: list[tuple[str, int, int]] = []  # run type, address, raw first visit
+        self.unsupported: dict[str, int] = {}
+        self._patch()
+        winapi.install(self.se, self.bits)
+
+    def _patch(self) -> None:
+        emu, rec = self.emu, self.recorder
+        orig_log_api, orig_exec_run, orig_import = emu.log_api, emu._exec_run, emu.handle_import_func
+
+        def log_api(pc, imp_api, rv, argv):
+            self.api_calls.append((rec.visit_count - 1, imp_api, pc, True))
+            return orig_log_api(pc, imp_api, rv, argv)
+
+        def exec_run(run):
+            self.entries.append((run.type, run.start_addr, rec.visit_count))
+            return orig_exec_run(run)
+
+        def handle_import_func(dll, name):
+            _, attrs = emu.api.get_export_func_handler(dll, name)
+            if not attrs:
+                _, attrs = emu.normalize_import_miss(dll, name)
+            if attrs or emu.get_api_hooks(dll, name):
+                return orig_import(dll, name)
+            self._stub(dll, name)
+
+        emu.log_api, emu._exec_run, emu.handle_import_func = log_api, exec_run, handle_import_func
+
+    def _stub(self, dll: str, name: str) -> None:
+        """An API without a handler: return 0 and carry on (x86 stdcall argument count unknown: 0)."""
+        emu = self.emu
+        api = f"{dll}.{name}"
+        self.unsupported[api] = self.unsupported.get(api, 0) + 1
+        conv = se_arch.CALL_CONV_STDCALL
+        if dll.lower().startswith(_CDECL_DLL_PREFIXES):
+            conv = se_arch.CALL_CONV_CDECL
+        ret = emu.get_ret_address()
+        self.api_calls.append((self.recorder.visit_count - 1, api, ret, False))
+        emu.do_call_return(0, ret, 0, conv=conv)
+
+    def run(self) -> None:
+        timeout = self.settings.timeout_s
+        watchdog = threading.Timer(timeout, self.recorder.request_stop, args=(STOPPED_TIMEOUT,))
+        watchdog.daemon = True
+        if timeout > 0:
+            watchdog.start()
+        try:
+            self.se.run_module(self.module, all_entrypoints=True)
+        finally:
+            watchdog.cancel()
+
+    def stop_reason(self) -> tuple[StopReason, str]:
+        stopped = self.recorder.stopped
+        if stopped == STOPPED_INSTRUCTION_CAP:
+            return StopReason.INSTRUCTION_CAP, f"{self.settings.max_instructions} instructions"
+        if stopped == STOPPED_TIMEOUT:
+            return StopReason.TIMEOUT, f"{self.settings.timeout_s:g} s"
+        if stopped == STOPPED_OUT_OF_MEMORY:
+            return StopReason.MEMORY_LIMIT, "recorder out of memory"
+        runs = self.emu.runs
+        last = runs[-1] if runs else None
+        error = (last.error or {}) if last is not None else {}
+        if not error:
+            return StopReason.EXITED, ""
+        if error.get("type") == "max_api_count":
+            return StopReason.API_LIMIT, f"{error.get('count')} API calls in {last.type}"
+        where = error.get("pc") or ""
+        return StopReason.EMULATION_FAULT, f"{error.get('type', 'fault')} at {where} in {last.type}".strip()
+
+    def run_errors(self) -> list[dict]:
+        out = []
+        for run in self.emu.runs:
+            if run.error:
+                error = str(run.error.get("type", ""))[:200]
+                out.append(
+                    {"type": "run_error", "run": run.type, "error": error, "pc": run.error.get("pc", "")}
+                )
+        return out
+
+
+def emulate(data: bytes, sha256: str, name: str = "", settings: TracerSettings | None = None) -> Trace:
+    """Trace one PE image. Raises UnsupportedInput or EmulationError with a one-line reason."""
+    settings = settings or TracerSettings()
+    started = time.perf_counter()
+    session = _Session(data, settings)
+    try:
+        session.run()
+        reason, detail = session.stop_reason()
+        raw_visits = session.recorder.visits()
+        blocks, visits, group_of_raw = canonicalize(session.recorder.raw_blocks, raw_visits, session.bits)
+    finally:
+        session.recorder.close()
+
+    def canonical(raw: int) -> int:
+        return int(group_of_raw[raw]) if 0 <= raw < len(group_of_raw) else len(visits)
+
+    calls = [ApiCall(max(canonical(p), 0) if p >= 0 else 0, n, r, s) for p, n, r, s in session.api_calls]
+    entries = [EntryPoint(*_entry_kind(t), a, canonical(f)) for t, a, f in session.entries]
+    events = session.run_errors() + [
+        {"type": "unsupported_api", "name": api, "count": n} for api, n in sorted(session.unsupported.items())
+    ]
+    meta = TraceMeta(
+        sha256=sha256,
+        arch=session.info.arch,
+        source="emulator",
+        stop_reason=reason,
+        stop_detail=detail,
+        wall_time_s=round(time.perf_counter() - started, 4),
+        tracer_version=TRACER_VERSION,
+        settings=settings.key(),
+        file_name=name,
+        image_base=session.info.image_base,
+        entry_points=entries,
+        events=events,
+    )
+    return Trace(meta=meta, blocks=blocks, visits=visits, api_calls=calls)
+
+
+def _entry_kind(run_type: str) -> tuple[str, str]:
+    if run_type == "module_entry":
+        return "entry", "entry"
+    if run_type.startswith("dll_entry"):
+        return "DllMain", run_type.split(".", 1)[-1]
+    if run_type.startswith("export."):
+        return "export", run_type[len("export.") :]
+    if run_type.startswith("tls_callback"):
+        return "tls", run_type
+    return "thread" if "thread" in run_type else "callback", run_type

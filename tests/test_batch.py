@@ -1,0 +1,78 @@
+"""The batch runner: isolation of failing samples, resume, summary."""
+
+import os
+import time
+
+from runtrace.trace import batch
+from runtrace.trace.batch import summarize, trace_batch
+from runtrace.trace.emulator import TracerSettings
+from runtrace.trace.inputs import InputProblem, iter_samples
+
+
+def test_resume_skips_traced_samples(tmp_path, cli32, cli64):
+    out = tmp_path / "out"
+    first = trace_batch(iter_samples([cli32, cli64]), out, workers=2)
+    assert sorted(o.status for o in first) == ["ok", "ok"]
+    again = trace_batch(iter_samples([cli32, cli64]), out, workers=2)
+    assert [o.status for o in again] == ["skipped", "skipped"]
+    # Other settings: traced again.
+    other = trace_batch(iter_samples([cli32]), out, TracerSettings(max_instructions=100), workers=1)
+    assert other[0].status == "ok" and other[0].stop_reason == "instruction_cap"
+
+
+def test_duplicates_are_traced_once(tmp_path, cli32):
+    outcomes = trace_batch(iter_samples([cli32, cli32]), tmp_path, workers=1)
+    assert len(outcomes) == 1
+
+
+def _crash(*args, **kwargs):
+    os._exit(3)
+
+
+def _hang(*args, **kwargs):
+    time.sleep(60)
+
+
+def _balloon(*args, **kwargs):
+    hog = bytearray(400 * 1024 * 1024)
+    hog[::4096] = b"x" * len(hog[::4096])
+    time.sleep(60)
+
+
+def test_a_crashing_sample_becomes_an_error(tmp_path, cli32, monkeypatch):
+    monkeypatch.setattr(batch, "emulate", _crash)  # the forked child inherits the patch
+    (outcome,) = trace_batch(iter_samples([cli32]), tmp_path, workers=1)
+    assert outcome.status == "error" and "exit code 3" in outcome.error
+    assert outcome.stop_reason == "crashed"
+
+
+def test_a_hanging_sample_is_killed(tmp_path, cli32, monkeypatch):
+    monkeypatch.setattr(batch, "emulate", _hang)
+    monkeypatch.setattr(batch, "HARD_TIMEOUT_GRACE_S", 0.5)
+    started = time.monotonic()
+    (outcome,) = trace_batch(iter_samples([cli32]), tmp_path, TracerSettings(timeout_s=0.5), workers=1)
+    assert outcome.status == "error" and outcome.stop_reason == "timeout"
+    assert time.monotonic() - started < 30
+
+
+def test_a_memory_hog_is_killed(tmp_path, cli32, monkeypatch):
+    monkeypatch.setattr(batch, "emulate", _balloon)
+    (outcome,) = trace_batch(iter_samples([cli32]), tmp_path, TracerSettings(memory_mb=300), workers=1)
+    assert outcome.status == "error" and outcome.stop_reason == "memory_limit"
+
+
+def test_errors_are_remembered_unless_retried(tmp_path, cli32, monkeypatch):
+    monkeypatch.setattr(batch, "emulate", _crash)
+    trace_batch(iter_samples([cli32]), tmp_path, workers=1)
+    monkeypatch.undo()
+    (again,) = trace_batch(iter_samples([cli32]), tmp_path, workers=1)
+    assert again.status == "error"
+    (retried,) = trace_batch(iter_samples([cli32]), tmp_path, workers=1, retry_errors=True)
+    assert retried.status == "ok"
+
+
+def test_summary_counts(tmp_path, cli32):
+    outcomes = trace_batch([*iter_samples([cli32]), InputProblem("x", "no such file")], tmp_path, workers=1)
+    s = summarize(outcomes)
+    assert s["by_status"] == {"error": 1, "ok": 1}
+    assert s["by_stop_reason"] == {"exited": 1}

@@ -1,0 +1,75 @@
+"""End-to-end facts of emulated traces of the bundled benign fixtures."""
+
+from runtrace.trace.emulator import TracerSettings, emulate
+from runtrace.trace.inputs import sha256_of
+from runtrace.trace.model import Arch, StopReason
+from runtrace.trace.native import load_trace, save_trace
+
+
+def _trace(path, **settings):
+    data = path.read_bytes()
+    return emulate(data, sha256_of(data), str(path), TracerSettings(**settings))
+
+
+def test_i386_launcher_trace_facts(cli32, tmp_path):
+    tr = _trace(cli32)
+    assert tr.arch is Arch.X86
+    assert tr.meta.sha256 == "32acc1bc543116cbe2cff10cb867772df2f254ff2634c870aef0b46c4b696fdb"
+    # The EXE entry point (image base 0x400000 + AddressOfEntryPoint 0x1b87) is the first instruction.
+    assert tr.meta.entry_points[0].kind == "entry"
+    assert tr.meta.entry_points[0].address == 0x401B87
+    first = [insn for _, insn in zip(range(4), (i for _, i in tr.iter_instructions()), strict=False)]
+    assert [i.address for i in first] == [0x401B87, 0x401F51, 0x401F57, 0x401F58]
+    assert [i.text for i in first] == [
+        "call 0x401f51",
+        "mov ecx, dword ptr [0x404004]",
+        "push esi",
+        "push edi",
+    ]
+    names = [c.name for c in tr.api_calls]
+    assert "KERNEL32.GetSystemTimeAsFileTime" in names
+    assert "KERNEL32.GetModuleFileNameA" in names
+    # MSVC's security-cookie set-up runs before any API call.
+    assert names[0] == "KERNEL32.GetSystemTimeAsFileTime"
+    assert tr.instruction_count > 1000
+    assert tr.meta.stop_reason is StopReason.EXITED
+    # Calls Speakeasy has no handler for are stubbed and recorded, not fatal.
+    stubbed = {c.name for c in tr.api_calls if not c.supported}
+    assert "api-ms-win-crt-filesystem-l1-1-0._splitpath" in stubbed
+    assert any(e["type"] == "unsupported_api" for e in tr.meta.events)
+    # API positions point at the block that made the call: its last instruction is a call.
+    for call in tr.api_calls[:20]:
+        last = tr.block_instructions(int(tr.visits[call.position]))[-1]
+        assert last.mnemonic in ("call", "jmp")  # direct call, or a jmp [IAT] thunk
+    back = load_trace(save_trace(tr, tmp_path / "t.rtrace"))
+    assert back.blocks == tr.blocks
+    assert (back.visits == tr.visits).all()
+    assert back.api_calls == tr.api_calls
+    assert back.meta.entry_points == tr.meta.entry_points
+
+
+def test_amd64_launcher(cli64):
+    tr = _trace(cli64)
+    assert tr.arch is Arch.AMD64
+    assert tr.meta.entry_points[0].address == 0x140001D40  # image base 0x140000000 + entry RVA 0x1d40
+    first = next(i for _, i in tr.iter_instructions())
+    assert first.text == "sub rsp, 0x28"
+    assert tr.instruction_count > 1000
+
+
+def test_instruction_cap_stops_the_trace(cli32):
+    tr = _trace(cli32, max_instructions=500)
+    assert tr.meta.stop_reason is StopReason.INSTRUCTION_CAP
+    # Enforced at block granularity: at most one block past the cap.
+    assert 500 <= tr.instruction_count < 500 + max(b.instruction_count for b in tr.blocks) + 1
+
+
+def test_blocks_are_canonical(cli32):
+    tr = _trace(cli32)
+    from runtrace.trace.disasm import is_control_transfer
+
+    for i, block in enumerate(tr.blocks):
+        insns = tr.block_instructions(i)
+        assert sum(block.insn_lengths) == block.size
+        # Control transfers only ever end a block.
+        assert not any(is_control_transfer(x.mnemonic) for x in insns[:-1])
