@@ -14,29 +14,11 @@ if TYPE_CHECKING:
 # Mnemonics after which control does not simply fall through to the next instruction.  Conditional
 # jumps all start with "j"; the rest are listed.  Intel syntax, as capstone prints it.
 _TRANSFERS = frozenset(
-    [
-        "call",
-        "ret",
-        "retf",
-        "retn",
-        "iret",
-        "iretd",
-        "iretq",
-        "loop",
-        "loope",
-        "loopne",
-        "int",
-        "int1",
-        "int3",
-        "into",
-        "syscall",
-        "sysenter",
-        "sysret",
-        "sysexit",
-        "ud2",
-        "hlt",
-    ]
-)
+    {
+        "call", "ret", "retf", "retn", "iret", "iretd", "iretq", "loop", "loope", "loopne",
+        "int", "int1", "int3", "into", "syscall", "sysenter", "sysret", "sysexit", "ud2", "hlt",
+    }
+)  # fmt: skip
 
 
 def is_control_transfer(mnemonic: str) -> bool:
