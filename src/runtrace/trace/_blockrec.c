@@ -19,6 +19,7 @@
 typedef int (*uc_stop_fn)(void *uc);
 /* Returns (block_id << 16) | instruction_count for a new block, or -1 to stop emulation. */
 typedef int64_t (*new_block_fn)(uint64_t address, uint32_t size);
+typedef void (*code_fn)(uint64_t address, uint32_t size);
 
 typedef struct {
     uint64_t *keys_addr;
@@ -38,6 +39,12 @@ typedef struct {
     uc_stop_fn stop;
     new_block_fn on_new;
     int stopped; /* 1: instruction cap reached, 2: callback asked to stop, 3: out of memory */
+
+    /* A per-instruction hook gated in C: Speakeasy switches its instruction hook on after each API call
+     * for one instruction; a Python hook that is merely "disabled" still costs a Python call per
+     * instruction, this one costs a branch. */
+    code_fn on_code;
+    int code_enabled;
 } rec_t;
 
 static size_t slot_of(uint64_t addr, uint32_t size, size_t cap) {
@@ -128,6 +135,9 @@ void rec_hook(void *uc, uint64_t address, uint32_t size, void *user_data) {
         halt(r, uc, r->stopped);
         return;
     }
+    /* unicorn reports a block of size 0 when fetching its first instruction fails (Speakeasy's API
+     * calls are fetches from unmapped import addresses): nothing was executed. */
+    if (size == 0) return;
     size_t i = slot_of(address, size, r->table_cap);
     uint32_t id, n;
     for (;;) {
@@ -165,6 +175,17 @@ void rec_hook(void *uc, uint64_t address, uint32_t size, void *user_data) {
     r->visits[r->nvisits++] = id;
     r->insn_total += n;
     if (r->insn_cap && r->insn_total >= r->insn_cap) halt(r, uc, 1);
+}
+
+void rec_code_hook(void *uc, uint64_t address, uint32_t size, void *user_data) {
+    rec_t *r = (rec_t *)user_data;
+    (void)uc;
+    if (r->code_enabled && r->on_code) r->on_code(address, size);
+}
+
+void rec_set_code_hook(rec_t *r, void *on_code, int enabled) {
+    if (on_code) r->on_code = (code_fn)on_code;
+    r->code_enabled = enabled;
 }
 
 size_t rec_nvisits(rec_t *r) { return r->nvisits; }

@@ -40,6 +40,7 @@ class TraceOutcome:
     stop_reason: str = ""
     stop_detail: str = ""
     wall_time_s: float = 0.0
+    peak_rss_mb: float = 0.0  # the tracer child's high-water mark of resident memory
     error: str = ""
 
 
@@ -67,7 +68,9 @@ def _child_main(conn, data: bytes, sample: Sample, settings: TracerSettings, out
         path = save_trace(trace, trace_path(out_dir, sample.sha256))
         if extra is not None:
             extra(trace, out_dir)
-        conn.send(asdict(_outcome_of(trace, sample.name, path)))
+        outcome = _outcome_of(trace, sample.name, path)
+        outcome.peak_rss_mb = _status_mb(os.getpid(), "VmHWM:")
+        conn.send(asdict(outcome))
     except (UnsupportedInput, EmulationError) as e:
         conn.send({"error": str(e)})
     except MemoryError:
@@ -78,11 +81,11 @@ def _child_main(conn, data: bytes, sample: Sample, settings: TracerSettings, out
         conn.close()
 
 
-def _rss_mb(pid: int) -> float:
+def _status_mb(pid: int, field: str = "VmRSS:") -> float:
     try:
         with open(f"/proc/{pid}/status") as fh:
             for line in fh:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
@@ -213,7 +216,7 @@ def _check_child(
         proc.kill()
         proc.join()
         return error(f"no result after {elapsed:.0f} s: tracer process killed", "timeout")
-    if memory_mb and _rss_mb(proc.pid) > memory_mb:
+    if memory_mb and _status_mb(proc.pid) > memory_mb:
         proc.kill()
         proc.join()
         return error(

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 
 import speakeasy
+from speakeasy.windows.common import EMU_RESERVE_SIZE, EMU_RESERVED
 from speakeasy.winenv import arch as se_arch
 
 from runtrace import __version__
@@ -31,6 +32,8 @@ from runtrace.trace.recorder import (
 )
 
 TRACER_VERSION = f"runtrace-emu/{__version__}"
+STATUS_ACCESS_VIOLATION = 0xC0000005
+PAGE = 0x1000
 
 # C-runtime DLLs use cdecl on x86: the caller pops the arguments, so a stub need not know their number.
 _CDECL_DLL_PREFIXES = ("msvcr", "ucrtbase", "api-ms-win-crt-", "msvcp", "vcruntime")
@@ -42,6 +45,9 @@ class TracerSettings:
     timeout_s: float = 60.0
     memory_mb: int = 1024
     max_api_calls: int = 10_000  # per entry point, as Speakeasy counts them
+    # Reads and writes of unmapped memory that no SEH handler takes get a zero page and go on, up to this
+    # many pages per sample, instead of ending the run (0: Speakeasy's behaviour, end the entry point).
+    zero_pages: int = 64
 
     def key(self) -> dict:
         """What decides whether an existing trace can be reused."""
@@ -87,7 +93,11 @@ class _Session:
         self.api_calls: list[tuple[int, str, int, bool]] = []  # raw position, name, return, supported
         self.entries: list[tuple[str, int, int]] = []  # run type, address, raw first visit
         self.unsupported: dict[str, int] = {}
+        self.handler_errors: dict[str, int] = {}
+        self.zero_pages: list[int] = []
         self._patch()
+        self._patch_memory_faults()
+        self._install_code_hook()
         winapi.install(self.se, self.bits)
 
     def _patch(self) -> None:
@@ -111,6 +121,71 @@ class _Session:
             self._stub(dll, name)
 
         emu.log_api, emu._exec_run, emu.handle_import_func = log_api, exec_run, handle_import_func
+
+        api, orig_call = emu.api, emu.api.call_api_func
+
+        def call_api_func(mod, func, argv, ctx):
+            # A Speakeasy handler that fails (bad pointer argument, a bug) would end the run; the program
+            # gets 0 instead, as from a stub, and the failure is recorded.
+            try:
+                return orig_call(mod, func, argv, ctx)
+            except Exception as e:
+                key = f"{ctx.get('func_name', '?')}: {type(e).__name__}"
+                self.handler_errors[key] = self.handler_errors.get(key, 0) + 1
+                return 0
+
+        api.call_api_func = call_api_func
+
+    def _install_code_hook(self) -> None:
+        # Speakeasy turns a per-instruction Python hook on after every API call and memory fault, and
+        # "off" again at the next instruction; but off only skips the work, the Python call per
+        # instruction stays (most of the run time of API-heavy programs).  Its hook object is replaced by
+        # one whose on/off switch lives in the native recorder.  A side effect, for the better: with a
+        # code hook always registered, unicorn keeps the program counter exact per instruction, which
+        # self-modifying code (unpackers) needs to be emulated faithfully.
+        emu = self.emu
+
+        def on_code(address: int, size: int) -> None:
+            try:
+                emu._hook_code(emu, address, size, {})
+            except Exception as e:  # never raise into C
+                self.handler_errors[f"code hook: {type(e).__name__}"] = 1
+
+        emu.tmp_code_hook = self.recorder.install_code_hook(on_code)
+
+    def _patch_memory_faults(self) -> None:
+        emu = self.emu
+        orig_read, orig_write = emu._handle_invalid_read, emu._handle_invalid_write
+        reserved = (EMU_RESERVED, EMU_RESERVED + EMU_RESERVE_SIZE)
+
+        def lenient(address: int) -> bool:
+            if len(self.zero_pages) >= self.settings.zero_pages or reserved[0] <= address <= reserved[1]:
+                return False
+            return emu.get_mod_from_addr(address) is None  # Speakeasy maps decoy modules itself
+
+        def invalid_read(uc, address, size, value, ctx):
+            if not lenient(address):
+                return orig_read(uc, address, size, value, ctx)
+            if emu.dispatch_handlers and emu.dispatch_seh(STATUS_ACCESS_VIOLATION, address):
+                return True
+            base = address & ~(PAGE - 1)
+            if emu.mem_map(PAGE, base=base, tag="runtrace.zero_page") != base:
+                return orig_read(uc, address, size, value, ctx)
+            self.zero_pages.append(base)
+            return True
+
+        def invalid_write(uc, address, size, value, ctx):
+            # Speakeasy has already mapped the page and queued it for unmapping (tmp_maps).
+            base = address & ~(PAGE - 1)
+            if not lenient(address) or (base, emu.page_size) not in emu.tmp_maps:
+                return orig_write(uc, address, size, value, ctx)
+            if emu.dispatch_handlers and emu.dispatch_seh(STATUS_ACCESS_VIOLATION, address):
+                return True
+            emu.tmp_maps.remove((base, emu.page_size))
+            self.zero_pages.append(base)
+            return True
+
+        emu._handle_invalid_read, emu._handle_invalid_write = invalid_read, invalid_write
 
     def _stub(self, dll: str, name: str) -> None:
         """An API without a handler: return 0 and carry on (x86 stdcall argument count unknown: 0)."""
@@ -185,6 +260,12 @@ def emulate(data: bytes, sha256: str, name: str = "", settings: TracerSettings |
     events = session.run_errors() + [
         {"type": "unsupported_api", "name": api, "count": n} for api, n in sorted(session.unsupported.items())
     ]
+    events += [
+        {"type": "api_handler_error", "name": k, "count": n} for k, n in session.handler_errors.items()
+    ]
+    if session.zero_pages:
+        events.append({"type": "zero_pages", "count": len(session.zero_pages),
+                       "pages": [hex(p) for p in session.zero_pages[:16]]})  # fmt: skip
     meta = TraceMeta(
         sha256=sha256,
         arch=session.info.arch,

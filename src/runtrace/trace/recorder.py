@@ -7,7 +7,7 @@ import importlib.util
 
 import numpy as np
 import unicorn
-from unicorn import UC_HOOK_BLOCK
+from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE
 from unicorn import unicorn as _uc_module
 
 from runtrace.trace.disasm import instruction_lengths
@@ -18,6 +18,7 @@ STOPPED_OUT_OF_MEMORY = 3
 STOPPED_TIMEOUT = 4
 
 _NEW_BLOCK = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_uint64, ctypes.c_uint32)
+_ON_CODE = ctypes.CFUNCTYPE(None, ctypes.c_uint64, ctypes.c_uint32)
 
 
 def _load_library() -> ctypes.CDLL:
@@ -37,6 +38,7 @@ def _load_library() -> ctypes.CDLL:
     lib.rec_stopped.restype = ctypes.c_int
     lib.rec_stopped.argtypes = [ctypes.c_void_p]
     lib.rec_set_stopped.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    lib.rec_set_code_hook.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
     return lib
 
 
@@ -68,14 +70,28 @@ class BlockRecorder:
         self._rec = lib.rec_new(max(0, max_instructions), stop, ctypes.cast(self._callback, ctypes.c_void_p))
         if not self._rec:
             raise MemoryError("cannot allocate the block recorder")
+        self._add_native_hook(UC_HOOK_BLOCK, lib.rec_hook)
+        self._code_callback = None
+
+    def _add_native_hook(self, kind: int, function) -> None:
         handle = ctypes.c_size_t()
-        hook = ctypes.cast(lib.rec_hook, ctypes.c_void_p)
         err = _uc_module._uc.uc_hook_add(
-            uc._uch, ctypes.byref(handle), UC_HOOK_BLOCK, hook, ctypes.c_void_p(self._rec),
-            ctypes.c_uint64(1), ctypes.c_uint64(0),
+            self.uc._uch, ctypes.byref(handle), kind, ctypes.cast(function, ctypes.c_void_p),
+            ctypes.c_void_p(self._rec), ctypes.c_uint64(1), ctypes.c_uint64(0),
         )  # fmt: skip
         if err != unicorn.UC_ERR_OK:
             raise unicorn.UcError(err)
+
+    def install_code_hook(self, callback) -> GatedCodeHook:
+        """A per-instruction hook calling `callback(address, size)` only while enabled (gate in C)."""
+        if self._code_callback is None:
+            self._code_callback = _ON_CODE(callback)
+            _lib().rec_set_code_hook(self._rec, ctypes.cast(self._code_callback, ctypes.c_void_p), 0)
+            self._add_native_hook(UC_HOOK_CODE, _lib().rec_code_hook)
+        return GatedCodeHook(self)
+
+    def set_code_hook_enabled(self, enabled: bool) -> None:
+        _lib().rec_set_code_hook(self._rec, None, int(enabled))
 
     def _on_new_block(self, address: int, size: int) -> int:
         # Called from C the first time a (address, size) block runs; must never raise into C.
@@ -115,3 +131,20 @@ class BlockRecorder:
         if self._rec:
             _lib().rec_free(self._rec)
             self._rec = None
+
+
+class GatedCodeHook:
+    """Stands in for Speakeasy's temporary code hook object (it calls enable/disable on it)."""
+
+    def __init__(self, recorder: BlockRecorder) -> None:
+        self.recorder = recorder
+        self.enabled = False
+        self.added = True
+
+    def enable(self) -> None:
+        self.enabled = True
+        self.recorder.set_code_hook_enabled(True)
+
+    def disable(self) -> None:
+        self.enabled = False
+        self.recorder.set_code_hook_enabled(False)
