@@ -7,6 +7,11 @@ from __future__ import annotations
 
 import sys
 
+import runtrace.cli.convert_cmd  # noqa: F401  (registers commands)
+import runtrace.cli.corpus_cmd  # noqa: F401  (registers commands)
+import runtrace.cli.dataset_cmd  # noqa: F401  (registers commands)
+import runtrace.cli.evaluate_cmd  # noqa: F401  (registers commands)
+import runtrace.cli.train_cmd  # noqa: F401  (registers commands)
 from runtrace.cli import trace_cmd  # noqa: F401  (registers commands)
 from runtrace.cli.app import UserError, app, fail
 

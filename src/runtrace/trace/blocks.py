@@ -20,7 +20,7 @@ class BlockBuilder:
     def __init__(self, bits: int) -> None:
         self.bits = bits
         self.blocks: list[BasicBlock] = []
-        self._index: dict[tuple[int, bytes], int] = {}
+        self._index: dict[tuple, int] = {}
         self._visits: list[int] = []
         self._threads: list[int] = []
         self._start = -1
@@ -28,9 +28,11 @@ class BlockBuilder:
         self._tid = 0
         self._data = bytearray()
         self._lengths: list[int] = []
+        # Disassembly of the block being built when it comes from a text log (no bytes); empty otherwise.
+        self._texts: list[str] = []
 
     def add(self, address: int, data: bytes, tid: int = 0, mnemonic: str | None = None) -> None:
-        if self._lengths and (address != self._end or tid != self._tid):
+        if self._lengths and (address != self._end or tid != self._tid or self._texts):
             self._close()
         if mnemonic is None:
             insn = decode_one(data, address, self.bits)
@@ -48,13 +50,133 @@ class BlockBuilder:
         """Visits closed so far (the block being built is not counted yet)."""
         return len(self._visits)
 
+    def add_text(
+        self, address: int, text: str, length: int, tid: int = 0, mnemonic: str | None = None
+    ) -> None:
+        """One executed instruction known only by its disassembly (text trace logs).
+
+        `length` is the byte length inferred by the caller, 0 when unknown.  An unknown length means
+        the next instruction cannot be shown to be the next one in memory, so the block ends here.
+        `mnemonic` as capstone spells it, prefixes included ("bnd jmp"); default: the first word.
+        """
+        if self._lengths and (address != self._end or tid != self._tid or not self._texts):
+            self._close()
+        if not self._lengths:
+            self._start, self._tid = address, tid
+        self._texts.append(text)
+        self._lengths.append(length)
+        self._end = address + length
+        if length == 0 or is_control_transfer(mnemonic or text.partition(" ")[0]):
+            self._close()
+
+    def add_stream(
+        self,
+        addresses: np.ndarray,
+        data: bytes,
+        lengths: np.ndarray,
+        tids: np.ndarray,
+        transfers: np.ndarray,
+    ) -> None:
+        """Many executed instructions at once: the same result as calling `add` for each, in order.
+
+        `data` is the instructions' bytes concatenated, `lengths` their sizes, `transfers` whether each
+        is a control transfer (as `add` decides from the mnemonic).  Debugger traces hold millions of
+        instructions; deciding the block ends with numpy and touching Python objects once per block
+        visit instead of once per instruction is what makes importing them fast.
+        """
+        n = len(addresses)
+        if n == 0:
+            return
+        if not isinstance(data, bytes):
+            data = bytes(data)  # slices must be hashable and compare equal to `add`'s keys
+        addr = np.asarray(addresses, dtype=np.uint64)
+        lens = np.asarray(lengths, dtype=np.int64)
+        tid = np.asarray(tids, dtype=np.uint32)
+        ends = addr + lens.astype(np.uint64)
+        new_block = np.empty(n, dtype=bool)  # instruction i starts a new block
+        new_block[1:] = transfers[:-1] | (addr[1:] != ends[:-1]) | (tid[1:] != tid[:-1])
+        first_addr, first_tid = int(addr[0]), int(tid[0])
+        continues = bool(self._lengths) and not self._texts
+        continues = continues and first_addr == self._end and first_tid == self._tid
+        if self._lengths and not continues:
+            self._close()
+        new_block[0] = not continues
+
+        seg_lo = np.flatnonzero(new_block)
+        if continues:
+            seg_lo = np.concatenate(([0], seg_lo))
+        seg_hi = np.append(seg_lo[1:], n)
+        byte_off = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(lens, out=byte_off[1:])
+        last_is_open = not transfers[-1]  # the final block may go on in the next call
+
+        lo_list, hi_list = seg_lo.tolist(), seg_hi.tolist()
+        blo_list, bhi_list = byte_off[seg_lo].tolist(), byte_off[seg_hi].tolist()
+        addr_list, tid_list = addr[seg_lo].tolist(), tid[seg_lo].tolist()
+        n_seg = len(lo_list)
+        closed = range(n_seg - 1 if last_is_open else n_seg)
+
+        first = 0
+        if continues:  # the first segment completes the block left open by the previous call
+            self._data += data[blo_list[0] : bhi_list[0]]
+            self._lengths.extend(lens[lo_list[0] : hi_list[0]].tolist())
+            self._end = int(ends[hi_list[0] - 1])
+            if n_seg > 1 or not last_is_open:
+                self._close()
+            first = 1
+
+        # The closed blocks of this call: look all of them up at once (C-level loops over lists), then
+        # add the few not seen before one by one, in order, so ids still follow first visits.
+        done = slice(first, closed.stop)
+        keys = list(
+            zip(
+                addr_list[done],
+                map(data.__getitem__, map(slice, blo_list[done], bhi_list[done])),
+                strict=True,
+            )
+        )
+        index, blocks = self._index, self.blocks
+        ids = list(map(index.get, keys))
+        k = -1
+        while True:
+            try:
+                k = ids.index(None, k + 1)
+            except ValueError:
+                break
+            key = keys[k]
+            block_id = index.get(key)  # an earlier visit in this call may have added it
+            if block_id is None:
+                block_id = index[key] = len(blocks)
+                lo, hi = lo_list[first + k], hi_list[first + k]
+                blocks.append(BasicBlock(key[0], key[1], tuple(lens[lo:hi].tolist())))
+            ids[k] = block_id
+        self._visits.extend(ids)
+        self._threads.extend(tid_list[done])
+
+        if last_is_open and n_seg > first:
+            k = n_seg - 1
+            self._start, self._tid = addr_list[k], tid_list[k]
+            self._data = bytearray(data[blo_list[k] : bhi_list[k]])
+            self._lengths = lens[lo_list[k] : hi_list[k]].tolist()
+            self._end = int(ends[n - 1])
+
     def _close(self) -> None:
-        key = (self._start, bytes(self._data))
-        block_id = self._index.get(key)
-        if block_id is None:
-            block_id = len(self.blocks)
-            self._index[key] = block_id
-            self.blocks.append(BasicBlock(self._start, key[1], tuple(self._lengths)))
+        if self._texts:
+            # Text blocks have no bytes: their identity is the disassembly (and inferred lengths).
+            texts, lengths = tuple(self._texts), tuple(self._lengths)
+            key: tuple = (self._start, texts, lengths)
+            block_id = self._index.get(key)
+            if block_id is None:
+                block_id = self._index[key] = len(self.blocks)
+                self.blocks.append(BasicBlock(self._start, b"", lengths, texts))
+            self._texts = []
+        else:
+            key = (self._start, bytes(self._data))
+            block_id = self._index.get(key)
+            if block_id is None:
+                block_id = len(self.blocks)
+                self._index[key] = block_id
+                self.blocks.append(BasicBlock(self._start, key[1], tuple(self._lengths)))
         self._visits.append(block_id)
         self._threads.append(self._tid)
         self._data = bytearray()

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import capstone
 
+from runtrace.trace.asmsyntax import mnemonic_of
+
 if TYPE_CHECKING:
     from runtrace.trace.model import Arch, BasicBlock
 
@@ -23,7 +25,9 @@ _TRANSFERS = frozenset(
 
 def is_control_transfer(mnemonic: str) -> bool:
     m = mnemonic.lower()
-    if m.startswith(("bnd ", "notrack ")):  # branch prefixes capstone keeps in the mnemonic
+    # Prefixes capstone keeps in the mnemonic: "bnd jmp", "notrack call", and "repz ret" (f3 c3, the
+    # two-byte return AMD recommended for branch targets).
+    while m.startswith(("bnd ", "notrack ", "rep ", "repz ", "repe ", "repnz ", "repne ")):
         m = m.split(" ", 1)[1]
     return m.startswith("j") or m in _TRANSFERS
 
@@ -84,7 +88,7 @@ def decode_one(data: bytes, address: int, bits: int) -> Instruction | None:
 def _text_instructions(block: BasicBlock) -> list[Instruction]:
     out, addr = [], block.address
     for n, text in zip(block.insn_lengths, block.texts, strict=True):
-        mnemonic, _, op_str = text.partition(" ")
-        out.append(Instruction(addr, b"", mnemonic, op_str.strip()))
+        mnemonic = mnemonic_of(text)
+        out.append(Instruction(addr, b"", mnemonic, text[len(mnemonic) :].strip()))
         addr += n
     return out

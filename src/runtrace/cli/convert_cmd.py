@@ -1,0 +1,68 @@
+"""`runtrace convert`: move a run trace between runtrace's file and the debuggers' formats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from runtrace.cli.app import app, console, fail
+
+
+@app.command()
+def convert(
+    source: Path = typer.Argument(
+        ..., metavar="IN", help="Trace to read (.rtrace, .trace32/.trace64, text log)."
+    ),
+    target: Path = typer.Argument(..., metavar="OUT", help="File to write."),
+    to: str = typer.Option(
+        None, "--to", help="native, x64dbg or text (x64dbg-style log). Default: from OUT's extension."
+    ),
+    from_: str = typer.Option(
+        None, "--from", help="native, x64dbg, text, x64dbg-text or ollydbg. Default: detected."
+    ),
+    allow_truncated: bool = typer.Option(
+        False, "--allow-truncated", help="Keep the readable part of a damaged debugger trace."
+    ),
+    line_pattern: str = typer.Option(
+        None,
+        "--line-pattern",
+        help="Read a text log with this regex (named groups address, instruction, optional thread).",
+    ),
+) -> None:
+    """Convert a run trace between formats (runtrace's own, x64dbg binary, text logs)."""
+    from runtrace.trace.formats import (
+        READ_FORMATS,
+        WRITE_FORMATS,
+        TraceReadError,
+        format_for_output,
+        load_any,
+        save_as,
+    )
+
+    if from_ is not None and from_ not in READ_FORMATS:
+        raise fail(f"--from must be one of {', '.join(READ_FORMATS)}, not {from_!r}")
+    if to is not None and to not in WRITE_FORMATS:
+        raise fail(f"--to must be one of {', '.join(WRITE_FORMATS)}, not {to!r}")
+    if not source.is_file():
+        raise fail(f"{source}: no such file")
+    to = to or format_for_output(target)
+    try:
+        trace = load_any(source, from_, allow_truncated=allow_truncated, line_pattern=line_pattern)
+    except (TraceReadError, ValueError) as e:
+        raise fail(str(e)) from None
+    try:
+        save_as(trace, target, to)
+    except ValueError as e:
+        raise fail(f"{target}: cannot write {to}: {e}") from None
+    except OSError as e:
+        raise fail(f"{target}: cannot write: {e.strerror or e}") from None
+    counts = f"{trace.instruction_count:,} instructions, {len(trace.blocks):,} blocks"
+    counts += f", {trace.visit_count:,} visits"
+    console.print(
+        f"{source} ({trace.meta.source}, {trace.arch.value}) -> {target} ({to}): {counts}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if trace.meta.stop_detail.startswith("truncated"):
+        console.print(f"[yellow]note:[/] {trace.meta.stop_detail}", highlight=False, soft_wrap=True)
