@@ -1,0 +1,132 @@
+"""Composition of a corpus: counts by class x arch x kind x compiler, and per-class summaries.
+
+Computed once as plain data, then rendered either as a rich table (terminal) or as Markdown (docs), so the
+two can never disagree.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+from rich.table import Table
+
+CLASSES = ("benign", "malicious")
+
+
+@dataclass(frozen=True)
+class ClassSummary:
+    label: str
+    files: int
+    groups: int
+    packages: int
+    i386_share: float
+    exes: int
+    dlls: int
+    drivers: int
+    dotnet: int
+    signed: int
+    compilers: dict[str, int]
+    largest_groups: list[tuple[str, int]]
+
+
+def composition(rows: list[dict]) -> list[tuple[str, str, str, str, int]]:
+    """(label, arch, kind, compiler, count), sorted for reading."""
+    counts = Counter((r["label"], r["arch"], r["kind"], r["compiler"]) for r in rows)
+    return sorted(((*k, n) for k, n in counts.items()), key=lambda t: (t[0], t[1], t[2], -t[4], t[3]))
+
+
+def summarize_class(rows: list[dict], label: str) -> ClassSummary:
+    mine = [r for r in rows if r["label"] == label]
+    n = len(mine)
+    groups = Counter(r["origin_group"] for r in mine)
+    kinds = Counter(r["kind"] for r in mine)
+    return ClassSummary(
+        label=label,
+        files=n,
+        groups=len(groups),
+        packages=len({r["package"] for r in mine}),
+        i386_share=(sum(r["arch"] == "i386" for r in mine) / n) if n else 0.0,
+        exes=kinds["exe"],
+        dlls=kinds["dll"],
+        drivers=kinds["driver"],
+        dotnet=sum(bool(r["is_dotnet"]) for r in mine),
+        signed=sum(bool(r["signed"]) for r in mine),
+        compilers=dict(Counter(r["compiler"] for r in mine).most_common()),
+        largest_groups=groups.most_common(8),
+    )
+
+
+def _pivot(rows: list[dict]) -> tuple[list[tuple[str, str, str]], list[str], dict]:
+    """Rows: (arch, kind, compiler); columns: class; cell counts."""
+    cells: dict[tuple, Counter] = defaultdict(Counter)
+    for r in rows:
+        cells[(r["arch"], r["kind"], r["compiler"])][r["label"]] += 1
+    keys = sorted(cells, key=lambda k: (k[0], k[1], -sum(cells[k].values()), k[2]))
+    return keys, list(CLASSES), cells
+
+
+def composition_rich(rows: list[dict], title: str = "corpus composition") -> Table:
+    keys, classes, cells = _pivot(rows)
+    table = Table(title=title)
+    for col in ("arch", "kind", "compiler"):
+        table.add_column(col)
+    for label in classes:
+        table.add_column(label, justify="right")
+    for key in keys:
+        table.add_row(*key, *(str(cells[key][c] or "") for c in classes))
+    totals = Counter(r["label"] for r in rows)
+    table.add_row("[bold]total", "", "", *(f"[bold]{totals[c]}" for c in classes))
+    return table
+
+
+def summary_rich(rows: list[dict]) -> Table:
+    table = Table(title="per class")
+    for col in ("class", "files", "groups", "packages", "i386", "exe", "dll", "driver", ".NET", "signed"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for label in CLASSES:
+        s = summarize_class(rows, label)
+        table.add_row(
+            label, str(s.files), str(s.groups), str(s.packages), f"{s.i386_share:.0%}", str(s.exes),
+            str(s.dlls), str(s.drivers), str(s.dotnet), str(s.signed),
+        )  # fmt: skip
+    return table
+
+
+def composition_markdown(rows: list[dict]) -> str:
+    keys, classes, cells = _pivot(rows)
+    lines = [
+        "| arch | kind | compiler | " + " | ".join(classes) + " |",
+        "|---|---|---|" + "---:|" * len(classes),
+    ]
+    for key in keys:
+        lines.append("| " + " | ".join(key) + " | " + " | ".join(str(cells[key][c]) for c in classes) + " |")
+    totals = Counter(r["label"] for r in rows)
+    lines.append("| **total** | | | " + " | ".join(f"**{totals[c]}**" for c in classes) + " |")
+    return "\n".join(lines)
+
+
+def summary_markdown(rows: list[dict]) -> str:
+    head = "| class | files | origin groups | packages | i386 | exe | dll | driver | .NET | signed |"
+    lines = [head, "|---|" + "---:|" * 9]
+    for label in CLASSES:
+        s = summarize_class(rows, label)
+        lines.append(
+            f"| {label} | {s.files} | {s.groups} | {s.packages} | {s.i386_share:.0%} | {s.exes} | {s.dlls} "
+            f"| {s.drivers} | {s.dotnet} | {s.signed} |"
+        )
+    return "\n".join(lines)
+
+
+def packages_markdown(rows: list[dict]) -> str:
+    """Benign files per package (Debian package / PyPI project / archive)."""
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for r in rows:
+        counts[(r["label"], r["source"], r["package"])][r["kind"]] += 1
+    lines = ["| class | source | package | files | exe | dll | driver |", "|---|---|---|---:|---:|---:|---:|"]
+    for (label, source, package), c in sorted(
+        counts.items(), key=lambda kv: (kv[0][0], -sum(kv[1].values()))
+    ):
+        n = sum(c.values())
+        lines.append(f"| {label} | {source} | {package} | {n} | {c['exe']} | {c['dll']} | {c['driver']} |")
+    return "\n".join(lines)

@@ -1,0 +1,134 @@
+"""`runtrace corpus trace`: emulate every manifest sample with the tracer and add trace statistics.
+
+The tracer's batch runner does the work (one forked child per sample, resumable by trace file); this
+module only turns manifest rows into the tracer's `Sample`s - reading malware straight from its archive -
+and writes the outcomes back into the manifest.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+from runtrace.corpus import manifest as mf
+
+
+class _ArchiveReader:
+    """Keeps each archive open once; members are decrypted in memory only, never written out."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, zipfile.ZipFile] = {}
+
+    def read(self, path: str, member: str, password: str | None) -> bytes:
+        zf = self._open.get(path)
+        if zf is None:
+            zf = self._open[path] = zipfile.ZipFile(path)
+        try:
+            return zf.read(member, pwd=password.encode() if password else None)
+        except (RuntimeError, zipfile.BadZipFile, KeyError) as e:
+            # The tracer's batch reports OSError per sample and goes on; other errors would stop it.
+            raise OSError(f"{path}:{member}: {e}") from None
+
+    def close(self) -> None:
+        for zf in self._open.values():
+            zf.close()
+        self._open.clear()
+
+
+def manifest_samples(rows: list[dict], archives: _ArchiveReader) -> list:
+    from runtrace.trace.inputs import Sample
+
+    samples = []
+    for row in rows:
+        name = row.get("member") or row["sha256"]
+        if row.get("storage") == "zip":
+            path, member, pwd = row["path"], row["archive_member"], row.get("archive_password")
+
+            def read(path=path, member=member, pwd=pwd) -> bytes:
+                return archives.read(path, member, pwd)
+
+        else:
+            file_path = Path(row["path"])
+
+            def read(file_path=file_path) -> bytes:
+                return file_path.read_bytes()
+
+        samples.append(Sample(sha256=row["sha256"], name=f"{row['package']}:{name}", read=read))
+    return samples
+
+
+def outcome_columns(outcome) -> dict:
+    """Manifest trace columns for one tracer outcome ("skipped" = traced before: still a trace)."""
+    ok = outcome.status in ("ok", "skipped")
+    return {
+        "trace_status": "ok" if ok else "error",
+        "trace_path": outcome.path or None,
+        "instruction_count": outcome.instruction_count if ok else None,
+        "block_count": outcome.block_count if ok else None,
+        "visit_count": outcome.visit_count if ok else None,
+        "api_call_count": outcome.api_call_count if ok else None,
+        "stop_reason": outcome.stop_reason or None,
+        "trace_error": outcome.error or None,
+    }
+
+
+def select_rows(rows: list[dict], only_matched: bool, label: str | None, limit: int) -> list[dict]:
+    chosen = [
+        r for r in rows if (not only_matched or r.get("matched")) and (not label or r["label"] == label)
+    ]
+    if limit > 0:
+        # Alternate the classes so a partial run still has both of them.
+        mal = [r for r in chosen if r["label"] == "malicious"]
+        ben = [r for r in chosen if r["label"] != "malicious"]
+        mixed = [r for pair in zip(mal, ben, strict=False) for r in pair]
+        mixed += mal[len(ben) :] + ben[len(mal) :]
+        chosen = mixed[:limit]
+    return chosen
+
+
+def trace_corpus(
+    manifest_path: Path,
+    out_dir: Path,
+    settings=None,
+    workers: int | None = None,
+    on_done: Callable | None = None,
+    retry_errors: bool = False,
+    only_matched: bool = False,
+    label: str | None = None,
+    limit: int = 0,
+    on_start: Callable[[int], None] | None = None,
+) -> list:
+    """Trace the selected manifest rows; the manifest is updated even if the run is interrupted."""
+    from runtrace.trace.batch import trace_batch
+
+    rows = mf.read_manifest_rows(manifest_path)
+    chosen = select_rows(rows, only_matched, label, limit)
+    if on_start:
+        on_start(len(chosen))
+    archives = _ArchiveReader()
+    outcomes: list = []
+
+    def record(outcome) -> None:
+        outcomes.append(outcome)
+        if on_done:
+            on_done(outcome)
+
+    try:
+        trace_batch(
+            manifest_samples(chosen, archives),
+            out_dir,
+            settings,
+            workers,
+            on_done=record,
+            retry_errors=retry_errors,
+        )
+    finally:
+        archives.close()
+        by_sha = {o.sha256: o for o in outcomes if o.sha256}
+        for row in rows:
+            outcome = by_sha.get(row["sha256"])
+            if outcome is not None:
+                row.update(outcome_columns(outcome))
+        mf.write_manifest(rows, manifest_path)
+    return outcomes

@@ -1,0 +1,242 @@
+"""End-to-end corpus builds on small local sources: a zip + csv, a fake Debian unpack, fake wheels.
+
+The downloads are laid out in the cache the way `fetch` leaves them, and the network tools are replaced by
+a function that fails, so these tests prove both the no-network resume and the skip-and-report paths.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from runtrace.corpus import fetch
+from runtrace.corpus.build import BuildOptions, apply_group_cap, build_corpus, mark_matched_subset
+from runtrace.corpus.manifest import SCHEMA, read_manifest
+from runtrace.corpus.sources import ArchiveSource, DebianSource, PypiSources, SourcesConfig
+from test_corpus_pemeta import make_pe
+from test_corpus_sources import sha, write_archive
+
+MAL_EXE = make_pe("i386", linker=(6, 0))
+MAL_DLL = make_pe("i386", dll=True, linker=(10, 0))
+BEN_MS = make_pe("amd64", dll=True, linker=(14, 20))
+WINE_EXE = make_pe("i386", extra=b"wine notepad")
+WINE_DLL = make_pe("amd64", dll=True, extra=b"wine kernel32")
+PYD = make_pe("amd64", dll=True, linker=(14, 29), rich=[(0x0104, 30133, 3)])
+LAUNCHER = make_pe("i386", linker=(14, 29), rich=[(0x0104, 30133, 3)], extra=b"launcher")
+
+
+def _offline(cmd, cwd, timeout_s):
+    raise fetch.FetchError(f"ERROR: no network in tests ({cmd[0]})")
+
+
+def _wheel(downloads: Path, project: str, platform: str, files: dict[str, bytes]) -> None:
+    folder = downloads / "pypi" / project / f"py3.11-{platform}"
+    folder.mkdir(parents=True)
+    name = f"{project}-1.0-cp311-cp311-{platform}.whl"
+    with zipfile.ZipFile(folder / name, "w") as zf:
+        for member, data in files.items():
+            zf.writestr(member, data)
+    (folder / fetch.COMPLETE_MARKER).write_text(name + "\n")
+
+
+def _debian(downloads: Path, arch: str, files: dict[str, bytes]) -> None:
+    folder = downloads / "debian" / f"fakewine_{arch}"
+    root = folder / "extracted" / "usr" / "lib" / f"{arch}-linux-gnu" / "wine" / f"{arch}-windows"
+    root.mkdir(parents=True)
+    (folder / f"fakewine_1.0-1_{arch}.deb").write_bytes(b"!<arch>\n")  # never read: already unpacked
+    (folder / "extracted" / fetch.COMPLETE_MARKER).write_text("done\n")
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+
+
+@pytest.fixture
+def sources(tmp_path, monkeypatch) -> tuple[BuildOptions, Path]:
+    monkeypatch.setattr(fetch, "run_tool", _offline)
+    zpath, cpath = write_archive(
+        tmp_path,
+        {
+            sha(MAL_EXE): (MAL_EXE, "Practical Malware Analysis Lab 03-02.exe_", "malicious"),
+            sha(MAL_DLL): (MAL_DLL, "Practical Malware Analysis Lab 03-02.dll_", "malicious"),
+            sha(BEN_MS): (BEN_MS, "kernel32-64.dll_", "benign"),
+            sha(b"MZ junk"): (b"MZ junk", "junk.exe_", "malicious"),
+            "ef" * 32: (b"x", "al-khaser_x86.exe_", "grayware"),
+        },
+    )
+    downloads = tmp_path / "downloads"
+    _debian(
+        downloads,
+        "i386",
+        {"notepad.exe": WINE_EXE, "gdi.exe16": b"MZ" + bytes(0x3A) + b"\x40\0\0\0NE" + bytes(64)},
+    )
+    _debian(downloads, "amd64", {"kernel32.dll": WINE_DLL})
+    _wheel(downloads, "alpha", "win_amd64", {"alpha/_core.pyd": PYD, "alpha/x.pyd": b"not a PE at all"})
+    _wheel(downloads, "beta", "win32", {"beta/launcher.exe": LAUNCHER, "beta/copy_of_core.pyd": PYD})
+    _wheel(downloads, "beta", "win_amd64", {"beta/arm.exe": make_pe("arm64")})
+    config = SourcesConfig(
+        archive=[ArchiveSource(name="arc", zip=str(zpath), csv=str(cpath))],
+        debian=[
+            DebianSource(
+                package="fakewine",
+                architectures=["i386", "amd64"],
+                pe_globs=["usr/lib/*/wine/*-windows/*"],
+                group_by="module",
+            )
+        ],
+        pypi=PypiSources(projects=["alpha", "beta", "gamma"], pe_suffixes=[".exe", ".pyd"]),
+    )
+    opts = BuildOptions(corpus_dir=tmp_path / "corpus", downloads_dir=downloads, sources=config)
+    return opts, tmp_path
+
+
+def test_build_labels_dedups_and_reports(sources):
+    opts, _ = sources
+    result = build_corpus(opts)
+    rows = {r["sha256"]: r for r in read_manifest(result.manifest_path).to_pylist()}
+    assert read_manifest(result.manifest_path).schema.names == SCHEMA.names
+
+    assert rows[sha(MAL_EXE)]["label"] == "malicious" and rows[sha(BEN_MS)]["label"] == "benign"
+    assert rows[sha(MAL_EXE)]["origin_group"] == rows[sha(MAL_DLL)]["origin_group"] == "arc/pma-lab-03"
+    assert rows[sha(WINE_EXE)]["origin_group"] == "debian/fakewine/notepad.exe"
+    assert rows[sha(WINE_EXE)]["package_version"] == "1.0-1 (i386)"
+    assert rows[sha(PYD)]["origin_group"] == "pypi/alpha" and rows[sha(PYD)]["also_in"] == ["pypi/beta"]
+    assert rows[sha(LAUNCHER)]["compiler"] == "msvc" and rows[sha(LAUNCHER)]["kind"] == "exe"
+    assert len(rows) == 7
+
+    # Malware stays in its archive; benign files are in the content-addressed store, read-only.
+    mal = rows[sha(MAL_EXE)]
+    assert mal["storage"] == "zip" and mal["archive_member"] == f"{sha(MAL_EXE)}.bin"
+    assert not (opts.corpus_dir / "samples" / sha(MAL_EXE)[:2] / sha(MAL_EXE)).exists()
+    ben = rows[sha(WINE_DLL)]
+    assert ben["storage"] == "store" and Path(ben["path"]).read_bytes() == WINE_DLL
+    assert not os.access(ben["path"], os.W_OK) or os.geteuid() == 0
+
+    skipped = [json.loads(line) for line in result.skipped_path.read_text().splitlines()]
+    reasons = {s["reason"].split(" (")[0] for s in skipped}
+    text = json.dumps(skipped)
+    assert "16-bit NE executable, not PE" in reasons
+    assert "too small for a PE file" in text and "neither class" in text and "arm64" in text
+    assert "pip download gamma" in text  # the missing project is reported, the rest went on
+    assert "MSVC" not in text
+
+
+def test_rebuild_reuses_the_manifest_and_keeps_trace_columns(sources, monkeypatch):
+    opts, _ = sources
+    first = build_corpus(opts)
+    table = read_manifest(first.manifest_path).to_pylist()
+    for row in table:
+        row["instruction_count"], row["stop_reason"] = 1234, "exited"
+    from runtrace.corpus.manifest import write_manifest
+
+    write_manifest(table, first.manifest_path)
+
+    # A rerun must not decrypt archive members again: their verified hashes are reused.
+    from runtrace.corpus import sources as sources_mod
+
+    real = sources_mod.archive_candidates
+
+    def guarded(src):
+        for item in real(src):
+            if hasattr(item, "read") and item.label == "malicious":
+                item.read = lambda: (_ for _ in ()).throw(AssertionError("decrypted again"))
+            yield item
+
+    monkeypatch.setattr("runtrace.corpus.build.archive_candidates", guarded)
+    second = build_corpus(opts)
+    assert {r["sha256"] for r in second.rows} == {r["sha256"] for r in first.rows}
+    assert all(r["instruction_count"] == 1234 for r in second.rows)
+
+
+def test_label_conflicts_are_dropped(sources):
+    opts, tmp = sources
+    # The same bytes shipped as benign in a wheel and listed as malware in the archive.
+    _wheel(opts.downloads_dir, "gamma", "win32", {"gamma/evil.exe": MAL_EXE})
+    (opts.downloads_dir / "pypi" / "gamma" / "py3.11-win32" / fetch.COMPLETE_MARKER).touch()
+    result = build_corpus(opts)
+    assert sha(MAL_EXE) not in {r["sha256"] for r in result.rows}
+    assert any("labelled both" in p.reason for p in result.problems)
+
+
+def test_corpus_inside_the_checkout_is_refused(sources):
+    opts, _ = sources
+    opts.corpus_dir = Path(__file__).resolve().parent / "corpus-here"
+    with pytest.raises(ValueError, match="inside the git checkout"):
+        build_corpus(opts)
+    assert not opts.corpus_dir.exists()
+
+
+def _row(i: int, label: str, group: str, arch: str = "i386", kind: str = "dll") -> dict:
+    return {"sha256": f"{i:064x}", "label": label, "origin_group": group, "arch": arch, "kind": kind}
+
+
+def test_group_cap_keeps_the_arch_kind_mix():
+    rows = [
+        _row(i, "benign", "big", "i386" if i % 2 else "amd64", "exe" if i < 4 else "dll") for i in range(40)
+    ]
+    rows += [_row(100 + i, "benign", f"small{i}") for i in range(3)]
+    kept, dropped = apply_group_cap(rows, 8)
+    big = [r for r in kept if r["origin_group"] == "big"]
+    assert len(big) == 8 and dropped == {"big": 32}
+    assert {(r["arch"], r["kind"]) for r in big} == {
+        ("i386", "exe"),
+        ("amd64", "exe"),
+        ("i386", "dll"),
+        ("amd64", "dll"),
+    }
+    assert len(kept) == 11
+    assert apply_group_cap(rows, 0) == (rows, {})
+
+
+def _looks(
+    row: dict, linker: tuple[int, int], size: int = 4096, sections: int = 4, imports: int = 10
+) -> dict:
+    return row | {"linker_major": linker[0], "linker_minor": linker[1], "size": size,
+                  "section_count": sections, "import_count": imports}  # fmt: skip
+
+
+def test_matched_subset_pairs_lookalikes_within_arch_kind_and_toolchain():
+    mal = [
+        _looks(_row(i, "malicious", f"m{i}", "i386", "exe"), lk)
+        for i, lk in enumerate([(6, 0), (14, 29), (2, 39)])
+    ]
+    ben = [
+        _looks(_row(10, "benign", "b0", "i386", "exe"), (14, 29), size=4500),  # near twin of m1
+        _looks(_row(11, "benign", "b1", "i386", "exe"), (14, 29), size=1 << 24),  # same linker, far too big
+        _looks(_row(12, "benign", "b2", "i386", "exe"), (2, 39), size=4200),  # near twin of m2
+        _looks(_row(13, "benign", "b3", "i386", "dll"), (6, 0)),  # a DLL never partners an EXE
+        _looks(_row(14, "benign", "b4", "i386", "exe"), (9, 0)),  # another toolchain never partners
+    ]
+    rows = mal + ben
+    mark_matched_subset(rows, caliper=1.0)
+    assert [r["matched"] for r in rows] == [False, True, True, True, False, True, False, False]
+    assert rows[3]["match_id"] == rows[1]["sha256"] and rows[5]["match_id"] == rows[2]["sha256"]
+
+
+def test_matched_subset_caps_partners_per_group():
+    rows = [_looks(_row(i, "malicious", f"m{i}"), (14, 0)) for i in range(4)]
+    rows += [_looks(_row(10 + i, "benign", "one-project"), (14, 0)) for i in range(4)]
+    rows += [_looks(_row(20, "benign", "other"), (14, 0))]
+    mark_matched_subset(rows, max_per_group=2)
+    chosen = [r["origin_group"] for r in rows if r["matched"] and r["label"] == "benign"]
+    assert sorted(chosen) == ["one-project", "one-project", "other"]
+
+
+def test_a_manifest_version_bump_recomputes_metadata_but_keeps_traces(sources):
+    import pyarrow.parquet as pq
+
+    opts, _ = sources
+    first = build_corpus(opts)
+    table = read_manifest(first.manifest_path)
+    rows = table.to_pylist()
+    for row in rows:
+        row["instruction_count"], row["compiler"] = 77, "stale"
+    from runtrace.corpus.manifest import rows_to_table
+
+    old = rows_to_table(rows).replace_schema_metadata({b"runtrace.manifest_version": b"0"})
+    pq.write_table(old, first.manifest_path)
+    second = build_corpus(opts)
+    assert all(r["instruction_count"] == 77 for r in second.rows)
+    assert "stale" not in {r["compiler"] for r in second.rows}
