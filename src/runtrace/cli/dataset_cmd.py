@@ -1,0 +1,171 @@
+"""`runtrace dataset build | info`: labelled traces -> ISM / BSM token datasets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from runtrace.cli.app import app, console, err_console, fail
+
+dataset_app = typer.Typer(help="Turn traces into ISM / BSM token datasets.", no_args_is_help=True)
+app.add_typer(dataset_app, name="dataset")
+
+LABELS = ("malicious", "benign")
+
+
+def _read_manifest(path: Path):
+    """The corpus manifest as a pyarrow table (through the corpus stage's reader when it is there)."""
+    try:
+        from runtrace.corpus.manifest import ManifestError, read_manifest
+    except ImportError:
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_table(path)
+        except (OSError, ValueError) as e:
+            raise fail(f"{path}: not a readable manifest ({e})") from None
+    try:
+        return read_manifest(path)
+    except ManifestError as e:
+        raise fail(str(e)) from None
+
+
+def _labelled_traces(
+    manifest, traces: Path | None
+) -> tuple[list[Path], list[str], list[str], list[str], dict]:
+    """Trace paths with label, origin group and kind, for the manifest rows that have a trace."""
+    columns = set(manifest.column_names)
+    if "sha256" not in columns or "label" not in columns:
+        raise fail("manifest needs sha256 and label columns")
+    group_column = "origin_group" if "origin_group" in columns else "group" if "group" in columns else None
+    paths, labels, groups, kinds = [], [], [], []
+    skipped = {"not malicious/benign": 0, "no trace": 0}
+    for row in manifest.to_pylist():
+        label = (row.get("label") or "").lower()
+        if label not in LABELS:  # grayware and unknowns are neither class
+            skipped["not malicious/benign"] += 1
+            continue
+        sha = row["sha256"]
+        candidates = []
+        if traces is not None:
+            candidates.append(traces / f"{sha}.rtrace")
+        if row.get("trace_path"):
+            candidates.append(Path(row["trace_path"]))
+        found = next((p for p in candidates if p.is_file()), None)
+        if found is None:
+            skipped["no trace"] += 1
+            continue
+        paths.append(found)
+        labels.append(label)
+        groups.append((row.get(group_column) if group_column else None) or sha)
+        kinds.append(row.get("kind") or "")
+    return paths, labels, groups, kinds, skipped
+
+
+@dataset_app.command("build")
+def build(
+    representation: str = typer.Option(..., "--representation", "-r", help="ism or bsm."),
+    manifest: Path = typer.Option(..., "--manifest", "-m", help="Corpus manifest (Parquet) with labels."),
+    traces: Path = typer.Option(
+        None,
+        "--traces",
+        "-t",
+        help="Directory of <sha256>.rtrace files (default: the manifest's trace_path).",
+    ),
+    out: Path = typer.Option(..., "-o", "--out", help="Dataset directory to write."),
+    normalisation: str = typer.Option("registers", help="mnemonic, operand-kinds or registers."),
+    api: bool = typer.Option(
+        True, "--api/--no-api", help="API calls as tokens (--no-api: the paper's setting)."
+    ),
+    max_tokens: int = typer.Option(
+        None, help="Keep only the first N tokens (ISM) or blocks (BSM) per trace."
+    ),
+    windowing: str = typer.Option(None, help="Default windows for models: sliding, first-n or sampled."),
+    window: int = typer.Option(None, help="Default window length (tokens or blocks)."),
+    stride: int = typer.Option(None, help="Default stride of sliding windows (default: the window length)."),
+    windows_per_file: int = typer.Option(None, help="Default number of sampled windows per file."),
+    jobs: int = typer.Option(1, help="Worker processes encoding traces."),
+    limit: int = typer.Option(None, help="Use only the first N labelled traces (quick experiments)."),
+) -> None:
+    """Encode a corpus's traces as an ISM or BSM dataset (token ids, Parquet file table)."""
+    from runtrace.represent.dataset import DatasetError, build_dataset
+    from runtrace.represent.encode import REPRESENTATIONS
+    from runtrace.represent.normalise import Normalisation
+    from runtrace.represent.windows import WindowConfig
+
+    if representation not in REPRESENTATIONS:
+        raise fail(f"--representation must be ism or bsm, not {representation!r}")
+    if normalisation not in tuple(Normalisation):
+        raise fail(f"--normalisation must be one of {', '.join(Normalisation)}, not {normalisation!r}")
+    if traces is not None and not traces.is_dir():
+        raise fail(f"{traces}: no such directory")
+    window_settings = {
+        k: v
+        for k, v in {"mode": windowing, "length": window, "stride": stride, "count": windows_per_file}.items()
+        if v is not None
+    }
+    if window_settings:
+        try:
+            WindowConfig.from_json(window_settings)
+        except (TypeError, ValueError) as e:
+            raise fail(f"window settings: {e}") from None
+
+    table = _read_manifest(manifest)
+    paths, labels, groups, kinds, skipped = _labelled_traces(table, traces)
+    if limit is not None:
+        paths, labels, groups, kinds = paths[:limit], labels[:limit], groups[:limit], kinds[:limit]
+    if not paths:
+        raise fail(f"no labelled traces found ({', '.join(f'{k}: {v}' for k, v in skipped.items())})")
+
+    with Progress(
+        TextColumn("[bold]encoding"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("encode", total=len(paths))
+        try:
+            data = build_dataset(
+                paths,
+                labels,
+                representation=representation,
+                normalisation=normalisation,
+                api=api,
+                groups=groups,
+                kinds=kinds,
+                max_tokens=max_tokens,
+                jobs=jobs,
+                on_error="skip",
+                window=window_settings or None,
+                progress=lambda done, total: progress.update(task, completed=done),
+            )
+        except DatasetError as e:
+            raise fail(str(e)) from None
+    for item in data.meta.get("skipped", [])[:20]:
+        err_console.print(
+            f"[yellow]skipped:[/] {item['trace']}: {item['error']}", highlight=False, soft_wrap=True
+        )
+    if len(data) == 0:
+        raise fail("no trace could be read")
+    data.save(out)
+    summary = data.describe()
+    summary["skipped"] = {**skipped, "unreadable": len(data.meta.get("skipped", []))}
+    console.print_json(json.dumps(summary))
+    console.print(f"dataset written to {out}", highlight=False)
+
+
+@dataset_app.command("info")
+def info(path: Path = typer.Argument(..., help="Dataset directory.")) -> None:
+    """Summarise a dataset: files per class, lexicon size, sequence lengths."""
+    from runtrace.represent.dataset import DatasetError, SequenceDataset
+
+    try:
+        data = SequenceDataset.load(path)
+    except DatasetError as e:
+        raise fail(str(e)) from None
+    console.print_json(json.dumps({**data.describe(), "window_defaults": data.window_defaults}))

@@ -1,0 +1,170 @@
+"""`runtrace evaluate`: models x protocols on the same folds, per-file metrics with intervals, a report."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from runtrace.cli.app import app, console, err_console, fail
+
+ALL = "all"
+
+
+def _split_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _console_summary(summary: dict) -> Table:
+    table = Table(title="per-file results (95 % bootstrap intervals in metrics.json and report.md)")
+    for col in ("data", "protocol", "model", "accuracy", "FPR", "TPR", "ROC-AUC", "TP/FP/TN/FN"):
+        table.add_column(col, justify="left" if col in ("data", "protocol", "model") else "right")
+
+    def pct(metric: dict) -> str:
+        return "n/a" if metric["value"] is None else f"{100 * metric['value']:.1f} %"
+
+    for e in summary["results"]:
+        m, c = e["per_file"]["metrics"], e["per_file"]["counts"]
+        auc = "n/a" if m["roc_auc"]["value"] is None else f"{m['roc_auc']['value']:.3f}"
+        table.add_row(
+            e["representation"],
+            e["protocol"],
+            e["model"],
+            pct(m["accuracy"]),
+            pct(m["fpr"]),
+            pct(m["tpr"]),
+            auc,
+            f"{c['tp']}/{c['fp']}/{c['tn']}/{c['fn']}",
+        )
+    return table
+
+
+@app.command()
+def evaluate(
+    datasets: list[Path] = typer.Option(
+        ..., "--dataset", "-d", help="Dataset directory (runtrace dataset build); repeat for ISM and BSM."
+    ),
+    representation: str = typer.Option(ALL, "--representation", "-r", help="ism, bsm or all."),
+    protocol: str = typer.Option(ALL, "--protocol", "-p", help="leaky, by-file, by-origin or all."),
+    models: str = typer.Option(
+        "lstm,ngram-lr,ngram-lgbm,metadata", "--models", "-m", help="Comma-separated: lstm, ngram-lr, ..."
+    ),
+    out: Path = typer.Option(..., "-o", "--out", help="Report directory, e.g. reports/RUN."),
+    folds: int = typer.Option(5, help="k of the k-fold protocols."),
+    seed: int = typer.Option(0, help="Seed of the folds, the models and the bootstrap."),
+    target_fpr: float = typer.Option(0.01, help="FPR the decision threshold aims for (on training folds)."),
+    threshold_fit: str = typer.Option(
+        "auto",
+        help="auto (per model), inner-cv or holdout: how training-fold scores for the threshold are got.",
+    ),
+    bootstrap: int = typer.Option(1000, help="Bootstrap resamples per interval."),
+    manifest: Path = typer.Option(
+        None, help="Corpus manifest: joins PE metadata for the shortcut audit and compiler slices."
+    ),
+    window: int = typer.Option(None, help="Leaky protocol: window length (default: the LSTM's)."),
+    windows_per_file: int = typer.Option(None, help="Leaky protocol: sampled windows per file."),
+    lstm_epochs: int = typer.Option(None, help="LSTM: at most this many epochs (default: the model's)."),
+    device: str = typer.Option("auto", help="LSTM: auto, cpu or cuda."),
+    threads: int = typer.Option(None, help="LSTM: torch CPU threads."),
+    overwrite: bool = typer.Option(False, help="Write into an output directory that already holds a report."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Evaluate detectors honestly: leaky, by-file and by-origin splits side by side, per-file metrics
+    with bootstrap intervals, baselines and a metadata shortcut audit (docs/evaluation.md)."""
+    from runtrace.evaluate.protocols import PROTOCOLS
+    from runtrace.evaluate.registry import resolve_models
+    from runtrace.evaluate.report import write_report
+    from runtrace.evaluate.runner import RunConfig, run_evaluation
+    from runtrace.represent.dataset import DatasetError, SequenceDataset
+
+    if representation not in ("ism", "bsm", ALL):
+        raise fail(f"--representation must be ism, bsm or all, not {representation!r}")
+    if protocol not in (*PROTOCOLS, ALL):
+        raise fail(f"--protocol must be one of {', '.join(PROTOCOLS)} or all, not {protocol!r}")
+    if threshold_fit not in ("auto", "inner-cv", "holdout"):
+        raise fail(f"--threshold-fit must be auto, inner-cv or holdout, not {threshold_fit!r}")
+    if folds < 2:
+        raise fail("--folds must be at least 2")
+    if not 0.0 <= target_fpr < 1.0:
+        raise fail("--target-fpr must be in [0, 1)")
+    if bootstrap < 0:
+        raise fail("--bootstrap must be 0 or more")
+    try:
+        specs = resolve_models(_split_list(models))
+    except KeyError as e:
+        raise fail(e.args[0]) from None
+    if not specs:
+        raise fail("--models names no model")
+    if (out / "report.md").exists() and not overwrite:
+        raise fail(f"{out} already holds a report (pass --overwrite to replace it)")
+
+    loaded = []
+    for path in dict.fromkeys(datasets):
+        try:
+            data = SequenceDataset.load(path)
+        except DatasetError as e:
+            raise fail(str(e)) from None
+        if representation in (ALL, data.representation):
+            loaded.append((str(path), data))
+    if not loaded:
+        raise fail(f"no {representation.upper()} dataset among --dataset {' '.join(map(str, datasets))}")
+
+    manifest_sha256 = None
+    if manifest is not None:
+        import hashlib
+
+        from runtrace.corpus.manifest import ManifestError, read_manifest
+        from runtrace.evaluate.manifest_join import join_manifest
+
+        try:
+            table = read_manifest(manifest)
+            manifest_sha256 = hashlib.sha256(manifest.read_bytes()).hexdigest()
+            for name, data in loaded:
+                added, matched = join_manifest(data, table)
+                err_console.print(
+                    f"{name}: {matched} of {len(data)} files found in the manifest", highlight=False
+                )
+        except (ManifestError, ValueError) as e:
+            raise fail(f"{manifest}: {e}") from None
+
+    try:
+        window_overrides = {"length": window, "count": windows_per_file}
+        window_overrides = {k: v for k, v in window_overrides.items() if v is not None}
+        lstm_options = {"device": device}
+        if lstm_epochs is not None:
+            lstm_options["epochs"] = lstm_epochs
+        if threads is not None:
+            lstm_options["num_threads"] = threads
+        config = RunConfig(
+            folds=folds,
+            seed=seed,
+            target_fpr=target_fpr,
+            threshold_fit=threshold_fit,
+            window=window_overrides,
+            model_options={"lstm": lstm_options},
+        )
+        protocols = list(PROTOCOLS) if protocol == ALL else [protocol]
+        result = run_evaluation(loaded, specs, protocols, config, show_progress=progress)
+    except ValueError as e:
+        raise fail(str(e)) from None
+
+    for line in result.skipped:
+        err_console.print(f"[yellow]not run:[/] {line}", highlight=False)
+    for run in result.runs:
+        for model, why in run.skipped.items():
+            err_console.print(
+                f"[yellow]not run:[/] {run.representation} {run.protocol} {model}: {why}", highlight=False
+            )
+    if not any(run.predictions for run in result.runs):
+        raise fail("nothing could be evaluated (see the lines above)")
+
+    command = "runtrace " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "runtrace evaluate"
+    paths = write_report(
+        result, out, command=command, n_resamples=bootstrap, seed=seed, manifest_sha256=manifest_sha256
+    )
+    console.print(_console_summary(json.loads(paths["metrics"].read_text())))
+    console.print(f"report written to {paths['report']}", highlight=False)

@@ -1,0 +1,154 @@
+"""`runtrace train`: fit an ISM or BSM LSTM on a dataset and save it (safetensors + JSON).
+
+Runs on one process by default; `torchrun --nproc_per_node N runtrace train ...` trains with
+DistributedDataParallel (gloo on CPU, nccl on CUDA) and rank 0 writes the model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from runtrace.cli.app import app, console, fail
+
+
+@app.command()
+def train(
+    dataset: Path = typer.Option(..., "--dataset", "-d", help="Dataset directory (runtrace dataset build)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Model directory to write."),
+    representation: str = typer.Option(
+        None, "--representation", "-r", help="ism or bsm (default: the dataset's)."
+    ),
+    epochs: int = typer.Option(20, help="At most this many epochs (early stopping may end sooner)."),
+    batch_size: int = typer.Option(32, help="Windows per step."),
+    lr: float = typer.Option(2e-3, help="AdamW learning rate."),
+    patience: int = typer.Option(3, help="Epochs without a better validation loss before stopping."),
+    val_fraction: float = typer.Option(0.15, help="Share of the training files held out for early stopping."),
+    val_by: str = typer.Option("file", help="Draw validation files by 'file' or by origin 'group'."),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    threads: int = typer.Option(None, help="torch CPU threads per process."),
+    windowing: str = typer.Option(
+        None, help="sliding, first-n or sampled (default: the dataset's, else sampled)."
+    ),
+    window: int = typer.Option(None, help="Window length in tokens (ISM) or blocks (BSM)."),
+    stride: int = typer.Option(None, help="Stride of sliding windows (default: the window length)."),
+    windows_per_file: int = typer.Option(None, help="Sampled windows per file."),
+    max_windows: int = typer.Option(None, help="Sliding: at most this many windows per file."),
+    aggregation: str = typer.Option("mean", help="Window scores -> file score: mean, max or attention."),
+    embed: int = typer.Option(32, help="Instruction embedding size."),
+    hidden: int = typer.Option(64, help="LSTM hidden size."),
+    layers: int = typer.Option(1, help="LSTM layers."),
+    bidirectional: bool = typer.Option(False, "--bidirectional/--unidirectional"),
+    pooling: str = typer.Option("mean", help="Over LSTM outputs: last, mean or max."),
+    dropout: float = typer.Option(0.1),
+    block_encoder: str = typer.Option("mean", help="BSM: mean, max or conv over a block's instructions."),
+    block_ids: bool = typer.Option(
+        True, "--block-ids/--no-block-ids", help="BSM: learned block-key embedding."
+    ),
+    min_documents: int = typer.Option(2, help="Vocabulary: a token must occur in this many training files."),
+    max_vocab: int = typer.Option(50_000, help="Vocabulary: at most this many tokens."),
+    log: Path = typer.Option(None, help="Epoch log (JSON lines); default: OUT/training_log.jsonl."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Train an LSTM on all files of a dataset (validation split drawn from them) and save it."""
+    from runtrace.models.bsm import BsmLstmConfig
+    from runtrace.models.estimator import VocabularyConfig, make_classifier
+    from runtrace.models.ism import IsmLstmConfig
+    from runtrace.models.train import TrainConfig, distributed_context, shutdown_distributed
+    from runtrace.represent.dataset import DatasetError, SequenceDataset
+    from runtrace.represent.windows import WindowConfig
+
+    try:
+        data = SequenceDataset.load(dataset)
+    except DatasetError as e:
+        raise fail(str(e)) from None
+    if representation is not None and representation != data.representation:
+        raise fail(f"{dataset} is a {data.representation.upper()} dataset, not {representation}")
+    if len(data) == 0:
+        raise fail(f"{dataset}: no files")
+
+    try:
+        window_settings = {
+            k: v
+            for k, v in {
+                "mode": windowing,
+                "length": window,
+                "stride": stride,
+                "count": windows_per_file,
+                "max_windows": max_windows,
+            }.items()
+            if v is not None
+        }
+        window_config = None
+        if window_settings:
+            window_config = WindowConfig.from_json({**(data.window_defaults or {}), **window_settings})
+        common = dict(
+            hidden_size=hidden,
+            num_layers=layers,
+            bidirectional=bidirectional,
+            pooling=pooling,
+            dropout=dropout,
+        )
+        if data.representation == "ism":
+            model = IsmLstmConfig(embed_dim=embed, **common)
+        else:
+            model = BsmLstmConfig(
+                insn_embed_dim=embed, block_encoder=block_encoder, block_id_embedding=block_ids, **common
+            )
+        train_config = TrainConfig(
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            patience=patience,
+            val_fraction=val_fraction,
+            val_by=val_by,
+            seed=seed,
+            device=device,
+            num_threads=threads,
+            progress=progress,
+            log_path=str(log or out / "training_log.jsonl"),
+        )
+        vocabulary = VocabularyConfig(min_documents=min_documents, max_size=max_vocab)
+        clf = make_classifier(
+            data.representation,
+            model=model,
+            window=window_config,
+            aggregation=aggregation,
+            train=train_config,
+            vocabulary=vocabulary,
+            block_vocabulary=vocabulary,
+        )
+        ctx = distributed_context(device)
+    except (TypeError, ValueError) as e:
+        raise fail(str(e)) from None
+
+    import numpy as np
+
+    try:
+        clf.fit(data, np.arange(len(data)))
+        if ctx.is_main:
+            clf.save(out)
+            _summary(clf, ctx, out)
+    except ValueError as e:
+        raise fail(str(e)) from None
+    finally:
+        shutdown_distributed()
+
+
+def _summary(clf, ctx, out: Path) -> None:
+    last = clf.history[-1] if clf.history else {}
+    best = min((h for h in clf.history if "val_loss" in h), key=lambda h: h["val_loss"], default=last)
+    nan = float("nan")
+    text = (
+        f"{clf.kind}: {len(clf.history)} epochs, best epoch {best.get('epoch')} "
+        f"(val loss {best.get('val_loss', nan):.4f}, val AUC {best.get('val_auc', nan):.3f}), "
+        f"{last.get('tokens_per_s', 0):,.0f} tokens/s; vocabulary {len(clf.insn_vocab)}"
+    )
+    if clf.block_vocab is not None:
+        text += f", blocks {len(clf.block_vocab)}"
+    if ctx.distributed:
+        text += f"; {ctx.world_size} processes"
+    console.print(text, highlight=False)
+    console.print(f"model written to {out}", highlight=False)

@@ -1,0 +1,35 @@
+"""Bring the corpus manifest's PE metadata next to a dataset's files, matched by sha256.
+
+A dataset records what the trace says (arch, trace length, stop reason); size, linker version, section
+and import counts and compiler family live in the corpus manifest.  The shortcut audit needs them, and
+per-slice results by compiler family need the `compiler` column.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from runtrace.evaluate.interfaces import SequenceData
+
+
+def join_manifest(data: SequenceData, manifest: pa.Table) -> tuple[list[str], int]:
+    """Append the manifest's PE columns that `data.files` lacks; returns (columns added, files matched).
+
+    Files absent from the manifest get nulls (unknown), never a default value that could look like a
+    real size or count.  Only PE metadata is taken: provenance columns (paths, archive details) say where
+    a sample came from, and would hand a classifier its label.
+    """
+    from runtrace.corpus.manifest import PE_FIELDS
+
+    if "sha256" not in manifest.column_names:
+        raise ValueError("the manifest has no sha256 column")
+    files = data.files
+    take = [f.name for f in PE_FIELDS if f.name in manifest.column_names and f.name not in files.column_names]
+    position = {sha: i for i, sha in enumerate(manifest.column("sha256").to_pylist())}
+    rows = [position.get(sha) for sha in files.column("sha256").to_pylist()]
+    indices = pa.array(rows, type=pa.int64())  # null index -> null row
+    for name in take:
+        files = files.append_column(name, manifest.column(name).take(indices))
+    data.files = files
+    return take, int(np.sum([r is not None for r in rows]))

@@ -1,0 +1,91 @@
+"""The models `runtrace evaluate --models` can name, and how to build a fresh one for each fold."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from runtrace.evaluate.baselines import MetadataBaseline, NgramCache, NgramLightGBM, NgramLogisticRegression
+from runtrace.evaluate.interfaces import FileClassifier
+from runtrace.evaluate.protocols import BY_ORIGIN
+
+INNER_CV = "inner-cv"
+HOLDOUT = "holdout"
+
+
+class ModelUnavailable(RuntimeError):
+    """A named model cannot be built here (its package is missing or not written yet)."""
+
+
+@dataclass
+class BuildContext:
+    """What a model builder may use: the representation and protocol, the run's seed, caches shared
+    across the folds of one dataset view (never across views, whose row numbers mean different things),
+    and options given for this model (`--lstm-epochs` ...)."""
+
+    representation: str
+    protocol: str
+    seed: int
+    shared: dict
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    description: str
+    # How the decision threshold is fitted by default: inner cross-validation costs several extra fits
+    # per fold, fine for baselines; an LSTM uses a held-out part of its training fold instead.
+    threshold_fit: str
+    build: Callable[[BuildContext], FileClassifier]
+
+
+def _ngram_cache(ctx: BuildContext) -> NgramCache:
+    return ctx.shared.setdefault("ngram_cache", NgramCache())
+
+
+def _build_lstm(ctx: BuildContext) -> FileClassifier:
+    try:
+        from runtrace.models import BsmLstm, IsmLstm
+    except ImportError as e:  # pragma: no cover - depends on what is installed
+        raise ModelUnavailable(f"lstm: runtrace.models cannot be imported ({e})") from e
+    cls = {"ism": IsmLstm, "bsm": BsmLstm}.get(ctx.representation)
+    if cls is None:
+        raise ModelUnavailable(f"lstm: no LSTM for representation {ctx.representation!r}")
+    # Early stopping draws its validation files from the training fold; under by-origin it must draw
+    # whole groups, or it would stop on families the network is already training on.
+    val_by = "group" if ctx.protocol == BY_ORIGIN else "file"
+    return cls(**{"seed": ctx.seed, "val_by": val_by, **ctx.options})
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec("lstm", "LSTM over the token sequence (IsmLstm / BsmLstm)", HOLDOUT, _build_lstm),
+        ModelSpec(
+            "ngram-lr",
+            "token 1-3-gram counts, tf-idf, logistic regression",
+            INNER_CV,
+            lambda ctx: NgramLogisticRegression(seed=ctx.seed, cache=_ngram_cache(ctx)),
+        ),
+        ModelSpec(
+            "ngram-lgbm",
+            "token 1-3-gram counts, LightGBM",
+            INNER_CV,
+            lambda ctx: NgramLightGBM(seed=ctx.seed, cache=_ngram_cache(ctx)),
+        ),
+        ModelSpec(
+            "metadata",
+            "shortcut audit: file metadata only (arch, kind, size, sections, linker, trace length, stop)",
+            INNER_CV,
+            lambda ctx: MetadataBaseline(seed=ctx.seed),
+        ),
+    )
+}
+
+
+def resolve_models(names: list[str]) -> list[ModelSpec]:
+    unknown = [n for n in names if n not in MODELS]
+    if unknown:
+        raise KeyError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+    return [MODELS[n] for n in dict.fromkeys(names)]

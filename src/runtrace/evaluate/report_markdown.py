@@ -1,0 +1,342 @@
+"""The markdown of a run's report: per-file figures first, then the paper, the leaky split's inflation,
+the shortcut audit, slices, folds and plots, each section labelled for what it is."""
+
+from __future__ import annotations
+
+from runtrace.evaluate.protocols import BY_FILE, BY_ORIGIN, LEAKY
+from runtrace.evaluate.runner import EvaluationRun, ProtocolRun
+
+# docs/paper.md: the figures to beat, per representation (accuracy, false-positive rate).
+PAPER = {"ism": (0.8751, 0.1834), "bsm": (0.9926, 0.0262)}
+AUDIT_MARGIN = 0.05  # metadata-only AUC this close to the best sequence model's means a confounded corpus
+METADATA_MODEL = "metadata"
+
+SUMMARY_COLUMNS = (
+    ("accuracy", "accuracy"),
+    ("balanced_accuracy", "bal. acc."),
+    ("fpr", "FPR"),
+    ("tpr", "TPR"),
+    ("precision", "precision"),
+    ("f1", "F1"),
+    ("roc_auc", "ROC-AUC"),
+    ("tpr_at_fpr_1pct", "TPR@FPR 1 %"),
+    ("tpr_at_fpr_0.1pct", "TPR@FPR 0.1 %"),
+)
+
+
+def _fmt(estimate: dict, key: str) -> str:
+    v = estimate["value"]
+    if v is None:
+        return "n/a"
+    if key == "roc_auc":
+        body = f"{v:.3f}"
+        ci = f" [{estimate['low']:.3f}, {estimate['high']:.3f}]" if estimate["low"] is not None else ""
+    else:
+        body = f"{100 * v:.1f} %"
+        ci = (
+            f" [{100 * estimate['low']:.1f}, {100 * estimate['high']:.1f}]"
+            if estimate["low"] is not None
+            else ""
+        )
+    return body + ci
+
+
+def _counts(c: dict) -> str:
+    return f"{c['tp']}/{c['fp']}/{c['tn']}/{c['fn']} (n={c['n']})"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return out + [""]
+
+
+def _entry_index(summary: dict) -> dict[tuple, dict]:
+    return {(e["dataset"], e["protocol"], e["model"]): e for e in summary["results"]}
+
+
+def render_markdown(result: EvaluationRun, summary: dict, meta: dict, plot_paths: dict, keys: dict) -> str:
+    cfg = result.config
+    entries = _entry_index(summary)
+    lines = [
+        f"# runtrace evaluation: {meta['run']}",
+        "",
+        f"- command: `{meta['command']}`",
+        f"- date (UTC): {meta['date']}",
+        f"- machine: {meta['machine']['platform']}, {meta['machine']['cpu_count']} CPUs, "
+        f"Python {meta['machine']['python']}",
+        f"- folds: k = {cfg.folds}, seed {cfg.seed}; thresholds fitted on training folds only "
+        f"({cfg.threshold_fit}) for a target FPR of {100 * cfg.target_fpr:g} %",
+        f"- intervals: 95 % stratified bootstrap over files, "
+        f"{summary['bootstrap']['n_resamples']} resamples, seed {summary['bootstrap']['seed']}",
+        f"- leaky protocol windows: {_window_text(result, keys)}",
+        "",
+        "## Datasets",
+        "",
+    ]
+    lines += _table(
+        [
+            "key",
+            "path",
+            "representation",
+            "files",
+            "malicious / benign",
+            "lexicon",
+            "fingerprint",
+            "manifest",
+        ],
+        [
+            [
+                keys[d["name"]],
+                f"`{d['name']}`",
+                d["representation"],
+                str(d["files"]),
+                f"{d.get('malicious', '?')} / {d.get('benign', '?')}",
+                str(d["lexicon"]),
+                f"`{d.get('fingerprint', '')[:16]}`",
+                f"`{d['manifest_sha256']}`" if d.get("manifest_sha256") else "n/a",
+            ]
+            for d in result.datasets
+        ],
+    )
+    lines += [
+        "Every figure below is **per file**, with its 95 % interval in brackets and the counts behind it "
+        "(TP/FP/TN/FN).  Decisions use the threshold each fold chose on its own training data; ROC-AUC and "
+        "TPR at a fixed FPR are ranking figures (the best TPR the ROC curve reaches at that FPR), needing no "
+        "threshold.  *by-file* is the primary protocol; *by-origin* keeps benign packages and malware "
+        "families out of test when they are in train; *leaky* (windows split at random, regardless of file) "
+        "is shown only to measure how much such a split inflates results.",
+        "",
+    ]
+    if result.skipped:
+        lines += ["Protocols not run:", ""] + [f"- {s}" for s in result.skipped] + [""]
+
+    for d in result.datasets:
+        runs = [r for r in result.runs if r.dataset == d["name"]]
+        if not runs:
+            continue
+        key = keys[d["name"]]
+        lines += [f"## {key.upper()}: `{d['name']}`", "", "### Per-file results", ""]
+        rows = []
+        for run in sorted(runs, key=lambda r: (r.protocol != BY_FILE, r.protocol != BY_ORIGIN, r.protocol)):
+            for model in run.predictions:
+                e = entries[(run.dataset, run.protocol, model)]["per_file"]
+                rows.append(
+                    [run.protocol, model]
+                    + [_fmt(e["metrics"][k], k) for k, _ in SUMMARY_COLUMNS]
+                    + [_counts(e["counts"])]
+                )
+            for model, why in run.skipped.items():
+                rows.append([run.protocol, model] + ["not run"] * len(SUMMARY_COLUMNS) + [why])
+        lines += _table(["protocol", "model"] + [h for _, h in SUMMARY_COLUMNS] + ["TP/FP/TN/FN"], rows)
+        limited = [t for t, label in ((0.01, "1 %"), (0.001, "0.1 %")) if d.get("benign", 0) * t < 1]
+        if limited:
+            lines += [
+                f"With {d.get('benign')} benign files, FPR moves in steps of 1/{d.get('benign')}: "
+                f"TPR@FPR {' and '.join('1 %' if t == 0.01 else '0.1 %' for t in limited)} "
+                "can only be measured as TPR at FPR = 0 here.",
+                "",
+            ]
+        lines += _paper_section(d, runs, entries)
+        lines += _inflation_section(runs, entries)
+        lines += _audit_section(runs, entries)
+        lines += _slice_section(runs, entries)
+        lines += _fold_section(runs, entries)
+        lines += ["### Plots", ""]
+        for run in runs:
+            for p in plot_paths.get((run.dataset, run.protocol), []):
+                lines.append(f"![{p}]({p})")
+        lines.append("")
+        notes = [n for r in runs for n in r.notes]
+        if notes:
+            lines += ["### Notes", ""] + [f"- {n}" for n in notes] + [""]
+    return "\n".join(lines) + "\n"
+
+
+def _window_text(result: EvaluationRun, keys: dict[str, str]) -> str:
+    parts = []
+    for r in result.runs:
+        if r.window:
+            w = r.window
+            count = f", {w['count']} per file" if w["mode"] == "sampled" else ""
+            parts.append(f"{keys[r.dataset]}: {w['mode']}, {w['length']} tokens{count}")
+    return "; ".join(parts) or "not run"
+
+
+def _paper_section(d: dict, runs: list[ProtocolRun], entries: dict) -> list[str]:
+    paper = PAPER.get(d["representation"])
+    if paper is None:
+        return []
+    rows = [["paper (split not stated)", "-", f"{100 * paper[0]:.2f} %", f"{100 * paper[1]:.2f} %"]]
+    for run in runs:
+        if "lstm" not in run.predictions:
+            continue
+        e = entries[(run.dataset, run.protocol, "lstm")]
+        for label, block in (("training-fold threshold", e["per_file"]), ("fixed 0.5", e["per_file_at_0.5"])):
+            rows.append(
+                [
+                    f"runtrace LSTM, {run.protocol}",
+                    label,
+                    _fmt(block["metrics"]["accuracy"], "accuracy"),
+                    _fmt(block["metrics"]["fpr"], "fpr"),
+                ]
+            )
+    if len(rows) == 1:
+        rows.append(["runtrace LSTM", "not run", "n/a", "n/a"])
+    return ["### Against the paper", ""] + _table(["source", "threshold", "accuracy", "FPR"], rows)
+
+
+def _inflation_section(runs: list[ProtocolRun], entries: dict) -> list[str]:
+    leaky = next((r for r in runs if r.protocol == LEAKY), None)
+    grouped = next((r for r in runs if r.protocol == BY_FILE), None)
+    if leaky is None:
+        return []
+    rows = []
+    for model in leaky.predictions:
+        lk = entries[(leaky.dataset, LEAKY, model)]
+        window = lk["per_window"]["metrics"]
+        row = [
+            model,
+            f"{100 * window['accuracy']:.1f} %" if window["accuracy"] is not None else "n/a",
+            f"{window['roc_auc']:.3f}" if window["roc_auc"] is not None else "n/a",
+            _fmt(lk["per_file"]["metrics"]["accuracy"], "accuracy"),
+            _fmt(lk["per_file"]["metrics"]["roc_auc"], "roc_auc"),
+        ]
+        if grouped is not None and model in grouped.predictions:
+            bf = entries[(grouped.dataset, BY_FILE, model)]["per_file"]["metrics"]
+            lf = lk["per_file"]["metrics"]
+            row += [_fmt(bf["accuracy"], "accuracy"), _fmt(bf["roc_auc"], "roc_auc")]
+            delta = [
+                lf[k]["value"] - bf[k]["value"]
+                for k in ("accuracy", "roc_auc")
+                if lf[k]["value"] is not None and bf[k]["value"] is not None
+            ]
+            row.append(f"{100 * delta[0]:+.1f} pts" if delta else "n/a")
+        else:
+            row += ["n/a", "n/a", "n/a"]
+        rows.append(row)
+    return [
+        "### Leaky split inflation",
+        "",
+        "Window-level figures (no interval: windows of one file are not independent) beside per-file "
+        "ones; the last column is leaky minus by-file accuracy, per file.",
+        "",
+    ] + _table(
+        [
+            "model",
+            "leaky acc. (windows)",
+            "leaky AUC (windows)",
+            "leaky acc. (files)",
+            "leaky AUC (files)",
+            "by-file acc.",
+            "by-file AUC",
+            "inflation",
+        ],
+        rows,
+    )
+
+
+def _audit_section(runs: list[ProtocolRun], entries: dict) -> list[str]:
+    lines = []
+    features = next(
+        (
+            f.features
+            for r in runs
+            if METADATA_MODEL in r.predictions
+            for f in r.predictions[METADATA_MODEL].folds
+        ),
+        None,
+    )
+    if features is not None:
+        lines.append(
+            f"- the metadata model saw {', '.join(features) or 'no column'}"
+            + (
+                ""
+                if "size" in features
+                else "; size, linker version, section and import counts need `--manifest`"
+            )
+            + "."
+        )
+    for run in runs:
+        if METADATA_MODEL not in run.predictions or run.protocol == LEAKY:
+            continue
+        meta = entries[(run.dataset, run.protocol, METADATA_MODEL)]["per_file"]["metrics"]["roc_auc"]
+        others = {
+            m: entries[(run.dataset, run.protocol, m)]["per_file"]["metrics"]["roc_auc"]
+            for m in run.predictions
+            if m != METADATA_MODEL
+        }
+        others = {m: e for m, e in others.items() if e["value"] is not None}
+        if meta["value"] is None:
+            continue
+        if not others:
+            lines.append(
+                f"- {run.protocol}: metadata-only AUC {_fmt(meta, 'roc_auc')}; no sequence model to compare."
+            )
+            continue
+        best = max(others, key=lambda m: others[m]["value"])
+        gap = others[best]["value"] - meta["value"]
+        verdict = (
+            "**confounded**: metadata alone comes within "
+            f"{AUDIT_MARGIN:.2f} AUC of the best sequence model, so its figure says little about behaviour; "
+            "fix the corpus, not the model"
+            if gap <= AUDIT_MARGIN
+            else "metadata alone falls clearly short of the sequence models"
+        )
+        lines.append(
+            f"- {run.protocol}: metadata-only AUC {_fmt(meta, 'roc_auc')} vs {best} "
+            f"{_fmt(others[best], 'roc_auc')} (gap {gap:+.3f}): {verdict}."
+        )
+    return ["### Shortcut audit", ""] + lines + [""] if lines else []
+
+
+def _slice_section(runs: list[ProtocolRun], entries: dict) -> list[str]:
+    lines = ["### Per-slice results", ""]
+    for run in runs:
+        if run.protocol == LEAKY:
+            continue
+        for model in run.predictions:
+            slices = entries[(run.dataset, run.protocol, model)]["slices"]
+            if not slices:
+                continue
+            rows = [
+                [
+                    s["dimension"],
+                    s["value"],
+                    f"{s['counts']['n_malicious']} / {s['counts']['n_benign']}",
+                    _fmt(s["metrics"]["accuracy"], "accuracy"),
+                    _fmt(s["metrics"]["fpr"], "fpr"),
+                    _fmt(s["metrics"]["tpr"], "tpr"),
+                    _fmt(s["metrics"]["roc_auc"], "roc_auc"),
+                ]
+                for s in slices
+            ]
+            lines += [f"{run.protocol}, {model}:", ""]
+            lines += _table(
+                ["slice", "value", "malicious / benign", "accuracy", "FPR", "TPR", "ROC-AUC"], rows
+            )
+    return lines if len(lines) > 2 else []
+
+
+def _fold_section(runs: list[ProtocolRun], entries: dict) -> list[str]:
+    rows = []
+    for run in runs:
+        for model in run.predictions:
+            for f in entries[(run.dataset, run.protocol, model)]["folds"]:
+                rows.append(
+                    [
+                        run.protocol,
+                        model,
+                        str(f["fold"] + 1),
+                        f"{f['n_train']} / {f['n_test']} {run.unit}s",
+                        f"{f['threshold']:.4g}",
+                        f["threshold_source"],
+                        "n/a" if f["roc_auc"] is None else f"{f['roc_auc']:.3f}",
+                        "n/a" if f["fpr"] is None else f"{100 * f['fpr']:.1f} %",
+                        f"{f['fit_seconds']:.1f}",
+                    ]
+                )
+    return ["### Folds", ""] + _table(
+        ["protocol", "model", "fold", "train / test", "threshold", "threshold from", "AUC", "FPR", "fit s"],
+        rows,
+    )

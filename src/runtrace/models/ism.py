@@ -1,0 +1,55 @@
+"""ISM — Instruction as a Sequence Model: embedding -> (bi)LSTM -> pooling -> P(malicious).
+
+Reads one window of instruction tokens (ids of a fitted `Vocabulary`, 0 = padding) and returns one logit
+per window, plus the pooled features that an attention aggregator scores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from runtrace.models.layers import POOLINGS, SequenceLstm, pool_outputs
+
+
+@dataclass
+class IsmLstmConfig:
+    vocab_size: int = 0  # set from the vocabulary fitted on the training files
+    embed_dim: int = 32
+    hidden_size: int = 64
+    num_layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.1
+    pooling: str = "mean"  # "last" | "mean" | "max" over the LSTM outputs of the window
+    pack: bool | None = None  # pack_padded_sequence or padded+exact (see SequenceLstm); None: CUDA only
+
+    def __post_init__(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class IsmLstmNet(nn.Module):
+    def __init__(self, config: IsmLstmConfig) -> None:
+        super().__init__()
+        if config.vocab_size < 2:
+            raise ValueError("IsmLstmNet needs vocab_size (at least PAD and OOV)")
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.embed_dim, padding_idx=0)
+        self.lstm = SequenceLstm(
+            config.embed_dim, config.hidden_size, config.num_layers, config.bidirectional, config.dropout
+        )
+        self.drop = nn.Dropout(config.dropout)
+        self.feature_dim = config.hidden_size * (2 if config.bidirectional else 1)
+        self.head = nn.Linear(self.feature_dim, 1)
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens (B, T) int64, lengths (B,) int64 >= 1 -> (logits (B,), features (B, F))."""
+        x = self.drop(self.embed(tokens))
+        out = self.lstm(x, lengths, self.config.pack)
+        features = pool_outputs(out, lengths, self.config.pooling, self.config.bidirectional)
+        return self.head(self.drop(features)).squeeze(-1), features

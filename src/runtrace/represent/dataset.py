@@ -1,0 +1,406 @@
+"""A labelled set of traces as token sequences (ISM) or block sequences (BSM), stored compactly.
+
+In memory and on disk the sequences are one flat integer array plus per-file offsets (never Python
+lists), so a corpus of thousands of traces loads in milliseconds by memory-mapping.  On disk a dataset
+is a directory:
+
+| file                          | content                                                           |
+| ----------------------------- | ----------------------------------------------------------------- |
+| `dataset.json`                | format, version, representation, normalisation, api, build info   |
+| `files.parquet`               | one row per file: sha256, label, group, arch, kind, ...           |
+| `lexicon.parquet`             | token strings; row number = token id                              |
+| `tokens.npy`, `offsets.npy`   | all sequences concatenated (uint16 or int32); n_files+1 offsets   |
+| `instruction_lexicon.parquet` | BSM: instruction token strings                                    |
+| `block_tokens.npy`, `block_offsets.npy` | BSM: instruction ids of every block key, concatenated   |
+
+Nothing is pickled: numpy arrays load with `allow_pickle=False`, the rest is JSON and Parquet.
+The lexicon lists every token of every file and learns nothing; models fit their own `Vocabulary` on
+training files only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from runtrace.represent.encode import BSM, ISM, REPRESENTATIONS, EncodedTrace, encode_trace
+from runtrace.represent.normalise import Normalisation
+from runtrace.represent.vocabulary import Lexicon
+from runtrace.trace.model import Trace
+
+FORMAT_NAME = "runtrace-dataset"
+FORMAT_VERSION = 1
+LABELS = {"benign": 0, "malicious": 1}
+
+FILE_SCHEMA = pa.schema(
+    [
+        ("sha256", pa.string()),
+        ("label", pa.int8()),
+        ("group", pa.string()),
+        ("arch", pa.string()),
+        ("kind", pa.string()),
+        ("n_instructions", pa.int64()),
+        ("stop_reason", pa.string()),
+        ("source", pa.string()),
+        ("n_tokens", pa.int64()),
+        ("n_api_calls", pa.int64()),
+    ]
+)
+
+
+class DatasetError(ValueError):
+    """A dataset directory that cannot be read, or inputs that cannot make one."""
+
+
+class SequenceDataset:
+    """Token sequences of labelled files.  `sequence(i)` is file i's whole sequence of lexicon ids."""
+
+    def __init__(
+        self,
+        representation: str,
+        files: pa.Table,
+        lexicon: Sequence[str],
+        tokens: np.ndarray,
+        offsets: np.ndarray,
+        *,
+        normalisation: str,
+        api: bool,
+        instruction_lexicon: Sequence[str] | None = None,
+        block_tokens: np.ndarray | None = None,
+        block_offsets: np.ndarray | None = None,
+        meta: dict | None = None,
+    ) -> None:
+        if representation not in REPRESENTATIONS:
+            raise DatasetError(f"unknown representation {representation!r}")
+        if len(offsets) != files.num_rows + 1:
+            raise DatasetError("offsets must have one entry per file plus one")
+        self.representation = representation
+        self.files = files
+        self.lexicon = lexicon if isinstance(lexicon, Lexicon) else Lexicon(lexicon)
+        self.tokens = tokens
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        self.normalisation = str(Normalisation(normalisation))
+        self.api = bool(api)
+        self.meta = dict(meta or {})
+        if representation == BSM:
+            if instruction_lexicon is None or block_tokens is None or block_offsets is None:
+                raise DatasetError("a BSM dataset needs instruction_lexicon, block_tokens and block_offsets")
+            if len(block_offsets) != len(self.lexicon) + 1:
+                raise DatasetError("block_offsets must have one entry per block key plus one")
+            self.instruction_lexicon = (
+                instruction_lexicon
+                if isinstance(instruction_lexicon, Lexicon)
+                else Lexicon(instruction_lexicon)
+            )
+            self.block_flat = block_tokens
+            self.block_offsets = np.asarray(block_offsets, dtype=np.int64)
+        else:
+            # ISM: the tokens *are* instruction tokens.
+            self.instruction_lexicon = self.lexicon
+            self.block_flat = None
+            self.block_offsets = None
+
+    # --- the interface the models and the evaluation code use -----------------------------------------
+    def __len__(self) -> int:
+        return self.files.num_rows
+
+    def labels(self) -> np.ndarray:
+        return self.files.column("label").to_numpy().astype(np.int64)
+
+    def groups(self) -> np.ndarray:
+        return np.asarray(self.files.column("group").to_pylist(), dtype=object).astype(str)
+
+    def sha256s(self) -> list[str]:
+        return self.files.column("sha256").to_pylist()
+
+    def lengths(self) -> np.ndarray:
+        """Sequence length (tokens or blocks) per file."""
+        return np.diff(self.offsets)
+
+    def sequence(self, i: int) -> np.ndarray:
+        return self.sequence_slice(i, 0, None)
+
+    def sequence_slice(self, i: int, start: int, stop: int | None) -> np.ndarray:
+        """Part of file i's sequence as int32 (copies only that part out of a memory-mapped file)."""
+        begin, end = int(self.offsets[i]), int(self.offsets[i + 1])
+        stop = end if stop is None else min(begin + stop, end)
+        return np.asarray(self.tokens[begin + start : stop], dtype=np.int32)
+
+    def block_tokens(self, block_key_id: int) -> np.ndarray:
+        """BSM: instruction token ids (into `instruction_lexicon`) of one block key."""
+        if self.block_flat is None:
+            raise DatasetError("block_tokens is only defined for BSM datasets")
+        off = self.block_offsets
+        return np.asarray(self.block_flat[off[block_key_id] : off[block_key_id + 1]], dtype=np.int32)
+
+    @property
+    def window_defaults(self) -> dict:
+        """Window settings chosen when the dataset was built (`dataset build --window ...`), or {}."""
+        return dict(self.meta.get("window") or {})
+
+    def describe(self) -> dict:
+        labels = self.labels()
+        return {
+            "representation": self.representation,
+            "normalisation": self.normalisation,
+            "api": self.api,
+            "files": len(self),
+            "malicious": int((labels == 1).sum()),
+            "benign": int((labels == 0).sum()),
+            "lexicon": len(self.lexicon),
+            "instruction_lexicon": len(self.instruction_lexicon),
+            "sequence_items": int(self.offsets[-1]),
+            "median_length": float(np.median(self.lengths())) if len(self) else 0.0,
+        }
+
+    # --- storage -------------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        header = {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "representation": self.representation,
+            "normalisation": self.normalisation,
+            "api": self.api,
+            "meta": self.meta,
+        }
+        pq.write_table(self.files, out / "files.parquet")
+        pq.write_table(
+            pa.table({"token": pa.array(list(self.lexicon), pa.string())}), out / "lexicon.parquet"
+        )
+        np.save(out / "tokens.npy", np.ascontiguousarray(self.tokens), allow_pickle=False)
+        np.save(out / "offsets.npy", self.offsets, allow_pickle=False)
+        if self.representation == BSM:
+            pq.write_table(
+                pa.table({"token": pa.array(list(self.instruction_lexicon), pa.string())}),
+                out / "instruction_lexicon.parquet",
+            )
+            np.save(out / "block_tokens.npy", np.ascontiguousarray(self.block_flat), allow_pickle=False)
+            np.save(out / "block_offsets.npy", self.block_offsets, allow_pickle=False)
+        # Written last: a directory without it is an interrupted save, not a dataset.
+        (out / "dataset.json").write_text(json.dumps(header, indent=1, sort_keys=True))
+        return out
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, mmap: bool = True) -> SequenceDataset:
+        root = Path(path)
+        try:
+            header = json.loads((root / "dataset.json").read_text())
+        except FileNotFoundError:
+            raise DatasetError(f"{root}: not a runtrace dataset (no dataset.json)") from None
+        except json.JSONDecodeError as e:
+            raise DatasetError(f"{root}/dataset.json: {e}") from None
+        if header.get("format") != FORMAT_NAME or header.get("version") != FORMAT_VERSION:
+            raise DatasetError(
+                f"{root}: unsupported dataset format {header.get('format')} v{header.get('version')}"
+            )
+        mode = "r" if mmap else None
+
+        def array(name: str) -> np.ndarray:
+            return np.load(root / name, mmap_mode=mode, allow_pickle=False)
+
+        def strings(name: str) -> list[str]:
+            return pq.read_table(root / name).column("token").to_pylist()
+
+        representation = header["representation"]
+        extra = {}
+        if representation == BSM:
+            extra = {
+                "instruction_lexicon": strings("instruction_lexicon.parquet"),
+                "block_tokens": array("block_tokens.npy"),
+                "block_offsets": np.load(root / "block_offsets.npy", allow_pickle=False),
+            }
+        try:
+            return cls(
+                representation,
+                pq.read_table(root / "files.parquet"),
+                strings("lexicon.parquet"),
+                array("tokens.npy"),
+                np.load(root / "offsets.npy", allow_pickle=False),
+                normalisation=header["normalisation"],
+                api=header["api"],
+                meta=header.get("meta") or {},
+                **extra,
+            )
+        except (OSError, KeyError, ValueError) as e:
+            raise DatasetError(f"{root}: unreadable dataset ({e})") from None
+
+
+# --- building ---------------------------------------------------------------------------------------
+
+
+def _default_loader() -> Callable[[Path], Trace]:
+    # Another stage may add a loader for every trace format; use it when present.
+    try:
+        from runtrace.trace.formats import load_any
+
+        return load_any
+    except ImportError:
+        from runtrace.trace.native import load_trace
+
+        return load_trace
+
+
+def _encode_one(item, representation: str, normalisation: str, api: bool, max_tokens: int | None):
+    """Worker body (module level so process pools can pickle it): trace or path -> (row, encoding)."""
+    trace = item if isinstance(item, Trace) else _default_loader()(Path(item))
+    encoded = encode_trace(trace, representation, normalisation, api=api, max_tokens=max_tokens)
+    row = {
+        "sha256": trace.meta.sha256,
+        "arch": str(trace.meta.arch),
+        "n_instructions": trace.instruction_count,
+        "stop_reason": str(trace.meta.stop_reason),
+        "source": trace.meta.source,
+    }
+    return row, encoded
+
+
+class _Merger:
+    """Folds per-trace local lexicons into the dataset's global ones, keeping sequences as arrays."""
+
+    def __init__(self, representation: str) -> None:
+        self.representation = representation
+        self.index: dict[str, int] = {}
+        self.insn_index: dict[str, int] = {}
+        self.block_parts: list[np.ndarray] = []
+
+    def add(self, enc: EncodedTrace) -> np.ndarray:
+        mapping = np.empty(len(enc.lexicon), dtype=np.int32)
+        for local, token in enumerate(enc.lexicon):
+            gid = self.index.get(token)
+            if gid is None:
+                gid = self.index[token] = len(self.index)
+                if self.representation == BSM:
+                    content = enc.block_contents[local]
+                    ids = (self.insn_index.setdefault(t, len(self.insn_index)) for t in content)
+                    self.block_parts.append(np.fromiter(ids, dtype=np.int32, count=len(content)))
+            mapping[local] = gid
+        return mapping[enc.sequence] if len(enc.sequence) else np.zeros(0, dtype=np.int32)
+
+
+def _label_value(label: int | str) -> int:
+    if isinstance(label, str):
+        if label.lower() not in LABELS:
+            raise DatasetError(f"label must be one of {', '.join(LABELS)} (or 0/1), not {label!r}")
+        return LABELS[label.lower()]
+    if int(label) not in (0, 1):
+        raise DatasetError(f"label must be 0 or 1, not {label!r}")
+    return int(label)
+
+
+def _compact(ids: np.ndarray, vocabulary_size: int) -> np.ndarray:
+    # Most lexicons fit 16 bits: half the disk and memory for the biggest array.
+    return ids.astype(np.uint16) if vocabulary_size <= 1 << 16 else ids.astype(np.int32)
+
+
+def build_dataset(
+    traces: Sequence[Trace | str | os.PathLike],
+    labels: Sequence[int | str],
+    *,
+    representation: str = ISM,
+    normalisation: Normalisation | str = Normalisation.REGISTERS,
+    api: bool = True,
+    groups: Sequence[str] | None = None,
+    kinds: Sequence[str] | None = None,
+    max_tokens: int | None = None,
+    jobs: int = 1,
+    on_error: str = "raise",
+    window: dict | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> SequenceDataset:
+    """Encode traces (objects, or paths to trace files) into a dataset.
+
+    labels: 1/0 or "malicious"/"benign" per trace.  groups: origin group per trace (malware family,
+    benign package), used by grouped evaluation; defaults to the file's own sha256.  max_tokens: keep
+    only the first N tokens (ISM) or blocks (BSM) of each trace.  jobs > 1 encodes in worker
+    processes.  on_error="skip" leaves out traces that fail to load (listed in `meta["skipped"]`).
+    window: default window settings for models trained on this dataset (see `WindowConfig`).
+    progress: called as progress(done, total) after each trace.
+    """
+    if representation not in REPRESENTATIONS:
+        raise DatasetError(
+            f"representation must be one of {', '.join(REPRESENTATIONS)}, not {representation!r}"
+        )
+    normalisation = Normalisation(normalisation)
+    n = len(traces)
+    for name, values in (("labels", labels), ("groups", groups), ("kinds", kinds)):
+        if values is not None and len(values) != n:
+            raise DatasetError(f"{name} has {len(values)} entries for {n} traces")
+    label_values = [_label_value(v) for v in labels]
+
+    args = (representation, str(normalisation), api, max_tokens)
+    pool = ProcessPoolExecutor(max_workers=jobs) if jobs > 1 and n > 1 else None
+
+    def outcomes():
+        """(result, None) or (None, error) per trace, in order: one bad trace must not end the others."""
+        futures = [pool.submit(_encode_one, t, *args) for t in traces] if pool else None
+        for i in range(n):
+            try:
+                yield (futures[i].result() if futures else _encode_one(traces[i], *args)), None
+            except Exception as e:  # noqa: BLE001 - any loader failure is reported per trace
+                yield None, e
+
+    merger = _Merger(representation)
+    rows, sequences, skipped = [], [], []
+    try:
+        for i, (result, error) in enumerate(outcomes()):
+            if progress is not None:
+                progress(i + 1, n)
+            if error is not None:
+                if on_error != "skip":
+                    raise DatasetError(f"{traces[i]}: {error}") from error
+                skipped.append({"trace": str(traces[i]), "error": f"{type(error).__name__}: {error}"})
+                continue
+            row, encoded = result
+            sequences.append(merger.add(encoded))
+            row.update(
+                label=label_values[i],
+                group=str(groups[i]) if groups is not None else row["sha256"],
+                kind=str(kinds[i]) if kinds is not None else "",
+                n_tokens=len(encoded.sequence),
+                n_api_calls=encoded.n_api_calls,
+            )
+            rows.append(row)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+    files = pa.Table.from_pylist(rows, schema=FILE_SCHEMA) if rows else FILE_SCHEMA.empty_table()
+    lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
+    offsets = np.zeros(len(sequences) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = np.concatenate(sequences) if sequences else np.zeros(0, dtype=np.int32)
+    meta = {"max_tokens": max_tokens, "skipped": skipped}
+    if window:
+        meta["window"] = dict(window)
+    extra = {}
+    if representation == BSM:
+        parts = merger.block_parts
+        block_offsets = np.zeros(len(parts) + 1, dtype=np.int64)
+        np.cumsum([len(p) for p in parts], out=block_offsets[1:])
+        extra = {
+            "instruction_lexicon": list(merger.insn_index),
+            "block_tokens": _compact(
+                np.concatenate(parts) if parts else np.zeros(0, np.int32), len(merger.insn_index)
+            ),
+            "block_offsets": block_offsets,
+        }
+    return SequenceDataset(
+        representation,
+        files,
+        list(merger.index),
+        _compact(flat, len(merger.index)),
+        offsets,
+        normalisation=str(normalisation),
+        api=api,
+        meta=meta,
+        **extra,
+    )

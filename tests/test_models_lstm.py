@@ -1,0 +1,271 @@
+"""The LSTM models: they learn, packing changes nothing, checkpoints are safe and exact."""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from runtrace.models import (
+    BsmLstm,
+    BsmLstmConfig,
+    FileClassifier,
+    IsmLstm,
+    IsmLstmConfig,
+    IsmLstmNet,
+    LstmClassifier,
+    TrainConfig,
+    load_model,
+    make_classifier,
+)
+from runtrace.models.batching import DatasetTables, WindowEncoder, WindowStore, length_batches
+from runtrace.models.checkpoint import CheckpointError
+from runtrace.models.layers import attention_pool, reverse_padded
+from runtrace.models.train import roc_auc, split_validation
+from runtrace.represent.synthetic import synthetic_dataset
+from runtrace.represent.vocabulary import Vocabulary
+from runtrace.represent.windows import WindowConfig
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def quick_train(**overrides) -> TrainConfig:
+    settings = dict(epochs=12, batch_size=8, lr=1e-2, patience=12, progress=False, seed=0)
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def accuracy(clf: FileClassifier, data, idx: np.ndarray) -> float:
+    return float(((clf.predict_proba(data, idx) >= 0.5) == data.labels()[idx]).mean())
+
+
+@pytest.mark.parametrize("representation", ["ism", "bsm"])
+def test_model_learns_a_separable_task(representation: str) -> None:
+    data = synthetic_dataset(representation, 48, min_length=30, max_length=120, seed=1)
+    model = IsmLstmConfig(pooling="max") if representation == "ism" else BsmLstmConfig(pooling="max")
+    clf = make_classifier(
+        representation, model=model, window=WindowConfig("first-n", length=128), train=quick_train()
+    )
+    assert isinstance(clf, FileClassifier)
+    train, test = np.arange(36), np.arange(36, 48)
+    clf.fit(data, train)
+    losses = [h["train_loss"] for h in clf.history]
+    assert losses[-1] < losses[0] * 0.5
+    assert accuracy(clf, data, test) > 0.9
+
+
+def test_attention_aggregation_learns_from_many_windows_per_file() -> None:
+    # Windows are much shorter than the files: most windows of a malicious file hold no motif, which only
+    # a file-level (multiple-instance) objective handles well.
+    data = synthetic_dataset("ism", 40, min_length=100, max_length=200, seed=2)
+    clf = make_classifier(
+        "ism",
+        model=IsmLstmConfig(pooling="max"),
+        window=WindowConfig("sliding", length=40),
+        aggregation="attention",
+        train=quick_train(epochs=10),
+    )
+    clf.fit(data, np.arange(30))
+    assert accuracy(clf, data, np.arange(30, 40)) >= 0.9
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("pooling", ["last", "mean", "max"])
+def test_packed_and_padded_give_the_same_outputs(bidirectional: bool, pooling: str) -> None:
+    """Packed (no work on padding) and padded (fused kernel; padding kept after every real step, also
+    for the backward direction) are both exact: equal to each other and to each sequence run alone."""
+    torch.manual_seed(0)
+    lengths = torch.tensor([9, 4, 1, 6])
+    tokens = torch.randint(2, 50, (4, 9))
+    tokens[torch.arange(9)[None, :] >= lengths[:, None]] = 0
+    config = IsmLstmConfig(vocab_size=50, pooling=pooling, bidirectional=bidirectional, num_layers=2)
+    packed = IsmLstmNet(replace(config, pack=True)).eval()
+    padded = IsmLstmNet(replace(config, pack=False)).eval()
+    padded.load_state_dict(packed.state_dict())
+    with torch.no_grad():
+        a, _ = packed(tokens, lengths)
+        b, _ = padded(tokens, lengths)
+        alone = torch.cat([padded(tokens[i : i + 1, : lengths[i]], lengths[i : i + 1])[0] for i in range(4)])
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(b, alone)  # padding partners change nothing
+
+
+def test_reverse_padded_keeps_padding_in_place() -> None:
+    x = torch.arange(8.0).reshape(2, 4, 1)
+    out = reverse_padded(x, torch.tensor([4, 2]))
+    assert out[:, :, 0].tolist() == [[3.0, 2.0, 1.0, 0.0], [5.0, 4.0, 6.0, 7.0]]
+    torch.testing.assert_close(reverse_padded(out, torch.tensor([4, 2])), x)
+
+
+def test_bsm_batch_of_distinct_blocks_equals_windows_alone() -> None:
+    data = synthetic_dataset("bsm", 6, min_length=5, max_length=40, seed=4)
+    clf = make_classifier("bsm", window=WindowConfig("sliding", length=16), train=quick_train(epochs=1))
+    clf.fit(data, np.arange(6))
+    store = WindowStore.build(data, clf.windows(data, np.arange(6)))
+    encoder = WindowEncoder(DatasetTables.of(data), clf.insn_vocab, clf.block_vocab, 32)
+    cpu = torch.device("cpu")
+    with torch.no_grad():
+        inputs, order = encoder.encode(store, np.arange(len(store)), cpu)
+        together = np.empty(len(store))
+        together[order] = clf.net(**inputs)[0].numpy()
+        alone = [clf.net(**encoder.encode(store, np.array([k]), cpu)[0])[0].item() for k in order]
+    np.testing.assert_allclose(together[order], alone, rtol=1e-5, atol=1e-6)
+
+
+def test_length_bucketing_reduces_padding_and_keeps_every_window() -> None:
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 500, size=1000)
+    for bucket in (True, False):
+        batches = length_batches(lengths, 32, np.random.default_rng(1), bucket)
+        assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+    padding = {
+        bucket: sum(
+            int(lengths[b].max() * len(b) - lengths[b].sum())
+            for b in length_batches(lengths, 32, np.random.default_rng(1), bucket)
+        )
+        for bucket in (True, False)
+    }
+    assert padding[True] < padding[False] / 5
+
+
+def test_attention_pool_is_a_softmax_within_each_file() -> None:
+    logits = torch.tensor([1.0, 3.0, -2.0, 0.5])
+    scores = torch.tensor([0.0, 0.0, 5.0, 5.0])
+    segments = torch.tensor([0, 0, 1, 1])
+    torch.testing.assert_close(attention_pool(logits, scores, segments, 2), torch.tensor([2.0, -0.75]))
+
+
+def test_vocabulary_sees_training_files_only() -> None:
+    data = synthetic_dataset("ism", 20, seed=5, lexicon_size=40)
+    # Make token 39 appear in the test files only.
+    train, test = np.arange(14), np.arange(14, 20)
+    tokens = np.array(data.tokens)
+    for i in train:
+        seg = tokens[data.offsets[i] : data.offsets[i + 1]]
+        seg[seg == 39] = 38
+    for i in test:
+        tokens[data.offsets[i]] = 39
+    data.tokens = tokens
+    clf = make_classifier("ism", train=quick_train(epochs=1), window=WindowConfig("first-n", length=64))
+    clf.fit(data, train)
+    assert "tok39" not in clf.insn_vocab and "tok38" in clf.insn_vocab
+    assert clf.predict_proba(data, test).shape == (6,)
+
+
+def test_checkpoint_round_trip_is_exact_and_pickle_free(tmp_path: Path, monkeypatch) -> None:
+    data = synthetic_dataset("bsm", 16, seed=6)
+    clf = make_classifier(
+        "bsm",
+        model=BsmLstmConfig(block_encoder="conv"),
+        aggregation="attention",
+        window=WindowConfig("sliding", length=32),
+        train=quick_train(epochs=2),
+    )
+    clf.fit(data, np.arange(12))
+    clf.save(tmp_path / "model")
+
+    def no_pickle(*args, **kwargs):
+        raise AssertionError("torch.load must not be used")
+
+    monkeypatch.setattr(torch, "load", no_pickle)
+    back = load_model(tmp_path / "model", device="cpu")
+    idx = np.arange(16)
+    np.testing.assert_array_equal(back.predict_proba(data, idx), clf.predict_proba(data, idx))
+    assert back.config.aggregation == "attention" and back.config.window == clf.config.window
+    assert back.history == clf.history
+
+    files = sorted(p.name for p in (tmp_path / "model").iterdir())
+    assert files == ["config.json", "history.json", "model.safetensors", "vocabulary.json"]
+    for name in ("config.json", "history.json", "vocabulary.json"):
+        json.loads((tmp_path / "model" / name).read_text())
+    raw = (tmp_path / "model" / "model.safetensors").read_bytes()
+    (header_size,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + header_size])
+    assert all(v["dtype"] == "F32" for k, v in header.items() if k != "__metadata__")
+    for path in (tmp_path / "model").iterdir():
+        head = path.read_bytes()[:4]
+        assert not head.startswith(b"\x80") and head != b"PK\x03\x04"  # no pickle, no torch.save zip
+
+
+def test_loading_rejects_wrong_or_broken_models(tmp_path: Path) -> None:
+    data = synthetic_dataset("ism", 12, seed=7)
+    clf = make_classifier("ism", train=quick_train(epochs=1))
+    clf.fit(data, np.arange(12))
+    clf.save(tmp_path / "m")
+    with pytest.raises(CheckpointError):
+        BsmLstm.load(tmp_path / "m")
+    assert isinstance(IsmLstm.load(tmp_path / "m"), IsmLstm)
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError):
+        LstmClassifier.load(tmp_path / "m")
+    with pytest.raises(CheckpointError):
+        LstmClassifier.load(tmp_path / "nothing")
+
+
+def test_model_refuses_data_of_another_representation_or_normalisation() -> None:
+    data = synthetic_dataset("ism", 12, seed=8)
+    clf = make_classifier("ism", train=quick_train(epochs=1)).fit(data, np.arange(12))
+    with pytest.raises(ValueError):
+        clf.predict_proba(synthetic_dataset("bsm", 4), np.arange(4))
+    data.normalisation = "mnemonic"
+    with pytest.raises(ValueError):
+        clf.predict_proba(data, np.arange(4))
+
+
+def test_window_level_access_for_the_leaky_protocol() -> None:
+    data = synthetic_dataset("ism", 16, min_length=60, max_length=100, seed=9)
+    clf = make_classifier("ism", window=WindowConfig("sliding", length=20), train=quick_train(epochs=2))
+    windows = clf.windows(data, np.arange(16))
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(windows))
+    train_w, test_w = windows.subset(order[:-10]), windows.subset(order[-10:])
+    clf.fit_windows(data, train_w)
+    proba = clf.predict_window_proba(data, test_w)
+    assert proba.shape == (10,) and np.all((proba >= 0) & (proba <= 1))
+    assert set(test_w.file_index.tolist()) <= set(range(16))  # every window knows its file
+
+
+def test_training_log_and_validation_metrics(tmp_path: Path) -> None:
+    data = synthetic_dataset("ism", 24, seed=10)
+    log = tmp_path / "log.jsonl"
+    clf = make_classifier("ism", train=quick_train(epochs=3, log_path=str(log), val_by="group"))
+    clf.fit(data, np.arange(24))
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert {"train_loss", "val_loss", "val_auc", "val_accuracy", "tokens_per_s"} <= set(records[0])
+
+
+def test_validation_split_keeps_groups_whole_and_both_classes() -> None:
+    labels = np.array([0, 0, 1, 1, 0, 0, 1, 1, 0, 1, 0, 1])
+    groups = np.array(["a", "a", "b", "b", "c", "c", "d", "d", "e", "f", "g", "h"])
+    fit, val = split_validation(labels, groups, 0.3, seed=0)
+    assert set(fit) | set(val) == set(range(12)) and not set(fit) & set(val)
+    assert not set(groups[fit]) & set(groups[val])
+    assert set(labels[val]) == {0, 1}
+
+
+def test_roc_auc() -> None:
+    assert roc_auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9])) == 1.0
+    assert roc_auc(np.array([0, 1]), np.array([0.5, 0.5])) == 0.5
+    assert np.isnan(roc_auc(np.array([1, 1]), np.array([0.1, 0.2])))
+
+
+def test_vocabulary_pad_and_oov_ids_are_fixed() -> None:
+    assert (Vocabulary.PAD, Vocabulary.OOV) == (0, 1)
+
+
+@pytest.mark.parametrize("representation", ["ism", "bsm"])
+def test_an_empty_trace_gets_a_score(representation: str) -> None:
+    data = synthetic_dataset(representation, 10, seed=11)
+    data.offsets[1] = data.offsets[0]  # file 0 executed nothing (its tokens now belong to file 1)
+    clf = make_classifier(representation, train=quick_train(epochs=1)).fit(data, np.arange(10))
+    proba = clf.predict_proba(data, np.array([0, 0, 3]))
+    assert proba.shape == (3,) and np.isfinite(proba).all() and proba[0] == proba[1]
