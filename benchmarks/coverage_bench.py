@@ -78,10 +78,10 @@ def run() -> dict:
     if not (SHARED / "capa-testfiles.zip").exists():
         return {"skipped": "../shared/samples not present"}
     settings = TracerSettings()
-    rows = [_figures("malicious", trace_batch(_malicious(), CACHE / "traces" / "capa", settings, workers=2))]
+    rows = [_figures("malicious", trace_batch(_malicious(), CACHE / "corpus" / "traces", settings, workers=2))]
     if MANIFEST.exists():
         rows.append(
-            _figures("benign", trace_batch(_benign(), CACHE / "traces" / "benign", settings, workers=2))
+            _figures("benign", trace_batch(_benign(), CACHE / "corpus" / "traces", settings, workers=2))
         )
     notes = (
         [] if MANIFEST.exists() else ["Benign figures need the corpus: run `runtrace corpus build` first."]

@@ -31,7 +31,9 @@ from runtrace.trace.recorder import (
     BlockRecorder,
 )
 
-TRACER_VERSION = f"runtrace-emu/{__version__}"
+# Bumped whenever emulation behaviour changes, so `trace` does not reuse traces made by an older tracer.
+TRACER_REVISION = 2
+TRACER_VERSION = f"runtrace-emu/{__version__}.{TRACER_REVISION}"
 STATUS_ACCESS_VIOLATION = 0xC0000005
 PAGE = 0x1000
 
@@ -163,26 +165,43 @@ class _Session:
                 return False
             return emu.get_mod_from_addr(address) is None  # Speakeasy maps decoy modules itself
 
-        def invalid_read(uc, address, size, value, ctx):
-            if not lenient(address):
-                return orig_read(uc, address, size, value, ctx)
-            if emu.dispatch_handlers and emu.dispatch_seh(STATUS_ACCESS_VIOLATION, address):
-                return True
-            base = address & ~(PAGE - 1)
-            if emu.mem_map(PAGE, base=base, tag="runtrace.zero_page") != base:
-                return orig_read(uc, address, size, value, ctx)
+        def map_zero_page(base: int) -> bool:
+            # Speakeasy's allocator treats base 0 as "anywhere", so the NULL page (the common case: a
+            # pointer from a stubbed API) is mapped on the engine directly.
+            try:
+                if base == 0:
+                    emu.emu_eng.mem_map(0, PAGE)
+                elif emu.mem_map(PAGE, base=base, tag="runtrace.zero_page") != base:
+                    return False
+            except Exception:
+                return False
             self.zero_pages.append(base)
             return True
 
+        def invalid_read(uc, address, size, value, ctx):
+            # The page is mapped before any SEH dispatch: unicorn retries the access when the hook
+            # returns, and an unmapped retry ends emulation even when a handler took the exception.
+            if not lenient(address) or not map_zero_page(address & ~(PAGE - 1)):
+                return orig_read(uc, address, size, value, ctx)
+            if emu.dispatch_handlers:
+                emu.dispatch_seh(STATUS_ACCESS_VIOLATION, address)
+            return True
+
         def invalid_write(uc, address, size, value, ctx):
-            # Speakeasy has already mapped the page and queued it for unmapping (tmp_maps).
+            # Speakeasy has already mapped the page (anywhere, for the NULL page) and queued it for
+            # unmapping (tmp_maps).
             base = address & ~(PAGE - 1)
-            if not lenient(address) or (base, emu.page_size) not in emu.tmp_maps:
+            queued = (base, emu.page_size) in emu.tmp_maps
+            if not lenient(address) or not (queued or base == 0):
                 return orig_write(uc, address, size, value, ctx)
-            if emu.dispatch_handlers and emu.dispatch_seh(STATUS_ACCESS_VIOLATION, address):
-                return True
-            emu.tmp_maps.remove((base, emu.page_size))
-            self.zero_pages.append(base)
+            if queued:
+                emu.tmp_maps.remove((base, emu.page_size))
+            if base != 0:
+                self.zero_pages.append(base)
+            elif not map_zero_page(0):
+                return orig_write(uc, address, size, value, ctx)
+            if emu.dispatch_handlers:
+                emu.dispatch_seh(STATUS_ACCESS_VIOLATION, address)
             return True
 
         emu._handle_invalid_read, emu._handle_invalid_write = invalid_read, invalid_write

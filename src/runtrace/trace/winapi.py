@@ -60,6 +60,9 @@ def _handlers(s: _Scratch) -> list[tuple[tuple[str, ...], str, int, int, Callabl
         ("_get_narrow_winmain_command_line", 0, lambda a: s.command_line(False)),
         ("_get_wide_winmain_command_line", 0, lambda a: s.command_line(True)),
         ("__p___initenv", 0, lambda a: s.pointer_to(s.env_block(False), "p_initenv")),
+        ("__p__environ", 0, lambda a: s.pointer_to(s.env_block(False), "p_environ")),
+        ("__p__wenviron", 0, lambda a: s.pointer_to(s.env_block(True), "p_wenviron")),
+        ("__iob_func", 0, lambda a: s.alloc(b"\0" * 3 * 48, "iob")),
         ("__p___winitenv", 0, lambda a: s.pointer_to(s.env_block(True), "p_winitenv")),
         ("_get_initial_wide_environment", 0, lambda a: s.env_block(True)),
         ("__p__acmdln", 0, lambda a: s.pointer_to(s.command_line(False), "p_acmdln")),
@@ -122,6 +125,8 @@ def _handlers(s: _Scratch) -> list[tuple[tuple[str, ...], str, int, int, Callabl
         (("kernel32",), "FlsGetValue", 1, STDCALL, zero),
         (("user32",), "SetProcessDPIAware", 0, STDCALL, one),
         (("user32",), "InitCommonControls", 0, STDCALL, zero),
+        # MFC's AfxWinInit (exported by ordinal): without it every MFC application gives up at once.
+        (("mfc42", "mfc42u"), "ordinal_1576", 4, STDCALL, one),
     ]
     return out
 
