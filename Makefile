@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test lint format bench reproduce clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -32,6 +32,20 @@ format: install
 
 bench: install src/runtrace/trace/_blockrec.built
 	$(PY) -m benchmarks.run
+
+# The whole study: corpus -> traces -> datasets -> evaluation (resumable: every step reuses its cache).
+# CORPUS_LIMIT=N traces only N corpus samples (classes alternating) for a quicker, smaller run.
+CORPUS_LIMIT ?= 0
+WORK ?= work
+CORPUS ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/runtrace/corpus
+reproduce: install src/runtrace/trace/_blockrec.built
+	$(VENV)/bin/runtrace corpus build --corpus-dir $(CORPUS)
+	$(VENV)/bin/runtrace corpus trace --corpus-dir $(CORPUS) --limit $(CORPUS_LIMIT)
+	$(VENV)/bin/runtrace dataset build -r ism -m $(CORPUS)/manifest.parquet -o $(WORK)/datasets/ism
+	$(VENV)/bin/runtrace dataset build -r bsm -m $(CORPUS)/manifest.parquet -o $(WORK)/datasets/bsm
+	$(VENV)/bin/runtrace evaluate --dataset $(WORK)/datasets/ism --dataset $(WORK)/datasets/bsm \
+		--representation all --protocol all --models lstm,ngram-lr,ngram-lgbm,metadata \
+		--manifest $(CORPUS)/manifest.parquet -o reports/reproduce --overwrite
 
 clean:
 	rm -rf build src/*.egg-info src/runtrace/trace/*.so src/runtrace/trace/_blockrec.built .pytest_cache

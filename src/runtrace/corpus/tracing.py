@@ -7,6 +7,7 @@ and writes the outcomes back into the manifest.
 
 from __future__ import annotations
 
+import random
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -78,9 +79,13 @@ def select_rows(rows: list[dict], only_matched: bool, label: str | None, limit: 
         r for r in rows if (not only_matched or r.get("matched")) and (not label or r["label"] == label)
     ]
     if limit > 0:
-        # Alternate the classes so a partial run still has both of them.
+        # Alternate the classes so a partial run still has both of them, each class in a fixed shuffled
+        # order so a partial run spreads over sources and groups instead of taking the manifest's first.
+        rng = random.Random(0)
         mal = [r for r in chosen if r["label"] == "malicious"]
         ben = [r for r in chosen if r["label"] != "malicious"]
+        rng.shuffle(mal)
+        rng.shuffle(ben)
         mixed = [r for pair in zip(mal, ben, strict=False) for r in pair]
         mixed += mal[len(ben) :] + ben[len(mal) :]
         chosen = mixed[:limit]
