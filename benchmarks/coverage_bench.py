@@ -77,12 +77,10 @@ def _figures(label: str, outcomes) -> dict:
 def run() -> dict:
     if not (SHARED / "capa-testfiles.zip").exists():
         return {"skipped": "../shared/samples not present"}
-    settings = TracerSettings()
-    rows = [_figures("malicious", trace_batch(_malicious(), CACHE / "corpus" / "traces", settings, workers=2))]
+    settings, traces = TracerSettings(), CACHE / "corpus" / "traces"
+    rows = [_figures("malicious", trace_batch(_malicious(), traces, settings, workers=2))]
     if MANIFEST.exists():
-        rows.append(
-            _figures("benign", trace_batch(_benign(), CACHE / "corpus" / "traces", settings, workers=2))
-        )
+        rows.append(_figures("benign", trace_batch(_benign(), traces, settings, workers=2)))
     notes = (
         [] if MANIFEST.exists() else ["Benign figures need the corpus: run `runtrace corpus build` first."]
     )

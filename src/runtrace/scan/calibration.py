@@ -1,0 +1,111 @@
+"""The decision threshold a model directory carries, and the false-positive rate it was chosen for.
+
+A probability is not a verdict: `runtrace scan` flags a file when P(malicious) >= the threshold, and
+the threshold only means something together with the FPR it was calibrated for on *training* data
+(`runtrace.evaluate.thresholds.threshold_for_fpr`).  A model directory states both in
+`calibration.json`:
+
+    {"format": "runtrace-calibration", "version": 1,
+     "threshold": 0.83, "target_fpr": 0.01,
+     "source": "out-of-fold scores of 5-fold grouped CV, 1,204 benign training files",
+     "model_version": "2025.12-bsm"}
+
+`threshold` and `target_fpr` are required; `source` and `model_version` are free text shown to the
+analyst.  The same object may instead sit under a `calibration` key of `config.json`.  A model without
+either is scanned at 0.5 and every result says the threshold is uncalibrated.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+CALIBRATION_FILE = "calibration.json"
+FORMAT_NAME = "runtrace-calibration"
+FORMAT_VERSION = 1
+UNCALIBRATED_THRESHOLD = 0.5
+
+
+class CalibrationError(ValueError):
+    """A calibration file that is present but unusable (one line)."""
+
+
+@dataclass(frozen=True)
+class Calibration:
+    threshold: float
+    target_fpr: float | None  # None: not calibrated for any FPR
+    source: str
+    model_version: str | None = None
+
+    @property
+    def calibrated(self) -> bool:
+        return self.target_fpr is not None
+
+
+def _check_probability(value, what: str, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise CalibrationError(f"{where}: {what} must be a number, not {value!r}")
+    if not 0.0 <= float(value) <= 1.0:
+        raise CalibrationError(f"{where}: {what} must be between 0 and 1, not {value}")
+    return float(value)
+
+
+def _from_object(obj: dict, where: str) -> Calibration:
+    if not isinstance(obj, dict):
+        raise CalibrationError(f"{where}: calibration must be a JSON object")
+    if "format" in obj and (obj.get("format") != FORMAT_NAME or obj.get("version") != FORMAT_VERSION):
+        raise CalibrationError(
+            f"{where}: unsupported calibration format {obj.get('format')} v{obj.get('version')}"
+        )
+    for key in ("threshold", "target_fpr"):
+        if key not in obj:
+            raise CalibrationError(f"{where}: '{key}' missing")
+    version = obj.get("model_version")
+    return Calibration(
+        threshold=_check_probability(obj["threshold"], "threshold", where),
+        target_fpr=_check_probability(obj["target_fpr"], "target_fpr", where),
+        source=str(obj.get("source") or where),
+        model_version=str(version) if version is not None else None,
+    )
+
+
+def read_calibration(model_dir: str | Path, config: dict | None = None) -> Calibration:
+    """The model directory's calibration, or the uncalibrated default."""
+    root = Path(model_dir)
+    path = root / CALIBRATION_FILE
+    if path.exists():
+        try:
+            obj = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise CalibrationError(f"{path}: unreadable ({' '.join(str(e).split())})") from None
+        return _from_object(obj, str(path))
+    if config and config.get("calibration") is not None:
+        return _from_object(config["calibration"], f"{root / 'config.json'} (calibration)")
+    return Calibration(
+        UNCALIBRATED_THRESHOLD, None, "uncalibrated default (the model has no calibration.json)"
+    )
+
+
+def write_calibration(
+    model_dir: str | Path,
+    threshold: float,
+    target_fpr: float,
+    source: str,
+    model_version: str | None = None,
+) -> Path:
+    """Write `calibration.json` into a model directory (for whoever trains and calibrates the model)."""
+    where = str(Path(model_dir) / CALIBRATION_FILE)
+    obj = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "threshold": _check_probability(threshold, "threshold", where),
+        "target_fpr": _check_probability(target_fpr, "target_fpr", where),
+        "source": source,
+    }
+    if model_version is not None:
+        obj["model_version"] = model_version
+    path = Path(where)
+    path.write_text(json.dumps(obj, indent=1) + "\n")
+    return path

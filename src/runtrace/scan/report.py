@@ -1,0 +1,79 @@
+"""Turning a scored trace into the result document's parts: trace facts and explained contributions."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from runtrace.scan.explain import UnitAttribution
+from runtrace.scan.schema import ApiCount, Contribution, TraceFacts
+from runtrace.trace.model import Trace
+
+NEARBY_VISITS = 3  # API calls this close (in visits) to a block's occurrences are shown with it
+MAX_DISASSEMBLY = 16
+
+
+def trace_facts(trace: Trace, seq, positions: np.ndarray) -> TraceFacts:
+    meta = trace.meta
+    counts = Counter(c.name for c in trace.api_calls)
+    return TraceFacts(
+        source=meta.source,
+        arch=str(meta.arch),
+        instructions=trace.instruction_count,
+        blocks=len(trace.blocks),
+        visits=trace.visit_count,
+        api_calls=len(trace.api_calls),
+        distinct_apis=len(counts),
+        top_apis=[ApiCount(name=n, calls=k) for n, k in counts.most_common(10)],
+        stop_reason=str(meta.stop_reason),
+        stop_detail=meta.stop_detail,
+        tracer_version=meta.tracer_version,
+        emulation_s=float(meta.wall_time_s),
+        sequence_length=seq.length,
+        windows=len(seq.starts),
+        positions_scored=int(len(np.unique(positions[positions >= 0]))),
+    )
+
+
+def contribution(rank: int, trace: Trace, unit: UnitAttribution, calls, call_positions) -> Contribution:
+    width = 16 if trace.arch.bits == 64 else 8
+    common = dict(
+        rank=rank,
+        kind=unit.kind,
+        contribution=unit.contribution,
+        estimate=unit.estimate,
+        occurrences=unit.positions,
+        windows=unit.windows,
+        first_visit=unit.first_visit,
+    )
+    if unit.kind == "api":
+        return Contribution(**common, address=None, api=unit.api, instructions=[], nearby_api_calls=[])
+    block = trace.blocks[unit.block_id]
+    insns = trace.block_instructions(unit.block_id)
+    lines = [f"{i.address:0{width}x}  {i.text}" for i in insns[:MAX_DISASSEMBLY]]
+    if len(insns) > MAX_DISASSEMBLY:
+        lines[-1] = f"... {len(insns) - MAX_DISASSEMBLY + 1} more instructions"
+    return Contribution(
+        **common,
+        address=f"0x{block.address:0{width}x}",
+        api=None,
+        instructions=lines,
+        nearby_api_calls=nearby_calls(trace, unit.block_id, calls, call_positions),
+    )
+
+
+def nearby_calls(trace: Trace, block_id: int, calls, call_positions: np.ndarray, limit: int = 5) -> list[str]:
+    """API functions called within NEARBY_VISITS visits of the block's occurrences, most frequent first."""
+    if not len(call_positions):
+        return []
+    visits = np.flatnonzero(trace.visits == block_id)
+    if not len(visits):
+        return []
+    # For each call: the distance to the closest occurrence of the block.
+    at = np.searchsorted(visits, call_positions)
+    before = np.abs(call_positions - visits[np.clip(at - 1, 0, len(visits) - 1)])
+    after = np.abs(visits[np.clip(at, 0, len(visits) - 1)] - call_positions)
+    close = np.minimum(before, after) <= NEARBY_VISITS
+    names = Counter(calls[k].name for k in np.flatnonzero(close).tolist())
+    return [f"{n} (x{k})" if k > 1 else n for n, k in names.most_common(limit)]

@@ -1,0 +1,241 @@
+"""`runtrace scan` end to end: verdicts, unknowns, exit codes, the JSON document and bad inputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import runtrace.cli.scan_cmd as scan_cmd
+from runtrace.cli.app import app
+from runtrace.scan.calibration import write_calibration
+from runtrace.scan.schema import SCHEMA_VERSION, ScanReport
+from runtrace.scan.synthetic import PLANTED_ADDRESS
+from scan_support import encrypted_zip, tiny_model_dir, write_traces
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def traces(tmp_path_factory) -> dict[str, Path]:
+    return write_traces(
+        tmp_path_factory.mktemp("traces"),
+        {
+            "benign1": (False, 700, {}),
+            "benign2": (False, 702, {}),
+            "evil": (True, 701, {}),
+            "tiny": (True, 703, {"n_visits": 8}),  # 30-odd instructions: too short to judge
+        },
+    )
+
+
+def scan(*args: str | Path) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, ["scan", "--model", str(tiny_model_dir()), *map(str, args)])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def scan_json(*args: str | Path) -> tuple[int, ScanReport, str]:
+    code, out, err = scan("--json", *args)
+    return code, ScanReport.model_validate_json(out), err
+
+
+def by_name(report: ScanReport) -> dict[str, object]:
+    return {Path(r.name.split(":")[-1]).stem: r for r in report.results}
+
+
+def test_verdicts_unknown_and_exit_code_1(traces) -> None:
+    code, report, _ = scan_json(traces["benign1"], traces["evil"], traces["tiny"])
+    assert code == 1 and report.exit_code == 1
+    results = by_name(report)
+    assert results["benign1"].verdict == "benign"
+    assert results["evil"].verdict == "malicious"
+    tiny = results["tiny"]
+    assert tiny.verdict == "unknown" and tiny.explanation is None
+    assert tiny.reason.startswith(f"only {tiny.trace.instructions} instructions executed (exited)")
+    evil = results["evil"]
+    assert evil.probability >= evil.decision.threshold
+    assert evil.explanation.contributions[0].address == f"0x{PLANTED_ADDRESS:08x}"
+    assert evil.trace.arch == "x86" and evil.trace.instructions > 200 and evil.trace.api_calls == 6
+    assert report.summary.model_dump() == {"files": 3, "malicious": 1, "benign": 1, "unknown": 1, "errors": 0}
+
+
+def test_exit_code_0_when_nothing_is_malicious(traces) -> None:
+    code, report, _ = scan_json(traces["benign1"], traces["benign2"], traces["tiny"])
+    assert code == 0
+    assert [r.verdict for r in report.results] == ["benign", "benign", "unknown"]
+
+
+def test_exit_code_2_when_errors_and_nothing_malicious(traces, tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.rtrace"
+    corrupt.write_bytes(b"PK\x03\x04 not really a zip")
+    code, report, err = scan_json(traces["benign1"], corrupt)
+    assert code == 2
+    assert [r.status for r in report.results] == ["ok", "error"]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and str(corrupt) in lines[0] and "Traceback" not in err
+
+
+def test_a_detection_wins_over_errors(traces, tmp_path: Path) -> None:
+    code, report, err = scan_json(traces["evil"], tmp_path / "[missing].exe")
+    assert code == 1
+    assert report.results[1].status == "error"
+    assert f"{tmp_path / '[missing].exe'}: no such file or directory" in err  # brackets are not markup
+
+
+def test_threshold_from_the_command_line_and_from_calibration(traces, tmp_path: Path) -> None:
+    code, report, _ = scan_json("--threshold", "0", traces["benign1"])
+    assert code == 1 and report.results[0].verdict == "malicious"
+    assert report.decision.target_fpr is None and "--threshold" in report.decision.source
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir(), model)
+    write_calibration(model, 0.25, 0.01, "synthetic held-out traces", model_version="tiny-1")
+    result = CliRunner().invoke(app, ["scan", "--model", str(model), "--json", str(traces["benign1"])])
+    report = ScanReport.model_validate_json(result.stdout)
+    assert report.decision.model_dump() == {
+        "threshold": 0.25,
+        "target_fpr": 0.01,
+        "source": "synthetic held-out traces",
+    }
+    assert report.results[0].model.version == "tiny-1"
+
+    (model / "calibration.json").write_text('{"threshold": 2, "target_fpr": 0.01}')
+    result = CliRunner().invoke(app, ["scan", "--model", str(model), str(traces["benign1"])])
+    assert result.exit_code == 2 and "threshold must be between 0 and 1" in result.stderr
+
+
+def test_json_document_round_trips_and_carries_versions(traces) -> None:
+    _, out, _ = scan("--json", traces["evil"], traces["tiny"], traces["benign2"])
+    report = ScanReport.model_validate_json(out)
+    again = ScanReport.model_validate(json.loads(report.model_dump_json()))
+    assert again == report
+    assert report.schema_version == SCHEMA_VERSION
+    for r in report.results:
+        assert r.schema_version == SCHEMA_VERSION and r.tool.version and r.tool.name == "runtrace"
+        assert r.model.kind == "bsm-lstm" and len(r.model.weights_sha256) == 64
+        assert r.input_kind == "trace" and len(r.sha256) == 64
+    with pytest.raises(ValueError):
+        ScanReport.model_validate({**json.loads(out), "unexpected": 1})  # the schema is closed
+
+
+def test_bad_inputs_are_one_line_errors_and_the_batch_goes_on(traces, tmp_path: Path, cli32) -> None:
+    text = tmp_path / "notes.md"
+    text.write_text("# not a program\n")
+    corrupt = tmp_path / "damaged.rtrace"
+    corrupt.write_bytes(traces["evil"].read_bytes()[:300])
+    locked = encrypted_zip(tmp_path / "locked.zip", {"sample.exe": cli32.read_bytes()}, b"infected")
+    missing = tmp_path / "missing.exe"
+    code, report, err = scan_json("--password", "wrong", missing, text, locked, corrupt, traces["evil"])
+    assert code == 1  # the good trace was still scanned, and it is malicious
+    statuses = {r.name: (r.status, r.reason) for r in report.results}
+    assert statuses[str(missing)] == ("error", "no such file or directory")
+    assert statuses[str(text)][1].startswith("not a PE file")
+    assert statuses[f"{locked}:sample.exe"][1] == "wrong or missing password (--password)"
+    assert statuses[str(corrupt)][0] == "error" and str(corrupt) in statuses[str(corrupt)][1]
+    assert statuses[str(traces["evil"])][0] == "ok"
+    lines = err.strip().splitlines()
+    assert len(lines) == 4 and all(line.startswith("error: ") for line in lines)
+    assert "Traceback" not in err
+
+
+def test_pe_files_copies_and_archive_members_are_traced(tmp_path: Path, cli32) -> None:
+    copy = tmp_path / "copy-of-cli.exe"
+    copy.write_bytes(cli32.read_bytes())
+    archive = tmp_path / "samples.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("inner/cli.exe", cli32.read_bytes())
+    code, report, err = scan_json("--workers", "1", cli32, copy, archive)
+    assert code in (0, 1), err
+    assert [r.name for r in report.results] == [str(cli32), str(copy), f"{archive}:inner/cli.exe"]
+    first = report.results[0]
+    assert first.status == "ok" and first.input_kind == "pe"
+    assert (
+        first.trace.source == "emulator" and first.trace.arch == "x86" and first.trace.stop_reason == "exited"
+    )
+    assert first.trace.instructions > 1000 and first.trace.api_calls > 0
+    assert first.sha256 == first.traced_sample_sha256
+    assert len({r.probability for r in report.results}) == 1  # the same bytes, traced once
+
+
+def test_missing_default_model_is_one_clear_line(monkeypatch, tmp_path: Path, traces) -> None:
+    monkeypatch.setattr(scan_cmd, "default_model_dir", lambda: tmp_path / "no-model-here")
+    result = CliRunner().invoke(app, ["scan", str(traces["evil"])])
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and "no default model installed" in result.stderr
+    assert "--model" in result.stderr
+
+
+def test_terminal_output_shows_table_and_explanation(traces) -> None:
+    code, out, _ = scan(traces["evil"], traces["tiny"])
+    assert code == 1
+    assert "malicious" in out and "unknown" in out and "evil.rtrace" in out
+    assert f"0x{PLANTED_ADDRESS:08x}" in out and "rdtsc" in out
+    assert "uncalibrated" in out
+
+
+def test_schema_option_prints_the_json_schema() -> None:
+    result = CliRunner().invoke(app, ["scan", "--schema"])
+    assert result.exit_code == 0
+    schema = json.loads(result.stdout)
+    assert schema["title"] == "ScanReport" and "FileResult" in schema["$defs"]
+
+
+def test_real_process_exit_codes_and_no_traceback(traces, tmp_path: Path) -> None:
+    command = [sys.executable, "-c", "from runtrace.cli import main; main()", "scan"]
+    done = subprocess.run(
+        [*command, "--model", str(tiny_model_dir()), str(traces["evil"])],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert done.returncode == 1, done.stderr
+    bad_model = tmp_path / "bad-model"
+    bad_model.mkdir()
+    done = subprocess.run([*command, "--model", str(bad_model), str(traces["evil"])],
+                          capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "not a runtrace model" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_debugger_traces_are_scanned_without_emulation(tmp_path: Path) -> None:
+    from runtrace.scan.synthetic import synthetic_trace
+    from runtrace.trace.formats import save_as
+
+    trace = synthetic_trace(True, 721)
+    x64dbg = save_as(trace, tmp_path / "run.trace32", "x64dbg")
+    text = save_as(trace, tmp_path / "run.txt", "text")
+    unnamed = tmp_path / "run-log-without-extension"
+    unnamed.write_bytes(text.read_bytes())
+    code, report, err = scan_json(x64dbg, text, unnamed)
+    assert code == 1, err
+    sources = [(r.status, r.input_kind, r.trace.source) for r in report.results]
+    assert sources == [
+        ("ok", "trace", "x64dbg"),
+        ("ok", "trace", "x64dbg-text"),
+        ("ok", "trace", "x64dbg-text"),
+    ]
+    # Debugger traces carry no API calls; the planted block is still what the model sees.
+    assert all(r.explanation.contributions[0].address == f"0x{PLANTED_ADDRESS:08x}" for r in report.results)
+
+
+def test_an_ism_model_scans_and_explains(tmp_path: Path, traces) -> None:
+    from scan_support import random_model
+
+    random_model(tmp_path / "ism", "ism", seed=2)
+    result = CliRunner().invoke(
+        app, ["scan", "--model", str(tmp_path / "ism"), "--json", str(traces["evil"])]
+    )
+    report = ScanReport.model_validate_json(result.stdout)
+    assert report.model.representation == "ism" and report.model.kind == "ism-lstm"
+    r = report.results[0]
+    assert r.status == "ok" and r.trace.sequence_length == r.trace.instructions + r.trace.api_calls
+    kinds = {c.kind for c in r.explanation.contributions}
+    assert kinds <= {"block", "api"} and r.explanation.units_exact > 0

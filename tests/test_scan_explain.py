@@ -1,0 +1,129 @@
+"""Explanations: occlusion finds the planted block, its numbers are exact, positions map back to the trace."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from runtrace.represent.encode import block_key, encode_trace
+from runtrace.represent.normalise import api_token, normalise_instruction
+from runtrace.scan.calibration import read_calibration
+from runtrace.scan.explain import attribute, unit_map
+from runtrace.scan.npmodel import NumpyLstmModel, aggregate
+from runtrace.scan.scanner import Scanner, ScanOptions
+from runtrace.scan.score import score_sequence
+from runtrace.scan.sequence import encode_for_model, origins
+from runtrace.scan.synthetic import PLANTED_ADDRESS, synthetic_trace
+from runtrace.trace.model import ApiCall
+from scan_support import random_model, tiny_model_dir
+
+
+@pytest.fixture(scope="module")
+def model() -> NumpyLstmModel:
+    return NumpyLstmModel.load(tiny_model_dir())
+
+
+def _explain(model: NumpyLstmModel, trace, candidates: int = 32):
+    seq = encode_for_model(trace, model.representation, model.normalisation, model.api, None, model.window)
+    score = score_sequence(model, seq, keep=True)
+    return seq, score, attribute(model, trace, seq, score, candidates=candidates)
+
+
+def test_the_model_learned_the_synthetic_task(model: NumpyLstmModel) -> None:
+    scanner = Scanner(model, read_calibration(tiny_model_dir()), ScanOptions(explain=0))
+    for seed in range(500, 510):
+        result = scanner.analyse_trace(synthetic_trace(bool(seed % 2), seed), "x", None, "trace")
+        assert result.verdict == ("malicious" if seed % 2 else "benign"), (seed, result.probability)
+
+
+@pytest.mark.parametrize("seed", [601, 603, 605, 607, 609])
+def test_occlusion_puts_the_planted_block_first(model: NumpyLstmModel, seed: int) -> None:
+    trace = synthetic_trace(True, seed)
+    _, score, units = _explain(model, trace)
+    top = units[0]
+    assert top.kind == "block" and trace.blocks[top.block_id].address == PLANTED_ADDRESS
+    assert top.contribution > 0.2  # masking it takes most of the score away
+    assert top.contribution > 2 * max(abs(u.contribution) for u in units[1:])
+    assert top.positions == int((trace.visits == top.block_id).sum())  # every visit is in a window here
+
+
+RANDOM_MODELS = {
+    "bidirectional-attention": dict(bidirectional=True, aggregation="attention"),
+    "two-layers-max": dict(num_layers=2, pooling="max", aggregation="max"),
+}
+
+
+@pytest.mark.parametrize(
+    ("which", "candidates"), [("trained", 3), ("trained", 32), *((name, 12) for name in RANDOM_MODELS)]
+)
+def test_contributions_are_exact_occlusions(model, tmp_path, which: str, candidates: int) -> None:
+    """Unidirectional models resume from the cached state before a unit's first occurrence,
+    bidirectional ones rerun whole windows: both must equal masking every window and scoring again."""
+    if which != "trained":
+        random_model(tmp_path / "m", "bsm", seed=4, **RANDOM_MODELS[which])
+        model = NumpyLstmModel.load(tmp_path / "m", dtype=np.float64)
+    trace = synthetic_trace(True, 611, n_visits=600)  # longer than the windows: some blocks miss some
+    seq, score, units = _explain(model, trace, candidates)
+    exact = [u for u in units if u.contribution is not None]
+    assert len(exact) == min(candidates, len(units))
+    assert all(u.contribution is None for u in units[len(exact) :])  # estimated-only units come last
+    contributions = [u.contribution for u in exact]
+    assert contributions == sorted(contributions, reverse=True)
+    # Recompute by brute force: mask the unit's steps in *every* window and score the file again.
+    batch = score.batch
+    codes = unit_map(trace, seq, batch.positions).codes
+    x = batch.vectors()
+    for unit in exact:
+        code = unit.block_id if unit.kind == "block" else None
+        if code is None:
+            continue
+        masked = x.copy()
+        masked[codes == code] = batch.items[batch.baseline_id]
+        out = model.window_outputs(masked, batch.lengths)
+        p = aggregate(out.logits, out.scores, model.aggregation)
+        assert unit.contribution == pytest.approx(
+            score.probability - p, abs=1e-6 if which == "trained" else 1e-12
+        )
+
+
+def test_api_functions_are_units_and_nearby_calls_are_named(model: NumpyLstmModel) -> None:
+    trace = synthetic_trace(True, 613)
+    planted = len(trace.blocks) - 1
+    visit = int(np.flatnonzero(trace.visits == planted)[0])
+    trace.api_calls.append(ApiCall(visit, "kernel32.IsDebuggerPresent", 0x401234))
+    trace.api_calls.sort(key=lambda c: c.position)
+    scanner = Scanner(model, read_calibration(tiny_model_dir()), ScanOptions(explain=40))
+    result = scanner.analyse_trace(trace, "t.exe", None, "trace")
+    contributions = result.explanation.contributions
+    first = contributions[0]
+    assert first.address == f"0x{PLANTED_ADDRESS:08x}"
+    assert first.instructions[:2] == [f"{PLANTED_ADDRESS:08x}  rdtsc", f"{PLANTED_ADDRESS + 2:08x}  cpuid"]
+    assert "kernel32.IsDebuggerPresent" in first.nearby_api_calls
+    apis = [c for c in contributions if c.kind == "api"]
+    assert apis and all(c.address is None and c.api for c in apis)
+    assert "kernel32.IsDebuggerPresent" in {c.api for c in apis}
+
+
+@pytest.mark.parametrize("representation", ["ism", "bsm"])
+@pytest.mark.parametrize("max_tokens", [None, 37, 500])
+def test_every_position_maps_back_to_its_visit_or_call(representation: str, max_tokens) -> None:
+    trace = synthetic_trace(True, 617, n_visits=120, api_calls=9)
+    # Two calls after one visit, and one after the last visit: the insertion rules' edge cases.
+    trace.api_calls += [ApiCall(5, "a.One", 1), ApiCall(5, "a.Two", 2), ApiCall(119, "a.Last", 3)]
+    enc = encode_trace(trace, representation, "registers", api=True, max_tokens=max_tokens)
+    origin, calls = origins(trace, representation, True, max_tokens)
+    assert len(origin) == len(enc.sequence)
+    tokens = [enc.lexicon[i] for i in enc.sequence.tolist()]
+    insn_index = {}  # ISM: which instruction of its visit each position is
+    for position, (o, token) in enumerate(zip(origin.tolist(), tokens, strict=True)):
+        if o < 0:
+            assert token == api_token(calls[-1 - o].name)
+            continue
+        block_id = int(trace.visits[o])
+        insns = trace.block_instructions(block_id)
+        texts = [normalise_instruction(i.mnemonic, i.op_str, "registers") for i in insns]
+        if representation == "bsm":
+            assert token == block_key(texts)
+        else:
+            k = insn_index[o] = insn_index.get(o, -1) + 1
+            assert token == texts[k], position
