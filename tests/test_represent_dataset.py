@@ -101,6 +101,14 @@ def test_max_tokens_truncates(trace: Trace) -> None:
     assert len(enc.sequence) == 2
 
 
+def test_min_instructions_leaves_out_short_traces(trace: Trace) -> None:
+    short = make_trace("b", [PROLOGUE])  # 3 instructions
+    data = build_dataset([trace, short], [1, 0], representation="ism", min_instructions=10)
+    assert data.sha256s() == [trace.meta.sha256]
+    assert data.meta["short"] == [{"trace": str(short), "instructions": 3}]
+    assert len(build_dataset([trace, short], [1, 0], representation="ism")) == 2
+
+
 def test_expand_matches_python_loop() -> None:
     rng = np.random.default_rng(0)
     parts = [rng.integers(0, 50, size=rng.integers(0, 6)).astype(np.int32) for _ in range(20)]

@@ -88,6 +88,9 @@ def build(
     stride: int = typer.Option(None, help="Default stride of sliding windows (default: the window length)."),
     windows_per_file: int = typer.Option(None, help="Default number of sampled windows per file."),
     jobs: int = typer.Option(1, help="Worker processes encoding traces."),
+    min_instructions: int = typer.Option(
+        0, help="Leave out traces with fewer executed instructions (so trace length is not the label)."
+    ),
     limit: int = typer.Option(None, help="Use only the first N labelled traces (quick experiments)."),
 ) -> None:
     """Encode a corpus's traces as an ISM or BSM dataset (token ids, Parquet file table)."""
@@ -143,6 +146,7 @@ def build(
                 on_error="skip",
                 window=window_settings or None,
                 progress=lambda done, total: progress.update(task, completed=done),
+                min_instructions=min_instructions,
             )
         except DatasetError as e:
             raise fail(str(e)) from None
@@ -154,7 +158,11 @@ def build(
         raise fail("no trace could be read")
     data.save(out)
     summary = data.describe()
-    summary["skipped"] = {**skipped, "unreadable": len(data.meta.get("skipped", []))}
+    summary["skipped"] = {
+        **skipped,
+        "unreadable": len(data.meta.get("skipped", [])),
+        f"under {min_instructions} instructions": len(data.meta.get("short", [])),
+    }
     console.print_json(json.dumps(summary))
     console.print(f"dataset written to {out}", highlight=False)
 

@@ -315,6 +315,7 @@ def build_dataset(
     on_error: str = "raise",
     window: dict | None = None,
     progress: Callable[[int, int], None] | None = None,
+    min_instructions: int = 0,
 ) -> SequenceDataset:
     """Encode traces (objects, or paths to trace files) into a dataset.
 
@@ -324,6 +325,8 @@ def build_dataset(
     processes.  on_error="skip" leaves out traces that fail to load (listed in `meta["skipped"]`).
     window: default window settings for models trained on this dataset (see `WindowConfig`).
     progress: called as progress(done, total) after each trace.
+    min_instructions: leave out traces that executed fewer instructions (listed in `meta["short"]`), so
+    that how far emulation got cannot stand in for the label (see docs/corpus.md).
     """
     if representation not in REPRESENTATIONS:
         raise DatasetError(
@@ -349,7 +352,7 @@ def build_dataset(
                 yield None, e
 
     merger = _Merger(representation)
-    rows, sequences, skipped = [], [], []
+    rows, sequences, skipped, short = [], [], [], []
     try:
         for i, (result, error) in enumerate(outcomes()):
             if progress is not None:
@@ -360,6 +363,9 @@ def build_dataset(
                 skipped.append({"trace": str(traces[i]), "error": f"{type(error).__name__}: {error}"})
                 continue
             row, encoded = result
+            if row["n_instructions"] < min_instructions:
+                short.append({"trace": str(traces[i]), "instructions": int(row["n_instructions"])})
+                continue
             sequences.append(merger.add(encoded))
             row.update(
                 label=label_values[i],
@@ -378,7 +384,12 @@ def build_dataset(
     offsets = np.zeros(len(sequences) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     flat = np.concatenate(sequences) if sequences else np.zeros(0, dtype=np.int32)
-    meta = {"max_tokens": max_tokens, "skipped": skipped}
+    meta = {
+        "max_tokens": max_tokens,
+        "skipped": skipped,
+        "min_instructions": min_instructions,
+        "short": short,
+    }
     if window:
         meta["window"] = dict(window)
     extra = {}
