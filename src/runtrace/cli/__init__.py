@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 
+import runtrace.cli.calibrate_cmd  # noqa: F401  (registers commands)
 import runtrace.cli.convert_cmd  # noqa: F401  (registers commands)
 import runtrace.cli.corpus_cmd  # noqa: F401  (registers commands)
 import runtrace.cli.dataset_cmd  # noqa: F401  (registers commands)
