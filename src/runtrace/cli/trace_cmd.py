@@ -15,8 +15,6 @@ from runtrace.cli.app import app, console, err_console, fail
 
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # unicorn 1.0.2 at import
 
-FIXTURE_DIR = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "benign"
-
 
 def _summary_table(outcomes) -> Table:
     table = Table(title="trace summary", show_lines=False)
@@ -149,24 +147,3 @@ def show(
                 break
     except BrokenPipeError:  # `runtrace show x | head`
         os._exit(0)
-
-
-@app.command()
-def demo(out: Path = typer.Option(Path("out/demo"), "-o", "--out", help="Where the demo writes.")) -> None:
-    """Trace the bundled benign fixtures and print what was recorded."""
-    fixtures = sorted(FIXTURE_DIR.glob("cli-*.exe"))
-    if not fixtures:
-        raise fail(f"{FIXTURE_DIR}: bundled fixtures not found (run from a source checkout)")
-    console.rule("runtrace demo: tracing bundled benign programs (emulated, never executed)")
-    trace(paths=fixtures, out=out, password=None, max_instructions=1_000_000, timeout=60.0, memory_mb=1024,
-          workers=0, fmt="native", retry_errors=False)  # fmt: skip
-    first = out / f"{_sha(fixtures[0])}.rtrace"
-    if first.exists():
-        console.rule(f"first instructions of {fixtures[0].name}")
-        show(path=first, blocks=False, limit=12, meta=False)
-
-
-def _sha(path: Path) -> str:
-    from runtrace.trace.inputs import sha256_of
-
-    return sha256_of(path.read_bytes())
