@@ -46,6 +46,7 @@ reproduce: install src/runtrace/trace/_blockrec.built
 	$(VENV)/bin/runtrace evaluate --dataset $(WORK)/datasets/ism --dataset $(WORK)/datasets/bsm \
 		--representation all --protocol all --models lstm,ngram-lr,ngram-lgbm,metadata \
 		--manifest $(CORPUS)/manifest.parquet -o reports/reproduce --overwrite
+	$(PY) -m runtrace.evaluate.results reports/reproduce --notes docs/results-notes.md -o docs/results.md
 
 clean:
 	rm -rf build src/*.egg-info src/runtrace/trace/*.so src/runtrace/trace/_blockrec.built .pytest_cache
