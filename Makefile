@@ -36,13 +36,15 @@ bench: install src/runtrace/trace/_blockrec.built
 # The whole study: corpus -> traces -> datasets -> evaluation (resumable: every step reuses its cache).
 # CORPUS_LIMIT=N traces only N corpus samples (classes alternating) for a quicker, smaller run.
 CORPUS_LIMIT ?= 0
+# Traces shorter than this are left out of the datasets, so trace length cannot stand in for the label.
+MIN_INSTRUCTIONS ?= 1000
 WORK ?= work
 CORPUS ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/runtrace/corpus
 reproduce: install src/runtrace/trace/_blockrec.built
 	$(VENV)/bin/runtrace corpus build --corpus-dir $(CORPUS)
 	$(VENV)/bin/runtrace corpus trace --corpus-dir $(CORPUS) --limit $(CORPUS_LIMIT)
-	$(VENV)/bin/runtrace dataset build -r ism -m $(CORPUS)/manifest.parquet -o $(WORK)/datasets/ism
-	$(VENV)/bin/runtrace dataset build -r bsm -m $(CORPUS)/manifest.parquet -o $(WORK)/datasets/bsm
+	$(VENV)/bin/runtrace dataset build -r ism -m $(CORPUS)/manifest.parquet -o $(WORK)/datasets/ism --min-instructions $(MIN_INSTRUCTIONS)
+	$(VENV)/bin/runtrace dataset build -r bsm -m $(CORPUS)/manifest.parquet -o $(WORK)/datasets/bsm --min-instructions $(MIN_INSTRUCTIONS)
 	$(VENV)/bin/runtrace evaluate --dataset $(WORK)/datasets/ism --dataset $(WORK)/datasets/bsm \
 		--representation all --protocol all --models lstm,ngram-lr,ngram-lgbm,metadata \
 		--manifest $(CORPUS)/manifest.parquet -o reports/reproduce --overwrite
