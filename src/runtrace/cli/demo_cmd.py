@@ -39,7 +39,7 @@ def demo(
     """Trace, scan and train on bundled data: the whole pipeline in a few minutes."""
     if not DEMO.is_dir():
         raise fail(f"{DEMO}: bundled demo data not found (run from a source checkout)")
-    fixtures = sorted(FIXTURES.glob("cli-*.exe"))
+    fixtures = sorted(FIXTURES.glob("cli-*.exe"))  # includes an ARM64 build: refused with a reason
     console.rule("1. trace bundled benign programs (emulated, never executed)")
     _run("trace", *map(str, fixtures), "-o", str(out / "traces"))
     if (DEFAULT_MODEL / "config.json").exists():

@@ -100,5 +100,9 @@ def _delta(value: float) -> str:
 
 
 def _short(name: str) -> str:
-    """The file name (or archive member) without its directories."""
-    return name.rsplit("/", 1)[-1] if name else ""
+    """The file name (or archive member) without its directories; a sha256 name cut to 12 digits."""
+    base = name.rsplit("/", 1)[-1] if name else ""
+    stem, dot, suffix = base.partition(".")
+    if len(stem) == 64 and all(c in "0123456789abcdef" for c in stem.lower()):
+        return f"{stem[:12]}…{dot}{suffix}"
+    return base
