@@ -87,7 +87,8 @@ def main(argv: list[str]) -> None:
         "date it was measured on.",
         "",
     ]
-    for name in MODULES:
+    # Entries without a module (figures recorded from a long run, e.g. a full evaluation) follow.
+    for name in [*MODULES, *(k for k in previous if k not in MODULES)]:
         if name in previous:
             entry = previous[name]
             parts.append(render(entry["title"], entry["result"]).rstrip())
