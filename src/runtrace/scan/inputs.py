@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtrace.trace.inputs import InputProblem, Sample, iter_samples
+from runtrace.trace.inputs import InputProblem, Sample, iter_samples, walk
 
 TRACE_SUFFIXES = (".rtrace", ".trace32", ".trace64")
 TEXT_SUFFIXES = (".txt", ".log")
@@ -81,14 +81,11 @@ def _sniffs_as_text_log(path: Path) -> bool:
 
 def iter_inputs(paths: list[Path], password: str | None = None) -> Iterator[ScanInput]:
     """Every input in argument order (directories sorted), as a sample, a trace file or a problem."""
-    for path in paths:
-        if not path.exists():
-            yield InputProblem(str(path), "no such file or directory")
-        elif path.is_dir():
-            for child in sorted(p for p in path.rglob("*") if p.is_file()):
-                yield from _one(child, password)
+    for item in walk(paths):
+        if isinstance(item, InputProblem):
+            yield item
         else:
-            yield from _one(path, password)
+            yield from _one(item, password)
 
 
 def _one(path: Path, password: str | None) -> Iterator[ScanInput]:

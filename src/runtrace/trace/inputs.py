@@ -64,16 +64,24 @@ def _zip_samples(path: Path, password: str | None) -> Iterator[Sample | InputPro
             yield Sample(sha256_of(data), name, lambda d=data: d)
 
 
-def iter_samples(paths: list[Path], password: str | None = None) -> Iterator[Sample | InputProblem]:
-    """Samples in argument order; directories are walked in sorted order; zips are opened."""
+def walk(paths: list[Path]) -> Iterator[Path | InputProblem]:
+    """Files in argument order, directories walked in sorted order; a missing path is a problem."""
     for path in paths:
         if not path.exists():
             yield InputProblem(str(path), "no such file or directory")
         elif path.is_dir():
-            for child in sorted(p for p in path.rglob("*") if p.is_file()):
-                yield from _one(child, password)
+            yield from sorted(p for p in path.rglob("*") if p.is_file())
         else:
-            yield from _one(path, password)
+            yield path
+
+
+def iter_samples(paths: list[Path], password: str | None = None) -> Iterator[Sample | InputProblem]:
+    """Samples in argument order; directories are walked in sorted order; zips are opened."""
+    for item in walk(paths):
+        if isinstance(item, InputProblem):
+            yield item
+        else:
+            yield from _one(item, password)
 
 
 def _one(path: Path, password: str | None) -> Iterator[Sample | InputProblem]:
