@@ -1,5 +1,8 @@
-"""End-to-end facts of emulated traces of the bundled benign fixtures."""
+"""End-to-end facts of emulated traces of the bundled benign fixtures (and one real sample)."""
 
+import zipfile
+
+from conftest import SAMPLES_ZIP, needs_shared
 from runtrace.trace.emulator import TracerSettings, emulate
 from runtrace.trace.inputs import sha256_of
 from runtrace.trace.model import Arch, StopReason
@@ -73,3 +76,21 @@ def test_blocks_are_canonical(cli32):
         assert sum(block.insn_lengths) == block.size
         # Control transfers only ever end a block.
         assert not any(is_control_transfer(x.mnemonic) for x in insns[:-1])
+
+
+@needs_shared
+def test_real_malware_sample_from_the_encrypted_zip(tmp_path):
+    # Read straight from the zip (never extracted into the repository), emulated, never executed.
+    from runtrace.trace.batch import trace_batch
+    from runtrace.trace.inputs import Sample
+
+    sha = "39fb2b683dacbaceb78995cd4cedff87ae1514e8aa3678de5deec7ccec187680"
+    with zipfile.ZipFile(SAMPLES_ZIP) as z:
+        z.setpassword(b"infected")
+        data = z.read(f"{sha}.bin")
+    (outcome,) = trace_batch([Sample(sha, "sample", lambda: data)], tmp_path, TracerSettings(), workers=1)
+    assert outcome.status == "ok" and outcome.arch == "x86"
+    tr = load_trace(outcome.path)
+    assert tr.meta.sha256 == sha
+    assert tr.meta.stop_reason is StopReason.INSTRUCTION_CAP
+    assert 1_000_000 <= tr.instruction_count < 1_001_000
