@@ -172,60 +172,66 @@ def _constant_if_one_class(y: np.ndarray) -> float | None:
     return float(y[0]) if len(np.unique(y)) < 2 else None
 
 
-class NgramLogisticRegression:
-    """n-gram counts -> sublinear tf-idf (idf from training rows) -> L2 logistic regression."""
+class _NgramClassifier:
+    """Shared by the n-gram baselines: labels, the train-only n-gram vocabulary, one-class folds.
+
+    Subclasses say what they do with the count matrix (`_fit_counts`, `_predict_counts`)."""
 
     def __init__(self, seed: int = 0, max_features: int = 20_000, cache: NgramCache | None = None) -> None:
         self.seed = seed
         self.max_features = max_features
         self.cache = cache
 
-    def fit(self, data: SequenceData, train_idx: np.ndarray) -> NgramLogisticRegression:
-        from sklearn.feature_extraction.text import TfidfTransformer
-        from sklearn.linear_model import LogisticRegression
-
+    def fit(self, data: SequenceData, train_idx: np.ndarray):
         y = _binary_labels(data, train_idx)
         self.featurizer_ = NgramFeaturizer(max_features=self.max_features, cache=self.cache).fit(
             data, train_idx
         )
         self.constant_ = _constant_if_one_class(y)
-        if self.constant_ is not None:
-            return self
-        x = self.featurizer_.transform(data, train_idx)
-        self.tfidf_ = TfidfTransformer(sublinear_tf=True).fit(x)
-        self.model_ = LogisticRegression(
-            C=1.0, class_weight="balanced", max_iter=2000, solver="liblinear", random_state=self.seed
-        ).fit(self.tfidf_.transform(x), y)
+        if self.constant_ is None:
+            self._fit_counts(self.featurizer_.transform(data, train_idx), y)
         return self
 
     def predict_proba(self, data: SequenceData, idx: np.ndarray) -> np.ndarray:
         if self.constant_ is not None:
             return np.full(len(idx), self.constant_)
-        x = self.tfidf_.transform(self.featurizer_.transform(data, idx))
-        return self.model_.predict_proba(x)[:, 1]
+        return self._predict_counts(self.featurizer_.transform(data, idx))
+
+    def _fit_counts(self, x, y: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _predict_counts(self, x) -> np.ndarray:
+        raise NotImplementedError
 
 
-class NgramLightGBM:
+class NgramLogisticRegression(_NgramClassifier):
+    """n-gram counts -> sublinear tf-idf (idf from training rows) -> L2 logistic regression."""
+
+    def _fit_counts(self, x, y: np.ndarray) -> None:
+        from sklearn.feature_extraction.text import TfidfTransformer
+        from sklearn.linear_model import LogisticRegression
+
+        self.tfidf_ = TfidfTransformer(sublinear_tf=True).fit(x)
+        self.model_ = LogisticRegression(
+            C=1.0, class_weight="balanced", max_iter=2000, solver="liblinear", random_state=self.seed
+        ).fit(self.tfidf_.transform(x), y)
+
+    def _predict_counts(self, x) -> np.ndarray:
+        return self.model_.predict_proba(self.tfidf_.transform(x))[:, 1]
+
+
+class NgramLightGBM(_NgramClassifier):
     """The same n-gram counts, raw, into gradient-boosted trees."""
 
     def __init__(
         self, seed: int = 0, max_features: int = 20_000, cache: NgramCache | None = None, n_jobs: int = 1
     ) -> None:
-        self.seed = seed
-        self.max_features = max_features
-        self.cache = cache
+        super().__init__(seed, max_features, cache)
         self.n_jobs = n_jobs
 
-    def fit(self, data: SequenceData, train_idx: np.ndarray) -> NgramLightGBM:
+    def _fit_counts(self, x, y: np.ndarray) -> None:
         from lightgbm import LGBMClassifier
 
-        y = _binary_labels(data, train_idx)
-        self.featurizer_ = NgramFeaturizer(max_features=self.max_features, cache=self.cache).fit(
-            data, train_idx
-        )
-        self.constant_ = _constant_if_one_class(y)
-        if self.constant_ is not None:
-            return self
         self.model_ = LGBMClassifier(
             n_estimators=300,
             learning_rate=0.05,
@@ -236,13 +242,10 @@ class NgramLightGBM:
             random_state=self.seed,
             n_jobs=self.n_jobs,
             verbose=-1,
-        ).fit(self.featurizer_.transform(data, train_idx), y)
-        return self
+        ).fit(x, y)
 
-    def predict_proba(self, data: SequenceData, idx: np.ndarray) -> np.ndarray:
-        if self.constant_ is not None:
-            return np.full(len(idx), self.constant_)
-        return self.model_.predict_proba(self.featurizer_.transform(data, idx))[:, 1]
+    def _predict_counts(self, x) -> np.ndarray:
+        return self.model_.predict_proba(x)[:, 1]
 
 
 # The audit's column names (corpus manifest) where the dataset's files table names a column differently.
