@@ -2,6 +2,8 @@
 
 import zipfile
 
+import numpy as np
+
 from conftest import SAMPLES_ZIP, needs_shared
 from runtrace.trace.emulator import TracerSettings, emulate
 from runtrace.trace.inputs import sha256_of
@@ -94,3 +96,30 @@ def test_real_malware_sample_from_the_encrypted_zip(tmp_path):
     assert tr.meta.sha256 == sha
     assert tr.meta.stop_reason is StopReason.INSTRUCTION_CAP
     assert 1_000_000 <= tr.instruction_count < 1_001_000
+
+
+def test_decoy_images_are_cached_on_disk_and_give_the_same_trace(cli32, tmp_path, monkeypatch):
+    from runtrace.trace import decoys
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(decoys, "_images", {})
+    data = cli32.read_bytes()
+    built = emulate(data, "x")
+    images = sorted(decoys.cache_dir().rglob("*.img"))
+    assert len(images) > 10  # kernel32, ntdll, user32, ... one file per decoy DLL
+
+    monkeypatch.setattr(decoys, "_images", {})  # a new process: only the files are left
+    from_disk = emulate(data, "x")
+    assert np.array_equal(built.visits, from_disk.visits)
+    assert [b.data for b in built.blocks] == [b.data for b in from_disk.blocks]
+    assert [c.name for c in built.api_calls] == [c.name for c in from_disk.api_calls]
+
+
+def test_unwritable_decoy_cache_only_costs_speed(cli32, tmp_path, monkeypatch):
+    from runtrace.trace import decoys
+
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    monkeypatch.setattr(decoys, "_images", {})
+    assert emulate(cli32.read_bytes(), "x").instruction_count > 1000

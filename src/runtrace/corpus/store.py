@@ -11,13 +11,10 @@ import os
 import tempfile
 from pathlib import Path
 
+from runtrace.paths import cache_root
+
 MANIFEST_NAME = "manifest.parquet"
 SKIPPED_NAME = "skipped.jsonl"
-
-
-def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "runtrace"
 
 
 def default_corpus_dir() -> Path:

@@ -20,7 +20,7 @@ from speakeasy.windows.common import EMU_RESERVE_SIZE, EMU_RESERVED
 from speakeasy.winenv import arch as se_arch
 
 from runtrace import __version__
-from runtrace.trace import winapi
+from runtrace.trace import decoys, winapi
 from runtrace.trace.blocks import canonicalize
 from runtrace.trace.model import ApiCall, EntryPoint, StopReason, Trace, TraceMeta
 from runtrace.trace.pe import inspect_pe
@@ -85,6 +85,7 @@ class _Session:
         self.settings = settings
         self.info = inspect_pe(data)
         self.bits = self.info.arch.bits
+        decoys.install()
         self.se = speakeasy.Speakeasy(config=_speakeasy_config(settings), logger=_quiet_logger())
         try:
             self.module = self.se.load_module(data=data)

@@ -7,12 +7,27 @@ foreign machines, .NET assemblies and kernel drivers.
 
 from __future__ import annotations
 
+import mmap
 import struct
 from dataclasses import dataclass
 
 import pefile
 
 from runtrace.trace.model import Arch
+
+
+def _close_without_full_gc(self) -> None:
+    # pefile runs a full garbage collection whenever it closes or copies its data (`close`,
+    # `set_bytes_at_rva`), to release an mmap.  Speakeasy patches imports through it and we parse every
+    # file, so that is several full collections per emulation: 30-60 ms each in a process holding numpy
+    # and the emulator, a tenth of a short program's whole trace.  Only an mmap needs releasing.
+    data = getattr(self, "__data__", None)
+    if isinstance(data, mmap.mmap):
+        data.close()
+        del self.__data__
+
+
+pefile.PE._close_data = _close_without_full_gc
 
 _MACHINES = {0x14C: Arch.X86, 0x8664: Arch.AMD64}
 _MACHINE_NAMES = {
