@@ -4,7 +4,7 @@ import zipfile
 
 import numpy as np
 
-from conftest import SAMPLES_ZIP, needs_shared
+from conftest import FIXTURES, SAMPLES_ZIP, needs_shared
 from runtrace.trace.emulator import TracerSettings, emulate
 from runtrace.trace.inputs import sha256_of
 from runtrace.trace.model import Arch, StopReason
@@ -123,3 +123,15 @@ def test_unwritable_decoy_cache_only_costs_speed(cli32, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
     monkeypatch.setattr(decoys, "_images", {})
     assert emulate(cli32.read_bytes(), "x").instruction_count > 1000
+
+
+def test_python_extension_module_runs_its_exec_slot():
+    # PyInit__imagingtk only returns its module definition; the stand-in host must run the definition's
+    # Py_mod_exec slot, where the module imports tkinter and looks up the Tcl/Tk DLLs.
+    trace = _trace(FIXTURES / "benign" / "pillow-imagingtk-64.pyd")
+    kinds = [(e.kind, e.name) for e in trace.meta.entry_points]
+    assert ("export", "PyInit__imagingtk") in kinds
+    assert ("python", "mod_exec_0") in kinds
+    calls = [c.name for c in trace.api_calls]
+    assert calls.index("python311.PyModuleDef_Init") < calls.index("python311.PyImport_ImportModule")
+    assert "PSAPI.EnumProcessModules" in calls

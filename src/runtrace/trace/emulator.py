@@ -32,7 +32,7 @@ from runtrace.trace.recorder import (
 )
 
 # Bumped whenever emulation behaviour changes, so `trace` does not reuse traces made by an older tracer.
-TRACER_REVISION = 2
+TRACER_REVISION = 3
 TRACER_VERSION = f"runtrace-emu/{__version__}.{TRACER_REVISION}"
 STATUS_ACCESS_VIOLATION = 0xC0000005
 PAGE = 0x1000
@@ -101,7 +101,7 @@ class _Session:
         self._patch()
         self._patch_memory_faults()
         self._install_code_hook()
-        winapi.install(self.se, self.bits)
+        self.host = winapi.install(self.se, self.bits)
 
     def _patch(self) -> None:
         emu, rec = self.emu, self.recorder
@@ -208,7 +208,10 @@ class _Session:
         emu._handle_invalid_read, emu._handle_invalid_write = invalid_read, invalid_write
 
     def _stub(self, dll: str, name: str) -> None:
-        """An API without a handler: return 0 and carry on (x86 stdcall argument count unknown: 0)."""
+        """An API without a handler: return the host's stand-in value (mostly 0) and carry on.
+
+        The x86 stdcall argument count is unknown, so none are popped.
+        """
         emu = self.emu
         api = f"{dll}.{name}"
         self.unsupported[api] = self.unsupported.get(api, 0) + 1
@@ -217,7 +220,7 @@ class _Session:
             conv = se_arch.CALL_CONV_CDECL
         ret = emu.get_ret_address()
         self.api_calls.append((self.recorder.visit_count - 1, api, ret, False))
-        emu.do_call_return(0, ret, 0, conv=conv)
+        emu.do_call_return(0, ret, self.host.stub_value(dll, name), conv=conv)
 
     def run(self) -> None:
         timeout = self.settings.timeout_s
@@ -310,6 +313,8 @@ def _entry_kind(run_type: str) -> tuple[str, str]:
         return "DllMain", run_type.split(".", 1)[-1]
     if run_type.startswith("export."):
         return "export", run_type[len("export.") :]
+    if run_type.startswith("python."):
+        return "python", run_type[len("python.") :]
     if run_type.startswith("tls_callback"):
         return "tls", run_type
     return "thread" if "thread" in run_type else "callback", run_type

@@ -83,7 +83,7 @@ class ApiCall:
 
 @dataclass(frozen=True, slots=True)
 class EntryPoint:
-    kind: str  # "entry" (EXE), "DllMain", "export", "thread", "callback"
+    kind: str  # "entry" (EXE), "DllMain", "export", "tls", "python" (module exec slot), "thread", "callback"
     name: str
     address: int
     first_visit: int  # index into Trace.visits where this entry's run begins

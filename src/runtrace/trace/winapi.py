@@ -1,14 +1,18 @@
-"""Windows APIs Speakeasy lacks but ordinary programs call early (C-runtime start-up, console, UI).
+"""Windows APIs Speakeasy lacks but ordinary programs call early (C-runtime start-up, console, UI,
+delay-loaded imports), and a stand-in Python host for extension modules.
 
 Without them most programs built against the universal C runtime stop within a few instructions, before
 their own code runs.  Each handler does what a program needs to go on (plausible pointers and success
-values), not a full reimplementation; anything not listed here is stubbed by the emulator backend.
+values), not a full reimplementation; anything not listed here is stubbed by the emulator backend, with
+the value `Host.stub_value` gives.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 
+from speakeasy.profiler import Run
 from speakeasy.winenv import arch as se_arch
 
 CDECL = se_arch.CALL_CONV_CDECL
@@ -16,6 +20,7 @@ STDCALL = se_arch.CALL_CONV_STDCALL
 
 # Module patterns (fnmatch, lower case) a C-runtime function may be imported from.
 _CRT = ("ucrtbase", "ucrtbased", "msvcrt", "msvcr*", "api-ms-win-crt-*")
+_DELAYLOAD = ("kernel32", "kernelbase", "api-ms-win-core-delayload-*")
 
 
 class _Scratch:
@@ -48,7 +53,117 @@ class _Scratch:
         return self.alloc(b"\0" * self.ptr * 2, "env_w" if wide else "env_a")
 
 
-def _handlers(s: _Scratch) -> list[tuple[tuple[str, ...], str, int, int, Callable[[list], int]]]:
+# Python C-API functions that return an int status (0 = success) rather than an object pointer.
+_PY_STATUS_PREFIXES = (
+    "PyModule_Add", "PyModule_ExecDef", "PyModule_SetDocString", "PyType_Ready", "PyDict_SetItem",
+    "PyDict_DelItem", "PyObject_SetAttr", "PyObject_GenericSetAttr", "PyList_Append", "PyList_Insert",
+    "PyList_SetItem", "PyTuple_SetItem", "PyState_AddModule", "PyErr_", "Py_AtExit", "PyCapsule_Set",
+    "PyOS_snprintf", "PyEval_", "PyGILState_", "PyThread_", "PySys_Set", "Py_Finalize",
+)  # fmt: skip
+# ... and those whose success is a true int.
+_PY_TRUE = ("PyArg_Parse", "PyArg_Unpack", "Py_IsInitialized", "PyCallable_Check", "PyType_IsSubtype")
+_PY_MOD_EXEC = 2  # Py_mod_exec, from CPython's moduleobject.h
+_PY_OBJECT_SIZE = 0x100
+_PY_OBJECTS = 256
+_PY_REFCOUNT = 1 << 24  # objects are never freed: Py_DECREF never reaches 0 and calls no dealloc
+
+
+class PythonHost:
+    """A stand-in interpreter for `.pyd` extension modules and embedding launchers.
+
+    Without one, `PyInit_<name>` gets NULL from `PyModule_Create2` and returns at once: the module's own
+    initialisation (type set-up, constants, imports) never runs.  Here every object-returning C-API call
+    gets a distinct zeroed object with a huge reference count and a zeroed type object, status calls
+    succeed, and error queries report no error.  The objects are recycled from a fixed pool.
+    """
+
+    def __init__(self, scratch: _Scratch) -> None:
+        self.s = scratch
+        self._pool = 0
+        self._next = 0
+
+    def module_def_init(self, argv: list) -> int:
+        """PyModuleDef_Init(def): multi-phase initialisation (every Cython module).
+
+        `PyInit_<name>` only returns its module definition; the interpreter then runs the definition's
+        `Py_mod_exec` slots on a new module, and that is where the module's own code is.  They are queued
+        as runs after the exports, each given a stand-in module object.
+        """
+        definition, ptr = argv[0], self.s.ptr
+        try:
+            slots = int.from_bytes(bytes(self.s.se.mem_read(definition + 9 * ptr, ptr)), "little")
+            for i in range(16 if slots else 0):  # a {0, NULL}-terminated array of {int slot; void *value}
+                entry = bytes(self.s.se.mem_read(slots + i * 2 * ptr, 2 * ptr))
+                kind, function = int.from_bytes(entry[:4], "little"), int.from_bytes(entry[ptr:], "little")
+                if kind == 0:
+                    break
+                if kind == _PY_MOD_EXEC and function:
+                    self._queue_run(function, f"python.mod_exec_{i}", [self._object()])
+        except Exception:  # an unreadable definition: the module is simply not initialised further
+            pass
+        return definition
+
+    def _queue_run(self, address: int, kind: str, args: list[int]) -> None:
+        run = Run()
+        run.start_addr, run.type, run.args = address, kind, args
+        self.s.se.emu.add_run(run)
+
+    def value(self, name: str) -> int:
+        if name.startswith(_PY_STATUS_PREFIXES):
+            return 0
+        if name.startswith(_PY_TRUE):
+            return 1
+        return self._object()
+
+    def _object(self) -> int:
+        ptr = self.s.ptr
+        if not self._pool:
+            type_obj = self.s.alloc(_PY_REFCOUNT.to_bytes(ptr, "little") + b"\0" * 0x1F8, "py_type")
+            header = _PY_REFCOUNT.to_bytes(ptr, "little") + type_obj.to_bytes(ptr, "little")
+            self._pool = self.s.alloc(header.ljust(_PY_OBJECT_SIZE, b"\0") * _PY_OBJECTS, "py_objects")
+        address = self._pool + self._next * _PY_OBJECT_SIZE
+        self._next = (self._next + 1) % _PY_OBJECTS
+        return address
+
+
+class Host:
+    """What an API without a handler returns: 0, except where a stand-in host gives a better value."""
+
+    def __init__(self, python: PythonHost) -> None:
+        self.python = python
+
+    def stub_value(self, dll: str, name: str) -> int:
+        if dll.lower().startswith("python"):
+            return self.python.value(name)
+        return 0
+
+
+def resolve_delay_loaded_api(s: _Scratch, argv: list) -> int:
+    """kernel32.ResolveDelayLoadedAPI: bind one delay-loaded import, as the Windows loader does.
+
+    Newer MSVC programs resolve delay-loaded imports through it on first call; a 0 return is then
+    called.  The import's DLL and name are read from the delay-load descriptor (RVAs relative to the
+    image base) and bound to an address the emulator dispatches like any dynamically resolved API.
+    """
+    base, descriptor, _, _, thunk = argv[:5]
+    se, ptr = s.se, s.ptr
+    try:
+        _attrs, dll_rva, _, iat_rva, int_rva = struct.unpack("<5I", bytes(se.mem_read(descriptor, 20)))
+        dll = se.read_mem_string(base + dll_rva, 1)
+        index = (thunk - (base + iat_rva)) // ptr
+        entry = int.from_bytes(bytes(se.mem_read(base + int_rva + index * ptr, ptr)), "little")
+        by_ordinal = entry >> (ptr * 8 - 1)
+        name = f"ordinal_{entry & 0xFFFF}" if by_ordinal else se.read_mem_string(base + entry + 2, 1)
+        address = se.emu.get_proc(dll.lower().rsplit(".", 1)[0], name)
+        se.mem_write(thunk, address.to_bytes(ptr, "little"))
+        return address
+    except Exception:  # a malformed descriptor: the program gets 0, as from a failed bind
+        return 0
+
+
+def _handlers(
+    s: _Scratch, python: PythonHost
+) -> list[tuple[tuple[str, ...], str, int, int, Callable[[list], int]]]:
     """(modules, name, argc, calling convention, handler(argv) -> return value)."""
     zero = lambda argv: 0  # noqa: E731  (success for the CRT's int-returning set-up functions)
     one = lambda argv: 1  # noqa: E731
@@ -123,24 +238,28 @@ def _handlers(s: _Scratch) -> list[tuple[tuple[str, ...], str, int, int, Callabl
         (("kernel32",), "SetConsoleTitleW", 1, STDCALL, one),
         (("kernel32",), "SetConsoleTitleA", 1, STDCALL, one),
         (("kernel32",), "FlsGetValue", 1, STDCALL, zero),
+        (_DELAYLOAD, "ResolveDelayLoadedAPI", 6, STDCALL, lambda a: resolve_delay_loaded_api(s, a)),
         (("user32",), "SetProcessDPIAware", 0, STDCALL, one),
         (("user32",), "InitCommonControls", 0, STDCALL, zero),
         # MFC's AfxWinInit (exported by ordinal): without it every MFC application gives up at once.
         (("mfc42", "mfc42u"), "ordinal_1576", 4, STDCALL, one),
+        (("python*",), "PyModuleDef_Init", 1, CDECL, python.module_def_init),
     ]
     return out
 
 
-def install(se, bits: int) -> None:
-    """Register the handlers on a Speakeasy instance (before run_module)."""
+def install(se, bits: int) -> Host:
+    """Register the handlers on a Speakeasy instance (before run_module); returns the stub policy."""
     scratch = _Scratch(se, bits)
+    python = PythonHost(scratch)
     api = se.emu.api
-    for modules, name, argc, conv, fn in _handlers(scratch):
+    for modules, name, argc, conv, fn in _handlers(scratch, python):
         # Speakeasy's own handler wins where it has one (for the CRT it files them under msvcrt).
         if api.get_export_func_handler("msvcrt" if modules is _CRT else modules[0], name)[1]:
             continue
         for module in modules:
             se.add_api_hook(_adapt(fn), module=module, api_name=name, argc=argc, call_conv=conv)
+    return Host(python)
 
 
 def _adapt(fn: Callable[[list], int]):

@@ -1,0 +1,112 @@
+"""The stand-in API handlers of winapi.py against a small fake of the Speakeasy memory interface."""
+
+import struct
+
+import pytest
+
+from runtrace.trace import winapi
+
+
+class FakeMemory:
+    """Flat memory with a bump allocator, shaped like the parts of Speakeasy the handlers use."""
+
+    def __init__(self) -> None:
+        self.mem = bytearray(0x40000)
+        self.top = 0x1000
+        self.procs: list[tuple[str, str]] = []
+        self.runs = []
+        self.emu = self
+
+    def mem_alloc(self, size: int, tag: str = "") -> int:
+        addr, self.top = self.top, self.top + ((size + 0xFFF) & ~0xFFF)
+        return addr
+
+    def mem_write(self, addr: int, data: bytes) -> None:
+        self.mem[addr : addr + len(data)] = data
+
+    def mem_read(self, addr: int, size: int) -> bytes:
+        return bytes(self.mem[addr : addr + size])
+
+    def read_mem_string(self, addr: int, width: int) -> str:
+        return self.mem[addr : self.mem.index(0, addr)].decode()
+
+    def get_proc(self, module: str, name: str) -> int:
+        self.procs.append((module, name))
+        return 0xFEEE0000 + len(self.procs)
+
+    def add_run(self, run) -> None:
+        self.runs.append(run)
+
+
+@pytest.fixture(params=[32, 64])
+def host(request):
+    memory = FakeMemory()
+    scratch = winapi._Scratch(memory, request.param)
+    return memory, scratch, winapi.PythonHost(scratch)
+
+
+def test_python_objects_are_distinct_live_and_typed(host):
+    memory, scratch, python = host
+    a, b = python.value("PyUnicode_FromString"), python.value("PyModule_Create2")
+    assert a and b and a != b
+    ptr = scratch.ptr
+    refcount = int.from_bytes(memory.mem_read(a, ptr), "little")
+    type_obj = int.from_bytes(memory.mem_read(a + ptr, ptr), "little")
+    assert refcount >= 1 << 20  # Py_DECREF never frees it
+    assert type_obj and int.from_bytes(memory.mem_read(type_obj, ptr), "little") >= 1 << 20
+
+
+def test_python_status_and_truth_calls(host):
+    _, _, python = host
+    assert python.value("PyModule_AddIntConstant") == 0
+    assert python.value("PyType_Ready") == 0
+    assert python.value("PyErr_Occurred") == 0  # no error pending
+    assert python.value("PyArg_ParseTuple") == 1
+    assert winapi.Host(python).stub_value("KERNEL32", "Frobnicate") == 0
+    assert winapi.Host(python).stub_value("python311", "PyLong_FromLong") != 0
+
+
+def test_module_def_init_queues_exec_slots_only(host):
+    memory, scratch, python = host
+    ptr = scratch.ptr
+    definition, slots = memory.mem_alloc(0x100), memory.mem_alloc(0x100)
+    memory.mem_write(definition + 9 * ptr, slots.to_bytes(ptr, "little"))
+    entries = [(1, 0x4010), (2, 0x4020), (2, 0x4030), (0, 0)]  # create, exec, exec, end
+    for i, (kind, fn) in enumerate(entries):
+        memory.mem_write(
+            slots + i * 2 * ptr, kind.to_bytes(4, "little").ljust(ptr, b"\0") + fn.to_bytes(ptr, "little")
+        )
+    assert python.module_def_init([definition]) == definition
+    assert [r.start_addr for r in memory.runs] == [0x4020, 0x4030]
+    assert all(r.type.startswith("python.mod_exec_") and len(r.args) == 1 for r in memory.runs)
+
+
+def test_module_def_init_survives_an_unreadable_definition(host):
+    memory, _, python = host
+    assert python.module_def_init([0x10_0000_0000]) == 0x10_0000_0000  # outside memory: nothing queued
+    assert memory.runs == []
+
+
+@pytest.mark.parametrize("bits", [32, 64])
+def test_resolve_delay_loaded_api_binds_by_name_and_ordinal(bits):
+    memory = FakeMemory()
+    scratch = winapi._Scratch(memory, bits)
+    ptr = bits // 8
+    base, desc = 0x10000, 0x10100
+    dll_rva, iat_rva, int_rva, name_rva = 0x200, 0x300, 0x400, 0x500
+    memory.mem_write(desc, struct.pack("<5I", 1, dll_rva, 0x180, iat_rva, int_rva))
+    memory.mem_write(base + dll_rva, b"SHELL32.dll\0")
+    memory.mem_write(base + name_rva, b"\0\0ShellExecuteW\0")
+    memory.mem_write(base + int_rva, name_rva.to_bytes(ptr, "little"))
+    memory.mem_write(base + int_rva + ptr, ((1 << (bits - 1)) | 42).to_bytes(ptr, "little"))
+
+    first = winapi.resolve_delay_loaded_api(scratch, [base, desc, 0, 0, base + iat_rva, 0])
+    second = winapi.resolve_delay_loaded_api(scratch, [base, desc, 0, 0, base + iat_rva + ptr, 0])
+    assert memory.procs == [("shell32", "ShellExecuteW"), ("shell32", "ordinal_42")]
+    assert int.from_bytes(memory.mem_read(base + iat_rva, ptr), "little") == first  # the thunk is bound
+    assert int.from_bytes(memory.mem_read(base + iat_rva + ptr, ptr), "little") == second
+
+
+def test_resolve_delay_loaded_api_with_a_bad_descriptor_returns_zero():
+    scratch = winapi._Scratch(FakeMemory(), 32)
+    assert winapi.resolve_delay_loaded_api(scratch, [0, 0x10_0000_0000, 0, 0, 0, 0]) == 0
