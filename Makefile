@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint format bench reproduce clean
+.PHONY: install demo test lint format bench reproduce install-default-model clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -36,19 +36,40 @@ bench: install src/runtrace/trace/_blockrec.built
 # The whole study: corpus -> traces -> datasets -> evaluation (resumable: every step reuses its cache).
 # CORPUS_LIMIT=N traces only N corpus samples (classes alternating) for a quicker, smaller run.
 CORPUS_LIMIT ?= 0
+# Seconds of emulation per corpus sample. Below the tracer's 60 s default so the ~2,200 benign DLLs fit
+# in about an hour on 2 cores: Speakeasy runs every export of a DLL, and Wine's DLLs with hundreds of
+# exports make tens of thousands of API calls (about 1 ms each), so a few percent of them would each take
+# the whole minute.
+TRACE_TIMEOUT ?= 15
 # Traces shorter than this are left out of the datasets, so trace length cannot stand in for the label.
 MIN_INSTRUCTIONS ?= 1000
 WORK ?= work
+# The default model's version string and the false-positive rate its scan threshold is chosen for.
+MODEL_VERSION ?= $(shell date +%Y.%m)-bsm-reproduce
+SCAN_TARGET_FPR ?= 0.05
 CORPUS ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/runtrace/corpus
 reproduce: install src/runtrace/trace/_blockrec.built
 	$(VENV)/bin/runtrace corpus build --corpus-dir $(CORPUS)
-	$(VENV)/bin/runtrace corpus trace --corpus-dir $(CORPUS) --limit $(CORPUS_LIMIT)
+	$(VENV)/bin/runtrace corpus trace --corpus-dir $(CORPUS) --limit $(CORPUS_LIMIT) --timeout $(TRACE_TIMEOUT)
 	$(VENV)/bin/runtrace dataset build -r ism -m $(CORPUS)/manifest.parquet -o $(WORK)/datasets/ism --min-instructions $(MIN_INSTRUCTIONS)
 	$(VENV)/bin/runtrace dataset build -r bsm -m $(CORPUS)/manifest.parquet -o $(WORK)/datasets/bsm --min-instructions $(MIN_INSTRUCTIONS)
 	$(VENV)/bin/runtrace evaluate --dataset $(WORK)/datasets/ism --dataset $(WORK)/datasets/bsm \
 		--representation all --protocol all --models lstm,ngram-lr,ngram-lgbm,metadata \
 		--manifest $(CORPUS)/manifest.parquet -o reports/reproduce --overwrite
 	$(PY) -m runtrace.evaluate.results reports/reproduce --notes docs/results-notes.md -o docs/results.md
+	$(VENV)/bin/runtrace train -r bsm --dataset $(WORK)/datasets/bsm -o $(WORK)/models/default --threads 1 --no-progress
+	$(VENV)/bin/runtrace calibrate $(WORK)/models/default --report reports/reproduce --representation bsm \
+		--protocol by-file --target-fpr $(SCAN_TARGET_FPR) --version $(MODEL_VERSION)
+	@echo "default model candidate: $(WORK)/models/default (make install-default-model ships it)"
+
+# Ships the model `make reproduce` trained as the scanner's default (then update docs/model-card.md).
+install-default-model:
+	test -f $(WORK)/models/default/calibration.json
+	rm -rf src/runtrace/data/models/default
+	mkdir -p src/runtrace/data/models/default
+	cp $(WORK)/models/default/model.safetensors $(WORK)/models/default/config.json \
+		$(WORK)/models/default/vocabulary.json $(WORK)/models/default/calibration.json \
+		$(WORK)/models/default/history.json src/runtrace/data/models/default/
 
 clean:
 	rm -rf build src/*.egg-info src/runtrace/trace/*.so src/runtrace/trace/_blockrec.built .pytest_cache

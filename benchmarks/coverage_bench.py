@@ -77,7 +77,8 @@ def _figures(label: str, outcomes) -> dict:
 def run() -> dict:
     if not (SHARED / "capa-testfiles.zip").exists():
         return {"skipped": "../shared/samples not present"}
-    settings, traces = TracerSettings(), CACHE / "corpus" / "traces"
+    # Its own trace folder: the corpus traces may be made with other settings (`corpus trace --timeout`).
+    settings, traces = TracerSettings(), CACHE / "bench" / "coverage-traces"
     rows = [_figures("malicious", trace_batch(_malicious(), traces, settings, workers=2))]
     if MANIFEST.exists():
         rows.append(_figures("benign", trace_batch(_benign(), traces, settings, workers=2)))

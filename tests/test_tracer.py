@@ -1,5 +1,7 @@
 """End-to-end facts of emulated traces of the bundled benign fixtures (and one real sample)."""
 
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -135,3 +137,13 @@ def test_python_extension_module_runs_its_exec_slot():
     calls = [c.name for c in trace.api_calls]
     assert calls.index("python311.PyModuleDef_Init") < calls.index("python311.PyImport_ImportModule")
     assert "PSAPI.EnumProcessModules" in calls
+
+
+def test_the_emulator_loads_unicorn_without_setuptools():
+    code = (
+        "import sys, runtrace.trace.emulator as e, unicorn\n"
+        "assert unicorn.__version__.startswith('1.')\n"
+        "assert not {'pkg_resources', 'distutils', 'setuptools'} & set(sys.modules), 'setuptools imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -6,7 +6,7 @@ from Speakeasy's API dispatch.  An API Speakeasy has no handler for does not end
 default: it is stubbed (returns 0), recorded as an event and the program goes on.
 """
 
-from __future__ import annotations
+from __future__ import annotations  # noqa: I001  (unicorn_loader must be imported before unicorn)
 
 import json
 import logging
@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass
 from importlib import resources
 
+from runtrace.trace import unicorn_loader  # noqa: F401  (first: imports unicorn without setuptools)
 import speakeasy
 from speakeasy.windows.common import EMU_RESERVE_SIZE, EMU_RESERVED
 from speakeasy.winenv import arch as se_arch

@@ -1,11 +1,13 @@
 """Python side of the native block recorder (`_blockrec.c`): installs the C hook into a unicorn engine."""
 
-from __future__ import annotations
+from __future__ import annotations  # noqa: I001  (unicorn_loader must be imported before unicorn)
 
 import ctypes
 import importlib.util
 
 import numpy as np
+
+from runtrace.trace import unicorn_loader  # noqa: F401  (first: imports unicorn without setuptools)
 import unicorn
 from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE
 from unicorn import unicorn as _uc_module
