@@ -110,3 +110,37 @@ def test_resolve_delay_loaded_api_binds_by_name_and_ordinal(bits):
 def test_resolve_delay_loaded_api_with_a_bad_descriptor_returns_zero():
     scratch = winapi._Scratch(FakeMemory(), 32)
     assert winapi.resolve_delay_loaded_api(scratch, [0, 0x10_0000_0000, 0, 0, 0, 0]) == 0
+
+
+class FakeEmulator:
+    def __init__(self, handled: bool) -> None:
+        self.handled = handled
+        self.dispatched: list[int] = []
+        self.exited = False
+        self.curr_run = type("Run", (), {"error": {}})()
+
+    def dispatch_seh(self, code: int) -> bool:
+        self.dispatched.append(code)
+        return self.handled
+
+    def get_ret_address(self) -> int:
+        return 0x401234
+
+    def get_error_info(self, desc: str, address: int) -> dict:
+        return {"type": desc, "pc": "0xfeedf010", "address": hex(address)}
+
+    def exit_process(self) -> None:
+        self.exited = True
+
+
+@pytest.mark.parametrize("handled", [True, False])
+def test_raise_exception_goes_to_handlers_or_ends_the_entry_point(handled):
+    memory = FakeMemory()
+    memory.emu = emulator = FakeEmulator(handled)
+    scratch = winapi._Scratch(memory, 32)
+    assert winapi.raise_exception(scratch, [0x80000100, 1, 0, 0]) == 0
+    assert emulator.dispatched == [0x80000100]
+    assert emulator.exited is not handled
+    if not handled:  # the run's error names the code and the caller, not the API hook address
+        assert emulator.curr_run.error["type"] == "unhandled_exception 0x80000100"
+        assert emulator.curr_run.error["pc"] == "0x401234"

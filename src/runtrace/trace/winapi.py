@@ -161,6 +161,33 @@ def resolve_delay_loaded_api(s: _Scratch, argv: list) -> int:
         return 0
 
 
+def raise_exception(s: _Scratch, argv: list) -> int:
+    """kernel32.RaiseException: to the program's exception handlers, or the end of the entry point.
+
+    Speakeasy's own handler simply returns, which Windows never does for an exception nobody handles:
+    Wine's unimplemented-function stubs and `noreturn` error paths then run on into whatever code
+    follows, and many loop through RaiseException until the time limit.  Here the exception goes to the
+    program's SEH handlers (x86 frames, or an unhandled-exception filter); when none takes it, the entry
+    point ends as the process would, with the exception code as its error.
+    """
+    emu = s.se.emu
+    code = argv[0] & 0xFFFFFFFF
+    if emu.dispatch_seh(code):
+        return 0
+    caller = emu.get_ret_address()
+    emu.curr_run.error = {
+        **emu.get_error_info(f"unhandled_exception 0x{code:08x}", caller),
+        "pc": hex(caller),
+    }
+    emu.exit_process()
+    return 0
+
+
+def _overrides(s: _Scratch) -> list[tuple[tuple[str, ...], str, int, int, Callable[[list], int]]]:
+    """Handlers that replace Speakeasy's own."""
+    return [(("kernel32", "kernelbase"), "RaiseException", 4, STDCALL, lambda a: raise_exception(s, a))]
+
+
 def _handlers(
     s: _Scratch, python: PythonHost
 ) -> list[tuple[tuple[str, ...], str, int, int, Callable[[list], int]]]:
@@ -257,6 +284,9 @@ def install(se, bits: int) -> Host:
         # Speakeasy's own handler wins where it has one (for the CRT it files them under msvcrt).
         if api.get_export_func_handler("msvcrt" if modules is _CRT else modules[0], name)[1]:
             continue
+        for module in modules:
+            se.add_api_hook(_adapt(fn), module=module, api_name=name, argc=argc, call_conv=conv)
+    for modules, name, argc, conv, fn in _overrides(scratch):
         for module in modules:
             se.add_api_hook(_adapt(fn), module=module, api_name=name, argc=argc, call_conv=conv)
     return Host(python)
