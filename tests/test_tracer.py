@@ -147,3 +147,25 @@ def test_the_emulator_loads_unicorn_without_setuptools():
     )
     done = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_run_that_cannot_be_set_up_is_an_error_not_a_crash(cli32, monkeypatch):
+    from speakeasy.windows.winemu import WindowsEmulator
+    from unicorn import UcError
+    from unicorn.unicorn_const import UC_ERR_READ_UNMAPPED
+
+    def broken_tls(self, thread):  # what a TLS directory pointing at unmapped memory does
+        raise UcError(UC_ERR_READ_UNMAPPED)
+
+    monkeypatch.setattr(WindowsEmulator, "init_tls", broken_tls)
+    trace = _trace(cli32)
+    assert trace.meta.stop_reason is StopReason.EMULATION_FAULT
+    assert trace.meta.stop_detail.startswith("run set-up failed: UcError")
+
+
+def test_entry_kinds_of_unusual_run_types():
+    from runtrace.trace.emulator import _entry_kind
+
+    assert _entry_kind(27) == ("callback", "27")  # Speakeasy names some callback runs with an int
+    assert _entry_kind("python.mod_exec_0") == ("python", "mod_exec_0")
+    assert _entry_kind("dll_entry.DLL_PROCESS_ATTACH") == ("DllMain", "DLL_PROCESS_ATTACH")

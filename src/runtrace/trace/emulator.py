@@ -113,8 +113,14 @@ class _Session:
             return orig_log_api(pc, imp_api, rv, argv)
 
         def exec_run(run):
-            self.entries.append((run.type, run.start_addr, rec.visit_count))
-            return orig_exec_run(run)
+            self.entries.append((str(run.type), run.start_addr, rec.visit_count))
+            try:
+                return orig_exec_run(run)
+            except Exception as e:
+                # Setting up the run failed (a TLS directory pointing nowhere, ...): Speakeasy would end
+                # the whole emulation with a traceback; this run gets the error, the next one starts.
+                run.error = {"type": f"run set-up failed: {type(e).__name__}: {e}", "pc": hex(run.start_addr)}
+                return emu._exec_next_run()
 
         def handle_import_func(dll, name):
             _, attrs = emu.api.get_export_func_handler(dll, name)
@@ -308,6 +314,7 @@ def emulate(data: bytes, sha256: str, name: str = "", settings: TracerSettings |
 
 
 def _entry_kind(run_type: str) -> tuple[str, str]:
+    run_type = str(run_type)
     if run_type == "module_entry":
         return "entry", "entry"
     if run_type.startswith("dll_entry"):
