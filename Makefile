@@ -33,7 +33,8 @@ format: install
 bench: install src/runtrace/trace/_blockrec.built
 	$(PY) -m benchmarks.run
 
-# The whole study: corpus -> traces -> datasets -> evaluation (resumable: every step reuses its cache).
+# The whole study: corpus -> traces -> datasets -> evaluation -> default model. Corpus and traces resume
+# from their caches; the datasets and evaluations (about 70 min on 2 cores) are redone on every run.
 # CORPUS_LIMIT=N traces only N corpus samples (classes alternating) for a quicker, smaller run.
 CORPUS_LIMIT ?= 0
 # Seconds of emulation per corpus sample. Below the tracer's 60 s default so the ~2,200 benign DLLs fit
