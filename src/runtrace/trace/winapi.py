@@ -280,13 +280,14 @@ def install(se, bits: int) -> Host:
     scratch = _Scratch(se, bits)
     python = PythonHost(scratch)
     api = se.emu.api
-    for modules, name, argc, conv, fn in _handlers(scratch, python):
-        # Speakeasy's own handler wins where it has one (for the CRT it files them under msvcrt).
-        if api.get_export_func_handler("msvcrt" if modules is _CRT else modules[0], name)[1]:
-            continue
-        for module in modules:
-            se.add_api_hook(_adapt(fn), module=module, api_name=name, argc=argc, call_conv=conv)
-    for modules, name, argc, conv, fn in _overrides(scratch):
+
+    def speakeasy_has(modules: tuple[str, ...], name: str) -> bool:
+        # Speakeasy files its C-runtime handlers under msvcrt.
+        return bool(api.get_export_func_handler("msvcrt" if modules is _CRT else modules[0], name)[1])
+
+    # Speakeasy's own handler wins where it has one, except for the overrides.
+    entries = [e for e in _handlers(scratch, python) if not speakeasy_has(e[0], e[1])] + _overrides(scratch)
+    for modules, name, argc, conv, fn in entries:
         for module in modules:
             se.add_api_hook(_adapt(fn), module=module, api_name=name, argc=argc, call_conv=conv)
     return Host(python)
