@@ -5,6 +5,7 @@ import sys
 import zipfile
 
 import numpy as np
+import pytest
 
 from conftest import FIXTURES, SAMPLES_ZIP, needs_shared
 from runtrace.trace.emulator import TracerSettings, emulate
@@ -139,14 +140,34 @@ def test_python_extension_module_runs_its_exec_slot():
     assert "PSAPI.EnumProcessModules" in calls
 
 
-def test_the_emulator_loads_unicorn_without_setuptools():
+def test_tracing_imports_neither_setuptools_nor_jsonschema_and_leaves_the_real_ones_importable():
+    fixture = FIXTURES / "benign" / "cli-32.exe"
     code = (
-        "import sys, runtrace.trace.emulator as e, unicorn\n"
-        "assert unicorn.__version__.startswith('1.')\n"
-        "assert not {'pkg_resources', 'distutils', 'setuptools'} & set(sys.modules), 'setuptools imported'\n"
+        "import sys, hashlib, pathlib\n"
+        "from runtrace.trace.emulator import TracerSettings, emulate\n"
+        f"data = pathlib.Path({str(fixture)!r}).read_bytes()\n"
+        "trace = emulate(data, hashlib.sha256(data).hexdigest(), 'cli-32.exe', TracerSettings())\n"
+        "assert trace.instruction_count > 1000\n"
+        "assert not {'pkg_resources', 'distutils', 'setuptools', 'jsonschema'} & set(sys.modules)\n"
+        "import jsonschema, jsonschema.exceptions\n"
+        "assert hasattr(jsonschema, 'Draft7Validator') and hasattr(jsonschema.exceptions, 'SchemaError')\n"
+        "import speakeasy.speakeasy as s\n"
+        "assert s.jsonschema.Draft7Validator is jsonschema.Draft7Validator  # the stand-in answers too\n"
     )
     done = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
+    "settings", [TracerSettings(), TracerSettings(max_instructions=10, timeout_s=0, max_api_calls=1)]
+)
+def test_the_emulator_configuration_is_valid_for_speakeasy(settings):
+    # The emulator skips Speakeasy's per-run validation (emulator._Speakeasy); this is where it is done.
+    from speakeasy.speakeasy import validate_config
+
+    from runtrace.trace.emulator import _speakeasy_config
+
+    validate_config(_speakeasy_config(settings))
 
 
 def test_a_run_that_cannot_be_set_up_is_an_error_not_a_crash(cli32, monkeypatch):

@@ -20,8 +20,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from runtrace.represent.dataset import SequenceDataset
-
 WINDOW_MODES = ("sliding", "first-n", "sampled")
 
 
@@ -64,7 +62,10 @@ def window_starts(n: int, config: WindowConfig) -> np.ndarray:
         return np.zeros(1, dtype=np.int64)
     last = n - length
     if config.mode == "sampled":
-        return np.unique(np.round(np.linspace(0, last, config.count)).astype(np.int64))
+        # Evenly spread and ascending; rounding can repeat a start when count > last + 1.  (Not np.unique,
+        # see encode.distinct_blocks.)
+        starts = np.round(np.linspace(0, last, config.count)).astype(np.int64)
+        return starts[np.concatenate(([True], starts[1:] != starts[:-1]))]
     starts = np.arange(0, last + 1, config.stride or length, dtype=np.int64)
     if starts[-1] != last:
         starts = np.append(starts, last)
@@ -89,7 +90,7 @@ class Windows:
     def tokens(self, data, k: int) -> np.ndarray:
         """Token ids (dataset lexicon) of window k."""
         start, stop = int(self.starts[k]), int(self.starts[k] + self.lengths[k])
-        if isinstance(data, SequenceDataset):  # reads only the window from a memory-mapped file
+        if hasattr(data, "sequence_slice"):  # a SequenceDataset reads only the window from its memory map
             return data.sequence_slice(int(self.file_index[k]), start, stop)
         return np.asarray(data.sequence(int(self.file_index[k]))[start:stop], dtype=np.int32)
 
@@ -109,8 +110,10 @@ class Windows:
 
 def sequence_lengths(data, idx: np.ndarray) -> np.ndarray:
     """Sequence length of the files idx.  Any object with `sequence(i)` works (views, wrappers that
-    check which rows are read); a `SequenceDataset` answers from its offsets without reading tokens."""
-    if isinstance(data, SequenceDataset):
+    check which rows are read); a `SequenceDataset` answers from its offsets without reading tokens.
+    (Duck-typed rather than an isinstance check so that scanning never imports the dataset module and
+    pyarrow.)"""
+    if hasattr(data, "sequence_slice"):
         return data.lengths()[idx]
     return np.fromiter((len(data.sequence(int(i))) for i in idx), dtype=np.int64, count=len(idx))
 

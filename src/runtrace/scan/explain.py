@@ -102,8 +102,12 @@ def attribute(
     flat = codes[present]
     estimate = np.bincount(flat, weights=per_step[present], minlength=n_units)
     # Occurrences are distinct sequence positions: overlapping windows read some positions twice.
-    pairs = np.unique(np.stack([flat, batch.positions[present]]), axis=1)
-    count = np.bincount(pairs[0], minlength=n_units)
+    # (unit, position) pairs as one sortable key; not np.unique, see represent.encode.distinct_blocks.
+    positions = batch.positions[present].astype(np.int64)
+    stride = int(positions.max()) + 1
+    keys = np.sort(flat.astype(np.int64) * stride + positions)
+    keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))]
+    count = np.bincount(keys // stride, minlength=n_units)
     in_window = np.zeros((n_units, codes.shape[0]), dtype=bool)
     in_window[codes[present], np.nonzero(present)[0]] = True
     first_visit = _first_visits(seq, batch.positions, codes, n_units)

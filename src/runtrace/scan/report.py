@@ -32,7 +32,7 @@ def trace_facts(trace: Trace, seq, positions: np.ndarray) -> TraceFacts:
         emulation_s=float(meta.wall_time_s),
         sequence_length=seq.length,
         windows=len(seq.starts),
-        positions_scored=int(len(np.unique(positions[positions >= 0]))),
+        positions_scored=int(np.count_nonzero(np.bincount(positions[positions >= 0]))),  # distinct
     )
 
 

@@ -11,6 +11,7 @@ for every emulation, as Speakeasy then sets per-run fields on it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import tempfile
@@ -26,6 +27,7 @@ _MISSING = b""  # Speakeasy has no handler module for this DLL: no decoy image
 _images: dict[tuple[str, str], bytes] = {}
 
 
+@functools.cache  # importlib.metadata reads and parses a METADATA file per call: 2 ms, 40 calls a run
 def _speakeasy_release() -> str:
     try:
         return metadata.version("speakeasy-emulator")

@@ -6,7 +6,7 @@ from Speakeasy's API dispatch.  An API Speakeasy has no handler for does not end
 default: it is stubbed (returns 0), recorded as an event and the program goes on.
 """
 
-from __future__ import annotations  # noqa: I001  (unicorn_loader must be imported before unicorn)
+from __future__ import annotations  # noqa: I001  (speakeasy_loader must come before unicorn and speakeasy)
 
 import json
 import logging
@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass
 from importlib import resources
 
-from runtrace.trace import unicorn_loader  # noqa: F401  (first: imports unicorn without setuptools)
+from runtrace.trace import speakeasy_loader  # noqa: F401  (first: lean imports of unicorn and speakeasy)
 import speakeasy
 from speakeasy.windows.common import EMU_RESERVE_SIZE, EMU_RESERVED
 from speakeasy.winenv import arch as se_arch
@@ -70,6 +70,17 @@ def _speakeasy_config(settings: TracerSettings) -> dict:
     return cfg
 
 
+class _Speakeasy(speakeasy.Speakeasy):
+    """Speakeasy without its per-run validation of the configuration against its JSON schema.
+
+    The configuration is `_speakeasy_config`'s, fixed by runtrace; the tests validate it with Speakeasy's
+    own `validate_config`.  Validating it again in every tracer process would import jsonschema there
+    (see `speakeasy_loader`) for no information."""
+
+    def _init_config(self, config: dict) -> None:
+        self.config = config
+
+
 def _quiet_logger() -> logging.Logger:
     log = logging.getLogger("runtrace.speakeasy")
     log.propagate = False
@@ -87,7 +98,7 @@ class _Session:
         self.info = inspect_pe(data)
         self.bits = self.info.arch.bits
         decoys.install()
-        self.se = speakeasy.Speakeasy(config=_speakeasy_config(settings), logger=_quiet_logger())
+        self.se = _Speakeasy(config=_speakeasy_config(settings), logger=_quiet_logger())
         try:
             self.module = self.se.load_module(data=data)
         except Exception as e:  # Speakeasy raises many types for files it cannot map

@@ -1,13 +1,13 @@
 """Python side of the native block recorder (`_blockrec.c`): installs the C hook into a unicorn engine."""
 
-from __future__ import annotations  # noqa: I001  (unicorn_loader must be imported before unicorn)
+from __future__ import annotations  # noqa: I001  (speakeasy_loader must come before unicorn and speakeasy)
 
 import ctypes
 import importlib.util
 
 import numpy as np
 
-from runtrace.trace import unicorn_loader  # noqa: F401  (first: imports unicorn without setuptools)
+from runtrace.trace import speakeasy_loader  # noqa: F401  (first: lean imports of unicorn and speakeasy)
 import unicorn
 from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE
 from unicorn import unicorn as _uc_module
