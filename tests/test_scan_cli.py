@@ -196,6 +196,10 @@ def test_real_process_exit_codes_and_no_traceback(traces, tmp_path: Path) -> Non
         cwd=ROOT,
     )
     assert done.returncode == 1, done.stderr
+    # main() leaves with os._exit (no interpreter teardown): everything written must still arrive.
+    done = subprocess.run([*command, "--json", "--model", str(tiny_model_dir()), str(traces["evil"])],
+                          capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    assert done.returncode == 1 and json.loads(done.stdout)["exit_code"] == 1
     bad_model = tmp_path / "bad-model"
     bad_model.mkdir()
     done = subprocess.run([*command, "--model", str(bad_model), str(traces["evil"])],
