@@ -15,6 +15,8 @@ from collections.abc import Callable
 from speakeasy.profiler import Run
 from speakeasy.winenv import arch as se_arch
 
+from runtrace.trace import gui
+
 CDECL = se_arch.CALL_CONV_CDECL
 STDCALL = se_arch.CALL_CONV_STDCALL
 
@@ -290,6 +292,11 @@ def install(se, bits: int) -> Host:
     for modules, name, argc, conv, fn in entries:
         for module in modules:
             se.add_api_hook(_adapt(fn), module=module, api_name=name, argc=argc, call_conv=conv)
+    # The window manager's hooks wrap Speakeasy's handlers where it has them (they get the original).
+    window_manager = gui.Gui(scratch)
+    window_manager.install_return(se.emu)
+    for name, argc, hook in gui.handlers(window_manager):
+        se.add_api_hook(hook, module="user32", api_name=name, argc=argc, call_conv=STDCALL)
     return Host(python)
 
 

@@ -1,0 +1,217 @@
+"""The stand-in window manager (trace/gui.py) against a small fake of the Speakeasy emulator interface."""
+
+import struct
+
+import pytest
+
+from conftest import SAMPLES_ZIP, needs_shared
+from runtrace.trace import gui, winapi
+from test_winapi import FakeMemory
+
+WNDPROC = 0x401230
+STACK = 0x30000 - 0x108  # what the stack pointer is when the program's call reaches the API
+CALLER = 0x401500  # the return address the API would return to
+
+
+class FakeRun:
+    def __init__(self) -> None:
+        self.api_callbacks = []
+
+
+class FakeEmu(FakeMemory):
+    """Adds registers, a stack and Speakeasy's function-call helpers (same semantics, smaller)."""
+
+    def __init__(self, bits: int) -> None:
+        super().__init__()
+        self.top = 0x10000  # below are atoms (MAKEINTATOM), not addresses
+        self.ptr = bits // 8
+        self.regs: dict[str, int] = {"sp": STACK, "pc": 0xFEEDF074}
+        self.run = FakeRun()
+        self.write_ptr(STACK, CALLER)
+        self.unset = 0
+
+    def write_ptr(self, addr: int, value: int) -> None:
+        self.mem_write(addr, value.to_bytes(self.ptr, "little"))
+
+    def read_ptr(self, addr: int) -> int:
+        return int.from_bytes(self.mem_read(addr, self.ptr), "little")
+
+    def get_current_run(self):
+        return self.run
+
+    def get_ret_address(self) -> int:
+        return self.read_ptr(self.regs["sp"])
+
+    def get_stack_ptr(self) -> int:
+        return self.regs["sp"]
+
+    def set_pc(self, pc: int) -> None:
+        self.regs["pc"] = pc
+
+    def reg_write(self, reg, value: int) -> None:
+        assert reg in (gui.se_arch.X86_REG_ESP, gui.se_arch.AMD64_REG_RSP)
+        self.regs["sp"] = value
+
+    def set_func_args(self, stack_addr: int, ret_addr: int, *args: int) -> None:
+        sp = stack_addr - self.ptr
+        stacked = list(args)
+        if self.ptr == 8:  # the first four in registers, then home space
+            self.regs.update(zip(("rcx", "rdx", "r8", "r9"), args[:4], strict=False))
+            stacked, sp = list(args[4:]), sp - 0x20
+        for arg in reversed(stacked):
+            self.write_ptr(sp, arg)
+            sp -= self.ptr
+        self.write_ptr(sp, ret_addr)
+        self.regs["sp"] = sp
+
+    def _unset_emu_hooks(self) -> None:
+        self.unset += 1
+
+    def _handle_invalid_fetch(self, uc, address, size, value, ctx) -> bool:
+        return False  # Speakeasy's own handling of any other address
+
+
+@pytest.fixture(params=[32, 64])
+def env(request):
+    emu = FakeEmu(request.param)
+    window_manager = gui.Gui(winapi._Scratch(emu, request.param))
+    window_manager.install_return(emu)
+    return emu, window_manager
+
+
+def _wide(emu: FakeEmu, text: str) -> int:
+    addr = emu.mem_alloc(64)
+    emu.mem_write(addr, text.encode() + b"\0")  # FakeMemory reads strings one byte per character
+    return addr
+
+
+def _wndclassex(emu: FakeEmu, name: int, wndproc: int = WNDPROC) -> int:
+    addr = emu.mem_alloc(0x100)
+    if emu.ptr == 4:
+        emu.mem_write(addr, struct.pack("<3I", 48, 0, wndproc))
+        emu.write_ptr(addr + 40, name)
+    else:
+        emu.mem_write(addr, struct.pack("<IIQ", 80, 0, wndproc))
+        emu.write_ptr(addr + 64, name)
+    return addr
+
+
+def _create_args(class_arg: int, param: int = 0x5150) -> list[int]:
+    return [0, class_arg, 0, 0x10CF0000, 0, 0, 300, 200, 0, 0, 0x400000, param]
+
+
+def _messages(emu: FakeEmu, wm: gui.Gui, limit: int = 20) -> list[tuple[int, int, int, int]]:
+    msg = emu.mem_alloc(64)
+    out = []
+    for _ in range(limit):
+        more = wm.get_message(emu, "USER32.GetMessageW", None, [msg, 0, 0, 0])
+        out.append(wm._read_msg(emu, msg))
+        if not more:
+            break
+    return out
+
+
+def test_a_window_of_a_registered_class_lives_through_its_message_loop(env):
+    emu, wm = env
+    name = _wide(emu, "MainWnd")
+    atom = wm.register_class(emu, "USER32.RegisterClassExW", lambda argv: 0xC123, [_wndclassex(emu, name)])
+    assert atom == 0xC123 and wm.procedures == {0xC123: WNDPROC, "mainwnd": WNDPROC}
+    hwnd = wm.create_window(emu, "USER32.CreateWindowExW", None, _create_args(_wide(emu, "MAINWND")))
+    messages = _messages(emu, wm)
+    assert [m[1] for m in messages] == [
+        gui.WM_CREATE, gui.WM_SHOWWINDOW, gui.WM_SIZE, gui.WM_PAINT, gui.WM_TIMER, gui.WM_CLOSE,
+        gui.WM_DESTROY, gui.WM_QUIT,
+    ]  # fmt: skip
+    assert all(m[0] == hwnd for m in messages[:-1])
+    create_struct = messages[0][3]
+    assert emu.read_ptr(create_struct) == 0x5150  # lpCreateParams, as the procedure reads it
+    # The loop is over: GetMessage is Speakeasy's again (here: no handler, so "no message").
+    assert wm.get_message(emu, "USER32.GetMessageW", None, [emu.mem_alloc(64), 0, 0, 0]) == 0
+
+
+def test_windows_of_unknown_classes_and_atoms(env):
+    emu, wm = env
+    wm.register_class(emu, "USER32.RegisterClassW", None, [emu.mem_alloc(0x100)])  # no procedure
+    assert wm.create_window(emu, "USER32.CreateWindowExA", None, _create_args(_wide(emu, "BUTTON")))
+    assert not wm.script
+    atom = wm.register_class(emu, "USER32.RegisterClassExA", None, [_wndclassex(emu, 0xC0DE)])
+    wm.create_window(emu, "USER32.CreateWindowExA", None, _create_args(atom))
+    assert [m[1] for m in _messages(emu, wm)][0] == gui.WM_CREATE
+
+
+def test_dispatch_calls_the_procedure_and_returns_to_the_caller_with_its_stack_restored(env):
+    emu, wm = env
+    wm.windows[0xA10004] = WNDPROC
+    msg = emu.mem_alloc(64)
+    wm._write_msg(emu, msg, 0xA10004, gui.WM_PAINT, 7, 9)
+    assert wm.dispatch_message(emu, "USER32.DispatchMessageW", lambda argv: 0, [msg]) == 0
+    assert emu.regs["pc"] == WNDPROC
+    sp = emu.regs["sp"]
+    assert emu.read_ptr(sp) == gui.CALLBACK_RETURN
+    if emu.ptr == 4:  # stdcall: the arguments on the stack
+        assert [emu.read_ptr(sp + 4 * i) for i in (1, 2, 3, 4)] == [0xA10004, gui.WM_PAINT, 7, 9]
+    else:  # the first four in registers; the stack 16-byte aligned at the call; home space above
+        assert [emu.regs[r] for r in ("rcx", "rdx", "r8", "r9")] == [0xA10004, gui.WM_PAINT, 7, 9]
+        assert sp % 16 == 8 and sp + 8 + 0x20 <= STACK
+    assert emu.read_ptr(STACK) == CALLER  # the program's own frame is untouched
+
+    # The procedure returns to CALLBACK_RETURN: DispatchMessage then returns to the program.
+    emu.regs["sp"] = sp + emu.ptr
+    assert emu._handle_invalid_fetch(None, gui.CALLBACK_RETURN, 1, 0, {})
+    assert emu.regs["pc"] == CALLER
+    assert emu.regs["sp"] == STACK + emu.ptr + (4 if emu.ptr == 4 else 0)  # stdcall pops lpMsg on x86
+    assert emu.unset == 1
+    assert not emu._handle_invalid_fetch(None, gui.CALLBACK_RETURN, 1, 0, {})  # nothing pending now
+
+
+def test_modal_dialogs_get_wm_initdialog_and_messages_for_other_windows_go_to_speakeasy(env):
+    emu, wm = env
+    args = [0x400000, 0x65, 0, 0x402000, 0x77]
+    assert wm.dialog_box(emu, "USER32.DialogBoxParamW", lambda argv: 0, args) == 0
+    assert emu.regs["pc"] == 0x402000
+    first_arg = emu.read_ptr(emu.regs["sp"] + 4 * 2) if emu.ptr == 4 else emu.regs["rdx"]
+    assert first_arg == gui.WM_INITDIALOG
+    # DialogBoxIndirectParam has no Speakeasy handler to return through: no call, the dialog says IDOK.
+    assert wm.dialog_box(emu, "USER32.DialogBoxIndirectParamW", None, args) == 1
+    msg = emu.mem_alloc(64)
+    wm._write_msg(emu, msg, 0xBAD, gui.WM_PAINT, 0, 0)
+    assert wm.dispatch_message(emu, "USER32.DispatchMessageW", lambda argv: 42, [msg]) == 42
+
+
+def test_a_failing_hook_gives_the_program_zero_instead_of_ending_the_run(env):
+    emu, wm = env
+    hooks = {name: hook for name, _, hook in gui.handlers(wm)}
+    assert {"GetMessageA", "GetMessageW", "RegisterClassW", "DialogBoxParamA"} <= set(hooks)
+
+    def broken(argv):
+        raise RuntimeError("Speakeasy's handler failed")
+
+    assert hooks["CreateWindowExW"](emu, "USER32.CreateWindowExW", broken, _create_args(0x20000)) == 0
+
+
+@needs_shared
+@pytest.mark.parametrize(
+    "sha, arch",
+    [
+        ("9b973595dc916f211ac854153a3830e1d6ccd1aa1890c46200234fb6aa0ac676", "amd64"),
+        ("dbef9d81aa5c47e97f966034dacd991039376aeb179a0df12e82a7e4f6179c34", "x86"),
+    ],
+)
+def test_keyloggers_window_procedures_run_and_return(sha, arch):
+    # Two raw-input keyloggers from the capa corpus: they register for keyboard input in WM_CREATE.
+    # Before the window manager, their message loops ended at once and their procedures never ran.
+    import zipfile
+
+    from runtrace.trace.emulator import TracerSettings, emulate
+    from runtrace.trace.model import StopReason
+
+    with zipfile.ZipFile(SAMPLES_ZIP) as z:
+        z.setpassword(b"infected")
+        (member,) = [n for n in z.namelist() if n.startswith(sha[:12])]
+        data = z.read(member)
+    trace = emulate(data, sha, "keylogger", TracerSettings(timeout_s=30))
+    calls = [c.name.split(".", 1)[1] for c in sorted(trace.api_calls, key=lambda c: c.position)]
+    first = next(i for i, name in enumerate(calls) if name.startswith("DispatchMessage"))
+    assert trace.meta.arch.value == arch
+    assert calls[first + 1] == "RegisterRawInputDevices"  # its WM_CREATE handler
+    assert trace.meta.stop_reason is StopReason.EXITED  # the procedures returned to the message loop
