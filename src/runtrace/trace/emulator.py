@@ -33,7 +33,7 @@ from runtrace.trace.recorder import (
 )
 
 # Bumped whenever emulation behaviour changes, so `trace` does not reuse traces made by an older tracer.
-TRACER_REVISION = 4
+TRACER_REVISION = 5
 TRACER_VERSION = f"runtrace-emu/{__version__}.{TRACER_REVISION}"
 STATUS_ACCESS_VIOLATION = 0xC0000005
 PAGE = 0x1000
@@ -184,12 +184,18 @@ class _Session:
                 return False
             return emu.get_mod_from_addr(address) is None  # Speakeasy maps decoy modules itself
 
+        def above_a_stack(base: int) -> bool:
+            # Speakeasy reserves, untagged and never mapped, the space above each stack it allocates;
+            # its allocator will not map a page there.  Functions read there when they look for more
+            # arguments than the entry point was given (Speakeasy starts them near the stack's top).
+            return any(r.tag is None and r.base <= base < r.base + r.size for r in emu.mem_reserves)
+
         def map_zero_page(base: int) -> bool:
             # Speakeasy's allocator treats base 0 as "anywhere", so the NULL page (the common case: a
-            # pointer from a stubbed API) is mapped on the engine directly.
+            # pointer from a stubbed API) is mapped on the engine directly, as is a page above a stack.
             try:
-                if base == 0:
-                    emu.emu_eng.mem_map(0, PAGE)
+                if base == 0 or above_a_stack(base):
+                    emu.emu_eng.mem_map(base, PAGE)
                 elif emu.mem_map(PAGE, base=base, tag="runtrace.zero_page") != base:
                     return False
             except Exception:
