@@ -190,3 +190,36 @@ def test_entry_kinds_of_unusual_run_types():
     assert _entry_kind(27) == ("callback", "27")  # Speakeasy names some callback runs with an int
     assert _entry_kind("python.mod_exec_0") == ("python", "mod_exec_0")
     assert _entry_kind("dll_entry.DLL_PROCESS_ATTACH") == ("DllMain", "DLL_PROCESS_ATTACH")
+
+
+def _capa_member(sha: str) -> bytes:
+    with zipfile.ZipFile(SAMPLES_ZIP) as z:
+        z.setpassword(b"infected")
+        return z.read(f"{sha}.bin")
+
+
+@needs_shared
+@pytest.mark.parametrize(
+    "sha",
+    [
+        "e30b2b657ad0b050762e66a3f3c8ded2e8834902b456646165a31ceb478a6911",  # x86, msvcr100 _acmdln
+        "a4cbe4f41263b833294d2749de34fc588ca44d9bc5e3a78bbdce515250c220c6",  # amd64, msvcrt _commode/_fmode
+    ],
+)
+def test_programs_importing_crt_variables_get_past_their_start_up(sha):
+    # Before, Speakeasy left these imports pointing at API trampolines: the first read faulted inside
+    # the start-up code's __try, its filter (_XcptFilter) ran, and the program exited within 200
+    # instructions.
+    trace = emulate(_capa_member(sha), sha, "sample", TracerSettings(max_instructions=3_000))
+    calls = {c.name.split(".", 1)[1] for c in trace.api_calls}
+    assert trace.instruction_count > 1_000 and "_XcptFilter" not in calls
+
+
+@needs_shared
+def test_a_call_through_a_null_pointer_returns_zero_and_the_program_goes_on():
+    # Its WM_DESTROY handler calls a function pointer that nothing in the emulation set.
+    sha = "f3d26873a20dc26128d083f5b0653e139ffb6b29c541d02ec88971e1d5819999"
+    trace = emulate(_capa_member(sha), sha, "sample", TracerSettings(max_instructions=100_000))
+    (null_calls,) = [e for e in trace.meta.events if e["type"] == "null_calls"]
+    assert null_calls["count"] >= 1
+    assert trace.meta.stop_reason is StopReason.EXITED

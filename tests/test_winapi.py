@@ -144,3 +144,57 @@ def test_raise_exception_goes_to_handlers_or_ends_the_entry_point(handled):
     if not handled:  # the run's error names the code and the caller, not the API hook address
         assert emulator.curr_run.error["type"] == "unhandled_exception 0x80000100"
         assert emulator.curr_run.error["pc"] == "0x401234"
+
+
+class CrtEmulator(FakeMemory):
+    """The emulator-side allocation interface `_crt_variable` uses."""
+
+    def __init__(self, bits: int) -> None:
+        super().__init__()
+        self.bits = bits
+
+    def get_ptr_size(self) -> int:
+        return self.bits // 8
+
+    def mem_map(self, size: int, tag: str = "") -> int:
+        return self.mem_alloc(size, tag)
+
+
+@pytest.mark.parametrize("bits", [32, 64])
+def test_crt_variables_have_storage_of_the_right_shape(bits):
+    emu, ptr = CrtEmulator(bits), bits // 8
+
+    def deref(address: int) -> int:
+        return int.from_bytes(emu.mem_read(address, ptr), "little")
+
+    assert int.from_bytes(emu.mem_read(winapi._crt_variable(emu, "__argc"), 4), "little") == 1
+    assert int.from_bytes(emu.mem_read(winapi._crt_variable(emu, "_fmode"), 4), "little") == 0
+    assert emu.read_mem_string(deref(winapi._crt_variable(emu, "_acmdln")), 1) == "program.exe"
+    argv = deref(winapi._crt_variable(emu, "__argv"))
+    assert emu.read_mem_string(deref(argv), 1) == "program.exe" and deref(argv + ptr) == 0
+    wide = deref(winapi._crt_variable(emu, "_wcmdln"))
+    assert emu.mem_read(wide, 6) == "pro".encode("utf-16-le")
+    assert deref(deref(winapi._crt_variable(emu, "_environ"))) == 0  # an empty environment
+    assert winapi._crt_variable(emu, "_not_a_crt_variable") is None
+
+
+def test_versioned_crt_dlls_fall_back_to_msvcrt_data_and_to_runtrace_storage():
+    from speakeasy.winenv.api.winapi import WindowsApi
+
+    winapi.install_crt_data()
+    winapi.install_crt_data()  # idempotent
+    handler = WindowsApi.get_data_export_handler
+    assert handler.runtrace_crt
+
+    class Api:
+        emu = CrtEmulator(32)
+        mods = {}
+
+        def load_api_handler(self, name):
+            return None  # no Speakeasy handler module for any DLL: only runtrace's storage answers
+
+    api = Api()
+    _, fn = handler(api, "MSVCR100", "_commode")
+    assert fn is not None and fn(None, 0) >= 0x1000
+    assert handler(api, "MSVCR100", "printf")[1] is None  # a function, not a variable
+    assert handler(api, "KERNEL32", "_commode")[1] is None  # not a C runtime

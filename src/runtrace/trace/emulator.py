@@ -17,6 +17,7 @@ from importlib import resources
 
 from runtrace.trace import speakeasy_loader  # noqa: F401  (first: lean imports of unicorn and speakeasy)
 import speakeasy
+from speakeasy.common import PERM_MEM_RW as PERM_RW
 from speakeasy.windows.common import EMU_RESERVE_SIZE, EMU_RESERVED
 from speakeasy.winenv import arch as se_arch
 
@@ -33,7 +34,7 @@ from runtrace.trace.recorder import (
 )
 
 # Bumped whenever emulation behaviour changes, so `trace` does not reuse traces made by an older tracer.
-TRACER_REVISION = 5
+TRACER_REVISION = 6
 TRACER_VERSION = f"runtrace-emu/{__version__}.{TRACER_REVISION}"
 STATUS_ACCESS_VIOLATION = 0xC0000005
 PAGE = 0x1000
@@ -51,6 +52,10 @@ class TracerSettings:
     # Reads and writes of unmapped memory that no SEH handler takes get a zero page and go on, up to this
     # many pages per sample, instead of ending the run (0: Speakeasy's behaviour, end the entry point).
     zero_pages: int = 64
+    # Calls through a NULL function pointer that return 0 to the caller instead of ending the run (0:
+    # Speakeasy's behaviour).  The pointer is nearly always one the emulation left unset (a function
+    # a stubbed API should have provided), not the program's own bug.
+    null_calls: int = 16
 
     def key(self) -> dict:
         """What decides whether an existing trace can be reused."""
@@ -98,6 +103,7 @@ class _Session:
         self.info = inspect_pe(data)
         self.bits = self.info.arch.bits
         decoys.install()
+        winapi.install_crt_data()
         self.se = _Speakeasy(config=_speakeasy_config(settings), logger=_quiet_logger())
         try:
             self.module = self.se.load_module(data=data)
@@ -110,6 +116,7 @@ class _Session:
         self.unsupported: dict[str, int] = {}
         self.handler_errors: dict[str, int] = {}
         self.zero_pages: list[int] = []
+        self.null_calls: list[int] = []  # return addresses of calls through a NULL pointer
         self._patch()
         self._patch_memory_faults()
         self._install_code_hook()
@@ -193,10 +200,12 @@ class _Session:
         def map_zero_page(base: int) -> bool:
             # Speakeasy's allocator treats base 0 as "anywhere", so the NULL page (the common case: a
             # pointer from a stubbed API) is mapped on the engine directly, as is a page above a stack.
+            # Readable and writable, never executable: a jump into a zero page faults as a jump to
+            # unmapped memory would, instead of running thousands of `add [eax], al` (00 00).
             try:
                 if base == 0 or above_a_stack(base):
-                    emu.emu_eng.mem_map(base, PAGE)
-                elif emu.mem_map(PAGE, base=base, tag="runtrace.zero_page") != base:
+                    emu.emu_eng.mem_map(base, PAGE, perms=PERM_RW)
+                elif emu.mem_map(PAGE, base=base, tag="runtrace.zero_page", perms=PERM_RW) != base:
                     return False
             except Exception:
                 return False
@@ -222,6 +231,7 @@ class _Session:
             if queued:
                 emu.tmp_maps.remove((base, emu.page_size))
             if base != 0:
+                emu.emu_eng.mem_protect(base, PAGE, PERM_RW)
                 self.zero_pages.append(base)
             elif not map_zero_page(0):
                 return orig_write(uc, address, size, value, ctx)
@@ -229,7 +239,26 @@ class _Session:
                 emu.dispatch_seh(STATUS_ACCESS_VIOLATION, address)
             return True
 
+        def null_call(address: int) -> bool:
+            # A call to address 0 (or a small offset from it: `call [eax+8]` with eax 0) from the program:
+            # return 0 to the caller, as from a stubbed API, rather than end the run.  Unicorn retries
+            # the faulting fetch's page after the hook, so page 0 must be mapped (not executable).
+            if address >= PAGE or len(self.null_calls) >= self.settings.null_calls:
+                return False
+            ret = emu.get_ret_address()
+            if reserved[0] <= ret <= reserved[1] or emu.get_address_map(ret) is None:
+                return False
+            if emu.get_address_map(0) is None and 0 not in self.zero_pages and not map_zero_page(0):
+                return False
+            self.null_calls.append(ret)
+            emu.do_call_return(0, ret, 0)
+            return True
+
+        orig_fetch, orig_prot_fetch = emu._handle_invalid_fetch, emu._handle_prot_fetch
         emu._handle_invalid_read, emu._handle_invalid_write = invalid_read, invalid_write
+
+        emu._handle_invalid_fetch = lambda uc, a, *rest: null_call(a) or orig_fetch(uc, a, *rest)
+        emu._handle_prot_fetch = lambda uc, a, *rest: null_call(a) or orig_prot_fetch(uc, a, *rest)
 
     def _stub(self, dll: str, name: str) -> None:
         """An API without a handler: return the host's stand-in value (mostly 0) and carry on.
@@ -310,6 +339,9 @@ def emulate(data: bytes, sha256: str, name: str = "", settings: TracerSettings |
     events += [
         {"type": "api_handler_error", "name": k, "count": n} for k, n in session.handler_errors.items()
     ]
+    if session.null_calls:
+        events.append({"type": "null_calls", "count": len(session.null_calls),
+                       "returns_to": [hex(p) for p in session.null_calls[:16]]})  # fmt: skip
     if session.zero_pages:
         events.append({"type": "zero_pages", "count": len(session.zero_pages),
                        "pages": [hex(p) for p in session.zero_pages[:16]]})  # fmt: skip

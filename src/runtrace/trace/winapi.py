@@ -9,6 +9,7 @@ the value `Host.stub_value` gives.
 
 from __future__ import annotations
 
+import fnmatch
 import struct
 from collections.abc import Callable
 
@@ -275,6 +276,75 @@ def _handlers(
         (("python*",), "PyModuleDef_Init", 1, CDECL, python.module_def_init),
     ]
     return out
+
+
+_CRT_VARIABLES = frozenset(
+    ("_commode", "_fmode", "__argc", "_adjust_fdiv", "__mb_cur_max", "_acmdln", "_wcmdln", "__argv",
+     "__wargv", "_environ", "_wenviron", "__initenv", "__winitenv", "_iob")
+)  # fmt: skip
+
+
+def _crt_variable(emu, name: str) -> int | None:
+    """Storage for a C-runtime global the program imports as data; returns its address (what the
+    import address table holds), or None for a name not known here."""
+    ptr = emu.get_ptr_size()
+
+    def store(data: bytes, tag: str) -> int:
+        address = emu.mem_map(max(len(data), 16), tag=f"runtrace.crt.{tag}")
+        emu.mem_write(address, data)
+        return address
+
+    def pointer_to(address: int) -> bytes:
+        return address.to_bytes(ptr, "little")
+
+    def argv(wide: bool) -> int:
+        text = "program.exe\0".encode("utf-16-le" if wide else "ascii")
+        return store(pointer_to(store(text, "argv0")) + b"\0" * ptr, "argv")
+
+    integers = {"_commode": 0, "_fmode": 0, "__argc": 1, "_adjust_fdiv": 0, "__mb_cur_max": 1}
+    if name in integers:
+        return store(integers[name].to_bytes(4, "little"), name)
+    if name in ("_acmdln", "_wcmdln"):
+        text = "program.exe\0".encode("utf-16-le" if name == "_wcmdln" else "ascii")
+        return store(pointer_to(store(text, name + ".text")), name)
+    if name in ("__argv", "__wargv"):
+        return store(pointer_to(argv(name == "__wargv")), name)
+    if name in ("_environ", "_wenviron", "__initenv", "__winitenv"):
+        return store(pointer_to(store(b"\0" * ptr * 2, "env")), name)  # an empty environment
+    if name == "_iob":
+        return store(b"\0" * 3 * 12 * ptr, name)  # stdin, stdout, stderr FILE structures
+    return None
+
+
+def install_crt_data() -> None:
+    """Let programs built against any C-runtime DLL import its global variables (idempotent).
+
+    Speakeasy initialises imported data only for names its handler modules declare, under their own
+    module names: `msvcrt._acmdln`, and nothing for `msvcr100` and the other versioned runtimes, whose
+    functions it does fold into msvcrt.  An import it does not initialise keeps the address of an API
+    trampoline, so the first read of, say, `_acmdln` in a Visual C++ 2010 program's start-up faults, and
+    the start-up code's exception handler ends the program.  Here every C-runtime DLL falls back to
+    msvcrt's variables, and the common start-up variables (`_fmode`, `_commode`, `__argc`, `__argv`,
+    `_environ`, ...) get storage of their own."""
+    from speakeasy.winenv.api.winapi import WindowsApi
+
+    lookup = WindowsApi.get_data_export_handler
+    if getattr(lookup, "runtrace_crt", False):
+        return
+
+    def get_data_export_handler(self, mod_name, exp_name):
+        module, handler = lookup(self, mod_name, exp_name)
+        if handler or not any(fnmatch.fnmatch(mod_name.lower(), p) for p in _CRT):
+            return module, handler
+        module, handler = lookup(self, "msvcrt", exp_name)
+        if handler:
+            return module, handler
+        if exp_name in _CRT_VARIABLES:
+            return module, lambda _module, _ptr: _crt_variable(self.emu, exp_name)
+        return module, None
+
+    get_data_export_handler.runtrace_crt = True
+    WindowsApi.get_data_export_handler = get_data_export_handler
 
 
 def install(se, bits: int) -> Host:
