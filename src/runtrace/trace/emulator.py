@@ -18,11 +18,12 @@ from importlib import resources
 from runtrace.trace import speakeasy_loader  # noqa: F401  (first: lean imports of unicorn and speakeasy)
 import speakeasy
 from speakeasy.common import PERM_MEM_RW as PERM_RW
+from speakeasy.windows import win32 as se_win32
 from speakeasy.windows.common import EMU_RESERVE_SIZE, EMU_RESERVED
 from speakeasy.winenv import arch as se_arch
 
 from runtrace import __version__
-from runtrace.trace import decoys, winapi
+from runtrace.trace import decoys, memranges, winapi
 from runtrace.trace.blocks import canonicalize
 from runtrace.trace.model import ApiCall, EntryPoint, StopReason, Trace, TraceMeta
 from runtrace.trace.pe import inspect_pe
@@ -34,7 +35,7 @@ from runtrace.trace.recorder import (
 )
 
 # Bumped whenever emulation behaviour changes, so `trace` does not reuse traces made by an older tracer.
-TRACER_REVISION = 6
+TRACER_REVISION = 7
 TRACER_VERSION = f"runtrace-emu/{__version__}.{TRACER_REVISION}"
 STATUS_ACCESS_VIOLATION = 0xC0000005
 PAGE = 0x1000
@@ -56,6 +57,10 @@ class TracerSettings:
     # Speakeasy's behaviour).  The pointer is nearly always one the emulation left unset (a function
     # a stubbed API should have provided), not the program's own bug.
     null_calls: int = 16
+    # Exports of a DLL run after DllMain, in export-table order, each with dummy arguments.  Speakeasy
+    # runs 10; a library's behaviour is spread over its exports, and with 10 most library DLLs ended
+    # below 1,000 instructions (measured: docs/tracer.md).
+    max_exports: int = 64
 
     def key(self) -> dict:
         """What decides whether an existing trace can be reused."""
@@ -103,6 +108,7 @@ class _Session:
         self.info = inspect_pe(data)
         self.bits = self.info.arch.bits
         decoys.install()
+        memranges.install()
         winapi.install_crt_data()
         self.se = _Speakeasy(config=_speakeasy_config(settings), logger=_quiet_logger())
         try:
@@ -281,6 +287,9 @@ class _Session:
         watchdog.daemon = True
         if timeout > 0:
             watchdog.start()
+        # Speakeasy reads this module constant when it queues a DLL's exports (each tracer is its own
+        # process, so setting it per emulation is safe).
+        se_win32.MAX_EXPORTS_TO_EMULATE = self.settings.max_exports
         try:
             self.se.run_module(self.module, all_entrypoints=True)
         finally:
