@@ -89,8 +89,8 @@ def run() -> dict:
         })  # fmt: skip
     return {
         "rows": rows,
-        "median_speedup": statistics.median(r["speedup"] for r in rows),
-        "median_insn_per_s": statistics.median(r["runtrace_insn_per_s"] for r in rows),
+        "median_speedup": round(statistics.median(r["speedup"] for r in rows), 1),
+        "median_insn_per_s": round(statistics.median(r["runtrace_insn_per_s"] for r in rows)),
         "min_text_to_trace_ratio": min(r["text_to_trace_ratio"] for r in rows),
         "max_load_s": max(r["load_s"] for r in rows),
     }
