@@ -1,11 +1,14 @@
 """The stand-in window manager (trace/gui.py) against a small fake of the Speakeasy emulator interface."""
 
 import struct
+from types import SimpleNamespace
 
 import pytest
+from speakeasy.winenv import arch as se_arch
 
 from conftest import SAMPLES_ZIP, needs_shared
 from runtrace.trace import gui, winapi
+from runtrace.trace.callbacks import CALLBACK_RETURN, Callbacks
 from test_winapi import FakeMemory
 
 WNDPROC = 0x401230
@@ -49,8 +52,10 @@ class FakeEmu(FakeMemory):
         self.regs["pc"] = pc
 
     def reg_write(self, reg, value: int) -> None:
-        assert reg in (gui.se_arch.X86_REG_ESP, gui.se_arch.AMD64_REG_RSP)
-        self.regs["sp"] = value
+        self.regs["sp" if reg in (se_arch.X86_REG_ESP, se_arch.AMD64_REG_RSP) else reg] = value
+
+    def reg_read(self, reg) -> int:
+        return self.regs.get(reg, 0)
 
     def set_func_args(self, stack_addr: int, ret_addr: int, *args: int) -> None:
         sp = stack_addr - self.ptr
@@ -74,8 +79,9 @@ class FakeEmu(FakeMemory):
 @pytest.fixture(params=[32, 64])
 def env(request):
     emu = FakeEmu(request.param)
-    window_manager = gui.Gui(winapi._Scratch(emu, request.param))
-    window_manager.install_return(emu)
+    callbacks = Callbacks(request.param // 8)
+    callbacks.install(emu)
+    window_manager = gui.Gui(winapi._Scratch(emu, request.param), callbacks)
     return emu, window_manager
 
 
@@ -147,7 +153,7 @@ def test_dispatch_calls_the_procedure_and_returns_to_the_caller_with_its_stack_r
     assert wm.dispatch_message(emu, "USER32.DispatchMessageW", lambda argv: 0, [msg]) == 0
     assert emu.regs["pc"] == WNDPROC
     sp = emu.regs["sp"]
-    assert emu.read_ptr(sp) == gui.CALLBACK_RETURN
+    assert emu.read_ptr(sp) == CALLBACK_RETURN
     if emu.ptr == 4:  # stdcall: the arguments on the stack
         assert [emu.read_ptr(sp + 4 * i) for i in (1, 2, 3, 4)] == [0xA10004, gui.WM_PAINT, 7, 9]
     else:  # the first four in registers; the stack 16-byte aligned at the call; home space above
@@ -157,11 +163,11 @@ def test_dispatch_calls_the_procedure_and_returns_to_the_caller_with_its_stack_r
 
     # The procedure returns to CALLBACK_RETURN: DispatchMessage then returns to the program.
     emu.regs["sp"] = sp + emu.ptr
-    assert emu._handle_invalid_fetch(None, gui.CALLBACK_RETURN, 1, 0, {})
+    assert emu._handle_invalid_fetch(None, CALLBACK_RETURN, 1, 0, {})
     assert emu.regs["pc"] == CALLER
     assert emu.regs["sp"] == STACK + emu.ptr + (4 if emu.ptr == 4 else 0)  # stdcall pops lpMsg on x86
     assert emu.unset == 1
-    assert not emu._handle_invalid_fetch(None, gui.CALLBACK_RETURN, 1, 0, {})  # nothing pending now
+    assert not emu._handle_invalid_fetch(None, CALLBACK_RETURN, 1, 0, {})  # nothing pending now
 
 
 def test_modal_dialogs_get_wm_initdialog_and_messages_for_other_windows_go_to_speakeasy(env):
@@ -215,3 +221,45 @@ def test_keyloggers_window_procedures_run_and_return(sha, arch):
     assert trace.meta.arch.value == arch
     assert calls[first + 1] == "RegisterRawInputDevices"  # its WM_CREATE handler
     assert trace.meta.stop_reason is StopReason.EXITED  # the procedures returned to the message loop
+
+
+def _resources(type_name: str, names: list) -> SimpleNamespace:
+    entries = [SimpleNamespace(name=n if isinstance(n, str) else None, id=n if isinstance(n, int) else None)
+               for n in names]  # fmt: skip
+    directory = SimpleNamespace(entries=entries)
+    return SimpleNamespace(entries=[SimpleNamespace(name=type_name, id=None, directory=directory)])
+
+
+@pytest.mark.parametrize("bits", [32, 64])
+def test_enum_resource_names_calls_back_for_each_name_until_asked_to_stop(bits):
+    emu = FakeEmu(bits)
+    emu.module = SimpleNamespace(
+        DIRECTORY_ENTRY_RESOURCE=_resources("WINE_REGISTRY", ["FIRST_RGS", 7, "LAST"])
+    )
+    emu.get_mod_from_addr = lambda address: emu.module if address == 0x400000 else None
+    emu.mem_map = lambda size, base=None, tag="": emu.mem_alloc(size, tag)
+    callbacks = Callbacks(bits // 8)
+    callbacks.install(emu)
+    result = {32: se_arch.X86_REG_EAX, 64: se_arch.AMD64_REG_RAX}[bits]
+    argv = [0x400000, _wide(emu, "wine_registry"), 0x401800, 0x99]
+
+    def callee_args() -> tuple[int, int, int, int]:
+        if bits == 32:
+            return tuple(emu.read_ptr(emu.regs["sp"] + 4 * i) for i in (1, 2, 3, 4))
+        return tuple(emu.regs[r] for r in ("rcx", "rdx", "r8", "r9"))
+
+    ctx = {"func_name": "kernel32.EnumResourceNamesW"}
+    assert winapi.enum_resource_names(callbacks, emu, argv, ctx) == 1
+    seen = []
+    for answer in (1, 0):  # TRUE: go on; FALSE: stop before the third name
+        assert emu.regs["pc"] == 0x401800
+        module, rtype, name, param = callee_args()
+        assert (module, rtype, param) == (0x400000, argv[1], 0x99)
+        seen.append(name if name < 0x10000 else emu.mem_read(name, 20).decode("utf-16-le"))
+        emu.regs["sp"] += emu.ptr  # the callee returns
+        emu.regs[result] = answer
+        assert emu._handle_invalid_fetch(None, CALLBACK_RETURN, 1, 0, {})
+    assert seen == ["FIRST_RGS\0", 7]  # a wide string (EnumResourceNamesW), then an integer id
+    assert emu.regs["pc"] == CALLER and emu.regs["sp"] == STACK + emu.ptr + (16 if bits == 32 else 0)
+    # No resources of the type, or no callback: FALSE at once, nothing called.
+    assert winapi.enum_resource_names(callbacks, emu, [0x400000, 3, 0x401800, 0], ctx) == 0

@@ -12,41 +12,35 @@ ended at the message loop.  Here:
   `WM_INITDIALOG`, and the dialog returns what the procedure returned.
 
 A procedure is called when the API that calls it returns, and the API then returns to the program
-with the procedure's return value (`Gui._call_back`).  The script is deterministic, so the same program
+with the procedure's return value (`callbacks.Callbacks`).  The script is deterministic, so the same program
 always gives the same trace.
 """
 
-from __future__ import annotations  # noqa: I001  (speakeasy_loader must come before speakeasy)
+from __future__ import annotations
 
 import contextlib
 import struct
 from collections import deque
 
-from runtrace.trace import speakeasy_loader  # noqa: F401  (first: lean imports of unicorn and speakeasy)
-from speakeasy.windows.common import EMU_RETURN_ADDR
-from speakeasy.winenv import arch as se_arch
+from runtrace.trace.callbacks import Callbacks
 
 WM_CREATE, WM_DESTROY, WM_SIZE, WM_PAINT, WM_CLOSE, WM_QUIT = 0x01, 0x02, 0x05, 0x0F, 0x10, 0x12
 WM_SHOWWINDOW, WM_INITDIALOG, WM_TIMER = 0x18, 0x110, 0x113
 PM_REMOVE = 1
 MAX_SCRIPTED_WINDOWS = 4  # programs that create many windows get the script for the first few
-MAX_NESTED_CALLBACKS = 8  # a procedure that sends messages from a message handler, and so on
-# Where a called-back procedure returns to: between Speakeasy's EXIT (+1) and SEH (+4) return addresses.
-CALLBACK_RETURN = EMU_RETURN_ADDR + 2
-_SP = {4: se_arch.X86_REG_ESP, 8: se_arch.AMD64_REG_RSP}
 _WIDTH, _HEIGHT = 640, 480
 
 
 class Gui:
-    def __init__(self, scratch) -> None:
+    def __init__(self, scratch, callbacks: Callbacks) -> None:
         self.s = scratch
+        self.callbacks = callbacks
         self.procedures: dict[str | int, int] = {}  # class name (lower case) or atom -> window procedure
         self.windows: dict[int, int] = {}  # window handle -> procedure
         self.script: deque[tuple[int, int, int, int]] = deque()  # (hwnd, message, wParam, lParam)
         self._next_atom = 0xC000
         self._next_handle = 0x00A10000
         self._scripted = 0
-        self._pending: list[tuple[object, int, int, int]] = []  # (run, return address, stack, API argc)
 
     # --- classes and windows -------------------------------------------------------------------------
     def register_class(self, emu, api_name: str, orig, argv: list) -> int:
@@ -137,14 +131,18 @@ class Gui:
         except Exception:
             return 0
         wndproc = self.windows.get(hwnd)
-        if wndproc and message != WM_QUIT and self._call_back(emu, wndproc, (hwnd, message, wp, lp), argv):
+        if (
+            wndproc
+            and message != WM_QUIT
+            and self.callbacks.call(emu, wndproc, (hwnd, message, wp, lp), argv)
+        ):
             return 0  # the procedure's return value becomes DispatchMessage's
         return orig(argv) if orig is not None else 0
 
     def send_message(self, emu, api_name: str, orig, argv: list) -> int:
         hwnd, message, wp, lp = argv[:4]
         wndproc = self.windows.get(hwnd)
-        if wndproc and self._call_back(emu, wndproc, (hwnd, message, wp, lp), argv):
+        if wndproc and self.callbacks.call(emu, wndproc, (hwnd, message, wp, lp), argv):
             return 0
         return orig(argv) if orig is not None else 0
 
@@ -158,57 +156,11 @@ class Gui:
         if (
             dlgproc
             and orig is not None
-            and self._call_back(emu, dlgproc, (hdlg, WM_INITDIALOG, 0, param), argv)
+            and self.callbacks.call(emu, dlgproc, (hdlg, WM_INITDIALOG, 0, param), argv)
         ):
             self.windows[hdlg] = dlgproc
             return 0
         return 1  # IDOK, as if the user had confirmed at once
-
-    def _call_back(self, emu, function: int, args: tuple[int, ...], caller_argv: list) -> bool:
-        """Call `function(*args)` when the current API returns; the API then returns what it returned.
-
-        Not Speakeasy's `setup_callback`: on amd64 it starts the callee with a misaligned stack (aligned
-        SSE stores then fault) and returns to the caller 0x20 bytes off.  The callee returns to
-        `CALLBACK_RETURN`, an address in Speakeasy's reserved region that nothing else uses, where
-        `_returned` restores the caller's stack exactly."""
-        run = emu.get_current_run()
-        if run is None or len(self._pending) >= MAX_NESTED_CALLBACKS:
-            return False
-        # Window and dialog procedures take four arguments: all in registers on amd64 (Speakeasy's
-        # set_func_args would put a fifth below the home space, where the callee does not look).
-        assert len(args) == 4
-        ret, sp = emu.get_ret_address(), emu.get_stack_ptr()
-        if self.s.ptr == 4:
-            emu.set_func_args(sp, CALLBACK_RETURN, *args)
-        else:
-            frame = ((sp - 0x30) & ~0xF) | 8  # rsp at entry is 8 mod 16, home space below the caller's
-            emu.set_func_args(frame + 0x28, CALLBACK_RETURN, *args)
-        emu.set_pc(function)
-        self._pending.append((run, ret, sp, len(caller_argv)))
-        return True
-
-    def install_return(self, emu) -> None:
-        fetch = emu._handle_invalid_fetch
-
-        def handle_invalid_fetch(uc, address, size, value, ctx):
-            if address == CALLBACK_RETURN and self._returned(emu):
-                return True
-            return fetch(uc, address, size, value, ctx)
-
-        emu._handle_invalid_fetch = handle_invalid_fetch
-
-    def _returned(self, emu) -> bool:
-        run = emu.get_current_run()
-        while self._pending and self._pending[-1][0] is not run:  # left over from a run that ended
-            self._pending.pop()
-        if not self._pending:
-            return False
-        _, ret, sp, argc = self._pending.pop()
-        # As the API itself would have returned: stdcall pops its arguments on x86.
-        emu.reg_write(_SP[self.s.ptr], sp + self.s.ptr + (self.s.ptr * argc if self.s.ptr == 4 else 0))
-        emu.set_pc(ret)
-        emu._unset_emu_hooks()  # as Speakeasy does after its own callbacks
-        return True
 
     # --- memory --------------------------------------------------------------------------------------
     def _write_msg(self, emu, address: int, hwnd: int, message: int, wp: int, lp: int) -> None:

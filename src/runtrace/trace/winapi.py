@@ -17,6 +17,7 @@ from speakeasy.profiler import Run
 from speakeasy.winenv import arch as se_arch
 
 from runtrace.trace import gui
+from runtrace.trace.callbacks import Callbacks
 
 CDECL = se_arch.CALL_CONV_CDECL
 STDCALL = se_arch.CALL_CONV_STDCALL
@@ -347,6 +348,46 @@ def install_crt_data() -> None:
     WindowsApi.get_data_export_handler = get_data_export_handler
 
 
+def enum_resource_names(callbacks: Callbacks, emu, argv: list, ctx: dict) -> int:
+    """kernel32.EnumResourceNames{A,W}: the program's callback for each resource of a type in a module.
+
+    Wine's COM DLLs register themselves this way (DllRegisterServer enumerates their "WINE_REGISTRY"
+    scripts); droppers find their payloads this way.  Speakeasy has no handler: the program got 0, "no
+    such resources", and went no further."""
+    module_base, resource_type, callback, param = argv[:4]
+    wide = ctx.get("func_name", "").endswith("W")
+    module = emu.get_mod_from_addr(module_base) if module_base else None
+    directory = getattr(module, "DIRECTORY_ENTRY_RESOURCE", None)
+    if directory is None or not callback:
+        return 0
+    if resource_type < 0x10000:  # MAKEINTRESOURCE
+        matches = [e for e in directory.entries if e.name is None and e.id == resource_type]
+    else:
+        wanted = emu.read_mem_string(resource_type, 2 if wide else 1).lower()
+        matches = [e for e in directory.entries if e.name is not None and str(e.name).lower() == wanted]
+    names = [e for m in matches for e in getattr(m, "directory", None) and m.directory.entries or []]
+
+    def name_argument(entry) -> int:
+        if entry.name is None:
+            return entry.id
+        text = (str(entry.name) + "\0").encode("utf-16-le" if wide else "latin-1", "replace")
+        # Above 64 KiB: below it a pointer reads as an integer resource id (MAKEINTRESOURCE), and
+        # Speakeasy's allocator starts at 4 KiB.
+        address = emu.mem_map(max(len(text), 0x1000), base=0x10000, tag="runtrace.resource_name")
+        emu.mem_write(address, text)
+        return address
+
+    calls = ((module_base, resource_type, name_argument(e), param) for e in names)
+    return 1 if callbacks.call(emu, callback, calls, argv) else 0
+
+
+def _register_as_speakeasy_handler(se, module: str, name: str, argc: int, fn) -> None:
+    """A handler Speakeasy files as its own (so that it leaves the API's return to the handler, which a
+    callback needs); A/W variants fold into `name` as Speakeasy's do."""
+    handlers = se.emu.api.load_api_handler(module)
+    handlers.funcs[name] = (name, fn, argc, STDCALL, None)
+
+
 def install(se, bits: int) -> Host:
     """Register the handlers on a Speakeasy instance (before run_module); returns the stub policy."""
     scratch = _Scratch(se, bits)
@@ -363,8 +404,11 @@ def install(se, bits: int) -> Host:
         for module in modules:
             se.add_api_hook(_adapt(fn), module=module, api_name=name, argc=argc, call_conv=conv)
     # The window manager's hooks wrap Speakeasy's handlers where it has them (they get the original).
-    window_manager = gui.Gui(scratch)
-    window_manager.install_return(se.emu)
+    callbacks = Callbacks(bits // 8)
+    callbacks.install(se.emu)
+    enum_names = lambda _handlers, emu, argv, ctx: enum_resource_names(callbacks, emu, argv, ctx)  # noqa: E731
+    _register_as_speakeasy_handler(se, "kernel32", "EnumResourceNames", 4, enum_names)
+    window_manager = gui.Gui(scratch, callbacks)
     for name, argc, hook in gui.handlers(window_manager):
         se.add_api_hook(hook, module="user32", api_name=name, argc=argc, call_conv=STDCALL)
     return Host(python)

@@ -1,0 +1,91 @@
+"""Calling the program's own functions from an API handler: window procedures, enumeration callbacks.
+
+An API that calls back (DispatchMessage, EnumResourceNames, ...) does so before it returns: here the
+handler arranges for the callee to run when the API returns, and for the API to return to the program
+only when the callee (or the last of a series of callees) has returned, with the callee's return value.
+
+Not Speakeasy's `setup_callback`: on amd64 it starts the callee with a misaligned stack (aligned SSE
+stores then fault) and returns to the caller 0x20 bytes off.  A callee returns to `CALLBACK_RETURN`, an
+address in Speakeasy's reserved region that nothing else uses, where `Callbacks._returned` starts the
+next call of a series or restores the caller's stack exactly.  This needs Speakeasy to leave the API's
+return to the handler, which it does only for APIs it has a handler for (or that runtrace registers as
+one, `winapi.add_handler`).
+"""
+
+from __future__ import annotations  # noqa: I001  (speakeasy_loader must come before speakeasy)
+
+from collections.abc import Iterator
+
+from runtrace.trace import speakeasy_loader  # noqa: F401  (first: lean imports of unicorn and speakeasy)
+from speakeasy.windows.common import EMU_RETURN_ADDR
+from speakeasy.winenv import arch as se_arch
+
+MAX_NESTED = 8  # a procedure that sends messages from a message handler, and so on
+# Where a called-back function returns to: between Speakeasy's EXIT (+1) and SEH (+4) return addresses.
+CALLBACK_RETURN = EMU_RETURN_ADDR + 2
+_SP = {4: se_arch.X86_REG_ESP, 8: se_arch.AMD64_REG_RSP}
+_RESULT = {4: se_arch.X86_REG_EAX, 8: se_arch.AMD64_REG_RAX}
+
+
+class Callbacks:
+    def __init__(self, ptr_size: int) -> None:
+        self.ptr = ptr_size
+        # (run, function, more argument tuples, return address, stack pointer, the API's argc)
+        self._pending: list[tuple[object, int, Iterator, int, int, int]] = []
+
+    def call(
+        self, emu, function: int, calls: Iterator[tuple[int, ...]] | tuple[int, ...], caller_argv
+    ) -> bool:
+        """Call `function` with one argument tuple, or with each tuple of an iterator in turn until it
+        returns 0 (an enumeration callback asking to stop), when the current API returns.  False when
+        nothing is called (no run, too deeply nested, no arguments)."""
+        run = emu.get_current_run()
+        if run is None or len(self._pending) >= MAX_NESTED:
+            return False
+        calls = iter([calls]) if isinstance(calls, tuple) else iter(calls)
+        first = next(calls, None)
+        if first is None:
+            return False
+        ret, sp = emu.get_ret_address(), emu.get_stack_ptr()
+        self._pending.append((run, function, calls, ret, sp, len(caller_argv)))
+        self._start(emu, function, first, sp)
+        return True
+
+    def _start(self, emu, function: int, args: tuple[int, ...], sp: int) -> None:
+        # Four arguments at most: on amd64 all in registers (Speakeasy's set_func_args would put a fifth
+        # below the home space, where the callee does not look).
+        assert len(args) <= 4
+        if self.ptr == 4:
+            emu.set_func_args(sp, CALLBACK_RETURN, *args)
+        else:
+            frame = ((sp - 0x30) & ~0xF) | 8  # rsp at entry is 8 mod 16, home space below the caller's
+            emu.set_func_args(frame + 0x28, CALLBACK_RETURN, *args)
+        emu.set_pc(function)
+
+    def install(self, emu) -> None:
+        fetch = emu._handle_invalid_fetch
+
+        def handle_invalid_fetch(uc, address, size, value, ctx):
+            if address == CALLBACK_RETURN and self._returned(emu):
+                return True
+            return fetch(uc, address, size, value, ctx)
+
+        emu._handle_invalid_fetch = handle_invalid_fetch
+
+    def _returned(self, emu) -> bool:
+        run = emu.get_current_run()
+        while self._pending and self._pending[-1][0] is not run:  # left over from a run that ended
+            self._pending.pop()
+        if not self._pending:
+            return False
+        _, function, calls, ret, sp, argc = self._pending[-1]
+        following = next(calls, None) if emu.reg_read(_RESULT[self.ptr]) else None
+        if following is not None:
+            self._start(emu, function, following, sp)
+        else:
+            self._pending.pop()
+            # As the API itself would have returned: stdcall pops its arguments on x86.
+            emu.reg_write(_SP[self.ptr], sp + self.ptr + (self.ptr * argc if self.ptr == 4 else 0))
+            emu.set_pc(ret)
+        emu._unset_emu_hooks()  # as Speakeasy does after its own callbacks
+        return True
