@@ -365,7 +365,7 @@ def enum_resource_names(callbacks: Callbacks, emu, argv: list, ctx: dict) -> int
     else:
         wanted = emu.read_mem_string(resource_type, 2 if wide else 1).lower()
         matches = [e for e in directory.entries if e.name is not None and str(e.name).lower() == wanted]
-    names = [e for m in matches for e in getattr(m, "directory", None) and m.directory.entries or []]
+    names = [entry for m in matches if hasattr(m, "directory") for entry in m.directory.entries]
 
     def name_argument(entry) -> int:
         if entry.name is None:
