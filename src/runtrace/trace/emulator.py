@@ -76,7 +76,7 @@ def _speakeasy_config(settings: TracerSettings) -> dict:
     cfg["timeout"] = 0  # runtrace runs its own watchdog over the whole run, not per entry point
     cfg["max_api_count"] = settings.max_api_calls
     cfg["analysis"] = {"memory_tracing": False, "strings": False}
-    cfg["command_line"] = "program.exe"
+    cfg["command_line"] = winapi.COMMAND_LINE
     return cfg
 
 

@@ -27,6 +27,19 @@ _CRT = ("ucrtbase", "ucrtbased", "msvcrt", "msvcr*", "api-ms-win-crt-*")
 _DELAYLOAD = ("kernel32", "kernelbase", "api-ms-win-core-delayload-*")
 
 
+# The command line every emulated program is given (Speakeasy's configuration says the same), and the
+# environment: none, an array holding a single NULL.
+COMMAND_LINE = "program.exe"
+
+
+def command_line_text(wide: bool) -> bytes:
+    return (COMMAND_LINE + "\0").encode("utf-16-le" if wide else "ascii")
+
+
+def empty_environment(ptr_size: int) -> bytes:
+    return b"\0" * ptr_size * 2
+
+
 class _Scratch:
     """Small allocations shared by the handlers of one emulation (strings, pointer arrays)."""
 
@@ -47,14 +60,10 @@ class _Scratch:
         return self.alloc(value.to_bytes(self.ptr, "little"), key)
 
     def command_line(self, wide: bool) -> int:
-        text = "program.exe"
-        if wide:
-            return self.alloc((text + "\0").encode("utf-16-le"), "cmdline_w")
-        return self.alloc((text + "\0").encode(), "cmdline_a")
+        return self.alloc(command_line_text(wide), "cmdline_w" if wide else "cmdline_a")
 
     def env_block(self, wide: bool) -> int:
-        # An empty environment: an array holding a single NULL.
-        return self.alloc(b"\0" * self.ptr * 2, "env_w" if wide else "env_a")
+        return self.alloc(empty_environment(self.ptr), "env_w" if wide else "env_a")
 
 
 # Python C-API functions that return an int status (0 = success) rather than an object pointer.
@@ -298,20 +307,16 @@ def _crt_variable(emu, name: str) -> int | None:
     def pointer_to(address: int) -> bytes:
         return address.to_bytes(ptr, "little")
 
-    def argv(wide: bool) -> int:
-        text = "program.exe\0".encode("utf-16-le" if wide else "ascii")
-        return store(pointer_to(store(text, "argv0")) + b"\0" * ptr, "argv")
-
     integers = {"_commode": 0, "_fmode": 0, "__argc": 1, "_adjust_fdiv": 0, "__mb_cur_max": 1}
     if name in integers:
         return store(integers[name].to_bytes(4, "little"), name)
     if name in ("_acmdln", "_wcmdln"):
-        text = "program.exe\0".encode("utf-16-le" if name == "_wcmdln" else "ascii")
-        return store(pointer_to(store(text, name + ".text")), name)
+        return store(pointer_to(store(command_line_text(name == "_wcmdln"), name + ".text")), name)
     if name in ("__argv", "__wargv"):
-        return store(pointer_to(argv(name == "__wargv")), name)
+        program = store(command_line_text(name == "__wargv"), "argv0")
+        return store(pointer_to(store(pointer_to(program) + b"\0" * ptr, "argv")), name)
     if name in ("_environ", "_wenviron", "__initenv", "__winitenv"):
-        return store(pointer_to(store(b"\0" * ptr * 2, "env")), name)  # an empty environment
+        return store(pointer_to(store(empty_environment(ptr), "env")), name)
     if name == "_iob":
         return store(b"\0" * 3 * 12 * ptr, name)  # stdin, stdout, stderr FILE structures
     return None
