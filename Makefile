@@ -14,14 +14,14 @@ $(STAMP): pyproject.toml setup.py
 install: $(STAMP)
 
 # Builds the native block recorder again if its source changed since the install.
-src/runtrace/trace/_blockrec.built: src/runtrace/trace/_blockrec.c $(STAMP)
+src/runtrace/trace/emulate/_blockrec.built: src/runtrace/trace/emulate/_blockrec.c $(STAMP)
 	$(PY) setup.py -q build_ext --inplace
 	touch $@
 
-demo: install src/runtrace/trace/_blockrec.built
+demo: install src/runtrace/trace/emulate/_blockrec.built
 	$(VENV)/bin/runtrace demo
 
-test: install src/runtrace/trace/_blockrec.built
+test: install src/runtrace/trace/emulate/_blockrec.built
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(PY) -m pytest -q
@@ -30,7 +30,7 @@ format: install
 	$(VENV)/bin/ruff format src tests benchmarks
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 
-bench: install src/runtrace/trace/_blockrec.built
+bench: install src/runtrace/trace/emulate/_blockrec.built
 	$(PY) -m benchmarks.run
 
 # The whole study: corpus -> traces -> datasets -> evaluation -> default model. Corpus and traces resume
@@ -49,7 +49,7 @@ WORK ?= work
 MODEL_VERSION ?= $(shell date +%Y.%m)-bsm-reproduce
 SCAN_TARGET_FPR ?= 0.05
 CORPUS ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/runtrace/corpus
-reproduce: install src/runtrace/trace/_blockrec.built
+reproduce: install src/runtrace/trace/emulate/_blockrec.built
 	$(VENV)/bin/runtrace corpus build --corpus-dir $(CORPUS)
 	$(VENV)/bin/runtrace corpus trace --corpus-dir $(CORPUS) --limit $(CORPUS_LIMIT) --timeout $(TRACE_TIMEOUT)
 	$(MAKE) -j2 reproduce-ism reproduce-bsm
@@ -79,4 +79,4 @@ install-default-model:
 		$(WORK)/models/default/history.json src/runtrace/data/models/default/
 
 clean:
-	rm -rf build src/*.egg-info src/runtrace/trace/*.so src/runtrace/trace/_blockrec.built .pytest_cache
+	rm -rf build src/*.egg-info src/runtrace/trace/emulate/*.so src/runtrace/trace/emulate/_blockrec.built .pytest_cache

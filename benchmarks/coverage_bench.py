@@ -14,9 +14,9 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
-from runtrace.trace.batch import trace_batch
-from runtrace.trace.emulator import TracerSettings
-from runtrace.trace.inputs import Sample, iter_samples
+from runtrace.trace.emulate.batch import trace_batch
+from runtrace.trace.emulate.emulator import TracerSettings
+from runtrace.trace.emulate.inputs import Sample, iter_samples
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "samples"
 CACHE = Path.home() / ".cache" / "runtrace"

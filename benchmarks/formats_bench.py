@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from runtrace.trace.disasm import instruction_lengths
+from runtrace.trace.formats.x64dbg import read_x64dbg, write_x64dbg
 from runtrace.trace.model import Arch, BasicBlock, Trace, TraceMeta
-from runtrace.trace.x64dbg import read_x64dbg, write_x64dbg
 
 # Ordinary x64 instructions (none is a control transfer) and the transfers that end blocks.
 _BODY = [

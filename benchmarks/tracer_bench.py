@@ -21,8 +21,8 @@ import capstone
 import speakeasy
 from unicorn import UC_HOOK_CODE
 
-from runtrace.trace.emulator import TracerSettings, _speakeasy_config, emulate
-from runtrace.trace.native import load_trace, save_trace
+from runtrace.trace.emulate.emulator import TracerSettings, _speakeasy_config, emulate
+from runtrace.trace.formats.native import load_trace, save_trace
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "samples"
 BUDGET = 1_000_000

@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from runtrace.trace.native import load_trace
+from runtrace.trace.formats.native import load_trace
 
 CACHE = Path.home() / ".cache" / "runtrace" / "corpus"
 OUT = Path(__file__).resolve().parents[1] / "src" / "runtrace" / "data" / "demo"

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from runtrace.scan.synthetic import synthetic_corpus, synthetic_trace, train_tiny_model
-from runtrace.trace.native import save_trace
+from runtrace.trace.formats.native import save_trace
 
 
 def _temporary_dir(prefix: str) -> Path:

@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from runtrace.cli.app import app
-from runtrace.trace.pe import UnsupportedInput, inspect_pe
+from runtrace.trace.emulate.pe import UnsupportedInput, inspect_pe
 
 
 def _pe(cli32_bytes: bytes, **patch) -> bytes:

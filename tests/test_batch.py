@@ -3,10 +3,10 @@
 import os
 import time
 
-from runtrace.trace import batch
-from runtrace.trace.batch import summarize, trace_batch
-from runtrace.trace.emulator import TracerSettings
-from runtrace.trace.inputs import InputProblem, iter_samples
+from runtrace.trace.emulate import batch
+from runtrace.trace.emulate.batch import summarize, trace_batch
+from runtrace.trace.emulate.emulator import TracerSettings
+from runtrace.trace.emulate.inputs import InputProblem, iter_samples
 
 
 def test_resume_skips_traced_samples(tmp_path, cli32, cli64):

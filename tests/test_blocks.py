@@ -4,8 +4,8 @@ import numpy as np
 
 from runtrace.trace.blocks import BlockBuilder, canonicalize
 from runtrace.trace.disasm import is_control_transfer
+from runtrace.trace.formats.native import load_trace, save_trace
 from runtrace.trace.model import Arch, Trace, TraceMeta
-from runtrace.trace.native import load_trace, save_trace
 
 # push ebp; mov ebp, esp; je +2; (2 bytes skipped) ret
 CODE = [(0x401000, b"\x55"), (0x401001, b"\x8b\xec"), (0x401003, b"\x74\x02"), (0x401007, b"\xc3")]

@@ -69,7 +69,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, monkeypatch):
 
 def test_trace_adds_trace_columns_via_the_tracer_batch(tiny_corpus, monkeypatch):
     corpus, _ = tiny_corpus
-    from runtrace.trace import batch
+    from runtrace.trace.emulate import batch
 
     seen = []
 

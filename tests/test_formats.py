@@ -7,7 +7,13 @@ from typer.testing import CliRunner
 
 import runtrace.cli.convert_cmd  # noqa: F401  (registers the command on the app)
 from runtrace.cli.app import app
-from runtrace.trace.formats import TraceReadError, detect_format, format_for_output, load_any, save_as
+from runtrace.trace.formats.registry import (
+    TraceReadError,
+    detect_format,
+    format_for_output,
+    load_any,
+    save_as,
+)
 from runtrace.trace.model import Arch
 from trace_samples import block, full_dump, header, instructions, sample_trace
 

@@ -1,4 +1,4 @@
-"""The stand-in window manager (trace/gui.py) against a small fake of the Speakeasy emulator interface."""
+"""The stand-in window manager (trace/emulate/gui.py) against a small fake of the Speakeasy emulator."""
 
 import struct
 from types import SimpleNamespace
@@ -7,8 +7,8 @@ import pytest
 from speakeasy.winenv import arch as se_arch
 
 from conftest import SAMPLES_ZIP, needs_shared
-from runtrace.trace import gui, winapi
-from runtrace.trace.callbacks import CALLBACK_RETURN, Callbacks
+from runtrace.trace.emulate import gui, winapi
+from runtrace.trace.emulate.callbacks import CALLBACK_RETURN, Callbacks
 from test_winapi import FakeMemory
 
 WNDPROC = 0x401230
@@ -208,7 +208,7 @@ def test_keyloggers_window_procedures_run_and_return(sha, arch):
     # Before the window manager, their message loops ended at once and their procedures never ran.
     import zipfile
 
-    from runtrace.trace.emulator import TracerSettings, emulate
+    from runtrace.trace.emulate.emulator import TracerSettings, emulate
     from runtrace.trace.model import StopReason
 
     with zipfile.ZipFile(SAMPLES_ZIP) as z:

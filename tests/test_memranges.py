@@ -1,4 +1,4 @@
-"""The fast free-range search (trace/memranges.py) gives Speakeasy's answers."""
+"""The fast free-range search (trace/emulate/memranges.py) gives Speakeasy's answers."""
 
 from types import SimpleNamespace
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtrace.trace import (
+from runtrace.trace.emulate import (
     memranges,
     speakeasy_loader,  # noqa: F401  (imports speakeasy without setuptools)
 )

@@ -17,8 +17,8 @@ from runtrace.cli.app import app
 from runtrace.models import load_model
 from runtrace.represent.dataset import SequenceDataset
 from runtrace.trace.blocks import BlockBuilder
+from runtrace.trace.formats.native import save_trace
 from runtrace.trace.model import ApiCall, Arch, StopReason, Trace, TraceMeta
-from runtrace.trace.native import save_trace
 
 runner = CliRunner()
 

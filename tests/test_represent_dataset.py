@@ -12,8 +12,8 @@ from runtrace.represent.dataset import DatasetError, SequenceDataset, build_data
 from runtrace.represent.encode import encode_trace, expand
 from runtrace.represent.normalise import normalise_instruction
 from runtrace.trace.blocks import BlockBuilder
+from runtrace.trace.formats.native import save_trace
 from runtrace.trace.model import ApiCall, Arch, BasicBlock, StopReason, Trace, TraceMeta
-from runtrace.trace.native import save_trace
 
 # A tiny program, as executed instructions (address, bytes), block by block.
 PROLOGUE = [

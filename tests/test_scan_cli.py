@@ -211,7 +211,7 @@ def test_real_process_exit_codes_and_no_traceback(traces, tmp_path: Path) -> Non
 
 def test_debugger_traces_are_scanned_without_emulation(tmp_path: Path) -> None:
     from runtrace.scan.synthetic import synthetic_trace
-    from runtrace.trace.formats import save_as
+    from runtrace.trace.formats.registry import save_as
 
     trace = synthetic_trace(True, 721)
     x64dbg = save_as(trace, tmp_path / "run.trace32", "x64dbg")

@@ -7,8 +7,7 @@ import pytest
 from runtrace.trace.asmsyntax import normalize_instruction
 from runtrace.trace.disasm import disassembler
 from runtrace.trace.errors import TraceReadError
-from runtrace.trace.model import Arch
-from runtrace.trace.textlog import (
+from runtrace.trace.formats.textlog import (
     read_custom_log,
     read_ollydbg_log,
     read_text_log,
@@ -16,6 +15,7 @@ from runtrace.trace.textlog import (
     sniff_text_format,
     write_text_log,
 )
+from runtrace.trace.model import Arch
 from trace_samples import X64_BASE, X64_CODE, X86_BASE, X86_CODE, sample_trace
 
 # (bits, machine code, OllyDbg MASM spelling, x64dbg spelling): all three must normalise to capstone.

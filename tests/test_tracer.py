@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES, SAMPLES_ZIP, needs_shared
-from runtrace.trace.emulator import TracerSettings, emulate
-from runtrace.trace.inputs import sha256_of
+from runtrace.trace.emulate.emulator import TracerSettings, emulate
+from runtrace.trace.emulate.inputs import sha256_of
+from runtrace.trace.formats.native import load_trace, save_trace
 from runtrace.trace.model import Arch, StopReason
-from runtrace.trace.native import load_trace, save_trace
 
 
 def _trace(path, **settings):
@@ -86,8 +86,8 @@ def test_blocks_are_canonical(cli32):
 @needs_shared
 def test_real_malware_sample_from_the_encrypted_zip(tmp_path):
     # Read straight from the zip (never extracted into the repository), emulated, never executed.
-    from runtrace.trace.batch import trace_batch
-    from runtrace.trace.inputs import Sample
+    from runtrace.trace.emulate.batch import trace_batch
+    from runtrace.trace.emulate.inputs import Sample
 
     sha = "39fb2b683dacbaceb78995cd4cedff87ae1514e8aa3678de5deec7ccec187680"
     with zipfile.ZipFile(SAMPLES_ZIP) as z:
@@ -102,7 +102,7 @@ def test_real_malware_sample_from_the_encrypted_zip(tmp_path):
 
 
 def test_decoy_images_are_cached_on_disk_and_give_the_same_trace(cli32, tmp_path, monkeypatch):
-    from runtrace.trace import decoys
+    from runtrace.trace.emulate import decoys
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(decoys, "_images", {})
@@ -119,7 +119,7 @@ def test_decoy_images_are_cached_on_disk_and_give_the_same_trace(cli32, tmp_path
 
 
 def test_unwritable_decoy_cache_only_costs_speed(cli32, tmp_path, monkeypatch):
-    from runtrace.trace import decoys
+    from runtrace.trace.emulate import decoys
 
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
@@ -144,7 +144,7 @@ def test_tracing_imports_neither_setuptools_nor_jsonschema_and_leaves_the_real_o
     fixture = FIXTURES / "benign" / "cli-32.exe"
     code = (
         "import sys, hashlib, pathlib\n"
-        "from runtrace.trace.emulator import TracerSettings, emulate\n"
+        "from runtrace.trace.emulate.emulator import TracerSettings, emulate\n"
         f"data = pathlib.Path({str(fixture)!r}).read_bytes()\n"
         "trace = emulate(data, hashlib.sha256(data).hexdigest(), 'cli-32.exe', TracerSettings())\n"
         "assert trace.instruction_count > 1000\n"
@@ -165,7 +165,7 @@ def test_the_emulator_configuration_is_valid_for_speakeasy(settings):
     # The emulator skips Speakeasy's per-run validation (emulator._Speakeasy); this is where it is done.
     from speakeasy.speakeasy import validate_config
 
-    from runtrace.trace.emulator import _speakeasy_config
+    from runtrace.trace.emulate.emulator import _speakeasy_config
 
     validate_config(_speakeasy_config(settings))
 
@@ -185,7 +185,7 @@ def test_a_run_that_cannot_be_set_up_is_an_error_not_a_crash(cli32, monkeypatch)
 
 
 def test_entry_kinds_of_unusual_run_types():
-    from runtrace.trace.emulator import _entry_kind
+    from runtrace.trace.emulate.emulator import _entry_kind
 
     assert _entry_kind(27) == ("callback", "27")  # Speakeasy names some callback runs with an int
     assert _entry_kind("python.mod_exec_0") == ("python", "mod_exec_0")

@@ -4,7 +4,7 @@ import struct
 
 import pytest
 
-from runtrace.trace import winapi
+from runtrace.trace.emulate import winapi
 
 
 class FakeMemory:

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from runtrace.trace.blocks import BlockBuilder
 from runtrace.trace.disasm import decode_one, is_control_transfer
 from runtrace.trace.errors import TraceReadError
+from runtrace.trace.formats.x64dbg import FULL_DUMP_EVERY, read_x64dbg, write_x64dbg
 from runtrace.trace.model import Arch, StopReason
-from runtrace.trace.x64dbg import FULL_DUMP_EVERY, read_x64dbg, write_x64dbg
 from trace_samples import (
     DUMP_SLOTS,
     IP_SLOT,
@@ -429,7 +429,7 @@ def test_fuzz_plausible_blocks(tmp_path, data, arch):
 
 
 def test_hash_collisions_in_the_transfer_table_cannot_change_the_result(tmp_path, monkeypatch):
-    import runtrace.trace.x64dbg as x64dbg
+    import runtrace.trace.formats.x64dbg as x64dbg
 
     trace = sample_trace(Arch.AMD64, runs=20, threads=(1, 2))
     path = write_x64dbg(trace, tmp_path / "t.trace64")

@@ -31,7 +31,7 @@ def convert(
     ),
 ) -> None:
     """Convert a run trace between formats (runtrace's own, x64dbg binary, text logs)."""
-    from runtrace.trace.formats import (
+    from runtrace.trace.formats.registry import (
         READ_FORMATS,
         WRITE_FORMATS,
         TraceReadError,

@@ -285,7 +285,7 @@ def trace(
     from runtrace.corpus.manifest import ManifestError
     from runtrace.corpus.store import MANIFEST_NAME
     from runtrace.corpus.tracing import trace_corpus
-    from runtrace.trace.emulator import TracerSettings
+    from runtrace.trace.emulate.emulator import TracerSettings
 
     if label not in (None, "malicious", "benign"):
         raise fail(f"--label must be malicious or benign, not {label!r}")

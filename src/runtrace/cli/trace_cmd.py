@@ -50,9 +50,9 @@ def trace(
     retry_errors: bool = typer.Option(False, help="Trace again samples that failed before."),
 ) -> None:
     """Emulate PE files and record their run traces (nothing is executed natively)."""
-    from runtrace.trace.batch import summarize, trace_batch
-    from runtrace.trace.emulator import TracerSettings
-    from runtrace.trace.inputs import iter_samples
+    from runtrace.trace.emulate.batch import summarize, trace_batch
+    from runtrace.trace.emulate.emulator import TracerSettings
+    from runtrace.trace.emulate.inputs import iter_samples
 
     if fmt not in ("native", "x64dbg"):
         raise fail(f"--format must be native or x64dbg, not {fmt!r}")
@@ -83,7 +83,7 @@ def trace(
 
 
 def _x64dbg_writer(trace, out_dir: Path) -> None:
-    from runtrace.trace.formats import save_as
+    from runtrace.trace.formats.registry import save_as
 
     ext = ".trace32" if trace.arch.bits == 32 else ".trace64"
     save_as(trace, out_dir / f"{trace.meta.sha256}{ext}", "x64dbg")
@@ -91,10 +91,10 @@ def _x64dbg_writer(trace, out_dir: Path) -> None:
 
 def _load(path: Path):
     try:
-        from runtrace.trace.formats import TraceReadError, load_any
+        from runtrace.trace.formats.registry import TraceReadError, load_any
     except ImportError:  # formats.py not there: native files only
-        from runtrace.trace.native import TraceFormatError as TraceReadError
-        from runtrace.trace.native import load_trace as load_any
+        from runtrace.trace.formats.native import TraceFormatError as TraceReadError
+        from runtrace.trace.formats.native import load_trace as load_any
     if not path.exists():
         raise fail(f"{path}: no such file")
     try:
@@ -113,7 +113,7 @@ def show(
     """Print a trace as a text run trace (`00401000  push ebp`) or as blocks."""
     tr = _load(path)
     if meta:
-        from runtrace.trace.native import _meta_to_json
+        from runtrace.trace.formats.native import _meta_to_json
 
         counts = {"instructions": tr.instruction_count, "blocks": len(tr.blocks), "visits": tr.visit_count}
         info = _meta_to_json(tr.meta) | counts | {"api_calls": len(tr.api_calls)}

@@ -38,7 +38,7 @@ class _ArchiveReader:
 
 
 def manifest_samples(rows: list[dict], archives: _ArchiveReader) -> list:
-    from runtrace.trace.inputs import Sample
+    from runtrace.trace.emulate.inputs import Sample
 
     samples = []
     for row in rows:
@@ -105,7 +105,7 @@ def trace_corpus(
     on_start: Callable[[int], None] | None = None,
 ) -> list:
     """Trace the selected manifest rows; the manifest is updated even if the run is interrupted."""
-    from runtrace.trace.batch import trace_batch
+    from runtrace.trace.emulate.batch import trace_batch
 
     rows = mf.read_manifest_rows(manifest_path)
     chosen = select_rows(rows, only_matched, label, limit)

@@ -240,11 +240,11 @@ class SequenceDataset:
 def _default_loader() -> Callable[[Path], Trace]:
     # Another stage may add a loader for every trace format; use it when present.
     try:
-        from runtrace.trace.formats import load_any
+        from runtrace.trace.formats.registry import load_any
 
         return load_any
     except ImportError:
-        from runtrace.trace.native import load_trace
+        from runtrace.trace.formats.native import load_trace
 
         return load_trace
 

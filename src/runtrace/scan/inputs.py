@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtrace.trace.inputs import InputProblem, Sample, iter_samples, walk
+from runtrace.trace.emulate.inputs import InputProblem, Sample, iter_samples, walk
 
 TRACE_SUFFIXES = (".rtrace", ".trace32", ".trace64")
 TEXT_SUFFIXES = (".txt", ".log")
@@ -72,7 +72,7 @@ def is_trace_file(path: Path) -> bool:
 
 def _sniffs_as_text_log(path: Path) -> bool:
     try:
-        from runtrace.trace.textlog import sniff_text_format
+        from runtrace.trace.formats.textlog import sniff_text_format
 
         return sniff_text_format(path) is not None
     except (OSError, ValueError, UnicodeError):

@@ -1,6 +1,6 @@
 """From inputs to verdicts: trace (in child processes), represent, score, explain.
 
-PE samples are emulated with `runtrace.trace.batch.trace_batch` into a temporary directory: one forked
+PE samples are emulated with `runtrace.trace.emulate.batch.trace_batch` into a temporary directory: one forked
 child per sample with the tracer's time and memory limits, exactly as `runtrace trace` does, so a sample
 that hangs or crashes the emulator costs only its own result.  Each trace is scored in the parent as
 soon as its child finishes.  Existing trace files are read in the parent (reading executes nothing).
@@ -37,7 +37,7 @@ from runtrace.scan.schema import (
 )
 from runtrace.scan.score import score_sequence
 from runtrace.scan.sequence import encode_for_model
-from runtrace.trace.inputs import InputProblem, Sample
+from runtrace.trace.emulate.inputs import InputProblem, Sample
 from runtrace.trace.model import Trace
 
 # Fewer executed instructions than this and the verdict is "unknown".  A Windows program's start-up
@@ -207,7 +207,7 @@ class Scanner:
         return [r for r in results if r is not None]
 
     def _scan_trace_file(self, item: TraceFile) -> FileResult:
-        from runtrace.trace.formats import TraceReadError, load_any
+        from runtrace.trace.formats.registry import TraceReadError, load_any
 
         name = item.name
         started = time.perf_counter()
@@ -224,9 +224,9 @@ class Scanner:
         )
 
     def _scan_samples(self, samples, inputs, by_sha: dict[str, list[int]], done) -> None:
-        from runtrace.trace.batch import trace_batch
-        from runtrace.trace.emulator import TracerSettings
-        from runtrace.trace.native import load_trace
+        from runtrace.trace.emulate.batch import trace_batch
+        from runtrace.trace.emulate.emulator import TracerSettings
+        from runtrace.trace.formats.native import load_trace
 
         o = self.options
         settings = TracerSettings(

@@ -22,7 +22,7 @@ import contextlib
 import struct
 from collections import deque
 
-from runtrace.trace.callbacks import Callbacks
+from runtrace.trace.emulate.callbacks import Callbacks
 
 WM_CREATE, WM_DESTROY, WM_SIZE, WM_PAINT, WM_CLOSE, WM_QUIT = 0x01, 0x02, 0x05, 0x0F, 0x10, 0x12
 WM_SHOWWINDOW, WM_INITDIALOG, WM_TIMER = 0x18, 0x110, 0x113

@@ -16,7 +16,7 @@ from __future__ import annotations  # noqa: I001  (speakeasy_loader must come be
 
 from collections.abc import Iterator
 
-from runtrace.trace import speakeasy_loader  # noqa: F401  (first: lean imports of unicorn and speakeasy)
+from runtrace.trace.emulate import speakeasy_loader  # noqa: F401  (first: lean imports of unicorn and speakeasy)
 from speakeasy.windows.common import EMU_RETURN_ADDR
 from speakeasy.winenv import arch as se_arch
 

@@ -18,11 +18,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from runtrace.trace.errors import TraceReadError
+from runtrace.trace.formats.native import SUFFIX as NATIVE_SUFFIX
+from runtrace.trace.formats.native import TraceFormatError, load_trace, save_trace
+from runtrace.trace.formats.textlog import TEXT_FORMATS, read_text_log, sniff_text_format, write_text_log
+from runtrace.trace.formats.x64dbg import MAGIC, SUFFIXES, read_x64dbg, write_x64dbg
 from runtrace.trace.model import Trace
-from runtrace.trace.native import SUFFIX as NATIVE_SUFFIX
-from runtrace.trace.native import TraceFormatError, load_trace, save_trace
-from runtrace.trace.textlog import TEXT_FORMATS, read_text_log, sniff_text_format, write_text_log
-from runtrace.trace.x64dbg import MAGIC, SUFFIXES, read_x64dbg, write_x64dbg
 
 __all__ = ["READ_FORMATS", "WRITE_FORMATS", "TraceReadError", "detect_format", "load_any", "save_as"]
 

@@ -7,7 +7,7 @@ import importlib.util
 
 import numpy as np
 
-from runtrace.trace import speakeasy_loader  # noqa: F401  (first: lean imports of unicorn and speakeasy)
+from runtrace.trace.emulate import speakeasy_loader  # noqa: F401  (first: lean imports of unicorn and speakeasy)
 import unicorn
 from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE
 from unicorn import unicorn as _uc_module
@@ -24,7 +24,7 @@ _ON_CODE = ctypes.CFUNCTYPE(None, ctypes.c_uint64, ctypes.c_uint32)
 
 
 def _load_library() -> ctypes.CDLL:
-    spec = importlib.util.find_spec("runtrace.trace._blockrec")
+    spec = importlib.util.find_spec("runtrace.trace.emulate._blockrec")
     if spec is None or spec.origin is None:
         raise ImportError("the native block recorder is not built; run `make install` (or pip install -e .)")
     lib = ctypes.CDLL(spec.origin)

@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from runtrace.trace.emulator import EmulationError, TracerSettings, emulate
-from runtrace.trace.inputs import InputProblem, Sample
-from runtrace.trace.native import SUFFIX, TraceFormatError, load_trace, read_trace_meta, save_trace
-from runtrace.trace.pe import UnsupportedInput
+from runtrace.trace.emulate.emulator import EmulationError, TracerSettings, emulate
+from runtrace.trace.emulate.inputs import InputProblem, Sample
+from runtrace.trace.emulate.pe import UnsupportedInput
+from runtrace.trace.formats.native import SUFFIX, TraceFormatError, load_trace, read_trace_meta, save_trace
 
 HARD_TIMEOUT_GRACE_S = 15.0  # the in-process watchdog stops emulation first; this catches real hangs
 _POLL_S = 0.02

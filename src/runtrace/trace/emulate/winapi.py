@@ -16,8 +16,8 @@ from collections.abc import Callable
 from speakeasy.profiler import Run
 from speakeasy.winenv import arch as se_arch
 
-from runtrace.trace import gui
-from runtrace.trace.callbacks import Callbacks
+from runtrace.trace.emulate import gui
+from runtrace.trace.emulate.callbacks import Callbacks
 
 CDECL = se_arch.CALL_CONV_CDECL
 STDCALL = se_arch.CALL_CONV_STDCALL

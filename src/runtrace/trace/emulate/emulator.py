@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass
 from importlib import resources
 
-from runtrace.trace import speakeasy_loader  # noqa: F401  (first: lean imports of unicorn and speakeasy)
+from runtrace.trace.emulate import speakeasy_loader  # noqa: F401  (first: lean imports of unicorn and speakeasy)
 import speakeasy
 from speakeasy.common import PERM_MEM_RW as PERM_RW
 from speakeasy.windows import win32 as se_win32
@@ -23,11 +23,11 @@ from speakeasy.windows.common import EMU_RESERVE_SIZE, EMU_RESERVED
 from speakeasy.winenv import arch as se_arch
 
 from runtrace import __version__
-from runtrace.trace import decoys, memranges, winapi
+from runtrace.trace.emulate import decoys, memranges, winapi
 from runtrace.trace.blocks import canonicalize
 from runtrace.trace.model import ApiCall, EntryPoint, StopReason, Trace, TraceMeta
-from runtrace.trace.pe import inspect_pe
-from runtrace.trace.recorder import (
+from runtrace.trace.emulate.pe import inspect_pe
+from runtrace.trace.emulate.recorder import (
     STOPPED_INSTRUCTION_CAP,
     STOPPED_OUT_OF_MEMORY,
     STOPPED_TIMEOUT,

@@ -1,0 +1,2 @@
+"""The emulator backend: Speakeasy/unicorn loading, Windows API models, callbacks, and batch running in
+isolated child processes."""
