@@ -49,10 +49,9 @@ def test_a_crashing_sample_becomes_an_error(tmp_path, cli32, monkeypatch):
 def test_a_hanging_sample_is_killed(tmp_path, cli32, monkeypatch):
     monkeypatch.setattr(batch, "emulate", _hang)
     monkeypatch.setattr(batch, "HARD_TIMEOUT_GRACE_S", 0.5)
-    started = time.monotonic()
     (outcome,) = trace_batch(iter_samples([cli32]), tmp_path, TracerSettings(timeout_s=0.5), workers=1)
+    # Left alone the child would sleep a minute and then return normally: "timeout" means it was killed.
     assert outcome.status == "error" and outcome.stop_reason == "timeout"
-    assert time.monotonic() - started < 30
 
 
 def test_a_memory_hog_is_killed(tmp_path, cli32, monkeypatch):

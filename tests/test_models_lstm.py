@@ -47,25 +47,32 @@ def accuracy(clf: FileClassifier, data, idx: np.ndarray) -> float:
     return float(((clf.predict_proba(data, idx) >= 0.5) == data.labels()[idx]).mean())
 
 
+# Training tests check that a model learns, never what exact weights it ends with: another CPU's rounding
+# sends training down another path, much as another seed would.  So the held-out sets are large and the
+# bar sits well below what every training seed from 0 to 7 reaches (worst held-out accuracy: 0.944 for
+# the ISM task, 0.986 for BSM, 0.929 with attention).
+LEARNED = 0.85
+
+
 @pytest.mark.parametrize("representation", ["ism", "bsm"])
 def test_model_learns_a_separable_task(representation: str) -> None:
-    data = synthetic_dataset(representation, 48, min_length=30, max_length=120, seed=1)
+    data = synthetic_dataset(representation, 144, min_length=30, max_length=120, seed=1)
     model = IsmLstmConfig(pooling="max") if representation == "ism" else BsmLstmConfig(pooling="max")
     clf = make_classifier(
         representation, model=model, window=WindowConfig("first-n", length=128), train=quick_train()
     )
     assert isinstance(clf, FileClassifier)
-    train, test = np.arange(36), np.arange(36, 48)
+    train, test = np.arange(72), np.arange(72, 144)
     clf.fit(data, train)
     losses = [h["train_loss"] for h in clf.history]
     assert losses[-1] < losses[0] * 0.5
-    assert accuracy(clf, data, test) > 0.9
+    assert accuracy(clf, data, test) >= LEARNED
 
 
 def test_attention_aggregation_learns_from_many_windows_per_file() -> None:
     # Windows are much shorter than the files: most windows of a malicious file hold no motif, which only
     # a file-level (multiple-instance) objective handles well.
-    data = synthetic_dataset("ism", 40, min_length=100, max_length=200, seed=2)
+    data = synthetic_dataset("ism", 100, min_length=100, max_length=200, seed=2)
     clf = make_classifier(
         "ism",
         model=IsmLstmConfig(pooling="max"),
@@ -74,7 +81,7 @@ def test_attention_aggregation_learns_from_many_windows_per_file() -> None:
         train=quick_train(epochs=10),
     )
     clf.fit(data, np.arange(30))
-    assert accuracy(clf, data, np.arange(30, 40)) >= 0.9
+    assert accuracy(clf, data, np.arange(30, 100)) >= LEARNED
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
