@@ -15,6 +15,7 @@ import runtrace.cli.dataset_cmd  # noqa: F401  (registers commands)
 import runtrace.cli.demo_cmd  # noqa: F401  (registers commands)
 import runtrace.cli.evaluate_cmd  # noqa: F401  (registers commands)
 import runtrace.cli.scan_cmd  # noqa: F401  (registers commands)
+import runtrace.cli.serve_cmd  # noqa: F401  (registers commands)
 import runtrace.cli.train_cmd  # noqa: F401  (registers commands)
 from runtrace.cli import trace_cmd  # noqa: F401  (registers commands)
 from runtrace.cli.app import UserError, app, fail

@@ -27,7 +27,7 @@ from runtrace.trace.emulate.inputs import InputProblem, Sample, iter_samples, wa
 
 TRACE_SUFFIXES = (".rtrace", ".trace32", ".trace64")
 TEXT_SUFFIXES = (".txt", ".log")
-_NATIVE_MEMBERS = {"header.npy", "visits.npy"}
+NATIVE_TRACE_MEMBERS = {"header.npy", "visits.npy"}
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def is_trace_file(path: Path) -> bool:
     if head == b"PK\x03\x04":
         try:
             with zipfile.ZipFile(path) as archive:
-                return set(archive.namelist()) >= _NATIVE_MEMBERS
+                return set(archive.namelist()) >= NATIVE_TRACE_MEMBERS
         except (OSError, zipfile.BadZipFile):
             return False
     if suffix in TEXT_SUFFIXES:

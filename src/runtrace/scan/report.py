@@ -14,7 +14,7 @@ NEARBY_VISITS = 3  # API calls this close (in visits) to a block's occurrences a
 MAX_DISASSEMBLY = 16
 
 
-def trace_facts(trace: Trace, seq, positions: np.ndarray) -> TraceFacts:
+def trace_facts(trace: Trace, seq, positions: np.ndarray, window_logits: np.ndarray) -> TraceFacts:
     meta = trace.meta
     counts = Counter(c.name for c in trace.api_calls)
     return TraceFacts(
@@ -33,6 +33,10 @@ def trace_facts(trace: Trace, seq, positions: np.ndarray) -> TraceFacts:
         sequence_length=seq.length,
         windows=len(seq.starts),
         positions_scored=int(np.count_nonzero(np.bincount(positions[positions >= 0]))),  # distinct
+        # Each window's own probability, so a reader (the service's page) can see where in the run the
+        # model grew suspicious; the file's probability aggregates these (mean, max or attention).
+        window_starts=[int(s) for s in seq.starts],
+        window_probabilities=[round(float(p), 4) for p in 1.0 / (1.0 + np.exp(-window_logits))],
     )
 
 

@@ -128,7 +128,7 @@ class Scanner:
             decision=self.decision,
             reason=reason,
             traced_sample_sha256=trace.meta.sha256 or None,
-            trace=trace_facts(trace, seq, score.batch.positions),
+            trace=trace_facts(trace, seq, score.batch.positions, score.outputs.logits),
             explanation=explanation,
             timing=Timing(
                 trace_s=round(trace_s, 4),

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from runtrace import __version__
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 Verdict = Literal["malicious", "benign", "unknown"]
 
@@ -74,6 +74,12 @@ class TraceFacts(_Strict):
     sequence_length: int = Field(description="tokens (ISM) or blocks and API calls (BSM) the model reads")
     windows: int
     positions_scored: int = Field(description="sequence positions inside the scored windows")
+    window_starts: list[int] = Field(
+        default_factory=list, description="sequence position where each scored window starts (1.1)"
+    )
+    window_probabilities: list[float] = Field(
+        default_factory=list, description="P(malicious) of each window on its own, in trace order (1.1)"
+    )
 
 
 class Contribution(_Strict):
