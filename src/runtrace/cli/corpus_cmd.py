@@ -278,6 +278,12 @@ def trace(
     label: str = typer.Option(None, help="Trace only this class (malicious / benign)."),
     limit: int = typer.Option(0, help="Trace at most this many samples, alternating classes (0: all)."),
     retry_errors: bool = typer.Option(False, help="Trace again samples that failed before."),
+    dask: str = typer.Option(
+        None,
+        "--dask",
+        metavar="ADDRESS",
+        help="Trace on this Dask scheduler (tcp://host:8786) instead of locally.",
+    ),
 ) -> None:
     """Emulate every corpus sample (resumable, parallel) and add trace statistics to the manifest."""
     import os
@@ -285,6 +291,7 @@ def trace(
     from runtrace.corpus.manifest import ManifestError
     from runtrace.corpus.store import MANIFEST_NAME
     from runtrace.corpus.tracing import trace_corpus
+    from runtrace.trace.emulate.dask_runner import DaskUnavailable
     from runtrace.trace.emulate.emulator import TracerSettings
 
     if label not in (None, "malicious", "benign"):
@@ -310,9 +317,9 @@ def trace(
             outcomes = trace_corpus(
                 manifest_path, out_dir, settings, workers or os.cpu_count(), on_done=done,
                 retry_errors=retry_errors, only_matched=only_matched, label=label, limit=limit,
-                on_start=lambda n: progress.update(task, total=n),
+                on_start=lambda n: progress.update(task, total=n), dask_address=dask,
             )  # fmt: skip
-        except ManifestError as e:
+        except (ManifestError, DaskUnavailable) as e:
             raise fail(str(e)) from None
     for o in errors[:MAX_PROBLEMS_SHOWN]:
         err_console.print(f"[yellow]trace error:[/] {o.name}: {o.error}", highlight=False, soft_wrap=True)

@@ -21,12 +21,15 @@ def default_state_dir() -> Path:
 
 @app.command()
 def serve(
-    host: str = typer.Option("127.0.0.1", help="Address to listen on (anything but localhost needs a token)."),
+    host: str = typer.Option(
+        "127.0.0.1", help="Address to listen on (anything but localhost needs a token)."
+    ),
     port: int = typer.Option(8000, help="TCP port."),
     workers: int = typer.Option(1, help="Scans running at once (each in its own process)."),
     db: Path = typer.Option(
-        None, help="SQLite database of scans (default: ~/.cache/runtrace/serve/scans.db); samples are kept "
-        "in a 'samples' folder beside it."
+        None,
+        help="SQLite database of scans (default: ~/.cache/runtrace/serve/scans.db); samples are kept "
+        "in a 'samples' folder beside it.",
     ),
     model: Path = typer.Option(None, "--model", "-m", help="Model directory (default: the bundled model)."),
     token: str = typer.Option(

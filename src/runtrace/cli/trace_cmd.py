@@ -48,6 +48,12 @@ def trace(
     workers: int = typer.Option(0, help="Parallel tracer processes (0: one per CPU)."),
     fmt: str = typer.Option("native", "--format", help="Also write: native (only) or x64dbg."),
     retry_errors: bool = typer.Option(False, help="Trace again samples that failed before."),
+    dask: str = typer.Option(
+        None,
+        "--dask",
+        metavar="ADDRESS",
+        help="Trace on this Dask scheduler (tcp://host:8786) instead of locally.",
+    ),
 ) -> None:
     """Emulate PE files and record their run traces (nothing is executed natively)."""
     from runtrace.trace.emulate.batch import summarize, trace_batch
@@ -67,10 +73,17 @@ def trace(
                         TextColumn("{task.fields[last]}"), console=err_console, transient=True)  # fmt: skip
     with progress:
         task = progress.add_task("trace", total=len(samples), last="")
-        outcomes = trace_batch(
-            samples, out, settings, workers or os.cpu_count(), retry_errors=retry_errors, extra_writer=extra,
-            on_done=lambda o: progress.update(task, advance=1, last=(o.name or "")[-40:]),
-        )  # fmt: skip
+
+        def advance(o) -> None:
+            progress.update(task, advance=1, last=(o.name or "")[-40:])
+
+        if dask:
+            outcomes = _on_dask(samples, out, dask, settings, advance, retry_errors, extra)
+        else:
+            outcomes = trace_batch(
+                samples, out, settings, workers or os.cpu_count(), retry_errors=retry_errors,
+                extra_writer=extra, on_done=advance,
+            )  # fmt: skip
     summary = summarize(outcomes)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     console.print(_summary_table(outcomes))
@@ -80,6 +93,15 @@ def trace(
     for o in outcomes:
         if o.status == "error":
             err_console.print(f"[red]error:[/] {o.name}: {o.error}", highlight=False, soft_wrap=True)
+
+
+def _on_dask(samples, out: Path, address: str, settings, on_done, retry_errors: bool, extra) -> list:
+    from runtrace.trace.emulate.dask_runner import DaskUnavailable, trace_batch_dask
+
+    try:
+        return trace_batch_dask(samples, out, address, settings, on_done, retry_errors, extra)
+    except DaskUnavailable as e:
+        raise fail(str(e)) from None
 
 
 def _x64dbg_writer(trace, out_dir: Path) -> None:

@@ -103,9 +103,12 @@ def trace_corpus(
     label: str | None = None,
     limit: int = 0,
     on_start: Callable[[int], None] | None = None,
+    dask_address: str | None = None,
 ) -> list:
-    """Trace the selected manifest rows; the manifest is updated even if the run is interrupted."""
+    """Trace the selected manifest rows; the manifest is updated even if the run is interrupted.
+    With `dask_address` the emulation runs on that Dask cluster (the samples are read here)."""
     from runtrace.trace.emulate.batch import trace_batch
+    from runtrace.trace.emulate.dask_runner import trace_batch_dask
 
     rows = mf.read_manifest_rows(manifest_path)
     chosen = select_rows(rows, only_matched, label, limit)
@@ -120,14 +123,13 @@ def trace_corpus(
             on_done(outcome)
 
     try:
-        trace_batch(
-            manifest_samples(chosen, archives),
-            out_dir,
-            settings,
-            workers,
-            on_done=record,
-            retry_errors=retry_errors,
-        )
+        samples = manifest_samples(chosen, archives)
+        if dask_address:
+            trace_batch_dask(
+                samples, out_dir, dask_address, settings, on_done=record, retry_errors=retry_errors
+            )
+        else:
+            trace_batch(samples, out_dir, settings, workers, on_done=record, retry_errors=retry_errors)
     finally:
         archives.close()
         by_sha = {o.sha256: o for o in outcomes if o.sha256}

@@ -46,7 +46,7 @@ def create_app(service: ScanService, token: str | None = None, max_upload_bytes:
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > max_upload_bytes + _FORM_OVERHEAD:
             return JSONResponse(
-                {"detail": f"request of {length} bytes is larger than the upload limit of {max_upload_bytes}"},
+                {"detail": f"request of {length} bytes is over the upload limit of {max_upload_bytes}"},
                 status_code=413,
             )
         return await call_next(request)

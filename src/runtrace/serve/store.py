@@ -126,7 +126,9 @@ class JobStore:
                     "SELECT * FROM scans WHERE sha256=? ORDER BY created DESC LIMIT ?", (sha256, limit)
                 ).fetchall()
             else:
-                rows = self._db.execute("SELECT * FROM scans ORDER BY created DESC LIMIT ?", (limit,)).fetchall()
+                rows = self._db.execute(
+                    "SELECT * FROM scans ORDER BY created DESC LIMIT ?", (limit,)
+                ).fetchall()
         return [_job(r) for r in rows]
 
     def reusable_result(self, sha256: str, model_key: str) -> dict | None:

@@ -66,7 +66,7 @@ def _check_bomb(name: str, members: list[zipfile.ZipInfo], max_bytes: int) -> No
     for info in members:
         if info.file_size > max_bytes:
             raise UploadRejected(
-                f"{name}:{info.filename}: {info.file_size} bytes unpacked, more than the limit of {max_bytes}",
+                f"{name}:{info.filename}: {info.file_size} bytes unpacked, over the limit of {max_bytes}",
                 413,
             )
         if info.file_size > MAX_RATIO * max(info.compress_size, 1) and info.file_size > _CHUNK:

@@ -116,6 +116,13 @@ def _reusable(
     return None
 
 
+def record_error(out_dir: Path, settings: TracerSettings, outcome: TraceOutcome) -> None:
+    """A failed sample's error is kept beside the traces, so a resumed batch does not try it again."""
+    if outcome.status == "error" and outcome.sha256:
+        record = {"settings": settings.key(), "error": outcome.error, "stop_reason": outcome.stop_reason}
+        _error_path(out_dir, outcome.sha256).write_text(json.dumps(record))
+
+
 def trace_batch(
     inputs: Iterable[Sample | InputProblem],
     out_dir: Path,
@@ -140,9 +147,7 @@ def trace_batch(
 
     def finish(outcome: TraceOutcome) -> None:
         outcomes.append(outcome)
-        if outcome.status == "error" and outcome.sha256:
-            record = {"settings": settings.key(), "error": outcome.error, "stop_reason": outcome.stop_reason}
-            _error_path(out_dir, outcome.sha256).write_text(json.dumps(record))
+        record_error(out_dir, settings, outcome)
         if on_done:
             on_done(outcome)
 

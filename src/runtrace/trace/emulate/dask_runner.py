@@ -1,0 +1,146 @@
+"""Tracing many samples on a Dask distributed cluster: the local batch's results, other machines' cores.
+
+The client (this process) does what the local batch does around the emulation - skips samples already
+traced with the same settings, reads each sample's bytes (from a file or an archive, in memory), writes
+the traces and error records into the output folder - so outputs and resumability are the same.  Each
+cluster task gets one sample's bytes and runs the local batch for that one sample in a temporary folder
+on its worker: the same forked tracer child under the same time and memory caps.  The trace files come
+back with the result, so workers need no shared file system and never keep a sample.
+
+Tasks are submitted a few per worker thread at a time rather than all at once, so a corpus of hundreds
+of thousands of samples is never held in the client's or the scheduler's memory.
+
+Dask workers started by `dask worker` are daemonic processes by default, and a daemonic process may
+not fork the tracer's child; start workers with `DASK_DISTRIBUTED__WORKER__DAEMON=False` (docs/serve.md).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import asdict
+from pathlib import Path
+
+from runtrace.trace.emulate.batch import TraceOutcome, _reusable, record_error, trace_batch
+from runtrace.trace.emulate.emulator import TracerSettings
+from runtrace.trace.emulate.inputs import InputProblem, Sample
+
+TASKS_PER_THREAD = 2
+
+
+class DaskUnavailable(RuntimeError):
+    """No cluster at the address, or Dask is not installed (one line)."""
+
+
+def _trace_on_worker(
+    data: bytes, sha256: str, name: str, settings: TracerSettings, extra_writer
+) -> tuple[dict, dict[str, bytes]]:
+    """Runs on a Dask worker: one sample through the local batch; the outcome and the files it wrote."""
+    if mp.current_process().daemon:
+        message = "the Dask worker is a daemonic process and cannot start the tracer's child process; "
+        message += "start workers with DASK_DISTRIBUTED__WORKER__DAEMON=False"
+        return asdict(TraceOutcome(sha256, name, "error", error=message)), {}
+    with tempfile.TemporaryDirectory(prefix="runtrace-dask-") as tmp:
+        sample = Sample(sha256, name, lambda: data)
+        (outcome,) = trace_batch(
+            [sample], Path(tmp), settings, 1, retry_errors=True, extra_writer=extra_writer
+        )
+        files = {
+            p.name: p.read_bytes()
+            for p in Path(tmp).iterdir()
+            if p.is_file() and not p.name.endswith(".json")
+        }
+    return asdict(outcome), files
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def trace_batch_dask(
+    inputs: Iterable[Sample | InputProblem],
+    out_dir: Path,
+    address: str,
+    settings: TracerSettings | None = None,
+    on_done: Callable[[TraceOutcome], None] | None = None,
+    retry_errors: bool = False,
+    extra_writer: Callable | None = None,
+) -> list[TraceOutcome]:
+    """As `trace_batch`, with the emulation on the Dask cluster at `address` (e.g. tcp://host:8786)."""
+    try:
+        from distributed import Client, as_completed
+    except ImportError:
+        raise DaskUnavailable("--dask needs Dask distributed: pip install 'runtrace[serve]'") from None
+    settings = settings or TracerSettings()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outcomes: list[TraceOutcome] = []
+
+    def finish(outcome: TraceOutcome) -> None:
+        outcomes.append(outcome)
+        record_error(out_dir, settings, outcome)
+        if on_done:
+            on_done(outcome)
+
+    try:
+        client = Client(address, timeout="20s")
+    except OSError as e:
+        raise DaskUnavailable(f"no Dask scheduler at {address}: {e}") from None
+    with client:
+        threads = sum(client.nthreads().values()) or 1
+        queue = as_completed()
+        names: dict = {}
+        for sample in _to_trace(inputs, out_dir, settings, retry_errors, finish):
+            try:
+                data = sample.read()
+            except OSError as e:
+                finish(TraceOutcome(sample.sha256, sample.name, "error", error=f"cannot read: {e}"))
+                continue
+            future = client.submit(
+                _trace_on_worker, data, sample.sha256, sample.name, settings, extra_writer, pure=False
+            )
+            names[future] = sample
+            queue.add(future)
+            while queue.count() >= threads * TASKS_PER_THREAD:
+                _collect(next(queue), names.pop, out_dir, finish)
+        for future in queue:
+            _collect(future, names.pop, out_dir, finish)
+    return outcomes
+
+
+def _to_trace(inputs, out_dir: Path, settings: TracerSettings, retry_errors: bool, finish):
+    """The samples that still need tracing; problems and samples traced before are reported at once."""
+    seen: set[str] = set()
+    for item in inputs:
+        if isinstance(item, InputProblem):
+            finish(TraceOutcome("", item.name, "error", error=item.message))
+        elif item.sha256 not in seen:
+            seen.add(item.sha256)
+            reused = _reusable(out_dir, item, settings, retry_errors)
+            if reused is None:
+                yield item
+            else:
+                finish(reused)
+
+
+def _collect(future, take_sample, out_dir: Path, finish) -> None:
+    sample = take_sample(future)
+    try:
+        record, files = future.result()
+    except Exception as e:  # a worker lost with the task (KilledWorker), a cancelled future: this sample only
+        finish(
+            TraceOutcome(
+                sample.sha256, sample.name, "error", error=f"Dask task failed: {type(e).__name__}: {e}"
+            )
+        )
+        return
+    future.release()
+    for name, data in files.items():
+        _write_atomically(out_dir / name, data)
+    outcome = TraceOutcome(**record)
+    if outcome.path:
+        outcome.path = str(out_dir / Path(outcome.path).name)
+    finish(outcome)
