@@ -75,7 +75,7 @@ def _check_bomb(name: str, members: list[zipfile.ZipInfo], max_bytes: int) -> No
             )
         total += info.file_size
     if total > max_bytes:
-        raise UploadRejected(f"{name}: {total} bytes unpacked, more than the limit of {max_bytes}", 413)
+        raise UploadRejected(f"{name}: {total} bytes unpacked, over the limit of {max_bytes}", 413)
 
 
 def _inflate(name: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo, max_bytes: int) -> bytes:
