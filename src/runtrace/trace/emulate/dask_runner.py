@@ -28,6 +28,7 @@ from runtrace.trace.emulate.emulator import TracerSettings
 from runtrace.trace.emulate.inputs import InputProblem, Sample
 
 TASKS_PER_THREAD = 2
+CONNECT_TIMEOUT = "20s"
 
 
 class DaskUnavailable(RuntimeError):
@@ -86,7 +87,7 @@ def trace_batch_dask(
             on_done(outcome)
 
     try:
-        client = Client(address, timeout="20s")
+        client = Client(address, timeout=CONNECT_TIMEOUT)
     except OSError as e:
         raise DaskUnavailable(f"no Dask scheduler at {address}: {e}") from None
     with client:
