@@ -25,6 +25,7 @@ MODULES = {
     "formats": ("Debugger trace formats", "benchmarks.formats_bench"),
     "models": ("Model training throughput", "benchmarks.models_bench"),
     "scan": ("Scan latency", "benchmarks.scan_bench"),
+    "serve": ("Scanning service under 100 concurrent uploads", "benchmarks.serve_bench"),
 }
 
 
