@@ -100,3 +100,16 @@ def test_no_scheduler_is_a_one_line_error(tmp_path, monkeypatch, cli32):
         trace_batch_dask(iter_samples([cli32]), tmp_path, "tcp://127.0.0.1:9", SETTINGS)
     result = runner.invoke(app, ["trace", str(cli32), "-o", str(tmp_path), "--dask", "tcp://127.0.0.1:9"])
     assert result.exit_code == 2 and "no Dask scheduler" in result.output and "Traceback" not in result.output
+
+
+def test_scan_on_dask_gives_the_local_verdict(scheduler, cli32):
+    from runtrace.cli.scan_cmd import default_model_dir
+
+    def scan(*extra: str) -> dict:
+        args = ["scan", "--json", "--model", str(default_model_dir()), "--max-instructions", "200000"]
+        result = runner.invoke(app, [*args, *extra, str(cli32)])
+        return json.loads(result.stdout)["results"][0]
+
+    local, remote = scan(), scan("--dask", scheduler)
+    assert remote["status"] == "ok" and remote["trace"]["instructions"] == local["trace"]["instructions"]
+    assert remote["probability"] == local["probability"] and remote["verdict"] == local["verdict"]

@@ -43,6 +43,12 @@ def scan(
     ),
     timeout: float = typer.Option(60.0, help="Wall-clock seconds of emulation per sample."),
     memory_mb: int = typer.Option(1024, help="Memory cap per tracer process (MiB)."),
+    dask: str = typer.Option(
+        None,
+        "--dask",
+        metavar="ADDRESS",
+        help="Trace on this Dask scheduler (tcp://host:8786) instead of locally.",
+    ),
     schema: bool = typer.Option(
         False, "--schema", help="Print the JSON Schema of the --json output and exit."
     ),
@@ -102,12 +108,13 @@ def scan(
         max_instructions=max_instructions,
         timeout_s=timeout,
         memory_mb=memory_mb,
+        dask=dask,
     )
     scanner = Scanner(numpy_model, calibration, options)
     inputs = list(iter_inputs(paths, password))
     try:
         results = _run_with_progress(scanner, inputs)
-    except OSError as e:  # e.g. no room for the temporary traces: the whole run cannot go on
+    except OSError as e:  # no room for the temporary traces, no Dask scheduler: the run cannot go on
         raise fail(escape(f"cannot scan: {e.strerror or e}")) from None
     code = exit_code(results)
     report = ScanReport(

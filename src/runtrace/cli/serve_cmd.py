@@ -39,6 +39,12 @@ def serve(
     max_instructions: int = typer.Option(1_000_000, help="Stop emulating a sample after this many."),
     timeout: float = typer.Option(60.0, help="Wall-clock seconds of emulation per sample."),
     memory_mb: int = typer.Option(1024, help="Memory cap per tracer process (MiB)."),
+    dask: str = typer.Option(
+        None,
+        "--dask",
+        metavar="ADDRESS",
+        help="Trace on this Dask scheduler (tcp://host:8786) instead of locally.",
+    ),
 ) -> None:
     """Run the scanning service: an HTTP API (/api/v1, docs at /docs) and a web page at /."""
     from rich.markup import escape
@@ -61,7 +67,7 @@ def serve(
     from runtrace.serve.jobs import ScanService, ScanSettings
     from runtrace.serve.store import JobStore, SampleStore
 
-    settings = ScanSettings(model_dir, max_instructions, timeout, memory_mb)
+    settings = ScanSettings(model_dir, max_instructions, timeout, memory_mb, dask=dask)
     try:
         jobs = JobStore(db)
         service = ScanService(settings, jobs, SampleStore(db.parent / "samples"), workers)

@@ -57,6 +57,7 @@ class ScanOptions:
     max_instructions: int = 1_000_000
     timeout_s: float = 60.0
     memory_mb: int = 1024
+    dask: str | None = None  # a Dask scheduler's address: trace there instead of in local processes
 
 
 @dataclass
@@ -250,7 +251,12 @@ class Scanner:
         # Traces go to a private temporary directory outside the project and are deleted as soon as
         # they are scored; nothing is reused between runs (a scan always traces afresh).
         with tempfile.TemporaryDirectory(prefix="runtrace-scan-") as tmp:
-            trace_batch(samples, Path(tmp), settings, workers, on_done=finished)
+            if o.dask:
+                from runtrace.trace.emulate.dask_runner import trace_batch_dask
+
+                trace_batch_dask(samples, Path(tmp), o.dask, settings, on_done=finished)
+            else:
+                trace_batch(samples, Path(tmp), settings, workers, on_done=finished)
 
     def _analyse_saved(self, outcome, load_trace) -> FileResult:
         path = Path(outcome.path)

@@ -7,6 +7,7 @@ import hmac
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from runtrace import __version__
 from runtrace.serve.jobs import ScanService
@@ -51,11 +52,16 @@ async def submit_scan(
         if len(data) > limit:
             raise HTTPException(413, f"{name}: larger than the upload limit of {limit} bytes")
     try:
-        files = unpack_upload(name, bytes(data), password, limit)
+        # Inflating archives, hashing and writing samples are blocking work: off the event loop.
+        files = await run_in_threadpool(unpack_upload, name, bytes(data), password, limit)
     except UploadRejected as e:
         raise HTTPException(e.status_code, str(e)) from None
     svc = service(request)
-    jobs = [svc.submit(hashlib.sha256(f.data).hexdigest(), f.name, f.data) for f in files]
+
+    def submit_all() -> list:
+        return [svc.submit(hashlib.sha256(f.data).hexdigest(), f.name, f.data) for f in files]
+
+    jobs = await run_in_threadpool(submit_all)
     body = {"id": jobs[0].id, "ids": [j.id for j in jobs], "status": jobs[0].status}
     return JSONResponse(body, status_code=202)
 

@@ -35,6 +35,7 @@ class ScanSettings:
     timeout_s: float = 60.0
     memory_mb: int = 1024
     explain: int = 5
+    dask: str | None = None  # scans trace on this Dask scheduler instead of in local processes
 
 
 @dataclass
@@ -50,6 +51,9 @@ class ScanService:
     _running: dict[str, subprocess.Popen] = field(default_factory=dict, init=False)
     _threads: list[threading.Thread] = field(default_factory=list, init=False)
     _stopping: bool = field(default=False, init=False)
+    # Storing a sample and deleting the last scan of it must not interleave, or a new scan could lose
+    # its sample to the deletion of an old one.
+    _samples_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def __post_init__(self) -> None:
         model = NumpyLstmModel.load(self.settings.model_dir)
@@ -74,21 +78,23 @@ class ScanService:
         earlier = self.jobs.reusable_result(sha256, self.model_key)
         if earlier is not None:
             return self.jobs.add(sha256, name, self.model_key, {**earlier, "name": name})
-        self.samples.put(sha256, data)
-        job = self.jobs.add(sha256, name, self.model_key)
+        with self._samples_lock:
+            self.samples.put(sha256, data)
+            job = self.jobs.add(sha256, name, self.model_key)
         with self._wake:
             self._wake.notify()
         return job
 
     def delete(self, job_id: str) -> Job | None:
-        job = self.jobs.delete(job_id)
-        if job is None:
-            return None
+        with self._samples_lock:
+            job = self.jobs.delete(job_id)
+            if job is None:
+                return None
+            if self.jobs.references(job.sha256) == 0:
+                self.samples.remove(job.sha256)
         proc = self._running.get(job_id)
         if proc is not None:
             proc.kill()
-        if self.jobs.references(job.sha256) == 0:
-            self.samples.remove(job.sha256)
         return job
 
     # --- the pool --------------------------------------------------------------------------------------
@@ -135,7 +141,8 @@ class ScanService:
         command = [
             sys.executable, "-m", "runtrace", "scan", "--json", "--model", str(s.model_dir),
             "--workers", "1", "--explain", str(s.explain), "--max-instructions", str(s.max_instructions),
-            "--timeout", str(s.timeout_s), "--memory-mb", str(s.memory_mb), str(path),
+            "--timeout", str(s.timeout_s), "--memory-mb", str(s.memory_mb),
+            *(["--dask", s.dask] if s.dask else []), str(path),
         ]  # fmt: skip
         env = os.environ | {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         proc = subprocess.Popen(

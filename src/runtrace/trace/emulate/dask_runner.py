@@ -31,8 +31,9 @@ TASKS_PER_THREAD = 2
 CONNECT_TIMEOUT = "20s"
 
 
-class DaskUnavailable(RuntimeError):
-    """No cluster at the address, or Dask is not installed (one line)."""
+class DaskUnavailable(ConnectionError):
+    """No cluster at the address, or Dask is not installed (one line).  An OSError, as the loss of any
+    other resource a whole run needs."""
 
 
 def _trace_on_worker(
