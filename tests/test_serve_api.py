@@ -196,3 +196,24 @@ def test_serve_refuses_to_listen_off_localhost_without_a_token(monkeypatch):
     monkeypatch.delenv("RUNTRACE_TOKEN", raising=False)
     result = CliRunner().invoke(cli_app, ["serve", "--host", "0.0.0.0"])
     assert result.exit_code == 2 and "needs an API token" in result.output
+
+
+def test_a_sample_stays_while_any_scan_refers_to_it(tmp_path, cli32):
+    service = make_service(tmp_path / "state")  # not started: the jobs stay queued
+    data = cli32.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    first, second = service.submit(sha, "a.exe", data), service.submit(sha, "b.exe", data)
+    service.delete(first.id)
+    assert service.samples.path(sha).exists() and service.jobs.get(first.id) is None
+    service.delete(second.id)
+    assert not service.samples.path(sha).exists() and service.jobs.counts() == {}
+
+
+def test_an_uploaded_trace_is_scanned_as_a_trace(client, tmp_path):
+    from scan_support import write_traces
+
+    trace = write_traces(tmp_path, {"evil": (True, 701, {})})["evil"]
+    code, body = upload(client, "evil.rtrace", trace.read_bytes())
+    assert code == 202 and len(body["ids"]) == 1  # a trace is a zip, but not an archive of samples
+    result = wait_for(client, body["id"])["result"]
+    assert result["status"] == "ok" and result["input_kind"] == "trace" and result["name"] == "evil.rtrace"
