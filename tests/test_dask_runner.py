@@ -27,7 +27,7 @@ runner = CliRunner()
 def scheduler():
     # Threads, not processes: two cores, and each task forks its own tracer child anyway.
     with distributed.LocalCluster(
-        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0"
     ) as cluster:
         yield cluster.scheduler_address
 
@@ -113,3 +113,21 @@ def test_scan_on_dask_gives_the_local_verdict(scheduler, cli32):
     local, remote = scan(), scan("--dask", scheduler)
     assert remote["status"] == "ok" and remote["trace"]["instructions"] == local["trace"]["instructions"]
     assert remote["probability"] == local["probability"] and remote["verdict"] == local["verdict"]
+
+
+@pytest.mark.parametrize("daemon", [True, False])
+def test_worker_processes_need_daemon_off(tmp_path, cli32, daemon):
+    """As `dask worker` starts them: separate worker processes, daemonic unless configured otherwise."""
+    import dask
+
+    with (
+        dask.config.set({"distributed.worker.daemon": daemon}),
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as c,
+    ):
+        (outcome,) = trace_batch_dask(iter_samples([cli32]), tmp_path, c.scheduler_address, SETTINGS)
+    if daemon:
+        assert outcome.status == "error" and "DASK_DISTRIBUTED__WORKER__DAEMON=False" in outcome.error
+    else:
+        assert outcome.status == "ok" and outcome.instruction_count > 1000
