@@ -190,6 +190,11 @@ def test_model_health_page_and_openapi(client):
     )
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/api/v1/scans", "/api/v1/scans/{scan_id}", "/api/v1/health", "/api/v1/model"} <= set(paths)
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/docs-assets/swagger-ui-bundle.js" in docs.text
+    assert "https://" not in docs.text  # Swagger UI comes from the package, not a CDN
+    assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/docs-assets/swagger-ui.css").status_code == 200
 
 
 def test_serve_refuses_to_listen_off_localhost_without_a_token(monkeypatch):
