@@ -50,11 +50,10 @@ def _benign() -> list[Sample]:
                 (r for r in rows if r["source"] == source and r["kind"] == kind), key=lambda r: r["sha256"]
             )
             chosen += rng.sample(pool, min(len(pool), BENIGN_PER_SOURCE // 2))
-    return [Sample(r["sha256"], f"{r['origin_group']}/{r['file_name']}", _reader(r["path"])) for r in chosen]
-
-
-def _reader(path: str):
-    return lambda: Path(path).read_bytes()
+    return [
+        Sample(r["sha256"], f"{r['origin_group']}/{r['file_name']}", r["path"], size=r["size"] or 0)
+        for r in chosen
+    ]
 
 
 def _figures(label: str, outcomes) -> dict:

@@ -91,9 +91,9 @@ def test_real_malware_sample_from_the_encrypted_zip(tmp_path):
 
     sha = "39fb2b683dacbaceb78995cd4cedff87ae1514e8aa3678de5deec7ccec187680"
     with zipfile.ZipFile(SAMPLES_ZIP) as z:
-        z.setpassword(b"infected")
-        data = z.read(f"{sha}.bin")
-    (outcome,) = trace_batch([Sample(sha, "sample", lambda: data)], tmp_path, TracerSettings(), workers=1)
+        size = z.getinfo(f"{sha}.bin").file_size
+    sample = Sample(sha, "sample", str(SAMPLES_ZIP), f"{sha}.bin", "infected", size)
+    (outcome,) = trace_batch([sample], tmp_path, TracerSettings(), workers=1)
     assert outcome.status == "ok" and outcome.arch == "x86"
     tr = load_trace(outcome.path)
     assert tr.meta.sha256 == sha

@@ -24,3 +24,15 @@ class UserError(Exception):
 def fail(message: str, code: int = 2) -> typer.Exit:
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+# Shared by every command that reads samples (trace, scan, corpus trace).
+MAX_FILE_SIZE_HELP = "Inputs larger than this many MiB get an error, unread (0: no limit)."
+INTERRUPTED = 130  # the shell's code for a run stopped by Ctrl-C (128 + SIGINT)
+
+
+def max_file_bytes(max_file_size_mb: int) -> int | None:
+    """--max-file-size in bytes (None: no limit); a negative value is a user error."""
+    if max_file_size_mb < 0:
+        raise fail(f"--max-file-size must be 0 (no limit) or more, not {max_file_size_mb}")
+    return max_file_size_mb * 1024 * 1024 or None

@@ -8,7 +8,15 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from runtrace.cli.app import app, console, err_console, fail
+from runtrace.cli.app import (
+    INTERRUPTED,
+    MAX_FILE_SIZE_HELP,
+    app,
+    console,
+    err_console,
+    fail,
+    max_file_bytes,
+)
 
 corpus_app = typer.Typer(
     help="Build the labelled corpus, trace it, and audit it for packaging shortcuts.",
@@ -284,13 +292,18 @@ def trace(
         metavar="ADDRESS",
         help="Trace on this Dask scheduler (tcp://host:8786) instead of locally.",
     ),
+    max_file_size: int = typer.Option(256, "--max-file-size", help=MAX_FILE_SIZE_HELP),
 ) -> None:
-    """Emulate every corpus sample (resumable, parallel) and add trace statistics to the manifest."""
+    """Emulate every corpus sample (resumable, parallel) and add trace statistics to the manifest.
+
+    Run again, it skips samples already traced with the same settings; Ctrl-C stops the tracer
+    processes and writes what finished into the manifest first."""
     import os
 
     from runtrace.corpus.manifest import ManifestError
     from runtrace.corpus.store import MANIFEST_NAME
     from runtrace.corpus.tracing import trace_corpus
+    from runtrace.trace.emulate.batch import BatchInterrupted
     from runtrace.trace.emulate.dask_runner import DaskUnavailable
     from runtrace.trace.emulate.emulator import TracerSettings
 
@@ -300,6 +313,7 @@ def trace(
     manifest_path = root / MANIFEST_NAME
     out_dir = out or root / "traces"
     settings = TracerSettings(max_instructions=max_instructions, timeout_s=timeout, memory_mb=memory_mb)
+    max_bytes = max_file_bytes(max_file_size)
     progress = Progress(
         TextColumn("[bold]tracing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TextColumn("{task.fields[last]}"), console=err_console, transient=True,
@@ -318,9 +332,15 @@ def trace(
                 manifest_path, out_dir, settings, workers or os.cpu_count(), on_done=done,
                 retry_errors=retry_errors, only_matched=only_matched, label=label, limit=limit,
                 on_start=lambda n: progress.update(task, total=n), dask_address=dask,
+                max_bytes=max_bytes,
             )  # fmt: skip
         except (ManifestError, DaskUnavailable) as e:
             raise fail(str(e)) from None
+        except BatchInterrupted as stop:
+            outcomes = stop.outcomes
+            interrupted = stop.unfinished
+        else:
+            interrupted = None
     for o in errors[:MAX_PROBLEMS_SHOWN]:
         err_console.print(f"[yellow]trace error:[/] {o.name}: {o.error}", highlight=False, soft_wrap=True)
     status = Counter("ok" if o.status in ("ok", "skipped") else "error" for o in outcomes)
@@ -331,3 +351,11 @@ def trace(
         f"{status['error']} errors; stop reasons: {dict(reasons.most_common())}"
     )
     console.print(f"traces in {out_dir}; manifest updated: {manifest_path}")
+    if interrupted is not None:
+        err_console.print(
+            f"[yellow]interrupted:[/] {len(outcomes)} samples finished and are in the manifest, "
+            f"{interrupted} not; run the same command again to trace the rest",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(INTERRUPTED)

@@ -13,7 +13,15 @@ from pathlib import Path
 
 import typer
 
-from runtrace.cli.app import app, console, err_console, fail
+from runtrace.cli.app import (
+    INTERRUPTED,
+    MAX_FILE_SIZE_HELP,
+    app,
+    console,
+    err_console,
+    fail,
+    max_file_bytes,
+)
 
 
 def default_model_dir() -> Path:
@@ -49,13 +57,15 @@ def scan(
         metavar="ADDRESS",
         help="Trace on this Dask scheduler (tcp://host:8786) instead of locally.",
     ),
+    max_file_size: int = typer.Option(256, "--max-file-size", help=MAX_FILE_SIZE_HELP),
     schema: bool = typer.Option(
         False, "--schema", help="Print the JSON Schema of the --json output and exit."
     ),
 ) -> None:
     """Decide whether programs are malicious, how sure the model is, and why.
 
-    Exit status: 1 when any file is malicious, else 2 when anything failed, else 0.
+    Exit status: 1 when any file is malicious, else 2 when anything failed, else 0; 130 when stopped
+    by Ctrl-C (the files finished by then are reported).
     """
     # The model's matrix products are small: BLAS threads buy nothing, and on a busy machine their
     # spinning slowed the explanation 30-fold (measured on 2 cores).  Set before numpy loads OpenBLAS;
@@ -75,6 +85,7 @@ def scan(
         raise fail(f"--threshold must be between 0 and 1, not {threshold}")
     if explain < 0 or min_instructions < 0:
         raise fail("--explain and --min-instructions must not be negative")
+    max_bytes = max_file_bytes(max_file_size)
 
     from rich.markup import escape
 
@@ -98,7 +109,7 @@ def scan(
         )
 
     from runtrace.scan.inputs import iter_inputs
-    from runtrace.scan.scanner import Scanner, ScanOptions, exit_code, summarize
+    from runtrace.scan.scanner import ScanInterrupted, Scanner, ScanOptions, exit_code, summarize
     from runtrace.scan.schema import ScanReport
 
     options = ScanOptions(
@@ -111,12 +122,18 @@ def scan(
         dask=dask,
     )
     scanner = Scanner(numpy_model, calibration, options)
-    inputs = list(iter_inputs(paths, password))
+    try:
+        inputs = list(iter_inputs(paths, password, max_bytes))
+    except KeyboardInterrupt:
+        raise fail("interrupted while listing the inputs; nothing was scanned", INTERRUPTED) from None
+    interrupted = None
     try:
         results = _run_with_progress(scanner, inputs)
+    except ScanInterrupted as stop:
+        results, interrupted = stop.results, stop
     except OSError as e:  # no room for the temporary traces, no Dask scheduler: the run cannot go on
         raise fail(escape(f"cannot scan: {e.strerror or e}")) from None
-    code = exit_code(results)
+    code = INTERRUPTED if interrupted else exit_code(results)
     report = ScanReport(
         model=scanner.model_info,
         decision=scanner.decision,
@@ -135,6 +152,13 @@ def scan(
         if r.status == "error":
             message = r.reason if r.name in (r.reason or "") else f"{r.name}: {r.reason}"
             err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    if interrupted:
+        err_console.print(
+            f"[yellow]interrupted:[/] {len(results)} of {interrupted.total} inputs scanned (reported above); "
+            "the others were not",
+            highlight=False,
+            soft_wrap=True,
+        )
     raise typer.Exit(code)
 
 

@@ -11,7 +11,15 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from runtrace.cli.app import app, console, err_console, fail
+from runtrace.cli.app import (
+    INTERRUPTED,
+    MAX_FILE_SIZE_HELP,
+    app,
+    console,
+    err_console,
+    fail,
+    max_file_bytes,
+)
 
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # unicorn 1.0.2 at import
 
@@ -54,9 +62,14 @@ def trace(
         metavar="ADDRESS",
         help="Trace on this Dask scheduler (tcp://host:8786) instead of locally.",
     ),
+    max_file_size: int = typer.Option(256, "--max-file-size", help=MAX_FILE_SIZE_HELP),
 ) -> None:
-    """Emulate PE files and record their run traces (nothing is executed natively)."""
-    from runtrace.trace.emulate.batch import summarize, trace_batch
+    """Emulate PE files and record their run traces (nothing is executed natively).
+
+    Run again with the same settings, it skips what is already traced.  Ctrl-C stops the tracer
+    processes; finished traces and summary.json are kept.
+    """
+    from runtrace.trace.emulate.batch import BatchInterrupted, summarize, trace_batch
     from runtrace.trace.emulate.emulator import TracerSettings
     from runtrace.trace.emulate.inputs import iter_samples
 
@@ -68,7 +81,11 @@ def trace(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise fail(f"{out}: cannot create output directory: {e.strerror}") from None
-    samples = list(iter_samples(paths, password))
+    max_bytes = max_file_bytes(max_file_size)
+    try:
+        samples = list(iter_samples(paths, password, max_bytes))
+    except KeyboardInterrupt:
+        raise fail("interrupted while listing the inputs; nothing was traced", INTERRUPTED) from None
     progress = Progress(TextColumn("[bold]tracing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TextColumn("{task.fields[last]}"), console=err_console, transient=True)  # fmt: skip
     with progress:
@@ -77,14 +94,20 @@ def trace(
         def advance(o) -> None:
             progress.update(task, advance=1, last=(o.name or "")[-40:])
 
+        interrupted = None
         if dask:
             outcomes = _on_dask(samples, out, dask, settings, advance, retry_errors, extra)
         else:
-            outcomes = trace_batch(
-                samples, out, settings, workers or os.cpu_count(), retry_errors=retry_errors,
-                extra_writer=extra, on_done=advance,
-            )  # fmt: skip
+            try:
+                outcomes = trace_batch(
+                    samples, out, settings, workers or os.cpu_count(), retry_errors=retry_errors,
+                    extra_writer=extra, on_done=advance,
+                )  # fmt: skip
+            except BatchInterrupted as stop:
+                outcomes, interrupted = stop.outcomes, stop
     summary = summarize(outcomes)
+    if interrupted is not None:
+        summary["interrupted"] = {"unfinished": interrupted.unfinished}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     console.print(_summary_table(outcomes))
     by = summary["by_status"]
@@ -93,6 +116,14 @@ def trace(
     for o in outcomes:
         if o.status == "error":
             err_console.print(f"[red]error:[/] {o.name}: {o.error}", highlight=False, soft_wrap=True)
+    if interrupted is not None:
+        err_console.print(
+            f"[yellow]interrupted:[/] {len(outcomes)} samples finished (listed above, kept in {out}), "
+            f"{interrupted.unfinished} not; run the same command again to trace the rest",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(INTERRUPTED)
 
 
 def _on_dask(samples, out: Path, address: str, settings, on_done, retry_errors: bool, extra) -> list:

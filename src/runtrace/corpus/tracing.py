@@ -8,54 +8,29 @@ and writes the outcomes back into the manifest.
 from __future__ import annotations
 
 import random
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 from runtrace.corpus import manifest as mf
 
 
-class _ArchiveReader:
-    """Keeps each archive open once; members are decrypted in memory only, never written out."""
-
-    def __init__(self) -> None:
-        self._open: dict[str, zipfile.ZipFile] = {}
-
-    def read(self, path: str, member: str, password: str | None) -> bytes:
-        zf = self._open.get(path)
-        if zf is None:
-            zf = self._open[path] = zipfile.ZipFile(path)
-        try:
-            return zf.read(member, pwd=password.encode() if password else None)
-        except (RuntimeError, zipfile.BadZipFile, KeyError) as e:
-            # The tracer's batch reports OSError per sample and goes on; other errors would stop it.
-            raise OSError(f"{path}:{member}: {e}") from None
-
-    def close(self) -> None:
-        for zf in self._open.values():
-            zf.close()
-        self._open.clear()
-
-
-def manifest_samples(rows: list[dict], archives: _ArchiveReader) -> list:
-    from runtrace.trace.emulate.inputs import Sample
+def manifest_samples(rows: list[dict], max_bytes: int | None = None) -> list:
+    """Tracer samples for manifest rows: malware is read straight from its archive by the tracer child,
+    decrypted in memory only, never written out.  Rows over `max_bytes` become problems, unread."""
+    from runtrace.trace.emulate.inputs import InputProblem, Sample, too_large
 
     samples = []
     for row in rows:
-        name = row.get("member") or row["sha256"]
-        if row.get("storage") == "zip":
-            path, member, pwd = row["path"], row["archive_member"], row.get("archive_password")
-
-            def read(path=path, member=member, pwd=pwd) -> bytes:
-                return archives.read(path, member, pwd)
-
+        name = f"{row['package']}:{row.get('member') or row['sha256']}"
+        size = row.get("size") or 0
+        problem = too_large(size, max_bytes)
+        if problem:
+            samples.append(InputProblem(name, problem, row["sha256"]))
+        elif row.get("storage") == "zip":
+            member, pwd = row["archive_member"], row.get("archive_password")
+            samples.append(Sample(row["sha256"], name, row["path"], member, pwd, size))
         else:
-            file_path = Path(row["path"])
-
-            def read(file_path=file_path) -> bytes:
-                return file_path.read_bytes()
-
-        samples.append(Sample(sha256=row["sha256"], name=f"{row['package']}:{name}", read=read))
+            samples.append(Sample(row["sha256"], name, row["path"], size=size))
     return samples
 
 
@@ -104,6 +79,7 @@ def trace_corpus(
     limit: int = 0,
     on_start: Callable[[int], None] | None = None,
     dask_address: str | None = None,
+    max_bytes: int | None = None,
 ) -> list:
     """Trace the selected manifest rows; the manifest is updated even if the run is interrupted.
     With `dask_address` the emulation runs on that Dask cluster (the samples are read here)."""
@@ -114,7 +90,6 @@ def trace_corpus(
     chosen = select_rows(rows, only_matched, label, limit)
     if on_start:
         on_start(len(chosen))
-    archives = _ArchiveReader()
     outcomes: list = []
 
     def record(outcome) -> None:
@@ -123,7 +98,7 @@ def trace_corpus(
             on_done(outcome)
 
     try:
-        samples = manifest_samples(chosen, archives)
+        samples = manifest_samples(chosen, max_bytes)
         if dask_address:
             trace_batch_dask(
                 samples, out_dir, dask_address, settings, on_done=record, retry_errors=retry_errors
@@ -131,7 +106,6 @@ def trace_corpus(
         else:
             trace_batch(samples, out_dir, settings, workers, on_done=record, retry_errors=retry_errors)
     finally:
-        archives.close()
         by_sha = {o.sha256: o for o in outcomes if o.sha256}
         for row in rows:
             outcome = by_sha.get(row["sha256"])

@@ -13,7 +13,8 @@ otherwise be opened as an archive of samples:
 6. anything else -> sample, and the tracer says in one line what it is not.
 
 Directories are walked in sorted order with the same rules for each file.  Bad paths never raise: they
-become `InputProblem`s and the batch goes on.
+become `InputProblem`s and the batch goes on.  The size limit holds for trace files too (the scanner
+loads them in its own process), checked from the file's size before anything is read.
 """
 
 from __future__ import annotations
@@ -23,7 +24,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtrace.trace.emulate.inputs import InputProblem, Sample, iter_samples, walk
+from runtrace.trace.emulate.inputs import (
+    DEFAULT_MAX_FILE_MB,
+    MIB,
+    InputProblem,
+    Sample,
+    iter_samples,
+    too_large,
+    walk,
+)
 
 TRACE_SUFFIXES = (".rtrace", ".trace32", ".trace64")
 TEXT_SUFFIXES = (".txt", ".log")
@@ -79,17 +88,25 @@ def _sniffs_as_text_log(path: Path) -> bool:
         return False
 
 
-def iter_inputs(paths: list[Path], password: str | None = None) -> Iterator[ScanInput]:
-    """Every input in argument order (directories sorted), as a sample, a trace file or a problem."""
+def iter_inputs(
+    paths: list[Path], password: str | None = None, max_bytes: int | None = DEFAULT_MAX_FILE_MB * MIB
+) -> Iterator[ScanInput]:
+    """Every input in argument order (directories sorted), as a sample, a trace file or a problem.
+
+    Files over `max_bytes` (None: no limit) are problems, found without reading them."""
     for item in walk(paths):
         if isinstance(item, InputProblem):
             yield item
         else:
-            yield from _one(item, password)
+            yield from _one(item, password, max_bytes)
 
 
-def _one(path: Path, password: str | None) -> Iterator[ScanInput]:
+def _one(path: Path, password: str | None, max_bytes: int | None) -> Iterator[ScanInput]:
     if is_trace_file(path):
-        yield TraceFile(path)
+        try:
+            problem = too_large(path.stat().st_size, max_bytes)
+        except OSError as e:
+            problem = f"cannot read: {e.strerror or e}"
+        yield InputProblem(str(path), problem) if problem else TraceFile(path)
     else:
-        yield from iter_samples([path], password)
+        yield from iter_samples([path], password, max_bytes)

@@ -48,6 +48,15 @@ DEFAULT_MIN_INSTRUCTIONS = 200
 DEFAULT_EXPLAIN = 5
 
 
+class ScanInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a scan: the tracer processes were stopped; `results` holds the finished inputs."""
+
+    def __init__(self, results: list[FileResult], total: int) -> None:
+        super().__init__(f"scan interrupted after {len(results)} of {total} inputs")
+        self.results = results
+        self.total = total
+
+
 @dataclass
 class ScanOptions:
     min_instructions: int = DEFAULT_MIN_INSTRUCTIONS
@@ -184,7 +193,9 @@ class Scanner:
     def scan(
         self, inputs: list[ScanInput], on_result: Callable[[FileResult], None] | None = None
     ) -> list[FileResult]:
-        """One result per input, in input order; `on_result` is called as each one is ready."""
+        """One result per input, in input order; `on_result` is called as each one is ready.
+
+        Ctrl-C raises ScanInterrupted with the results finished so far."""
         results: list[FileResult | None] = [None] * len(inputs)
 
         def done(index: int, result: FileResult) -> None:
@@ -194,17 +205,20 @@ class Scanner:
 
         by_sha: dict[str, list[int]] = {}
         samples: list[Sample] = []
-        for index, item in enumerate(inputs):
-            if isinstance(item, InputProblem):
-                done(index, self.error_result(item.name, item.message))
-            elif isinstance(item, TraceFile):
-                done(index, self._scan_trace_file(item))
-            else:
-                if item.sha256 not in by_sha:
-                    samples.append(item)
-                by_sha.setdefault(item.sha256, []).append(index)
-        if samples:
-            self._scan_samples(samples, inputs, by_sha, done)
+        try:
+            for index, item in enumerate(inputs):
+                if isinstance(item, InputProblem):
+                    done(index, self.error_result(item.name, item.message, item.sha256 or None))
+                elif isinstance(item, TraceFile):
+                    done(index, self._scan_trace_file(item))
+                else:
+                    if item.sha256 not in by_sha:
+                        samples.append(item)
+                    by_sha.setdefault(item.sha256, []).append(index)
+            if samples:
+                self._scan_samples(samples, inputs, by_sha, done)
+        except KeyboardInterrupt:
+            raise ScanInterrupted([r for r in results if r is not None], len(inputs)) from None
         return [r for r in results if r is not None]
 
     def _scan_trace_file(self, item: TraceFile) -> FileResult:
@@ -213,7 +227,8 @@ class Scanner:
         name = item.name
         started = time.perf_counter()
         try:
-            sha256 = hashlib.sha256(item.path.read_bytes()).hexdigest()
+            with open(item.path, "rb") as fh:
+                sha256 = hashlib.file_digest(fh, "sha256").hexdigest()
             trace = load_any(item.path)
         except TraceReadError as e:
             return self.error_result(name, _named(name, str(e)), None, "trace")

@@ -146,4 +146,7 @@ class ScanReport(_Strict):
     min_instructions: int = Field(description="traces with fewer executed instructions are 'unknown'")
     results: list[FileResult]
     summary: Summary
-    exit_code: int = Field(description="0 nothing malicious, 1 something malicious, 2 errors only")
+    exit_code: int = Field(
+        description="0 nothing malicious, 1 something malicious, 2 errors only, "
+        "130 stopped by Ctrl-C (results then hold only the inputs finished)",
+    )

@@ -1,29 +1,37 @@
 """Tracing many samples: one child process per sample, a pool of workers, resumable, with a summary.
 
 Each sample is emulated in a forked child so that a hang, a crash inside the emulator or a memory
-blow-up costs that sample only: the parent watches wall time and resident memory, kills the child when
-a limit is passed, and records an error for the sample.  Finished traces are written atomically, so an
-interrupted batch resumes by skipping samples whose trace (for the same settings) already exists.
+blow-up costs that sample only: the parent watches wall time and the child's own memory, kills the child
+when a limit is passed, and records an error for the sample.  The parent holds only sample descriptors;
+the child reads the bytes itself (`trace_one`), so the parent's memory stays flat however large the
+input.  Finished traces are written atomically, so an interrupted batch resumes by skipping samples whose
+trace (for the same settings) already exists; Ctrl-C stops the children and raises `BatchInterrupted`
+with what finished.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing as mp
 import os
+import signal
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import psutil
+
 from runtrace.trace.emulate.emulator import EmulationError, TracerSettings, emulate
-from runtrace.trace.emulate.inputs import InputProblem, Sample
-from runtrace.trace.emulate.pe import UnsupportedInput
+from runtrace.trace.emulate.inputs import InputProblem, Sample, SampleReadError
+from runtrace.trace.emulate.pe import UnsupportedInput, inspect_pe
 from runtrace.trace.formats.native import SUFFIX, TraceFormatError, load_trace, read_trace_meta, save_trace
 
 HARD_TIMEOUT_GRACE_S = 15.0  # the in-process watchdog stops emulation first; this catches real hangs
 _POLL_S = 0.02
+_HEAD = 4096  # enough of a file to tell a PE from anything else without reading the rest
 
 
 @dataclass
@@ -44,6 +52,15 @@ class TraceOutcome:
     error: str = ""
 
 
+class BatchInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a batch: the running children were stopped; `outcomes` holds what finished."""
+
+    def __init__(self, outcomes: list[TraceOutcome], unfinished: int) -> None:
+        super().__init__(f"interrupted with {unfinished} samples unfinished")
+        self.outcomes = outcomes
+        self.unfinished = unfinished
+
+
 def trace_path(out_dir: Path, sha256: str) -> Path:
     return out_dir / f"{sha256}{SUFFIX}"
 
@@ -62,23 +79,61 @@ def _outcome_of(trace, sample_name: str, path: Path) -> TraceOutcome:
     )  # fmt: skip
 
 
-def _child_main(conn, data: bytes, sample: Sample, settings: TracerSettings, out_dir: Path, extra) -> None:
+def _read_sample(sample: Sample) -> bytes:
+    """The sample's bytes, checked against the hash it was listed under (it may have changed since)."""
+    head = sample.read(_HEAD)
+    if not head.startswith(b"MZ"):
+        inspect_pe(head)  # raises UnsupportedInput naming what the file is; the rest is never read
+    data = sample.read(sample.size + 1) if sample.size else sample.read()
+    if hashlib.sha256(data).hexdigest() != sample.sha256:
+        raise SampleReadError("changed on disk since the batch started (sha256 differs); not traced")
+    return data
+
+
+def trace_one(sample: Sample, settings: TracerSettings, out_dir: Path, extra=None) -> dict:
+    """Read, emulate and save one sample; returns the outcome as a dict (an "error" key when it failed).
+
+    The unit of work of a batch, run in a child process: it takes only a small picklable descriptor
+    and reads the bytes itself, so it can run wherever the sample's path can be read.
+    """
     try:
+        data = _read_sample(sample)
         trace = emulate(data, sample.sha256, sample.name, settings)
+        del data
         path = save_trace(trace, trace_path(out_dir, sample.sha256))
         if extra is not None:
             extra(trace, out_dir)
         outcome = _outcome_of(trace, sample.name, path)
         outcome.peak_rss_mb = _status_mb(os.getpid(), "VmHWM:")
-        conn.send(asdict(outcome))
-    except (UnsupportedInput, EmulationError) as e:
-        conn.send({"error": str(e)})
+        return asdict(outcome)
+    except (UnsupportedInput, EmulationError, SampleReadError) as e:
+        return {"error": str(e)}
     except MemoryError:
-        conn.send({"error": "out of memory in the tracer", "stop_reason": "memory_limit"})
+        return {"error": "out of memory in the tracer", "stop_reason": "memory_limit"}
     except Exception as e:  # the emulator can fail in many ways; the batch must go on
-        conn.send({"error": f"tracer failed: {type(e).__name__}: {str(e)[:200]}"})
+        return {"error": f"tracer failed: {type(e).__name__}: {str(e)[:200]}"}
+
+
+def _child_main(conn, sample: Sample, settings: TracerSettings, out_dir: Path, extra) -> None:
+    # Ctrl-C in a terminal reaches the whole process group; the parent decides what happens to the
+    # children (it stops them), so a child never dies half-way through writing with a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        conn.send(trace_one(sample, settings, out_dir, extra))
     finally:
         conn.close()
+
+
+def _private_mb(pid: int) -> float:
+    """Memory the process holds for itself (USS: private pages, clean or dirty), in MiB.
+
+    A forked child shares the parent's pages until it writes to them; resident size (RSS) counts those
+    shared pages too, so a cap on RSS would charge each child for the parent's memory.
+    """
+    try:
+        return psutil.Process(pid).memory_full_info().uss / (1024 * 1024)
+    except (psutil.Error, OSError):
+        return 0.0
 
 
 def _status_mb(pid: int, field: str = "VmRSS:") -> float:
@@ -151,35 +206,47 @@ def trace_batch(
         if on_done:
             on_done(outcome)
 
-    for item in inputs:
-        if isinstance(item, InputProblem):
-            finish(TraceOutcome("", item.name, "error", error=item.message))
-        elif item.sha256 in seen:
-            continue
-        else:
-            seen.add(item.sha256)
-            reused = _reusable(out_dir, item, settings, retry_errors)
-            if reused is not None:
-                outcomes.append(reused)
-                if on_done:
-                    on_done(reused)
-            else:
-                pending.append(item)
-
     running: dict = {}
+    try:
+        for item in inputs:
+            if isinstance(item, InputProblem):
+                # Not remembered as an error record: finding the problem again costs nothing, and a
+                # later run (a higher --max-file-size, a file made readable) should try again.
+                outcomes.append(TraceOutcome(item.sha256, item.name, "error", error=item.message))
+                if on_done:
+                    on_done(outcomes[-1])
+            elif item.sha256 in seen:
+                continue
+            else:
+                seen.add(item.sha256)
+                reused = _reusable(out_dir, item, settings, retry_errors)
+                if reused is not None:
+                    outcomes.append(reused)
+                    if on_done:
+                        on_done(reused)
+                else:
+                    pending.append(item)
+        _run(pending, running, workers, ctx, settings, out_dir, extra_writer, finish)
+    except KeyboardInterrupt:
+        unfinished = len(pending) + len(running)
+        for proc in running:
+            proc.kill()  # a half-written trace is never seen: traces are renamed into place when complete
+        for proc, (sample, _, receiver) in running.items():
+            proc.join()
+            receiver.close()
+            partial = trace_path(out_dir, sample.sha256)
+            partial.with_name(partial.name + ".part").unlink(missing_ok=True)
+        raise BatchInterrupted(outcomes, unfinished) from None
+    return outcomes
+
+
+def _run(pending: deque, running: dict, workers: int, ctx, settings, out_dir, extra_writer, finish) -> None:
     hard_limit = settings.timeout_s + HARD_TIMEOUT_GRACE_S if settings.timeout_s > 0 else None
     while pending or running:
         while pending and len(running) < workers:
             sample = pending.popleft()
-            try:
-                data = sample.read()
-            except OSError as e:
-                finish(TraceOutcome(sample.sha256, sample.name, "error", error=f"cannot read: {e}"))
-                continue
             receiver, sender = ctx.Pipe(duplex=False)
-            proc = ctx.Process(
-                target=_child_main, args=(sender, data, sample, settings, out_dir, extra_writer)
-            )
+            proc = ctx.Process(target=_child_main, args=(sender, sample, settings, out_dir, extra_writer))
             proc.start()
             sender.close()
             running[proc] = (sample, time.monotonic(), receiver)
@@ -190,7 +257,6 @@ def trace_batch(
                 receiver.close()
                 del running[proc]
                 finish(outcome)
-    return outcomes
 
 
 def _check_child(
@@ -221,7 +287,7 @@ def _check_child(
         proc.kill()
         proc.join()
         return error(f"no result after {elapsed:.0f} s: tracer process killed", "timeout")
-    if memory_mb and _status_mb(proc.pid) > memory_mb:
+    if memory_mb and _private_mb(proc.pid) > memory_mb:
         proc.kill()
         proc.join()
         return error(

@@ -45,7 +45,13 @@ def _trace_on_worker(
         message += "start workers with DASK_DISTRIBUTED__WORKER__DAEMON=False"
         return asdict(TraceOutcome(sha256, name, "error", error=message)), {}
     with tempfile.TemporaryDirectory(prefix="runtrace-dask-") as tmp:
-        sample = Sample(sha256, name, lambda: data)
+        # The local batch's child reads a sample from a path: the bytes go to the worker's private
+        # temporary folder (removed with it), apart from the outputs collected below.
+        sample_path = Path(tmp) / "sample" / sha256
+        sample_path.parent.mkdir()
+        sample_path.write_bytes(data)
+        sample = Sample(sha256, name, str(sample_path), size=len(data))
+        del data
         (outcome,) = trace_batch(
             [sample], Path(tmp), settings, 1, retry_errors=True, extra_writer=extra_writer
         )
