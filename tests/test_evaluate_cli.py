@@ -112,3 +112,37 @@ def test_real_lstm_runs_inside_the_guard(datasets, tmp_path):
     metrics = json.loads((tmp_path / "lstm" / "metrics.json").read_text())
     assert metrics["results"][0]["per_file"]["counts"]["n"] == 30
     assert (tmp_path / "lstm" / "plots" / "bsm-by-origin-lstm-training.png").exists()
+
+
+def test_evaluate_resumes_after_ctrl_c(datasets, tmp_path, monkeypatch):
+    from runtrace.evaluate import runner as evaluation
+
+    real_run_fold = evaluation.run_fold
+    calls = []
+    stop = [True]
+
+    def stop_in_second_fold(*args, **kwargs):
+        calls.append(1)
+        if stop[0] and len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_run_fold(*args, **kwargs)
+
+    out = tmp_path / "run"
+    args = ["-d", str(datasets[0]), "-p", "by-file", "-m", "ngram-lr", "--folds", "3", "-o", str(out)]
+    monkeypatch.setattr(evaluation, "run_fold", stop_in_second_fold)
+    stopped = _evaluate(*args)
+    assert stopped.exit_code == 130, stopped.output
+    assert "interrupted: 1 finished folds are saved" in stopped.output and "Traceback" not in stopped.output
+    assert not (out / "report.md").exists()
+
+    calls.clear()
+    stop[0] = False
+    resumed = _evaluate(*args)
+    assert resumed.exit_code == 0, resumed.output
+    assert "resuming: 1 folds done by an earlier run" in resumed.output
+    assert len(calls) == 2  # only the two folds that had not finished
+    assert (out / "report.md").exists() and not (out / "checkpoints").exists()
+
+    calls.clear()
+    again = _evaluate(*args, "--overwrite")
+    assert again.exit_code == 0 and len(calls) == 3 and "resuming" not in again.output

@@ -132,3 +132,46 @@ def test_a_failing_model_is_reported_and_the_others_still_run():
     run = result.runs[0]
     assert run.skipped["broken"].startswith("failed in fold 1: ValueError: no training windows")
     assert set(run.predictions) == {"spy"}
+
+
+def test_an_interrupted_evaluation_resumes_from_its_saved_folds(tmp_path):
+    data = make_dataset(n_files=60, n_groups=12)
+    config = RunConfig(folds=5, seed=4)
+    saved = tmp_path / "checkpoints"
+
+    class StopsInSecondFold(SpyEstimator):
+        def fit(self, data, train_idx):
+            if sum(kind == "fit" for kind, _ in SpyEstimator.calls) == 1:
+                raise KeyboardInterrupt  # Ctrl-C while the second fold is being fitted
+            return super().fit(data, train_idx)
+
+    stopping = ModelSpec("spy", "stops", HOLDOUT, lambda ctx: StopsInSecondFold())
+    with pytest.raises(KeyboardInterrupt):
+        run_evaluation([("fake", data)], [stopping], [P.BY_FILE], config, False, checkpoint_dir=saved)
+    first_fold_test = P.by_file(data, 5, 4).folds[0].test
+
+    SpyEstimator.calls = []
+    resumed = run_evaluation(
+        [("fake", data)], [_spy_spec(HOLDOUT)], [P.BY_FILE], config, False, checkpoint_dir=saved
+    )
+    # The first fold was read back, not fitted or scored again; the other four were computed.
+    assert sum(kind == "fit" for kind, _ in SpyEstimator.calls) == 4
+    assert not any(np.array_equal(rows, first_fold_test) for kind, rows in SpyEstimator.calls)
+
+    fresh = run_evaluation([("fake", data)], [_spy_spec(HOLDOUT)], [P.BY_FILE], config, False)
+    got, want = resumed.runs[0].predictions["spy"], fresh.runs[0].predictions["spy"]
+    assert np.array_equal(got.score, want.score) and np.array_equal(got.threshold, want.threshold)
+    assert [f.threshold_source for f in got.folds] == [f.threshold_source for f in want.folds]
+
+
+def test_saved_folds_are_not_reused_under_other_settings(tmp_path):
+    data = make_dataset(n_files=60, n_groups=12)
+    saved = tmp_path / "checkpoints"
+    spec = _spy_spec(HOLDOUT)
+    run_evaluation(
+        [("fake", data)], [spec], [P.BY_FILE], RunConfig(folds=5, seed=4), False, checkpoint_dir=saved
+    )
+    SpyEstimator.calls = []
+    other = RunConfig(folds=5, seed=4, target_fpr=0.2)
+    run_evaluation([("fake", data)], [spec], [P.BY_FILE], other, False, checkpoint_dir=saved)
+    assert sum(kind == "fit" for kind, _ in SpyEstimator.calls) == 5

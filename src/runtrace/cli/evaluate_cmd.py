@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from runtrace.cli.app import app, console, err_console, fail
+from runtrace.cli.app import INTERRUPTED, app, console, err_console, fail
 
 ALL = "all"
 
@@ -70,11 +71,17 @@ def evaluate(
     lstm_epochs: int = typer.Option(None, help="LSTM: at most this many epochs (default: the model's)."),
     device: str = typer.Option("auto", help="LSTM: auto, cpu or cuda."),
     threads: int = typer.Option(None, help="LSTM: torch CPU threads."),
-    overwrite: bool = typer.Option(False, help="Write into an output directory that already holds a report."),
+    overwrite: bool = typer.Option(
+        False, help="Start afresh: replace an existing report and forget folds saved by an earlier run."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Evaluate detectors honestly: leaky, by-file and by-origin splits side by side, per-file metrics
-    with bootstrap intervals, baselines and a metadata shortcut audit (docs/evaluation.md)."""
+    with bootstrap intervals, baselines and a metadata shortcut audit (docs/evaluation.md).
+
+    Each finished fold is saved under OUT/checkpoints as it goes; stopped (Ctrl-C, a crash) and run
+    again with the same arguments, the evaluation skips the folds already done."""
+    from runtrace.evaluate import checkpoints
     from runtrace.evaluate.protocols import PROTOCOLS
     from runtrace.evaluate.registry import resolve_models
     from runtrace.evaluate.report import write_report
@@ -148,9 +155,23 @@ def evaluate(
             model_options={"lstm": lstm_options},
         )
         protocols = list(PROTOCOLS) if protocol == ALL else [protocol]
-        result = run_evaluation(loaded, specs, protocols, config, show_progress=progress)
+        saved = out / checkpoints.DIR_NAME
+        if overwrite:
+            shutil.rmtree(saved, ignore_errors=True)
+        resumed = checkpoints.finished_folds(saved)
+        if resumed:
+            err_console.print(f"resuming: {resumed} folds done by an earlier run ({saved})", highlight=False)
+        result = run_evaluation(
+            loaded, specs, protocols, config, show_progress=progress, checkpoint_dir=saved
+        )
     except ValueError as e:
         raise fail(str(e)) from None
+    except KeyboardInterrupt:
+        raise fail(
+            f"interrupted: {checkpoints.finished_folds(saved)} finished folds are saved in {saved}; "
+            "run the same command again to resume (--overwrite starts afresh)",
+            INTERRUPTED,
+        ) from None
 
     for line in result.skipped:
         err_console.print(f"[yellow]not run:[/] {line}", highlight=False)
@@ -168,3 +189,4 @@ def evaluate(
     )
     console.print(_console_summary(json.loads(paths["metrics"].read_text())))
     console.print(f"report written to {paths['report']}", highlight=False)
+    shutil.rmtree(saved, ignore_errors=True)  # the report holds every fold now

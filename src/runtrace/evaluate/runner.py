@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from runtrace.evaluate import protocols as P
+from runtrace.evaluate.checkpoints import FoldStore, dataset_fingerprint
 from runtrace.evaluate.guard import GuardedView, LeakError
 from runtrace.evaluate.interfaces import FileClassifier, SequenceData
 from runtrace.evaluate.registry import HOLDOUT, INNER_CV, BuildContext, ModelSpec, ModelUnavailable
@@ -203,13 +205,20 @@ def _run_model(
     progress: Progress,
     task,
     records: list[FoldRecord],
+    store: FoldStore | None = None,
 ) -> Predictions:
     n = len(view.labels())
     score, fold_of, threshold = np.zeros(n), np.full(n, -1), np.full(n, np.nan)
     for fold in plan.folds:
         where = f"{view.representation} {plan.protocol} {spec.name}"
         progress.update(task, description=f"{where} fold {fold.index + 1}/{len(plan.folds)}")
-        fold_scores, record = run_fold(spec, ctx, view, plan.protocol, fold, config)
+        saved = store.load(fold.index, FoldRecord) if store is not None else None
+        if saved is not None and np.array_equal(saved[1].test_rows, fold.test):
+            fold_scores, record = saved
+        else:
+            fold_scores, record = run_fold(spec, ctx, view, plan.protocol, fold, config)
+            if store is not None:
+                store.save(fold.index, fold_scores, record)
         score[fold.test] = fold_scores
         fold_of[fold.test] = fold.index
         threshold[fold.test] = record.threshold
@@ -224,9 +233,13 @@ def run_evaluation(
     protocols: list[str],
     config: RunConfig | None = None,
     show_progress: bool = True,
+    checkpoint_dir: Path | None = None,
 ) -> EvaluationRun:
     """Every model under every protocol on every dataset; the folds of a protocol are shared by all
-    models (and, through sha256-keyed assignment, by datasets built from the same files)."""
+    models (and, through sha256-keyed assignment, by datasets built from the same files).
+
+    With `checkpoint_dir`, each finished fold is saved there and a fold saved by an earlier run with
+    the same dataset and settings is read back instead of fitted again (resume after an interruption)."""
     config = config or RunConfig()
     result = EvaluationRun(
         config=config,
@@ -256,6 +269,7 @@ def run_evaluation(
     with Progress(*columns, disable=not show_progress, transient=False) as progress:
         task = progress.add_task("evaluating", total=total)
         for name, data, plan, view in planned:
+            fingerprint = dataset_fingerprint(data) if checkpoint_dir is not None else ""
             labels = np.asarray(view.labels(), dtype=np.int64)
             run = ProtocolRun(
                 dataset=name,
@@ -281,9 +295,12 @@ def run_evaluation(
                     config.model_options.get(spec.name, {}),
                 )
                 done = []  # fold records, kept outside so a failure knows how far it got
+                store = None
+                if checkpoint_dir is not None:
+                    store = FoldStore(checkpoint_dir, fingerprint, plan.protocol, spec.name, config)
                 try:
                     run.predictions[spec.name] = _run_model(
-                        spec, ctx, view, plan, config, progress, task, done
+                        spec, ctx, view, plan, config, progress, task, done, store
                     )
                 except LeakError:
                     raise  # never a footnote: a model that reads test rows invalidates the run
