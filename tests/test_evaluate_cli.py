@@ -52,9 +52,11 @@ def test_evaluate_writes_a_report(datasets, tmp_path):
         ("ism", "by-file", "metadata"),
     }
     assert (out / "report.md").exists() and (out / "plots" / "ism-by-file-roc.png").exists()
-    # A second run into the same directory must not silently replace the first.
-    again = _evaluate(*args, "-o", str(out))
-    assert again.exit_code == 2 and "--overwrite" in again.output
+    # The same run again has nothing to do; another run must not silently replace the first.
+    same = _evaluate(*args, "-o", str(out))
+    assert same.exit_code == 0 and "up to date" in same.output
+    other = _evaluate(*args, "--seed", "3", "-o", str(out))
+    assert other.exit_code == 2 and "--overwrite" in other.output
 
 
 @pytest.mark.parametrize(
@@ -141,7 +143,11 @@ def test_evaluate_resumes_after_ctrl_c(datasets, tmp_path, monkeypatch):
     assert resumed.exit_code == 0, resumed.output
     assert "resuming: 1 folds done by an earlier run" in resumed.output
     assert len(calls) == 2  # only the two folds that had not finished
-    assert (out / "report.md").exists() and not (out / "checkpoints").exists()
+    assert (out / "report.md").exists()
+
+    calls.clear()
+    done = _evaluate(*args)
+    assert done.exit_code == 0 and "up to date" in done.output and not calls
 
     calls.clear()
     again = _evaluate(*args, "--overwrite")

@@ -106,9 +106,6 @@ def evaluate(
         raise fail(e.args[0]) from None
     if not specs:
         raise fail("--models names no model")
-    if (out / "report.md").exists() and not overwrite:
-        raise fail(f"{out} already holds a report (pass --overwrite to replace it)")
-
     loaded = []
     for path in dict.fromkeys(datasets):
         try:
@@ -156,6 +153,19 @@ def evaluate(
         )
         protocols = list(PROTOCOLS) if protocol == ALL else [protocol]
         saved = out / checkpoints.DIR_NAME
+        key = checkpoints.run_key(
+            [d for _, d in loaded], [s.name for s in specs], protocols, config,
+            bootstrap=bootstrap, manifest=manifest_sha256,
+        )  # fmt: skip
+        if (out / "report.md").exists() and not overwrite:
+            if checkpoints.finished_run(saved) == key:
+                console.print(
+                    f"{out / 'report.md'} is up to date (--overwrite evaluates again)",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+                return
+            raise fail(f"{out} already holds a report of another run (pass --overwrite to replace it)")
         if overwrite:
             shutil.rmtree(saved, ignore_errors=True)
         resumed = checkpoints.finished_folds(saved)
@@ -188,5 +198,5 @@ def evaluate(
         result, out, command=command, n_resamples=bootstrap, seed=seed, manifest_sha256=manifest_sha256
     )
     console.print(_console_summary(json.loads(paths["metrics"].read_text())))
+    checkpoints.mark_finished(saved, key)
     console.print(f"report written to {paths['report']}", highlight=False)
-    shutil.rmtree(saved, ignore_errors=True)  # the report holds every fold now

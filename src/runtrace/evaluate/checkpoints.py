@@ -81,3 +81,28 @@ def _atomic(path: Path, write) -> None:
     with open(tmp, "wb") as fh:
         write(fh)
     os.replace(tmp, path)
+
+
+def run_key(datasets: list[SequenceData], models: list[str], protocols: list[str], config, **extra) -> str:
+    """Hash of everything a whole evaluation's report depends on (datasets, models, protocols, settings)."""
+    settings = {
+        "datasets": [dataset_fingerprint(d) for d in datasets],
+        "models": models,
+        "protocols": protocols,
+        "config": asdict(config),
+        **extra,
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def finished_run(root: Path) -> str | None:
+    """The run key of the report written beside these checkpoints, when one was completed."""
+    try:
+        return json.loads((Path(root) / "complete.json").read_text())["run"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def mark_finished(root: Path, key: str) -> None:
+    Path(root).mkdir(parents=True, exist_ok=True)
+    _atomic(Path(root) / "complete.json", lambda fh: fh.write(json.dumps({"run": key}).encode()))
