@@ -58,6 +58,7 @@ def test_a_memory_hog_is_killed(tmp_path, cli32, monkeypatch):
     monkeypatch.setattr(batch, "emulate", _balloon)
     (outcome,) = trace_batch(iter_samples([cli32]), tmp_path, TracerSettings(memory_mb=300), workers=1)
     assert outcome.status == "error" and outcome.stop_reason == "memory_limit"
+    assert outcome.error == "tracer process passed the memory cap of 300 MiB and was killed"
 
 
 def test_errors_are_remembered_unless_retried(tmp_path, cli32, monkeypatch):
