@@ -26,6 +26,7 @@ MODULES = {
     "models": ("Model training throughput", "benchmarks.models_bench"),
     "scan": ("Scan latency", "benchmarks.scan_bench"),
     "serve": ("Scanning service under 100 concurrent uploads", "benchmarks.serve_bench"),
+    "memory": ("Scanner memory vs input size", "benchmarks.memory_bench"),
 }
 
 

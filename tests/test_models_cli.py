@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +121,26 @@ def test_api_switch_and_normalisation(tmp_path: Path, corpus) -> None:
     data = SequenceDataset.load(out)
     assert data.api is False and not any(t.startswith("api:") for t in data.lexicon)
     assert set(data.lexicon) == {"push", "mov", "call", "inc", "cmp", "jne", "xor", "dec"}
+
+
+def test_dataset_build_again_is_up_to_date_until_inputs_or_settings_change(tmp_path: Path, corpus) -> None:
+    traces, manifest = corpus
+    out = tmp_path / "ds"
+    build = ["dataset", "build", "-r", "ism", "-t", str(traces), "-m", str(manifest), "-o", str(out)]
+    assert runner.invoke(app, build).exit_code == 0
+    written = (out / "tokens.npy").stat().st_mtime_ns
+    again = runner.invoke(app, build)
+    assert again.exit_code == 0 and "up to date" in again.output
+    assert (out / "tokens.npy").stat().st_mtime_ns == written
+    # Other settings, a changed trace file, or --overwrite: built again.
+    other = runner.invoke(app, [*build, "--normalisation", "mnemonic"])
+    assert other.exit_code == 0 and "up to date" not in other.output
+    forced = runner.invoke(app, [*build, "--normalisation", "mnemonic", "--overwrite"])
+    assert forced.exit_code == 0 and "up to date" not in forced.output
+    trace = sorted(traces.glob("*.rtrace"))[0]
+    os.utime(trace, ns=(trace.stat().st_atime_ns, trace.stat().st_mtime_ns + 10**9))
+    changed = runner.invoke(app, [*build, "--normalisation", "mnemonic"])
+    assert changed.exit_code == 0 and "up to date" not in changed.output
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from runtrace.cli.app import app, console, err_console, fail
+from runtrace.cli.app import INTERRUPTED, app, console, err_console, fail
 
 dataset_app = typer.Typer(help="Turn traces into ISM / BSM token datasets.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
@@ -65,6 +65,30 @@ def _labelled_traces(
     return paths, labels, groups, kinds, skipped
 
 
+def _inputs_key(paths: list[Path], labels, groups, kinds, **settings) -> str:
+    """Hash of what a dataset is built from: each trace file (path, size, modification time), its
+    label, group and kind, and the build settings."""
+    import hashlib
+
+    traces = []
+    for path, label, group, kind in zip(paths, labels, groups, kinds, strict=True):
+        try:
+            stat = path.stat()
+            traces.append([str(path), stat.st_size, stat.st_mtime_ns, label, group, kind])
+        except OSError:
+            traces.append([str(path), None, None, label, group, kind])
+    blob = json.dumps({"settings": settings, "traces": traces}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _built_from(out: Path) -> str | None:
+    """The inputs key of a complete dataset at `out` (its dataset.json is written last), if any."""
+    try:
+        return json.loads((out / "dataset.json").read_text())["meta"].get("inputs_key")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 @dataset_app.command("build")
 def build(
     representation: str = typer.Option(..., "--representation", "-r", help="ism or bsm."),
@@ -92,8 +116,11 @@ def build(
         0, help="Leave out traces with fewer executed instructions (so trace length is not the label)."
     ),
     limit: int = typer.Option(None, help="Use only the first N labelled traces (quick experiments)."),
+    overwrite: bool = typer.Option(False, help="Build again even when OUT is up to date."),
 ) -> None:
-    """Encode a corpus's traces as an ISM or BSM dataset (token ids, Parquet file table)."""
+    """Encode a corpus's traces as an ISM or BSM dataset (token ids, Parquet file table).
+
+    Run again with the same traces and settings, it finds OUT up to date and does nothing."""
     from runtrace.represent.dataset import DatasetError, build_dataset
     from runtrace.represent.encode import REPRESENTATIONS
     from runtrace.represent.normalise import Normalisation
@@ -123,6 +150,15 @@ def build(
     if not paths:
         raise fail(f"no labelled traces found ({', '.join(f'{k}: {v}' for k, v in skipped.items())})")
 
+    inputs_key = _inputs_key(
+        paths, labels, groups, kinds,
+        representation=representation, normalisation=normalisation, api=api, max_tokens=max_tokens,
+        window=window_settings, min_instructions=min_instructions,
+    )  # fmt: skip
+    if not overwrite and _built_from(out) == inputs_key:
+        console.print(f"{out} is up to date (same traces and settings; --overwrite builds it again)")
+        return
+
     with Progress(
         TextColumn("[bold]encoding"),
         BarColumn(),
@@ -150,12 +186,15 @@ def build(
             )
         except DatasetError as e:
             raise fail(str(e)) from None
+        except KeyboardInterrupt:
+            raise fail(f"interrupted while encoding; {out} was not written", INTERRUPTED) from None
     for item in data.meta.get("skipped", [])[:20]:
         err_console.print(
             f"[yellow]skipped:[/] {item['trace']}: {item['error']}", highlight=False, soft_wrap=True
         )
     if len(data) == 0:
         raise fail("no trace could be read")
+    data.meta["inputs_key"] = inputs_key
     data.save(out)
     summary = data.describe()
     summary["skipped"] = {

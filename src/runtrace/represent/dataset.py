@@ -164,6 +164,8 @@ class SequenceDataset:
     def save(self, path: str | os.PathLike) -> Path:
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
+        # A dataset saved over an older one: until the new dataset.json is written, none is there.
+        (out / "dataset.json").unlink(missing_ok=True)
         header = {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
