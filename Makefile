@@ -33,10 +33,14 @@ format: install
 bench: install src/runtrace/trace/emulate/_blockrec.built
 	$(PY) -m benchmarks.run
 
-# The whole study: corpus -> traces -> datasets -> evaluation -> default model. Corpus and traces resume
-# from their caches; the datasets and evaluations (about 70 min on 2 cores) are redone on every run.
+# The whole study: corpus -> traces -> datasets -> evaluation -> default model. Every step resumes: corpus
+# and traces from their caches, datasets when their traces and settings are unchanged, evaluations (about
+# 70 min on 2 cores) from the folds saved under reports/reproduce-*/checkpoints. After changing the code,
+# FRESH=1 builds the datasets and runs the evaluations again from the start (also needed once when
+# reports/reproduce-* hold reports written before fold checkpoints existed).
 # CORPUS_LIMIT=N traces only N corpus samples (classes alternating) for a quicker, smaller run.
 CORPUS_LIMIT ?= 0
+FRESH ?=
 # Seconds of emulation per corpus sample. Below the tracer's 60 s default so the ~2,200 benign DLLs fit
 # in about an hour on 2 cores: Speakeasy runs every export of a DLL, and Wine's DLLs with hundreds of
 # exports make tens of thousands of API calls (about 1 ms each), so a few percent of them would each take
@@ -64,10 +68,10 @@ reproduce: install src/runtrace/trace/emulate/_blockrec.built
 # runs ISM and BSM side by side, one core each: on 2 cores that is faster than one process with 2 threads.
 reproduce-ism reproduce-bsm: reproduce-%:
 	$(VENV)/bin/runtrace dataset build -r $* -m $(CORPUS)/manifest.parquet -o $(WORK)/datasets/$* \
-		--min-instructions $(MIN_INSTRUCTIONS)
+		--min-instructions $(MIN_INSTRUCTIONS) $(if $(FRESH),--overwrite)
 	$(VENV)/bin/runtrace evaluate --dataset $(WORK)/datasets/$* --representation $* --protocol all \
 		--models lstm,ngram-lr,ngram-lgbm,metadata --manifest $(CORPUS)/manifest.parquet --threads 1 \
-		--no-progress -o reports/reproduce-$* --overwrite
+		--no-progress -o reports/reproduce-$* $(if $(FRESH),--overwrite)
 
 # Ships the model `make reproduce` trained as the scanner's default (then update docs/model-card.md).
 install-default-model:
