@@ -105,3 +105,22 @@ def test_trace_adds_trace_columns_via_the_tracer_batch(tiny_corpus, monkeypatch)
     )
     assert result.exit_code == 0, result.output
     assert "trace_length" in result.output
+
+
+def test_ctrl_c_during_corpus_trace_keeps_the_finished_rows(tiny_corpus, monkeypatch):
+    corpus, _ = tiny_corpus
+    from runtrace.trace.emulate import batch
+
+    def interrupted_batch(inputs, out_dir, settings=None, workers=None, on_done=None, **kw):
+        first = next(iter(inputs))
+        done = batch.TraceOutcome(first.sha256, first.name, "ok", path="t.rtrace", instruction_count=1234)
+        on_done(done)
+        raise batch.BatchInterrupted([done], unfinished=3)
+
+    monkeypatch.setattr(batch, "trace_batch", interrupted_batch)
+    result = runner.invoke(app, ["corpus", "trace", "--corpus-dir", str(corpus), "--limit", "4"])
+    assert result.exit_code == 130, result.output
+    assert "interrupted: 1 samples finished and are in the manifest, 3 not" in result.output
+    rows = read_manifest(corpus / "manifest.parquet").to_pylist()
+    traced = [r for r in rows if r["trace_status"] is not None]
+    assert len(traced) == 1 and traced[0]["instruction_count"] == 1234

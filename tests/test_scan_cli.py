@@ -243,3 +243,22 @@ def test_an_ism_model_scans_and_explains(tmp_path: Path, traces) -> None:
     assert r.status == "ok" and r.trace.sequence_length == r.trace.instructions + r.trace.api_calls
     kinds = {c.kind for c in r.explanation.contributions}
     assert kinds <= {"block", "api"} and r.explanation.units_exact > 0
+
+
+def test_ctrl_c_reports_the_files_finished_and_exits_130(traces, monkeypatch) -> None:
+    from runtrace.scan.scanner import Scanner
+
+    real = Scanner._scan_trace_file
+    seen = []
+
+    def interrupted_on_the_second_file(self, item):
+        seen.append(item)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+        return real(self, item)
+
+    monkeypatch.setattr(Scanner, "_scan_trace_file", interrupted_on_the_second_file)
+    code, report, err = scan_json(traces["benign1"], traces["evil"], traces["benign2"])
+    assert code == 130 and report.exit_code == 130
+    assert [Path(r.name).stem for r in report.results] == ["benign1"]
+    assert "interrupted: 1 of 3 inputs scanned" in err and "Traceback" not in err
