@@ -118,7 +118,7 @@ main()
 """
 
 
-def _wait_for(path: Path, proc: subprocess.Popen, limit_s: float = 180) -> None:
+def _wait_for(path: Path, proc: subprocess.Popen, limit_s: float = 600) -> None:
     deadline = time.monotonic() + limit_s  # a generous bound so a broken run fails instead of hanging
     while not path.exists():
         assert proc.poll() is None, proc.communicate()
@@ -135,7 +135,7 @@ def test_ctrl_c_stops_the_children_and_keeps_what_finished(tmp_path, cli32, cli6
     _wait_for(pids, proc)
     hanging = int(pids.read_text())
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=120)
+    stdout, stderr = proc.communicate(timeout=600)  # a hang guard, not a timing check
 
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and "interrupted: 1 samples finished" in stderr
