@@ -4,15 +4,22 @@ Malicious: the native user-mode samples of ../shared/samples/capa-testfiles.zip 
 Benign: a fixed, seeded selection from the corpus manifest (`runtrace corpus build`): Wine's programs and
 DLLs from Debian's libwine (i386 and amd64) and files from PyPI Windows wheels, EXEs and DLLs of both.
 Traces are cached (resumable), so a rerun only traces what is new.
+
+Figures are given per class, and per class and kind (EXE, DLL, PYD: a DLL exporting `PyInit_*`) and per
+class and architecture.  `RUNTRACE_COVERAGE_SUBSET=N` measures a fixed, seeded subset of N files per
+class instead (quicker, for iterating on the tracer); the full benchmark is the default.
 """
 
 from __future__ import annotations
 
 import csv
+import os
 import random
 import statistics
 from collections import Counter
 from pathlib import Path
+
+import pefile
 
 from runtrace.trace.emulate.batch import trace_batch
 from runtrace.trace.emulate.emulator import TracerSettings
@@ -56,6 +63,27 @@ def _benign() -> list[Sample]:
     ]
 
 
+def subset(samples: list[Sample], n: int) -> list[Sample]:
+    """A fixed, seeded choice of n samples (all of them when n is 0 or too large)."""
+    if not n or n >= len(samples):
+        return samples
+    return random.Random(16).sample(sorted(samples, key=lambda s: s.sha256), n)
+
+
+def kind_of(data: bytes) -> str:
+    """EXE, DLL or PYD (a DLL that exports `PyInit_<name>`: a Python extension module), from the headers."""
+    pe = pefile.PE(data=data, fast_load=True)
+    try:
+        if not pe.is_dll():
+            return "EXE"
+        pe.parse_data_directories([pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_EXPORT"]])
+        exports = getattr(pe, "DIRECTORY_ENTRY_EXPORT", None)
+        names = [s.name or b"" for s in exports.symbols] if exports else []
+        return "PYD" if any(n.startswith(b"PyInit_") for n in names) else "DLL"
+    finally:
+        pe.close()
+
+
 def _figures(label: str, outcomes) -> dict:
     traced = [o for o in outcomes if o.status in ("ok", "skipped")]
     reasons = Counter(
@@ -73,15 +101,34 @@ def _figures(label: str, outcomes) -> dict:
     }
 
 
+def _breakdown(label: str, samples: list[Sample], outcomes) -> list[dict]:
+    """One row for the class, then one per kind and one per architecture."""
+    kinds = {s.sha256: kind_of(s.read()) for s in samples}
+    rows = [_figures(label, outcomes)]
+    for kind in ("EXE", "DLL", "PYD"):
+        part = [o for o in outcomes if kinds.get(o.sha256) == kind]
+        if part:
+            rows.append(_figures(f"{label} {kind}", part))
+    for arch in sorted({o.arch for o in outcomes if o.arch}):
+        rows.append(_figures(f"{label} {arch}", [o for o in outcomes if o.arch == arch]))
+    return rows
+
+
 def run() -> dict:
     if not (SHARED / "capa-testfiles.zip").exists():
         return {"skipped": "../shared/samples not present"}
+    n = int(os.environ.get("RUNTRACE_COVERAGE_SUBSET", "0"))
     # Its own trace folder: the corpus traces may be made with other settings (`corpus trace --timeout`).
     settings, traces = TracerSettings(), CACHE / "bench" / "coverage-traces"
-    rows = [_figures("malicious", trace_batch(_malicious(), traces, settings, workers=2))]
+    classes = [("malicious", subset(_malicious(), n))]
     if MANIFEST.exists():
-        rows.append(_figures("benign", trace_batch(_benign(), traces, settings, workers=2)))
+        classes.append(("benign", subset(_benign(), n)))
+    rows = []
+    for label, samples in classes:
+        rows += _breakdown(label, samples, trace_batch(samples, traces, settings, workers=2))
     notes = (
         [] if MANIFEST.exists() else ["Benign figures need the corpus: run `runtrace corpus build` first."]
     )
+    if n:
+        notes.append(f"A seeded subset of at most {n} files per class (RUNTRACE_COVERAGE_SUBSET).")
     return {"settings": str(settings.key()), "rows": rows, "notes": notes}

@@ -4,7 +4,7 @@ import struct
 
 import pytest
 
-from runtrace.trace.emulate import winapi
+from runtrace.trace.emulate import startup, winapi
 
 
 class FakeMemory:
@@ -167,13 +167,14 @@ def test_crt_variables_have_storage_of_the_right_shape(bits):
     def deref(address: int) -> int:
         return int.from_bytes(emu.mem_read(address, ptr), "little")
 
-    assert int.from_bytes(emu.mem_read(winapi._crt_variable(emu, "__argc"), 4), "little") == 1
+    assert int.from_bytes(emu.mem_read(winapi._crt_variable(emu, "__argc"), 4), "little") == 2
     assert int.from_bytes(emu.mem_read(winapi._crt_variable(emu, "_fmode"), 4), "little") == 0
-    assert emu.read_mem_string(deref(winapi._crt_variable(emu, "_acmdln")), 1) == "program.exe"
+    assert emu.read_mem_string(deref(winapi._crt_variable(emu, "_acmdln")), 1) == startup.COMMAND_LINE
     argv = deref(winapi._crt_variable(emu, "__argv"))
-    assert emu.read_mem_string(deref(argv), 1) == "program.exe" and deref(argv + ptr) == 0
+    assert emu.read_mem_string(deref(argv), 1) == startup.PROGRAM
+    assert emu.read_mem_string(deref(argv + ptr), 1) == startup.DOCUMENT and deref(argv + 2 * ptr) == 0
     wide = deref(winapi._crt_variable(emu, "_wcmdln"))
-    assert emu.mem_read(wide, 6) == "pro".encode("utf-16-le")
+    assert emu.mem_read(wide, 6) == "C:\\".encode("utf-16-le")
     assert deref(deref(winapi._crt_variable(emu, "_environ"))) == 0  # an empty environment
     assert winapi._crt_variable(emu, "_not_a_crt_variable") is None
 
@@ -198,3 +199,47 @@ def test_versioned_crt_dlls_fall_back_to_msvcrt_data_and_to_runtrace_storage():
     assert fn is not None and fn(None, 0) >= 0x1000
     assert handler(api, "MSVCR100", "printf")[1] is None  # a function, not a variable
     assert handler(api, "KERNEL32", "_commode")[1] is None  # not a C runtime
+
+
+@pytest.mark.parametrize("bits", [32, 64])
+@pytest.mark.parametrize("wide", [False, True])
+def test_getmainargs_writes_argc_argv_and_environment(bits, wide):
+    mem, ptr = FakeMemory(), bits // 8
+    scratch = winapi._Scratch(mem, bits)
+    out = mem.mem_alloc(3 * 8)
+    assert winapi.get_main_args(scratch, [out, out + 8, out + 16, 0, 0], wide) == 0
+
+    def deref(address: int, size: int = ptr) -> int:
+        return int.from_bytes(mem.mem_read(address, size), "little")
+
+    assert deref(out, 4) == len(startup.ARGV) == 2
+    argv = deref(out + 8)
+    for i, arg in enumerate(startup.ARGV):
+        text = startup.encode(arg, wide)
+        assert mem.mem_read(deref(argv + i * ptr), len(text)) == text
+    assert deref(argv + 2 * ptr) == 0
+    assert deref(deref(out + 16)) == 0  # an empty environment
+
+
+class ConsoleEmu(FakeMemory):
+    class Process:
+        def get_std_handle(self, which: int) -> int:
+            return 0xF001 if which == winapi.STD_INPUT_HANDLE else 0
+
+    def get_current_process(self):
+        return self.Process()
+
+
+def test_standard_input_is_read_in_order_then_end_of_file():
+    emu = ConsoleEmu()
+    hooks = {name: hook for name, _, hook in winapi.standard_input_hooks(startup.StandardInput())}
+    buf, count = emu.mem_alloc(64), emu.mem_alloc(8)
+    assert hooks["ReadFile"](emu, "kernel32.ReadFile", None, [0xF001, buf, 5, count, 0]) == 1
+    assert emu.mem_read(buf, 5) == startup.STDIN_TEXT[:5] and emu.mem_read(count, 4) == (5).to_bytes(4, "little")
+    assert hooks["ReadConsoleW"](emu, "kernel32.ReadConsoleW", None, [0xF001, buf, 64, count, 0]) == 1
+    rest = startup.STDIN_TEXT[5:]
+    assert emu.mem_read(buf, 2 * len(rest)) == rest.decode().encode("utf-16-le")
+    assert hooks["ReadFile"](emu, "kernel32.ReadFile", None, [0xF001, buf, 5, count, 0]) == 1
+    assert emu.mem_read(count, 4) == b"\0\0\0\0"  # end of file
+    # Any other handle goes to Speakeasy's own ReadFile.
+    assert hooks["ReadFile"](emu, "kernel32.ReadFile", lambda argv: 7, [0x1234, buf, 5, count, 0]) == 7

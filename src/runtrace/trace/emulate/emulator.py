@@ -23,7 +23,7 @@ from speakeasy.windows.common import EMU_RESERVE_SIZE, EMU_RESERVED
 from speakeasy.winenv import arch as se_arch
 
 from runtrace import __version__
-from runtrace.trace.emulate import decoys, memranges, winapi
+from runtrace.trace.emulate import decoys, memranges, startup, winapi
 from runtrace.trace.blocks import canonicalize
 from runtrace.trace.model import ApiCall, EntryPoint, StopReason, Trace, TraceMeta
 from runtrace.trace.emulate.pe import inspect_pe
@@ -76,7 +76,7 @@ def _speakeasy_config(settings: TracerSettings) -> dict:
     cfg["timeout"] = 0  # runtrace runs its own watchdog over the whole run, not per entry point
     cfg["max_api_count"] = settings.max_api_calls
     cfg["analysis"] = {"memory_tracing": False, "strings": False}
-    cfg["command_line"] = winapi.COMMAND_LINE
+    cfg["command_line"] = startup.COMMAND_LINE
     return cfg
 
 

@@ -193,16 +193,16 @@ class Gui:
         return self._next_handle
 
 
-def _guarded(hook):
+def guarded(hook):
     # An exception escaping an API hook would end the emulation run: a failure here costs the program
     # only a 0 from this call.
-    def guarded(emu, api_name, orig, argv):
+    def call(emu, api_name, orig, argv):
         try:
             return hook(emu, api_name, orig, argv)
         except Exception:
             return 0
 
-    return guarded
+    return call
 
 
 def handlers(gui: Gui) -> list[tuple[str, int, object]]:
@@ -219,5 +219,5 @@ def handlers(gui: Gui) -> list[tuple[str, int, object]]:
         ("DialogBoxParam", 5, gui.dialog_box),
         ("DialogBoxIndirectParam", 5, gui.dialog_box),
     ]:
-        out += [(name + suffix, argc, _guarded(hook)) for suffix in ("A", "W")]
+        out += [(name + suffix, argc, guarded(hook)) for suffix in ("A", "W")]
     return out

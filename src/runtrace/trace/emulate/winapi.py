@@ -16,8 +16,9 @@ from collections.abc import Callable
 from speakeasy.profiler import Run
 from speakeasy.winenv import arch as se_arch
 
-from runtrace.trace.emulate import gui
+from runtrace.trace.emulate import gui, startup
 from runtrace.trace.emulate.callbacks import Callbacks
+from runtrace.trace.emulate.startup import command_line_text, empty_environment
 
 CDECL = se_arch.CALL_CONV_CDECL
 STDCALL = se_arch.CALL_CONV_STDCALL
@@ -25,19 +26,6 @@ STDCALL = se_arch.CALL_CONV_STDCALL
 # Module patterns (fnmatch, lower case) a C-runtime function may be imported from.
 _CRT = ("ucrtbase", "ucrtbased", "msvcrt", "msvcr*", "api-ms-win-crt-*")
 _DELAYLOAD = ("kernel32", "kernelbase", "api-ms-win-core-delayload-*")
-
-
-# The command line every emulated program is given (Speakeasy's configuration says the same), and the
-# environment: none, an array holding a single NULL.
-COMMAND_LINE = "program.exe"
-
-
-def command_line_text(wide: bool) -> bytes:
-    return (COMMAND_LINE + "\0").encode("utf-16-le" if wide else "ascii")
-
-
-def empty_environment(ptr_size: int) -> bytes:
-    return b"\0" * ptr_size * 2
 
 
 class _Scratch:
@@ -64,6 +52,15 @@ class _Scratch:
 
     def env_block(self, wide: bool) -> int:
         return self.alloc(empty_environment(self.ptr), "env_w" if wide else "env_a")
+
+    def argv(self, wide: bool) -> int:
+        key = "argv_w" if wide else "argv_a"
+        if key not in self._cache:
+            size = len(startup.argv_array(0, self.ptr, wide))
+            address = self.se.mem_alloc(size, tag=f"runtrace.{key}")
+            self.se.mem_write(address, startup.argv_array(address, self.ptr, wide))
+            self._cache[key] = address
+        return self._cache[key]
 
 
 # Python C-API functions that return an int status (0 = success) rather than an object pointer.
@@ -196,9 +193,27 @@ def raise_exception(s: _Scratch, argv: list) -> int:
     return 0
 
 
+def get_main_args(s: _Scratch, argv: list, wide: bool) -> int:
+    """msvcrt's __getmainargs / __wgetmainargs(&argc, &argv, &env, wildcard, startinfo): Speakeasy's
+    handler writes none of the three, so `main` got whatever the stack held as argc and argv."""
+    p_argc, p_argv, p_env = argv[:3]
+    for address, value, size in (
+        (p_argc, len(startup.ARGV), 4),
+        (p_argv, s.argv(wide), s.ptr),
+        (p_env, s.env_block(wide), s.ptr),
+    ):
+        if address:
+            s.se.mem_write(address, value.to_bytes(size, "little"))
+    return 0
+
+
 def _overrides(s: _Scratch) -> list[tuple[tuple[str, ...], str, int, int, Callable[[list], int]]]:
     """Handlers that replace Speakeasy's own."""
-    return [(("kernel32", "kernelbase"), "RaiseException", 4, STDCALL, lambda a: raise_exception(s, a))]
+    return [
+        (("kernel32", "kernelbase"), "RaiseException", 4, STDCALL, lambda a: raise_exception(s, a)),
+        (_CRT, "__getmainargs", 5, CDECL, lambda a: get_main_args(s, a, wide=False)),
+        (_CRT, "__wgetmainargs", 5, CDECL, lambda a: get_main_args(s, a, wide=True)),
+    ]
 
 
 def _handlers(
@@ -307,14 +322,16 @@ def _crt_variable(emu, name: str) -> int | None:
     def pointer_to(address: int) -> bytes:
         return address.to_bytes(ptr, "little")
 
-    integers = {"_commode": 0, "_fmode": 0, "__argc": 1, "_adjust_fdiv": 0, "__mb_cur_max": 1}
+    integers = {"_commode": 0, "_fmode": 0, "__argc": len(startup.ARGV), "_adjust_fdiv": 0, "__mb_cur_max": 1}
     if name in integers:
         return store(integers[name].to_bytes(4, "little"), name)
     if name in ("_acmdln", "_wcmdln"):
         return store(pointer_to(store(command_line_text(name == "_wcmdln"), name + ".text")), name)
     if name in ("__argv", "__wargv"):
-        program = store(command_line_text(name == "__wargv"), "argv0")
-        return store(pointer_to(store(pointer_to(program) + b"\0" * ptr, "argv")), name)
+        wide = name == "__wargv"
+        array = store(startup.argv_array(0, ptr, wide), "argv")
+        emu.mem_write(array, startup.argv_array(array, ptr, wide))
+        return store(pointer_to(array), name)
     if name in ("_environ", "_wenviron", "__initenv", "__winitenv"):
         return store(pointer_to(store(empty_environment(ptr), "env")), name)
     if name == "_iob":
@@ -386,6 +403,39 @@ def enum_resource_names(callbacks: Callbacks, emu, argv: list, ctx: dict) -> int
     return 1 if callbacks.call(emu, callback, calls, argv) else 0
 
 
+STD_INPUT_HANDLE = 0xFFFFFFF6
+
+
+def standard_input_hooks(stdin: startup.StandardInput) -> list[tuple[str, int, Callable]]:
+    """ReadFile on the standard input handle and ReadConsole{A,W} read `startup.STDIN_TEXT`.
+
+    Speakeasy's ReadFile fails on the console handle, so a program reading its input (a filter, a
+    prompt) saw an error at once.  (user32-style hooks: (emu, api_name, orig, argv).)"""
+
+    def deliver(emu, buffer: int, p_count: int, data: bytes, count: int) -> int:
+        if data and buffer:
+            emu.mem_write(buffer, data)
+        if p_count:
+            emu.mem_write(p_count, count.to_bytes(4, "little"))
+        return 1
+
+    def read_file(emu, api_name, orig, argv):
+        handle, buffer, n, p_read = argv[:4]
+        if handle != emu.get_current_process().get_std_handle(STD_INPUT_HANDLE):
+            return orig(argv) if orig is not None else 0
+        data = stdin.read(n)
+        return deliver(emu, buffer, p_read, data, len(data))
+
+    def read_console(emu, api_name, orig, argv):
+        _, buffer, n_chars, p_read = argv[:4]
+        wide = api_name.endswith("W")
+        text = stdin.read(n_chars)
+        data = text.decode("latin-1").encode("utf-16-le") if wide else text
+        return deliver(emu, buffer, p_read, data, len(text))
+
+    return [("ReadFile", 5, read_file), ("ReadConsoleA", 5, read_console), ("ReadConsoleW", 5, read_console)]
+
+
 def _register_as_speakeasy_handler(se, module: str, name: str, argc: int, fn) -> None:
     """A handler Speakeasy files as its own (so that it leaves the API's return to the handler, which a
     callback needs); A/W variants fold into `name` as Speakeasy's do."""
@@ -413,6 +463,9 @@ def install(se, bits: int) -> Host:
     callbacks.install(se.emu)
     enum_names = lambda _handlers, emu, argv, ctx: enum_resource_names(callbacks, emu, argv, ctx)  # noqa: E731
     _register_as_speakeasy_handler(se, "kernel32", "EnumResourceNames", 4, enum_names)
+    for name, argc, hook in standard_input_hooks(startup.StandardInput()):
+        for module in ("kernel32", "kernelbase"):
+            se.add_api_hook(gui.guarded(hook), module=module, api_name=name, argc=argc, call_conv=STDCALL)
     window_manager = gui.Gui(scratch, callbacks)
     for name, argc, hook in gui.handlers(window_manager):
         se.add_api_hook(hook, module="user32", api_name=name, argc=argc, call_conv=STDCALL)
