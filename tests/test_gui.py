@@ -125,8 +125,8 @@ def test_a_window_of_a_registered_class_lives_through_its_message_loop(env):
     hwnd = wm.create_window(emu, "USER32.CreateWindowExW", None, _create_args(_wide(emu, "MAINWND")))
     messages = _messages(emu, wm)
     assert [m[1] for m in messages] == [
-        gui.WM_CREATE, gui.WM_SHOWWINDOW, gui.WM_SIZE, gui.WM_PAINT, gui.WM_TIMER, gui.WM_CLOSE,
-        gui.WM_DESTROY, gui.WM_QUIT,
+        gui.WM_CREATE, gui.WM_SHOWWINDOW, gui.WM_SIZE, gui.WM_PAINT, gui.WM_TIMER, gui.WM_COMMAND,
+        gui.WM_CLOSE, gui.WM_DESTROY, gui.WM_QUIT,
     ]  # fmt: skip
     assert all(m[0] == hwnd for m in messages[:-1])
     create_struct = messages[0][3]
@@ -175,8 +175,13 @@ def test_modal_dialogs_get_wm_initdialog_and_messages_for_other_windows_go_to_sp
     args = [0x400000, 0x65, 0, 0x402000, 0x77]
     assert wm.dialog_box(emu, "USER32.DialogBoxParamW", lambda argv: 0, args) == 0
     assert emu.regs["pc"] == 0x402000
-    first_arg = emu.read_ptr(emu.regs["sp"] + 4 * 2) if emu.ptr == 4 else emu.regs["rdx"]
-    assert first_arg == gui.WM_INITDIALOG
+    message = lambda: emu.read_ptr(emu.regs["sp"] + 4 * 2) if emu.ptr == 4 else emu.regs["rdx"]  # noqa: E731
+    assert message() == gui.WM_INITDIALOG
+    # WM_INITDIALOG returns TRUE: the OK button's WM_COMMAND follows.
+    emu.regs[se_arch.AMD64_REG_RAX if emu.ptr == 8 else se_arch.X86_REG_EAX] = 1
+    emu.regs["sp"] += emu.ptr
+    assert emu._handle_invalid_fetch(None, CALLBACK_RETURN, 1, 0, {})
+    assert emu.regs["pc"] == 0x402000 and message() == gui.WM_COMMAND
     # DialogBoxIndirectParam has no Speakeasy handler to return through: no call, the dialog says IDOK.
     assert wm.dialog_box(emu, "USER32.DialogBoxIndirectParamW", None, args) == 1
     msg = emu.mem_alloc(64)

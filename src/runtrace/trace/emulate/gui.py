@@ -7,9 +7,11 @@ ended at the message loop.  Here:
 
 - a window of a class the program registered gets a short, fixed life through its message loop:
   `WM_CREATE` (with a real `CREATESTRUCT`), `WM_SHOWWINDOW`, `WM_SIZE`, `WM_PAINT`, `WM_TIMER`,
-  `WM_CLOSE`, `WM_DESTROY`, then `WM_QUIT` ends the loop, as if a user had opened and closed it;
+  `WM_COMMAND` (the OK button's id), `WM_CLOSE`, `WM_DESTROY`, then `WM_QUIT` ends the loop, as if a
+  user had opened, used and closed it;
 - `DispatchMessage` and `SendMessage` call the window procedure; a modal dialog's procedure gets
-  `WM_INITDIALOG`, and the dialog returns what the procedure returned.
+  `WM_INITDIALOG` and then `WM_COMMAND` for its OK button, and the dialog returns what the procedure
+  returned.
 
 A procedure is called when the API that calls it returns, and the API then returns to the program
 with the procedure's return value (`callbacks.Callbacks`).  The script is deterministic, so the same program
@@ -25,7 +27,8 @@ from collections import deque
 from runtrace.trace.emulate.callbacks import Callbacks
 
 WM_CREATE, WM_DESTROY, WM_SIZE, WM_PAINT, WM_CLOSE, WM_QUIT = 0x01, 0x02, 0x05, 0x0F, 0x10, 0x12
-WM_SHOWWINDOW, WM_INITDIALOG, WM_TIMER = 0x18, 0x110, 0x113
+WM_SHOWWINDOW, WM_INITDIALOG, WM_COMMAND, WM_TIMER = 0x18, 0x110, 0x111, 0x113
+IDOK = 1
 PM_REMOVE = 1
 MAX_SCRIPTED_WINDOWS = 4  # programs that create many windows get the script for the first few
 _WIDTH, _HEIGHT = 640, 480
@@ -90,7 +93,7 @@ class Gui:
     def _script_life(self, hwnd: int, create_struct: int) -> None:
         size = (_HEIGHT << 16) | _WIDTH
         life = [(WM_CREATE, 0, create_struct), (WM_SHOWWINDOW, 1, 0), (WM_SIZE, 0, size), (WM_PAINT, 0, 0),
-                (WM_TIMER, 1, 0), (WM_CLOSE, 0, 0), (WM_DESTROY, 0, 0)]  # fmt: skip
+                (WM_TIMER, 1, 0), (WM_COMMAND, IDOK, 0), (WM_CLOSE, 0, 0), (WM_DESTROY, 0, 0)]  # fmt: skip
         # WM_QUIT stays last, after every scripted window's messages.
         if self.script and self.script[-1][1] == WM_QUIT:
             self.script.pop()
@@ -147,8 +150,9 @@ class Gui:
         return orig(argv) if orig is not None else 0
 
     def dialog_box(self, emu, api_name: str, orig, argv: list) -> int:
-        """DialogBox[Indirect]Param{A,W}: the procedure gets WM_INITDIALOG; the dialog then ends with
-        the procedure's return value (TRUE, 1, is IDOK)."""
+        """DialogBox[Indirect]Param{A,W}: the procedure gets WM_INITDIALOG, then (if it returned
+        non-zero) WM_COMMAND for the OK button, as if the user had confirmed at once; the dialog ends
+        with the procedure's last return value (TRUE, 1, is IDOK)."""
         dlgproc, param = argv[3], argv[4]
         hdlg = self._handle()
         # A callback needs Speakeasy to leave the return to it, which it does only for APIs it has a
@@ -156,7 +160,9 @@ class Gui:
         if (
             dlgproc
             and orig is not None
-            and self.callbacks.call(emu, dlgproc, (hdlg, WM_INITDIALOG, 0, param), argv)
+            and self.callbacks.call(
+                emu, dlgproc, iter([(hdlg, WM_INITDIALOG, 0, param), (hdlg, WM_COMMAND, IDOK, 0)]), argv
+            )
         ):
             self.windows[hdlg] = dlgproc
             return 0
