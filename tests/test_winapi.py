@@ -235,7 +235,9 @@ def test_standard_input_is_read_in_order_then_end_of_file():
     hooks = {name: hook for name, _, hook in winapi.standard_input_hooks(startup.StandardInput())}
     buf, count = emu.mem_alloc(64), emu.mem_alloc(8)
     assert hooks["ReadFile"](emu, "kernel32.ReadFile", None, [0xF001, buf, 5, count, 0]) == 1
-    assert emu.mem_read(buf, 5) == startup.STDIN_TEXT[:5] and emu.mem_read(count, 4) == (5).to_bytes(4, "little")
+    assert emu.mem_read(buf, 5) == startup.STDIN_TEXT[:5] and emu.mem_read(count, 4) == (5).to_bytes(
+        4, "little"
+    )
     assert hooks["ReadConsoleW"](emu, "kernel32.ReadConsoleW", None, [0xF001, buf, 64, count, 0]) == 1
     rest = startup.STDIN_TEXT[5:]
     assert emu.mem_read(buf, 2 * len(rest)) == rest.decode().encode("utf-16-le")

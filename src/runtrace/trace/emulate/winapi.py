@@ -16,7 +16,7 @@ from collections.abc import Callable
 from speakeasy.profiler import Run
 from speakeasy.winenv import arch as se_arch
 
-from runtrace.trace.emulate import gui, startup
+from runtrace.trace.emulate import crtformat, gui, startup
 from runtrace.trace.emulate.callbacks import Callbacks
 from runtrace.trace.emulate.startup import command_line_text, empty_environment
 
@@ -209,7 +209,8 @@ def get_main_args(s: _Scratch, argv: list, wide: bool) -> int:
 
 def _overrides(s: _Scratch) -> list[tuple[tuple[str, ...], str, int, int, Callable[[list], int]]]:
     """Handlers that replace Speakeasy's own."""
-    return [
+    printf = crtformat.Formatter(s.se, s.ptr * 8).handlers()
+    return [(_CRT, name, argc, CDECL, fn) for name, argc, fn in printf] + [
         (("kernel32", "kernelbase"), "RaiseException", 4, STDCALL, lambda a: raise_exception(s, a)),
         (_CRT, "__getmainargs", 5, CDECL, lambda a: get_main_args(s, a, wide=False)),
         (_CRT, "__wgetmainargs", 5, CDECL, lambda a: get_main_args(s, a, wide=True)),
@@ -254,10 +255,6 @@ def _handlers(
         ("_seh_filter_exe", 2, zero),
         ("_initialize_narrow_environment", 0, zero),
         ("__acrt_iob_func", 1, lambda a: s.alloc(b"\0" * 64, f"iob{a[0] & 3}")),
-        ("__stdio_common_vfprintf", 5, zero),
-        ("__stdio_common_vfwprintf", 5, zero),
-        ("__stdio_common_vsprintf_s", 7, zero),
-        ("__stdio_common_vswprintf", 7, zero),
         ("_errno", 0, lambda a: s.alloc(b"\0" * 8, "errno")),
         ("__doserrno", 0, lambda a: s.alloc(b"\0" * 8, "doserrno")),
         ("_callnewh", 1, zero),
