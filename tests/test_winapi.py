@@ -62,8 +62,8 @@ def test_python_status_and_truth_calls(host):
     assert python.value("PyType_Ready") == 0
     assert python.value("PyErr_Occurred") == 0  # no error pending
     assert python.value("PyArg_ParseTuple") == 1
-    assert winapi.Host(python).stub_value("KERNEL32", "Frobnicate") == 0
-    assert winapi.Host(python).stub_value("python311", "PyLong_FromLong") != 0
+    assert winapi.Host(python).stub_value(None, "KERNEL32", "Frobnicate") == 0
+    assert winapi.Host(python).stub_value(None, "python311", "PyLong_FromLong") != 0
 
 
 def test_module_def_init_queues_exec_slots_only(host):

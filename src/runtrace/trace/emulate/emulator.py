@@ -39,6 +39,7 @@ TRACER_REVISION = 8
 TRACER_VERSION = f"runtrace-emu/{__version__}.{TRACER_REVISION}"
 STATUS_ACCESS_VIOLATION = 0xC0000005
 PAGE = 0x1000
+NULL_REGION = 0x10000  # Windows maps nothing below 64 KiB
 
 # C-runtime DLLs use cdecl on x86: the caller pops the arguments, so a stub need not know their number.
 _CDECL_DLL_PREFIXES = ("msvcr", "ucrtbase", "api-ms-win-crt-", "msvcp", "vcruntime")
@@ -247,9 +248,10 @@ class _Session:
 
         def null_call(address: int) -> bool:
             # A call to address 0 (or a small offset from it: `call [eax+8]` with eax 0) from the program:
-            # return 0 to the caller, as from a stubbed API, rather than end the run.  Unicorn retries
+            # return 0 to the caller, as from a stubbed API, rather than end the run.  Windows never maps
+            # the first 64 KiB, so a call below it is always through a bad pointer.  Unicorn retries
             # the faulting fetch's page after the hook, so page 0 must be mapped (not executable).
-            if address >= PAGE or len(self.null_calls) >= self.settings.null_calls:
+            if address >= NULL_REGION or len(self.null_calls) >= self.settings.null_calls:
                 return False
             ret = emu.get_ret_address()
             if reserved[0] <= ret <= reserved[1] or emu.get_address_map(ret) is None:
@@ -279,7 +281,7 @@ class _Session:
             conv = se_arch.CALL_CONV_CDECL
         ret = emu.get_ret_address()
         self.api_calls.append((self.recorder.visit_count - 1, api, ret, False))
-        emu.do_call_return(0, ret, self.host.stub_value(dll, name), conv=conv)
+        emu.do_call_return(0, ret, self.host.stub_value(emu, dll, name), conv=conv)
 
     def run(self) -> None:
         timeout = self.settings.timeout_s

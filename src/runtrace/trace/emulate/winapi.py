@@ -142,10 +142,28 @@ class Host:
     def __init__(self, python: PythonHost) -> None:
         self.python = python
 
-    def stub_value(self, dll: str, name: str) -> int:
+    def stub_value(self, emu, dll: str, name: str) -> int:
         if dll.lower().startswith("python"):
             return self.python.value(name)
+        if dll.lower().startswith("msvcp") and name.startswith(_CPP_RETURNS_ITS_STREAM):
+            return stream_argument(emu, name)
         return 0
+
+
+# The C++ library's stream operators and manipulators (`operator<<`, `operator>>`, `endl`, ...) return
+# the stream they were given, and programs chain them: `cout << "x" << endl`.  A stubbed one returning 0
+# made the next link call through a NULL stream.
+_CPP_RETURNS_ITS_STREAM = ("??6", "??5", "?endl@", "?ends@", "?flush@")
+
+
+def stream_argument(emu, mangled: str) -> int:
+    """The stream a stubbed C++ stream function was called on: `this` for a member (thiscall: ecx on
+    x86; a `@@Q` access code in the mangled name), otherwise the first argument (rcx on amd64)."""
+    if emu.get_ptr_size() == 8:
+        return emu.reg_read(se_arch.AMD64_REG_RCX)
+    if "@@Q" in mangled:
+        return emu.reg_read(se_arch.X86_REG_ECX)
+    return int.from_bytes(bytes(emu.mem_read(emu.get_stack_ptr() + 4, 4)), "little")
 
 
 def resolve_delay_loaded_api(s: _Scratch, argv: list) -> int:
@@ -293,8 +311,11 @@ def _handlers(
         (_DELAYLOAD, "ResolveDelayLoadedAPI", 6, STDCALL, lambda a: resolve_delay_loaded_api(s, a)),
         (("user32",), "SetProcessDPIAware", 0, STDCALL, one),
         (("user32",), "InitCommonControls", 0, STDCALL, zero),
-        # MFC's AfxWinInit (exported by ordinal): without it every MFC application gives up at once.
-        (("mfc42", "mfc42u"), "ordinal_1576", 4, STDCALL, one),
+        # MFC's AfxWinInit (exported by ordinal): stubbed, its 0 says "initialisation failed" and an MFC
+        # program gives up at once.  AfxWinMain (1576), a GUI program's whole life inside MFC, returns
+        # (with its four arguments popped, which a stub cannot know to do).
+        (("mfc42", "mfc42u"), "ordinal_1575", 4, STDCALL, one),
+        (("mfc42", "mfc42u"), "ordinal_1576", 4, STDCALL, zero),
         (("python*",), "PyModuleDef_Init", 1, CDECL, python.module_def_init),
     ]
     return out
