@@ -223,3 +223,18 @@ def test_a_call_through_a_null_pointer_returns_zero_and_the_program_goes_on():
     (null_calls,) = [e for e in trace.meta.events if e["type"] == "null_calls"]
     assert null_calls["count"] >= 1
     assert trace.meta.stop_reason is StopReason.EXITED
+
+
+def test_each_export_has_an_instruction_budget_and_the_runs_after_it_still_start():
+    pyd = (FIXTURES / "benign" / "pillow-imagingtk-64.pyd").read_bytes()
+    full = emulate(pyd, "x", settings=TracerSettings())
+    cut = emulate(pyd, "x", settings=TracerSettings(export_budget=1))
+    # DllMain has no budget: it runs as far as before; PyInit ends after its first block.
+    dllmain_end = [e.first_visit for e in full.meta.entry_points if e.kind == "export"][0]
+    assert [e.first_visit for e in cut.meta.entry_points if e.kind == "export"][0] == dllmain_end
+    # PyInit is one block (it jumps to PyModuleDef_Init); the exec slot queued after it is cut short.
+    errors = [e for e in cut.meta.events if e["type"] == "run_error"]
+    assert [(e["run"], e["error"]) for e in errors] == [("python.mod_exec_0", "run_budget")]
+    assert cut.meta.stop_reason is StopReason.INSTRUCTION_CAP
+    assert cut.meta.stop_detail == "1 instructions in python.mod_exec_0"
+    assert cut.instruction_count < full.instruction_count

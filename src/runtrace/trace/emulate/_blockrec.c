@@ -36,9 +36,12 @@ typedef struct {
 
     uint64_t insn_total;
     uint64_t insn_cap; /* 0: no cap */
+    uint64_t run_cap;  /* 0: none; else the instruction total at which the current run's budget ends */
     uc_stop_fn stop;
     new_block_fn on_new;
-    int stopped; /* 1: instruction cap reached, 2: callback asked to stop, 3: out of memory */
+    /* 1: instruction cap reached, 2: callback asked to stop, 3: out of memory, 4: timeout (set from
+     * Python), 5: the current run's budget is spent (cleared when the next run starts) */
+    int stopped;
 
     /* A per-instruction hook gated in C: Speakeasy switches its instruction hook on after each API call
      * for one instruction; a Python hook that is merely "disabled" still costs a Python call per
@@ -175,6 +178,7 @@ void rec_hook(void *uc, uint64_t address, uint32_t size, void *user_data) {
     r->visits[r->nvisits++] = id;
     r->insn_total += n;
     if (r->insn_cap && r->insn_total >= r->insn_cap) halt(r, uc, 1);
+    if (r->run_cap && r->insn_total >= r->run_cap) halt(r, uc, 5);
 }
 
 void rec_code_hook(void *uc, uint64_t address, uint32_t size, void *user_data) {
@@ -194,6 +198,11 @@ uint64_t rec_insn_total(rec_t *r) { return r->insn_total; }
 int rec_stopped(rec_t *r) { return r->stopped; }
 void rec_set_stopped(rec_t *r, int why) {
     if (!r->stopped) r->stopped = why;
+}
+/* A budget for the run that starts now (0: none); a stop for the previous run's budget is lifted. */
+void rec_set_run_cap(rec_t *r, uint64_t cap) {
+    r->run_cap = cap;
+    if (r->stopped == 5) r->stopped = 0;
 }
 
 static struct PyModuleDef blockrec_module = {

@@ -30,6 +30,7 @@ from runtrace.trace.emulate.pe import inspect_pe
 from runtrace.trace.emulate.recorder import (
     STOPPED_INSTRUCTION_CAP,
     STOPPED_OUT_OF_MEMORY,
+    STOPPED_RUN_BUDGET,
     STOPPED_TIMEOUT,
     BlockRecorder,
 )
@@ -41,6 +42,8 @@ STATUS_ACCESS_VIOLATION = 0xC0000005
 PAGE = 0x1000
 NULL_REGION = 0x10000  # Windows maps nothing below 64 KiB
 
+# Runs with an instruction budget of their own (TracerSettings.export_budget).
+_BUDGETED_RUNS = ("export.", "python.")
 # C-runtime DLLs use cdecl on x86: the caller pops the arguments, so a stub need not know their number.
 _CDECL_DLL_PREFIXES = ("msvcr", "ucrtbase", "api-ms-win-crt-", "msvcp", "vcruntime")
 
@@ -62,6 +65,10 @@ class TracerSettings:
     # runs 10; a library's behaviour is spread over its exports, and with 10 most library DLLs ended
     # below 1,000 instructions (measured: docs/tracer.md).
     max_exports: int = 64
+    # Instructions each export (and each Python module's exec slot) may run before the next one starts
+    # (0: none): one export stuck in a loop would otherwise take the whole instruction cap or time limit
+    # from the exports after it.
+    export_budget: int = 200_000
 
     def key(self) -> dict:
         """What decides whether an existing trace can be reused."""
@@ -139,6 +146,8 @@ class _Session:
 
         def exec_run(run):
             self.entries.append((str(run.type), run.start_addr, rec.visit_count))
+            budgeted = str(run.type).startswith(_BUDGETED_RUNS)
+            rec.set_run_budget(self.settings.export_budget if budgeted else 0)
             try:
                 return orig_exec_run(run)
             except Exception as e:
@@ -170,6 +179,25 @@ class _Session:
                 return 0
 
         api.call_api_func = call_api_func
+
+        engine = emu.emu_eng
+        orig_start = engine.start
+
+        def start(addr, timeout=0, count=0):
+            # The native hook stops the engine when a run's budget is spent: that run ends (as a run
+            # that faulted would) and the next one starts, where Speakeasy would end the emulation.
+            while True:
+                result = orig_start(addr, timeout=timeout, count=count)
+                if rec.stopped != STOPPED_RUN_BUDGET:
+                    return result
+                emu.curr_run.error = {"type": "run_budget", "pc": hex(emu.get_pc())}
+                rec.set_run_budget(0)
+                run = emu.on_run_complete()
+                if run is None:
+                    return result
+                addr = run.start_addr
+
+        engine.start = start
 
     def _install_code_hook(self) -> None:
         # Speakeasy turns a per-instruction Python hook on after every API call and memory fault, and
@@ -312,6 +340,8 @@ class _Session:
             return StopReason.EXITED, ""
         if error.get("type") == "max_api_count":
             return StopReason.API_LIMIT, f"{error.get('count')} API calls in {last.type}"
+        if error.get("type") == "run_budget":
+            return StopReason.INSTRUCTION_CAP, f"{self.settings.export_budget} instructions in {last.type}"
         where = error.get("pc") or ""
         return StopReason.EMULATION_FAULT, f"{error.get('type', 'fault')} at {where} in {last.type}".strip()
 

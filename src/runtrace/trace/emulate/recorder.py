@@ -18,6 +18,7 @@ STOPPED_INSTRUCTION_CAP = 1
 STOPPED_BY_CALLBACK = 2
 STOPPED_OUT_OF_MEMORY = 3
 STOPPED_TIMEOUT = 4
+STOPPED_RUN_BUDGET = 5
 
 _NEW_BLOCK = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_uint64, ctypes.c_uint32)
 _ON_CODE = ctypes.CFUNCTYPE(None, ctypes.c_uint64, ctypes.c_uint32)
@@ -41,6 +42,7 @@ def _load_library() -> ctypes.CDLL:
     lib.rec_stopped.argtypes = [ctypes.c_void_p]
     lib.rec_set_stopped.argtypes = [ctypes.c_void_p, ctypes.c_int]
     lib.rec_set_code_hook.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+    lib.rec_set_run_cap.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
     return lib
 
 
@@ -122,6 +124,12 @@ class BlockRecorder:
         """Thread-safe: mark the recorder stopped and stop the engine (used by the timeout watchdog)."""
         _lib().rec_set_stopped(self._rec, why)
         self.uc.emu_stop()
+
+    def set_run_budget(self, instructions: int) -> None:
+        """Stop the engine (`stopped` = STOPPED_RUN_BUDGET) once the run starting now has executed
+        this many instructions (0: no budget); lifts a budget stop of the previous run."""
+        cap = self.instruction_count + instructions if instructions > 0 else 0
+        _lib().rec_set_run_cap(self._rec, cap)
 
     def visits(self) -> np.ndarray:
         n = self.visit_count
