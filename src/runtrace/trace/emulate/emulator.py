@@ -23,7 +23,7 @@ from speakeasy.windows.common import EMU_RESERVE_SIZE, EMU_RESERVED
 from speakeasy.winenv import arch as se_arch
 
 from runtrace import __version__
-from runtrace.trace.emulate import decoys, memranges, startup, winapi
+from runtrace.trace.emulate import decoys, imageload, memranges, startup, winapi
 from runtrace.trace.blocks import canonicalize
 from runtrace.trace.model import ApiCall, EntryPoint, StopReason, Trace, TraceMeta
 from runtrace.trace.emulate.pe import inspect_pe
@@ -116,6 +116,7 @@ class _Session:
         self.info = inspect_pe(data)
         self.bits = self.info.arch.bits
         decoys.install()
+        imageload.install()
         memranges.install()
         winapi.install_crt_data()
         self.se = _Speakeasy(config=_speakeasy_config(settings), logger=_quiet_logger())
