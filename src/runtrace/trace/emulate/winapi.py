@@ -70,8 +70,11 @@ _PY_STATUS_PREFIXES = (
     "PyList_SetItem", "PyTuple_SetItem", "PyState_AddModule", "PyErr_", "Py_AtExit", "PyCapsule_Set",
     "PyOS_snprintf", "PyEval_", "PyGILState_", "PyThread_", "PySys_Set", "Py_Finalize",
 )  # fmt: skip
+# (PyStatus_Exception and friends: "did initialisation fail?", no.)
+_PY_STATUS_PREFIXES += ("PyStatus_Exception", "PyStatus_Is")
 # ... and those whose success is a true int.
 _PY_TRUE = ("PyArg_Parse", "PyArg_Unpack", "Py_IsInitialized", "PyCallable_Check", "PyType_IsSubtype")
+SERVICE_STATUS_HANDLE = 0x5E500001
 _PY_MOD_EXEC = 2  # Py_mod_exec, from CPython's moduleobject.h
 _PY_OBJECT_SIZE = 0x100
 _PY_OBJECTS = 256
@@ -310,6 +313,22 @@ def _handlers(
         (("kernel32",), "FlsGetValue", 1, STDCALL, zero),
         (_DELAYLOAD, "ResolveDelayLoadedAPI", 6, STDCALL, lambda a: resolve_delay_loaded_api(s, a)),
         (("user32",), "SetProcessDPIAware", 0, STDCALL, one),
+        # A service's ServiceMain registers its control handler first and gives up on failure (Speakeasy
+        # answers only the older RegisterServiceCtrlHandler).
+        (
+            ("advapi32", "sechost"),
+            "RegisterServiceCtrlHandlerExW",
+            3,
+            STDCALL,
+            lambda a: SERVICE_STATUS_HANDLE,
+        ),
+        (
+            ("advapi32", "sechost"),
+            "RegisterServiceCtrlHandlerExA",
+            3,
+            STDCALL,
+            lambda a: SERVICE_STATUS_HANDLE,
+        ),
         (("user32",), "InitCommonControls", 0, STDCALL, zero),
         # MFC's AfxWinInit (exported by ordinal): stubbed, its 0 says "initialisation failed" and an MFC
         # program gives up at once.  AfxWinMain (1576), a GUI program's whole life inside MFC, returns
