@@ -36,7 +36,7 @@ from runtrace.trace.emulate.recorder import (
 )
 
 # Bumped whenever emulation behaviour changes, so `trace` does not reuse traces made by an older tracer.
-TRACER_REVISION = 8
+TRACER_REVISION = 9
 TRACER_VERSION = f"runtrace-emu/{__version__}.{TRACER_REVISION}"
 STATUS_ACCESS_VIOLATION = 0xC0000005
 PAGE = 0x1000
@@ -167,6 +167,22 @@ class _Session:
 
         emu.log_api, emu._exec_run, emu.handle_import_func = log_api, exec_run, handle_import_func
 
+        orig_add_run = emu.add_run
+        export_args: list[int] = []
+
+        def add_run(run):
+            # Speakeasy calls every export with four pointers near 0x41420000: read as a count or size
+            # (an int parameter) that is a gigabyte, and the export fails its first allocation or copy.
+            # Pointers to zeroed pages just above 64 KiB are valid for pointer parameters and modest
+            # as integers.  (ServiceMain keeps its own argc/argv.)
+            if str(run.type).startswith("export.") and len(run.args) == 4:
+                if not export_args:
+                    export_args.extend(emu.mem_map(PAGE, tag="runtrace.export_arg") for _ in range(4))
+                run.args = list(export_args)
+            return orig_add_run(run)
+
+        emu.add_run = add_run
+
         api, orig_call = emu.api, emu.api.call_api_func
 
         def call_api_func(mod, func, argv, ctx):
@@ -279,13 +295,14 @@ class _Session:
             # A call to address 0 (or a small offset from it: `call [eax+8]` with eax 0) from the program:
             # return 0 to the caller, as from a stubbed API, rather than end the run.  Windows never maps
             # the first 64 KiB, so a call below it is always through a bad pointer.  Unicorn retries
-            # the faulting fetch's page after the hook, so page 0 must be mapped (not executable).
+            # the faulting fetch's page after the hook, so that page must be mapped (not executable).
             if address >= NULL_REGION or len(self.null_calls) >= self.settings.null_calls:
                 return False
             ret = emu.get_ret_address()
             if reserved[0] <= ret <= reserved[1] or emu.get_address_map(ret) is None:
                 return False
-            if emu.get_address_map(0) is None and 0 not in self.zero_pages and not map_zero_page(0):
+            page = address & ~(PAGE - 1)
+            if emu.get_address_map(page) is None and page not in self.zero_pages and not map_zero_page(page):
                 return False
             self.null_calls.append(ret)
             emu.do_call_return(0, ret, 0)

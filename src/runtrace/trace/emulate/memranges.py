@@ -7,6 +7,11 @@ and reserved *page* of the process and sorts it, per call.  With a few hundred M
 in `docs/tracer.md`).  This version keeps the same search (start address, step sizes, attempt limit,
 page rounding) but tests candidates against the mapped and reserved ranges with a binary search.
 `tests/test_memranges.py` checks it against the original on random memory layouts.
+
+One difference on purpose: a search without a wanted address starts at 64 KiB, not at 4 KiB.  Windows
+never maps the first 64 KiB, and programs rely on it: a value below 0x10000 passed as a name is an
+integer resource id or atom (`IS_INTRESOURCE`, `MAKEINTATOM`), so a string Speakeasy had allocated at
+0x5000 was read as resource number 0x5000.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import bisect
 from speakeasy import memmgr
 
 _ATTEMPTS = 9999  # as Speakeasy
+LOWEST_ALLOCATION = 0x10000
 
 
 def occupied_pages(regions, reserves, page_size: int) -> tuple[list[int], list[int]]:
@@ -52,7 +58,7 @@ def get_valid_ranges(self, size, addr=None):
     page_size = self.page_size
     total = size
     if addr is None:
-        addr = page_size
+        addr = LOWEST_ALLOCATION
     base = addr - (addr % page_size)
     if total < page_size:
         total = page_size

@@ -430,9 +430,9 @@ def enum_resource_names(callbacks: Callbacks, emu, argv: list, ctx: dict) -> int
         if entry.name is None:
             return entry.id
         text = (str(entry.name) + "\0").encode("utf-16-le" if wide else "latin-1", "replace")
-        # Above 64 KiB: below it a pointer reads as an integer resource id (MAKEINTRESOURCE), and
-        # Speakeasy's allocator starts at 4 KiB.
-        address = emu.mem_map(max(len(text), 0x1000), base=0x10000, tag="runtrace.resource_name")
+        # (Allocated above 64 KiB, as every allocation is, memranges.py: below it a pointer would read
+        # as an integer resource id.)
+        address = emu.mem_map(max(len(text), 0x1000), tag="runtrace.resource_name")
         emu.mem_write(address, text)
         return address
 
