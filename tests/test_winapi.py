@@ -245,3 +245,39 @@ def test_standard_input_is_read_in_order_then_end_of_file():
     assert emu.mem_read(count, 4) == b"\0\0\0\0"  # end of file
     # Any other handle goes to Speakeasy's own ReadFile.
     assert hooks["ReadFile"](emu, "kernel32.ReadFile", lambda argv: 7, [0x1234, buf, 5, count, 0]) == 7
+
+
+class RegisterEmu(FakeMemory):
+    def __init__(self, ptr: int) -> None:
+        super().__init__()
+        self.ptr, self.regs, self.sp = ptr, {}, 0x2000
+
+    def get_ptr_size(self) -> int:
+        return self.ptr
+
+    def reg_read(self, reg) -> int:
+        return self.regs[reg]
+
+    def get_stack_ptr(self) -> int:
+        return self.sp
+
+
+def test_stubbed_cpp_stream_operators_return_their_stream():
+    from speakeasy.winenv import arch as se_arch
+
+    host = winapi.Host(winapi.PythonHost(winapi._Scratch(FakeMemory(), 32)))
+    x86 = RegisterEmu(4)
+    x86.regs[se_arch.X86_REG_ECX] = 0x7000  # `this` of a member operator (thiscall)
+    x86.mem_write(x86.sp + 4, (0x6000).to_bytes(4, "little"))  # the first stack argument
+    free_operator = "??6std@@YAAAV?$basic_ostream@DU?$char_traits@D@std@@@0@AAV10@PBD@Z"
+    member_operator = "??6?$basic_ostream@DU?$char_traits@D@std@@@std@@QAEAAV01@H@Z"
+    assert host.stub_value(x86, "MSVCP60", free_operator) == 0x6000
+    assert host.stub_value(x86, "msvcp140", member_operator) == 0x7000
+    assert (
+        host.stub_value(x86, "MSVCP60", "?endl@std@@YAAAV?$basic_ostream@DU?$char_traits@D@std@@@1@AAV21@@Z")
+        == 0x6000
+    )
+    amd64 = RegisterEmu(8)
+    amd64.regs[se_arch.AMD64_REG_RCX] = 0x140008000
+    assert host.stub_value(amd64, "MSVCP140", member_operator) == 0x140008000
+    assert host.stub_value(x86, "MSVCP60", "?sync_with_stdio@ios_base@std@@SA_N_N@Z") == 0  # not a stream op
