@@ -200,32 +200,49 @@ def test_a_failing_hook_gives_the_program_zero_instead_of_ending_the_run(env):
     assert hooks["CreateWindowExW"](emu, "USER32.CreateWindowExW", broken, _create_args(0x20000)) == 0
 
 
-@needs_shared
-@pytest.mark.parametrize(
-    "sha, arch",
-    [
-        ("9b973595dc916f211ac854153a3830e1d6ccd1aa1890c46200234fb6aa0ac676", "amd64"),
-        ("dbef9d81aa5c47e97f966034dacd991039376aeb179a0df12e82a7e4f6179c34", "x86"),
-    ],
-)
-def test_keyloggers_window_procedures_run_and_return(sha, arch):
-    # Two raw-input keyloggers from the capa corpus: they register for keyboard input in WM_CREATE.
-    # Before the window manager, their message loops ended at once and their procedures never ran.
+def _capa(sha: str) -> bytes:
     import zipfile
-
-    from runtrace.trace.emulate.emulator import TracerSettings, emulate
-    from runtrace.trace.model import StopReason
 
     with zipfile.ZipFile(SAMPLES_ZIP) as z:
         z.setpassword(b"infected")
         (member,) = [n for n in z.namelist() if n.startswith(sha[:12])]
-        data = z.read(member)
-    trace = emulate(data, sha, "keylogger", TracerSettings(timeout_s=30))
-    calls = [c.name.split(".", 1)[1] for c in sorted(trace.api_calls, key=lambda c: c.position)]
+        return z.read(member)
+
+
+def _calls(trace) -> list[str]:
+    return [c.name.split(".", 1)[1] for c in sorted(trace.api_calls, key=lambda c: c.position)]
+
+
+@needs_shared
+def test_keyloggers_window_procedures_run_and_return():
+    # A raw-input keylogger from the capa corpus: it registers for keyboard input in WM_CREATE.
+    # Before the window manager, its message loop ended at once and its procedure never ran.
+    from runtrace.trace.emulate.emulator import TracerSettings, emulate
+    from runtrace.trace.model import StopReason
+
+    sha = "9b973595dc916f211ac854153a3830e1d6ccd1aa1890c46200234fb6aa0ac676"
+    trace = emulate(_capa(sha), sha, "keylogger", TracerSettings(timeout_s=30))
+    calls = _calls(trace)
     first = next(i for i, name in enumerate(calls) if name.startswith("DispatchMessage"))
-    assert trace.meta.arch.value == arch
+    assert trace.meta.arch.value == "amd64"
     assert calls[first + 1] == "RegisterRawInputDevices"  # its WM_CREATE handler
     assert trace.meta.stop_reason is StopReason.EXITED  # the procedures returned to the message loop
+
+
+@needs_shared
+def test_a_keylogger_formatting_its_server_name_gets_to_its_network_loop():
+    # The x86 sibling of the keylogger above formats its server's name with _vsnprintf.  With
+    # Speakeasy's formatter (tracer revision 8) the name was garbage, the connection failed and the
+    # program went on to its window; with real formatting it resolves the name and stays in its
+    # receive loop (select / recv / reconnect) until the time limit.
+    from runtrace.trace.emulate.emulator import TracerSettings, emulate
+
+    sha = "dbef9d81aa5c47e97f966034dacd991039376aeb179a0df12e82a7e4f6179c34"
+    calls = _calls(
+        emulate(_capa(sha), sha, "keylogger", TracerSettings(max_instructions=250_000, timeout_s=600))
+    )
+    assert "gethostbyname" in calls
+    assert calls.count("recv") >= 10 and calls.count("select") >= 10
 
 
 def _resources(type_name: str, names: list) -> SimpleNamespace:
