@@ -32,18 +32,20 @@ def convert(
 ) -> None:
     """Convert a run trace between formats (runtrace's own, x64dbg binary, text logs)."""
     from runtrace.trace.formats.registry import (
-        READ_FORMATS,
-        WRITE_FORMATS,
         TraceReadError,
         format_for_output,
         load_any,
+        read_formats,
         save_as,
+        write_formats,
     )
 
-    if from_ is not None and from_ not in READ_FORMATS:
-        raise fail(f"--from must be one of {', '.join(READ_FORMATS)}, not {from_!r}")
-    if to is not None and to not in WRITE_FORMATS:
-        raise fail(f"--to must be one of {', '.join(WRITE_FORMATS)}, not {to!r}")
+    # The choices come from the format registry (a new format module adds itself), so they are
+    # checked here rather than fixed in an Enum.
+    if from_ is not None and from_ not in read_formats():
+        raise fail(f"--from must be one of {', '.join(read_formats())}, not {from_!r}")
+    if to is not None and to not in write_formats():
+        raise fail(f"--to must be one of {', '.join(write_formats())}, not {to!r}")
     if not source.is_file():
         raise fail(f"{source}: no such file")
     to = to or format_for_output(target)

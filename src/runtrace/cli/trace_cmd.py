@@ -143,11 +143,8 @@ def _x64dbg_writer(trace, out_dir: Path) -> None:
 
 
 def _load(path: Path):
-    try:
-        from runtrace.trace.formats.registry import TraceReadError, load_any
-    except ImportError:  # formats.py not there: native files only
-        from runtrace.trace.formats.native import TraceFormatError as TraceReadError
-        from runtrace.trace.formats.native import load_trace as load_any
+    from runtrace.trace.formats.registry import TraceReadError, load_any
+
     if not path.exists():
         raise fail(f"{path}: no such file")
     try:

@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 from runtrace.represent.encode import BSM, ISM, REPRESENTATIONS, EncodedTrace, encode_trace
 from runtrace.represent.normalise import Normalisation
 from runtrace.represent.vocabulary import Lexicon
+from runtrace.trace.formats.registry import load_any
 from runtrace.trace.model import Trace
 
 FORMAT_NAME = "runtrace-dataset"
@@ -239,21 +240,9 @@ class SequenceDataset:
 # --- building ---------------------------------------------------------------------------------------
 
 
-def _default_loader() -> Callable[[Path], Trace]:
-    # Another stage may add a loader for every trace format; use it when present.
-    try:
-        from runtrace.trace.formats.registry import load_any
-
-        return load_any
-    except ImportError:
-        from runtrace.trace.formats.native import load_trace
-
-        return load_trace
-
-
 def _encode_one(item, representation: str, normalisation: str, api: bool, max_tokens: int | None):
     """Worker body (module level so process pools can pickle it): trace or path -> (row, encoding)."""
-    trace = item if isinstance(item, Trace) else _default_loader()(Path(item))
+    trace = item if isinstance(item, Trace) else load_any(Path(item))
     encoded = encode_trace(trace, representation, normalisation, api=api, max_tokens=max_tokens)
     row = {
         "sha256": trace.meta.sha256,

@@ -4,13 +4,12 @@
 recognised before anything else, because the native `.rtrace` format is itself a zip archive and would
 otherwise be opened as an archive of samples:
 
-1. a trace extension (`.rtrace`, `.trace32`, `.trace64`) -> trace;
+1. an extension that names a trace format (`.rtrace`, `.trace32`, `.trace64`) -> trace;
 2. `MZ` at byte 0 -> PE sample, whatever the name;
-3. x64dbg's `TRAC` magic -> trace;
-4. a zip whose members are a runtrace trace (`header.npy` and `visits.npy`) -> trace; any other zip is
-   an archive of samples (`--password` opens encrypted ones);
-5. `.txt` / `.log`, or text that sniffs as an x64dbg or OllyDbg log -> trace;
-6. anything else -> sample, and the tracer says in one line what it is not.
+3. whatever the trace-format registry recognises by content (x64dbg's magic, a zip holding a runtrace
+   trace, a text log) or by a text extension (`.txt`, `.log`) -> trace; any other zip is an archive
+   of samples (`--password` opens encrypted ones);
+4. anything else -> sample, and the tracer says in one line what it is not.
 
 Directories are walked in sorted order with the same rules for each file.  Bad paths never raise: they
 become `InputProblem`s and the batch goes on.  The size limit holds for trace files too (the scanner
@@ -19,7 +18,6 @@ loads them in its own process), checked from the file's size before anything is 
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,10 +31,8 @@ from runtrace.trace.emulate.inputs import (
     too_large,
     walk,
 )
-
-TRACE_SUFFIXES = (".rtrace", ".trace32", ".trace64")
-TEXT_SUFFIXES = (".txt", ".log")
-NATIVE_TRACE_MEMBERS = {"header.npy", "visits.npy"}
+from runtrace.trace.emulate.pe import is_pe_file
+from runtrace.trace.formats.registry import named_format, sniff_format
 
 
 @dataclass(frozen=True)
@@ -51,41 +47,15 @@ class TraceFile:
 ScanInput = Sample | InputProblem | TraceFile
 
 
-def _head(path: Path) -> bytes:
-    with open(path, "rb") as fh:
-        return fh.read(4)
-
-
 def is_trace_file(path: Path) -> bool:
-    suffix = path.suffix.lower()
-    if suffix in TRACE_SUFFIXES:
+    if named_format(path) is not None:
         return True
     try:
-        head = _head(path)
+        if is_pe_file(path):
+            return False
+        return sniff_format(path) is not None
     except OSError:
         return False  # the sample reader reports why it cannot be read
-    if head[:2] == b"MZ":
-        return False
-    if head == b"TRAC":
-        return True
-    if head == b"PK\x03\x04":
-        try:
-            with zipfile.ZipFile(path) as archive:
-                return set(archive.namelist()) >= NATIVE_TRACE_MEMBERS
-        except (OSError, zipfile.BadZipFile):
-            return False
-    if suffix in TEXT_SUFFIXES:
-        return True
-    return _sniffs_as_text_log(path)
-
-
-def _sniffs_as_text_log(path: Path) -> bool:
-    try:
-        from runtrace.trace.formats.textlog import sniff_text_format
-
-        return sniff_text_format(path) is not None
-    except (OSError, ValueError, UnicodeError):
-        return False
 
 
 def iter_inputs(

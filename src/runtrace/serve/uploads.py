@@ -12,7 +12,7 @@ import io
 import zipfile
 from dataclasses import dataclass
 
-from runtrace.scan.inputs import NATIVE_TRACE_MEMBERS
+from runtrace.trace.formats.native import TRACE_MEMBERS
 
 MAX_MEMBERS = 1000
 # A PE file rarely compresses better than 20:1 (long runs of zero padding are the best case); a bomb
@@ -48,7 +48,7 @@ def unpack_upload(name: str, data: bytes, password: str | None, max_bytes: int) 
         raise UploadRejected(f"{name}: unreadable zip archive: {e}") from None
     with archive:
         members = [i for i in archive.infolist() if not i.is_dir()]
-        if {i.filename for i in members} >= NATIVE_TRACE_MEMBERS:
+        if {i.filename for i in members} >= TRACE_MEMBERS:
             return [UploadedFile(name, data)]  # a runtrace trace: scanned as one file
         _check_bomb(name, members, max_bytes)
         if password:

@@ -1,17 +1,17 @@
-"""Disassembly with capstone, and the one rule that cuts an instruction stream into basic blocks."""
+"""Disassembly with capstone, and the one rule that cuts an instruction stream into basic blocks.
+
+This module knows bytes, addresses and instruction lengths only; the trace model (`model.py`) builds on
+it, never the other way round.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING
 
 import capstone
 
 from runtrace.trace.asmsyntax import mnemonic_of
-
-if TYPE_CHECKING:
-    from runtrace.trace.model import Arch, BasicBlock
 
 # Mnemonics after which control does not simply fall through to the next instruction.  Conditional
 # jumps all start with "j"; the rest are listed.  Intel syntax, as capstone prints it.
@@ -59,13 +59,12 @@ def instruction_lengths(data: bytes, address: int, bits: int) -> tuple[int, ...]
     return tuple(size for _, size, _, _ in disassembler(bits).disasm_lite(data, address))
 
 
-def disassemble_block(block: BasicBlock, arch: Arch) -> list[Instruction]:
-    if block.texts:
-        return _text_instructions(block)
+def disassemble_run(data: bytes, address: int, lengths: tuple[int, ...], bits: int) -> list[Instruction]:
+    """The instructions of consecutive bytes whose lengths are known; undecodable ones as `(bad)`."""
     out = []
-    data, addr, offset = block.data, block.address, 0
-    cs = disassembler(arch.bits)
-    for n in block.insn_lengths:
+    addr, offset = address, 0
+    cs = disassembler(bits)
+    for n in lengths:
         raw = data[offset : offset + n]
         decoded = next(cs.disasm_lite(raw, addr, 1), None)
         if decoded is None:
@@ -85,9 +84,10 @@ def decode_one(data: bytes, address: int, bits: int) -> Instruction | None:
     return Instruction(address, bytes(data[:size]), mnemonic, op_str)
 
 
-def _text_instructions(block: BasicBlock) -> list[Instruction]:
-    out, addr = [], block.address
-    for n, text in zip(block.insn_lengths, block.texts, strict=True):
+def text_instructions(address: int, lengths: tuple[int, ...], texts: tuple[str, ...]) -> list[Instruction]:
+    """Instructions known only by their disassembly text (text trace logs): no bytes."""
+    out, addr = [], address
+    for n, text in zip(lengths, texts, strict=True):
         mnemonic = mnemonic_of(text)
         out.append(Instruction(addr, b"", mnemonic, text[len(mnemonic) :].strip()))
         addr += n

@@ -19,7 +19,7 @@ from functools import cached_property
 
 import numpy as np
 
-from runtrace.trace.disasm import Instruction, disassemble_block
+from runtrace.trace.disasm import Instruction, disassemble_run, text_instructions
 
 
 class StopReason(enum.StrEnum):
@@ -64,6 +64,11 @@ class BasicBlock:
     @property
     def end(self) -> int:
         return self.address + self.size
+
+    def instructions(self, arch: Arch) -> list[Instruction]:
+        if self.texts:
+            return text_instructions(self.address, self.insn_lengths, self.texts)
+        return disassemble_run(self.data, self.address, self.insn_lengths, arch.bits)
 
     def instruction_addresses(self) -> list[int]:
         out, addr = [], self.address
@@ -143,7 +148,7 @@ class Trace:
         cache = self.__dict__.setdefault("_insn_cache", {})
         insns = cache.get(block_id)
         if insns is None:
-            insns = disassemble_block(self.blocks[block_id], self.arch)
+            insns = self.blocks[block_id].instructions(self.arch)
             cache[block_id] = insns
         return insns
 

@@ -29,6 +29,15 @@ def _close_without_full_gc(self) -> None:
 
 pefile.PE._close_data = _close_without_full_gc
 
+MZ = b"MZ"
+
+
+def is_pe_file(path) -> bool:
+    """Whether the file starts like a PE (MZ); OSError when it cannot be read."""
+    with open(path, "rb") as fh:
+        return fh.read(2) == MZ
+
+
 _MACHINES = {0x14C: Arch.X86, 0x8664: Arch.AMD64}
 _MACHINE_NAMES = {
     0xAA64: "ARM64",
@@ -80,7 +89,7 @@ def inspect_pe(data: bytes) -> PeInfo:
     """Validate the headers and describe the file; raises UnsupportedInput with a one-line reason."""
     if not data:
         raise UnsupportedInput("empty file")
-    if not data.startswith(b"MZ"):
+    if not data.startswith(MZ):
         raise UnsupportedInput(_describe_non_pe(data))
     if len(data) < 0x40:
         raise UnsupportedInput(f"truncated DOS header ({len(data)} bytes)")

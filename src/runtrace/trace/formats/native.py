@@ -32,14 +32,18 @@ from pathlib import Path
 
 import numpy as np
 
+from runtrace.trace.errors import TraceReadError
+from runtrace.trace.formats.registry import TraceFormat, register
 from runtrace.trace.model import ApiCall, Arch, BasicBlock, EntryPoint, StopReason, Trace, TraceMeta
 
 FORMAT_NAME = "runtrace-trace"
 FORMAT_VERSION = 1
 SUFFIX = ".rtrace"
+ZIP_MAGIC = b"PK\x03\x04"
+TRACE_MEMBERS = {"header.npy", "visits.npy"}  # enough to tell a runtrace trace from any other zip
 
 
-class TraceFormatError(ValueError):
+class TraceFormatError(TraceReadError):
     """A file that is not a readable runtrace trace."""
 
 
@@ -123,7 +127,7 @@ def _open(path: Path):
             magic = fh.read(4)
     except OSError as e:
         raise TraceFormatError(f"{path}: cannot read: {e.strerror}") from None
-    if magic != b"PK\x03\x04":
+    if magic != ZIP_MAGIC:
         raise TraceFormatError(f"{path}: not a runtrace trace (no .rtrace/npz container)")
     try:
         return np.load(path, allow_pickle=False)
@@ -182,3 +186,24 @@ def load_trace(path: str | Path) -> Trace:
     if len(visits) and int(visits.max()) >= len(blocks):
         raise TraceFormatError(f"{path}: damaged trace (visit refers to block past the dictionary)")
     return Trace(meta=meta, blocks=blocks, visits=visits, api_calls=calls, threads=threads)
+
+
+def _is_native(path: Path, head: bytes) -> bool:
+    if head != ZIP_MAGIC:
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return set(archive.namelist()) >= TRACE_MEMBERS
+    except zipfile.BadZipFile:
+        return False
+
+
+register(
+    TraceFormat(
+        "native",
+        read=lambda path, allow_truncated: load_trace(path),
+        write=save_trace,
+        suffixes=(SUFFIX,),
+        probe=_is_native,
+    )
+)

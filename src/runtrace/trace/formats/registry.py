@@ -1,110 +1,163 @@
-"""Every trace file format behind two calls: `load_any` and `save_as`.
+"""Every trace file format behind a few calls: `detect_format`, `load_any`, `save_as`.
 
-| format        | files                    | read | write |
-| ------------- | ------------------------ | ---- | ----- |
-| `native`      | `.rtrace` (zip)          | yes  | yes   |
-| `x64dbg`      | `.trace32` / `.trace64`  | yes  | yes   |
-| `x64dbg-text` | `.txt` / `.log`          | yes  | yes (`text`) |
-| `ollydbg`     | `.txt` / `.log`          | yes  | no    |
+Each format module registers itself (`register(TraceFormat(...))` at its end) with a name, the file
+extensions that name it, a content probe, a reader and, where runtrace can write it, a writer.  The
+package's `__init__` imports every format module, so a new format is one new module plus its import.
 
-`text` as a read format means "a text log, sniff which"; as a write format, the x64dbg-style log.
-Detection looks at the extension first, then at the first bytes (`TRAC`, a zip header, or text).
+Detection, used alike by `show`, `convert`, `scan` and dataset building:
+1. an extension that names a format outright (`.rtrace`, `.trace32`, `.trace64`);
+2. the first format whose probe accepts the content (x64dbg's `TRAC` magic, a zip holding a runtrace
+   trace, text that sniffs as an x64dbg or OllyDbg log), in registration order;
+3. an extension that only hints at a format (`.txt`, `.log`: read as a text log, so the reader can say
+   line by line what is wrong with it).
+
 Every reading problem is a `TraceReadError` whose message is one line naming the file and the byte
 offset or line.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from runtrace.trace.errors import TraceReadError
-from runtrace.trace.formats.native import SUFFIX as NATIVE_SUFFIX
-from runtrace.trace.formats.native import TraceFormatError, load_trace, save_trace
-from runtrace.trace.formats.textlog import TEXT_FORMATS, read_text_log, sniff_text_format, write_text_log
-from runtrace.trace.formats.x64dbg import MAGIC, SUFFIXES, read_x64dbg, write_x64dbg
 from runtrace.trace.model import Trace
 
-__all__ = ["READ_FORMATS", "WRITE_FORMATS", "TraceReadError", "detect_format", "load_any", "save_as"]
+__all__ = [
+    "TraceFormat",
+    "TraceReadError",
+    "detect_format",
+    "format_for_output",
+    "load_any",
+    "named_format",
+    "read_formats",
+    "register",
+    "save_as",
+    "sniff_format",
+    "write_formats",
+]
 
-READ_FORMATS = ("native", "x64dbg", "text", *TEXT_FORMATS)
-WRITE_FORMATS = ("native", "x64dbg", "text")
-TEXT_SUFFIXES = (".txt", ".log")
-_ZIP_MAGIC = b"PK\x03\x04"
+HEAD_BYTES = 4
+
+
+@dataclass(frozen=True)
+class TraceFormat:
+    name: str
+    read: Callable[[Path, bool], Trace]  # (path, allow_truncated) -> trace; raises TraceReadError
+    write: Callable[[Trace, Path], Path] | None = None  # ValueError when the trace cannot be expressed
+    suffixes: tuple[str, ...] = ()  # extensions that name this format, for reading and writing
+    hint_suffixes: tuple[str, ...] = ()  # extensions tried only after every probe said no
+    probe: Callable[[Path, bytes], bool] | None = None  # (path, first bytes) -> is it this format?
+    # (path, regex, allow_truncated) -> trace: reads lines with a user's regex (text logs only)
+    read_pattern: Callable[[Path, str, bool], Trace] | None = None
+
+
+_FORMATS: dict[str, TraceFormat] = {}
+
+
+def register(fmt: TraceFormat) -> TraceFormat:
+    if fmt.name in _FORMATS:
+        raise ValueError(f"trace format {fmt.name!r} registered twice")
+    _FORMATS[fmt.name] = fmt
+    return fmt
+
+
+def read_formats() -> tuple[str, ...]:
+    return tuple(_FORMATS)
+
+
+def write_formats() -> tuple[str, ...]:
+    return tuple(name for name, fmt in _FORMATS.items() if fmt.write is not None)
+
+
+def named_format(path: str | Path) -> TraceFormat | None:
+    """The format the file's extension names outright, if any."""
+    suffix = Path(path).suffix.lower()
+    return next((f for f in _FORMATS.values() if suffix in f.suffixes), None)
+
+
+def _probe(fmt: TraceFormat, path: Path, head: bytes) -> bool:
+    try:
+        return fmt.probe is not None and fmt.probe(path, head)
+    except (OSError, ValueError, UnicodeError):
+        return False  # a file a probe cannot read is not that format; the reader says why if asked
+
+
+def sniff_format(path: str | Path) -> TraceFormat | None:
+    """The file's format by extension and content, or None when it is no trace runtrace knows.
+
+    Raises OSError when the file cannot be opened."""
+    path = Path(path)
+    named = named_format(path)
+    if named is not None:
+        return named
+    with open(path, "rb") as fh:
+        head = fh.read(HEAD_BYTES)
+    for fmt in _FORMATS.values():
+        if _probe(fmt, path, head):
+            return fmt
+    suffix = path.suffix.lower()
+    return next((f for f in _FORMATS.values() if suffix in f.hint_suffixes), None)
 
 
 def detect_format(path: str | Path) -> str:
-    """ "native", "x64dbg", "x64dbg-text" or "ollydbg"; TraceReadError when it is none of them."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == NATIVE_SUFFIX:
-        return "native"
-    if suffix in SUFFIXES:
-        return "x64dbg"
+    """The name of the file's format; TraceReadError when it is none runtrace knows."""
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(4)
+        fmt = sniff_format(path)
     except OSError as e:
         raise TraceReadError(f"{path}: cannot open ({e.strerror or e})") from None
-    if head == MAGIC:
-        return "x64dbg"
-    if head == _ZIP_MAGIC:
-        return "native"
-    text = sniff_text_format(path)
-    if text is not None:
-        return text
-    if suffix in TEXT_SUFFIXES:
-        return "x64dbg-text"  # let the reader say what is wrong with it, line by line
-    raise TraceReadError(
-        f"{path}: byte 0: not a trace file runtrace knows (.rtrace, x64dbg .trace32/.trace64, "
-        "x64dbg or OllyDbg text log); name the format with --from"
-    )
+    if fmt is None:
+        raise TraceReadError(
+            f"{path}: byte 0: not a trace file runtrace knows ({_known()}); name the format with --from"
+        )
+    return fmt.name
+
+
+def _known() -> str:
+    return ", ".join(_FORMATS)
+
+
+def _get(name: str, role: str) -> TraceFormat:
+    fmt = _FORMATS.get(name)
+    if fmt is None or (role == "output" and fmt.write is None):
+        names = read_formats() if role == "trace" else write_formats()
+        raise ValueError(f"unknown {role} format {name!r} (one of {', '.join(names)})")
+    return fmt
 
 
 def load_any(
     path: str | Path, fmt: str | None = None, allow_truncated: bool = False, line_pattern: str | None = None
 ) -> Trace:
-    """Read a trace of any supported format (detected unless fmt is given).
+    """Read a trace of any registered format (detected unless fmt is given).
 
     allow_truncated keeps the readable prefix of a damaged debugger trace instead of failing;
     line_pattern reads a text log with a custom regex (named groups address, instruction, optionally
     thread).
     """
     path = Path(path)
-    if fmt is not None and fmt not in READ_FORMATS:
-        raise ValueError(f"unknown trace format {fmt!r} (one of {', '.join(READ_FORMATS)})")
+    chosen = _get(fmt, "trace") if fmt is not None else None
     if line_pattern:
-        if fmt not in (None, "text", *TEXT_FORMATS):
+        reader = chosen or next((f for f in _FORMATS.values() if f.read_pattern is not None), None)
+        if reader is None or reader.read_pattern is None:
             raise ValueError(f"a line pattern reads text logs, not {fmt} traces")
-        return read_text_log(path, line_pattern=line_pattern, allow_truncated=allow_truncated)
-    fmt = fmt or detect_format(path)
-    if fmt == "native":
-        try:
-            return load_trace(path)
-        except TraceFormatError as e:
-            raise TraceReadError(str(e)) from None
-        except OSError as e:
-            raise TraceReadError(f"{path}: cannot read ({e.strerror or e})") from None
-    if fmt == "x64dbg":
-        return read_x64dbg(path, allow_truncated=allow_truncated)
-    return read_text_log(path, None if fmt == "text" else fmt, allow_truncated=allow_truncated)
+        return reader.read_pattern(path, line_pattern, allow_truncated)
+    chosen = chosen or _get(detect_format(path), "trace")
+    try:
+        return chosen.read(path, allow_truncated)
+    except OSError as e:
+        raise TraceReadError(f"{path}: cannot read ({e.strerror or e})") from None
 
 
 def save_as(trace: Trace, path: str | Path, fmt: str) -> Path:
-    """Write in fmt ("native", "x64dbg", "text"); ValueError when the trace cannot be expressed in it."""
-    if fmt == "native":
-        return save_trace(trace, path)
-    if fmt == "x64dbg":
-        return write_x64dbg(trace, path)
-    if fmt == "text":
-        return write_text_log(trace, path)
-    raise ValueError(f"unknown output format {fmt!r} (one of {', '.join(WRITE_FORMATS)})")
+    """Write in fmt (see write_formats()); ValueError when the trace cannot be expressed in it."""
+    return _get(fmt, "output").write(trace, Path(path))
 
 
 def format_for_output(path: str | Path) -> str:
-    """The write format an output file name implies (native unless it names a debugger format)."""
+    """The write format an output file name implies (native unless it names another format)."""
     suffix = Path(path).suffix.lower()
-    if suffix in SUFFIXES:
-        return "x64dbg"
-    if suffix in TEXT_SUFFIXES:
-        return "text"
+    for fmt in _FORMATS.values():
+        if fmt.write is not None and suffix in (*fmt.suffixes, *fmt.hint_suffixes):
+            return fmt.name
     return "native"

@@ -27,10 +27,10 @@ from runtrace.trace.asmsyntax import mnemonic_of, normalize_instruction, parse_n
 from runtrace.trace.blocks import BlockBuilder
 from runtrace.trace.disasm import is_control_transfer
 from runtrace.trace.errors import TraceReadError, at_line
+from runtrace.trace.formats.registry import TraceFormat, register
 from runtrace.trace.model import Arch, StopReason, Trace, TraceMeta
 
 __all__ = [
-    "TEXT_FORMATS",
     "normalize_instruction",
     "read_custom_log",
     "read_ollydbg_log",
@@ -40,7 +40,6 @@ __all__ = [
     "write_text_log",
 ]
 
-TEXT_FORMATS = ("x64dbg-text", "ollydbg")
 MAX_LINE = 1 << 16  # longer "lines" are not instructions (and must not be read whole: binary input)
 _SNIFF_LINES = 200
 
@@ -436,3 +435,32 @@ def write_text_log(trace: Trace, path: str | Path) -> Path:
             out.write(text)
     tmp.replace(path)
     return path
+
+
+# "x64dbg-text" and "ollydbg" are found by sniffing the first lines; "text" reads any text log (sniffing
+# which) and is what a `.txt` / `.log` file that sniffs as neither is read as, and written as.
+register(
+    TraceFormat(
+        "x64dbg-text",
+        read=read_x64dbg_log,
+        probe=lambda path, head: sniff_text_format(path) == "x64dbg-text",
+        read_pattern=read_custom_log,
+    )
+)
+register(
+    TraceFormat(
+        "ollydbg",
+        read=read_ollydbg_log,
+        probe=lambda path, head: sniff_text_format(path) == "ollydbg",
+        read_pattern=read_custom_log,
+    )
+)
+register(
+    TraceFormat(
+        "text",
+        read=lambda path, allow_truncated: read_text_log(path, allow_truncated=allow_truncated),
+        write=write_text_log,
+        hint_suffixes=(".txt", ".log"),
+        read_pattern=read_custom_log,
+    )
+)

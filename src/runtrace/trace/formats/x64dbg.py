@@ -31,6 +31,7 @@ import numpy as np
 from runtrace.trace.blocks import BlockBuilder
 from runtrace.trace.disasm import decode_one, is_control_transfer
 from runtrace.trace.errors import TraceReadError, at_byte
+from runtrace.trace.formats.registry import TraceFormat, register
 from runtrace.trace.model import Arch, StopReason, Trace, TraceMeta
 
 MAGIC = b"TRAC"
@@ -561,3 +562,14 @@ def _split(block) -> list[tuple[bytes, int]]:
         out.append((block.data[offset : offset + n], address))
         offset += n
     return out
+
+
+register(
+    TraceFormat(
+        "x64dbg",
+        read=read_x64dbg,
+        write=write_x64dbg,
+        suffixes=SUFFIXES,
+        probe=lambda path, head: head == MAGIC,
+    )
+)
