@@ -26,7 +26,7 @@ from runtrace.models import (
 from runtrace.models.batching import DatasetTables, WindowEncoder, WindowStore, length_batches
 from runtrace.models.checkpoint import CheckpointError
 from runtrace.models.layers import attention_pool, reverse_padded
-from runtrace.models.train import roc_auc, split_validation
+from runtrace.models.train import binary_metrics, split_validation
 from runtrace.represent.synthetic import synthetic_dataset
 from runtrace.represent.vocabulary import Vocabulary
 from runtrace.represent.windows import WindowConfig
@@ -259,10 +259,13 @@ def test_validation_split_keeps_groups_whole_and_both_classes() -> None:
     assert set(labels[val]) == {0, 1}
 
 
-def test_roc_auc() -> None:
-    assert roc_auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9])) == 1.0
-    assert roc_auc(np.array([0, 1]), np.array([0.5, 0.5])) == 0.5
-    assert np.isnan(roc_auc(np.array([1, 1]), np.array([0.1, 0.2])))
+def test_validation_auc() -> None:
+    def auc(labels, scores):
+        return binary_metrics(np.array(labels), np.array(scores))["auc"]
+
+    assert auc([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == 1.0
+    assert auc([0, 1], [0.5, 0.5]) == 0.5
+    assert np.isnan(auc([1, 1], [0.1, 0.2]))
 
 
 def test_vocabulary_pad_and_oov_ids_are_fixed() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from runtrace.trace.asmsyntax import normalize_instruction
+from runtrace.trace.asmsyntax import normalise_syntax
 from runtrace.trace.disasm import disassembler
 from runtrace.trace.errors import TraceReadError
 from runtrace.trace.formats.textlog import (
@@ -112,22 +112,21 @@ def _capstone_text(bits: int, hex_bytes: str, address: int = 0x401000) -> str:
 @pytest.mark.parametrize(("bits", "code", "masm", "x64dbg"), SPELLINGS)
 def test_masm_and_x64dbg_spellings_normalise_to_capstone(bits, code, masm, x64dbg):
     reference = _capstone_text(bits, code)
-    assert normalize_instruction(masm, bits) == reference
-    assert normalize_instruction(x64dbg, bits) == reference
-    assert normalize_instruction(reference, bits) == reference  # capstone's own text is left alone
+    assert normalise_syntax(masm, bits) == reference
+    assert normalise_syntax(x64dbg, bits) == reference
+    assert normalise_syntax(reference, bits) == reference  # capstone's own text is left alone
 
 
 def test_capstone_text_is_a_fixed_point():
     for bits, base, code in ((32, X86_BASE, X86_CODE), (64, X64_BASE, X64_CODE)):
         for offset, hex_bytes in code.items():
             text = _capstone_text(bits, hex_bytes, base + offset)
-            assert normalize_instruction(text, bits) == text
+            assert normalise_syntax(text, bits) == text
 
 
 def test_whitespace_and_case_do_not_matter():
     assert (
-        normalize_instruction("  MOV\tEAX ,  DWORD   PTR  SS:[ EBP + 8 ] ", 32)
-        == "mov eax, dword ptr [ebp + 8]"
+        normalise_syntax("  MOV\tEAX ,  DWORD   PTR  SS:[ EBP + 8 ] ", 32) == "mov eax, dword ptr [ebp + 8]"
     )
 
 

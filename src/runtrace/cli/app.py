@@ -5,8 +5,26 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
+
+
+class _OneLineBadValues(TyperGroup):
+    """A bad option or argument value (not among its choices, not a number, missing) is one `error:`
+    line like every other input problem, instead of typer's boxed usage text."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except typer.BadParameter as e:
+            where = f" (see {e.ctx.command_path} --help)" if e.ctx is not None else ""
+            err_console.print(
+                f"[bold red]error:[/] {escape(e.format_message())}{where}", highlight=False, soft_wrap=True
+            )
+            raise typer.Exit(e.exit_code) from None
+
 
 app = typer.Typer(
+    cls=_OneLineBadValues,
     name="runtrace",
     help="Detect malicious Windows programs from their run traces (emulated, never executed natively).",
     no_args_is_help=True,

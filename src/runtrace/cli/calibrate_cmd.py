@@ -12,14 +12,15 @@ from pathlib import Path
 import typer
 
 from runtrace.cli.app import app, console, fail
+from runtrace.cli.choices import Protocol, Representation
 
 
 @app.command()
 def calibrate(
     model: Path = typer.Argument(..., help="Model directory (runtrace train)."),
     report: Path = typer.Option(..., "--report", help="Evaluation report directory (predictions.parquet)."),
-    representation: str = typer.Option("bsm", help="Which model's predictions: ism or bsm."),
-    protocol: str = typer.Option("by-file", help="Protocol whose out-of-fold scores are used."),
+    representation: Representation = typer.Option(Representation.BSM, help="Which model's predictions."),
+    protocol: Protocol = typer.Option(Protocol.BY_FILE, help="Protocol whose out-of-fold scores are used."),
     target_fpr: float = typer.Option(0.01, help="False-positive rate the threshold is chosen for."),
     version: str = typer.Option(None, help="Model version shown in scan results."),
 ) -> None:

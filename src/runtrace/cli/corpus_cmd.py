@@ -17,6 +17,7 @@ from runtrace.cli.app import (
     fail,
     max_file_bytes,
 )
+from runtrace.cli.choices import AuditSubset, Label, YesNoAuto
 
 corpus_app = typer.Typer(
     help="Build the labelled corpus, trace it, and audit it for packaging shortcuts.",
@@ -209,8 +210,10 @@ def _write_doc(path: Path, block: str) -> None:
 def audit(
     corpus_dir: Path = typer.Option(None, "--corpus-dir", help="Corpus folder (default: user cache)."),
     manifest: Path = typer.Option(None, help="A manifest file instead of <corpus-dir>/manifest.parquet."),
-    trace_columns: str = typer.Option("auto", "--trace-columns", help="auto (when traced), yes or no."),
-    subset: str = typer.Option("both", help="all, matched (metadata-matched subset) or both."),
+    trace_columns: YesNoAuto = typer.Option(YesNoAuto.AUTO, "--trace-columns", help="auto: when traced."),
+    subset: AuditSubset = typer.Option(
+        AuditSubset.BOTH, help="all, matched (metadata-matched subset) or both."
+    ),
     extended: bool = typer.Option(
         False, help="Also audit with entropy, signature, .NET, Rich, exports, timestamp."
     ),
@@ -229,10 +232,6 @@ def audit(
     from runtrace.corpus.report import composition_markdown, packages_markdown, summary_markdown
     from runtrace.corpus.store import MANIFEST_NAME
 
-    if trace_columns not in ("auto", "yes", "no"):
-        raise fail(f"--trace-columns must be auto, yes or no, not {trace_columns!r}")
-    if subset not in ("all", "matched", "both"):
-        raise fail(f"--subset must be all, matched or both, not {subset!r}")
     path = manifest or _corpus_dir(corpus_dir) / MANIFEST_NAME
     try:
         table = read_manifest(path)
@@ -283,7 +282,7 @@ def trace(
     memory_mb: int = typer.Option(1024, help="Memory cap per tracer process (MiB)."),
     workers: int = typer.Option(0, help="Parallel tracer processes (0: one per CPU)."),
     only_matched: bool = typer.Option(False, help="Trace only the metadata-matched subset."),
-    label: str = typer.Option(None, help="Trace only this class (malicious / benign)."),
+    label: Label = typer.Option(None, help="Trace only this class."),
     limit: int = typer.Option(0, help="Trace at most this many samples, alternating classes (0: all)."),
     retry_errors: bool = typer.Option(False, help="Trace again samples that failed before."),
     dask: str = typer.Option(
@@ -307,8 +306,6 @@ def trace(
     from runtrace.trace.emulate.dask_runner import DaskUnavailable
     from runtrace.trace.emulate.emulator import TracerSettings
 
-    if label not in (None, "malicious", "benign"):
-        raise fail(f"--label must be malicious or benign, not {label!r}")
     root = _corpus_dir(corpus_dir)
     manifest_path = root / MANIFEST_NAME
     out_dir = out or root / "traces"

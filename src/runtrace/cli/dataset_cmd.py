@@ -9,6 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from runtrace.cli.app import INTERRUPTED, app, console, err_console, fail
+from runtrace.cli.choices import Normalisation, Representation, Windowing
 
 dataset_app = typer.Typer(help="Turn traces into ISM / BSM token datasets.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
@@ -17,16 +18,9 @@ LABELS = ("malicious", "benign")
 
 
 def _read_manifest(path: Path):
-    """The corpus manifest as a pyarrow table (through the corpus stage's reader when it is there)."""
-    try:
-        from runtrace.corpus.manifest import ManifestError, read_manifest
-    except ImportError:
-        import pyarrow.parquet as pq
+    """The corpus manifest as a pyarrow table."""
+    from runtrace.corpus.manifest import ManifestError, read_manifest
 
-        try:
-            return pq.read_table(path)
-        except (OSError, ValueError) as e:
-            raise fail(f"{path}: not a readable manifest ({e})") from None
     try:
         return read_manifest(path)
     except ManifestError as e:
@@ -91,7 +85,7 @@ def _built_from(out: Path) -> str | None:
 
 @dataset_app.command("build")
 def build(
-    representation: str = typer.Option(..., "--representation", "-r", help="ism or bsm."),
+    representation: Representation = typer.Option(..., "--representation", "-r"),
     manifest: Path = typer.Option(..., "--manifest", "-m", help="Corpus manifest (Parquet) with labels."),
     traces: Path = typer.Option(
         None,
@@ -100,14 +94,14 @@ def build(
         help="Directory of <sha256>.rtrace files (default: the manifest's trace_path).",
     ),
     out: Path = typer.Option(..., "-o", "--out", help="Dataset directory to write."),
-    normalisation: str = typer.Option("registers", help="mnemonic, operand-kinds or registers."),
+    normalisation: Normalisation = typer.Option(Normalisation.REGISTERS, help="Instruction normalisation."),
     api: bool = typer.Option(
         True, "--api/--no-api", help="API calls as tokens (--no-api: the paper's setting)."
     ),
     max_tokens: int = typer.Option(
         None, help="Keep only the first N tokens (ISM) or blocks (BSM) per trace."
     ),
-    windowing: str = typer.Option(None, help="Default windows for models: sliding, first-n or sampled."),
+    windowing: Windowing = typer.Option(None, help="Default windows for models."),
     window: int = typer.Option(None, help="Default window length (tokens or blocks)."),
     stride: int = typer.Option(None, help="Default stride of sliding windows (default: the window length)."),
     windows_per_file: int = typer.Option(None, help="Default number of sampled windows per file."),
@@ -122,14 +116,8 @@ def build(
 
     Run again with the same traces and settings, it finds OUT up to date and does nothing."""
     from runtrace.represent.dataset import DatasetError, build_dataset
-    from runtrace.represent.encode import REPRESENTATIONS
-    from runtrace.represent.normalise import Normalisation
     from runtrace.represent.windows import WindowConfig
 
-    if representation not in REPRESENTATIONS:
-        raise fail(f"--representation must be ism or bsm, not {representation!r}")
-    if normalisation not in tuple(Normalisation):
-        raise fail(f"--normalisation must be one of {', '.join(Normalisation)}, not {normalisation!r}")
     if traces is not None and not traces.is_dir():
         raise fail(f"{traces}: no such directory")
     window_settings = {

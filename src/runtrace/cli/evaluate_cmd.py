@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from runtrace.cli.app import INTERRUPTED, app, console, err_console, fail
+from runtrace.cli.choices import Device, ProtocolOrAll, RepresentationOrAll, ThresholdFit
 
 ALL = "all"
 
@@ -20,8 +21,11 @@ def _split_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def _console_summary(summary: dict) -> Table:
-    table = Table(title="per-file results (95 % bootstrap intervals in metrics.json and report.md)")
+def _console_summary(summary: dict, target_fpr: float) -> Table:
+    table = Table(
+        title=f"per-file results at thresholds fitted on the training folds for FPR {100 * target_fpr:g} % "
+        "(95 % bootstrap intervals in metrics.json and report.md)"
+    )
     for col in ("data", "protocol", "model", "accuracy", "FPR", "TPR", "ROC-AUC", "TP/FP/TN/FN"):
         table.add_column(col, justify="left" if col in ("data", "protocol", "model") else "right")
 
@@ -49,8 +53,8 @@ def evaluate(
     datasets: list[Path] = typer.Option(
         ..., "--dataset", "-d", help="Dataset directory (runtrace dataset build); repeat for ISM and BSM."
     ),
-    representation: str = typer.Option(ALL, "--representation", "-r", help="ism, bsm or all."),
-    protocol: str = typer.Option(ALL, "--protocol", "-p", help="leaky, by-file, by-origin or all."),
+    representation: RepresentationOrAll = typer.Option(RepresentationOrAll.ALL, "--representation", "-r"),
+    protocol: ProtocolOrAll = typer.Option(ProtocolOrAll.ALL, "--protocol", "-p"),
     models: str = typer.Option(
         "lstm,ngram-lr,ngram-lgbm,metadata", "--models", "-m", help="Comma-separated: lstm, ngram-lr, ..."
     ),
@@ -58,9 +62,8 @@ def evaluate(
     folds: int = typer.Option(5, help="k of the k-fold protocols."),
     seed: int = typer.Option(0, help="Seed of the folds, the models and the bootstrap."),
     target_fpr: float = typer.Option(0.01, help="FPR the decision threshold aims for (on training folds)."),
-    threshold_fit: str = typer.Option(
-        "auto",
-        help="auto (per model), inner-cv or holdout: how training-fold scores for the threshold are got.",
+    threshold_fit: ThresholdFit = typer.Option(
+        ThresholdFit.AUTO, help="How training-fold scores for the threshold are got (auto: per model)."
     ),
     bootstrap: int = typer.Option(1000, help="Bootstrap resamples per interval."),
     manifest: Path = typer.Option(
@@ -69,12 +72,13 @@ def evaluate(
     window: int = typer.Option(None, help="Leaky protocol: window length (default: the LSTM's)."),
     windows_per_file: int = typer.Option(None, help="Leaky protocol: sampled windows per file."),
     lstm_epochs: int = typer.Option(None, help="LSTM: at most this many epochs (default: the model's)."),
-    device: str = typer.Option("auto", help="LSTM: auto, cpu or cuda."),
+    device: Device = typer.Option(Device.AUTO, help="LSTM: where to train."),
     threads: int = typer.Option(None, help="LSTM: torch CPU threads."),
     overwrite: bool = typer.Option(
         False, help="Start afresh: replace an existing report and forget folds saved by an earlier run."
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    table: bool = typer.Option(True, "--table/--no-table", help="Print the results table when done."),
 ) -> None:
     """Evaluate detectors honestly: leaky, by-file and by-origin splits side by side, per-file metrics
     with bootstrap intervals, baselines and a metadata shortcut audit (docs/evaluation.md).
@@ -88,12 +92,6 @@ def evaluate(
     from runtrace.evaluate.runner import RunConfig, run_evaluation
     from runtrace.represent.dataset import DatasetError, SequenceDataset
 
-    if representation not in ("ism", "bsm", ALL):
-        raise fail(f"--representation must be ism, bsm or all, not {representation!r}")
-    if protocol not in (*PROTOCOLS, ALL):
-        raise fail(f"--protocol must be one of {', '.join(PROTOCOLS)} or all, not {protocol!r}")
-    if threshold_fit not in ("auto", "inner-cv", "holdout"):
-        raise fail(f"--threshold-fit must be auto, inner-cv or holdout, not {threshold_fit!r}")
     if folds < 2:
         raise fail("--folds must be at least 2")
     if not 0.0 <= target_fpr < 1.0:
@@ -197,6 +195,7 @@ def evaluate(
     paths = write_report(
         result, out, command=command, n_resamples=bootstrap, seed=seed, manifest_sha256=manifest_sha256
     )
-    console.print(_console_summary(json.loads(paths["metrics"].read_text())))
+    if table:
+        console.print(_console_summary(json.loads(paths["metrics"].read_text()), target_fpr))
     checkpoints.mark_finished(saved, key)
     console.print(f"report written to {paths['report']}", highlight=False)

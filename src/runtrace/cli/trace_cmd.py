@@ -20,6 +20,7 @@ from runtrace.cli.app import (
     fail,
     max_file_bytes,
 )
+from runtrace.cli.choices import TraceAlsoWrite
 
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # unicorn 1.0.2 at import
 
@@ -54,7 +55,7 @@ def trace(
     timeout: float = typer.Option(60.0, help="Wall-clock seconds per sample."),
     memory_mb: int = typer.Option(1024, help="Memory cap per tracer process (MiB)."),
     workers: int = typer.Option(0, help="Parallel tracer processes (0: one per CPU)."),
-    fmt: str = typer.Option("native", "--format", help="Also write: native (only) or x64dbg."),
+    fmt: TraceAlsoWrite = typer.Option(TraceAlsoWrite.NATIVE, "--format", help="Also write x64dbg traces."),
     retry_errors: bool = typer.Option(False, help="Trace again samples that failed before."),
     dask: str = typer.Option(
         None,
@@ -73,9 +74,7 @@ def trace(
     from runtrace.trace.emulate.emulator import TracerSettings
     from runtrace.trace.emulate.inputs import iter_samples
 
-    if fmt not in ("native", "x64dbg"):
-        raise fail(f"--format must be native or x64dbg, not {fmt!r}")
-    extra = _x64dbg_writer if fmt == "x64dbg" else None
+    extra = _x64dbg_writer if fmt is TraceAlsoWrite.X64DBG else None
     settings = TracerSettings(max_instructions=max_instructions, timeout_s=timeout, memory_mb=memory_mb)
     try:
         out.mkdir(parents=True, exist_ok=True)

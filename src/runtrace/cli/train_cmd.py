@@ -11,39 +11,48 @@ from pathlib import Path
 import typer
 
 from runtrace.cli.app import app, console, fail
+from runtrace.cli.choices import (
+    Aggregation,
+    BlockEncoder,
+    Device,
+    Pooling,
+    Representation,
+    ValidationBy,
+    Windowing,
+)
 
 
 @app.command()
 def train(
     dataset: Path = typer.Option(..., "--dataset", "-d", help="Dataset directory (runtrace dataset build)."),
     out: Path = typer.Option(..., "-o", "--out", help="Model directory to write."),
-    representation: str = typer.Option(
-        None, "--representation", "-r", help="ism or bsm (default: the dataset's)."
+    representation: Representation = typer.Option(
+        None, "--representation", "-r", help="Default: the dataset's."
     ),
     epochs: int = typer.Option(20, help="At most this many epochs (early stopping may end sooner)."),
     batch_size: int = typer.Option(32, help="Windows per step."),
     lr: float = typer.Option(2e-3, help="AdamW learning rate."),
     patience: int = typer.Option(3, help="Epochs without a better validation loss before stopping."),
     val_fraction: float = typer.Option(0.15, help="Share of the training files held out for early stopping."),
-    val_by: str = typer.Option("file", help="Draw validation files by 'file' or by origin 'group'."),
-    seed: int = typer.Option(0),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    threads: int = typer.Option(None, help="torch CPU threads per process."),
-    windowing: str = typer.Option(
-        None, help="sliding, first-n or sampled (default: the dataset's, else sampled)."
+    val_by: ValidationBy = typer.Option(
+        ValidationBy.FILE, help="Draw validation files by file or by origin group."
     ),
+    seed: int = typer.Option(0),
+    device: Device = typer.Option(Device.AUTO),
+    threads: int = typer.Option(None, help="torch CPU threads per process."),
+    windowing: Windowing = typer.Option(None, help="Default: the dataset's, else sampled."),
     window: int = typer.Option(None, help="Window length in tokens (ISM) or blocks (BSM)."),
     stride: int = typer.Option(None, help="Stride of sliding windows (default: the window length)."),
     windows_per_file: int = typer.Option(None, help="Sampled windows per file."),
     max_windows: int = typer.Option(None, help="Sliding: at most this many windows per file."),
-    aggregation: str = typer.Option("mean", help="Window scores -> file score: mean, max or attention."),
+    aggregation: Aggregation = typer.Option(Aggregation.MEAN, help="Window scores -> file score."),
     embed: int = typer.Option(32, help="Instruction embedding size."),
     hidden: int = typer.Option(64, help="LSTM hidden size."),
     layers: int = typer.Option(1, help="LSTM layers."),
     bidirectional: bool = typer.Option(False, "--bidirectional/--unidirectional"),
-    pooling: str = typer.Option("mean", help="Over LSTM outputs: last, mean or max."),
+    pooling: Pooling = typer.Option(Pooling.MEAN, help="Over LSTM outputs."),
     dropout: float = typer.Option(0.1),
-    block_encoder: str = typer.Option("mean", help="BSM: mean, max or conv over a block's instructions."),
+    block_encoder: BlockEncoder = typer.Option(BlockEncoder.MEAN, help="BSM: over a block's instructions."),
     block_ids: bool = typer.Option(
         True, "--block-ids/--no-block-ids", help="BSM: learned block-key embedding."
     ),

@@ -40,7 +40,7 @@ def run_tool(cmd: list[str], cwd: Path | None, timeout_s: float) -> subprocess.C
     return proc
 
 
-def normalize_project(name: str) -> str:
+def normalise_project(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
@@ -99,7 +99,7 @@ def fetch_wheels(
     project: str, platform: str, python: str, downloads_dir: Path, timeout_s: float = 600
 ) -> list[Path]:
     """Download the newest wheel of `project` for one Windows platform and Python; cached per triple."""
-    folder = downloads_dir / "pypi" / normalize_project(project) / f"py{python}-{platform}"
+    folder = downloads_dir / "pypi" / normalise_project(project) / f"py{python}-{platform}"
     if (folder / COMPLETE_MARKER).is_file():
         return sorted(folder.glob("*.whl"))
     partial = folder.with_name(folder.name + ".partial")

@@ -14,11 +14,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pefile
 
-MACHINE_ARCH = {0x14C: "i386", 0x8664: "amd64"}
+from runtrace.trace.emulate.pe import IMAGE_FILE_DLL, MACHINE_AMD64, MACHINE_I386, MZ, SUBSYSTEM_NATIVE
+
+MACHINE_ARCH = {MACHINE_I386: "i386", MACHINE_AMD64: "amd64"}
 OTHER_MACHINES = {0x1C0: "arm", 0x1C4: "armnt", 0xAA64: "arm64", 0x200: "ia64", 0xEBC: "efi-bytecode"}
 
-IMAGE_FILE_DLL = 0x2000
-SUBSYSTEM_NATIVE = 1
 KERNEL_IMPORTS = {"ntoskrnl.exe", "hal.dll", "ndis.sys", "wdfldr.sys", "fltmgr.sys", "ks.sys"}
 
 # Byte markers of toolchains that leave no Rich header.  Checked on the raw file because section layout
@@ -77,7 +77,7 @@ def _sniff(data: bytes) -> None:
     """Reject non-PE input cheaply and with a precise reason before pefile sees it."""
     if len(data) < 0x40:
         raise NotPeError(f"too small for a PE file ({len(data)} bytes)")
-    if data[:2] != b"MZ":
+    if data[:2] != MZ:
         raise NotPeError("no MZ header")
     e_lfanew = int.from_bytes(data[0x3C:0x40], "little")
     sig = data[e_lfanew : e_lfanew + 4] if e_lfanew + 4 <= len(data) else b""

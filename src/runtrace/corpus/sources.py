@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from runtrace.corpus.fetch import normalize_project
+from runtrace.corpus.fetch import normalise_project
 from runtrace.corpus.store import repo_root
 
 DEFAULT_SOURCES = Path(__file__).with_name("sources.toml")
@@ -256,9 +256,9 @@ def wheel_candidates(project: str, wheel: Path, suffixes: list[str]) -> Iterator
         yield Candidate(
             label="benign",
             source="pypi",
-            package=normalize_project(project),
+            package=normalise_project(project),
             package_version=wheel_version(wheel),
-            origin_group=f"pypi/{normalize_project(project)}",
+            origin_group=f"pypi/{normalise_project(project)}",
             member=f"{wheel.name}/{info.filename}",
             read=reader(info),
         )

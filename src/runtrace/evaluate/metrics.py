@@ -9,10 +9,13 @@ than 1/FPR benign files, only FPR = 0 fits under the target, which `resolution_l
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import scipy.sparse as sp
+from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.metrics import roc_auc_score, roc_curve
 
 FPR_TARGETS = (0.01, 0.001)
 METRIC_NAMES = (
@@ -72,23 +75,16 @@ def _ratio(num: float, den: float) -> float:
 
 
 def roc_curve_points(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(fpr, tpr, threshold) at every distinct score, starting at (0, 0).
+    """(fpr, tpr, threshold) at every distinct score, starting at (0, 0) with threshold +inf.
 
     Tied scores move together: a threshold cannot separate files with the same score, so no partial
-    credit is given inside a tie (this makes the area equal the Mann-Whitney statistic with ties = 1/2).
+    credit is given inside a tie (the area is then the Mann-Whitney statistic with ties = 1/2).
     """
-    y = np.asarray(y, dtype=np.int64)
-    score = np.asarray(score, dtype=np.float64)
-    order = np.argsort(-score, kind="mergesort")
-    s, yy = score[order], y[order]
-    last_of_tie = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1] if len(s) else np.array([], dtype=np.int64)
-    tps = np.r_[0, np.cumsum(yy)[last_of_tie]]
-    fps = np.r_[0, np.cumsum(1 - yy)[last_of_tie]]
-    n_pos, n_neg = tps[-1], fps[-1]
-    tpr = tps / n_pos if n_pos else np.full(len(tps), np.nan)
-    fpr = fps / n_neg if n_neg else np.full(len(fps), np.nan)
-    thresholds = np.r_[np.inf, s[last_of_tie]]
-    return fpr, tpr, thresholds
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)  # one class only: NaN rates, said below
+        return roc_curve(
+            np.asarray(y, dtype=np.int64), np.asarray(score, dtype=np.float64), drop_intermediate=False
+        )
 
 
 def _ranking_metrics(y: np.ndarray, score: np.ndarray, fpr_targets: tuple[float, ...]) -> dict[str, float]:
@@ -102,7 +98,7 @@ def _ranking_metrics(y: np.ndarray, score: np.ndarray, fpr_targets: tuple[float,
             out[_fpr_metric_name(t)] = float("nan")
         return out
     fpr, tpr, _ = roc_curve_points(y, score)
-    out["roc_auc"] = float(np.trapezoid(tpr, fpr))
+    out["roc_auc"] = float(roc_auc_score(y, score))
     fps = np.rint(fpr * n_neg)
     for t in fpr_targets:
         # Compare counts, not floats: FPR <= t means at most floor(t * n_benign) false positives.

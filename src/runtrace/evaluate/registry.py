@@ -45,10 +45,8 @@ def _ngram_cache(ctx: BuildContext) -> NgramCache:
 
 
 def _build_lstm(ctx: BuildContext) -> FileClassifier:
-    try:
-        from runtrace.models import BsmLstm, IsmLstm
-    except ImportError as e:  # pragma: no cover - depends on what is installed
-        raise ModelUnavailable(f"lstm: runtrace.models cannot be imported ({e})") from e
+    from runtrace.models import BsmLstm, IsmLstm  # here: torch is imported only when an LSTM is asked for
+
     cls = {"ism": IsmLstm, "bsm": BsmLstm}.get(ctx.representation)
     if cls is None:
         raise ModelUnavailable(f"lstm: no LSTM for representation {ctx.representation!r}")

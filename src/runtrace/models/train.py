@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -95,22 +96,6 @@ def split_validation(
 # --- metrics ----------------------------------------------------------------------------------------
 
 
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney, ties count half); nan without both classes."""
-    labels = np.asarray(labels).astype(bool)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores), dtype=np.float64)
-    sorted_scores = np.asarray(scores)[order]
-    # Average ranks over ties.
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    avg = first + (counts + 1) / 2.0
-    ranks[order] = np.repeat(avg, counts)
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 def binary_metrics(labels: np.ndarray, proba: np.ndarray) -> dict:
     labels = np.asarray(labels).astype(np.float64)
     p = np.clip(np.asarray(proba, dtype=np.float64), 1e-7, 1 - 1e-7)
@@ -120,7 +105,7 @@ def binary_metrics(labels: np.ndarray, proba: np.ndarray) -> dict:
     return {
         "loss": loss,
         "accuracy": float((predicted == labels.astype(bool)).mean()) if len(p) else float("nan"),
-        "auc": roc_auc(labels, p),
+        "auc": float(roc_auc_score(labels, p)) if 0 < labels.sum() < len(labels) else float("nan"),
         "fpr": float(predicted[negatives].mean()) if negatives.any() else float("nan"),
     }
 

@@ -2,7 +2,7 @@
 
 Emulated traces are tokenised from capstone's text; a trace imported from a text log must produce the
 same tokens for the same instruction, or a model would learn the debugger instead of the program.
-`normalize_instruction` maps e.g.
+`normalise_syntax` maps e.g.
 
     MOV EAX,DWORD PTR SS:[EBP+8]      ->  mov eax, dword ptr [ebp + 8]
     lea ecx,dword ptr ds:[ecx+edx*4+10] ->  lea ecx, [ecx + edx*4 + 0x10]
@@ -96,7 +96,7 @@ def format_number(value: int) -> str:
 
 
 @lru_cache(maxsize=1 << 16)
-def normalize_instruction(text: str, bits: int = 32) -> str:
+def normalise_syntax(text: str, bits: int = 32) -> str:
     """One instruction's disassembly in capstone's Intel syntax ("mnemonic op1, op2"), lower case."""
     words = " ".join(text.strip().lower().split()).split(" ")
     prefixes: list[str] = []

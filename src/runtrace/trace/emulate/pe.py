@@ -7,7 +7,6 @@ foreign machines, .NET assemblies and kernel drivers.
 
 from __future__ import annotations
 
-import mmap
 import struct
 from dataclasses import dataclass
 
@@ -15,21 +14,13 @@ import pefile
 
 from runtrace.trace.model import Arch
 
-
-def _close_without_full_gc(self) -> None:
-    # pefile runs a full garbage collection whenever it closes or copies its data (`close`,
-    # `set_bytes_at_rva`), to release an mmap.  Speakeasy patches imports through it and we parse every
-    # file, so that is several full collections per emulation: 30-60 ms each in a process holding numpy
-    # and the emulator, a tenth of a short program's whole trace.  Only an mmap needs releasing.
-    data = getattr(self, "__data__", None)
-    if isinstance(data, mmap.mmap):
-        data.close()
-        del self.__data__
-
-
-pefile.PE._close_data = _close_without_full_gc
-
+# The PE constants runtrace checks, named once (pefile's tables give the values); the corpus's metadata
+# reader uses the same ones.
 MZ = b"MZ"
+MACHINE_I386 = pefile.MACHINE_TYPE["IMAGE_FILE_MACHINE_I386"]
+MACHINE_AMD64 = pefile.MACHINE_TYPE["IMAGE_FILE_MACHINE_AMD64"]
+IMAGE_FILE_DLL = pefile.IMAGE_CHARACTERISTICS["IMAGE_FILE_DLL"]
+SUBSYSTEM_NATIVE = pefile.SUBSYSTEM_TYPE["IMAGE_SUBSYSTEM_NATIVE"]
 
 
 def is_pe_file(path) -> bool:
@@ -38,7 +29,7 @@ def is_pe_file(path) -> bool:
         return fh.read(2) == MZ
 
 
-_MACHINES = {0x14C: Arch.X86, 0x8664: Arch.AMD64}
+_MACHINES = {MACHINE_I386: Arch.X86, MACHINE_AMD64: Arch.AMD64}
 _MACHINE_NAMES = {
     0xAA64: "ARM64",
     0x1C0: "ARM",
@@ -55,7 +46,6 @@ _MAGICS = {
     b"\xca\xfe\xba\xbe": "a Mach-O universal or Java class file",
 }
 _MAX_SECTIONS = 96  # the loader's limit on NT
-_SUBSYSTEM_NATIVE = 1
 
 
 class UnsupportedInput(ValueError):
@@ -113,26 +103,25 @@ def inspect_pe(data: bytes) -> PeInfo:
         pe = pefile.PE(data=data, fast_load=True)
     except pefile.PEFormatError as e:
         raise UnsupportedInput(f"malformed PE: {e}") from None
-    try:
-        opt = pe.OPTIONAL_HEADER
-        if opt.SizeOfImage == 0 or opt.SizeOfImage > 0x7FFF0000:
-            raise UnsupportedInput(f"absurd header value: SizeOfImage 0x{opt.SizeOfImage:x}")
-        if opt.SectionAlignment == 0 or opt.SectionAlignment & (opt.SectionAlignment - 1):
-            raise UnsupportedInput(f"absurd header value: SectionAlignment 0x{opt.SectionAlignment:x}")
-        dirs = opt.DATA_DIRECTORY
-        com = dirs[pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_COM_DESCRIPTOR"]] if len(dirs) > 14 else None
-        if com is not None and com.VirtualAddress and com.Size:
-            raise UnsupportedInput("unsupported: .NET assembly (managed code is not emulated)")
-        if opt.Subsystem == _SUBSYSTEM_NATIVE:
-            raise UnsupportedInput("unsupported: kernel driver or native-subsystem image")
-        is_dll = bool(pe.FILE_HEADER.Characteristics & 0x2000)
-        export_count = 0
-        exp = dirs[0] if dirs else None
-        if exp is not None and exp.VirtualAddress and exp.Size:
-            pe.parse_data_directories(directories=[pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_EXPORT"]])
-            export_count = len(getattr(getattr(pe, "DIRECTORY_ENTRY_EXPORT", None), "symbols", []) or [])
-        if not is_dll and opt.AddressOfEntryPoint == 0:
-            raise UnsupportedInput("EXE without an entry point")
-        return PeInfo(_MACHINES[machine], is_dll, opt.ImageBase, opt.AddressOfEntryPoint, export_count)
-    finally:
-        pe.close()
+    # Parsed from bytes, so there is nothing to release: no `pe.close()`, which would also run a full
+    # garbage collection (see speakeasy_loader).
+    opt = pe.OPTIONAL_HEADER
+    if opt.SizeOfImage == 0 or opt.SizeOfImage > 0x7FFF0000:
+        raise UnsupportedInput(f"absurd header value: SizeOfImage 0x{opt.SizeOfImage:x}")
+    if opt.SectionAlignment == 0 or opt.SectionAlignment & (opt.SectionAlignment - 1):
+        raise UnsupportedInput(f"absurd header value: SectionAlignment 0x{opt.SectionAlignment:x}")
+    dirs = opt.DATA_DIRECTORY
+    com = dirs[pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_COM_DESCRIPTOR"]] if len(dirs) > 14 else None
+    if com is not None and com.VirtualAddress and com.Size:
+        raise UnsupportedInput("unsupported: .NET assembly (managed code is not emulated)")
+    if opt.Subsystem == SUBSYSTEM_NATIVE:
+        raise UnsupportedInput("unsupported: kernel driver or native-subsystem image")
+    is_dll = bool(pe.FILE_HEADER.Characteristics & IMAGE_FILE_DLL)
+    export_count = 0
+    exp = dirs[0] if dirs else None
+    if exp is not None and exp.VirtualAddress and exp.Size:
+        pe.parse_data_directories(directories=[pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_EXPORT"]])
+        export_count = len(getattr(getattr(pe, "DIRECTORY_ENTRY_EXPORT", None), "symbols", []) or [])
+    if not is_dll and opt.AddressOfEntryPoint == 0:
+        raise UnsupportedInput("EXE without an entry point")
+    return PeInfo(_MACHINES[machine], is_dll, opt.ImageBase, opt.AddressOfEntryPoint, export_count)

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtrace.trace.asmsyntax import mnemonic_of, normalize_instruction, parse_number
+from runtrace.trace.asmsyntax import mnemonic_of, normalise_syntax, parse_number
 from runtrace.trace.blocks import BlockBuilder
 from runtrace.trace.disasm import is_control_transfer
 from runtrace.trace.errors import TraceReadError, at_line
@@ -31,7 +31,7 @@ from runtrace.trace.formats.registry import TraceFormat, register
 from runtrace.trace.model import Arch, StopReason, Trace, TraceMeta
 
 __all__ = [
-    "normalize_instruction",
+    "normalise_syntax",
     "read_custom_log",
     "read_ollydbg_log",
     "read_text_log",
@@ -266,13 +266,13 @@ def _thread_id(token: str, names: dict[str, int]) -> int:
 # From lines to a Trace
 
 
-def _arch(lines: _Lines, normalized: list[str], x86_only: bool) -> Arch:
+def _arch(lines: _Lines, normalised: list[str], x86_only: bool) -> Arch:
     """64-bit if an address says so (x64dbg writes 16 digits there), else if a 64-bit register appears."""
     if lines.wide or max(lines.addresses) >= 1 << 32:
         return Arch.AMD64
     if x86_only:
         return Arch.X86
-    return Arch.AMD64 if any(_WIDE_REGISTERS.search(t) for t in normalized) else Arch.X86
+    return Arch.AMD64 if any(_WIDE_REGISTERS.search(t) for t in normalised) else Arch.X86
 
 
 def _infer_lengths(lines: _Lines, transfer: list[bool], target: list[int | None]) -> list[int]:
@@ -312,13 +312,13 @@ def _to_trace(lines: _Lines, path: Path, source: str, x86_only: bool, settings: 
         )
     raw = list(lines.texts)
     bits = 64 if lines.wide or max(lines.addresses) >= 1 << 32 else 32
-    normalized = [normalize_instruction(t, bits) for t in raw]
-    arch = _arch(lines, normalized, x86_only)
+    normalised = [normalise_syntax(t, bits) for t in raw]
+    arch = _arch(lines, normalised, x86_only)
     if arch.bits != bits:
-        normalized = [normalize_instruction(t, arch.bits) for t in raw]
-    mnemonics = [mnemonic_of(t) for t in normalized]  # prefixes included, as capstone reports them
+        normalised = [normalise_syntax(t, arch.bits) for t in raw]
+    mnemonics = [mnemonic_of(t) for t in normalised]  # prefixes included, as capstone reports them
     transfer = [is_control_transfer(m) for m in mnemonics]
-    target = [_branch_target(t) if tr else None for t, tr in zip(normalized, transfer, strict=True)]
+    target = [_branch_target(t) if tr else None for t, tr in zip(normalised, transfer, strict=True)]
     lengths = _infer_lengths(lines, transfer, target)
 
     builder = BlockBuilder(arch.bits)
@@ -326,7 +326,7 @@ def _to_trace(lines: _Lines, path: Path, source: str, x86_only: bool, settings: 
     for address, text_id, length, tid in zip(
         lines.addresses, lines.text_ids, lengths, lines.tids, strict=True
     ):
-        add(address, normalized[text_id], length, tid, mnemonics[text_id])
+        add(address, normalised[text_id], length, tid, mnemonics[text_id])
     blocks, visits, threads = builder.finish()
     meta = TraceMeta(
         sha256="",

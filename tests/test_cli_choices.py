@@ -1,0 +1,43 @@
+"""The command line's choice Enums name exactly what the stages accept (they are spelled out in
+`cli/choices.py` so that building the options imports neither torch nor scikit-learn)."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from runtrace.cli import choices
+from runtrace.cli.app import app
+from runtrace.evaluate.protocols import PROTOCOLS
+from runtrace.evaluate.registry import HOLDOUT, INNER_CV
+from runtrace.evaluate.runner import AUTO
+from runtrace.models.bsm import BLOCK_ENCODERS
+from runtrace.models.estimator import AGGREGATIONS
+from runtrace.models.layers import POOLINGS
+from runtrace.models.train import VAL_BY
+from runtrace.represent.encode import REPRESENTATIONS
+from runtrace.represent.windows import WINDOW_MODES
+
+
+def values(enum) -> tuple[str, ...]:
+    return tuple(member.value for member in enum)
+
+
+def test_choices_match_the_stages() -> None:
+    assert values(choices.Representation) == REPRESENTATIONS
+    assert values(choices.RepresentationOrAll) == (*REPRESENTATIONS, "all")
+    assert values(choices.Protocol) == PROTOCOLS
+    assert values(choices.ProtocolOrAll) == (*PROTOCOLS, "all")
+    assert values(choices.ThresholdFit) == (AUTO, INNER_CV, HOLDOUT)
+    assert values(choices.Windowing) == WINDOW_MODES
+    assert values(choices.Aggregation) == AGGREGATIONS
+    assert values(choices.Pooling) == POOLINGS
+    assert values(choices.BlockEncoder) == BLOCK_ENCODERS
+    assert values(choices.ValidationBy) == VAL_BY
+
+
+def test_a_value_outside_the_choices_is_one_line_naming_the_option() -> None:
+    result = CliRunner().invoke(app, ["evaluate", "-d", "x", "-o", "y", "--protocol", "by-moon"])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "--protocol" in lines[0], result.output
+    assert "by-moon" in lines[0] and "by-origin" in lines[0]
