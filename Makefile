@@ -24,6 +24,7 @@ demo: install src/runtrace/trace/emulate/_blockrec.built
 test: install src/runtrace/trace/emulate/_blockrec.built
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 format: install
