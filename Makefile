@@ -58,7 +58,7 @@ reproduce: install src/runtrace/trace/emulate/_blockrec.built
 	$(VENV)/bin/runtrace corpus build --corpus-dir $(CORPUS)
 	$(VENV)/bin/runtrace corpus trace --corpus-dir $(CORPUS) --limit $(CORPUS_LIMIT) --timeout $(TRACE_TIMEOUT)
 	$(MAKE) -j2 reproduce-ism reproduce-bsm
-	$(PY) -m runtrace.evaluate.results reports/reproduce-ism reports/reproduce-bsm \
+	$(VENV)/bin/runtrace results reports/reproduce-ism reports/reproduce-bsm \
 		--notes docs/results-notes.md -o docs/results.md
 	$(VENV)/bin/runtrace train -r bsm --dataset $(WORK)/datasets/bsm -o $(WORK)/models/default --threads 1 --no-progress
 	$(VENV)/bin/runtrace calibrate $(WORK)/models/default --report reports/reproduce-bsm --representation bsm \

@@ -10,6 +10,7 @@ from runtrace.evaluate.guard import LeakError
 from runtrace.evaluate.registry import HOLDOUT, INNER_CV, ModelSpec, resolve_models
 from runtrace.evaluate.report import write_report
 from runtrace.evaluate.runner import RunConfig, run_evaluation, run_fold
+from runtrace.evaluate.schema import EvaluationResults
 
 
 def _spy_spec(strategy=INNER_CV, **kwargs) -> ModelSpec:
@@ -96,10 +97,11 @@ def test_report_files_are_written(tmp_path):
     config = RunConfig(folds=4, window={"mode": "sampled", "length": 64, "count": 3})
     protocols = [P.LEAKY, P.BY_FILE]  # by-origin is covered above; plots are the slow part here
     result = run_evaluation([("a", ism), ("b", bsm)], models, protocols, config, show_progress=False)
-    paths = write_report(result, tmp_path / "run1", command="runtrace evaluate ...", n_resamples=30)
+    results, paths = write_report(result, tmp_path / "run1", command="runtrace evaluate ...", n_resamples=30)
     for p in paths.values():
         assert p.exists() and p.stat().st_size > 0
     metrics = json.loads(paths["metrics"].read_text())
+    assert EvaluationResults.read(paths["metrics"]) == results  # what the report showed is what was written
     assert len(metrics["results"]) == 2 * 2 * 3
     leaky = next(e for e in metrics["results"] if e["protocol"] == "leaky")
     assert "per_window" in leaky and leaky["per_file"]["counts"]["n"] == 40

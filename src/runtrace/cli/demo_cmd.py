@@ -9,7 +9,6 @@ Each step runs the real command in a child process, so what is printed is what a
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -66,31 +65,34 @@ def demo(
                 "-o", str(report), "--overwrite")  # fmt: skip
     if code != 0:
         raise fail("evaluation failed")
-    _paper_table(report / "metrics.json")
+    _paper_table(report)
 
 
-def _paper_table(metrics_path: Path) -> None:
+def _paper_table(report: Path) -> None:
     from rich.table import Table
 
-    results = json.loads(metrics_path.read_text())["results"]
+    from runtrace.evaluate.schema import FIXED_THRESHOLD, EvaluationResults
+
+    results = EvaluationResults.read(report)
     # The paper reports decisions at score 0.5, so the demo compares at that threshold (report.md also
     # has the figures at thresholds fitted for a target FPR).  ROC-AUC needs no threshold.
-    table = Table(title="demo (113 files, by-file 3-fold) at decision threshold 0.5, beside the paper")
-    for col in ("model", "accuracy @ 0.5", "FPR @ 0.5", "ROC-AUC", "paper accuracy", "paper FPR"):
+    t = f"{FIXED_THRESHOLD:g}"
+    table = Table(title=f"demo (113 files, by-file 3-fold) at decision threshold {t}, beside the paper")
+    for col in ("model", f"accuracy @ {t}", f"FPR @ {t}", "ROC-AUC", "paper accuracy", "paper FPR"):
         table.add_column(col, justify="left" if col == "model" else "right")
-    for r in results:
-        m = r["per_file_at_0.5"]["metrics"]
-        paper = PAPER.get(r["representation"]) if r["model"] == "lstm" else None
+    for r in results.results:
+        m = r.per_file_at_fixed
+        paper = PAPER.get(r.representation) if r.model == "lstm" else None
         table.add_row(
-            f"{r['representation'].upper()} {r['model']}",
-            f"{100 * m['accuracy']['value']:.1f} %",
-            f"{100 * m['fpr']['value']:.1f} %",
-            f"{r['per_file']['metrics']['roc_auc']['value']:.3f}",
+            f"{r.representation.upper()} {r.model}",
+            f"{100 * m['accuracy'].value:.1f} %",
+            f"{100 * m['fpr'].value:.1f} %",
+            f"{r.per_file['roc_auc'].value:.3f}",
             f"{paper[0]:.2f} %" if paper else "",
             f"{paper[1]:.2f} %" if paper else "",
         )
     console.print(table)
-    where = metrics_path.parent / "report.md"
+    where = report / "report.md"
     console.print(
         f"Threshold 0.5 as in the paper; figures at fitted thresholds, intervals and plots: {where}.",
         highlight=False,

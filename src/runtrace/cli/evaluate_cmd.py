@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 import shutil
 import sys
@@ -21,29 +20,30 @@ def _split_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def _console_summary(summary: dict, target_fpr: float) -> Table:
+def _console_summary(results) -> Table:
+    """The run's per-file figures from its typed results (runtrace.evaluate.schema)."""
     table = Table(
-        title=f"per-file results at thresholds fitted on the training folds for FPR {100 * target_fpr:g} % "
-        "(95 % bootstrap intervals in metrics.json and report.md)"
+        title=f"per-file results at thresholds fitted on the training folds for FPR "
+        f"{100 * results.config.target_fpr:g} % (95 % bootstrap intervals in metrics.json and report.md)"
     )
     for col in ("data", "protocol", "model", "accuracy", "FPR", "TPR", "ROC-AUC", "TP/FP/TN/FN"):
         table.add_column(col, justify="left" if col in ("data", "protocol", "model") else "right")
 
-    def pct(metric: dict) -> str:
-        return "n/a" if metric["value"] is None else f"{100 * metric['value']:.1f} %"
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{100 * value:.1f} %"
 
-    for e in summary["results"]:
-        m, c = e["per_file"]["metrics"], e["per_file"]["counts"]
-        auc = "n/a" if m["roc_auc"]["value"] is None else f"{m['roc_auc']['value']:.3f}"
+    for e in results.results:
+        m, c = e.per_file, e.per_file.counts
+        auc = m["roc_auc"].value
         table.add_row(
-            e["representation"],
-            e["protocol"],
-            e["model"],
-            pct(m["accuracy"]),
-            pct(m["fpr"]),
-            pct(m["tpr"]),
-            auc,
-            f"{c['tp']}/{c['fp']}/{c['tn']}/{c['fn']}",
+            e.representation,
+            e.protocol,
+            e.model,
+            pct(m["accuracy"].value),
+            pct(m["fpr"].value),
+            pct(m["tpr"].value),
+            "n/a" if auc is None else f"{auc:.3f}",
+            f"{c.tp}/{c.fp}/{c.tn}/{c.fn}",
         )
     return table
 
@@ -192,10 +192,10 @@ def evaluate(
         raise fail("nothing could be evaluated (see the lines above)")
 
     command = "runtrace " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "runtrace evaluate"
-    paths = write_report(
+    results, paths = write_report(
         result, out, command=command, n_resamples=bootstrap, seed=seed, manifest_sha256=manifest_sha256
     )
     if table:
-        console.print(_console_summary(json.loads(paths["metrics"].read_text()), target_fpr))
+        console.print(_console_summary(results))
     checkpoints.mark_finished(saved, key)
     console.print(f"report written to {paths['report']}", highlight=False)

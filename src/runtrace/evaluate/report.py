@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
-import json
-import os
-import platform
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -15,46 +9,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from runtrace.evaluate import plots
-from runtrace.evaluate.metrics import confusion_counts
 from runtrace.evaluate.protocols import sha256_column
-from runtrace.evaluate.report_markdown import render_markdown
+from runtrace.evaluate.report_markdown import render_markdown, view_keys
 from runtrace.evaluate.runner import EvaluationRun, per_file
+from runtrace.evaluate.schema import EvaluationResults
 from runtrace.evaluate.summary import summarise
 
 
-def dataset_fingerprint(data) -> str:
-    """sha256 over the sorted (sha256, label) pairs: names the labelled file set, whatever the row order."""
-    pairs = sorted(f"{s}:{int(y)}" for s, y in zip(sha256_column(data), data.labels(), strict=True))
-    return hashlib.sha256("\n".join(pairs).encode()).hexdigest()
-
-
-def machine_info() -> dict:
-    versions = {}
-    for package in ("numpy", "scikit-learn", "lightgbm", "torch", "pyarrow"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "packages": versions,
-    }
-
-
-def _view_keys(result: EvaluationRun) -> dict[str, str]:
-    """A short, unique name per dataset for headings and file names ("ism", or "ism-2" when repeated)."""
-    keys, seen = {}, {}
-    for d in result.datasets:
-        rep = d["representation"]
-        seen[rep] = seen.get(rep, 0) + 1
-        keys[d["name"]] = rep if seen[rep] == 1 else f"{rep}-{seen[rep]}"
-    return keys
-
-
-def _write_plots(result: EvaluationRun, out: Path, keys: dict[str, str]) -> dict[tuple, list[str]]:
+def _write_plots(
+    result: EvaluationRun, results: EvaluationResults, out: Path, keys: dict[str, str]
+) -> dict[tuple, list[str]]:
+    """Curves and histograms need every file's score (the run's predictions); the confusion matrices
+    show the counts the typed results hold."""
     made: dict[tuple, list[str]] = {}
     for run in result.runs:
         if not run.predictions:
@@ -64,9 +30,9 @@ def _write_plots(result: EvaluationRun, out: Path, keys: dict[str, str]) -> dict
         title = f"{key} {run.protocol}, per file"
         curves, confusions, histograms = [], [], []
         for name, pred in run.predictions.items():
-            _, y, score, decision = per_file(run, pred)
+            _, y, score, _ = per_file(run, pred)
             curves.append((name, y, score))
-            confusions.append((name, confusion_counts(y, decision)))
+            confusions.append((name, results.result(run.dataset, run.protocol, name).per_file.counts))
             histograms.append((name, y, score, np.asarray([f.threshold for f in pred.folds])))
         paths = [
             plots.roc_plot(curves, Path(f"{stem}-roc.png"), title),
@@ -133,51 +99,20 @@ def write_report(
     n_resamples: int = 1000,
     seed: int = 0,
     manifest_sha256: str | None = None,
-) -> dict[str, Path]:
-    """Compute the summary and write every artefact of the run under `out_dir`.
+) -> tuple[EvaluationResults, dict[str, Path]]:
+    """Compute the typed results and write every artefact of the run under `out_dir`.
 
     `manifest_sha256`: hash of the corpus manifest the datasets were joined with, when one was given."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    datasets_by_name = {}
-    for run in result.runs:
-        datasets_by_name.setdefault(run.dataset, run.data)
-    for d in result.datasets:
-        data = datasets_by_name.get(d["name"])
-        if data is None:
-            continue
-        y = np.asarray(data.labels())
-        d.update(
-            malicious=int(np.sum(y == 1)),
-            benign=int(np.sum(y == 0)),
-            fingerprint=dataset_fingerprint(data),
-            manifest_sha256=manifest_sha256,
-        )
-    summary = summarise(result, n_resamples=n_resamples, seed=seed)
-    meta = {
-        "run": out_dir.name,
-        "command": command,
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": machine_info(),
-    }
-    keys = _view_keys(result)
-    plot_paths = _write_plots(result, out_dir, keys)
+    results = summarise(result, out_dir.name, command, n_resamples, seed, manifest_sha256)
+    keys = view_keys(results)
+    plot_paths = _write_plots(result, results, out_dir, keys)
     paths = {
         "report": out_dir / "report.md",
-        "metrics": out_dir / "metrics.json",
+        "metrics": results.write(out_dir / "metrics.json"),
         "predictions": out_dir / "predictions.parquet",
     }
-    paths["metrics"].write_text(json.dumps({**meta, **summary}, indent=2, default=_json_default) + "\n")
     _write_predictions(result, paths["predictions"])
-    paths["report"].write_text(render_markdown(result, summary, meta, plot_paths, keys))
-    return paths
-
-
-def _json_default(obj):
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return None if np.isnan(obj) else float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+    paths["report"].write_text(render_markdown(results, plot_paths, keys))
+    return results, paths

@@ -4,7 +4,7 @@ the shortcut audit, slices, folds and plots, each section labelled for what it i
 from __future__ import annotations
 
 from runtrace.evaluate.protocols import BY_FILE, BY_ORIGIN, LEAKY
-from runtrace.evaluate.runner import EvaluationRun, ProtocolRun
+from runtrace.evaluate.schema import Counts, DatasetInfo, Estimate, EvaluationResults, ProtocolRunInfo
 
 # docs/paper.md: the figures to beat, per representation (accuracy, false-positive rate).
 PAPER = {"ism": (0.8751, 0.1834), "bsm": (0.9926, 0.0262)}
@@ -24,25 +24,17 @@ SUMMARY_COLUMNS = (
 )
 
 
-def _fmt(estimate: dict, key: str) -> str:
-    v = estimate["value"]
+def _fmt(estimate: Estimate, key: str) -> str:
+    v, low, high = estimate.value, estimate.low, estimate.high
     if v is None:
         return "n/a"
     if key == "roc_auc":
-        body = f"{v:.3f}"
-        ci = f" [{estimate['low']:.3f}, {estimate['high']:.3f}]" if estimate["low"] is not None else ""
-    else:
-        body = f"{100 * v:.1f} %"
-        ci = (
-            f" [{100 * estimate['low']:.1f}, {100 * estimate['high']:.1f}]"
-            if estimate["low"] is not None
-            else ""
-        )
-    return body + ci
+        return f"{v:.3f}" + (f" [{low:.3f}, {high:.3f}]" if low is not None else "")
+    return f"{100 * v:.1f} %" + (f" [{100 * low:.1f}, {100 * high:.1f}]" if low is not None else "")
 
 
-def _counts(c: dict) -> str:
-    return f"{c['tp']}/{c['fp']}/{c['tn']}/{c['fn']} (n={c['n']})"
+def _counts(c: Counts) -> str:
+    return f"{c.tp}/{c.fp}/{c.tn}/{c.fn} (n={c.n})"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -51,25 +43,29 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return out + [""]
 
 
-def _entry_index(summary: dict) -> dict[tuple, dict]:
-    return {(e["dataset"], e["protocol"], e["model"]): e for e in summary["results"]}
+def view_keys(results: EvaluationResults) -> dict[str, str]:
+    """A short, unique name per dataset for headings and file names ("ism", or "ism-2" when repeated)."""
+    keys, seen = {}, {}
+    for d in results.datasets:
+        seen[d.representation] = seen.get(d.representation, 0) + 1
+        n = seen[d.representation]
+        keys[d.name] = d.representation if n == 1 else f"{d.representation}-{n}"
+    return keys
 
 
-def render_markdown(result: EvaluationRun, summary: dict, meta: dict, plot_paths: dict, keys: dict) -> str:
-    cfg = result.config
-    entries = _entry_index(summary)
+def render_markdown(results: EvaluationResults, plot_paths: dict, keys: dict) -> str:
+    cfg = results.config
     lines = [
-        f"# runtrace evaluation: {meta['run']}",
+        f"# runtrace evaluation: {results.run}",
         "",
-        f"- command: `{meta['command']}`",
-        f"- date (UTC): {meta['date']}",
-        f"- machine: {meta['machine']['platform']}, {meta['machine']['cpu_count']} CPUs, "
-        f"Python {meta['machine']['python']}",
+        f"- command: `{results.command}`",
+        f"- date (UTC): {results.date}",
+        f"- machine: {results.machine.describe()}",
         f"- folds: k = {cfg.folds}, seed {cfg.seed}; thresholds fitted on training folds only "
         f"({cfg.threshold_fit}) for a target FPR of {100 * cfg.target_fpr:g} %",
         f"- intervals: 95 % stratified bootstrap over files, "
-        f"{summary['bootstrap']['n_resamples']} resamples, seed {summary['bootstrap']['seed']}",
-        f"- leaky protocol windows: {_window_text(result, keys)}",
+        f"{results.bootstrap.n_resamples} resamples, seed {results.bootstrap.seed}",
+        f"- leaky protocol windows: {_window_text(results, keys)}",
         "",
         "## Datasets",
         "",
@@ -87,16 +83,16 @@ def render_markdown(result: EvaluationRun, summary: dict, meta: dict, plot_paths
         ],
         [
             [
-                keys[d["name"]],
-                f"`{d['name']}`",
-                d["representation"],
-                str(d["files"]),
-                f"{d.get('malicious', '?')} / {d.get('benign', '?')}",
-                str(d["lexicon"]),
-                f"`{d.get('fingerprint', '')[:16]}`",
-                f"`{d['manifest_sha256']}`" if d.get("manifest_sha256") else "n/a",
+                keys[d.name],
+                f"`{d.name}`",
+                d.representation,
+                str(d.files),
+                f"{_known(d.malicious)} / {_known(d.benign)}",
+                str(d.lexicon),
+                f"`{d.fingerprint[:16]}`",
+                f"`{d.manifest_sha256}`" if d.manifest_sha256 else "n/a",
             ]
-            for d in result.datasets
+            for d in results.datasets
         ],
     )
     lines += [
@@ -108,40 +104,39 @@ def render_markdown(result: EvaluationRun, summary: dict, meta: dict, plot_paths
         "is shown only to measure how much such a split inflates results.",
         "",
     ]
-    if result.skipped:
-        lines += ["Protocols not run:", ""] + [f"- {s}" for s in result.skipped] + [""]
+    if results.skipped_protocols:
+        lines += ["Protocols not run:", ""] + [f"- {s}" for s in results.skipped_protocols] + [""]
 
-    for d in result.datasets:
-        runs = [r for r in result.runs if r.dataset == d["name"]]
+    for d in results.datasets:
+        runs = [r for r in results.protocol_runs if r.dataset == d.name]
         if not runs:
             continue
-        key = keys[d["name"]]
-        lines += [f"## {key.upper()}: `{d['name']}`", "", "### Per-file results", ""]
+        key = keys[d.name]
+        lines += [f"## {key.upper()}: `{d.name}`", "", "### Per-file results", ""]
         rows = []
         for run in sorted(runs, key=lambda r: (r.protocol != BY_FILE, r.protocol != BY_ORIGIN, r.protocol)):
-            for model in run.predictions:
-                e = entries[(run.dataset, run.protocol, model)]["per_file"]
+            for model in results.models(run.dataset, run.protocol):
+                e = results.result(run.dataset, run.protocol, model).per_file
                 rows.append(
-                    [run.protocol, model]
-                    + [_fmt(e["metrics"][k], k) for k, _ in SUMMARY_COLUMNS]
-                    + [_counts(e["counts"])]
+                    [run.protocol, model] + [_fmt(e[k], k) for k, _ in SUMMARY_COLUMNS] + [_counts(e.counts)]
                 )
-            for model, why in run.skipped.items():
+            for model, why in run.skipped_models.items():
                 rows.append([run.protocol, model] + ["not run"] * len(SUMMARY_COLUMNS) + [why])
         lines += _table(["protocol", "model"] + [h for _, h in SUMMARY_COLUMNS] + ["TP/FP/TN/FN"], rows)
-        limited = [t for t, label in ((0.01, "1 %"), (0.001, "0.1 %")) if d.get("benign", 0) * t < 1]
+        benign = d.benign or 0
+        limited = [t for t in (0.01, 0.001) if benign * t < 1]
         if limited:
             lines += [
-                f"With {d.get('benign')} benign files, FPR moves in steps of 1/{d.get('benign')}: "
+                f"With {benign} benign files, FPR moves in steps of 1/{benign}: "
                 f"TPR@FPR {' and '.join('1 %' if t == 0.01 else '0.1 %' for t in limited)} "
                 "can only be measured as TPR at FPR = 0 here.",
                 "",
             ]
-        lines += _paper_section(d, runs, entries)
-        lines += _inflation_section(runs, entries)
-        lines += _audit_section(runs, entries)
-        lines += _slice_section(runs, entries)
-        lines += _fold_section(runs, entries)
+        lines += _paper_section(d, runs, results)
+        lines += _inflation_section(runs, results)
+        lines += _audit_section(runs, results)
+        lines += _slice_section(runs, results)
+        lines += _fold_section(runs, results)
         lines += ["### Plots", ""]
         for run in runs:
             for p in plot_paths.get((run.dataset, run.protocol), []):
@@ -153,9 +148,13 @@ def render_markdown(result: EvaluationRun, summary: dict, meta: dict, plot_paths
     return "\n".join(lines) + "\n"
 
 
-def _window_text(result: EvaluationRun, keys: dict[str, str]) -> str:
+def _known(n: int | None) -> str:
+    return "?" if n is None else str(n)
+
+
+def _window_text(results: EvaluationResults, keys: dict[str, str]) -> str:
     parts = []
-    for r in result.runs:
+    for r in results.protocol_runs:
         if r.window:
             w = r.window
             count = f", {w['count']} per file" if w["mode"] == "sampled" else ""
@@ -163,22 +162,22 @@ def _window_text(result: EvaluationRun, keys: dict[str, str]) -> str:
     return "; ".join(parts) or "not run"
 
 
-def _paper_section(d: dict, runs: list[ProtocolRun], entries: dict) -> list[str]:
-    paper = PAPER.get(d["representation"])
+def _paper_section(d: DatasetInfo, runs: list[ProtocolRunInfo], results: EvaluationResults) -> list[str]:
+    paper = PAPER.get(d.representation)
     if paper is None:
         return []
     rows = [["paper (split not stated)", "-", f"{100 * paper[0]:.2f} %", f"{100 * paper[1]:.2f} %"]]
     for run in runs:
-        if "lstm" not in run.predictions:
+        if "lstm" not in results.models(run.dataset, run.protocol):
             continue
-        e = entries[(run.dataset, run.protocol, "lstm")]
-        for label, block in (("training-fold threshold", e["per_file"]), ("fixed 0.5", e["per_file_at_0.5"])):
+        e = results.result(run.dataset, run.protocol, "lstm")
+        for label, block in (("training-fold threshold", e.per_file), ("fixed 0.5", e.per_file_at_fixed)):
             rows.append(
                 [
                     f"runtrace LSTM, {run.protocol}",
                     label,
-                    _fmt(block["metrics"]["accuracy"], "accuracy"),
-                    _fmt(block["metrics"]["fpr"], "fpr"),
+                    _fmt(block["accuracy"], "accuracy"),
+                    _fmt(block["fpr"], "fpr"),
                 ]
             )
     if len(rows) == 1:
@@ -186,30 +185,30 @@ def _paper_section(d: dict, runs: list[ProtocolRun], entries: dict) -> list[str]
     return ["### Against the paper", ""] + _table(["source", "threshold", "accuracy", "FPR"], rows)
 
 
-def _inflation_section(runs: list[ProtocolRun], entries: dict) -> list[str]:
+def _inflation_section(runs: list[ProtocolRunInfo], results: EvaluationResults) -> list[str]:
     leaky = next((r for r in runs if r.protocol == LEAKY), None)
     grouped = next((r for r in runs if r.protocol == BY_FILE), None)
     if leaky is None:
         return []
     rows = []
-    for model in leaky.predictions:
-        lk = entries[(leaky.dataset, LEAKY, model)]
-        window = lk["per_window"]["metrics"]
+    for model in results.models(leaky.dataset, LEAKY):
+        lk = results.result(leaky.dataset, LEAKY, model)
+        window = lk.per_window.metrics if lk.per_window is not None else {}
         row = [
             model,
-            f"{100 * window['accuracy']:.1f} %" if window["accuracy"] is not None else "n/a",
-            f"{window['roc_auc']:.3f}" if window["roc_auc"] is not None else "n/a",
-            _fmt(lk["per_file"]["metrics"]["accuracy"], "accuracy"),
-            _fmt(lk["per_file"]["metrics"]["roc_auc"], "roc_auc"),
+            f"{100 * window['accuracy']:.1f} %" if window.get("accuracy") is not None else "n/a",
+            f"{window['roc_auc']:.3f}" if window.get("roc_auc") is not None else "n/a",
+            _fmt(lk.per_file["accuracy"], "accuracy"),
+            _fmt(lk.per_file["roc_auc"], "roc_auc"),
         ]
-        if grouped is not None and model in grouped.predictions:
-            bf = entries[(grouped.dataset, BY_FILE, model)]["per_file"]["metrics"]
-            lf = lk["per_file"]["metrics"]
+        if grouped is not None and model in results.models(grouped.dataset, BY_FILE):
+            bf = results.result(grouped.dataset, BY_FILE, model).per_file
+            lf = lk.per_file
             row += [_fmt(bf["accuracy"], "accuracy"), _fmt(bf["roc_auc"], "roc_auc")]
             delta = [
-                lf[k]["value"] - bf[k]["value"]
+                lf[k].value - bf[k].value
                 for k in ("accuracy", "roc_auc")
-                if lf[k]["value"] is not None and bf[k]["value"] is not None
+                if lf[k].value is not None and bf[k].value is not None
             ]
             row.append(f"{100 * delta[0]:+.1f} pts" if delta else "n/a")
         else:
@@ -236,14 +235,14 @@ def _inflation_section(runs: list[ProtocolRun], entries: dict) -> list[str]:
     )
 
 
-def _audit_section(runs: list[ProtocolRun], entries: dict) -> list[str]:
+def _audit_section(runs: list[ProtocolRunInfo], results: EvaluationResults) -> list[str]:
     lines = []
     features = next(
         (
             f.features
             for r in runs
-            if METADATA_MODEL in r.predictions
-            for f in r.predictions[METADATA_MODEL].folds
+            if METADATA_MODEL in results.models(r.dataset, r.protocol)
+            for f in results.result(r.dataset, r.protocol, METADATA_MODEL).folds
         ),
         None,
     )
@@ -258,24 +257,25 @@ def _audit_section(runs: list[ProtocolRun], entries: dict) -> list[str]:
             + "."
         )
     for run in runs:
-        if METADATA_MODEL not in run.predictions or run.protocol == LEAKY:
+        models = results.models(run.dataset, run.protocol)
+        if METADATA_MODEL not in models or run.protocol == LEAKY:
             continue
-        meta = entries[(run.dataset, run.protocol, METADATA_MODEL)]["per_file"]["metrics"]["roc_auc"]
+        meta = results.result(run.dataset, run.protocol, METADATA_MODEL).per_file["roc_auc"]
         others = {
-            m: entries[(run.dataset, run.protocol, m)]["per_file"]["metrics"]["roc_auc"]
-            for m in run.predictions
+            m: results.result(run.dataset, run.protocol, m).per_file["roc_auc"]
+            for m in models
             if m != METADATA_MODEL
         }
-        others = {m: e for m, e in others.items() if e["value"] is not None}
-        if meta["value"] is None:
+        others = {m: e for m, e in others.items() if e.value is not None}
+        if meta.value is None:
             continue
         if not others:
             lines.append(
                 f"- {run.protocol}: metadata-only AUC {_fmt(meta, 'roc_auc')}; no sequence model to compare."
             )
             continue
-        best = max(others, key=lambda m: others[m]["value"])
-        gap = others[best]["value"] - meta["value"]
+        best = max(others, key=lambda m: others[m].value)
+        gap = others[best].value - meta.value
         verdict = (
             "**confounded**: metadata alone comes within "
             f"{AUDIT_MARGIN:.2f} AUC of the best sequence model, so its figure says little about behaviour; "
@@ -290,24 +290,24 @@ def _audit_section(runs: list[ProtocolRun], entries: dict) -> list[str]:
     return ["### Shortcut audit", ""] + lines + [""] if lines else []
 
 
-def _slice_section(runs: list[ProtocolRun], entries: dict) -> list[str]:
+def _slice_section(runs: list[ProtocolRunInfo], results: EvaluationResults) -> list[str]:
     lines = ["### Per-slice results", ""]
     for run in runs:
         if run.protocol == LEAKY:
             continue
-        for model in run.predictions:
-            slices = entries[(run.dataset, run.protocol, model)]["slices"]
+        for model in results.models(run.dataset, run.protocol):
+            slices = results.result(run.dataset, run.protocol, model).slices
             if not slices:
                 continue
             rows = [
                 [
-                    s["dimension"],
-                    s["value"],
-                    f"{s['counts']['n_malicious']} / {s['counts']['n_benign']}",
-                    _fmt(s["metrics"]["accuracy"], "accuracy"),
-                    _fmt(s["metrics"]["fpr"], "fpr"),
-                    _fmt(s["metrics"]["tpr"], "tpr"),
-                    _fmt(s["metrics"]["roc_auc"], "roc_auc"),
+                    s.dimension,
+                    s.value,
+                    f"{s.counts.n_malicious} / {s.counts.n_benign}",
+                    _fmt(s["accuracy"], "accuracy"),
+                    _fmt(s["fpr"], "fpr"),
+                    _fmt(s["tpr"], "tpr"),
+                    _fmt(s["roc_auc"], "roc_auc"),
                 ]
                 for s in slices
             ]
@@ -318,22 +318,22 @@ def _slice_section(runs: list[ProtocolRun], entries: dict) -> list[str]:
     return lines if len(lines) > 2 else []
 
 
-def _fold_section(runs: list[ProtocolRun], entries: dict) -> list[str]:
+def _fold_section(runs: list[ProtocolRunInfo], results: EvaluationResults) -> list[str]:
     rows = []
     for run in runs:
-        for model in run.predictions:
-            for f in entries[(run.dataset, run.protocol, model)]["folds"]:
+        for model in results.models(run.dataset, run.protocol):
+            for f in results.result(run.dataset, run.protocol, model).folds:
                 rows.append(
                     [
                         run.protocol,
                         model,
-                        str(f["fold"] + 1),
-                        f"{f['n_train']} / {f['n_test']} {run.unit}s",
-                        f"{f['threshold']:.4g}",
-                        f["threshold_source"],
-                        "n/a" if f["roc_auc"] is None else f"{f['roc_auc']:.3f}",
-                        "n/a" if f["fpr"] is None else f"{100 * f['fpr']:.1f} %",
-                        f"{f['fit_seconds']:.1f}",
+                        str(f.fold + 1),
+                        f"{f.n_train} / {f.n_test} {run.unit}s",
+                        f"{f.threshold:.4g}",
+                        f.threshold_source,
+                        "n/a" if f.roc_auc is None else f"{f.roc_auc:.3f}",
+                        "n/a" if f.fpr is None else f"{100 * f.fpr:.1f} %",
+                        f"{f.fit_seconds:.1f}",
                     ]
                 )
     return ["### Folds", ""] + _table(

@@ -1,20 +1,39 @@
-"""From out-of-fold predictions to the figures the report shows: per file first, per slice, per fold,
-and (leaky protocol only) per window beside them."""
+"""From out-of-fold predictions to the typed results every report reads (`schema.EvaluationResults`):
+per file first, per slice, per fold, and (leaky protocol only) per window beside them."""
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import math
+import os
+import platform
+from importlib import metadata
 
 import numpy as np
 
 from runtrace.evaluate.metrics import file_metrics, point_metrics, window_point_metrics
+from runtrace.evaluate.protocols import sha256_column
 from runtrace.evaluate.runner import EvaluationRun, Predictions, ProtocolRun, per_file
+from runtrace.evaluate.schema import (
+    FIXED_THRESHOLD,
+    BootstrapSettings,
+    DatasetInfo,
+    EvaluationResults,
+    FileMetrics,
+    FoldResult,
+    MachineInfo,
+    ModelResult,
+    ProtocolRunInfo,
+    RunSettings,
+    SliceMetrics,
+    WindowMetrics,
+)
 
 SLICE_COLUMNS = ("arch", "kind", "stop_reason", "compiler")
 # Trace length bins by decade of executed instructions: short traces are where emulation stopped early,
 # and a detector that only works on long (or short) traces should show it here.
 LENGTH_EDGES = (0, 1_000, 10_000, 100_000, 1_000_000, math.inf)
-FIXED_THRESHOLD = 0.5
 
 
 def _length_label(lo: float, hi: float) -> str:
@@ -47,79 +66,137 @@ def file_slices(files, rows: np.ndarray) -> list[tuple[str, str, np.ndarray]]:
     return out
 
 
-def _fold_figures(run: ProtocolRun, pred: Predictions) -> list[dict]:
+def _fold_figures(run: ProtocolRun, pred: Predictions) -> list[FoldResult]:
     out = []
     for record in pred.folds:
         rows = record.test_rows
         figures = point_metrics(run.labels[rows], pred.score[rows], pred.decision[rows])
         out.append(
-            {
-                "fold": record.index,
-                "n_train": record.n_train,
-                "n_test": record.n_test,
-                "threshold": record.threshold,
-                "threshold_source": record.threshold_source,
-                "fit_seconds": round(record.fit_seconds, 3),
-                "unit": run.unit,
+            FoldResult(
+                fold=record.index,
+                n_train=record.n_train,
+                n_test=record.n_test,
+                threshold=record.threshold,
+                threshold_source=record.threshold_source,
+                fit_seconds=round(record.fit_seconds, 3),
+                unit=run.unit,
+                features=record.features,
                 **{k: (None if np.isnan(v) else v) for k, v in figures.items()},
-            }
+            )
         )
     return out
 
 
-def summarise_model(run: ProtocolRun, pred: Predictions, n_resamples: int, seed: int) -> dict:
+def summarise_model(run: ProtocolRun, pred: Predictions, n_resamples: int, seed: int) -> ModelResult:
     rows, y, score, decision = per_file(run, pred)
-    entry = {
-        "dataset": run.dataset,
-        "representation": run.representation,
-        "protocol": run.protocol,
-        "model": pred.model,
-        "per_file": file_metrics(y, score, decision, n_resamples=n_resamples, seed=seed).to_dict(),
+
+    def figures(decided: np.ndarray, mask: np.ndarray | None = None) -> dict:
+        if mask is None:
+            return file_metrics(y, score, decided, n_resamples=n_resamples, seed=seed).to_dict()
+        return file_metrics(y[mask], score[mask], decided[mask], n_resamples=n_resamples, seed=seed).to_dict()
+
+    per_window, aggregation = None, None
+    if run.unit == "window":
+        per_window = WindowMetrics.model_validate(window_point_metrics(run.labels, pred.score, pred.decision))
+        aggregation = "mean window score; flagged when at least half its windows are"
+    return ModelResult(
+        dataset=run.dataset,
+        representation=run.representation,
+        protocol=run.protocol,
+        model=pred.model,
+        per_file=FileMetrics.model_validate(figures(decision)),
         # The paper reports accuracy without saying how its threshold was set; a fixed 0.5 needs no
         # fitting (so it snoops nothing) and is the closest like-for-like figure.
-        "per_file_at_0.5": file_metrics(
-            y, score, score >= FIXED_THRESHOLD, n_resamples=n_resamples, seed=seed
-        ).to_dict(),
-        "folds": _fold_figures(run, pred),
-        "slices": [],
-    }
-    if run.unit == "window":
-        entry["per_window"] = window_point_metrics(run.labels, pred.score, pred.decision)
-        entry["per_file_aggregation"] = "mean window score; flagged when at least half its windows are"
-    for dimension, value, mask in file_slices(run.data.files, rows):
-        report = file_metrics(y[mask], score[mask], decision[mask], n_resamples=n_resamples, seed=seed)
-        entry["slices"].append({"dimension": dimension, "value": value, **report.to_dict()})
-    return entry
+        per_file_at_fixed=FileMetrics.model_validate(figures(score >= FIXED_THRESHOLD)),
+        folds=_fold_figures(run, pred),
+        slices=[
+            SliceMetrics(dimension=dimension, value=value, **figures(decision, mask))
+            for dimension, value, mask in file_slices(run.data.files, rows)
+        ],
+        per_window=per_window,
+        per_file_aggregation=aggregation,
+    )
 
 
-def _config_json(result: EvaluationRun) -> dict:
+def dataset_fingerprint(data) -> str:
+    """sha256 over the sorted (sha256, label) pairs: names the labelled file set, whatever the row order."""
+    pairs = sorted(f"{s}:{int(y)}" for s, y in zip(sha256_column(data), data.labels(), strict=True))
+    return hashlib.sha256("\n".join(pairs).encode()).hexdigest()
+
+
+def machine_info() -> MachineInfo:
+    versions = {}
+    for package in ("numpy", "scikit-learn", "lightgbm", "torch", "pyarrow"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return MachineInfo(
+        platform=platform.platform(),
+        machine=platform.machine(),
+        python=platform.python_version(),
+        cpu_count=os.cpu_count(),
+        packages=versions,
+    )
+
+
+def _datasets(result: EvaluationRun, manifest_sha256: str | None) -> list[DatasetInfo]:
+    data_by_name = {}
+    for run in result.runs:
+        data_by_name.setdefault(run.dataset, run.data)
+    out = []
+    for d in result.datasets:
+        data = data_by_name.get(d["name"])
+        extra = {}
+        if data is not None:
+            y = np.asarray(data.labels())
+            extra = dict(
+                malicious=int(np.sum(y == 1)),
+                benign=int(np.sum(y == 0)),
+                fingerprint=dataset_fingerprint(data),
+                manifest_sha256=manifest_sha256,
+            )
+        out.append(DatasetInfo(**{**d, **extra}))
+    return out
+
+
+def summarise(
+    result: EvaluationRun,
+    run_name: str,
+    command: str,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    manifest_sha256: str | None = None,
+) -> EvaluationResults:
+    """Every figure of the run, typed.  `manifest_sha256`: hash of the corpus manifest the datasets
+    were joined with, when one was given."""
     config = dict(vars(result.config))
     config["window"] = config["window"] or "lstm defaults"
-    return config
-
-
-def summarise(result: EvaluationRun, n_resamples: int = 1000, seed: int = 0) -> dict:
-    entries = []
-    for run in result.runs:
-        for pred in run.predictions.values():
-            entries.append(summarise_model(run, pred, n_resamples, seed))
-    return {
-        "config": _config_json(result),
-        "datasets": result.datasets,
-        "bootstrap": {"n_resamples": n_resamples, "seed": seed, "confidence": 0.95, "stratified": True},
-        "protocol_runs": [
-            {
-                "dataset": run.dataset,
-                "representation": run.representation,
-                "protocol": run.protocol,
-                "unit": run.unit,
-                "n_folds": run.n_folds,
-                "window": run.window,
-                "notes": run.notes,
-                "skipped_models": run.skipped,
-            }
+    return EvaluationResults(
+        run=run_name,
+        command=command,
+        date=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
+        machine=machine_info(),
+        config=RunSettings(**config),
+        datasets=_datasets(result, manifest_sha256),
+        bootstrap=BootstrapSettings(n_resamples=n_resamples, seed=seed, confidence=0.95, stratified=True),
+        protocol_runs=[
+            ProtocolRunInfo(
+                dataset=run.dataset,
+                representation=run.representation,
+                protocol=run.protocol,
+                unit=run.unit,
+                n_folds=run.n_folds,
+                window=run.window,
+                notes=run.notes,
+                skipped_models=run.skipped,
+            )
             for run in result.runs
         ],
-        "skipped_protocols": result.skipped,
-        "results": entries,
-    }
+        skipped_protocols=result.skipped,
+        results=[
+            summarise_model(run, pred, n_resamples, seed)
+            for run in result.runs
+            for pred in run.predictions.values()
+        ],
+    )
