@@ -22,7 +22,7 @@ def default_window_config(data: SequenceData) -> WindowConfig:
     if defaults:
         return WindowConfig.from_json(defaults)
     # Imported here: the models package pulls in torch, which baseline-only runs do not need.
-    from runtrace.models.estimator import DEFAULT_WINDOWS
+    from runtrace.models.windowing import DEFAULT_WINDOWS
 
     return DEFAULT_WINDOWS[data.representation]
 

@@ -11,6 +11,7 @@ padding stays small while the order still changes every epoch.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -165,6 +166,37 @@ def length_batches(
             parts.append(part[np.argsort(-lengths[part], kind="stable")])
         order = np.concatenate(parts) if parts else order
     batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def file_batches(
+    windows: Windows, batch_size: int, rng: np.random.Generator, bucket: bool, chunk_files: int = 64
+) -> list[np.ndarray]:
+    """Batches of whole files (attention training): window positions, every window of a file in the
+    same batch.  A file with more windows than a batch holds contributes an evenly spaced subset."""
+    order = np.argsort(windows.file_index, kind="stable")
+    bounds = np.flatnonzero(np.diff(windows.file_index[order])) + 1
+    per_file = [
+        w if len(w) <= batch_size else w[np.round(np.linspace(0, len(w) - 1, batch_size)).astype(int)]
+        for w in np.split(order, bounds)
+    ]
+    tokens = np.array([windows.lengths[w].sum() for w in per_file])
+    # Files in random order, sorted by size within chunks (less padding), packed greedily; the batches
+    # are shuffled again at the end.
+    file_order = rng.permutation(len(per_file))
+    if bucket:
+        chunks = np.array_split(file_order, max(1, math.ceil(len(file_order) / chunk_files)))
+        file_order = np.concatenate([c[np.argsort(-tokens[c], kind="stable")] for c in chunks])
+    batches, current, size = [], [], 0
+    for f in file_order.tolist():
+        if current and size + len(per_file[f]) > batch_size:
+            batches.append(np.concatenate(current))
+            current, size = [], 0
+        current.append(per_file[f])
+        size += len(per_file[f])
+    if current:
+        batches.append(np.concatenate(current))
     rng.shuffle(batches)
     return batches
 

@@ -16,78 +16,48 @@ passed in are ever read.  BSM block contents are looked up on the object or the 
 Window-level access, for the "leaky" protocol that splits windows regardless of their file:
 `windows(data, idx)` cuts windows with the model's settings, `fit_windows(data, windows)` trains on
 any set of windows, `predict_window_proba(data, windows)` scores windows one by one.
+
+The pieces live by concern: `windowing` (which windows, window -> file scores), `vocabularies`,
+`weights` (class and file balance), `batching` (stores, batches, tensors), `window_training` (what the
+fit loop in `train` runs), `config` and `checkpoint` (what is saved, and how).
 """
 
 from __future__ import annotations
 
-import math
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from typing import ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from runtrace.models.batching import DatasetTables, WindowEncoder, WindowStore, find_attribute, length_batches
+from runtrace.models.batching import DatasetTables, WindowEncoder, WindowStore, find_attribute
 from runtrace.models.bsm import BsmLstmConfig, BsmLstmNet
 from runtrace.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from runtrace.models.config import LstmClassifierConfig
 from runtrace.models.ism import IsmLstmConfig, IsmLstmNet
-from runtrace.models.layers import attention_pool
-from runtrace.models.train import (
-    Batch,
-    TrainConfig,
-    binary_metrics,
-    distributed_context,
-    fit_loop,
-    gather_objects,
-    rank_share,
-    resolve_device,
-    split_validation,
-)
-from runtrace.represent.encode import BSM, ISM, expand
+from runtrace.models.train import distributed_context, fit_loop, resolve_device, split_validation
+from runtrace.models.vocabularies import VocabularyConfig, fit_vocabularies
+from runtrace.models.window_training import WindowTraining, window_outputs
+from runtrace.models.windowing import AGGREGATIONS, DEFAULT_WINDOWS, aggregate_windows, resolve_window_config
+from runtrace.represent.encode import BSM, ISM
 from runtrace.represent.vocabulary import Vocabulary
 from runtrace.represent.windows import WindowConfig, Windows, cut_windows
 
-AGGREGATIONS = ("mean", "max", "attention")
-DEFAULT_WINDOWS = {
-    ISM: WindowConfig("sampled", length=512, count=8),
-    BSM: WindowConfig("sampled", length=256, count=8),
-}
-
-
-@dataclass
-class VocabularyConfig:
-    min_count: int = 1
-    min_documents: int = 2  # training files a token must occur in (one file's fingerprint is no feature)
-    max_size: int | None = 50_000
-
-
-@dataclass
-class LstmClassifierConfig:
-    model: IsmLstmConfig | BsmLstmConfig
-    window: WindowConfig | None = None  # None: the dataset's build-time defaults, else DEFAULT_WINDOWS
-    aggregation: str = "mean"  # window probabilities -> file: "mean", "max", or learned "attention"
-    train: TrainConfig = field(default_factory=TrainConfig)
-    vocabulary: VocabularyConfig = field(default_factory=VocabularyConfig)  # instruction tokens
-    block_vocabulary: VocabularyConfig = field(default_factory=VocabularyConfig)  # BSM block keys
-    predict_batch_size: int = 64
-
-    def __post_init__(self) -> None:
-        if self.aggregation not in AGGREGATIONS:
-            raise ValueError(f"aggregation must be one of {', '.join(AGGREGATIONS)}")
-
-    def to_json(self) -> dict:
-        return {
-            "model": self.model.to_json(),
-            "window": self.window.to_json() if self.window else None,
-            "aggregation": self.aggregation,
-            "train": self.train.to_json(),
-            "vocabulary": asdict(self.vocabulary),
-            "block_vocabulary": asdict(self.block_vocabulary),
-            "predict_batch_size": self.predict_batch_size,
-        }
+__all__ = [  # the configuration and window helpers are re-exported: callers import them from here
+    "AGGREGATIONS",
+    "DEFAULT_WINDOWS",
+    "BsmLstm",
+    "IsmLstm",
+    "LstmClassifier",
+    "LstmClassifierConfig",
+    "VocabularyConfig",
+    "WindowNet",
+    "aggregate_windows",
+    "load_model",
+    "make_classifier",
+]
 
 
 class WindowNet(nn.Module):
@@ -102,40 +72,6 @@ class WindowNet(nn.Module):
         logits, features = self.body(**inputs)
         scores = self.attention(features).squeeze(-1) if self.attention is not None else None
         return logits, scores
-
-
-def aggregate_windows(
-    file_index: np.ndarray, logits: np.ndarray, scores: np.ndarray | None, mode: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """(distinct files, P(malicious) per file) from window logits."""
-    files, inverse = np.unique(file_index, return_inverse=True)
-    proba = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
-    if mode == "max":
-        out = np.full(len(files), -np.inf)
-        np.maximum.at(out, inverse, proba)
-        return files, out
-    if mode == "attention" and scores is not None:
-        scores = scores.astype(np.float64)
-        top = np.full(len(files), -np.inf)
-        np.maximum.at(top, inverse, scores)
-        weights = np.exp(scores - top[inverse])
-        weights /= np.bincount(inverse, weights=weights, minlength=len(files))[inverse]
-        file_logit = np.bincount(inverse, weights=weights * logits, minlength=len(files))
-        return files, 1.0 / (1.0 + np.exp(-file_logit))
-    return files, np.bincount(inverse, weights=proba, minlength=len(files)) / np.bincount(inverse)
-
-
-class _EpochBatches:
-    """A sized, lazily built list of batches (the loop shows progress against its length)."""
-
-    def __init__(self, plan: list, make) -> None:
-        self.plan, self.make = plan, make
-
-    def __len__(self) -> int:
-        return len(self.plan)
-
-    def __iter__(self):
-        return (self.make(item) for item in self.plan)
 
 
 class LstmClassifier:
@@ -169,12 +105,7 @@ class LstmClassifier:
 
     # --- windows ------------------------------------------------------------------------------------
     def window_config(self, data=None) -> WindowConfig:
-        if self.config.window is not None:
-            return self.config.window
-        defaults = find_attribute(data, "window_defaults") if data is not None else None
-        if defaults:
-            return WindowConfig.from_json(defaults)
-        return DEFAULT_WINDOWS[self.representation]
+        return resolve_window_config(self.config.window, data, self.representation)
 
     def windows(self, data, idx: np.ndarray) -> Windows:
         """The windows this model reads for files idx: `.file_index` per window, `.arrays(data)`."""
@@ -217,154 +148,30 @@ class LstmClassifier:
         self.device = ctx.device
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         tables = DatasetTables.of(data)
-        self._fit_vocabularies(tables, fit)
+        self.insn_vocab, self.block_vocab = fit_vocabularies(
+            tables,
+            fit.documents(),
+            self.config.vocabulary,
+            self.config.block_vocabulary,
+            block_ids=tables.representation == BSM and self.config.model.block_id_embedding,
+        )
         self.data_spec = {"normalisation": tables.normalisation, "api": tables.api}
         self.net = self._build_net().to(ctx.device)
-        encoder = self._encoder(tables)
-
-        fit_w = fit.windows
-        attention = self.config.aggregation == "attention" and units == "file"
-        weights = self._window_weights(labels, fit_w, file_balanced=cfg.file_balanced and units == "file")
-        file_class_weight = self._class_weight(labels[np.unique(fit_w.file_index)])
-        window_labels = labels[fit_w.file_index].astype(np.float32)
-
-        def make_batch(positions: np.ndarray) -> Batch:
-            inputs, order = encoder.encode(fit, positions, ctx.device)
-            if attention:
-                files, segments = np.unique(fit_w.file_index[order], return_inverse=True)
-                targets, unit_weights = labels[files], file_class_weight[labels[files]]
-                seg = torch.as_tensor(segments, dtype=torch.int64, device=ctx.device)
-            else:
-                targets, unit_weights, seg = window_labels[order], weights[order], None
-            return Batch(
-                inputs,
-                torch.as_tensor(targets, dtype=torch.float32, device=ctx.device),
-                torch.as_tensor(unit_weights, dtype=torch.float32, device=ctx.device),
-                seg,
-                int(fit_w.lengths[order].sum()),
-            )
-
-        def batches(epoch: int) -> _EpochBatches:
-            rng = np.random.default_rng([cfg.seed, epoch])
-            if attention:
-                plan = self._file_batches(fit_w, rng)
-            else:
-                plan = length_batches(fit_w.lengths, cfg.batch_size, rng, cfg.bucket, cfg.bucket_chunk)
-            return _EpochBatches(rank_share(plan, ctx), make_batch)
-
-        def loss_fn(model: nn.Module, batch: Batch) -> torch.Tensor:
-            logits, scores = model(**batch.inputs)
-            if batch.segments is not None:
-                logits = attention_pool(logits, scores, batch.segments, len(batch.targets))
-            elif scores is not None:
-                # Window-level training of an attention model: keep the scorer in the graph, or DDP
-                # would wait forever for its gradients.
-                logits = logits + 0.0 * scores.sum()
-            losses = F.binary_cross_entropy_with_logits(logits, batch.targets, reduction="none")
-            return (losses * batch.weights).sum() / batch.weights.sum().clamp(min=1e-12)
-
-        def validate(net: nn.Module) -> dict:
-            share = np.arange(len(val))[ctx.rank :: ctx.world_size]
-            logits, scores = self._window_outputs(net, encoder, val.subset(share), ctx.device)
-            n = len(val)
-            all_logits, all_scores = np.zeros(n), (np.zeros(n) if scores is not None else None)
-            for positions, part_logits, part_scores in gather_objects((share, logits, scores), ctx):
-                all_logits[positions] = part_logits
-                if all_scores is not None:
-                    all_scores[positions] = part_scores
-            file_index = val.windows.file_index
-            if units == "file":
-                files, proba = aggregate_windows(file_index, all_logits, all_scores, self.config.aggregation)
-                return binary_metrics(labels[files], proba)
-            return binary_metrics(labels[file_index], 1.0 / (1.0 + np.exp(-all_logits)))
-
-        self.history = fit_loop(self.net, batches, loss_fn, validate if len(val) else None, cfg, ctx)
+        task = WindowTraining(
+            fit,
+            val,
+            labels,
+            self._encoder(tables),
+            self.config.aggregation,
+            units,
+            cfg,
+            ctx,
+            self.config.predict_batch_size,
+        )
+        self.history = fit_loop(self.net, task, cfg, ctx)
         return self
 
-    def _window_weights(self, labels: np.ndarray, windows: Windows, file_balanced: bool) -> np.ndarray:
-        """Loss weight per window: class balance over training files (or windows), and each file's
-        windows sharing one file's weight, so long traces do not dominate."""
-        files, inverse, per_file = np.unique(windows.file_index, return_inverse=True, return_counts=True)
-        if file_balanced:
-            unit_labels, window_share = labels[files], 1.0 / per_file[inverse]
-        else:
-            unit_labels, window_share = labels[windows.file_index], np.ones(len(windows))
-        class_weight = self._class_weight(unit_labels)
-        return (class_weight[labels[windows.file_index]] * window_share).astype(np.float32)
-
-    def _class_weight(self, unit_labels: np.ndarray) -> np.ndarray:
-        """Weight per class (index 0 benign, 1 malicious): "balanced" makes both classes weigh the same."""
-        if self.config.train.class_weight != "balanced":
-            return np.ones(2)
-        counts = np.bincount(unit_labels, minlength=2).astype(np.float64)
-        return np.where(counts > 0, counts.sum() / (2 * np.maximum(counts, 1)), 0.0)
-
-    def _file_batches(self, windows: Windows, rng: np.random.Generator) -> list[np.ndarray]:
-        """Batches of whole files (attention training).  A file with more windows than a batch holds
-        contributes an evenly spaced subset of them."""
-        cfg = self.config.train
-        order = np.argsort(windows.file_index, kind="stable")
-        bounds = np.flatnonzero(np.diff(windows.file_index[order])) + 1
-        per_file = [
-            w
-            if len(w) <= cfg.batch_size
-            else w[np.round(np.linspace(0, len(w) - 1, cfg.batch_size)).astype(int)]
-            for w in np.split(order, bounds)
-        ]
-        tokens = np.array([windows.lengths[w].sum() for w in per_file])
-        # Files in random order, sorted by size within chunks (less padding), packed greedily; the
-        # batches are shuffled again at the end.
-        file_order = rng.permutation(len(per_file))
-        if cfg.bucket:
-            chunks = np.array_split(file_order, max(1, math.ceil(len(file_order) / cfg.bucket_chunk)))
-            file_order = np.concatenate([c[np.argsort(-tokens[c], kind="stable")] for c in chunks])
-        batches, current, size = [], [], 0
-        for f in file_order.tolist():
-            if current and size + len(per_file[f]) > cfg.batch_size:
-                batches.append(np.concatenate(current))
-                current, size = [], 0
-            current.append(per_file[f])
-            size += len(per_file[f])
-        if current:
-            batches.append(np.concatenate(current))
-        rng.shuffle(batches)
-        return batches
-
     # --- vocabularies and networks ------------------------------------------------------------------
-    def _fit_vocabularies(self, tables: DatasetTables, fit: WindowStore) -> None:
-        docs = fit.documents()
-        v, b = self.config.vocabulary, self.config.block_vocabulary
-        if tables.representation == ISM:
-            self.insn_vocab = Vocabulary.fit(
-                tables.lexicon,
-                docs,
-                min_count=v.min_count,
-                min_documents=v.min_documents,
-                max_size=v.max_size,
-            )
-            return
-        self.block_vocab = None
-        if self.config.model.block_id_embedding:
-            self.block_vocab = Vocabulary.fit(
-                tables.lexicon,
-                docs,
-                min_count=b.min_count,
-                min_documents=b.min_documents,
-                max_size=b.max_size,
-            )
-        # Instruction tokens, counted over every executed block of the training windows.
-        insn_docs = []
-        for doc in docs:
-            keys, counts = np.unique(doc, return_counts=True)
-            insn_docs.append(expand(tables.block_flat, tables.block_offsets, np.repeat(keys, counts)))
-        self.insn_vocab = Vocabulary.fit(
-            tables.instruction_lexicon,
-            insn_docs,
-            min_count=v.min_count,
-            min_documents=v.min_documents,
-            max_size=v.max_size,
-        )
-
     def _build_net(self) -> WindowNet:
         raise NotImplementedError
 
@@ -392,30 +199,15 @@ class LstmClassifier:
                 )
 
     # --- prediction ---------------------------------------------------------------------------------
-    @torch.no_grad()
-    def _window_outputs(
-        self, net: nn.Module, encoder: WindowEncoder, store: WindowStore, device: torch.device
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        was_training = net.training
-        net.eval()
-        logits = np.zeros(len(store), dtype=np.float64)
-        scores = np.zeros(len(store), dtype=np.float64) if self.config.aggregation == "attention" else None
-        for positions in length_batches(
-            store.windows.lengths, self.config.predict_batch_size, None, bucket=True
-        ):
-            inputs, order = encoder.encode(store, positions, device)
-            out_logits, out_scores = net(**inputs)
-            logits[order] = out_logits.float().cpu().numpy()
-            if scores is not None and out_scores is not None:
-                scores[order] = out_scores.float().cpu().numpy()
-        net.train(was_training)
-        return logits, scores
-
     def predict_window_logits(self, data, windows: Windows) -> tuple[np.ndarray, np.ndarray | None]:
         """Raw window logits and (attention models) attention scores, in the order of `windows`."""
         self._check_data(data)
         store = WindowStore.build(data, windows)
-        return self._window_outputs(self.net, self._encoder(DatasetTables.of(data)), store, self.device)
+        encoder = self._encoder(DatasetTables.of(data))
+        attention = self.config.aggregation == "attention"
+        return window_outputs(
+            self.net, encoder, store, self.device, self.config.predict_batch_size, attention
+        )
 
     def predict_window_proba(self, data, windows: Windows) -> np.ndarray:
         """P(malicious) of each window on its own."""
@@ -462,17 +254,7 @@ class LstmClassifier:
             )
         try:
             model_config = IsmLstmConfig if target is IsmLstm else BsmLstmConfig
-            clf = target(
-                LstmClassifierConfig(
-                    model=model_config(**config["model"]),
-                    window=WindowConfig.from_json(config["window"]),
-                    aggregation=config["aggregation"],
-                    train=TrainConfig(**config["train"]),
-                    vocabulary=VocabularyConfig(**config["vocabulary"]),
-                    block_vocabulary=VocabularyConfig(**config["block_vocabulary"]),
-                    predict_batch_size=int(config["predict_batch_size"]),
-                )
-            )
+            clf = target(LstmClassifierConfig.from_json(config, model_config))
             clf.insn_vocab = Vocabulary.from_json(vocabularies["instructions"])
             blocks = vocabularies.get("blocks")
             clf.block_vocab = Vocabulary.from_json(blocks) if blocks else None

@@ -18,9 +18,10 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -188,7 +189,16 @@ class Batch:
     n_tokens: int = 0
 
 
-LossFn = Callable[[nn.Module, Batch], torch.Tensor]
+class TrainingTask(Protocol):
+    """What `fit_loop` trains on (models.window_training.WindowTraining is the one in use)."""
+
+    validates: bool  # whether validate() has files to score
+
+    def batches(self, epoch: int) -> Iterable[Batch]: ...  # sized too: len() is the progress total
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor: ...
+
+    def validate(self, net: nn.Module) -> dict: ...
 
 
 def _progress(enabled: bool):
@@ -207,22 +217,15 @@ def _progress(enabled: bool):
     return bar
 
 
-def fit_loop(
-    net: nn.Module,
-    batches: Callable[[int], Sequence[Batch]],
-    loss_fn: LossFn,
-    validate: Callable[[nn.Module], dict] | None,
-    config: TrainConfig,
-    ctx: DistContext,
-) -> list[dict]:
+def fit_loop(net: nn.Module, task: TrainingTask, config: TrainConfig, ctx: DistContext) -> list[dict]:
     """Train `net` in place; returns one dict per epoch.  Keeps the weights of the best validation
     epoch (or the last epoch without validation).
 
-    batches(epoch): this rank's batches of that epoch (a sized iterable: built lazily, counted for the
-    progress bar).
-    validate(model): metrics on the validation split — must be identical on every rank; its "loss"
-    decides early stopping.
+    task.batches(epoch): this rank's batches of that epoch (sized: built lazily, counted for the
+    progress bar).  task.validate(net): metrics on the validation split, identical on every rank; its
+    "loss" decides early stopping.
     """
+    validate = task.validate if task.validates else None
     model = net
     if ctx.distributed:
         model = DistributedDataParallel(net, device_ids=[ctx.device] if ctx.device.type == "cuda" else None)
@@ -235,18 +238,18 @@ def fit_loop(
     best_loss, best_state, stale = float("inf"), None, 0
 
     with _progress(config.progress and ctx.is_main) as bar:
-        task = bar.add_task("train", total=None, status="")
+        bar_task = bar.add_task("train", total=None, status="")
         for epoch in range(1, config.epochs + 1):
             model.train()
             started = time.perf_counter()
             total_loss, total_weight, tokens, steps = 0.0, 0.0, 0, 0
-            epoch_batches = batches(epoch)
+            epoch_batches = task.batches(epoch)
             bar.update(
-                task, description=f"epoch {epoch}/{config.epochs}", total=len(epoch_batches), completed=0
+                bar_task, description=f"epoch {epoch}/{config.epochs}", total=len(epoch_batches), completed=0
             )
             for batch in epoch_batches:
                 optimiser.zero_grad(set_to_none=True)
-                loss = loss_fn(model, batch)
+                loss = task.loss(model, batch)
                 loss.backward()
                 if config.grad_clip:
                     nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
@@ -256,7 +259,7 @@ def fit_loop(
                 total_weight += weight
                 tokens += batch.n_tokens
                 steps += 1
-                bar.update(task, advance=1, status=f"loss {total_loss / max(total_weight, 1e-12):.4f}")
+                bar.update(bar_task, advance=1, status=f"loss {total_loss / max(total_weight, 1e-12):.4f}")
             elapsed = time.perf_counter() - started
             if ctx.distributed:  # the epoch's figures over all ranks, not rank 0's share
                 totals = [total_loss, total_weight, float(tokens)]
@@ -286,7 +289,7 @@ def fit_loop(
             if validate is not None:
                 status += f"  val_loss {record['val_loss']:.4f}  val_auc {record['val_auc']:.3f}"
                 status += f"  val_acc {record['val_accuracy']:.3f}"
-            bar.update(task, status=status)
+            bar.update(bar_task, status=status)
             if config.progress and ctx.is_main and not bar.disable:  # one line per epoch stays on screen
                 bar.console.print(f"epoch {epoch}: {status}  ({record['tokens_per_s']:,.0f} tokens/s)")
             if log is not None:
