@@ -104,7 +104,7 @@ def inspect_pe(data: bytes) -> PeInfo:
     except pefile.PEFormatError as e:
         raise UnsupportedInput(f"malformed PE: {e}") from None
     # Parsed from bytes, so there is nothing to release: no `pe.close()`, which would also run a full
-    # garbage collection (see speakeasy_loader).
+    # garbage collection (see imageload).
     opt = pe.OPTIONAL_HEADER
     if opt.SizeOfImage == 0 or opt.SizeOfImage > 0x7FFF0000:
         raise UnsupportedInput(f"absurd header value: SizeOfImage 0x{opt.SizeOfImage:x}")

@@ -14,19 +14,12 @@ Every `runtrace scan` process pays for these imports, so they are worth about a 
 
 The stand-ins are removed from `sys.modules` afterwards, so a later `import pkg_resources` or
 `import jsonschema` gets the real module.
-
-One cost is at run time: pefile runs a full garbage collection whenever it closes or copies its data
-(`close`, `set_bytes_at_rva`), to release an mmap.  Speakeasy patches imports through it, so that is
-several full collections per emulation: 30-60 ms each in a process holding numpy and the emulator, a
-tenth of a short program's whole trace.  Speakeasy's own PE class (`PeFile`, which its decoy modules
-extend) therefore only closes an mmap; `pefile.PE` itself, used by everything else, is left as it is.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-import mmap
 import sys
 import sysconfig
 import types
@@ -94,16 +87,4 @@ def load_speakeasy() -> types.ModuleType:
     return _import_with(_jsonschema_standins(), "speakeasy")
 
 
-def _close_without_full_gc(self) -> None:
-    data = getattr(self, "__data__", None)
-    if isinstance(data, mmap.mmap):
-        data.close()
-        del self.__data__
-
-
-def _lean_pe_close(speakeasy: types.ModuleType) -> None:
-    """Speakeasy's PE class releases its data without pefile's full garbage collection (see above)."""
-    importlib.import_module("speakeasy.windows.common").PeFile._close_data = _close_without_full_gc
-
-
-_lean_pe_close(load_speakeasy())
+load_speakeasy()
