@@ -8,8 +8,9 @@ delay-load table; relocations only when an image must be moved, which is then pa
 
 Two more costs grow with the image: Speakeasy patches the import address table by copying the whole
 mapped image once per import (for a 50 MB program with a few thousand imports, most of a minute), and
-pefile's full parse counts every byte value of the file in a Python `Counter` (seconds).  Both give the
-same result here at a fraction of the cost.
+pefile's full parse first counts every byte value of the file in a Python `Counter` (seconds), only to
+warn about files that look truncated.  Speakeasy's PE class skips that census (pefile's fast parse, then
+the rest of the full parse); the import patching gives the same image at a fraction of the cost.
 
 And pefile runs a full garbage collection whenever a PE object closes or copies its data, to release an
 mmap: 30-60 ms each in a process holding numpy and the emulator, a tenth of a short program's whole
@@ -20,9 +21,6 @@ used by everything else, keeps its behaviour.
 from __future__ import annotations  # noqa: I001  (speakeasy_loader must come before speakeasy)
 
 import mmap
-from collections import Counter
-
-import numpy as np
 import pefile
 
 from runtrace.trace.emulate import speakeasy_loader  # noqa: F401  (first: lean imports of unicorn and speakeasy)
@@ -48,6 +46,13 @@ def install() -> None:
     if getattr(PeFile, "runtrace_lean", False):
         return
     parse, relocate = PeFile.parse_data_directories, PeFile.relocate_image
+    parse_pe = PeFile.__parse__  # pefile.PE.__parse__ (a dunder name: not mangled)
+
+    def parse_without_byte_census(self, fname, data, fast_load):
+        # Everything of the full parse but the byte census: the fast parse, then what it leaves out.
+        parse_pe(self, fname, data, True)
+        if not fast_load:
+            self.full_load()
 
     def parse_data_directories(
         self, directories=None, forwarded_exports_only=False, import_dllnames_only=False
@@ -65,7 +70,7 @@ def install() -> None:
     PeFile.relocate_image = relocate_image
     PeFile._patch_imports = _patch_imports
     PeFile._close_data = _close_without_full_gc
-    pefile.Counter = byte_counter
+    PeFile.__parse__ = parse_without_byte_census
     PeFile.runtrace_lean = True
 
 
@@ -91,12 +96,3 @@ def _patch_imports(self) -> None:
         self.import_table[self.imp_id] = imp
         self.imp_id += self.imp_step
     self.mapped_image = bytes(image)
-
-
-def byte_counter(data) -> Counter:
-    """`Counter(data)` for the byte strings pefile counts (its file check and section entropy), with
-    numpy; anything else is counted as before."""
-    if not isinstance(data, bytes | bytearray | memoryview):
-        return Counter(data)
-    counts = np.bincount(np.frombuffer(data, dtype=np.uint8), minlength=256)
-    return Counter({int(i): int(counts[i]) for i in np.flatnonzero(counts)})
