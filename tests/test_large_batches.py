@@ -90,10 +90,13 @@ def test_the_memory_cap_ignores_memory_shared_with_the_parent(tmp_path, cli32):
 
 
 # Runs `runtrace trace` with the second sample hanging, so Ctrl-C always finds one sample finished
-# and one running.  The marker file says when the first outcome has reached the parent.
+# and one running.  The marker file says when the first outcome has reached the parent.  Python keeps
+# SIGINT ignored when it starts with it ignored, as under a test run started as a background job (CI,
+# `cmd &` in a script); Ctrl-C from a terminal is what is tested, so the handler is put back.
 _HANGING_TRACE = """
-import os, sys, time
+import os, signal, sys, time
 from pathlib import Path
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import runtrace.trace.emulate.batch as batch
 from runtrace.cli import main
 
