@@ -23,7 +23,7 @@ from speakeasy.windows.common import EMU_RESERVE_SIZE, EMU_RESERVED
 from speakeasy.winenv import arch as se_arch
 
 from runtrace import __version__
-from runtrace.trace.emulate import decoys, imageload, memranges, startup, winapi
+from runtrace.trace.emulate import decoys, imageload, memlimits, memranges, startup, winapi
 from runtrace.trace.blocks import canonicalize
 from runtrace.trace.model import ApiCall, EntryPoint, StopReason, Trace, TraceMeta
 from runtrace.trace.emulate.pe import inspect_pe
@@ -36,7 +36,7 @@ from runtrace.trace.emulate.recorder import (
 )
 
 # Bumped whenever emulation behaviour changes, so `trace` does not reuse traces made by an older tracer.
-TRACER_REVISION = 9
+TRACER_REVISION = 10
 TRACER_VERSION = f"runtrace-emu/{__version__}.{TRACER_REVISION}"
 STATUS_ACCESS_VIOLATION = 0xC0000005
 PAGE = 0x1000
@@ -73,6 +73,12 @@ class TracerSettings:
     def key(self) -> dict:
         """What decides whether an existing trace can be reused."""
         return {**asdict(self), "tracer": TRACER_VERSION}
+
+
+def allocation_budget(settings: TracerSettings) -> int:
+    """Bytes the program's own live allocations may take (memlimits.py): a quarter of the memory cap,
+    so that even a block copied through Python by HeapReAlloc stays under it (no cap: no budget)."""
+    return settings.memory_mb << 18 if settings.memory_mb > 0 else 1 << 62
 
 
 class EmulationError(RuntimeError):
@@ -125,6 +131,7 @@ class _Session:
         except Exception as e:  # Speakeasy raises many types for files it cannot map
             raise EmulationError(f"emulator could not load the image: {type(e).__name__}: {e}") from None
         self.emu = self.se.emu
+        memlimits.install(self.emu, allocation_budget(settings))
         self.recorder = BlockRecorder(self.emu.emu_eng.emu, self.bits, settings.max_instructions)
         self.api_calls: list[tuple[int, str, int, bool]] = []  # raw position, name, return, supported
         self.entries: list[tuple[str, int, int]] = []  # run type, address, raw first visit

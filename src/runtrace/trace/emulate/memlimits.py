@@ -1,0 +1,65 @@
+"""Keeping one emulation's host memory proportional to what the program really uses.
+
+Two ways a few instructions made a tracer process pass its memory cap (measured in docs/tracer.md):
+
+- **Reads that cannot succeed.**  unicorn's `mem_read` allocates (and zeroes) a host buffer of the
+  requested size before it asks the engine whether the range is mapped.  A Speakeasy API handler reads
+  the program's buffer with the length the program passed, so `WriteFile(h, buf, 0xfffb0000, ...)` (a
+  length computed from a stubbed API's result) cost 4 GiB of host memory to raise "read unmapped".
+  Large reads are checked against the mapped regions first and raise the same error without the buffer.
+- **Allocations no Windows process would get.**  `HeapAlloc`/`VirtualAlloc` sizes come from the program,
+  often from values the emulation made up; Speakeasy maps whatever is asked (even past the 4 GiB of a
+  32-bit process), and `HeapReAlloc` copies the old block through Python.  Allocations the program asks
+  for (Speakeasy's `api.*` tags) are refused once the live ones would pass a budget: the API handler
+  fails, the program gets NULL, as from Windows out of memory, and takes its error path.
+"""
+
+from __future__ import annotations
+
+from unicorn import UC_ERR_READ_UNMAPPED, UcError
+
+# Smaller reads and allocations are not checked: they cannot move the process's memory much, and
+# checking every one would cost time on the hot path of API handlers.
+CHECKED_SIZE = 1 << 20
+
+
+def covered(regions, address: int, size: int) -> bool:
+    """Whether every byte of [address, address + size) lies in `regions` (unicorn's, inclusive ends)."""
+    end = address + size
+    for begin, last, *_ in sorted(regions):
+        if last < address:
+            continue
+        if begin > address:
+            return False
+        address = last + 1
+        if address >= end:
+            return True
+    return address >= end
+
+
+class AllocationRefused(MemoryError):
+    """A program's allocation would pass the emulation's allocation budget (the API returns NULL)."""
+
+
+def install(emu, budget_bytes: int) -> None:
+    """Guard one Speakeasy emulator's large reads and its program-requested allocations."""
+    engine = emu.emu_eng
+    uc = engine.emu
+
+    def mem_read(addr: int, size: int):
+        if size > CHECKED_SIZE and not covered(uc.mem_regions(), addr, size):
+            raise UcError(UC_ERR_READ_UNMAPPED)  # what unicorn raises, without its buffer first
+        return uc.mem_read(addr, size)
+
+    engine.mem_read = mem_read
+
+    orig_map = emu.mem_map
+
+    def mem_map(size, base=None, *args, tag=None, **kwargs):
+        if size > CHECKED_SIZE and tag and tag.startswith("api."):
+            live = sum(m.size for m in emu.maps if m.tag and m.tag.startswith("api."))
+            if live + size > budget_bytes:
+                raise AllocationRefused(f"{size:#x} bytes asked with {live:#x} live ({tag})")
+        return orig_map(size, base, *args, tag=tag, **kwargs)
+
+    emu.mem_map = mem_map
