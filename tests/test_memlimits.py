@@ -1,0 +1,103 @@
+"""One emulation's host memory stays proportional to what the program uses (trace/emulate/memlimits.py)."""
+
+import resource
+import zipfile
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from unicorn import UC_ERR_READ_UNMAPPED, UcError
+
+from runtrace.trace.emulate import memlimits
+from runtrace.trace.emulate.batch import trace_batch
+from runtrace.trace.emulate.emulator import TracerSettings, _Session
+from runtrace.trace.emulate.inputs import iter_samples
+from conftest import SAMPLES_ZIP, needs_shared
+
+PAGE = 0x1000
+MIB = 1 << 20
+
+regions = st.lists(st.tuples(st.integers(0, 64), st.integers(1, 8)), max_size=8).map(
+    lambda spans: [(p * PAGE, (p + n) * PAGE - 1, 7) for p, n in spans]
+)
+
+
+@given(regions, st.integers(0, 80 * PAGE), st.integers(1, 16 * PAGE))
+def test_covered_agrees_with_a_byte_by_byte_check(layout, address, size):
+    def mapped(byte: int) -> bool:
+        return any(begin <= byte <= last for begin, last, _ in layout)
+
+    expected = all(mapped(b) for b in range(address, address + size, 0x100)) and mapped(address + size - 1)
+    assert memlimits.covered(layout, address, size) == expected
+
+
+@pytest.fixture
+def session(cli32):
+    # A 64 MiB cap: the program's live allocations may take 16 MiB.
+    s = _Session(cli32.read_bytes(), TracerSettings(memory_mb=64))
+    yield s
+    s.recorder.close()
+
+
+def _call(session, name: str, argv: list[int]) -> int:
+    api = session.emu.api
+    mod, handler = api.get_export_func_handler("kernel32", name)
+    return api.call_api_func(mod, handler[1], argv, {"func_name": f"KERNEL32.{name}"})
+
+
+def test_a_huge_read_of_unmapped_memory_fails_without_the_host_buffer(session):
+    # WriteFile with a length of nearly 4 GiB (as a program computed from a stubbed API's result):
+    # unicorn alone would allocate and zero a 4 GiB buffer before finding the range unmapped.
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
+    assert _call(session, "WriteFile", [0, 0x7000_0000, 0xFFFB_0000, 0, 0]) == 0
+    assert session.handler_errors == {"KERNEL32.WriteFile: UcError": 1}
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 256 * 1024
+    with pytest.raises(UcError) as raised:
+        session.emu.mem_read(0x7000_0000, 0xFFFB_0000)
+    assert raised.value.errno == UC_ERR_READ_UNMAPPED
+
+
+def test_large_reads_of_mapped_memory_still_work_and_straddling_ones_fail(session):
+    emu = session.emu
+    base = emu.mem_map(2 * MIB, tag="emu.test")
+    emu.mem_write(base + 2 * MIB - 4, b"tail")
+    data = emu.mem_read(base, 2 * MIB)
+    assert len(data) == 2 * MIB and data.endswith(b"tail")
+    with pytest.raises(UcError):
+        emu.mem_read(base + PAGE, 2 * MIB)  # runs one page past the end
+
+
+def test_allocations_past_the_budget_return_null_and_freed_ones_make_room(session):
+    assert _call(session, "HeapAlloc", [0, 0, 32 * MIB]) == 0  # over the 16 MiB budget alone
+    first = _call(session, "HeapAlloc", [0, 0, 8 * MIB])
+    assert first != 0
+    assert _call(session, "VirtualAlloc", [0, 12 * MIB, 0x3000, 4]) == 0  # 8 + 12 MiB live: refused
+    assert session.handler_errors == {
+        "KERNEL32.HeapAlloc: AllocationRefused": 1,
+        "KERNEL32.VirtualAlloc: AllocationRefused": 1,
+    }
+    assert _call(session, "HeapFree", [0, 0, first]) != 0
+    assert _call(session, "VirtualAlloc", [0, 12 * MIB, 0x3000, 4]) != 0
+    # Memory the emulator maps for itself is not the program's and is not counted.
+    assert session.emu.mem_map(32 * MIB, tag="emu.test") != 0
+
+
+def test_no_memory_cap_means_no_allocation_budget(cli32):
+    s = _Session(cli32.read_bytes(), TracerSettings(memory_mb=0))
+    try:
+        assert _call(s, "VirtualAlloc", [0, 1 << 30, 0x2000, 4]) != 0  # reserved only: nothing touched
+    finally:
+        s.recorder.close()
+
+
+@needs_shared
+def test_the_program_that_wrote_four_gib_is_traced_under_the_default_cap(tmp_path):
+    # Practical Malware Analysis lab 11-01 (capa test files): WriteFile(..., 0xfffb0000, ...) took 4.1 GiB.
+    sha = "57d8d248a8741176348b5d12dcf29f34c8f48ede0ca13c30d12e5ba0384056d7"
+    with zipfile.ZipFile(SAMPLES_ZIP) as archive:
+        path = tmp_path / "sample.bin"
+        path.write_bytes(archive.read(f"{sha}.bin", pwd=b"infected"))
+    (outcome,) = trace_batch(iter_samples([path]), tmp_path / "out", TracerSettings(), workers=1)
+    assert (outcome.status, outcome.stop_reason, outcome.error) == ("ok", "exited", "")
+    assert outcome.peak_rss_mb < 512
+    assert outcome.instruction_count > 10_000
