@@ -6,13 +6,12 @@ import zipfile
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from unicorn import UC_ERR_READ_UNMAPPED, UcError
 
+from conftest import SAMPLES_ZIP, needs_shared
 from runtrace.trace.emulate import memlimits
 from runtrace.trace.emulate.batch import trace_batch
 from runtrace.trace.emulate.emulator import TracerSettings, _Session
 from runtrace.trace.emulate.inputs import iter_samples
-from conftest import SAMPLES_ZIP, needs_shared
 
 PAGE = 0x1000
 MIB = 1 << 20
@@ -52,9 +51,9 @@ def test_a_huge_read_of_unmapped_memory_fails_without_the_host_buffer(session):
     assert _call(session, "WriteFile", [0, 0x7000_0000, 0xFFFB_0000, 0, 0]) == 0
     assert session.handler_errors == {"KERNEL32.WriteFile: UcError": 1}
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 256 * 1024
-    with pytest.raises(UcError) as raised:
+    with pytest.raises(memlimits.UcError) as raised:
         session.emu.mem_read(0x7000_0000, 0xFFFB_0000)
-    assert raised.value.errno == UC_ERR_READ_UNMAPPED
+    assert raised.value.errno == memlimits.UC_ERR_READ_UNMAPPED
 
 
 def test_large_reads_of_mapped_memory_still_work_and_straddling_ones_fail(session):
@@ -63,7 +62,7 @@ def test_large_reads_of_mapped_memory_still_work_and_straddling_ones_fail(sessio
     emu.mem_write(base + 2 * MIB - 4, b"tail")
     data = emu.mem_read(base, 2 * MIB)
     assert len(data) == 2 * MIB and data.endswith(b"tail")
-    with pytest.raises(UcError):
+    with pytest.raises(memlimits.UcError):
         emu.mem_read(base + PAGE, 2 * MIB)  # runs one page past the end
 
 

@@ -14,8 +14,9 @@ Two ways a few instructions made a tracer process pass its memory cap (measured 
   fails, the program gets NULL, as from Windows out of memory, and takes its error path.
 """
 
-from __future__ import annotations
+from __future__ import annotations  # noqa: I001  (speakeasy_loader must come before unicorn)
 
+from runtrace.trace.emulate import speakeasy_loader  # noqa: F401  (first: lean imports of unicorn)
 from unicorn import UC_ERR_READ_UNMAPPED, UcError
 
 # Smaller reads and allocations are not checked: they cannot move the process's memory much, and
