@@ -90,13 +90,15 @@ def test_no_memory_cap_means_no_allocation_budget(cli32):
 
 
 @needs_shared
-def test_the_program_that_wrote_four_gib_is_traced_under_the_default_cap(tmp_path):
+def test_the_program_that_wrote_four_gib_is_traced_under_a_quarter_gib_cap(tmp_path):
     # Practical Malware Analysis lab 11-01 (capa test files): WriteFile(..., 0xfffb0000, ...) took 4.1 GiB.
     sha = "57d8d248a8741176348b5d12dcf29f34c8f48ede0ca13c30d12e5ba0384056d7"
     with zipfile.ZipFile(SAMPLES_ZIP) as archive:
         path = tmp_path / "sample.bin"
         path.write_bytes(archive.read(f"{sha}.bin", pwd=b"infected"))
-    (outcome,) = trace_batch(iter_samples([path]), tmp_path / "out", TracerSettings(), workers=1)
+    # The batch kills a child whose private memory passes the cap (its resident size would also count
+    # pages shared with this test process).
+    settings = TracerSettings(memory_mb=256)
+    (outcome,) = trace_batch(iter_samples([path]), tmp_path / "out", settings, workers=1)
     assert (outcome.status, outcome.stop_reason, outcome.error) == ("ok", "exited", "")
-    assert outcome.peak_rss_mb < 512
     assert outcome.instruction_count > 10_000
