@@ -17,6 +17,7 @@ Two ways a few instructions made a tracer process pass its memory cap (measured 
 from __future__ import annotations  # noqa: I001  (speakeasy_loader must come before unicorn)
 
 from runtrace.trace.emulate import speakeasy_loader  # noqa: F401  (first: lean imports of unicorn)
+from speakeasy.common import PERM_MEM_RWX
 from unicorn import UC_ERR_READ_UNMAPPED, UcError
 
 # Smaller reads and allocations are not checked: they cannot move the process's memory much, and
@@ -56,11 +57,12 @@ def install(emu, budget_bytes: int) -> None:
 
     orig_map = emu.mem_map
 
-    def mem_map(size, base=None, *args, tag=None, **kwargs):
+    def mem_map(size, base=None, perms=PERM_MEM_RWX, tag=None, flags=0, shared=False, process=None):
+        # (Speakeasy's signature, so that positional and keyword callers both keep working.)
         if size > CHECKED_SIZE and tag and tag.startswith("api."):
             live = sum(m.size for m in emu.maps if m.tag and m.tag.startswith("api."))
             if live + size > budget_bytes:
                 raise AllocationRefused(f"{size:#x} bytes asked with {live:#x} live ({tag})")
-        return orig_map(size, base, *args, tag=tag, **kwargs)
+        return orig_map(size, base, perms, tag, flags, shared, process)
 
     emu.mem_map = mem_map
