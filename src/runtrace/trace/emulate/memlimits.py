@@ -23,6 +23,8 @@ from unicorn import UC_ERR_READ_UNMAPPED, UcError
 # Smaller reads and allocations are not checked: they cannot move the process's memory much, and
 # checking every one would cost time on the hot path of API handlers.
 CHECKED_SIZE = 1 << 20
+HEAP_TAG = "api.heap"  # Speakeasy's HeapAlloc/HeapReAlloc/LocalAlloc/GlobalAlloc/malloc maps
+ADDRESS_SPACE_32 = 1 << 32
 
 
 def covered(regions, address: int, size: int) -> bool:
@@ -40,11 +42,11 @@ def covered(regions, address: int, size: int) -> bool:
 
 
 class AllocationRefused(MemoryError):
-    """A program's allocation would pass the emulation's allocation budget (the API returns NULL)."""
+    """A program's allocation Windows would not grant here (the API returns NULL)."""
 
 
-def install(emu, budget_bytes: int) -> None:
-    """Guard one Speakeasy emulator's large reads and its program-requested allocations."""
+def install(emu, heap_budget: int, bits: int) -> None:
+    """Guard one Speakeasy emulator's large reads and the program's large allocations."""
     engine = emu.emu_eng
     uc = engine.emu
 
@@ -60,9 +62,17 @@ def install(emu, budget_bytes: int) -> None:
     def mem_map(size, base=None, perms=PERM_MEM_RWX, tag=None, flags=0, shared=False, process=None):
         # (Speakeasy's signature, so that positional and keyword callers both keep working.)
         if size > CHECKED_SIZE and tag and tag.startswith("api."):
-            live = sum(m.size for m in emu.maps if m.tag and m.tag.startswith("api."))
-            if live + size > budget_bytes:
-                raise AllocationRefused(f"{size:#x} bytes asked with {live:#x} live ({tag})")
+            _check(size, base, tag)
         return orig_map(size, base, perms, tag, flags, shared, process)
+
+    def _check(size: int, base: int | None, tag: str) -> None:
+        if tag.startswith(HEAP_TAG):
+            live = sum(m.size for m in emu.maps if m.tag and m.tag.startswith(HEAP_TAG))
+            if live + size > heap_budget:
+                raise AllocationRefused(f"{size:#x} heap bytes asked with {live:#x} live")
+        if bits == 32:
+            start, total = emu.get_valid_ranges(size, addr=base)  # where Speakeasy would map it
+            if start + total > ADDRESS_SPACE_32:
+                raise AllocationRefused(f"{size:#x} bytes do not fit in a 32-bit address space")
 
     emu.mem_map = mem_map
