@@ -7,11 +7,15 @@ Two ways a few instructions made a tracer process pass its memory cap (measured 
   the program's buffer with the length the program passed, so `WriteFile(h, buf, 0xfffb0000, ...)` (a
   length computed from a stubbed API's result) cost 4 GiB of host memory to raise "read unmapped".
   Large reads are checked against the mapped regions first and raise the same error without the buffer.
-- **Allocations no Windows process would get.**  `HeapAlloc`/`VirtualAlloc` sizes come from the program,
-  often from values the emulation made up; Speakeasy maps whatever is asked (even past the 4 GiB of a
-  32-bit process), and `HeapReAlloc` copies the old block through Python.  Allocations the program asks
-  for (Speakeasy's `api.*` tags) are refused once the live ones would pass a budget: the API handler
-  fails, the program gets NULL, as from Windows out of memory, and takes its error path.
+- **Allocations no Windows process would get.**  Allocation sizes come from the program, often from
+  values the emulation made up (a dummy argument read as a size).  unicorn backs mapped memory only
+  when it is written, so a large mapping alone costs nothing; but Speakeasy writes a heap block itself
+  when `HeapReAlloc` copies it through Python, and in a 32-bit process it placed blocks past 4 GiB,
+  where the program's truncated pointer lands on other memory.  The program's live heap blocks get a
+  budget, and a 32-bit process gets no allocation past 4 GiB: a refused request makes the API handler
+  fail, so the program gets NULL, as from Windows out of memory, and takes its error path.
+  `VirtualAlloc` has no budget: a reservation costs nothing until written, and a program that really
+  writes more than the memory cap is still stopped by it.
 """
 
 from __future__ import annotations  # noqa: I001  (speakeasy_loader must come before unicorn)
