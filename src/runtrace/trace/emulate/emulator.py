@@ -75,12 +75,6 @@ class TracerSettings:
         return {**asdict(self), "tracer": TRACER_VERSION}
 
 
-def heap_budget(settings: TracerSettings) -> int:
-    """Bytes the program's live heap blocks may take (memlimits.py): a quarter of the memory cap, so
-    that a block HeapReAlloc copies through Python stays well under it (no cap: no budget)."""
-    return settings.memory_mb << 18 if settings.memory_mb > 0 else 1 << 62
-
-
 class EmulationError(RuntimeError):
     """The emulator could not start on this file (one-line reason)."""
 
@@ -131,7 +125,7 @@ class _Session:
         except Exception as e:  # Speakeasy raises many types for files it cannot map
             raise EmulationError(f"emulator could not load the image: {type(e).__name__}: {e}") from None
         self.emu = self.se.emu
-        memlimits.install(self.emu, heap_budget(settings), self.bits)
+        memlimits.install(self.emu, self.bits)
         self.recorder = BlockRecorder(self.emu.emu_eng.emu, self.bits, settings.max_instructions)
         self.api_calls: list[tuple[int, str, int, bool]] = []  # raw position, name, return, supported
         self.entries: list[tuple[str, int, int]] = []  # run type, address, raw first visit
