@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from runtrace.cli import app
 from runtrace.corpus.manifest import read_manifest
 from runtrace.trace.emulate import dask_runner
-from runtrace.trace.emulate.batch import trace_batch
+from runtrace.trace.emulate.batch import BatchInterrupted, trace_batch
 from runtrace.trace.emulate.dask_runner import DaskUnavailable, trace_batch_dask
 from runtrace.trace.emulate.emulator import TracerSettings
 from runtrace.trace.emulate.inputs import iter_samples
@@ -67,6 +67,30 @@ def test_a_second_run_resumes(tmp_path, scheduler, inputs):
     # The local pool takes over a folder the cluster filled, and the other way round.
     assert _facts(trace_batch(iter_samples(inputs), tmp_path, SETTINGS, 1)) == _facts(again)
     assert {o.sha256 for o in first if o.status == "ok"} == {o.sha256 for o in again if o.status == "skipped"}
+
+
+def test_ctrl_c_on_the_cluster_keeps_what_finished(tmp_path, scheduler, cli32, cli64, monkeypatch):
+    """Ctrl-C (here raised where the first outcome arrives) ends the run as the local pool's does: the
+    finished outcome kept, the rest counted, and `trace` writes summary.json and exits 130."""
+    out = tmp_path / "out"
+
+    def interrupt_after_the_first(outcome) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(BatchInterrupted) as stop:
+        trace_batch_dask(iter_samples([cli32, cli64]), out, scheduler, SETTINGS, interrupt_after_the_first)
+    assert len(stop.value.outcomes) == 1 and stop.value.unfinished == 1
+
+    calls = []
+
+    def interrupted_batch(*args, on_done=None, **kwargs):
+        calls.append(1)
+        raise BatchInterrupted([], 2)
+
+    monkeypatch.setattr(dask_runner, "trace_batch_dask", interrupted_batch)
+    result = runner.invoke(app, ["trace", str(cli32), str(cli64), "-o", str(out), "--dask", scheduler])
+    assert calls and result.exit_code == 130, result.output
+    assert json.loads((out / "summary.json").read_text())["interrupted"] == {"unfinished": 2}
 
 
 def test_trace_command_on_dask(tmp_path, scheduler, cli32):

@@ -94,16 +94,16 @@ def trace(
             progress.update(task, advance=1, last=(o.name or "")[-40:])
 
         interrupted = None
-        if dask:
-            outcomes = _on_dask(samples, out, dask, settings, advance, retry_errors, extra)
-        else:
-            try:
+        try:
+            if dask:
+                outcomes = _on_dask(samples, out, dask, settings, advance, retry_errors, extra)
+            else:
                 outcomes = trace_batch(
                     samples, out, settings, workers or os.cpu_count(), retry_errors=retry_errors,
                     extra_writer=extra, on_done=advance,
                 )  # fmt: skip
-            except BatchInterrupted as stop:
-                outcomes, interrupted = stop.outcomes, stop
+        except BatchInterrupted as stop:
+            outcomes, interrupted = stop.outcomes, stop
     summary = summarize(outcomes)
     if interrupted is not None:
         summary["interrupted"] = {"unfinished": interrupted.unfinished}

@@ -19,11 +19,12 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import tempfile
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
 
-from runtrace.trace.emulate.batch import TraceOutcome, _reusable, record_error, trace_batch
+from runtrace.trace.emulate.batch import BatchInterrupted, TraceOutcome, _reusable, record_error, trace_batch
 from runtrace.trace.emulate.emulator import TracerSettings
 from runtrace.trace.emulate.inputs import InputProblem, Sample
 
@@ -97,25 +98,30 @@ def trace_batch_dask(
         client = Client(address, timeout=CONNECT_TIMEOUT)
     except OSError as e:
         raise DaskUnavailable(f"no Dask scheduler at {address}: {e}") from None
-    with client:
-        threads = sum(client.nthreads().values()) or 1
-        queue = as_completed()
-        names: dict = {}
-        for sample in _to_trace(inputs, out_dir, settings, retry_errors, finish):
-            try:
-                data = sample.read()
-            except OSError as e:
-                finish(TraceOutcome(sample.sha256, sample.name, "error", error=f"cannot read: {e}"))
-                continue
-            future = client.submit(
-                _trace_on_worker, data, sample.sha256, sample.name, settings, extra_writer, pure=False
-            )
-            names[future] = sample
-            queue.add(future)
-            while queue.count() >= threads * TASKS_PER_THREAD:
-                _collect(next(queue), names.pop, out_dir, finish)
-        for future in queue:
-            _collect(future, names.pop, out_dir, finish)
+    todo = deque(_to_trace(inputs, out_dir, settings, retry_errors, finish))
+    names: dict = {}
+    try:
+        with client:  # closing the client on Ctrl-C releases its futures: the cluster drops the tasks
+            threads = sum(client.nthreads().values()) or 1
+            queue = as_completed()
+            while todo:
+                sample = todo.popleft()
+                try:
+                    data = sample.read()
+                except OSError as e:
+                    finish(TraceOutcome(sample.sha256, sample.name, "error", error=f"cannot read: {e}"))
+                    continue
+                future = client.submit(
+                    _trace_on_worker, data, sample.sha256, sample.name, settings, extra_writer, pure=False
+                )
+                names[future] = sample
+                queue.add(future)
+                while queue.count() >= threads * TASKS_PER_THREAD:
+                    _collect(next(queue), names.pop, out_dir, finish)
+            for future in queue:
+                _collect(future, names.pop, out_dir, finish)
+    except KeyboardInterrupt:
+        raise BatchInterrupted(outcomes, len(todo) + len(names)) from None
     return outcomes
 
 
