@@ -136,7 +136,7 @@ class _Session:
         self._patch()
         self._patch_memory_faults()
         self._install_code_hook()
-        self.host = winapi.install(self.se, self.bits)
+        self.host = winapi.install(self.se, self.bits, settings.max_exports)
 
     def _patch(self) -> None:
         emu, rec = self.emu, self.recorder

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from speakeasy.profiler import Run
 from speakeasy.winenv import arch as se_arch
 
-from runtrace.trace.emulate import crtformat, gui, startup
+from runtrace.trace.emulate import crtformat, gui, pyargs, startup
 from runtrace.trace.emulate.callbacks import Callbacks
 from runtrace.trace.emulate.startup import command_line_text, empty_environment
 
@@ -74,11 +74,32 @@ _PY_STATUS_PREFIXES = (
 _PY_STATUS_PREFIXES += ("PyStatus_Exception", "PyStatus_Is")
 # ... and those whose success is a true int.
 _PY_TRUE = ("PyArg_Parse", "PyArg_Unpack", "Py_IsInitialized", "PyCallable_Check", "PyType_IsSubtype")
+_PY_EXISTING_MODULES = ("builtins", "__builtin__", "__main__", "sys")
+# Argument parsers: the position of the format and of the first output.
+_PY_PARSE_FUNCTIONS = (
+    ("PyArg_ParseTuple", 1, 2), ("_PyArg_ParseTuple_SizeT", 1, 2), ("PyArg_Parse", 1, 2),
+    ("_PyArg_Parse_SizeT", 1, 2), ("PyArg_ParseTupleAndKeywords", 2, 4),
+    ("_PyArg_ParseTupleAndKeywords_SizeT", 2, 4),
+)  # fmt: skip
+_PY_PARSE_OUTPUTS = 24  # output pointers read past the declared arguments, from the stack
 SERVICE_STATUS_HANDLE = 0x5E500001
 _PY_MOD_EXEC = 2  # Py_mod_exec, from CPython's moduleobject.h
 _PY_OBJECT_SIZE = 0x100
 _PY_OBJECTS = 256
 _PY_REFCOUNT = 1 << 24  # objects are never freed: Py_DECREF never reaches 0 and calls no dealloc
+# Pointer-sized slots of a PyTypeObject (the same from CPython 2.7 to 3.13): tp_name, tp_basicsize,
+# tp_flags (a C long: 4 bytes on Windows, in a slot of its own) and tp_methods.
+_TP_NAME, _TP_BASICSIZE, _TP_FLAGS, _TP_METHODS = 3, 4, 21, 29
+# Py_TPFLAGS_TYPE_SUBCLASS | Py_TPFLAGS_READY: PyType_Check is true, the type needs no PyType_Ready.
+_TP_FLAGS_VALUE = (1 << 31) | (1 << 12)
+# A basic size no compiled-in struct exceeds, so Cython's `__Pyx_ImportType` size check ("size changed,
+# may indicate binary incompatibility") passes for the "warn" and "ignore" policies Cython uses for
+# imported types; it would fail the "error" policy, whatever size were given.
+_TP_BASICSIZE_VALUE = 0x10000
+# PyModuleDef: PyModuleDef_Base (5 pointers), m_name, m_doc, m_size, m_methods, m_slots.
+_DEF_METHODS, _DEF_SLOTS = 8, 9
+# PyMethodDef.ml_flags, for the arguments a module function is called with.
+_METH_NOARGS, _METH_O, _METH_FASTCALL = 0x4, 0x8, 0x80
 
 
 class PythonHost:
@@ -86,25 +107,35 @@ class PythonHost:
 
     Without one, `PyInit_<name>` gets NULL from `PyModule_Create2` and returns at once: the module's own
     initialisation (type set-up, constants, imports) never runs.  Here every object-returning C-API call
-    gets a distinct zeroed object with a huge reference count and a zeroed type object, status calls
-    succeed, and error queries report no error.  The objects are recycled from a fixed pool.
+    gets a distinct object with a huge reference count, status calls succeed, and error queries report
+    no error.  The objects are recycled from a fixed pool.  Every object also reads as a ready type
+    object (named "object", with a large basic size) whose type is a type: modules look up the types
+    they build on (`__Pyx_ImportType` in every Cython module) and give up when the answer is not one.
+
+    A module's functions are what a DLL's exports are: the interpreter calls them, the module never
+    does.  So the functions a module registers (its definition's method table, a type's `tp_methods`,
+    `PyCFunction_NewEx`) are queued as runs after the exports, like the `Py_mod_exec` slots, up to
+    `max_methods` per sample, each called with stand-in objects as its arguments.
     """
 
-    def __init__(self, scratch: _Scratch) -> None:
+    def __init__(self, scratch: _Scratch, max_methods: int = 64) -> None:
         self.s = scratch
         self._pool = 0
         self._next = 0
+        self.max_methods = max_methods
+        self._queued: set[int] = set()
+        self._empty_module = 0
 
     def module_def_init(self, argv: list) -> int:
         """PyModuleDef_Init(def): multi-phase initialisation (every Cython module).
 
         `PyInit_<name>` only returns its module definition; the interpreter then runs the definition's
         `Py_mod_exec` slots on a new module, and that is where the module's own code is.  They are queued
-        as runs after the exports, each given a stand-in module object.
+        as runs after the exports, each given a stand-in module object, then the module's functions.
         """
         definition, ptr = argv[0], self.s.ptr
         try:
-            slots = int.from_bytes(bytes(self.s.se.mem_read(definition + 9 * ptr, ptr)), "little")
+            slots = self._pointer(definition + _DEF_SLOTS * ptr)
             for i in range(16 if slots else 0):  # a {0, NULL}-terminated array of {int slot; void *value}
                 entry = bytes(self.s.se.mem_read(slots + i * 2 * ptr, 2 * ptr))
                 kind, function = int.from_bytes(entry[:4], "little"), int.from_bytes(entry[ptr:], "little")
@@ -114,7 +145,134 @@ class PythonHost:
                     self._queue_run(function, f"python.mod_exec_{i}", [self._object()])
         except Exception:  # an unreadable definition: the module is simply not initialised further
             pass
+        self.queue_methods(self._pointer_or_zero(definition + _DEF_METHODS * ptr))
         return definition
+
+    def module_create(self, argv: list) -> int:
+        """PyModule_Create2(def, api_version): single-phase initialisation; the module object."""
+        self.queue_methods(self._pointer_or_zero(argv[0] + _DEF_METHODS * self.s.ptr))
+        return self._object()
+
+    def init_module4(self, argv: list) -> int:
+        """Py_InitModule4(name, methods, doc, self, api_version), Python 2's module creation."""
+        self.queue_methods(argv[1])
+        return self._object()
+
+    def type_ready(self, argv: list) -> int:
+        """PyType_Ready(type): the type's methods become callable; 0, success."""
+        self.queue_methods(self._pointer_or_zero(argv[0] + _TP_METHODS * self.s.ptr))
+        return 0
+
+    def new_function(self, argv: list) -> int:
+        """PyCFunction_NewEx(method_def, self, module) and friends: a function object."""
+        self.queue_methods(argv[0], count=1)
+        return self._object()
+
+    def queue_methods(self, table: int, count: int = 256) -> None:
+        """Queue the functions of a PyMethodDef array ({name, function, int flags, doc}, NULL-ended)."""
+        ptr = self.s.ptr
+        try:
+            for i in range(count if table else 0):
+                if len(self._queued) >= self.max_methods:
+                    return
+                entry = bytes(self.s.se.mem_read(table + i * 4 * ptr, 3 * ptr))
+                name, function = (
+                    int.from_bytes(entry[:ptr], "little"),
+                    int.from_bytes(entry[ptr : 2 * ptr], "little"),
+                )
+                flags = int.from_bytes(entry[2 * ptr : 2 * ptr + 4], "little")
+                if not name or not function:
+                    return
+                if function not in self._queued:
+                    self._queued.add(function)
+                    label = self.s.se.read_mem_string(name, 1)[:64]
+                    self._queue_run(function, f"python.function.{label}", self._arguments(flags))
+        except Exception:  # an unreadable table: the functions read so far are queued
+            pass
+
+    def _arguments(self, flags: int) -> list[int]:
+        """A call the way CPython makes it: (self, args...) per the calling convention in ml_flags."""
+        module, arg = self._object(), self._object()
+        if flags & _METH_NOARGS:
+            return [module, 0]
+        if flags & _METH_O:
+            return [module, arg]
+        if flags & _METH_FASTCALL:  # (self, PyObject *const *args, Py_ssize_t nargs, kwnames)
+            return [module, self.s.pointer_to(arg, "py_fastcall_args"), 1, 0]
+        return [module, arg, 0]  # METH_VARARGS (| METH_KEYWORDS): (self, args tuple, kwargs)
+
+    def parse_arguments(self, argv: list, fmt_index: int, first_output: int, ssize_lengths: bool) -> int:
+        """PyArg_ParseTuple(args, format, ...) and its variants: store a plausible value of the kind
+        each format unit asks for (pyargs.py) through the output pointers; 1, success."""
+        s, ptr = self.s, self.s.ptr
+        try:
+            kinds = pyargs.output_kinds(s.se.read_mem_string(argv[fmt_index], 1))
+        except Exception:  # an unreadable format: success, nothing stored
+            return 1
+        text, document = startup.DOCUMENT.encode(), startup.DOCUMENT
+        length_size = ptr if ssize_lengths else 4
+        values: dict[object, bytes] = {
+            pyargs.TEXT: s.alloc(text + b"\0", "py_text").to_bytes(ptr, "little"),
+            pyargs.WIDE_TEXT: s.alloc(document.encode("utf-16-le") + b"\0\0", "py_wtext").to_bytes(
+                ptr, "little"
+            ),
+            pyargs.LENGTH: len(text).to_bytes(length_size, "little"),
+            pyargs.FLOAT: struct.pack("<f", 1.0),
+            pyargs.DOUBLE: struct.pack("<d", 1.0),
+            pyargs.COMPLEX: struct.pack("<dd", 1.0, 0.0),
+            "ssize": (1).to_bytes(ptr, "little"),
+        }
+        for kind, out in zip(kinds, argv[first_output:], strict=False):  # more outputs than read: unset
+            if kind == pyargs.SKIP or not out:
+                continue
+            if kind == pyargs.OBJECT:
+                data = self._object().to_bytes(ptr, "little")
+            elif kind == pyargs.BUFFER:  # Py_buffer: buf, obj, len, itemsize
+                data = b"".join(
+                    v.to_bytes(ptr, "little")
+                    for v in (s.alloc(text + b"\0", "py_text"), self._object(), len(text), 1)
+                )
+            elif isinstance(kind, int):
+                data = (1).to_bytes(kind, "little")
+            else:
+                data = values[kind]
+            try:
+                s.se.mem_write(out, data)
+            except Exception:  # a bad output pointer: the rest are still stored
+                continue
+        return 1
+
+    def add_module(self, argv: list) -> int:
+        """PyImport_AddModule(name): the module of that name, created empty when there is none.  An
+        interpreter has `builtins`, `__main__` and `sys`; any other name gives the (one) empty module,
+        which has no attributes: Cython modules keep their shared types on a module of their ABI's name
+        and create them there when the lookup fails, where a found stand-in "type" of the wrong size
+        made them give up."""
+        try:
+            name = self.s.se.read_mem_string(argv[0], 1)
+        except Exception:
+            name = ""
+        if name in _PY_EXISTING_MODULES:
+            return self._object()
+        if not self._empty_module:
+            self._object()  # the pool, and its type object just before it
+            type_obj = self._pool - _PY_OBJECT_SIZE
+            self._empty_module = self.s.alloc(self._object_bytes(type_obj, 0), "py_empty_module")
+        return self._empty_module
+
+    def get_attribute(self, argv: list) -> int:
+        """PyObject_GetAttr / PyObject_GetAttrString(object, name): NULL (AttributeError) on the empty
+        module, a stand-in object otherwise."""
+        return 0 if argv[0] and argv[0] == self._empty_module else self._object()
+
+    def _pointer(self, address: int) -> int:
+        return int.from_bytes(bytes(self.s.se.mem_read(address, self.s.ptr)), "little")
+
+    def _pointer_or_zero(self, address: int) -> int:
+        try:
+            return self._pointer(address)
+        except Exception:
+            return 0
 
     def _queue_run(self, address: int, kind: str, args: list[int]) -> None:
         run = Run()
@@ -129,14 +287,32 @@ class PythonHost:
         return self._object()
 
     def _object(self) -> int:
-        ptr = self.s.ptr
         if not self._pool:
-            type_obj = self.s.alloc(_PY_REFCOUNT.to_bytes(ptr, "little") + b"\0" * 0x1F8, "py_type")
-            header = _PY_REFCOUNT.to_bytes(ptr, "little") + type_obj.to_bytes(ptr, "little")
-            self._pool = self.s.alloc(header.ljust(_PY_OBJECT_SIZE, b"\0") * _PY_OBJECTS, "py_objects")
+            self._pool = self._stand_in_objects()
         address = self._pool + self._next * _PY_OBJECT_SIZE
         self._next = (self._next + 1) % _PY_OBJECTS
         return address
+
+    def _stand_in_objects(self) -> int:
+        """The type object (its own type), then the pool of objects of that type (all read as types);
+        returns the address of the pool's first object."""
+        base = self.s.se.mem_alloc(_PY_OBJECT_SIZE * (_PY_OBJECTS + 2), tag="runtrace.py_pool")
+        name = base + _PY_OBJECT_SIZE * (_PY_OBJECTS + 1)
+
+        type_obj = base
+        one = self._object_bytes(type_obj, name)
+        self.s.se.mem_write(base, one * (_PY_OBJECTS + 1) + b"object\0")
+        return base + _PY_OBJECT_SIZE
+
+    def _object_bytes(self, type_obj: int, name: int) -> bytes:
+        """One stand-in object of the given type, readable as a type object named by `name`."""
+        ptr = self.s.ptr
+        fields = {0: _PY_REFCOUNT, 1: type_obj, _TP_NAME: name, _TP_BASICSIZE: _TP_BASICSIZE_VALUE}
+        fields[_TP_FLAGS] = _TP_FLAGS_VALUE
+        out = bytearray(_PY_OBJECT_SIZE)
+        for slot, value in fields.items():
+            out[slot * ptr : (slot + 1) * ptr] = value.to_bytes(ptr, "little")
+        return bytes(out)
 
 
 class Host:
@@ -336,6 +512,20 @@ def _handlers(
         (("mfc42", "mfc42u"), "ordinal_1575", 4, STDCALL, one),
         (("mfc42", "mfc42u"), "ordinal_1576", 4, STDCALL, zero),
         (("python*",), "PyModuleDef_Init", 1, CDECL, python.module_def_init),
+        (("python*",), "PyModule_Create2", 2, CDECL, python.module_create),
+        (("python*",), "Py_InitModule4", 5, CDECL, python.init_module4),
+        (("python*",), "Py_InitModule4_64", 5, CDECL, python.init_module4),
+        (("python*",), "PyType_Ready", 1, CDECL, python.type_ready),
+        (("python*",), "PyCFunction_NewEx", 3, CDECL, python.new_function),
+        (("python*",), "PyCFunction_New", 2, CDECL, python.new_function),
+        (("python*",), "PyCMethod_New", 4, CDECL, python.new_function),
+        (("python*",), "PyImport_AddModule", 1, CDECL, python.add_module),
+        (("python*",), "PyObject_GetAttrString", 2, CDECL, python.get_attribute),
+        (("python*",), "PyObject_GetAttr", 2, CDECL, python.get_attribute),
+        # "Is the pending error the expected kind?"  Asked after a failure the caller can live with (an
+        # AttributeError, StopIteration, KeyError): yes, so it goes on rather than giving up.
+        (("python*",), "PyErr_ExceptionMatches", 1, CDECL, one),
+        (("python*",), "PyErr_GivenExceptionMatches", 2, CDECL, one),
     ]
     return out
 
@@ -480,10 +670,12 @@ def _register_as_speakeasy_handler(se, module: str, name: str, argc: int, fn) ->
     handlers.funcs[name] = (name, fn, argc, STDCALL, None)
 
 
-def install(se, bits: int) -> Host:
-    """Register the handlers on a Speakeasy instance (before run_module); returns the stub policy."""
+def install(se, bits: int, max_methods: int = 64) -> Host:
+    """Register the handlers on a Speakeasy instance (before run_module); returns the stub policy.
+
+    `max_methods`: how many of a Python extension module's functions run (PythonHost)."""
     scratch = _Scratch(se, bits)
-    python = PythonHost(scratch)
+    python = PythonHost(scratch, max_methods)
     api = se.emu.api
 
     def speakeasy_has(modules: tuple[str, ...], name: str) -> bool:
@@ -495,6 +687,9 @@ def install(se, bits: int) -> Host:
     for modules, name, argc, conv, fn in entries:
         for module in modules:
             se.add_api_hook(_adapt(fn), module=module, api_name=name, argc=argc, call_conv=conv)
+    for name, fmt, first in _PY_PARSE_FUNCTIONS:
+        hook = gui.guarded(_parser(python, fmt, first, "SizeT" in name))
+        se.add_api_hook(hook, module="python*", api_name=name, argc=first, call_conv=CDECL)
     # The window manager's hooks wrap Speakeasy's handlers where it has them (they get the original).
     callbacks = Callbacks(bits // 8)
     callbacks.install(se.emu)
@@ -507,6 +702,34 @@ def install(se, bits: int) -> Host:
     for name, argc, hook in gui.handlers(window_manager):
         se.add_api_hook(hook, module="user32", api_name=name, argc=argc, call_conv=STDCALL)
     return Host(python)
+
+
+def _parser(python: PythonHost, fmt: int, first: int, ssize: bool):
+    """A hook for a variadic argument parser: Speakeasy reads only the declared arguments (and raises,
+    ending the run, when it cannot read one), so the outputs after them are read here, as far as the
+    stack is readable."""
+
+    def hook(emu, api_name, func, argv):
+        return python.parse_arguments(
+            list(argv) + variadic_arguments(emu, first, _PY_PARSE_OUTPUTS), fmt, first, ssize
+        )
+
+    return hook
+
+
+def variadic_arguments(emu, start: int, count: int) -> list[int]:
+    """Arguments start, start+1, ... of a cdecl call, at an API hook (the stack pointer at the return
+    address; amd64: the first four are in registers, the stack has home space for them)."""
+    ptr = emu.get_ptr_size()
+    out = []
+    for i in range(start, start + count):
+        try:
+            out.append(
+                int.from_bytes(bytes(emu.mem_read(emu.get_stack_ptr() + ptr * (i + 1), ptr)), "little")
+            )
+        except Exception:
+            break
+    return out
 
 
 def _adapt(fn: Callable[[list], int]):
