@@ -236,9 +236,13 @@ def test_each_export_has_an_instruction_budget_and_the_runs_after_it_still_start
     # DllMain has no budget: it runs as far as before; PyInit ends after its first block.
     dllmain_end = [e.first_visit for e in full.meta.entry_points if e.kind == "export"][0]
     assert [e.first_visit for e in cut.meta.entry_points if e.kind == "export"][0] == dllmain_end
-    # PyInit is one block (it jumps to PyModuleDef_Init); the exec slot queued after it is cut short.
+    # PyInit is one block (it jumps to PyModuleDef_Init); the exec slot and the module function queued
+    # after it are each cut short.
     errors = [e for e in cut.meta.events if e["type"] == "run_error"]
-    assert [(e["run"], e["error"]) for e in errors] == [("python.mod_exec_0", "run_budget")]
+    assert [(e["run"], e["error"]) for e in errors] == [
+        ("python.mod_exec_0", "run_budget"),
+        ("python.function.tkinit", "run_budget"),
+    ]
     assert cut.meta.stop_reason is StopReason.INSTRUCTION_CAP
-    assert cut.meta.stop_detail == "1 instructions in python.mod_exec_0"
+    assert cut.meta.stop_detail == "1 instructions in python.function.tkinit"
     assert cut.instruction_count < full.instruction_count
