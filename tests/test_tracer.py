@@ -138,6 +138,10 @@ def test_python_extension_module_runs_its_exec_slot():
     calls = [c.name for c in trace.api_calls]
     assert calls.index("python311.PyModuleDef_Init") < calls.index("python311.PyImport_ImportModule")
     assert "PSAPI.EnumProcessModules" in calls
+    # Then the module's one function, `tkinit`, as Python would call it (revision 10): it parses its
+    # argument with PyArg_ParseTuple, which stores a stand-in object, and goes on to convert it.
+    assert kinds[-1] == ("python", "function.tkinit")
+    assert calls[-2:] == ["python311.PyArg_ParseTuple", "python311.PyLong_AsVoidPtr"]
 
 
 def test_tracing_imports_neither_setuptools_nor_jsonschema_and_leaves_the_real_ones_importable():

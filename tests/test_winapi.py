@@ -281,3 +281,109 @@ def test_stubbed_cpp_stream_operators_return_their_stream():
     amd64.regs[se_arch.AMD64_REG_RCX] = 0x140008000
     assert host.stub_value(amd64, "MSVCP140", member_operator) == 0x140008000
     assert host.stub_value(x86, "MSVCP60", "?sync_with_stdio@ios_base@std@@SA_N_N@Z") == 0  # not a stream op
+
+
+def _word(memory, address, ptr):
+    return int.from_bytes(memory.mem_read(address, ptr), "little")
+
+
+def test_python_objects_read_as_ready_types_of_a_large_size(host):
+    # Cython's __Pyx_ImportType checks that what a module attribute lookup returned is a type
+    # (Py_TYPE(o)->tp_flags & Py_TPFLAGS_TYPE_SUBCLASS) and that its tp_basicsize is at least the size
+    # compiled in; zeroed stand-ins failed both and every Cython module stopped in its initialisation.
+    memory, scratch, python = host
+    ptr = scratch.ptr
+    obj = python.value("PyObject_GetAttrString")
+    type_obj = _word(memory, obj + ptr, ptr)
+    assert _word(memory, type_obj + ptr, ptr) == type_obj  # the type's type is itself (like `type`)
+    for o in (obj, type_obj):
+        flags = int.from_bytes(memory.mem_read(o + winapi._TP_FLAGS * ptr, 4), "little")
+        assert flags & (1 << 31) and flags & (1 << 12)  # TYPE_SUBCLASS, READY
+        assert _word(memory, o + winapi._TP_BASICSIZE * ptr, ptr) >= 0x1000
+        assert memory.read_mem_string(_word(memory, o + winapi._TP_NAME * ptr, ptr), 1) == "object"
+
+
+def _method_table(memory, ptr, entries):
+    table, names = memory.mem_alloc(0x100), memory.mem_alloc(0x100)
+    for i, (name, function, flags) in enumerate(entries):
+        memory.mem_write(names + 16 * i, name.encode() + b"\0")
+        row = (names + 16 * i).to_bytes(ptr, "little") + function.to_bytes(ptr, "little")
+        memory.mem_write(table + 4 * ptr * i, row + flags.to_bytes(4, "little"))
+    return table  # the row after the last is zeroed: the NULL terminator
+
+
+def test_module_functions_run_after_the_exports_with_arguments_per_calling_convention(host):
+    memory, scratch, python = host
+    ptr = scratch.ptr
+    table = _method_table(memory, ptr, [("noargs", 0x4010, 0x4), ("one", 0x4020, 0x8),
+                                        ("fast", 0x4030, 0x80), ("varargs", 0x4040, 0x1)])  # fmt: skip
+    definition = memory.mem_alloc(0x100)
+    memory.mem_write(definition + winapi._DEF_METHODS * ptr, table.to_bytes(ptr, "little"))
+    module = python.module_create([definition, 1013])
+    assert module
+    runs = {r.type: r for r in memory.runs}
+    assert list(runs) == [f"python.function.{n}" for n in ("noargs", "one", "fast", "varargs")]
+    assert [r.start_addr for r in memory.runs] == [0x4010, 0x4020, 0x4030, 0x4040]
+    assert runs["python.function.noargs"].args[1] == 0  # METH_NOARGS: (self, NULL)
+    assert runs["python.function.one"].args[1] != 0  # METH_O: (self, object)
+    fast = runs["python.function.fast"].args  # METH_FASTCALL: (self, args array, nargs, kwnames)
+    assert fast[2] == 1 and _word(memory, fast[1], ptr) != 0 and fast[3] == 0
+    assert len(runs["python.function.varargs"].args) == 3  # (self, args tuple, kwargs)
+    # The same table again (PyType_Ready of a type sharing it, a second module): queued once.
+    python.init_module4([0, table, 0, 0, 1013])
+    assert len(memory.runs) == 4
+
+
+def test_module_functions_are_capped_and_new_function_objects_queue_theirs(host):
+    memory, scratch, python = host
+    python.max_methods = 2
+    table = _method_table(memory, scratch.ptr, [(f"f{i}", 0x5000 + i, 0x4) for i in range(5)])
+    python.queue_methods(table)
+    assert [r.start_addr for r in memory.runs] == [0x5000, 0x5001]
+    python.max_methods = 3
+    assert python.new_function([table + 4 * scratch.ptr * 4, 0, 0])  # PyCFunction_NewEx(&defs[4], ...)
+    assert [r.start_addr for r in memory.runs] == [0x5000, 0x5001, 0x5004]
+
+
+def test_add_module_of_a_new_name_is_empty_and_ours_are_not(host):
+    # Cython keeps its shared types on a module named after its ABI and creates them there when the
+    # attribute lookup fails; a found stand-in "type" has the wrong size and the module gave up.
+    memory, _, python = host
+    memory.mem_write(0x30000, b"_cython_3_0_11\0builtins\0")
+    fresh, builtins = python.add_module([0x30000]), python.add_module([0x3000F])
+    assert fresh != builtins
+    assert python.get_attribute([fresh, 0x30000]) == 0  # AttributeError
+    assert python.get_attribute([builtins, 0x30000]) != 0
+    assert python.add_module([0x30000]) == fresh
+
+
+@pytest.mark.parametrize(
+    ("fmt", "kinds"),
+    [
+        ("O|i:name", ["object", 4]),
+        ("s#|nO!;message with s and i", ["text", "length", "ssize", "skip", "object"]),
+        ("(ii)dD", [4, 4, "double", "complex"]),
+        ("O&y*es#Zk", ["skip", "skip", "buffer", "skip", "text", "length", "wide_text", 4]),
+        ("", []),
+    ],
+)
+def test_argument_formats_give_one_output_kind_per_variadic_argument(fmt, kinds):
+    from runtrace.trace.emulate import pyargs
+
+    assert pyargs.output_kinds(fmt) == kinds
+
+
+def test_parse_arguments_stores_plausible_values_through_the_outputs(host):
+    memory, scratch, python = host
+    ptr = scratch.ptr
+    memory.mem_write(0x30000, b"Os#id|O&:f\0")
+    # &obj, &text, &length, &int, &double, then O&'s converter and its output: neither is touched.
+    outputs = [0x31000 + 0x10 * i for i in range(5)] + [0x31800, 0x31900]
+    assert python.parse_arguments([0, 0x30000, *outputs], 1, 2, ssize_lengths=True) == 1
+    obj, text, length = (_word(memory, a, ptr) for a in outputs[:3])
+    assert int.from_bytes(memory.mem_read(obj, ptr), "little") >= 1 << 20  # a live stand-in object
+    assert memory.read_mem_string(text, 1) == startup.DOCUMENT
+    assert length == len(startup.DOCUMENT)
+    assert int.from_bytes(memory.mem_read(outputs[3], 4), "little") == 1
+    assert struct.unpack("<d", memory.mem_read(outputs[4], 8)) == (1.0,)
+    assert memory.mem_read(0x31800, 0x200) == bytes(0x200)
