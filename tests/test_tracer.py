@@ -6,6 +6,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from speakeasy.profiler import Run
 
 from conftest import FIXTURES, SAMPLES_ZIP, needs_shared
 from runtrace.trace.emulate.emulator import TracerSettings, emulate
@@ -250,3 +251,19 @@ def test_each_export_has_an_instruction_budget_and_the_runs_after_it_still_start
     assert cut.meta.stop_reason is StopReason.INSTRUCTION_CAP
     assert cut.meta.stop_detail == "1 instructions in python.function.tkinit"
     assert cut.instruction_count < full.instruction_count
+
+
+def test_exports_outside_executable_sections_are_data_and_do_not_run():
+    # lxml's etree.pyd exports its type objects (`LxmlElementType`, in .data) beside `initetree`;
+    # Speakeasy ran each as code, which faulted and used up the zero pages before `initetree` ran.
+    from runtrace.trace.emulate.emulator import _Session
+
+    session = _Session((FIXTURES / "benign" / "pillow-imagingtk-64.pyd").read_bytes(), TracerSettings())
+    base = session.module.get_base()
+    sections = {s.Name.rstrip(b"\0"): base + s.VirtualAddress for s in session.module.sections}
+    assert session._executable(sections[b".text"]) and not session._executable(sections[b".rdata"])
+    run = Run()
+    run.type, run.start_addr, run.args = "export.SomeVariable", sections[b".data"], [0, 0, 0, 0]
+    session.emu.add_run(run)
+    assert session.data_exports == ["SomeVariable"]
+    assert all(r is not run for r in session.emu.run_queue)

@@ -36,7 +36,7 @@ from runtrace.trace.emulate.recorder import (
 )
 
 # Bumped whenever emulation behaviour changes, so `trace` does not reuse traces made by an older tracer.
-TRACER_REVISION = 10
+TRACER_REVISION = 11
 TRACER_VERSION = f"runtrace-emu/{__version__}.{TRACER_REVISION}"
 STATUS_ACCESS_VIOLATION = 0xC0000005
 PAGE = 0x1000
@@ -44,6 +44,7 @@ NULL_REGION = 0x10000  # Windows maps nothing below 64 KiB
 
 # Runs with an instruction budget of their own (TracerSettings.export_budget).
 _BUDGETED_RUNS = ("export.", "python.")
+_IMAGE_SCN_MEM_EXECUTE = 0x20000000
 # C-runtime DLLs use cdecl on x86: the caller pops the arguments, so a stub need not know their number.
 _CDECL_DLL_PREFIXES = ("msvcr", "ucrtbase", "api-ms-win-crt-", "msvcp", "vcruntime")
 
@@ -133,10 +134,21 @@ class _Session:
         self.handler_errors: dict[str, int] = {}
         self.zero_pages: list[int] = []
         self.null_calls: list[int] = []  # return addresses of calls through a NULL pointer
+        self.data_exports: list[str] = []  # exports not run: they point outside executable sections
         self._patch()
         self._patch_memory_faults()
         self._install_code_hook()
         self.host = winapi.install(self.se, self.bits, settings.max_exports)
+
+    def _executable(self, address: int) -> bool:
+        base = self.module.get_base()
+        return any(
+            base + s.VirtualAddress
+            <= address
+            < base + s.VirtualAddress + max(s.Misc_VirtualSize, s.SizeOfRawData)
+            for s in self.module.sections
+            if s.Characteristics & _IMAGE_SCN_MEM_EXECUTE
+        )
 
     def _patch(self) -> None:
         emu, rec = self.emu, self.recorder
@@ -172,6 +184,12 @@ class _Session:
         export_args: list[int] = []
 
         def add_run(run):
+            # An export outside the image's executable sections is data (lxml's `LxmlElementType`, a
+            # type object; a DLL's exported variables): Windows never runs it, Speakeasy calls it, and
+            # its bytes as code fault, eat zero pages and end the trace before the real exports run.
+            if str(run.type).startswith("export.") and not self._executable(run.start_addr):
+                self.data_exports.append(str(run.type)[len("export.") :])
+                return None
             # Speakeasy calls every export with four pointers near 0x41420000: read as a count or size
             # (an int parameter) that is a gigabyte, and the export fails its first allocation or copy.
             # Pointers to zeroed pages just above 64 KiB are valid for pointer parameters and modest
@@ -399,6 +417,9 @@ def emulate(data: bytes, sha256: str, name: str = "", settings: TracerSettings |
     events += [
         {"type": "api_handler_error", "name": k, "count": n} for k, n in session.handler_errors.items()
     ]
+    if session.data_exports:
+        events.append({"type": "data_exports", "count": len(session.data_exports),
+                       "names": session.data_exports[:16]})  # fmt: skip
     if session.null_calls:
         events.append({"type": "null_calls", "count": len(session.null_calls),
                        "returns_to": [hex(p) for p in session.null_calls[:16]]})  # fmt: skip
