@@ -84,6 +84,29 @@ def kind_of(data: bytes) -> str:
         pe.close()
 
 
+def has_code(data: bytes) -> bool:
+    """Whether Windows could run anything of the file: an entry point, an export or a TLS callback.
+    Type libraries and resource-only DLLs have none and can never execute 1,000 instructions; they
+    stay in the figures, and a second row per class leaves them out (docs/benchmarks.md says both)."""
+    pe = pefile.PE(data=data, fast_load=True)
+    try:
+        if pe.OPTIONAL_HEADER.AddressOfEntryPoint:
+            return True
+        pe.parse_data_directories(
+            [
+                pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_EXPORT"],
+                pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_TLS"],
+            ]
+        )
+        exports = getattr(pe, "DIRECTORY_ENTRY_EXPORT", None)
+        tls = getattr(pe, "DIRECTORY_ENTRY_TLS", None)
+        return any(e.address and not e.forwarder for e in (exports.symbols if exports else [])) or bool(
+            tls and tls.struct.AddressOfCallBacks
+        )
+    finally:
+        pe.close()
+
+
 def _figures(label: str, outcomes) -> dict:
     traced = [o for o in outcomes if o.status in ("ok", "skipped")]
     reasons = Counter(
@@ -103,8 +126,15 @@ def _figures(label: str, outcomes) -> dict:
 
 def _breakdown(label: str, samples: list[Sample], outcomes) -> list[dict]:
     """One row for the class, then one per kind and one per architecture."""
-    kinds = {s.sha256: kind_of(s.read()) for s in samples}
+    kinds, with_code = {}, set()
+    for s in samples:
+        data = s.read()
+        kinds[s.sha256] = kind_of(data)
+        if has_code(data):
+            with_code.add(s.sha256)
     rows = [_figures(label, outcomes)]
+    if len(with_code) < len(samples):
+        rows.append(_figures(f"{label} with code", [o for o in outcomes if o.sha256 in with_code]))
     for kind in ("EXE", "DLL", "PYD"):
         part = [o for o in outcomes if kinds.get(o.sha256) == kind]
         if part:
