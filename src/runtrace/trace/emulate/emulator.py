@@ -141,7 +141,11 @@ class _Session:
         self.host = winapi.install(self.se, self.bits, settings.max_exports)
 
     def _executable(self, address: int) -> bool:
+        """False for an address inside the image but outside its executable sections: a data export,
+        or a forwarded one (its address is that of its "dll.name" string)."""
         base = self.module.get_base()
+        if not base <= address < base + self.module.OPTIONAL_HEADER.SizeOfImage:
+            return True
         return any(
             base + s.VirtualAddress
             <= address
