@@ -119,7 +119,10 @@ def _figures(label: str, outcomes) -> dict:
         f">= {THRESHOLD} instructions": f"{long_enough} ({100 * long_enough / max(len(outcomes), 1):.1f} %)",
         "median instructions": int(statistics.median(o.instruction_count for o in traced)) if traced else 0,
         "median wall s": round(statistics.median(o.wall_time_s for o in traced), 2) if traced else 0,
-        "max peak RSS MiB": round(max((o.peak_rss_mb for o in traced), default=0)),
+        # A trace reused from the cache was not run now: its memory is unknown.
+        "max peak RSS MiB": round(max(fresh))
+        if (fresh := [o.peak_rss_mb for o in traced if o.status == "ok"])
+        else "reused",
         "stop reasons": ", ".join(f"{k} {v}" for k, v in reasons.most_common()),
     }
 
