@@ -23,7 +23,7 @@ from speakeasy.windows.common import EMU_RESERVE_SIZE, EMU_RESERVED
 from speakeasy.winenv import arch as se_arch
 
 from runtrace import __version__
-from runtrace.trace.emulate import decoys, imageload, memlimits, memranges, startup, winapi
+from runtrace.trace.emulate import decoys, exportargs, imageload, memlimits, memranges, startup, winapi
 from runtrace.trace.blocks import canonicalize
 from runtrace.trace.model import ApiCall, EntryPoint, StopReason, Trace, TraceMeta
 from runtrace.trace.emulate.pe import inspect_pe
@@ -36,7 +36,7 @@ from runtrace.trace.emulate.recorder import (
 )
 
 # Bumped whenever emulation behaviour changes, so `trace` does not reuse traces made by an older tracer.
-TRACER_REVISION = 11
+TRACER_REVISION = 12
 TRACER_VERSION = f"runtrace-emu/{__version__}.{TRACER_REVISION}"
 STATUS_ACCESS_VIOLATION = 0xC0000005
 PAGE = 0x1000
@@ -157,6 +157,7 @@ class _Session:
     def _patch(self) -> None:
         emu, rec = self.emu, self.recorder
         orig_log_api, orig_exec_run, orig_import = emu.log_api, emu._exec_run, emu.handle_import_func
+        export_args: list[exportargs.ExportArgs] = []  # mapped at the first export
 
         def log_api(pc, imp_api, rv, argv):
             self.api_calls.append((rec.visit_count - 1, imp_api, pc, True))
@@ -166,6 +167,8 @@ class _Session:
             self.entries.append((str(run.type), run.start_addr, rec.visit_count))
             budgeted = str(run.type).startswith(_BUDGETED_RUNS)
             rec.set_run_budget(self.settings.export_budget if budgeted else 0)
+            if export_args and run.args == export_args[0].values:
+                export_args[0].reset()
             try:
                 return orig_exec_run(run)
             except Exception as e:
@@ -185,7 +188,6 @@ class _Session:
         emu.log_api, emu._exec_run, emu.handle_import_func = log_api, exec_run, handle_import_func
 
         orig_add_run = emu.add_run
-        export_args: list[int] = []
 
         def add_run(run):
             # An export outside the image's executable sections is data (lxml's `LxmlElementType`, a
@@ -194,14 +196,13 @@ class _Session:
             if str(run.type).startswith("export.") and not self._executable(run.start_addr):
                 self.data_exports.append(str(run.type)[len("export.") :])
                 return None
-            # Speakeasy calls every export with four pointers near 0x41420000: read as a count or size
-            # (an int parameter) that is a gigabyte, and the export fails its first allocation or copy.
-            # Pointers to zeroed pages just above 64 KiB are valid for pointer parameters and modest
-            # as integers.  (ServiceMain keeps its own argc/argv.)
-            if str(run.type).startswith("export.") and len(run.args) == 4:
+            # Speakeasy calls every export with four pointers near 0x41420000, a gigabyte read as a size;
+            # exportargs says what each export gets instead.  (ServiceMain keeps its own argc/argv.)
+            if str(run.type).startswith("export.") and len(run.args) == exportargs.ARG_COUNT:
                 if not export_args:
-                    export_args.extend(emu.mem_map(PAGE, tag="runtrace.export_arg") for _ in range(4))
-                run.args = list(export_args)
+                    wide = exportargs.prefers_wide(name for _, name in self.module.imports.values())
+                    export_args.append(exportargs.ExportArgs(emu, emu.get_ptr_size(), wide))
+                run.args = export_args[0].values
             return orig_add_run(run)
 
         emu.add_run = add_run
