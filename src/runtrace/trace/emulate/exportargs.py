@@ -8,8 +8,9 @@ The fourth page starts with a pointer to a short linked list of strings, each no
 That is the shape of the one widespread calling convention whose fourth parameter is a pointer to a
 pointer: NSIS plug-ins (`func(hwndParent, string_size, variables, stack_t **stacktop, extra)`), which
 pop their arguments from that list.  With an empty list every plug-in function returned at its first
-pop.  The strings alternate a number and the emulated document (a path that exists in the emulated
-file system), so a function popping a count, a flag or a file name finds one.  The texts are ANSI or
+pop.  The strings alternate the emulated document (a path that exists in the emulated file system)
+and a small number, so a function popping a file name, a script, a count or a flag finds one; a file
+comes first, as it does for most plug-in functions.  The texts are ANSI or
 UTF-16 by the image's imports (more `...W` than `...A` functions: a Unicode build), never by the file's
 label or source.  A fifth argument is NSIS's `extra_parameters`: a pointer to zeroed execution flags
 and three functions (run a script section, check a file name, register a callback) that return 0 and
