@@ -10,14 +10,15 @@ pointer: NSIS plug-ins (`func(hwndParent, string_size, variables, stack_t **stac
 pop their arguments from that list.  With an empty list every plug-in function returned at its first
 pop.  The strings alternate the emulated document (a path that exists in the emulated file system)
 and a small number, so a function popping a file name, a script, a count or a flag finds one; a file
-comes first, as it does for most plug-in functions.  The texts are ANSI or
-UTF-16 by the image's imports (more `...W` than `...A` functions: a Unicode build), never by the file's
-label or source.  A fifth argument is NSIS's `extra_parameters`: a pointer to zeroed execution flags
-and three functions (run a script section, check a file name, register a callback) that return 0 and
-pop their arguments as the stdcall functions they stand for; `Math::Script` registers its callback
-first thing, and through a NULL pointer its stack ended misaligned.  An export with another signature
-sees a pointer where its fourth argument points (as before a valid pointer, now to non-zero memory)
-and never reads the fifth.
+comes first, as it does for most plug-in functions.  The texts are ANSI or UTF-16 by the image's
+imports (more `...W` than `...A` functions: a Unicode build), never by the file's label or source.
+
+A fifth argument is NSIS's `extra_parameters`: a pointer to zeroed execution flags and three
+functions (run a script section, check a file name, register a callback) that return 0 and pop their
+arguments as the stdcall functions they stand for; `Math::Script` registers its callback first thing,
+and through a NULL pointer its stack ended misaligned.  An export with another signature finds
+non-zero memory behind its fourth argument (still a valid pointer), and one with a fifth parameter
+gets this pointer there instead of whatever the stack held.
 """
 
 from __future__ import annotations
