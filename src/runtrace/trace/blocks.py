@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtrace.trace.disasm import decode_one, instruction_lengths, is_control_transfer
+from runtrace.trace.disasm import decode_one, executed_lengths, is_control_transfer
 from runtrace.trace.model import BasicBlock
 
 
@@ -201,13 +201,13 @@ def canonicalize(
     visit sequence, and for every raw visit the index of the canonical visit that contains it.
     """
     n_raw = len(raw_blocks)
-    lengths = [instruction_lengths(data, addr, bits) for addr, data in raw_blocks]
+    lengths = [executed_lengths(data, addr, bits) for addr, data in raw_blocks]
     starts = np.fromiter((a for a, _ in raw_blocks), dtype=np.uint64, count=n_raw)
     ends = np.fromiter((a + len(d) for a, d in raw_blocks), dtype=np.uint64, count=n_raw)
     open_end = np.zeros(n_raw, dtype=bool)
     for i, ((addr, data), lens) in enumerate(zip(raw_blocks, lengths, strict=True)):
-        if not lens or sum(lens) != len(data):
-            continue  # undecodable tail: keep it a block of its own
+        if not lens:
+            continue
         last = decode_one(data[len(data) - lens[-1] :], addr + len(data) - lens[-1], bits)
         open_end[i] = last is not None and not is_control_transfer(last.mnemonic)
 

@@ -59,6 +59,38 @@ def instruction_lengths(data: bytes, address: int, bits: int) -> tuple[int, ...]
     return tuple(size for _, size, _, _ in disassembler(bits).disasm_lite(data, address))
 
 
+_PREFIXES = frozenset(b"\xf0\xf2\xf3\x2e\x36\x3e\x26\x64\x65\x66\x67")
+
+
+def executed_lengths(data: bytes, address: int, bits: int) -> tuple[int, ...]:
+    """Instruction lengths covering all of `data`, bytes the CPU emulator executed.
+
+    unicorn runs a few encodings capstone refuses, nearly all a prefix an instruction does not take
+    (`lock in eax, dx`, `lock cmp`: a real CPU faults, which is why some malware uses them to detect
+    emulators): such an instruction is the prefix plus what decodes after it.  Anything else capstone
+    cannot decode is kept as one instruction of the remaining length, rather than dropped; both show
+    as `(bad)`.
+    """
+    cs = disassembler(bits)
+    lengths: list[int] = []
+    offset = 0
+    while offset < len(data):
+        decoded = [size for _, size, _, _ in cs.disasm_lite(data[offset:], address + offset)]
+        lengths += decoded
+        offset += sum(decoded)
+        if offset >= len(data):
+            break
+        if data[offset] in _PREFIXES:
+            rest = next(cs.disasm_lite(data[offset + 1 :], address + offset + 1, 1), None)
+            if rest is not None:
+                lengths.append(1 + rest[1])
+                offset += 1 + rest[1]
+                continue
+        lengths.append(len(data) - offset)
+        break
+    return tuple(lengths)
+
+
 def disassemble_run(data: bytes, address: int, lengths: tuple[int, ...], bits: int) -> list[Instruction]:
     """The instructions of consecutive bytes whose lengths are known; undecodable ones as `(bad)`."""
     out = []

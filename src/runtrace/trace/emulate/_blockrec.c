@@ -7,8 +7,23 @@
  * counts instructions; it calls back into Python only the first time it sees a block, so Python can
  * read the block's bytes and disassemble it once.  No library offers this for unicorn.
  *
+ * What is recorded is what ran, instruction for instruction.  A block hook alone is not enough in
+ * unicorn 1:
+ * (1) a translation block gets no block hook when the block translated just before it was cut at the
+ *     size limit (its `block_full` flag): long straight runs go unseen, and so, before the emulator
+ *     filled Speakeasy's API trampolines with `ret`, did the block at every API call's return address;
+ * (2) a block hook reports the whole block before it runs, but a fault, an API reached through a
+ *     pointer or a run that ends can leave it part way;
+ * (3) code rewritten in place (unpackers, generated trampolines) comes back at the same address and
+ *     size with other bytes.
+ * So a code hook (called before every instruction, and needed anyway for Speakeasy) follows each
+ * recorded block: an instruction outside every reported block is recorded as a block of its own
+ * (`canonicalize` merges such pieces), and a block left part way has its visit replaced by one of the
+ * part that ran.  Blocks in memory that can change are checked against a hash of their bytes at every
+ * visit, and recorded anew when they changed.
+ *
  * The file is a CPython extension only so that setuptools builds it; its functions are used through
- * ctypes (see recorder.py), with the hook's address handed to unicorn's uc_hook_add.
+ * ctypes (see recorder.py), with the hooks' addresses handed to unicorn's uc_hook_add.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -17,16 +32,29 @@
 #include <string.h>
 
 typedef int (*uc_stop_fn)(void *uc);
-/* Returns (block_id << 16) | instruction_count for a new block, or -1 to stop emulation. */
+typedef int (*uc_read_fn)(void *uc, uint64_t address, void *bytes, size_t size);
+/* Python's answer for a block it has not seen (as these bytes): (block_id << 16) | instruction_count,
+ * plus VOLATILE when the memory may be rewritten; -1 to stop emulation; -2 for code that is not the
+ * program's (the emulator's own trampolines), never recorded. */
 typedef int64_t (*new_block_fn)(uint64_t address, uint32_t size);
-typedef void (*code_fn)(uint64_t address, uint32_t size);
+/* Python's answer for the first `size` bytes of a recorded block, as they ran (the memory may have
+ * been rewritten since): (block_id << 16) | instruction_count, or -1 to stop emulation. */
+typedef int64_t (*prefix_fn)(uint32_t block_id, uint32_t size);
+/* Speakeasy's per-instruction hook; returns non-zero when it moved the program counter elsewhere (an
+ * exception dispatched, a run ended), so the instruction it was called for does not run. */
+typedef int (*code_fn)(uint64_t address, uint32_t size);
+
+#define VOLATILE ((int64_t)1 << 48)
+#define IGNORED_ID 0xFFFFFFFFu
+#define MAX_INSN 15 /* bytes in an x86 instruction; unicorn passes 0xf1f1f1f1 for an undecodable one */
 
 typedef struct {
     uint64_t *keys_addr;
     uint32_t *keys_size;
     uint32_t *ids;
     uint32_t *ninsn;
-    uint8_t *used;
+    uint64_t *hashes; /* of the bytes, for volatile blocks */
+    uint8_t *used;    /* 0: free slot, 1: stable block, 2: volatile block */
     size_t table_cap;
     size_t table_count;
 
@@ -37,8 +65,11 @@ typedef struct {
     uint64_t insn_total;
     uint64_t insn_cap; /* 0: no cap */
     uint64_t run_cap;  /* 0: none; else the instruction total at which the current run's budget ends */
+    void *uc;
     uc_stop_fn stop;
+    uc_read_fn read;
     new_block_fn on_new;
+    prefix_fn on_prefix;
     /* 1: instruction cap reached, 2: callback asked to stop, 3: out of memory, 4: timeout (set from
      * Python), 5: the current run's budget is spent (cleared when the next run starts) */
     int stopped;
@@ -48,6 +79,21 @@ typedef struct {
      * instruction, this one costs a branch. */
     code_fn on_code;
     int code_enabled;
+
+    /* The block being executed: where it starts, where its next instruction is expected and where
+     * it ends; whether its visit is the last one recorded (0: ignored code, or none), and that visit's
+     * instruction count. */
+    uint64_t block_start;
+    uint64_t next_pc;
+    uint64_t block_end;
+    int block_recorded;
+    uint32_t block_ninsn;
+    uint64_t orphans;   /* instructions of blocks unicorn did not report, recorded one by one */
+    uint64_t truncated; /* visits of blocks left part way, replaced by the part that ran */
+    uint64_t rewritten; /* visits of volatile blocks whose bytes had changed */
+
+    uint8_t *scratch; /* bytes of a volatile block being checked */
+    size_t scratch_cap;
 } rec_t;
 
 static size_t slot_of(uint64_t addr, uint32_t size, size_t cap) {
@@ -60,10 +106,11 @@ static int table_init(rec_t *r, size_t cap) {
     r->keys_size = calloc(cap, sizeof(uint32_t));
     r->ids = calloc(cap, sizeof(uint32_t));
     r->ninsn = calloc(cap, sizeof(uint32_t));
+    r->hashes = calloc(cap, sizeof(uint64_t));
     r->used = calloc(cap, 1);
     r->table_cap = cap;
     r->table_count = 0;
-    return r->keys_addr && r->keys_size && r->ids && r->ninsn && r->used;
+    return r->keys_addr && r->keys_size && r->ids && r->ninsn && r->hashes && r->used;
 }
 
 static void table_free(rec_t *r) {
@@ -71,18 +118,18 @@ static void table_free(rec_t *r) {
     free(r->keys_size);
     free(r->ids);
     free(r->ninsn);
+    free(r->hashes);
     free(r->used);
 }
 
-static void table_put(rec_t *r, uint64_t addr, uint32_t size, uint32_t id, uint32_t n) {
+static size_t table_put(rec_t *r, uint64_t addr, uint32_t size, uint8_t kind) {
     size_t i = slot_of(addr, size, r->table_cap);
     while (r->used[i]) i = (i + 1) & (r->table_cap - 1);
-    r->used[i] = 1;
+    r->used[i] = kind;
     r->keys_addr[i] = addr;
     r->keys_size[i] = size;
-    r->ids[i] = id;
-    r->ninsn[i] = n;
     r->table_count++;
+    return i;
 }
 
 static int table_grow(rec_t *r) {
@@ -92,13 +139,18 @@ static int table_grow(rec_t *r) {
         *r = old;
         return 0;
     }
-    for (size_t i = 0; i < old.table_cap; i++)
-        if (old.used[i]) table_put(r, old.keys_addr[i], old.keys_size[i], old.ids[i], old.ninsn[i]);
+    for (size_t i = 0; i < old.table_cap; i++) {
+        if (!old.used[i]) continue;
+        size_t j = table_put(r, old.keys_addr[i], old.keys_size[i], old.used[i]);
+        r->ids[j] = old.ids[i];
+        r->ninsn[j] = old.ninsn[i];
+        r->hashes[j] = old.hashes[i];
+    }
     table_free(&old);
     return 1;
 }
 
-rec_t *rec_new(uint64_t insn_cap, void *stop, void *on_new) {
+rec_t *rec_new(uint64_t insn_cap, void *uc, void *stop, void *read, void *on_new, void *on_prefix) {
     rec_t *r = calloc(1, sizeof(rec_t));
     if (!r) return NULL;
     if (!table_init(r, 1024)) {
@@ -114,8 +166,11 @@ rec_t *rec_new(uint64_t insn_cap, void *stop, void *on_new) {
         return NULL;
     }
     r->insn_cap = insn_cap;
+    r->uc = uc;
     r->stop = (uc_stop_fn)stop;
+    r->read = (uc_read_fn)read;
     r->on_new = (new_block_fn)on_new;
+    r->on_prefix = (prefix_fn)on_prefix;
     return r;
 }
 
@@ -123,69 +178,175 @@ void rec_free(rec_t *r) {
     if (!r) return;
     table_free(r);
     free(r->visits);
+    free(r->scratch);
     free(r);
 }
 
-static void halt(rec_t *r, void *uc, int why) {
+static void halt(rec_t *r, int why) {
     if (!r->stopped) r->stopped = why;
-    r->stop(uc);
+    r->stop(r->uc);
 }
 
-/* The unicorn UC_HOOK_BLOCK callback. */
-void rec_hook(void *uc, uint64_t address, uint32_t size, void *user_data) {
-    rec_t *r = (rec_t *)user_data;
-    if (r->stopped) {
-        halt(r, uc, r->stopped);
-        return;
+/* FNV-1a over the block's bytes as they are in memory now; 0 when they cannot be read. */
+static uint64_t hash_of(rec_t *r, uint64_t address, uint32_t size) {
+    if (size > r->scratch_cap) {
+        uint8_t *grown = realloc(r->scratch, size);
+        if (!grown) return 0;
+        r->scratch = grown;
+        r->scratch_cap = size;
     }
-    /* unicorn reports a block of size 0 when fetching its first instruction fails (Speakeasy's API
-     * calls are fetches from unmapped import addresses): nothing was executed. */
-    if (size == 0) return;
+    if (r->read(r->uc, address, r->scratch, size) != 0) return 0;
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (uint32_t k = 0; k < size; k++) h = (h ^ r->scratch[k]) * 0x100000001b3ULL;
+    return h | 1;
+}
+
+/* Asks Python about the block as it is in memory now and stores the answer in slot i.  Returns 0, or
+ * -1 when the emulation was stopped instead. */
+static int ask(rec_t *r, size_t i, uint64_t address, uint32_t size) {
+    int64_t packed = r->on_new(address, size);
+    if (packed == -1) {
+        halt(r, 2);
+        return -1;
+    }
+    int ignored = packed < 0;
+    r->ids[i] = ignored ? IGNORED_ID : (uint32_t)((packed & (VOLATILE - 1)) >> 16);
+    r->ninsn[i] = ignored ? 0 : (uint32_t)(packed & 0xFFFF);
+    r->used[i] = (!ignored && (packed & VOLATILE)) ? 2 : 1;
+    r->hashes[i] = r->used[i] == 2 ? hash_of(r, address, size) : 0;
+    return 0;
+}
+
+/* Looks the block (address, size) up, asking Python the first time and whenever a volatile block's
+ * bytes changed.  Returns 1 with its id and instruction count, 0 for ignored code, -1 when the
+ * emulation was stopped instead. */
+static int lookup(rec_t *r, uint64_t address, uint32_t size, uint32_t *id, uint32_t *n) {
     size_t i = slot_of(address, size, r->table_cap);
-    uint32_t id, n;
     for (;;) {
         if (!r->used[i]) {
-            int64_t packed = r->on_new(address, size);
-            if (packed < 0) {
-                halt(r, uc, 2);
-                return;
+            if ((r->table_count + 1) * 2 > r->table_cap) {
+                if (!table_grow(r)) {
+                    halt(r, 3);
+                    return -1;
+                }
+                i = slot_of(address, size, r->table_cap);
+                continue;
             }
-            id = (uint32_t)(packed >> 16);
-            n = (uint32_t)(packed & 0xFFFF);
-            if ((r->table_count + 1) * 2 > r->table_cap && !table_grow(r)) {
-                halt(r, uc, 3);
-                return;
-            }
-            table_put(r, address, size, id, n);
+            i = table_put(r, address, size, 1);
+            if (ask(r, i, address, size) < 0) return -1;
             break;
         }
         if (r->keys_addr[i] == address && r->keys_size[i] == size) {
-            id = r->ids[i];
-            n = r->ninsn[i];
+            if (r->used[i] == 2 && hash_of(r, address, size) != r->hashes[i]) {
+                r->rewritten++;
+                if (ask(r, i, address, size) < 0) return -1;
+            }
             break;
         }
         i = (i + 1) & (r->table_cap - 1);
     }
+    *id = r->ids[i];
+    *n = r->ninsn[i];
+    return *id != IGNORED_ID;
+}
+
+static int append_visit(rec_t *r, uint32_t id, uint32_t n) {
     if (r->nvisits == r->visits_cap) {
         uint32_t *grown = realloc(r->visits, r->visits_cap * 2 * sizeof(uint32_t));
         if (!grown) {
-            halt(r, uc, 3);
-            return;
+            halt(r, 3);
+            return 0;
         }
         r->visits = grown;
         r->visits_cap *= 2;
     }
     r->visits[r->nvisits++] = id;
     r->insn_total += n;
-    if (r->insn_cap && r->insn_total >= r->insn_cap) halt(r, uc, 1);
-    if (r->run_cap && r->insn_total >= r->run_cap) halt(r, uc, 5);
+    return 1;
 }
 
+/* Makes (address, size) the block being executed, recording a visit unless it is ignored code.  The
+ * caps are checked before: the block that reaches a cap runs whole, the next one is not started. */
+static void enter_block(rec_t *r, uint64_t address, uint32_t size) {
+    uint32_t id, n;
+    r->block_start = r->next_pc = address;
+    r->block_end = address;
+    r->block_recorded = 0;
+    int found = lookup(r, address, size, &id, &n);
+    if (found < 0) return;
+    if (found) {
+        if (r->insn_cap && r->insn_total >= r->insn_cap) {
+            halt(r, 1);
+            return;
+        }
+        if (r->run_cap && r->insn_total >= r->run_cap) {
+            halt(r, 5);
+            return;
+        }
+        if (!append_visit(r, id, n)) return;
+    }
+    r->block_end = address + size;
+    r->block_recorded = found;
+    r->block_ninsn = n;
+}
+
+/* The block being executed is over: if it was left part way, its visit becomes one of the part that
+ * ran (or goes, when none of it did). */
+static void leave_block(rec_t *r) {
+    if (r->block_recorded && r->next_pc != r->block_end) {
+        uint32_t whole = r->visits[--r->nvisits];
+        r->insn_total -= r->block_ninsn;
+        r->truncated++;
+        if (r->next_pc > r->block_start) {
+            int64_t packed = r->on_prefix(whole, (uint32_t)(r->next_pc - r->block_start));
+            if (packed < 0)
+                halt(r, 2);
+            else
+                append_visit(r, (uint32_t)(packed >> 16), (uint32_t)(packed & 0xFFFF));
+        }
+    }
+    r->block_recorded = 0;
+    r->block_start = r->next_pc = r->block_end = 0;
+}
+
+/* The unicorn UC_HOOK_BLOCK callback. */
+void rec_hook(void *uc, uint64_t address, uint32_t size, void *user_data) {
+    rec_t *r = (rec_t *)user_data;
+    (void)uc;
+    leave_block(r);
+    if (r->stopped) {
+        halt(r, r->stopped);
+        return;
+    }
+    /* unicorn reports size 0 for a block it cut at the size limit (its size is unknown then) and for
+     * a block whose first fetch failed (Speakeasy's API calls are fetches from unmapped addresses);
+     * the code hook records whatever of it runs. */
+    if (size) enter_block(r, address, size);
+}
+
+/* The unicorn UC_HOOK_CODE callback, called before every instruction. */
 void rec_code_hook(void *uc, uint64_t address, uint32_t size, void *user_data) {
     rec_t *r = (rec_t *)user_data;
     (void)uc;
-    if (r->code_enabled && r->on_code) r->on_code(address, size);
+    if (r->code_enabled && r->on_code && r->on_code(address, size)) return; /* it will not run */
+    if (size == 0 || size > MAX_INSN) return;                              /* nor will this */
+    if (address == r->next_pc && address < r->block_end) {
+        r->next_pc = address + size;
+        return;
+    }
+    /* An instruction of a block unicorn did not report: recorded as a block of its own. */
+    leave_block(r);
+    if (r->stopped) {
+        halt(r, r->stopped);
+        return;
+    }
+    r->orphans++;
+    enter_block(r, address, size);
+    if (r->block_end > address) r->next_pc = address + size;
 }
+
+/* Ends the recording: the last block may have been left part way. */
+void rec_finish(rec_t *r) { leave_block(r); }
 
 void rec_set_code_hook(rec_t *r, void *on_code, int enabled) {
     if (on_code) r->on_code = (code_fn)on_code;
@@ -195,6 +356,9 @@ void rec_set_code_hook(rec_t *r, void *on_code, int enabled) {
 size_t rec_nvisits(rec_t *r) { return r->nvisits; }
 uint32_t *rec_visits(rec_t *r) { return r->visits; }
 uint64_t rec_insn_total(rec_t *r) { return r->insn_total; }
+uint64_t rec_orphans(rec_t *r) { return r->orphans; }
+uint64_t rec_truncated(rec_t *r) { return r->truncated; }
+uint64_t rec_rewritten(rec_t *r) { return r->rewritten; }
 int rec_stopped(rec_t *r) { return r->stopped; }
 void rec_set_stopped(rec_t *r, int why) {
     if (!r->stopped) r->stopped = why;

@@ -23,7 +23,7 @@ from speakeasy.windows.common import EMU_RESERVE_SIZE, EMU_RESERVED
 from speakeasy.winenv import arch as se_arch
 
 from runtrace import __version__
-from runtrace.trace.emulate import decoys, exportargs, imageload, memlimits, memranges, startup, winapi
+from runtrace.trace.emulate import clock, decoys, exportargs, imageload, memlimits, memranges, startup, winapi
 from runtrace.trace.blocks import canonicalize
 from runtrace.trace.model import ApiCall, EntryPoint, StopReason, Trace, TraceMeta
 from runtrace.trace.emulate.pe import inspect_pe
@@ -36,7 +36,7 @@ from runtrace.trace.emulate.recorder import (
 )
 
 # Bumped whenever emulation behaviour changes, so `trace` does not reuse traces made by an older tracer.
-TRACER_REVISION = 12
+TRACER_REVISION = 13
 TRACER_VERSION = f"runtrace-emu/{__version__}.{TRACER_REVISION}"
 STATUS_ACCESS_VIOLATION = 0xC0000005
 PAGE = 0x1000
@@ -45,6 +45,7 @@ NULL_REGION = 0x10000  # Windows maps nothing below 64 KiB
 # Runs with an instruction budget of their own (TracerSettings.export_budget).
 _BUDGETED_RUNS = ("export.", "python.")
 _IMAGE_SCN_MEM_EXECUTE = 0x20000000
+_IMAGE_SCN_MEM_WRITE = 0x80000000
 # C-runtime DLLs use cdecl on x86: the caller pops the arguments, so a stub need not know their number.
 _CDECL_DLL_PREFIXES = ("msvcr", "ucrtbase", "api-ms-win-crt-", "msvcp", "vcruntime")
 
@@ -116,6 +117,7 @@ class _Session:
         self.settings = settings
         self.info = inspect_pe(data)
         self.bits = self.info.arch.bits
+        clock.install()
         decoys.install()
         imageload.install()
         memranges.install()
@@ -127,7 +129,14 @@ class _Session:
             raise EmulationError(f"emulator could not load the image: {type(e).__name__}: {e}") from None
         self.emu = self.se.emu
         memlimits.install(self.emu, self.bits)
-        self.recorder = BlockRecorder(self.emu.emu_eng.emu, self.bits, settings.max_instructions)
+        self._read_only_code = self._read_only_code_ranges()
+        self.recorder = BlockRecorder(
+            self.emu.emu_eng.emu,
+            self.bits,
+            settings.max_instructions,
+            foreign=self._emulator_code,
+            fixed=self._fixed_code,
+        )
         self.api_calls: list[tuple[int, str, int, bool]] = []  # raw position, name, return, supported
         self.entries: list[tuple[str, int, int]] = []  # run type, address, raw first visit
         self.unsupported: dict[str, int] = {}
@@ -137,8 +146,31 @@ class _Session:
         self.data_exports: list[str] = []  # exports not run: they point outside executable sections
         self._patch()
         self._patch_memory_faults()
+        self._patch_reserved_region()
         self._install_code_hook()
         self.host = winapi.install(self.se, self.bits, settings.max_exports)
+
+    def _emulator_code(self, address: int) -> bool:
+        """True for code that is Speakeasy's, not the program's: its reserved region (API and return
+        trampolines) and its decoy system DLLs, whose exports it answers in Python."""
+        if EMU_RESERVED <= address < EMU_RESERVED + EMU_RESERVE_SIZE:
+            return True
+        module = self.emu.get_mod_from_addr(address)
+        return module is not None and module.is_decoy()
+
+    def _read_only_code_ranges(self) -> list[tuple[int, int]]:
+        base = self.module.get_base()
+        return [
+            (base + s.VirtualAddress, base + s.VirtualAddress + max(s.Misc_VirtualSize, s.SizeOfRawData))
+            for s in self.module.sections
+            if s.Characteristics & _IMAGE_SCN_MEM_EXECUTE and not s.Characteristics & _IMAGE_SCN_MEM_WRITE
+        ]
+
+    def _fixed_code(self, address: int, size: int) -> bool:
+        """True for code that cannot be rewritten: inside a read-only code section of the image.  (A
+        program could still make it writable with VirtualProtect; unpackers write to writable sections
+        and to memory they allocate, which the recorder checks at every visit.)"""
+        return any(lo <= address and address + size <= hi for lo, hi in self._read_only_code)
 
     def _executable(self, address: int) -> bool:
         """False for an address inside the image but outside its executable sections: a data export,
@@ -240,6 +272,25 @@ class _Session:
 
         engine.start = start
 
+    def _patch_reserved_region(self) -> None:
+        # Speakeasy answers an API call in the hook for the failed fetch at the API's address (in its
+        # reserved region), then maps that region, zeroed, until the next instruction.  unicorn
+        # retries the fetch there and translates the zeros into one maximal block, never run; unicorn 1
+        # then leaves the next block it translates, the one at the return address, without a block
+        # hook (the recorder's code hook still records it, an instruction at a time).  Filled with
+        # `ret`, the retried block is one instruction and the return address gets its block hook.
+        emu = self.emu
+        orig_unset = emu._unset_emu_hooks
+        fill = b"\xc3" * EMU_RESERVE_SIZE
+
+        def unset_emu_hooks() -> None:
+            was_unmapped = emu.emu_hooks_set
+            orig_unset()
+            if was_unmapped:
+                emu.emu_eng.mem_write(EMU_RESERVED, fill)
+
+        emu._unset_emu_hooks = unset_emu_hooks
+
     def _install_code_hook(self) -> None:
         # Speakeasy turns a per-instruction Python hook on after every API call and memory fault, and
         # "off" again at the next instruction; but off only skips the work, the Python call per
@@ -249,11 +300,13 @@ class _Session:
         # self-modifying code (unpackers) needs to be emulated faithfully.
         emu = self.emu
 
-        def on_code(address: int, size: int) -> None:
+        def on_code(address: int, size: int) -> int:
             try:
                 emu._hook_code(emu, address, size, {})
+                return int(emu.get_pc() != address)  # moved away: this instruction does not run
             except Exception as e:  # never raise into C
                 self.handler_errors[f"code hook: {type(e).__name__}"] = 1
+                return 0
 
         emu.tmp_code_hook = self.recorder.install_code_hook(on_code)
 
