@@ -23,7 +23,17 @@ from speakeasy.windows.common import EMU_RESERVE_SIZE, EMU_RESERVED
 from speakeasy.winenv import arch as se_arch
 
 from runtrace import __version__
-from runtrace.trace.emulate import clock, decoys, exportargs, imageload, memlimits, memranges, startup, winapi
+from runtrace.trace.emulate import (
+    apitrap,
+    clock,
+    decoys,
+    exportargs,
+    imageload,
+    memlimits,
+    memranges,
+    startup,
+    winapi,
+)
 from runtrace.trace.blocks import canonicalize
 from runtrace.trace.model import ApiCall, EntryPoint, StopReason, Trace, TraceMeta
 from runtrace.trace.emulate.pe import inspect_pe
@@ -36,7 +46,7 @@ from runtrace.trace.emulate.recorder import (
 )
 
 # Bumped whenever emulation behaviour changes, so `trace` does not reuse traces made by an older tracer.
-TRACER_REVISION = 13
+TRACER_REVISION = 14
 TRACER_VERSION = f"runtrace-emu/{__version__}.{TRACER_REVISION}"
 STATUS_ACCESS_VIOLATION = 0xC0000005
 PAGE = 0x1000
@@ -144,9 +154,9 @@ class _Session:
         self.zero_pages: list[int] = []
         self.null_calls: list[int] = []  # return addresses of calls through a NULL pointer
         self.data_exports: list[str] = []  # exports not run: they point outside executable sections
+        self.traps = apitrap.ApiTraps(self.emu, lambda: self.recorder.instruction_count)
         self._patch()
         self._patch_memory_faults()
-        self._patch_reserved_region()
         self._install_code_hook()
         self.host = winapi.install(self.se, self.bits, settings.max_exports)
 
@@ -271,25 +281,6 @@ class _Session:
                 addr = run.start_addr
 
         engine.start = start
-
-    def _patch_reserved_region(self) -> None:
-        # Speakeasy answers an API call in the hook for the failed fetch at the API's address (in its
-        # reserved region), then maps that region, zeroed, until the next instruction.  unicorn
-        # retries the fetch there and translates the zeros into one maximal block, never run; unicorn 1
-        # then leaves the next block it translates, the one at the return address, without a block
-        # hook (the recorder's code hook still records it, an instruction at a time).  Filled with
-        # `ret`, the retried block is one instruction and the return address gets its block hook.
-        emu = self.emu
-        orig_unset = emu._unset_emu_hooks
-        fill = b"\xc3" * EMU_RESERVE_SIZE
-
-        def unset_emu_hooks() -> None:
-            was_unmapped = emu.emu_hooks_set
-            orig_unset()
-            if was_unmapped:
-                emu.emu_eng.mem_write(EMU_RESERVED, fill)
-
-        emu._unset_emu_hooks = unset_emu_hooks
 
     def _install_code_hook(self) -> None:
         # Speakeasy turns a per-instruction Python hook on after every API call and memory fault, and
