@@ -21,6 +21,7 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = {
     "tracer": ("Tracer", "benchmarks.tracer_bench"),
+    "api": ("Cost of an API call", "benchmarks.api_bench"),
     "coverage": ("Emulation coverage", "benchmarks.coverage_bench"),
     "formats": ("Debugger trace formats", "benchmarks.formats_bench"),
     "models": ("Model training throughput", "benchmarks.models_bench"),

@@ -81,6 +81,7 @@ class ApiTraps:
         self._progress = progress
         self._arranged: tuple[int, int, int] | None = None  # (address, stack pointer, progress) of a return
         self._plans: dict[tuple[str, str], object] = {}  # (dll, name) -> its handler, or _SPEAKEASY
+        self._verified: tuple[int, int] | None = None  # (stack pointer, the return address there)
         self._cache_api_hooks()
         self._returning = False  # its `ret` will return to the caller
 
@@ -145,7 +146,8 @@ class ApiTraps:
 
     def _trap(self, uc, address: int, size: int, user_data) -> None:
         emu = self.emu
-        if self._arranged == (address, uc.reg_read(self._sp), self._progress()):
+        arranged = self._arranged
+        if arranged and arranged[0] == address and arranged[1:] == (uc.reg_read(self._sp), self._progress()):
             # unicorn runs an instruction's hooks again when the handler changed memory protection (its
             # block is translated anew): the API was answered and its return arranged already.
             return
@@ -184,7 +186,8 @@ class ApiTraps:
 
     def _call_import(self, dll: str, name: str) -> None:
         """Speakeasy's `handle_import_func` for an API it has a handler for and no hook: the same steps,
-        with the handler lookup done once per name and the registers read once."""
+        with the handler lookup done once per name and the return address read once.  (Not its
+        report of calls from memory the program allocated: runtrace writes no Speakeasy report.)"""
         emu = self.emu
         plan = self._plans.get((dll, name))
         if plan is None:
@@ -195,14 +198,14 @@ class ApiTraps:
         mod, func, argc, conv, imp_api = plan
         uc, ptr = self.uc, self.ptr
         opc = self._trapped_at
-        oret = int.from_bytes(uc.mem_read(uc.reg_read(self._sp), ptr), "little")
+        sp = uc.reg_read(self._sp)
+        oret = int.from_bytes(uc.mem_read(sp, ptr), "little")
         argv = emu.get_func_argv(conv, argc)
         emu.hammer.handle_import_func(imp_api, conv, argc)
         rv = emu.api.call_api_func(mod, func, argv, ctx={"func_name": imp_api})
-        ret = int.from_bytes(uc.mem_read(uc.reg_read(self._sp), ptr), "little")
-        region = emu.get_address_map(ret)
-        if region and "virtualalloc" in region.get_tag().lower():
-            emu._dynamic_code_cb(emu, ret, 0, {})
+        sp_after = uc.reg_read(self._sp)
+        ret = oret if sp_after == sp else int.from_bytes(uc.mem_read(sp_after, ptr), "little")
+        self._verified = (sp_after, ret)  # what `_call_return` would read again
         emu.log_api(oret, imp_api, rv, argv)
         if not emu.run_complete and ret == oret and uc.reg_read(self._pc) == opc:
             emu.do_call_return(argc, ret, rv, conv=conv)
@@ -254,7 +257,8 @@ class ApiTraps:
         uc, ptr = self.uc, self.ptr
         sp = uc.reg_read(self._sp)
         # Only a return to the address the call pushed, from where the trap left the program counter.
-        pushed = int.from_bytes(uc.mem_read(sp, ptr), "little")
+        verified, self._verified = self._verified, None
+        pushed = ret_addr if verified == (sp, ret_addr) else int.from_bytes(uc.mem_read(sp, ptr), "little")
         if pushed != ret_addr or uc.reg_read(self._pc) != self._trapped_at:
             return self._speakeasy_return(argc, ret_addr, ret_value, conv)
         popped = _popped_by_callee(argc, conv, ptr)

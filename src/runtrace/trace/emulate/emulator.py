@@ -25,12 +25,12 @@ from speakeasy.winenv import arch as se_arch
 from runtrace import __version__
 from runtrace.trace.emulate import (
     apitrap,
-    clock,
     decoys,
     exportargs,
     imageload,
     memlimits,
     memranges,
+    repeatable,
     startup,
     winapi,
 )
@@ -127,7 +127,7 @@ class _Session:
         self.settings = settings
         self.info = inspect_pe(data)
         self.bits = self.info.arch.bits
-        clock.install()
+        repeatable.install()
         decoys.install()
         imageload.install()
         memranges.install()
@@ -198,12 +198,14 @@ class _Session:
 
     def _patch(self) -> None:
         emu, rec = self.emu, self.recorder
-        orig_log_api, orig_exec_run, orig_import = emu.log_api, emu._exec_run, emu.handle_import_func
+        orig_exec_run, orig_import = emu._exec_run, emu.handle_import_func
         export_args: list[exportargs.ExportArgs] = []  # mapped at the first export
 
         def log_api(pc, imp_api, rv, argv):
+            # Instead of Speakeasy's, which formats every call for a logger that is off and keeps a
+            # copy of it for a report runtrace does not write; its per-run API limit counts them here.
             self.api_calls.append((rec.visit_count - 1, imp_api, pc, True))
-            return orig_log_api(pc, imp_api, rv, argv)
+            emu.curr_run.num_apis += 1
 
         def exec_run(run):
             self.entries.append((str(run.type), run.start_addr, rec.visit_count))

@@ -1,4 +1,4 @@
-"""One emulated clock, so that the same file always gives the same trace.
+"""The same file gives the same trace, whenever and wherever it is traced.
 
 Speakeasy answers `GetSystemTimeAsFileTime`, `GetSystemTime`, `GetSystemTimePreciseAsFileTime` and
 FindFirstFile's file times from the host's clock, winmm's `timeGetTime` from the host's monotonic clock,
@@ -9,7 +9,13 @@ derive keys from it) took a different path every time it was traced: one capa sa
 
 Here the emulated machine's clock starts at a fixed instant and moves on by a fixed step each time it is
 read (programs that wait for time to pass still see it pass), and UUIDs come from a generator seeded
-the same way for every run.  `install()` resets both at the start of each emulation.
+the same way for every run.
+
+Speakeasy also keeps state in its classes rather than its emulator: the counters that number handles
+and thread ids, and the list of loader entries every process's module list is built from.  A second
+emulation in one process started from where the first left them: other handle values, and a PEB module
+list still holding the first program's modules, at addresses the second never mapped (malware walks
+that list to find kernel32).  `install()` resets all of it at the start of each emulation.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import datetime as _datetime
 import random
 import types
 
+from speakeasy.windows import cryptman, fileman, netman, objman, regman, sessman
 from speakeasy.winenv.api.usermode import kernel32, rpcrt4, winmm
 
 # A Monday morning, UTC; the emulated machine's local time zone is UTC too.
@@ -66,8 +73,32 @@ _emulated_time = types.SimpleNamespace(
 )
 
 
+# Class attributes Speakeasy counts handles and ids with, and their values before any emulation.
+_COUNTERS = {
+    (cls, name): getattr(cls, name)
+    for cls, name in [
+        (objman.Console, "curr_handle"),
+        (objman.KernelObject, "curr_handle"),
+        (objman.KernelObject, "curr_id"),
+        (sessman.GuiObject, "curr_handle"),
+        (netman.WininetComponent, "curr_handle"),
+        (fileman.FileMap, "curr_handle"),
+        (fileman.File, "curr_handle"),
+        (fileman.Pipe, "curr_handle"),
+        (regman.RegKey, "curr_handle"),
+        (cryptman.CryptContext, "curr_handle"),
+    ]
+}
+_LOADER_LISTS = [objman.Process, objman.Driver]
+
+
 def install() -> None:
-    """Point Speakeasy's handlers at the emulated clock and start it (and the UUID generator) afresh."""
+    """Point Speakeasy's handlers at the emulated clock, and start the clock, the UUID generator and
+    Speakeasy's class-level counters and lists afresh."""
+    for (cls, name), value in _COUNTERS.items():
+        setattr(cls, name, value)
+    for cls in _LOADER_LISTS:
+        cls.ldr_entries = []
     _clock.reads = 0
     kernel32.datetime = _emulated_datetime
     kernel32.time = _emulated_time
