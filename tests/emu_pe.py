@@ -77,8 +77,9 @@ def program(
     code: Callable[[Layout], bytes],
     imports: dict[str, list[str]] | None = None,
     unwind: Callable[[Layout], tuple[bytes, bytes]] | None = None,
+    data: bytes = b"",
 ) -> bytes:
-    """A PE EXE whose entry point is the start of `code(layout)`.
+    """A PE EXE whose entry point is the start of `code(layout)`; `data` starts at `layout.data`.
 
     `unwind(layout)` returns (.pdata, .xdata) for amd64: RUNTIME_FUNCTION entries (RVAs) and the
     UNWIND_INFO they point to, which must lie at DATA_RVA + 0x100 onwards (`.pdata` at DATA_RVA).
@@ -89,7 +90,9 @@ def program(
     layout = Layout(arch, base, {k: base + v for k, v in slots.items()}, base + DATA_RVA + DATA_SIZE // 2)
     text = code(layout)
     assert len(text) <= TEXT_SIZE
-    data = bytearray(DATA_SIZE)
+    initial, data = data, bytearray(DATA_SIZE)
+    assert len(initial) <= DATA_SIZE // 2
+    data[DATA_SIZE // 2 : DATA_SIZE // 2 + len(initial)] = initial
     exception_dir = (0, 0)
     if unwind is not None:
         pdata, xdata = unwind(layout)

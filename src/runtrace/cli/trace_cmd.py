@@ -158,9 +158,15 @@ def show(
     blocks: bool = typer.Option(False, "--blocks", help="Print basic blocks instead of instructions."),
     limit: int = typer.Option(0, help="Print at most this many lines (0: all)."),
     meta: bool = typer.Option(False, "--meta", help="Print only the trace's metadata as JSON."),
+    summary: bool = typer.Option(
+        False, "--summary", help="Print only what the program did: files, registry, network, processes, ..."
+    ),
 ) -> None:
     """Print a trace as a text run trace (`00401000  push ebp`) or as blocks."""
     tr = _load(path)
+    if summary:
+        _print_behaviour(tr)
+        return
     if meta:
         from runtrace.trace.formats.native import _meta_to_json
 
@@ -189,10 +195,27 @@ def show(
                         break
             for call in calls.get(pos, ()):
                 stub = "" if call.supported else "  (stubbed)"
-                write(
-                    f"{'':{width}}  ; api {call.name} -> returns to {call.return_address:0{width}X}{stub}\n"
-                )
+                returns = f"returns to {call.return_address:0{width}X}"
+                write(f"{'':{width}}  ; api {call.signature()} -> {returns}{stub}\n")
             if limit and lines >= limit:
                 break
     except BrokenPipeError:  # `runtrace show x | head`
         os._exit(0)
+
+
+def _print_behaviour(tr) -> None:
+    behaviour = tr.meta.behaviour
+    write = console.file.write
+    if not behaviour:
+        why = "" if tr.meta.source == "emulator" else f" (a {tr.meta.source} trace records none)"
+        write(f"no behaviour recorded{why}\n")
+        return
+    for kind, items in behaviour.items():
+        write(f"{kind} ({len(items)}):\n")
+        for item in items:
+            if isinstance(item, dict):
+                event = item.get("event", "")
+                rest = "  ".join(str(v) for k, v in item.items() if k != "event")
+                write(f"  {event:<10} {rest}\n")
+            else:
+                write(f"  {item}\n")

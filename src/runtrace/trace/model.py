@@ -13,6 +13,7 @@ in memory).  Emulated traces and imported debugger traces therefore split into t
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -84,6 +85,22 @@ class ApiCall:
     name: str  # "kernel32.CreateFileA"
     return_address: int
     supported: bool = True  # False: the emulator had no handler and stubbed it
+    # The arguments as the emulator's handler read them: integers, and strings where the handler
+    # dereferenced a string argument (a path, a key, a host name); empty when unknown (a stubbed call,
+    # a trace from a debugger).  `result` is the value returned, None when unknown.
+    args: tuple[int | str, ...] = ()
+    result: int | None = None
+
+    def signature(self) -> str:
+        """`kernel32.CreateFileA("C:\\notes.txt", 0x80000000, ...) = 0x80` as far as it is known."""
+        text = f"{self.name}({', '.join(_show_arg(a) for a in self.args)})" if self.args else self.name
+        return text if self.result is None else f"{text} = {self.result:#x}"
+
+
+def _show_arg(value: int | str) -> str:
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    return f"{value:#x}" if value > 9 or value < 0 else str(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +125,9 @@ class TraceMeta:
     image_base: int = 0
     entry_points: list[EntryPoint] = field(default_factory=list)
     events: list[dict] = field(default_factory=list)  # notable tracer events (faults, stubs, ...)
+    # What the program did to the emulated machine (files, registry, network, processes, mutexes,
+    # strings it passed to APIs): see trace/emulate/behaviour.py; empty for imported traces.
+    behaviour: dict = field(default_factory=dict)
 
 
 @dataclass(eq=False)

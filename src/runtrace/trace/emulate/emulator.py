@@ -25,6 +25,7 @@ from speakeasy.winenv import arch as se_arch
 from runtrace import __version__
 from runtrace.trace.emulate import (
     apitrap,
+    behaviour,
     decoys,
     exportargs,
     imageload,
@@ -147,7 +148,8 @@ class _Session:
             foreign=self._emulator_code,
             fixed=self._fixed_code,
         )
-        self.api_calls: list[tuple[int, str, int, bool]] = []  # raw position, name, return, supported
+        # raw position, name, return address, supported, arguments, result
+        self.api_calls: list[tuple[int, str, int, bool, tuple, int | None]] = []
         self.entries: list[tuple[str, int, int]] = []  # run type, address, raw first visit
         self.unsupported: dict[str, int] = {}
         self.handler_errors: dict[str, int] = {}
@@ -204,7 +206,9 @@ class _Session:
         def log_api(pc, imp_api, rv, argv):
             # Instead of Speakeasy's, which formats every call for a logger that is off and keeps a
             # copy of it for a report runtrace does not write; its per-run API limit counts them here.
-            self.api_calls.append((rec.visit_count - 1, imp_api, pc, True))
+            self.api_calls.append(
+                (rec.visit_count - 1, imp_api, pc, True, typed_args(argv), typed_result(rv))
+            )
             emu.curr_run.num_apis += 1
 
         def exec_run(run):
@@ -396,8 +400,9 @@ class _Session:
         if dll.lower().startswith(_CDECL_DLL_PREFIXES):
             conv = se_arch.CALL_CONV_CDECL
         ret = emu.get_ret_address()
-        self.api_calls.append((self.recorder.visit_count - 1, api, ret, False))
-        emu.do_call_return(0, ret, self.host.stub_value(emu, dll, name), conv=conv)
+        value = self.host.stub_value(emu, dll, name)
+        self.api_calls.append((self.recorder.visit_count - 1, api, ret, False, (), typed_result(value)))
+        emu.do_call_return(0, ret, value, conv=conv)
 
     def run(self) -> None:
         timeout = self.settings.timeout_s
@@ -460,7 +465,10 @@ def emulate(data: bytes, sha256: str, name: str = "", settings: TracerSettings |
     def canonical(raw: int) -> int:
         return int(group_of_raw[raw]) if 0 <= raw < len(group_of_raw) else len(visits)
 
-    calls = [ApiCall(max(canonical(p), 0) if p >= 0 else 0, n, r, s) for p, n, r, s in session.api_calls]
+    calls = [
+        ApiCall(max(canonical(p), 0) if p >= 0 else 0, n, r, s, a, v)
+        for p, n, r, s, a, v in session.api_calls
+    ]
     entries = [EntryPoint(*_entry_kind(t), a, canonical(f)) for t, a, f in session.entries]
     events = session.run_errors() + [
         {"type": "unsupported_api", "name": api, "count": n} for api, n in sorted(session.unsupported.items())
@@ -490,8 +498,34 @@ def emulate(data: bytes, sha256: str, name: str = "", settings: TracerSettings |
         image_base=session.info.image_base,
         entry_points=entries,
         events=events,
+        behaviour=behaviour.summarise(session.emu.runs, session.api_calls),
     )
     return Trace(meta=meta, blocks=blocks, visits=visits, api_calls=calls)
+
+
+MAX_STRING_ARG = 512  # characters of a string argument kept in the trace
+_U64 = (1 << 64) - 1
+
+
+def typed_args(argv) -> tuple[int | str, ...]:
+    """The arguments as Speakeasy's handler left them: integers, and the strings it dereferenced
+    (handlers replace a string pointer in `argv` by the string, for their report)."""
+    return tuple(_typed(a) for a in argv)
+
+
+def typed_result(value) -> int | None:
+    return None if value is None or not isinstance(value, int) else int(value) & _U64
+
+
+def _typed(value) -> int | str:
+    if isinstance(value, int):  # bool included
+        return int(value) & _U64
+    if isinstance(value, str):
+        # Handlers read some strings from a whole buffer: what follows the first NUL is not the string.
+        return value.split("\x00", 1)[0][:MAX_STRING_ARG]
+    if isinstance(value, bytes | bytearray):
+        return f"<{len(value)} bytes: {bytes(value[:32]).hex()}>"
+    return "" if value is None else str(value)[:MAX_STRING_ARG]
 
 
 def _entry_kind(run_type: str) -> tuple[str, str]:

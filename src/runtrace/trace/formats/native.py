@@ -1,4 +1,4 @@
-"""runtrace's native trace file (`.rtrace`), version 1.
+"""runtrace's native trace file (`.rtrace`), version 2 (version 1 files are read too).
 
 A ZIP archive in numpy's `.npz` layout (deflate-compressed `.npy` members, readable by any numpy with
 `allow_pickle=False`; nothing in the file can execute code when loaded):
@@ -17,9 +17,12 @@ A ZIP archive in numpy's `.npz` layout (deflate-compressed `.npy` members, reada
 | `api_return`    | uint64 | return address of each API call                                  |
 | `api_name`      | uint32 | index into the header's `api_names`                              |
 | `api_supported` | bool   | False where the emulator had no handler and stubbed the call     |
+| `api_result`    | uint64 | each call's return value (version 2)                             |
+| `api_has_result`| bool   | False where the return value is unknown (version 2)              |
+| `api_args`      | uint8  | UTF-8 JSON: each call's arguments, integers and strings (version 2) |
 
-The header holds `format` ("runtrace-trace"), `version` (1), `meta` (sha256, arch, source, stop reason
-and detail, wall time, tracer version, settings, entry points, events), `api_names`, and — only for
+The header holds `format` ("runtrace-trace"), `version` (2), `meta` (sha256, arch, source, stop reason
+and detail, wall time, tracer version, settings, entry points, events, behaviour), `api_names`, and — only for
 traces imported from text logs, whose blocks have no bytes — `block_texts`: per block, the list of its
 instructions' disassembly.
 """
@@ -37,7 +40,8 @@ from runtrace.trace.formats.registry import TraceFormat, register
 from runtrace.trace.model import ApiCall, Arch, BasicBlock, EntryPoint, StopReason, Trace, TraceMeta
 
 FORMAT_NAME = "runtrace-trace"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1: no API arguments, results or behaviour
 SUFFIX = ".rtrace"
 ZIP_MAGIC = b"PK\x03\x04"
 TRACE_MEMBERS = {"header.npy", "visits.npy"}  # enough to tell a runtrace trace from any other zip
@@ -61,6 +65,7 @@ def _meta_to_json(meta: TraceMeta) -> dict:
         "image_base": meta.image_base,
         "entry_points": [[e.kind, e.name, e.address, e.first_visit] for e in meta.entry_points],
         "events": meta.events,
+        "behaviour": meta.behaviour,
     }
 
 
@@ -78,6 +83,7 @@ def _meta_from_json(d: dict) -> TraceMeta:
         image_base=int(d.get("image_base", 0)),
         entry_points=[EntryPoint(k, n, int(a), int(f)) for k, n, a, f in d.get("entry_points", [])],
         events=d.get("events", []),
+        behaviour=d.get("behaviour", {}),
     )
 
 
@@ -111,6 +117,11 @@ def save_trace(trace: Trace, path: str | Path) -> Path:
         "api_return": np.array([c.return_address for c in trace.api_calls], dtype=np.uint64),
         "api_name": np.array([name_id[c.name] for c in trace.api_calls], dtype=np.uint32),
         "api_supported": np.array([c.supported for c in trace.api_calls], dtype=bool),
+        "api_result": np.array([c.result or 0 for c in trace.api_calls], dtype=np.uint64),
+        "api_has_result": np.array([c.result is not None for c in trace.api_calls], dtype=bool),
+        "api_args": np.frombuffer(
+            json.dumps([list(c.args) for c in trace.api_calls]).encode(), dtype=np.uint8
+        ),
     }
     if trace.threads is not None:
         arrays["threads"] = trace.threads
@@ -142,7 +153,7 @@ def _header(npz, path: Path) -> dict:
         raise TraceFormatError(f"{path}: unreadable trace header ({e})") from None
     if header.get("format") != FORMAT_NAME:
         raise TraceFormatError(f"{path}: not a runtrace trace (format {header.get('format')!r})")
-    if header.get("version") != FORMAT_VERSION:
+    if header.get("version") not in READABLE_VERSIONS:
         raise TraceFormatError(f"{path}: trace format version {header.get('version')} is not supported")
     return header
 
@@ -180,6 +191,14 @@ def load_trace(path: str | Path) -> Trace:
                 for i, a in enumerate(addr)
             ]
             calls = [ApiCall(p, names[n], r, bool(s)) for p, r, n, s in api]
+            if "api_args" in npz.files:
+                args = json.loads(npz["api_args"].tobytes().decode())
+                results = npz["api_result"].tolist()
+                known = npz["api_has_result"].tolist()
+                calls = [
+                    ApiCall(c.position, c.name, c.return_address, c.supported, tuple(a), v if k else None)
+                    for c, a, v, k in zip(calls, args, results, known, strict=True)
+                ]
             meta = _meta_from_json(header["meta"])
         except (KeyError, IndexError, ValueError, zipfile.BadZipFile, OSError) as e:
             raise TraceFormatError(f"{path}: damaged trace ({e})") from None
