@@ -1,8 +1,9 @@
 """`runtrace scan FILE` latency, measured as an analyst sees it: one whole process per file.
 
 Each file is scanned by a fresh `runtrace scan FILE --json` process pinned to one core (`taskset -c 0`
-when available), so the figure includes interpreter start-up, imports, emulation in the tracer child,
-representation, numpy inference and the explanation.  Reported: median and p95 wall time over the
+when available), so the figure includes interpreter start-up, imports (ONNX Runtime's among them),
+loading the model's graphs, emulation in the tracer child, representation, inference and the
+explanation.  Reported: median and p95 wall time over the
 files, the stages' share (from the result document's timings), and the throughput of one batch process
 over all files with 2 tracer workers.
 

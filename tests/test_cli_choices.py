@@ -10,9 +10,7 @@ from runtrace.cli.app import app
 from runtrace.evaluate.protocols import PROTOCOLS
 from runtrace.evaluate.registry import HOLDOUT, INNER_CV
 from runtrace.evaluate.runner import AUTO
-from runtrace.models.bsm import BLOCK_ENCODERS
-from runtrace.models.estimator import AGGREGATIONS
-from runtrace.models.layers import POOLINGS
+from runtrace.models.spec import AGGREGATIONS, BLOCK_ENCODERS, POOLINGS
 from runtrace.models.train import VAL_BY
 from runtrace.represent.encode import REPRESENTATIONS
 from runtrace.represent.windows import WINDOW_MODES
