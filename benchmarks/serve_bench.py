@@ -34,6 +34,14 @@ FIXTURES = [ROOT / "tests" / "fixtures" / "benign" / n for n in ("cli-32.exe", "
 N_UPLOADS = 100
 WORKERS = 2
 DRAIN_TIMEOUT_S = 1800
+# Measured once, not rerun: the service before it loaded the model once (issue 22).
+BEFORE_IN_PROCESS = (
+    "Before the server loaded the model once, each job was a whole `runtrace scan --json` process "
+    "(interpreter start-up, imports, loading the model again). That version, run in the same session on "
+    "2026-12-06, right after this one: 0.88 scans/s against 3.01 files/s for its batch reference, a ratio "
+    "of 0.29 (load average 8.8); an hour earlier 1.30 against 5.48 files/s, 0.24 (load 6.0), when this "
+    "version reached 0.86 (3.45 against 4.01 files/s). It was 0.38 on 2026-12-02."
+)
 LIMITS = ["--max-instructions", "1000000", "--timeout", "60"]
 
 
@@ -153,6 +161,7 @@ def run() -> dict:
                 "each sample is emulated in a forked tracer child under the tracer's caps, as in the batch "
                 "command, which is what isolates a job and lets a deleted one be stopped. A job held a "
                 f"worker for {per_job:.2f} s on average, against {per_file:.2f} s per file in the batch.",
+                BEFORE_IN_PROCESS,
             ],
         }
     finally:

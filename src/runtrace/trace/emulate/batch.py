@@ -20,6 +20,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
+from multiprocessing.connection import wait
 from pathlib import Path
 
 from runtrace.trace.emulate.emulator import EmulationError, TracerSettings, emulate
@@ -28,7 +29,7 @@ from runtrace.trace.emulate.pe import UnsupportedInput, inspect_pe
 from runtrace.trace.formats.native import SUFFIX, TraceFormatError, load_trace, read_trace_meta, save_trace
 
 HARD_TIMEOUT_GRACE_S = 15.0  # the in-process watchdog stops emulation first; this catches real hangs
-_POLL_S = 0.02
+_POLL_S = 0.02  # how often running children's time and memory are checked
 _HEAD = 4096  # enough of a file to tell a PE from anything else without reading the rest
 
 
@@ -266,7 +267,9 @@ def _run(
             proc.start()
             sender.close()
             running[proc] = (sample, time.monotonic(), receiver)
-        time.sleep(_POLL_S)
+        # Woken as soon as a child sends its outcome or dies, else every _POLL_S to check the limits: a
+        # plain sleep made every sample wait half a poll on average after its child had finished.
+        wait([receiver for _, _, receiver in running.values()] + [proc.sentinel for proc in running], _POLL_S)
         for proc, (sample, started, receiver) in list(running.items()):
             outcome = _check_child(proc, sample, started, receiver, hard_limit, settings.memory_mb)
             if outcome is not None:
