@@ -201,7 +201,7 @@ def export_onnx(model_dir: str | os.PathLike, seed: int = 0) -> dict:
     clf = LstmClassifier.load(root, device="cpu")
     net = clf.net.eval()
     rng = np.random.default_rng(seed)
-    hashes, differences = {}, {}
+    graphs, hashes, differences = {}, {}, {}
     for role, (module, inputs, axes, outputs, cases) in _graphs(net, clf.representation, rng).items():
         module.eval()
         try:
@@ -210,12 +210,22 @@ def export_onnx(model_dir: str | os.PathLike, seed: int = 0) -> dict:
             raise ExportError(
                 f"{root}: cannot export the {role} graph ({type(e).__name__}: {_first_line(e)})"
             ) from None
-        differences[role] = _check(role, graph, module, [inputs, *cases])
+        try:
+            differences[role] = _check(role, graph, module, [inputs, *cases])
+        except ExportError as e:
+            raise ExportError(f"{root}: {e}") from None
+        except Exception as e:  # noqa: BLE001 - ONNX Runtime's own error types, when a graph cannot run
+            raise ExportError(
+                f"{root}: the exported {role} graph does not run in ONNX Runtime ({_first_line(e)})"
+            ) from None
         if differences[role] > TOLERANCE:
             raise ExportError(
                 f"{root}: the exported {role} graph differs from torch by {differences[role]:.2g} "
                 f"(more than {TOLERANCE:g})"
             )
+        graphs[role] = graph
+    # Written only once every graph is exported and checked, so a failure leaves the directory as it was.
+    for role, graph in graphs.items():
         _write_atomically(root / GRAPHS[role], graph)
         hashes[role] = hashlib.sha256(graph).hexdigest()
     record = {

@@ -64,6 +64,8 @@ class OnnxModel:
         self.insn_index = _vocabulary_index(vocabularies["instructions"])
         blocks = vocabularies.get("blocks")
         self.block_index = _vocabulary_index(blocks) if blocks else None
+        if spec.model.block_id_embedding and self.block_index is None:
+            raise ValueError("block-identity embedding without a block vocabulary")
         self._sessions = sessions
         self._inputs = {role: {i.name for i in s.get_inputs()} for role, s in sessions.items()}
         self._window_outputs = [o.name for o in sessions["windows"].get_outputs()]
