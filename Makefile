@@ -74,14 +74,17 @@ reproduce-ism reproduce-bsm: reproduce-%:
 		--models lstm,ngram-lr,ngram-lgbm,metadata --manifest $(CORPUS)/manifest.parquet --threads 1 \
 		--no-progress -o reports/reproduce-$* $(if $(FRESH),--overwrite)
 
-# Ships the model `make reproduce` trained as the scanner's default (then update docs/model-card.md).
+# Ships the model `make reproduce` trained as the scanner's default, with the ONNX graphs `runtrace train`
+# exported (then update docs/model-card.md).
 install-default-model:
 	test -f $(WORK)/models/default/calibration.json
 	rm -rf src/runtrace/data/models/default
 	mkdir -p src/runtrace/data/models/default
 	cp $(WORK)/models/default/model.safetensors $(WORK)/models/default/config.json \
 		$(WORK)/models/default/vocabulary.json $(WORK)/models/default/calibration.json \
-		$(WORK)/models/default/history.json src/runtrace/data/models/default/
+		$(WORK)/models/default/history.json $(WORK)/models/default/model.items.onnx \
+		$(WORK)/models/default/model.windows.onnx $(WORK)/models/default/model.gradient.onnx \
+		src/runtrace/data/models/default/
 
 clean:
 	rm -rf build src/*.egg-info src/runtrace/trace/emulate/*.so src/runtrace/trace/emulate/_blockrec.built .pytest_cache

@@ -7,8 +7,9 @@ image, which the loader never maps), so every upload is a real scan and none is 
 result.  A job is lost if its upload is not accepted (202) or it never reaches done/error with a result.
 
 Reference, measured in the same run: the same 100 files in one `runtrace scan --workers 2 --json`
-process; the service's throughput is reported as a ratio to it (the service adds HTTP, SQLite and a
-scan process per job).
+process; the service's throughput is reported as a ratio to it (target: at least 0.8).  Both load the
+model once and score in their own process, each sample emulated in a forked tracer child; the service
+adds HTTP, SQLite and a worker thread per scan running at once.
 """
 
 from __future__ import annotations
@@ -33,6 +34,14 @@ FIXTURES = [ROOT / "tests" / "fixtures" / "benign" / n for n in ("cli-32.exe", "
 N_UPLOADS = 100
 WORKERS = 2
 DRAIN_TIMEOUT_S = 1800
+# Measured once, not rerun: the service before it loaded the model once (issue 22).
+BEFORE_IN_PROCESS = (
+    "Before the server loaded the model once, each job was a whole `runtrace scan --json` process "
+    "(interpreter start-up, imports, loading the model again). That version, run in the same session on "
+    "2026-12-06, right after this one: 0.88 scans/s against 3.01 files/s for its batch reference, a ratio "
+    "of 0.29 (load average 8.8); an hour earlier 1.30 against 5.48 files/s, 0.24 (load 6.0), when this "
+    "version reached 0.86 (3.45 against 4.01 files/s). It was 0.38 on 2026-12-02."
+)
 LIMITS = ["--max-instructions", "1000000", "--timeout", "60"]
 
 
@@ -133,7 +142,9 @@ def run() -> dict:
                 f"{batch_rate:.2f} files/s (`runtrace scan --workers {WORKERS}`, {batch_ok} files "
                 f"in {batch_s:.1f} s)"
             ),
-            "throughput_ratio_to_batch": round(service_rate / batch_rate, 2) if batch_rate else None,
+            "throughput_ratio_to_batch": (
+                f"{service_rate / batch_rate:.2f} (target >= 0.8)" if batch_rate else "no batch result"
+            ),
             "upload_latency_s": (
                 f"p50 {_percentile(upload_s, 0.5):.3f}, p95 {_percentile(upload_s, 0.95):.3f}, "
                 f"max {max(upload_s):.3f} (all {N_UPLOADS} answered within {uploaded_s:.1f} s)"
@@ -146,10 +157,11 @@ def run() -> dict:
                 "Files: the two bundled benign fixtures, each with 50 different overlays appended, so every "
                 "upload is a distinct sha256 and a real scan. End-to-end latency is dominated by waiting in "
                 f"the queue: {WORKERS} workers drain 100 jobs.",
-                "Each job is a whole `runtrace scan` process (interpreter start-up, imports, loading the "
-                "model and the emulator) so that a job is isolated and can be stopped; the batch reference "
-                "pays that once for all files. A job held a worker for "
-                f"{per_job:.1f} s on average, against {per_file:.1f} s per file in the batch.",
+                "The server loads the model once and scores every job in its own process (ONNX Runtime); "
+                "each sample is emulated in a forked tracer child under the tracer's caps, as in the batch "
+                "command, which is what isolates a job and lets a deleted one be stopped. A job held a "
+                f"worker for {per_job:.2f} s on average, against {per_file:.2f} s per file in the batch.",
+                BEFORE_IN_PROCESS,
             ],
         }
     finally:

@@ -28,7 +28,7 @@ import torch
 
 from runtrace.scan.calibration import read_calibration
 from runtrace.scan.explain import attribute
-from runtrace.scan.npmodel import NumpyLstmModel
+from runtrace.scan.onnxmodel import OnnxModel
 from runtrace.scan.scanner import Scanner, ScanOptions
 from runtrace.scan.score import score_sequence
 from runtrace.scan.sequence import encode_for_model
@@ -42,7 +42,7 @@ EXPLAINED = range(601, 631, 2)
 
 
 def gate(model_dir: Path) -> dict:
-    model = NumpyLstmModel.load(model_dir)
+    model = OnnxModel.load(model_dir)
     scanner = Scanner(model, read_calibration(model_dir), ScanOptions(explain=0))
     benign, malicious = [], []
     for seed in HELD_OUT:
@@ -54,7 +54,7 @@ def gate(model_dir: Path) -> dict:
         seq = encode_for_model(
             trace, model.representation, model.normalisation, model.api, None, model.window
         )
-        units = attribute(model, trace, seq, score_sequence(model, seq, keep=True), candidates=32)
+        units = attribute(model, trace, seq, score_sequence(model, seq), candidates=32)
         top = units[0]
         planted = top.kind == "block" and trace.blocks[top.block_id].address == PLANTED_ADDRESS
         ratios.append(top.contribution / max(abs(u.contribution) for u in units[1:]) if planted else 0.0)
@@ -94,7 +94,8 @@ def main() -> int:
         f"{figures['max_benign_probability']:.3f}, smallest malicious probability "
         f"{figures['min_malicious_probability']:.3f}; on malicious traces {EXPLAINED.start}-"
         f"{EXPLAINED.stop - 1} the planted block's occlusion contribution is at least "
-        f"{figures['min_occlusion_ratio']:.1f} times any other unit's.\n"
+        f"{figures['min_occlusion_ratio']:.1f} times any other unit's.\n\n"
+        "Its ONNX graphs (`model.*.onnx`) were exported from the same weights by `train_tiny_model`.\n"
     )
     print(f"wrote {args.out}")
     return 0

@@ -1,5 +1,5 @@
 """Shared pieces of the `runtrace scan` tests: a tiny trained model, random-weight models, trace files,
-and a real (ZipCrypto) encrypted zip archive.  No malware anywhere: traces are synthetic."""
+and a real (ZipCrypto) encrypted zip archive.  No malware anywhere: traces are synthetic or derived."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ import zipfile
 import zlib
 from pathlib import Path
 
-import numpy as np
-
-from runtrace.scan.synthetic import synthetic_corpus, synthetic_trace
+from runtrace.scan.synthetic import synthetic_trace
 from runtrace.trace.formats.native import save_trace
 
 TINY_MODEL = Path(__file__).parent / "fixtures" / "models" / "tiny-bsm"
+PARITY_MODELS = Path(__file__).parent / "fixtures" / "models" / "parity"
 
 
 def tiny_model_dir() -> Path:
@@ -24,46 +23,16 @@ def tiny_model_dir() -> Path:
 
 
 def random_model(out: Path, representation: str, seed: int = 0, **config):
-    """A model with the given configuration and random (not trained) weights, large enough that its
-    outputs vary, saved to `out`.  Fitting one epoch gives it real vocabularies."""
-    import torch
+    """A random-weight model of the given configuration, saved with its graphs (slow: exporting takes
+    10-20 s; fast tests use the committed ones in `parity_model_dir`)."""
+    from runtrace.scan.synthetic import random_weight_model
 
-    from runtrace.models.bsm import BsmLstmConfig
-    from runtrace.models.estimator import VocabularyConfig, make_classifier
-    from runtrace.models.ism import IsmLstmConfig
-    from runtrace.models.train import TrainConfig
-    from runtrace.represent.dataset import build_dataset
-    from runtrace.represent.windows import WindowConfig
+    return random_weight_model(out, representation, seed=seed, **config)
 
-    torch.set_num_threads(1)
-    traces, labels = synthetic_corpus(8, seed=seed)
-    data = build_dataset(traces, labels, representation=representation)
-    model_keys = {"embed_dim", "insn_embed_dim", "block_dim", "hidden_size", "num_layers", "bidirectional",
-                  "pooling", "block_encoder", "block_id_embedding", "max_block_tokens"}  # fmt: skip
-    model_args = {k: v for k, v in config.items() if k in model_keys}
-    sizes = {"hidden_size": 8}
-    if representation == "bsm":
-        model = BsmLstmConfig(**{"insn_embed_dim": 6, "block_dim": 10, **sizes, **model_args})
-    else:
-        model = IsmLstmConfig(**{"embed_dim": 6, **sizes, **model_args})
-    clf = make_classifier(
-        representation,
-        model=model,
-        window=config.get("window", WindowConfig("sampled", length=48, count=3)),
-        aggregation=config.get("aggregation", "mean"),
-        train=TrainConfig(epochs=1, batch_size=8, progress=False, seed=seed, val_fraction=0.0),
-        vocabulary=VocabularyConfig(min_documents=1),
-        block_vocabulary=VocabularyConfig(min_documents=1),
-    )
-    clf.fit(data, np.arange(len(data)))
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in clf.net.named_parameters():
-            p.copy_(torch.randn(p.shape, generator=generator) * 0.6)
-            if name.endswith(("embed.weight", "block_ids.weight")):
-                p[0] = 0.0  # the padding row, which training never moves from zero
-    clf.save(out)
-    return clf
+
+def parity_model_dir(name: str) -> Path:
+    """A committed random-weight model (scripts/make_parity_models.py; PARITY_MODELS names them)."""
+    return PARITY_MODELS / name
 
 
 def write_traces(directory: Path, specs: dict[str, tuple[bool, int, dict]]) -> dict[str, Path]:

@@ -10,9 +10,7 @@ from runtrace.cli.app import app
 from runtrace.evaluate.protocols import PROTOCOLS
 from runtrace.evaluate.registry import HOLDOUT, INNER_CV
 from runtrace.evaluate.runner import AUTO
-from runtrace.models.bsm import BLOCK_ENCODERS
-from runtrace.models.estimator import AGGREGATIONS
-from runtrace.models.layers import POOLINGS
+from runtrace.models.spec import AGGREGATIONS, BLOCK_ENCODERS, KINDS, POOLINGS
 from runtrace.models.train import VAL_BY
 from runtrace.represent.encode import REPRESENTATIONS
 from runtrace.represent.windows import WINDOW_MODES
@@ -33,6 +31,13 @@ def test_choices_match_the_stages() -> None:
     assert values(choices.Pooling) == POOLINGS
     assert values(choices.BlockEncoder) == BLOCK_ENCODERS
     assert values(choices.ValidationBy) == VAL_BY
+
+
+def test_the_checkpoint_spec_names_the_estimators_kinds() -> None:
+    """`models/spec.py` (read by the torch-free scanner) and the estimators agree on the model kinds."""
+    from runtrace.models.estimator import BsmLstm, IsmLstm
+
+    assert {c.kind: c.representation for c in (IsmLstm, BsmLstm)} == KINDS
 
 
 def test_a_value_outside_the_choices_is_one_line_naming_the_option() -> None:

@@ -100,11 +100,18 @@ def test_dataset_build_and_train(tmp_path: Path, corpus, representation: str) ->
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "model written" in result.output
+    assert "model written" in result.output and "ONNX graphs (opset" in result.output
     clf = load_model(model_dir)
     assert clf.config.window.length == 16 and clf.config.window.mode == "sliding"
     proba = clf.predict_proba(data, np.arange(16))
     assert proba.shape == (16,)
+    # The graphs `train` wrote are what `scan` runs: recorded, loadable, and in agreement with torch.
+    from runtrace.scan.onnxmodel import OnnxModel
+
+    config = json.loads((model_dir / "config.json").read_text())
+    assert set(config["onnx"]["graphs"]) == {"items", "windows", "gradient"}
+    assert max(config["onnx"]["max_difference_from_torch"].values()) < 1e-4
+    assert OnnxModel.load(model_dir).kind == f"{representation}-lstm"
     log = [json.loads(line) for line in (model_dir / "training_log.jsonl").read_text().splitlines()]
     assert len(log) == 2
 
@@ -165,3 +172,34 @@ def test_train_refuses_the_wrong_representation(tmp_path: Path, corpus) -> None:
     )
     result = runner.invoke(app, ["train", "-d", str(tmp_path), "-r", "bsm", "-o", str(tmp_path / "m")])
     assert result.exit_code == 2 and "ISM dataset" in result.output
+
+
+def test_export_refuses_what_is_not_a_model_in_one_line(tmp_path: Path) -> None:
+    for target in (tmp_path / "absent", tmp_path):
+        result = runner.invoke(app, ["export", str(target)])
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error:"), result.output
+        assert "not a runtrace model" in lines[0]
+
+
+@pytest.mark.slow
+def test_export_writes_again_the_graphs_of_a_saved_model(tmp_path: Path) -> None:
+    """`runtrace export` on a model saved without graphs writes them, byte for byte the committed ones
+    (export is deterministic for one torch version), and records them so `scan` loads them."""
+    import shutil
+
+    from runtrace.models.spec import GRAPHS
+    from runtrace.scan.onnxmodel import OnnxModel
+    from scan_support import tiny_model_dir
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir(), model)
+    config = json.loads((model / "config.json").read_text())
+    committed = config.pop("onnx")
+    (model / "config.json").write_text(json.dumps(config))
+    for name in GRAPHS.values():
+        (model / name).unlink()
+    result = runner.invoke(app, ["export", str(model)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((model / "config.json").read_text())["onnx"]["graphs"] == committed["graphs"]
+    assert OnnxModel.load(model).kind == "bsm-lstm"

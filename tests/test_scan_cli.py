@@ -230,12 +230,12 @@ def test_debugger_traces_are_scanned_without_emulation(tmp_path: Path) -> None:
     assert all(r.explanation.contributions[0].address == f"0x{PLANTED_ADDRESS:08x}" for r in report.results)
 
 
-def test_an_ism_model_scans_and_explains(tmp_path: Path, traces) -> None:
-    from scan_support import random_model
+def test_an_ism_model_scans_and_explains(traces) -> None:
+    from scan_support import parity_model_dir
 
-    random_model(tmp_path / "ism", "ism", seed=2)
     result = CliRunner().invoke(
-        app, ["scan", "--model", str(tmp_path / "ism"), "--json", str(traces["evil"])]
+        app,
+        ["scan", "--model", str(parity_model_dir("ism-bi2-last-attention")), "--json", str(traces["evil"])],
     )
     report = ScanReport.model_validate_json(result.stdout)
     assert report.model.representation == "ism" and report.model.kind == "ism-lstm"

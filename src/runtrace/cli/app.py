@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -47,6 +49,14 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 # Shared by every command that reads samples (trace, scan, corpus trace).
 MAX_FILE_SIZE_HELP = "Inputs larger than this many MiB get an error, unread (0: no limit)."
 INTERRUPTED = 130  # the shell's code for a run stopped by Ctrl-C (128 + SIGINT)
+
+
+def one_blas_thread() -> None:
+    """One BLAS / OpenMP thread for the scanner's numpy work (scan, serve): its matrix products are
+    small, threads buy nothing, and on a busy machine their spinning slowed the explanation 30-fold
+    (measured on 2 cores).  Must run before numpy loads OpenBLAS; a value the user set wins."""
+    for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(variable, "1")
 
 
 def max_file_bytes(max_file_size_mb: int) -> int | None:

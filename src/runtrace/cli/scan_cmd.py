@@ -2,12 +2,11 @@
 
 Start-up is kept lean on purpose (the whole process should answer in about a second): this module
 imports only typer at load time; the scanner, numpy and the emulator are imported when the command
-runs, and torch never is (inference runs on numpy, see `runtrace.scan.npmodel`).
+runs, and torch never is (inference runs on ONNX Runtime, see `runtrace.scan.onnxmodel`).
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from runtrace.cli.app import (
     err_console,
     fail,
     max_file_bytes,
+    one_blas_thread,
 )
 
 
@@ -67,11 +67,7 @@ def scan(
     Exit status: 1 when any file is malicious, else 2 when anything failed, else 0; 130 when stopped
     by Ctrl-C (the files finished by then are reported).
     """
-    # The model's matrix products are small: BLAS threads buy nothing, and on a busy machine their
-    # spinning slowed the explanation 30-fold (measured on 2 cores).  Set before numpy loads OpenBLAS;
-    # a value the user set wins.
-    for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(variable, "1")
+    one_blas_thread()
     if schema:
         import json
 
@@ -90,7 +86,7 @@ def scan(
     from rich.markup import escape
 
     from runtrace.scan.calibration import Calibration, CalibrationError, read_calibration
-    from runtrace.scan.npmodel import ModelError, NumpyLstmModel
+    from runtrace.scan.onnxmodel import ModelError, OnnxModel
 
     model_dir = model or default_model_dir()
     if model is None and not (model_dir / "config.json").exists():
@@ -99,8 +95,8 @@ def scan(
             "pass --model DIR with a model directory written by `runtrace train`"
         )
     try:
-        numpy_model = NumpyLstmModel.load(model_dir)
-        calibration = read_calibration(model_dir, numpy_model.config)
+        onnx_model = OnnxModel.load(model_dir)
+        calibration = read_calibration(model_dir)
     except (ModelError, CalibrationError) as e:
         raise fail(escape(str(e))) from None
     if threshold is not None:
@@ -121,7 +117,7 @@ def scan(
         memory_mb=memory_mb,
         dask=dask,
     )
-    scanner = Scanner(numpy_model, calibration, options)
+    scanner = Scanner(onnx_model, calibration, options)
     try:
         inputs = list(iter_inputs(paths, password, max_bytes))
     except KeyboardInterrupt:

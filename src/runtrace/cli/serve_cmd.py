@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from runtrace.cli.app import app, console, fail
+from runtrace.cli.app import app, console, fail, one_blas_thread
 
 TOKEN_VARIABLE = "RUNTRACE_TOKEN"
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -25,7 +25,7 @@ def serve(
         "127.0.0.1", help="Address to listen on (anything but localhost needs a token)."
     ),
     port: int = typer.Option(8000, help="TCP port."),
-    workers: int = typer.Option(1, help="Scans running at once (each in its own process)."),
+    workers: int = typer.Option(1, help="Scans running at once (each traces in its own child process)."),
     db: Path = typer.Option(
         None,
         help="SQLite database of scans (default: ~/.cache/runtrace/serve/scans.db); samples are kept "
@@ -47,6 +47,7 @@ def serve(
     ),
 ) -> None:
     """Run the scanning service: an HTTP API (/api/v1, docs at /docs) and a web page at /."""
+    one_blas_thread()  # the service scores in this process, as `runtrace scan` does
     from rich.markup import escape
 
     from runtrace.cli.scan_cmd import default_model_dir
@@ -62,7 +63,7 @@ def serve(
     import uvicorn
 
     from runtrace.scan.calibration import CalibrationError
-    from runtrace.scan.npmodel import ModelError
+    from runtrace.scan.onnxmodel import ModelError
     from runtrace.serve.app import create_app
     from runtrace.serve.jobs import ScanService, ScanSettings
     from runtrace.serve.store import JobStore, SampleStore

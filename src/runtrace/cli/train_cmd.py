@@ -1,4 +1,5 @@
-"""`runtrace train`: fit an ISM or BSM LSTM on a dataset and save it (safetensors + JSON).
+"""`runtrace train`: fit an ISM or BSM LSTM on a dataset and save it (safetensors + JSON), with the ONNX
+graphs `scan` and `serve` run (`runtrace.models.export`).
 
 Runs on one process by default; `torchrun --nproc_per_node N runtrace train ...` trains with
 DistributedDataParallel (gloo on CPU, nccl on CUDA) and rank 0 writes the model.
@@ -61,7 +62,8 @@ def train(
     log: Path = typer.Option(None, help="Epoch log (JSON lines); default: OUT/training_log.jsonl."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Train an LSTM on all files of a dataset (validation split drawn from them) and save it."""
+    """Train an LSTM on all files of a dataset (validation split drawn from them) and save it, with the
+    ONNX graphs `runtrace scan` runs."""
     from runtrace.models.bsm import BsmLstmConfig
     from runtrace.models.estimator import VocabularyConfig, make_classifier
     from runtrace.models.ism import IsmLstmConfig
@@ -144,6 +146,10 @@ def train(
         raise fail(str(e)) from None
     finally:
         shutdown_distributed()
+    if ctx.is_main:
+        from runtrace.cli.export_cmd import report_export
+
+        report_export(out)
 
 
 def _summary(clf, ctx, out: Path) -> None:

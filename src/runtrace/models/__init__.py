@@ -1,39 +1,45 @@
-"""The LSTM models (ISM, BSM), their training loop and safe checkpoints, behind `FileClassifier`.
+"""The LSTM models (ISM, BSM), their training loop, safe checkpoints and ONNX export, behind
+`FileClassifier`.
 
 `IsmLstm` / `BsmLstm` are the estimators (fit / predict_proba / save / load); `IsmLstmNet` / `BsmLstmNet`
-are the torch modules inside them.
+are the torch modules inside them.  `spec` (the checkpoint format) and `aggregation` (window outputs ->
+file score) need no torch: the scanner imports them.  So this package imports torch only when a name
+that needs it is first used (PEP 562), never on `import runtrace.models.spec`.
 """
 
-from runtrace.models.base import FileClassifier
-from runtrace.models.bsm import BsmLstmConfig, BsmLstmNet
-from runtrace.models.estimator import (
-    AGGREGATIONS,
-    BsmLstm,
-    IsmLstm,
-    LstmClassifier,
-    LstmClassifierConfig,
-    VocabularyConfig,
-    aggregate_windows,
-    load_model,
-    make_classifier,
-)
-from runtrace.models.ism import IsmLstmConfig, IsmLstmNet
-from runtrace.models.train import TrainConfig
+from __future__ import annotations
 
-__all__ = [
-    "AGGREGATIONS",
-    "BsmLstm",
-    "BsmLstmConfig",
-    "BsmLstmNet",
-    "FileClassifier",
-    "IsmLstm",
-    "IsmLstmConfig",
-    "IsmLstmNet",
-    "LstmClassifier",
-    "LstmClassifierConfig",
-    "TrainConfig",
-    "VocabularyConfig",
-    "aggregate_windows",
-    "load_model",
-    "make_classifier",
-]
+import importlib
+
+_EXPORTS = {
+    "FileClassifier": "base",
+    "BsmLstmConfig": "bsm",
+    "BsmLstmNet": "bsm",
+    "IsmLstmConfig": "ism",
+    "IsmLstmNet": "ism",
+    "BsmLstm": "estimator",
+    "IsmLstm": "estimator",
+    "LstmClassifier": "estimator",
+    "LstmClassifierConfig": "estimator",
+    "VocabularyConfig": "estimator",
+    "load_model": "estimator",
+    "make_classifier": "estimator",
+    "TrainConfig": "train",
+    "AGGREGATIONS": "spec",
+    "aggregate_windows": "aggregation",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

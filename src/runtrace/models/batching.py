@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from runtrace.models.spec import block_rows
 from runtrace.represent.dataset import SequenceDataset
 from runtrace.represent.vocabulary import Vocabulary
 from runtrace.represent.windows import Windows
@@ -263,14 +264,7 @@ class WindowEncoder:
     def _block_matrix(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Instruction vocabulary ids of the given block keys, (U, L) with L <= max_block_tokens."""
         off = self.tables.block_offsets
-        flat = self.tables.block_flat
-        sizes = off[keys + 1] - off[keys]
-        width = max(int(min(sizes.max(initial=1), self.max_block_tokens)), 1)
-        ids = gather_padded(flat, off[keys], np.minimum(sizes, width), width)
-        # A block longer than the cap keeps its head and its *last* instruction: the control transfer
-        # that ends it says where execution goes next.
-        long = sizes > width
-        if long.any():
-            ids[long, width - 1] = np.asarray(flat[off[keys[long] + 1] - 1], dtype=np.int64)
-        matrix = np.where(ids >= 0, self.insn_table[np.maximum(ids, 0)], Vocabulary.PAD)
-        return matrix, np.maximum(np.minimum(sizes, width), 1)
+        rows, lengths = block_rows(
+            self.tables.block_flat, off[keys], off[keys + 1] - off[keys], self.max_block_tokens
+        )
+        return np.where(rows >= 0, self.insn_table[np.maximum(rows, 0)], Vocabulary.PAD), lengths

@@ -15,9 +15,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from runtrace.models.layers import POOLINGS, SequenceLstm, pool_outputs
-
-BLOCK_ENCODERS = ("mean", "max", "conv")
+from runtrace.models.layers import SequenceLstm, pool_outputs
+from runtrace.models.spec import BLOCK_ENCODERS, POOLINGS
 
 
 @dataclass
@@ -106,10 +105,17 @@ class BsmLstmNet(nn.Module):
         """insn (U, L), insn_lengths (U,), block_ids (U,): the batch's distinct blocks (block vocabulary
         ids); positions (B, T): 1 + row of `insn` at each step, 0 = padding; lengths (B,) >= 1.
         Returns (logits (B,), features (B, F))."""
-        vectors = self.blocks(insn, insn_lengths, block_ids)
+        vectors = self.items(insn, insn_lengths, block_ids)
         # Row 0 is the padding vector, so `positions` indexes the table directly.
         table = torch.cat([vectors.new_zeros(1, vectors.size(1)), vectors], dim=0)
-        x = self.drop(table[positions])
-        out = self.lstm(x, lengths, self.config.pack)
+        return self.windows(table[positions], lengths)
+
+    def items(self, insn: torch.Tensor, insn_lengths: torch.Tensor, block_ids: torch.Tensor) -> torch.Tensor:
+        """The LSTM's input vector of each distinct block -> (U, block_dim)."""
+        return self.blocks(insn, insn_lengths, block_ids)
+
+    def windows(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, T, block_dim) input vectors, each row's real steps first -> (logits, features)."""
+        out = self.lstm(self.drop(x), lengths, self.config.pack)
         features = pool_outputs(out, lengths, self.config.pooling, self.config.bidirectional)
         return self.head(self.drop(features)).squeeze(-1), features

@@ -6,9 +6,9 @@ from dataclasses import asdict, dataclass, field
 
 from runtrace.models.bsm import BsmLstmConfig
 from runtrace.models.ism import IsmLstmConfig
+from runtrace.models.spec import AGGREGATIONS
 from runtrace.models.train import TrainConfig
 from runtrace.models.vocabularies import VocabularyConfig
-from runtrace.models.windowing import AGGREGATIONS
 from runtrace.represent.windows import WindowConfig
 
 

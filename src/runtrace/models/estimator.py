@@ -32,15 +32,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from runtrace.models.aggregation import aggregate_windows
 from runtrace.models.batching import DatasetTables, WindowEncoder, WindowStore, find_attribute
 from runtrace.models.bsm import BsmLstmConfig, BsmLstmNet
 from runtrace.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from runtrace.models.config import LstmClassifierConfig
 from runtrace.models.ism import IsmLstmConfig, IsmLstmNet
+from runtrace.models.spec import AGGREGATIONS
 from runtrace.models.train import distributed_context, fit_loop, resolve_device, split_validation
 from runtrace.models.vocabularies import VocabularyConfig, fit_vocabularies
 from runtrace.models.window_training import WindowTraining, window_outputs
-from runtrace.models.windowing import AGGREGATIONS, DEFAULT_WINDOWS, aggregate_windows, resolve_window_config
+from runtrace.models.windowing import DEFAULT_WINDOWS, resolve_window_config
 from runtrace.represent.encode import BSM, ISM
 from runtrace.represent.vocabulary import Vocabulary
 from runtrace.represent.windows import WindowConfig, Windows, cut_windows
@@ -69,7 +71,16 @@ class WindowNet(nn.Module):
         self.attention = nn.Linear(body.feature_dim, 1) if attention else None
 
     def forward(self, **inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        logits, features = self.body(**inputs)
+        return self._scored(*self.body(**inputs))
+
+    def windows(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Window logits (and attention scores) from the LSTM's input vectors x (B, T, D): the part of
+        `forward` after the items are encoded, which the scanner runs as an ONNX graph."""
+        return self._scored(*self.body.windows(x, lengths))
+
+    def _scored(
+        self, logits: torch.Tensor, features: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         scores = self.attention(features).squeeze(-1) if self.attention is not None else None
         return logits, scores
 

@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from runtrace.models.layers import POOLINGS, SequenceLstm, pool_outputs
+from runtrace.models.layers import SequenceLstm, pool_outputs
+from runtrace.models.spec import POOLINGS
 
 
 @dataclass
@@ -49,7 +50,14 @@ class IsmLstmNet(nn.Module):
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """tokens (B, T) int64, lengths (B,) int64 >= 1 -> (logits (B,), features (B, F))."""
-        x = self.drop(self.embed(tokens))
-        out = self.lstm(x, lengths, self.config.pack)
+        return self.windows(self.items(tokens), lengths)
+
+    def items(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The LSTM's input vector of each token id (any shape) -> (..., embed_dim)."""
+        return self.embed(tokens)
+
+    def windows(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, T, embed_dim) input vectors, each row's real steps first -> (logits, features)."""
+        out = self.lstm(self.drop(x), lengths, self.config.pack)
         features = pool_outputs(out, lengths, self.config.pooling, self.config.bidirectional)
         return self.head(self.drop(features)).squeeze(-1), features

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-POOLINGS = ("last", "mean", "max")
+from runtrace.models.spec import POOLINGS
 
 
 def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -16,7 +16,9 @@ def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     steps = torch.arange(x.size(1), device=x.device)[None, :]
     lengths = lengths.to(x.device)[:, None]
     index = torch.where(steps < lengths, lengths - 1 - steps, steps)
-    return x.gather(1, index.unsqueeze(-1).expand_as(x))
+    # expand(-1, -1, F), not expand_as(x): the ONNX exporter can read a recurrent output's length as the
+    # example's, and the window length must stay a free axis of the exported graph.
+    return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.size(-1)))
 
 
 def _run_packed(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -72,7 +72,8 @@ def _from_object(obj: dict, where: str) -> Calibration:
 
 
 def read_calibration(model_dir: str | Path, config: dict | None = None) -> Calibration:
-    """The model directory's calibration, or the uncalibrated default."""
+    """The model directory's calibration, or the uncalibrated default.  `config`: the directory's
+    config.json when the caller has it (else it is read here)."""
     root = Path(model_dir)
     path = root / CALIBRATION_FILE
     if path.exists():
@@ -81,7 +82,12 @@ def read_calibration(model_dir: str | Path, config: dict | None = None) -> Calib
         except (OSError, ValueError) as e:
             raise CalibrationError(f"{path}: unreadable ({' '.join(str(e).split())})") from None
         return _from_object(obj, str(path))
-    if config and config.get("calibration") is not None:
+    if config is None:
+        try:
+            config = json.loads((root / "config.json").read_text())
+        except (OSError, ValueError):
+            config = None  # the model loader reports an unreadable config.json
+    if isinstance(config, dict) and config.get("calibration") is not None:
         return _from_object(config["calibration"], f"{root / 'config.json'} (calibration)")
     return Calibration(
         UNCALIBRATED_THRESHOLD, None, "uncalibrated default (the model has no calibration.json)"

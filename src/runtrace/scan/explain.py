@@ -30,7 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtrace.scan.npmodel import NumpyLstmModel, aggregate_rows
+from runtrace.models.aggregation import aggregate_rows
+from runtrace.scan.onnxmodel import OnnxModel
 from runtrace.scan.score import Score
 from runtrace.scan.sequence import ModelSequence
 from runtrace.trace.model import Trace
@@ -80,14 +81,14 @@ def unit_map(trace: Trace, seq: ModelSequence, positions: np.ndarray) -> UnitMap
 
 
 def attribute(
-    model: NumpyLstmModel,
+    model: OnnxModel,
     trace: Trace,
     seq: ModelSequence,
     score: Score,
     candidates: int = DEFAULT_CANDIDATES,
 ) -> list[UnitAttribution]:
     """Every unit occurring in the scored windows, exact ones first by contribution (largest first),
-    then the estimated rest by estimate.  `score` must come from `score_sequence(..., keep=True)`."""
+    then the estimated rest by estimate."""
     batch = score.batch
     units = unit_map(trace, seq, batch.positions)
     codes = units.codes
@@ -95,7 +96,7 @@ def attribute(
     if not present.any():
         return []
     x = batch.vectors()
-    grad = model.gradient(score.outputs, target="logit")
+    grad = model.gradient(x, batch.lengths, score.outputs, target="logit")
     baseline = batch.items[batch.baseline_id]
     per_step = np.einsum("btd,btd->bt", grad.astype(np.float64), (x - baseline).astype(np.float64))
     n_units = len(units.kinds)
@@ -151,7 +152,7 @@ def _first_visits(seq: ModelSequence, positions: np.ndarray, codes: np.ndarray, 
 
 
 def _occlude(
-    model: NumpyLstmModel,
+    model: OnnxModel,
     score: Score,
     x: np.ndarray,
     codes: np.ndarray,
@@ -160,11 +161,7 @@ def _occlude(
     in_window: np.ndarray,
 ) -> dict[int, float]:
     """Exact contribution of each chosen unit: rerun only the windows it occurs in, with its steps set
-    to the baseline vector, and aggregate with the untouched windows' outputs.
-
-    A unidirectional LSTM cannot see a change before it happens, so each variant resumes from the
-    cached state just before the unit's first occurrence in that window; bidirectional models rerun the
-    whole window."""
+    to the baseline vector, and aggregate with the untouched windows' outputs."""
     if len(chosen) == 0:
         return {}
     logits, scores = score.outputs.logits, score.outputs.scores
@@ -172,33 +169,20 @@ def _occlude(
     unit_of = np.repeat(chosen, in_window[chosen].sum(1))
     row_of = np.nonzero(in_window[chosen])[1]
     hits = codes[row_of] == unit_of[:, None]  # (V, T): the steps each variant masks
-    first = hits.argmax(1)
-    order = np.argsort(first, kind="stable")  # resuming wants variants sorted by their first change
-    unit_of, row_of, hits, first = unit_of[order], row_of[order], hits[order], first[order]
     new_logits = np.empty(len(unit_of))
     new_scores = np.empty(len(unit_of)) if scores is not None else None
-    resumable = not model.lstm.bidirectional and score.outputs.cache is not None
-    if resumable:
-        stack_cache = score.outputs.cache[2]
-        layer0 = model.lstm.forward_layers[0]
-        baseline_pre = baseline @ layer0.w_ih_t + layer0.bias
     for begin in range(0, len(unit_of), MAX_ROWS_PER_PASS):
         part = slice(begin, begin + MAX_ROWS_PER_PASS)
         rows, mask = row_of[part], hits[part]
-        if resumable:
-            pre = stack_cache.forward[0].pre[rows].copy()
-            pre[mask] = baseline_pre
-            out = model.head_outputs(model.lstm.resume(rows, first[part], pre, stack_cache), lengths[rows])
-        else:
-            masked = x[rows].copy()
-            masked[mask] = baseline
-            out = model.window_outputs(masked, lengths[rows])
+        masked = x[rows]  # a copy (fancy indexing)
+        masked[mask] = baseline
+        out = model.window_outputs(masked, lengths[rows])
         new_logits[part] = out.logits
         if new_scores is not None:
             new_scores[part] = out.scores
     # One row per chosen unit: the file's window outputs with that unit's windows replaced.
-    slot = np.searchsorted(np.sort(chosen), unit_of)
     units_sorted = np.sort(chosen)
+    slot = np.searchsorted(units_sorted, unit_of)
     variant_logits = np.tile(logits, (len(chosen), 1))
     variant_logits[slot, row_of] = new_logits
     variant_scores = None

@@ -24,7 +24,7 @@ import numpy as np
 from runtrace.scan.calibration import Calibration
 from runtrace.scan.explain import DEFAULT_CANDIDATES, UnitAttribution, attribute
 from runtrace.scan.inputs import ScanInput, TraceFile
-from runtrace.scan.npmodel import NumpyLstmModel
+from runtrace.scan.onnxmodel import OnnxModel
 from runtrace.scan.report import contribution, trace_facts
 from runtrace.scan.schema import (
     Decision,
@@ -71,7 +71,7 @@ class ScanOptions:
 
 @dataclass
 class Scanner:
-    model: NumpyLstmModel
+    model: OnnxModel
     calibration: Calibration
     options: ScanOptions = field(default_factory=ScanOptions)
 
@@ -112,7 +112,7 @@ class Scanner:
         n_instructions = trace.instruction_count
         judged = n_instructions >= self.options.min_instructions
         want_explanation = judged and self.options.explain > 0
-        score = score_sequence(m, seq, keep=want_explanation)
+        score = score_sequence(m, seq)
         scored_at = time.perf_counter()
         explanation = None
         if want_explanation:
@@ -191,11 +191,15 @@ class Scanner:
 
     # --- many inputs ------------------------------------------------------------------------------------
     def scan(
-        self, inputs: list[ScanInput], on_result: Callable[[FileResult], None] | None = None
+        self,
+        inputs: list[ScanInput],
+        on_result: Callable[[FileResult], None] | None = None,
+        stop: Callable[[], bool] | None = None,
     ) -> list[FileResult]:
         """One result per input, in input order; `on_result` is called as each one is ready.
 
-        Ctrl-C raises ScanInterrupted with the results finished so far."""
+        Ctrl-C raises ScanInterrupted with the results finished so far; so does `stop()` returning True
+        while local tracer processes run (they are killed; a Dask cluster's tracing is not stopped)."""
         results: list[FileResult | None] = [None] * len(inputs)
 
         def done(index: int, result: FileResult) -> None:
@@ -216,7 +220,7 @@ class Scanner:
                         samples.append(item)
                     by_sha.setdefault(item.sha256, []).append(index)
             if samples:
-                self._scan_samples(samples, inputs, by_sha, done)
+                self._scan_samples(samples, inputs, by_sha, done, stop)
         except KeyboardInterrupt:
             raise ScanInterrupted([r for r in results if r is not None], len(inputs)) from None
         return [r for r in results if r is not None]
@@ -239,7 +243,7 @@ class Scanner:
             name, sha256, "trace", lambda: self.analyse_trace(trace, name, sha256, "trace", loaded)
         )
 
-    def _scan_samples(self, samples, inputs, by_sha: dict[str, list[int]], done) -> None:
+    def _scan_samples(self, samples, inputs, by_sha: dict[str, list[int]], done, stop=None) -> None:
         from runtrace.trace.emulate.batch import trace_batch
         from runtrace.trace.emulate.emulator import TracerSettings
         from runtrace.trace.formats.native import load_trace
@@ -271,7 +275,7 @@ class Scanner:
 
                 trace_batch_dask(samples, Path(tmp), o.dask, settings, on_done=finished)
             else:
-                trace_batch(samples, Path(tmp), settings, workers, on_done=finished)
+                trace_batch(samples, Path(tmp), settings, workers, on_done=finished, stop=stop)
 
     def _analyse_saved(self, outcome, load_trace) -> FileResult:
         path = Path(outcome.path)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtrace.scan.npmodel import NumpyLstmModel, WindowOutputs
+from runtrace.scan.onnxmodel import OnnxModel, WindowOutputs
 from runtrace.scan.sequence import ModelSequence
 
 
@@ -28,7 +28,7 @@ class WindowBatch:
         return self.items[np.where(self.item_ids >= 0, self.item_ids, self.baseline_id)]
 
 
-def window_batch(model: NumpyLstmModel, seq: ModelSequence) -> WindowBatch:
+def window_batch(model: OnnxModel, seq: ModelSequence) -> WindowBatch:
     enc = seq.encoded
     items = np.vstack([model.item_vectors(enc.lexicon, enc.block_contents), model.baseline_vector()[None, :]])
     positions = seq.window_positions()
@@ -51,7 +51,7 @@ class Score:
     batch: WindowBatch
 
 
-def score_sequence(model: NumpyLstmModel, seq: ModelSequence, keep: bool = False) -> Score:
+def score_sequence(model: OnnxModel, seq: ModelSequence) -> Score:
     batch = window_batch(model, seq)
-    outputs = model.window_outputs(batch.vectors(), batch.lengths, keep=keep)
+    outputs = model.window_outputs(batch.vectors(), batch.lengths)
     return Score(model.probability(outputs), outputs, batch)

@@ -102,12 +102,14 @@ def train_tiny_model(
     small: bool = True,
     **model_overrides,
 ):
-    """Train an LSTM on synthetic traces and save it (needs torch).  `small=False` keeps the default
-    layer sizes (for latency measurements, where what matters is the size, not the accuracy)."""
+    """Train an LSTM on synthetic traces and save it with its ONNX graphs, as `runtrace train` does
+    (needs torch).  `small=False` keeps the default layer sizes (for latency measurements, where what
+    matters is the size, not the accuracy)."""
     import torch
 
     from runtrace.models.bsm import BsmLstmConfig
     from runtrace.models.estimator import make_classifier
+    from runtrace.models.export import export_onnx
     from runtrace.models.ism import IsmLstmConfig
     from runtrace.models.train import TrainConfig
     from runtrace.represent.dataset import build_dataset
@@ -128,4 +130,70 @@ def train_tiny_model(
     clf = make_classifier(representation, model=model, window=window, train=train)
     clf.fit(data, np.arange(len(data)))
     clf.save(out_dir)
+    export_onnx(out_dir)
+    return clf
+
+
+MODEL_KEYS = {"embed_dim", "insn_embed_dim", "block_dim", "hidden_size", "num_layers", "bidirectional",
+              "pooling", "block_encoder", "block_id_embedding", "max_block_tokens"}  # fmt: skip
+
+
+def random_weight_model(
+    out_dir: str | Path,
+    representation: str,
+    traces: list | None = None,
+    labels: list[int] | None = None,
+    seed: int = 0,
+    export: bool = True,
+    max_vocabulary: int | None = None,
+    **config,
+):
+    """A model with the given configuration and random (not trained) weights, large enough that its
+    outputs vary, saved to `out_dir` (with its ONNX graphs unless export=False); needs torch.
+
+    One epoch of fitting on `traces` (default: 8 synthetic ones) gives it real vocabularies; the weights
+    are then drawn again, so every embedding row and gate matters.  `config`: layer settings
+    (`MODEL_KEYS`), `window` and `aggregation`.  For the tests that compare the exported graphs with
+    torch, where a random network exercises more of the arithmetic than a trained one."""
+    import torch
+
+    from runtrace.models.bsm import BsmLstmConfig
+    from runtrace.models.estimator import VocabularyConfig, make_classifier
+    from runtrace.models.ism import IsmLstmConfig
+    from runtrace.models.train import TrainConfig
+    from runtrace.represent.dataset import build_dataset
+    from runtrace.represent.windows import WindowConfig
+
+    torch.set_num_threads(1)
+    if traces is None:
+        traces, labels = synthetic_corpus(8, seed=seed)
+    data = build_dataset(traces, labels, representation=representation)
+    model_args = {k: v for k, v in config.items() if k in MODEL_KEYS}
+    sizes = {"hidden_size": 8}
+    if representation == "bsm":
+        model = BsmLstmConfig(**{"insn_embed_dim": 6, "block_dim": 10, **sizes, **model_args})
+    else:
+        model = IsmLstmConfig(**{"embed_dim": 6, **sizes, **model_args})
+    vocabulary = VocabularyConfig(min_documents=1, max_size=max_vocabulary)
+    clf = make_classifier(
+        representation,
+        model=model,
+        window=config.get("window", WindowConfig("sampled", length=48, count=3)),
+        aggregation=config.get("aggregation", "mean"),
+        train=TrainConfig(epochs=1, batch_size=8, progress=False, seed=seed, val_fraction=0.0),
+        vocabulary=vocabulary,
+        block_vocabulary=vocabulary,
+    )
+    clf.fit(data, np.arange(len(data)))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in clf.net.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=generator) * 0.6)
+            if name.endswith(("embed.weight", "block_ids.weight")):
+                p[0] = 0.0  # the padding row, which training never moves from zero
+    clf.save(out_dir)
+    if export:
+        from runtrace.models.export import export_onnx
+
+        export_onnx(out_dir)
     return clf

@@ -1,30 +1,25 @@
-"""Running scan jobs: a bounded pool of worker threads, each driving one `runtrace scan --json` process.
+"""Running scan jobs: a bounded pool of worker threads sharing one loaded model.
 
-Each job is the command line's own scan of one stored file, in its own process: the result is exactly
-the record `runtrace scan --json` writes for that file, the tracer's time and memory caps apply as they
-do there (its forked tracer child is watched and killed by the scan), a crash anywhere in tracing or
-scoring costs that job only, and a job whose scan is deleted can be stopped by killing its process.
-The threads only wait on those processes, so `workers` bounds how many scans run at once.
+The model is loaded once, when the service starts (its ONNX Runtime sessions are safe to run from
+several threads), and every job is scored and explained in this process, by the scanner `runtrace scan`
+uses, so a job's result is exactly the record `runtrace scan --json` writes for that file.  Tracing
+still happens in a child process per sample, forked by the tracer's batch runner with the tracer's time
+and memory caps: a sample that hangs or blows up the emulator costs that job only, and a job whose scan
+is deleted is stopped by killing its tracer child.  `workers` bounds how many scans run at once.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtrace.scan.calibration import read_calibration
-from runtrace.scan.npmodel import NumpyLstmModel
-from runtrace.scan.scanner import Scanner
+from runtrace.scan.inputs import iter_inputs
+from runtrace.scan.onnxmodel import OnnxModel
+from runtrace.scan.scanner import ScanInterrupted, Scanner, ScanOptions
 from runtrace.serve.store import Job, JobStore, SampleStore
 
-# Past the tracer's own limits (its timeout plus the batch's 15 s hard-kill grace), scoring and the
-# explanation take seconds; a scan process still running this long after its tracer's timeout is stuck.
-SCAN_GRACE_S = 300.0
 _IDLE_WAIT_S = 1.0
 
 
@@ -48,7 +43,8 @@ class ScanService:
     workers: int = 1
     _scanner: Scanner = field(init=False)
     _wake: threading.Condition = field(default_factory=threading.Condition, init=False)
-    _running: dict[str, subprocess.Popen] = field(default_factory=dict, init=False)
+    _running: set[str] = field(default_factory=set, init=False)  # ids of the jobs being scanned
+    _cancelled: set[str] = field(default_factory=set, init=False)  # ... of those deleted meanwhile
     _threads: list[threading.Thread] = field(default_factory=list, init=False)
     _stopping: bool = field(default=False, init=False)
     # Storing a sample and deleting the last scan of it must not interleave, or a new scan could lose
@@ -56,8 +52,14 @@ class ScanService:
     _samples_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def __post_init__(self) -> None:
-        model = NumpyLstmModel.load(self.settings.model_dir)
-        self._scanner = Scanner(model, read_calibration(self.settings.model_dir, model.config))
+        s = self.settings
+        model = OnnxModel.load(s.model_dir)
+        options = ScanOptions(explain=s.explain, workers=1, max_instructions=s.max_instructions,
+                              timeout_s=s.timeout_s, memory_mb=s.memory_mb, dask=s.dask)  # fmt: skip
+        self._scanner = Scanner(model, read_calibration(s.model_dir), options)
+        # The tracer's modules (Speakeasy, unicorn) are imported once here rather than in every forked
+        # tracer child: the children start with them loaded, as the batch command's children do.
+        import runtrace.trace.emulate.batch  # noqa: F401
 
     # --- the model -------------------------------------------------------------------------------------
     @property
@@ -92,9 +94,8 @@ class ScanService:
                 return None
             if self.jobs.references(job.sha256) == 0:
                 self.samples.remove(job.sha256)
-        proc = self._running.get(job_id)
-        if proc is not None:
-            proc.kill()
+        if job_id in self._running:
+            self._cancelled.add(job_id)  # its scan sees this within a few ms and kills its tracer
         return job
 
     # --- the pool --------------------------------------------------------------------------------------
@@ -107,12 +108,11 @@ class ScanService:
             self._threads.append(thread)
 
     def stop(self) -> None:
-        """Stop taking jobs and kill running scans; they are queued again at the next start."""
+        """Stop taking jobs and running scans (their tracer children are killed); they are queued again
+        at the next start."""
         self._stopping = True
         with self._wake:
             self._wake.notify_all()
-        for proc in list(self._running.values()):
-            proc.kill()
         for thread in self._threads:
             thread.join(timeout=10)
         self._threads.clear()
@@ -137,34 +137,21 @@ class ScanService:
         path = self.samples.path(job.sha256)
         if not path.exists():
             return self._error(job, "the stored sample is missing")
-        s = self.settings
-        command = [
-            sys.executable, "-m", "runtrace", "scan", "--json", "--model", str(s.model_dir),
-            "--workers", "1", "--explain", str(s.explain), "--max-instructions", str(s.max_instructions),
-            "--timeout", str(s.timeout_s), "--memory-mb", str(s.memory_mb),
-            *(["--dask", s.dask] if s.dask else []), str(path),
-        ]  # fmt: skip
-        env = os.environ | {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        proc = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env
-        )
-        self._running[job.id] = proc
+        self._running.add(job.id)
         try:
-            out, err = proc.communicate(timeout=s.timeout_s + SCAN_GRACE_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            return self._error(job, f"the scan did not finish within {s.timeout_s + SCAN_GRACE_S:.0f} s")
-        finally:
-            self._running.pop(job.id, None)
-        if self._stopping or self.jobs.get(job.id) is None:
+            # The stored file is sorted (PE sample, trace file) exactly as `runtrace scan PATH` sorts it.
+            inputs = list(iter_inputs([path]))
+            results = self._scanner.scan(inputs, stop=lambda: self._stopping or job.id in self._cancelled)
+        except ScanInterrupted:
             return None
-        try:
-            result = json.loads(out)["results"][0]
-        except (ValueError, KeyError, IndexError, TypeError):
-            last = (err.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
-            return self._error(job, f"the scan failed (exit status {proc.returncode}): {last}")
-        return {**result, "name": job.name}
+        except Exception as e:  # noqa: BLE001 - a job's failure is its own error result, never the pool's
+            return self._error(job, f"the scan failed: {type(e).__name__}: {e}")
+        finally:
+            self._running.discard(job.id)
+            self._cancelled.discard(job.id)
+        if self._stopping or self.jobs.get(job.id) is None or not results:
+            return None
+        return {**results[0].model_dump(mode="json"), "name": job.name}
 
     def _error(self, job: Job, message: str) -> dict:
         return self._scanner.error_result(job.name, message, job.sha256).model_dump(mode="json")

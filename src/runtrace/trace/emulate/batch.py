@@ -20,9 +20,8 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
+from multiprocessing.connection import wait
 from pathlib import Path
-
-import psutil
 
 from runtrace.trace.emulate.emulator import EmulationError, TracerSettings, emulate
 from runtrace.trace.emulate.inputs import InputProblem, Sample, SampleReadError
@@ -30,7 +29,7 @@ from runtrace.trace.emulate.pe import UnsupportedInput, inspect_pe
 from runtrace.trace.formats.native import SUFFIX, TraceFormatError, load_trace, read_trace_meta, save_trace
 
 HARD_TIMEOUT_GRACE_S = 15.0  # the in-process watchdog stops emulation first; this catches real hangs
-_POLL_S = 0.02
+_POLL_S = 0.02  # how often running children's time and memory are checked
 _HEAD = 4096  # enough of a file to tell a PE from anything else without reading the rest
 
 
@@ -130,6 +129,10 @@ def _private_mb(pid: int) -> float:
     A forked child shares the parent's pages until it writes to them; resident size (RSS) counts those
     shared pages too, so a cap on RSS would charge each child for the parent's memory.
     """
+    # Imported here: this is read only for a child already over the cap, and psutil's import is a
+    # noticeable share of a one-file `runtrace scan` (about 15 ms).
+    import psutil
+
     try:
         return psutil.Process(pid).memory_full_info().uss / (1024 * 1024)
     except (psutil.Error, OSError):
@@ -193,11 +196,14 @@ def trace_batch(
     on_done: Callable[[TraceOutcome], None] | None = None,
     retry_errors: bool = False,
     extra_writer: Callable | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> list[TraceOutcome]:
     """Trace every sample into out_dir; returns one outcome per input, in completion order.
 
     `on_done` is called after each sample (progress bars); `extra_writer(trace, out_dir)` runs in the
-    child after the native trace is saved (e.g. to also write an x64dbg file).
+    child after the native trace is saved (e.g. to also write an x64dbg file).  `stop` is polled while
+    children run: when it returns True the batch ends as Ctrl-C ends it (children killed,
+    `BatchInterrupted`), which is how the scanning service stops a deleted scan.
     """
     settings = settings or TracerSettings()
     workers = max(1, workers or os.cpu_count() or 1)
@@ -233,7 +239,7 @@ def trace_batch(
                         on_done(reused)
                 else:
                     pending.append(item)
-        _run(pending, running, workers, ctx, settings, out_dir, extra_writer, finish)
+        _run(pending, running, workers, ctx, settings, out_dir, extra_writer, finish, stop)
     except KeyboardInterrupt:
         unfinished = len(pending) + len(running)
         for proc in running:
@@ -247,9 +253,13 @@ def trace_batch(
     return outcomes
 
 
-def _run(pending: deque, running: dict, workers: int, ctx, settings, out_dir, extra_writer, finish) -> None:
+def _run(
+    pending: deque, running: dict, workers: int, ctx, settings, out_dir, extra_writer, finish, stop
+) -> None:
     hard_limit = settings.timeout_s + HARD_TIMEOUT_GRACE_S if settings.timeout_s > 0 else None
     while pending or running:
+        if stop is not None and stop():
+            raise KeyboardInterrupt
         while pending and len(running) < workers:
             sample = pending.popleft()
             receiver, sender = ctx.Pipe(duplex=False)
@@ -257,7 +267,9 @@ def _run(pending: deque, running: dict, workers: int, ctx, settings, out_dir, ex
             proc.start()
             sender.close()
             running[proc] = (sample, time.monotonic(), receiver)
-        time.sleep(_POLL_S)
+        # Woken as soon as a child sends its outcome or dies, else every _POLL_S to check the limits: a
+        # plain sleep made every sample wait half a poll on average after its child had finished.
+        wait([receiver for _, _, receiver in running.values()] + [proc.sentinel for proc in running], _POLL_S)
         for proc, (sample, started, receiver) in list(running.items()):
             outcome = _check_child(proc, sample, started, receiver, hard_limit, settings.memory_mb)
             if outcome is not None:

@@ -1,0 +1,205 @@
+"""The checkpoint format, in one place that needs no torch: what training writes and scanning reads.
+
+A model directory holds:
+
+| file                   | written by            | content                                              |
+| ---------------------- | --------------------- | ---------------------------------------------------- |
+| `config.json`          | training, export      | format, version, kind, every configuration; `onnx`   |
+| `vocabulary.json`      | training              | the fitted vocabularies, as token strings            |
+| `model.safetensors`    | training              | the weights (what training and `runtrace export` read) |
+| `model.items.onnx`     | export                | sequence items -> the LSTM's input vectors           |
+| `model.windows.onnx`   | export                | input vectors of windows -> window logits (+ scores) |
+| `model.gradient.onnx`  | export                | the gradient of chosen window outputs w.r.t. inputs  |
+| `history.json`         | training              | the training log, one record per epoch               |
+
+`runtrace.models.checkpoint` (torch) writes and reads the weights, `runtrace.models.export` (torch)
+writes the graphs and records their sha256 in `config.json` under `onnx`; `runtrace.scan` reads this
+module, the JSON files and the graphs, never torch.  Graph file names are fixed here, not read from
+`config.json`, so a model directory cannot point the scanner at a file outside itself.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import MISSING, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from runtrace.represent.encode import BSM, ISM
+from runtrace.represent.vocabulary import Vocabulary
+
+FORMAT_NAME = "runtrace-model"
+FORMAT_VERSION = 1
+CONFIG = "config.json"
+VOCABULARY = "vocabulary.json"
+WEIGHTS = "model.safetensors"
+HISTORY = "history.json"
+
+# The ONNX graphs scan runs (docs/scan.md, "Inference with ONNX Runtime"), by role.
+GRAPHS = {
+    "items": "model.items.onnx",
+    "windows": "model.windows.onnx",
+    "gradient": "model.gradient.onnx",
+}
+# The newest opset the pinned onnxruntime (1.32) implements; torch's exporter converts its graphs to it.
+ONNX_OPSET = 28
+
+PAD, OOV = Vocabulary.PAD, Vocabulary.OOV  # fixed ids of every runtrace vocabulary
+KINDS = {"ism-lstm": ISM, "bsm-lstm": BSM}  # model kind -> the representation it reads
+AGGREGATIONS = ("mean", "max", "attention")  # window outputs -> file score
+POOLINGS = ("last", "mean", "max")  # LSTM outputs of a window -> its features
+BLOCK_ENCODERS = ("mean", "max", "conv")  # BSM: a block's instructions -> its vector
+
+
+class SpecError(ValueError):
+    """A model directory whose files do not make a usable model (one line, naming the directory)."""
+
+
+# Plain dataclasses rather than pydantic models: this module is on the scanner's start-up path, where
+# building four pydantic models cost about 15 ms of a one-second scan.  Unknown keys are ignored (training
+# writes more than a reader needs); a missing or mistyped one is a SpecError naming it.
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """How the training data was built: sequences must be built the same way to mean the same."""
+
+    normalisation: str = "registers"
+    api: bool = True
+    # A dataset built with --max-tokens cut its sequences; training does not record it yet (docs/scan.md).
+    max_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """The network hyperparameters a reader of the graphs needs (the graphs hold the rest)."""
+
+    pooling: str
+    bidirectional: bool = False
+    num_layers: int = 1
+    block_encoder: str | None = None  # BSM only
+    block_id_embedding: bool = False  # BSM only
+    max_block_tokens: int = 32  # BSM: longer blocks keep their head and last instruction
+
+
+@dataclass(frozen=True)
+class OnnxSpec:
+    opset: int
+    exporter: str  # e.g. "torch 2.13.0"
+    weights_sha256: str  # of the model.safetensors the graphs were exported from
+    vocabulary_sha256: str  # of the vocabulary.json whose ids the items graph reads
+    graphs: dict  # role -> sha256 of GRAPHS[role]
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    """`config.json` as every reader sees it (training adds its own fields, ignored here)."""
+
+    format: str
+    version: int
+    kind: str
+    window: dict
+    aggregation: str
+    model: NetSpec
+    data: DataSpec | None = None
+    onnx: OnnxSpec | None = None
+
+    @property
+    def representation(self) -> str:
+        return KINDS[self.kind]
+
+    @property
+    def data_spec(self) -> DataSpec:
+        return self.data or DataSpec()
+
+    @classmethod
+    def from_json(cls, obj: dict) -> CheckpointSpec:
+        """From parsed `config.json`; ValueError naming the first field that is missing or wrong."""
+        top = _fields(cls, obj, "")
+        top["model"] = NetSpec(**_fields(NetSpec, obj.get("model"), "model."))
+        if obj.get("data") is not None:
+            top["data"] = DataSpec(**_fields(DataSpec, obj["data"], "data."))
+        if obj.get("onnx") is not None:
+            top["onnx"] = OnnxSpec(**_fields(OnnxSpec, obj["onnx"], "onnx."))
+        spec = cls(**top)
+        if spec.kind not in KINDS:
+            raise ValueError(f"model kind {spec.kind!r} is not one runtrace can scan with")
+        if spec.aggregation not in AGGREGATIONS:
+            raise ValueError(f"unknown aggregation {spec.aggregation!r}")
+        if spec.model.pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {spec.model.pooling!r}")
+        return spec
+
+
+_NESTED = {"model", "data", "onnx"}
+_TYPES = {"str": str, "int": int, "bool": bool, "dict": dict}
+
+
+def _fields(cls, obj, prefix: str) -> dict:
+    """The dataclass's fields present in `obj`, type-checked (nested specs are left to the caller)."""
+    if not isinstance(obj, dict):
+        raise ValueError(f"{prefix.rstrip('.') or 'config'}: not an object")
+    out = {}
+    for f in fields(cls):
+        if f.name in _NESTED and not prefix:
+            continue
+        if f.name not in obj:
+            if f.default is MISSING:
+                raise ValueError(f"{prefix}{f.name}: missing")
+            continue
+        value = obj[f.name]
+        wanted = _TYPES.get(str(f.type).split(" |")[0])
+        if value is not None and wanted is not None and not isinstance(value, wanted):
+            raise ValueError(f"{prefix}{f.name}: {type(value).__name__}, not {wanted.__name__}")
+        out[f.name] = value
+    return out
+
+
+def read_spec(model_dir: Path) -> CheckpointSpec:
+    """The checked `config.json` of a model directory; SpecError (one line) when it is not one."""
+    root = Path(model_dir)
+    if not root.is_dir():
+        raise SpecError(f"{root}: no such model directory")
+    try:
+        raw = json.loads((root / CONFIG).read_text())
+    except FileNotFoundError:
+        raise SpecError(f"{root}: not a runtrace model ({CONFIG} missing)") from None
+    except (OSError, ValueError) as e:
+        raise SpecError(f"{root}: unreadable model ({one_line(e)})") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT_NAME or raw.get("version") != FORMAT_VERSION:
+        got = raw if isinstance(raw, dict) else {}
+        raise SpecError(f"{root}: unsupported model format {got.get('format')} v{got.get('version')}")
+    try:
+        return CheckpointSpec.from_json(raw)
+    except (TypeError, ValueError) as e:
+        raise SpecError(f"{root}/{CONFIG}: {one_line(e)}") from None
+
+
+def block_rows(
+    flat: np.ndarray, starts: np.ndarray, sizes: np.ndarray, max_block_tokens: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The instruction rows the block encoder reads: (U, L) int64 ids taken from `flat` (block k is
+    flat[starts[k] : starts[k] + sizes[k]]), -1 where a row is padding, and each row's length (>= 1).
+
+    L is the longest block, capped at `max_block_tokens`.  A longer block keeps its first L - 1
+    instructions and its *last* one: the control transfer that ends it says where execution goes.
+    An empty block reads one padding step."""
+    flat = np.asarray(flat, dtype=np.int64)
+    starts = np.asarray(starts, dtype=np.int64)
+    sizes = np.asarray(sizes, dtype=np.int64)
+    width = max(int(min(sizes.max(initial=1), max_block_tokens)), 1)
+    lengths = np.minimum(sizes, width)
+    steps = np.arange(width, dtype=np.int64)
+    mask = steps[None, :] < lengths[:, None]
+    rows = np.full(mask.shape, -1, dtype=np.int64)
+    if mask.any():
+        rows[mask] = flat[(starts[:, None] + steps[None, :])[mask]]
+    long = sizes > width
+    if long.any():
+        rows[long, width - 1] = flat[starts[long] + sizes[long] - 1]
+    return rows, np.maximum(lengths, 1)
+
+
+def one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:300]
