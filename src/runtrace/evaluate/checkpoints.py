@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtrace.evaluate.interfaces import SequenceData
+from runtrace.models.interface import SequenceData
 
 DIR_NAME = "checkpoints"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from runtrace.evaluate.interfaces import SequenceData
+from runtrace.models.interface import SequenceData
 
 
 def join_manifest(data: SequenceData, manifest: pa.Table) -> tuple[list[str], int]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-from runtrace.evaluate.interfaces import SequenceData
+from runtrace.models.interface import SequenceData
 
 LEAKY = "leaky"
 BY_FILE = "by-file"

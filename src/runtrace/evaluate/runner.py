@@ -18,10 +18,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from runtrace.evaluate import protocols as P
 from runtrace.evaluate.checkpoints import FoldStore, dataset_fingerprint
 from runtrace.evaluate.guard import GuardedView, LeakError
-from runtrace.evaluate.interfaces import FileClassifier, SequenceData
 from runtrace.evaluate.registry import HOLDOUT, INNER_CV, BuildContext, ModelSpec, ModelUnavailable
 from runtrace.evaluate.thresholds import DEFAULT_TARGET_FPR, FALLBACK_THRESHOLD, threshold_for_fpr
-from runtrace.evaluate.windows import WindowView, default_window_config
+from runtrace.evaluate.windows import WindowView
+from runtrace.models.interface import FileClassifier, SequenceData
+from runtrace.models.windowing import resolve_window_config
 from runtrace.represent.windows import WindowConfig
 
 AUTO = "auto"
@@ -178,7 +179,7 @@ def run_fold(
 
 def _plan(protocol: str, data: SequenceData, config: RunConfig) -> tuple[P.Plan, SequenceData]:
     if protocol == P.LEAKY:
-        base = default_window_config(data)
+        base = resolve_window_config(None, data)
         windows = WindowView(data, WindowConfig.from_json({**base.to_json(), **config.window}))
         plan = P.leaky(windows, config.folds, config.seed)
         n_files = len(data.labels())

@@ -146,6 +146,11 @@ class SequenceDataset:
         """Window settings chosen when the dataset was built (`dataset build --window ...`), or {}."""
         return dict(self.meta.get("window") or {})
 
+    @property
+    def max_tokens(self) -> int | None:
+        """Sequences were cut after this many tokens or blocks (`dataset build --max-tokens`), or None."""
+        return self.meta.get("max_tokens")
+
     def describe(self) -> dict:
         labels = self.labels()
         return {
