@@ -231,6 +231,17 @@ def test_checkpoint_round_trip_is_exact_and_pickle_free(tmp_path: Path, monkeypa
         assert not head.startswith(b"\x80") and head != b"PK\x03\x04"  # no pickle, no torch.save zip
 
 
+def test_the_checkpoint_records_how_the_training_data_was_built(tmp_path: Path) -> None:
+    """What the scanner reads back (`spec.DataSpec`) is what training wrote, `max_tokens` included."""
+    from runtrace.models.spec import read_spec
+
+    data = synthetic_dataset("ism", 12, seed=7)
+    data.meta["max_tokens"] = 100  # as `dataset build --max-tokens 100` records it
+    make_classifier("ism", train=quick_train(epochs=1)).fit(data, np.arange(12)).save(tmp_path / "m")
+    spec = read_spec(tmp_path / "m").data_spec
+    assert (spec.normalisation, spec.api, spec.max_tokens) == (data.normalisation, data.api, 100)
+
+
 def test_loading_rejects_wrong_or_broken_models(tmp_path: Path) -> None:
     data = synthetic_dataset("ism", 12, seed=7)
     clf = make_classifier("ism", train=quick_train(epochs=1))
