@@ -4,7 +4,7 @@ import pytest
 
 from evaluate_fakes import FakeSequenceDataset, make_dataset
 from runtrace.evaluate import protocols as P
-from runtrace.evaluate.summary import file_slices
+from runtrace.evaluate.build_results import file_slices
 from runtrace.evaluate.windows import WindowView
 from runtrace.represent.windows import WindowConfig
 

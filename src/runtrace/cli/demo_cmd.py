@@ -21,7 +21,6 @@ PACKAGE = Path(__file__).resolve().parents[1]
 DEMO = PACKAGE / "data" / "demo"
 DEFAULT_MODEL = PACKAGE / "data" / "models" / "default"
 FIXTURES = PACKAGE.parents[1] / "tests" / "fixtures" / "benign"
-PAPER = {"ism": (87.51, 18.34), "bsm": (99.26, 2.62)}
 
 
 def _run(*args: str) -> int:
@@ -71,7 +70,8 @@ def demo(
 def _paper_table(report: Path) -> None:
     from rich.table import Table
 
-    from runtrace.evaluate.schema import FIXED_THRESHOLD, EvaluationResults
+    from runtrace.evaluate.paper import PAPER
+    from runtrace.evaluate.result_document import FIXED_THRESHOLD, EvaluationResults
 
     results = EvaluationResults.read(report)
     # The paper reports decisions at score 0.5, so the demo compares at that threshold (report.md also
@@ -88,8 +88,8 @@ def _paper_table(report: Path) -> None:
             f"{100 * m['accuracy'].value:.1f} %",
             f"{100 * m['fpr'].value:.1f} %",
             f"{r.per_file['roc_auc'].value:.3f}",
-            f"{paper[0]:.2f} %" if paper else "",
-            f"{paper[1]:.2f} %" if paper else "",
+            f"{100 * paper[0]:.2f} %" if paper else "",
+            f"{100 * paper[1]:.2f} %" if paper else "",
         )
     console.print(table)
     where = report / "report.md"

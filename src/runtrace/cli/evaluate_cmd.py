@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import shutil
 import sys
 from pathlib import Path
 
@@ -21,7 +20,7 @@ def _split_list(text: str) -> list[str]:
 
 
 def _console_summary(results) -> Table:
-    """The run's per-file figures from its typed results (runtrace.evaluate.schema)."""
+    """The run's per-file figures from its typed results (runtrace.evaluate.result_document)."""
     table = Table(
         title=f"per-file results at thresholds fitted on the training folds for FPR "
         f"{100 * results.config.target_fpr:g} % (95 % bootstrap intervals in metrics.json and report.md)"
@@ -85,12 +84,11 @@ def evaluate(
 
     Each finished fold is saved under OUT/checkpoints as it goes; stopped (Ctrl-C, a crash) and run
     again with the same arguments, the evaluation skips the folds already done."""
-    from runtrace.evaluate import checkpoints
+    from runtrace.evaluate.manifest_join import join_manifest_file
     from runtrace.evaluate.protocols import PROTOCOLS
     from runtrace.evaluate.registry import resolve_models
-    from runtrace.evaluate.report import write_report
-    from runtrace.evaluate.runner import RunConfig, run_evaluation
-    from runtrace.represent.dataset import DatasetError, SequenceDataset
+    from runtrace.evaluate.runner import RunConfig
+    from runtrace.evaluate.session import EvaluationSession, load_datasets
 
     if folds < 2:
         raise fail("--folds must be at least 2")
@@ -104,79 +102,56 @@ def evaluate(
         raise fail(e.args[0]) from None
     if not specs:
         raise fail("--models names no model")
-    loaded = []
-    for path in dict.fromkeys(datasets):
-        try:
-            data = SequenceDataset.load(path)
-        except DatasetError as e:
-            raise fail(str(e)) from None
-        if representation in (ALL, data.representation):
-            loaded.append((str(path), data))
-    if not loaded:
-        raise fail(f"no {representation.upper()} dataset among --dataset {' '.join(map(str, datasets))}")
-
-    manifest_sha256 = None
-    if manifest is not None:
-        import hashlib
-
-        from runtrace.corpus.manifest import ManifestError, read_manifest
-        from runtrace.evaluate.manifest_join import join_manifest
-
-        try:
-            table = read_manifest(manifest)
-            manifest_sha256 = hashlib.sha256(manifest.read_bytes()).hexdigest()
-            for name, data in loaded:
-                added, matched = join_manifest(data, table)
-                err_console.print(
-                    f"{name}: {matched} of {len(data)} files found in the manifest", highlight=False
-                )
-        except (ManifestError, ValueError) as e:
-            raise fail(f"{manifest}: {e}") from None
+    lstm_options = {"device": device}
+    if lstm_epochs is not None:
+        lstm_options["epochs"] = lstm_epochs
+    if threads is not None:
+        lstm_options["num_threads"] = threads
+    window_overrides = {"length": window, "count": windows_per_file}
+    config = RunConfig(
+        folds=folds,
+        seed=seed,
+        target_fpr=target_fpr,
+        threshold_fit=threshold_fit,
+        window={k: v for k, v in window_overrides.items() if v is not None},
+        model_options={"lstm": lstm_options},
+    )
 
     try:
-        window_overrides = {"length": window, "count": windows_per_file}
-        window_overrides = {k: v for k, v in window_overrides.items() if v is not None}
-        lstm_options = {"device": device}
-        if lstm_epochs is not None:
-            lstm_options["epochs"] = lstm_epochs
-        if threads is not None:
-            lstm_options["num_threads"] = threads
-        config = RunConfig(
-            folds=folds,
-            seed=seed,
-            target_fpr=target_fpr,
-            threshold_fit=threshold_fit,
-            window=window_overrides,
-            model_options={"lstm": lstm_options},
+        loaded = load_datasets(datasets, None if representation == ALL else representation)
+        joined = join_manifest_file(loaded, manifest) if manifest is not None else None
+    except ValueError as e:  # DatasetError, SessionError, an unreadable manifest
+        raise fail(str(e)) from None
+    for name, matched, total in joined.matched if joined else []:
+        err_console.print(f"{name}: {matched} of {total} files found in the manifest", highlight=False)
+
+    session = EvaluationSession(
+        out,
+        loaded,
+        specs,
+        list(PROTOCOLS) if protocol == ALL else [protocol],
+        config,
+        bootstrap=bootstrap,
+        manifest_sha256=joined.sha256 if joined else None,
+    )
+    if not overwrite and session.up_to_date():
+        console.print(
+            f"{session.report} is up to date (--overwrite evaluates again)", highlight=False, soft_wrap=True
         )
-        protocols = list(PROTOCOLS) if protocol == ALL else [protocol]
-        saved = out / checkpoints.DIR_NAME
-        key = checkpoints.run_key(
-            [d for _, d in loaded], [s.name for s in specs], protocols, config,
-            bootstrap=bootstrap, manifest=manifest_sha256,
-        )  # fmt: skip
-        if (out / "report.md").exists() and not overwrite:
-            if checkpoints.finished_run(saved) == key:
-                console.print(
-                    f"{out / 'report.md'} is up to date (--overwrite evaluates again)",
-                    highlight=False,
-                    soft_wrap=True,
-                )
-                return
-            raise fail(f"{out} already holds a report of another run (pass --overwrite to replace it)")
-        if overwrite:
-            shutil.rmtree(saved, ignore_errors=True)
-        resumed = checkpoints.finished_folds(saved)
+        return
+    try:
+        resumed = session.start(overwrite)
         if resumed:
-            err_console.print(f"resuming: {resumed} folds done by an earlier run ({saved})", highlight=False)
-        result = run_evaluation(
-            loaded, specs, protocols, config, show_progress=progress, checkpoint_dir=saved
-        )
+            err_console.print(
+                f"resuming: {resumed} folds done by an earlier run ({session.checkpoint_dir})",
+                highlight=False,
+            )
+        result = session.run(show_progress=progress)
     except ValueError as e:
         raise fail(str(e)) from None
     except KeyboardInterrupt:
         raise fail(
-            f"interrupted: {checkpoints.finished_folds(saved)} finished folds are saved in {saved}; "
+            f"interrupted: {session.saved_folds()} finished folds are saved in {session.checkpoint_dir}; "
             "run the same command again to resume (--overwrite starts afresh)",
             INTERRUPTED,
         ) from None
@@ -192,10 +167,7 @@ def evaluate(
         raise fail("nothing could be evaluated (see the lines above)")
 
     command = "runtrace " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "runtrace evaluate"
-    results, paths = write_report(
-        result, out, command=command, n_resamples=bootstrap, seed=seed, manifest_sha256=manifest_sha256
-    )
+    results, paths = session.write(result, command)
     if table:
         console.print(_console_summary(results))
-    checkpoints.mark_finished(saved, key)
     console.print(f"report written to {paths['report']}", highlight=False)

@@ -3,7 +3,7 @@
 See docs/evaluation.md for the protocol this package implements.
 """
 
-from runtrace.evaluate.metrics import MetricReport, file_metrics
+from runtrace.evaluate.metrics import file_metrics
 from runtrace.evaluate.protocols import BY_FILE, BY_ORIGIN, LEAKY, PROTOCOLS
 from runtrace.evaluate.registry import MODELS, resolve_models
 from runtrace.evaluate.runner import RunConfig, run_evaluation
@@ -14,7 +14,6 @@ __all__ = [
     "LEAKY",
     "MODELS",
     "PROTOCOLS",
-    "MetricReport",
     "RunConfig",
     "file_metrics",
     "resolve_models",

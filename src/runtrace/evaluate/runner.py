@@ -16,7 +16,7 @@ import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from runtrace.evaluate import protocols as P
-from runtrace.evaluate.checkpoints import FoldStore, dataset_fingerprint
+from runtrace.evaluate.fold_store import FoldStore, dataset_content_hash
 from runtrace.evaluate.guard import GuardedView, LeakError
 from runtrace.evaluate.registry import HOLDOUT, INNER_CV, BuildContext, ModelSpec, ModelUnavailable
 from runtrace.evaluate.thresholds import DEFAULT_TARGET_FPR, FALLBACK_THRESHOLD, threshold_for_fpr
@@ -270,7 +270,7 @@ def run_evaluation(
     with Progress(*columns, disable=not show_progress, transient=False) as progress:
         task = progress.add_task("evaluating", total=total)
         for name, data, plan, view in planned:
-            fingerprint = dataset_fingerprint(data) if checkpoint_dir is not None else ""
+            content_hash = dataset_content_hash(data) if checkpoint_dir is not None else ""
             labels = np.asarray(view.labels(), dtype=np.int64)
             run = ProtocolRun(
                 dataset=name,
@@ -298,7 +298,7 @@ def run_evaluation(
                 done = []  # fold records, kept outside so a failure knows how far it got
                 store = None
                 if checkpoint_dir is not None:
-                    store = FoldStore(checkpoint_dir, fingerprint, plan.protocol, spec.name, config)
+                    store = FoldStore(checkpoint_dir, content_hash, plan.protocol, spec.name, config)
                 try:
                     run.predictions[spec.name] = _run_model(
                         spec, ctx, view, plan, config, progress, task, done, store
