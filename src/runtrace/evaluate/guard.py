@@ -10,12 +10,10 @@ forwarded one by one, never the rest of the dataset.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import pyarrow as pa
 
-from runtrace.models.interface import SequenceData
+from runtrace.models.interface import SequenceData, SequenceDataView
 
 HIDDEN_LABEL = -1
 
@@ -24,7 +22,7 @@ class LeakError(RuntimeError):
     """A model touched a row outside the ones it was given."""
 
 
-class GuardedView:
+class GuardedView(SequenceDataView):
     def __init__(self, data: SequenceData, allowed: np.ndarray, purpose: str) -> None:
         self._data = data
         self._purpose = purpose
@@ -65,40 +63,3 @@ class GuardedView:
     def sequence(self, i: int) -> np.ndarray:
         self.check_access(i)
         return self._data.sequence(i)
-
-    # --- SequenceData: dataset-level tables and settings, as they are ----------------------------------
-    @property
-    def representation(self) -> str:
-        return self._data.representation
-
-    @property
-    def lexicon(self) -> Sequence[str]:
-        return self._data.lexicon
-
-    @property
-    def instruction_lexicon(self) -> Sequence[str]:
-        return self._data.instruction_lexicon
-
-    @property
-    def block_flat(self) -> np.ndarray | None:
-        return self._data.block_flat
-
-    @property
-    def block_offsets(self) -> np.ndarray | None:
-        return self._data.block_offsets
-
-    @property
-    def normalisation(self) -> str:
-        return self._data.normalisation
-
-    @property
-    def api(self) -> bool:
-        return self._data.api
-
-    @property
-    def max_tokens(self) -> int | None:
-        return self._data.max_tokens
-
-    @property
-    def window_defaults(self) -> dict:
-        return self._data.window_defaults

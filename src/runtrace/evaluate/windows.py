@@ -10,17 +10,15 @@ scores back into per-file figures.  The dataset-level tables and build settings 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import pyarrow as pa
 
-from runtrace.models.interface import SequenceData
+from runtrace.models.interface import SequenceData, SequenceDataView
 from runtrace.models.windowing import resolve_window_config
 from runtrace.represent.windows import WindowConfig, cut_windows
 
 
-class WindowView:
+class WindowView(SequenceDataView):
     def __init__(self, data: SequenceData, config: WindowConfig | None = None) -> None:
         self._data = data
         self.config = config or resolve_window_config(None, data)
@@ -51,40 +49,3 @@ class WindowView:
 
     def sequence(self, i: int) -> np.ndarray:
         return self.windows.tokens(self._data, int(i))
-
-    # --- SequenceData: the dataset's tables and settings ----------------------------------------------
-    @property
-    def representation(self) -> str:
-        return self._data.representation
-
-    @property
-    def lexicon(self) -> Sequence[str]:
-        return self._data.lexicon
-
-    @property
-    def instruction_lexicon(self) -> Sequence[str]:
-        return self._data.instruction_lexicon
-
-    @property
-    def block_flat(self) -> np.ndarray | None:
-        return self._data.block_flat
-
-    @property
-    def block_offsets(self) -> np.ndarray | None:
-        return self._data.block_offsets
-
-    @property
-    def normalisation(self) -> str:
-        return self._data.normalisation
-
-    @property
-    def api(self) -> bool:
-        return self._data.api
-
-    @property
-    def max_tokens(self) -> int | None:
-        return self._data.max_tokens
-
-    @property
-    def window_defaults(self) -> dict:
-        return self._data.window_defaults

@@ -3,7 +3,8 @@
 `SequenceData` is what a model reads from a dataset: `runtrace.represent.dataset.SequenceDataset`
 itself, or one of the evaluation's views of it (`evaluate.guard.GuardedView`, which shows a model only
 the rows it was given; `evaluate.windows.WindowView`, the leaky protocol's windows as rows), each of
-which forwards every member below explicitly.  Nothing else is read: a model never looks behind a view.
+which gives its own rows and forwards the dataset-level members explicitly (`SequenceDataView`).  Nothing
+else is read: a model never looks behind a view.
 
 `FileClassifier` is what a model is, LSTMs and baselines alike: `fit` / `predict_proba`, scikit-learn
 style, so the evaluation treats them all the same.  `train_idx` / `idx` are row indices of `data.files`;
@@ -70,6 +71,50 @@ class SequenceData(Protocol):
 
     def sequence(self, i: int) -> np.ndarray:
         """File i's whole sequence of lexicon ids."""
+
+
+class SequenceDataView:
+    """Base of a view that shows a `SequenceData` with rows of its own (the evaluation's guarded and
+    window views): the dataset-level tables and build settings are the dataset's, forwarded here one by
+    one, in one place; a subclass sets `_data` and gives `files`, `labels`, `groups` and `sequence`."""
+
+    _data: SequenceData
+
+    @property
+    def representation(self) -> str:
+        return self._data.representation
+
+    @property
+    def lexicon(self) -> Sequence[str]:
+        return self._data.lexicon
+
+    @property
+    def instruction_lexicon(self) -> Sequence[str]:
+        return self._data.instruction_lexicon
+
+    @property
+    def block_flat(self) -> np.ndarray | None:
+        return self._data.block_flat
+
+    @property
+    def block_offsets(self) -> np.ndarray | None:
+        return self._data.block_offsets
+
+    @property
+    def normalisation(self) -> str:
+        return self._data.normalisation
+
+    @property
+    def api(self) -> bool:
+        return self._data.api
+
+    @property
+    def max_tokens(self) -> int | None:
+        return self._data.max_tokens
+
+    @property
+    def window_defaults(self) -> dict:
+        return self._data.window_defaults
 
 
 @runtime_checkable
