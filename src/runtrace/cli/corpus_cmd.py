@@ -102,7 +102,7 @@ def build(
     max_per_group: int = typer.Option(None, help="Cap files per origin group (0: no cap) (default: config)."),
     match_caliper: float = typer.Option(0.5, min=0.0, help="Matched subset: largest partner distance (SDs)."),
     no_debian: bool = typer.Option(False, "--no-debian", help="Leave out the Debian packages."),
-    no_pypi: bool = typer.Option(False, "--no-pypi", help="Leave out the PyPI wheels."),
+    no_pypi: bool = typer.Option(False, "--no-pypi", help="Leave out PyPI (current wheels and history)."),
     no_pypi_history: bool = typer.Option(
         False, "--no-pypi-history", help="Leave out PyPI's 2005-2018 installers, eggs and wheels."
     ),
@@ -141,7 +141,7 @@ def build(
         download_workers=download_workers,
         use_debian=not no_debian,
         use_pypi=not no_pypi,
-        use_pypi_history=not no_pypi_history,
+        use_pypi_history=not (no_pypi or no_pypi_history),
     )
     try:
         with _progress() as progress:

@@ -19,7 +19,7 @@ import numpy as np
 
 from runtrace.corpus import manifest as mf
 from runtrace.corpus import pypi_history
-from runtrace.corpus.codeid import apply_code_cap, code_identity, cv_groups
+from runtrace.corpus.codeid import apply_code_cap, code_group_origins, code_identity, cv_groups
 from runtrace.corpus.debsuite import fetch_deb_suite
 from runtrace.corpus.fetch import FetchError, fetch_deb, fetch_wheels
 from runtrace.corpus.pemeta import NotPeError, read_pe_meta
@@ -166,9 +166,20 @@ def gather(opts: BuildOptions, progress: Progress) -> Iterator[Candidate | Probl
 # --- turning candidates into rows ---------------------------------------------------------------
 
 
+# Every usable file of the last build before the caps, so a rebuild reuses the metadata of files the caps
+# left out too (re-parsing them is most of a rebuild's time).
+PARSED_NAME = "parsed.parquet"
+
+
 def _previous_rows(path: Path) -> dict[str, dict]:
     """Rows of an earlier build: their trace columns are kept, and their PE metadata is reused (not
     recomputed) when it was computed by the same manifest version."""
+    parsed = path.with_name(PARSED_NAME)
+    earlier = _read_previous(parsed) if parsed.is_file() else {}
+    return earlier | _read_previous(path)
+
+
+def _read_previous(path: Path) -> dict[str, dict]:
     if not path.is_file():
         return {}
     try:
@@ -404,9 +415,11 @@ def build_corpus(opts: BuildOptions, progress: Progress | None = None) -> BuildR
             assembler.add(item)
         advance(1)
     rows = assembler.finish()
+    mf.write_manifest(rows, opts.corpus_dir / PARSED_NAME)
+    spread = code_group_origins(rows)  # before the caps: who shared each code, even if capped away
     rows, code_capped = apply_code_cap(rows, opts.max_per_code_group)
     rows, capped = apply_group_cap(rows, opts.max_per_group)
-    for row, group in zip(rows, cv_groups(rows), strict=True):
+    for row, group in zip(rows, cv_groups(rows, spread=spread), strict=True):
         row["cv_group"] = group
     mark_matched_subset(rows, opts.match_caliper)
     rows.sort(key=lambda r: (r["label"], r["origin_group"], r["sha256"]))

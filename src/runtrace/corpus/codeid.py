@@ -127,13 +127,21 @@ def code_group_origins(rows: list[dict]) -> dict[str, set[str]]:
     return spread
 
 
-def cv_groups(rows: list[dict], shared_min_origins: int = SHARED_CODE_MIN_ORIGINS) -> list[str]:
+def cv_groups(
+    rows: list[dict],
+    shared_min_origins: int = SHARED_CODE_MIN_ORIGINS,
+    spread: dict[str, set[str]] | None = None,
+) -> list[str]:
     """The cross-validation group of each row: no fold may split it.
 
     Origin groups that share code are joined (union-find); code shared by more than
     `shared_min_origins` origin groups is instead its own group (`code:...`), so that one installer stub
-    does not chain every project that used it into a single group."""
-    spread = code_group_origins(rows)
+    does not chain every project that used it into a single group.  `spread` (code -> origin groups) is
+    best taken before any cap: a stub capped to three files was still shared by all its projects."""
+    full = code_group_origins(rows)
+    for code, origins in (spread or {}).items():
+        full[code] = full.get(code, set()) | origins
+    spread = full
     parent: dict[str, str] = {}
 
     def find(x: str) -> str:
@@ -146,8 +154,9 @@ def cv_groups(rows: list[dict], shared_min_origins: int = SHARED_CODE_MIN_ORIGIN
     def shared(code: str) -> bool:
         return len(spread[code]) > shared_min_origins
 
+    present = {row.get("code_id") or row["sha256"] for row in rows}
     for code, origins in spread.items():
-        if shared(code):
+        if shared(code) or code not in present:
             continue
         first, *rest = sorted(origins)
         for other in rest:
