@@ -177,7 +177,7 @@ DOC_END = "<!-- corpus-figures:end -->"
 def _audit_rich(results):
     from rich.table import Table
 
-    table = Table(title="shortcut audit: metadata-only LightGBM, grouped 5-fold CV by origin group")
+    table = Table(title="shortcut audit: metadata-only LightGBM, grouped 5-fold CV by CV group")
     for col in ("subset", "features", "files (mal/ben)", "groups", "accuracy", "FPR", "TPR", "ROC-AUC"):
         table.add_column(col, justify="left" if col in ("subset", "features") else "right")
     for r in results:
