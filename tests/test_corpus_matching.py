@@ -78,3 +78,11 @@ def test_match_pool_is_the_malware_and_every_drawable_benign_file():
         _row("b3", "benign", 100_000, arch="amd64"),
     ]
     assert [r["sha256"] for r in match_pool(rows)] == ["m1", "b1"]
+
+
+def test_match_pool_puts_the_malware_then_the_likeliest_partners_first():
+    rows = [_row(f"b{i}", "benign", 100_000 + 1000 * i) for i in range(6)] + [
+        _row("m1", "malicious", 100_000)
+    ]
+    order = [r["sha256"] for r in match_pool(rows, first_ratio=2)]
+    assert order[0] == "m1" and set(order[1:3]) == {"b0", "b1"} and len(order) == 7

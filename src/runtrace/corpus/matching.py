@@ -114,19 +114,24 @@ def _nearest(m, pool, taken, used_per_group, caliper, max_per_group, seed) -> di
     return best
 
 
-def match_pool(rows: list[dict], size_caliper: float = SIZE_CALIPER) -> list[dict]:
+def match_pool(rows: list[dict], size_caliper: float = SIZE_CALIPER, first_ratio: int = 3) -> list[dict]:
     """The malware and every benign file `match_rows` could draw for it (same stratum, size within the
-    caliper of some malicious file): what to trace first when tracing everything takes too long."""
+    caliper of some malicious file): what to trace first when tracing everything takes too long.
+
+    Ordered by priority: the malware, then the partners a draw of `first_ratio` per malicious file
+    picks (spares for partners whose trace turns out too short), then the rest of the pool."""
     sizes: dict[tuple, list[float]] = defaultdict(list)
     for row in rows:
         if row["label"] == "malicious":
             sizes[stratum(row)].append(_log_size(row))
-    return [
+    pool = [
         r
         for r in rows
         if r["label"] == "malicious"
         or any(abs(_log_size(r) - s) <= size_caliper for s in sizes.get(stratum(r), ()))
     ]
+    first = {r["sha256"] for r in match_rows(pool, ratio=first_ratio, size_caliper=size_caliper).rows}
+    return sorted(pool, key=lambda r: (r["label"] != "malicious", r["sha256"] not in first))
 
 
 def unmatched_markdown(result: MatchResult) -> str:

@@ -59,6 +59,8 @@ def select_rows(
     chosen = [
         r for r in rows if (not only_matched or r.get("matched")) and (not label or r["label"] == label)
     ]
+    if match_pool:  # the pool comes in priority order: keep it
+        return chosen[:limit] if limit > 0 else chosen
     if limit > 0:
         # Alternate the classes so a partial run still has both of them, each class in a fixed shuffled
         # order so a partial run spreads over sources and groups instead of taking the manifest's first.
