@@ -86,3 +86,16 @@ def test_match_pool_puts_the_malware_then_the_likeliest_partners_first():
     ]
     order = [r["sha256"] for r in match_pool(rows, first_ratio=2)]
     assert order[0] == "m1" and set(order[1:3]) == {"b0", "b1"} and len(order) == 7
+
+
+def test_trace_coverage_counts_files_long_enough_per_source():
+    from runtrace.corpus.report import trace_coverage_markdown
+
+    rows = [
+        {"label": "benign", "source": "debian", "trace_status": "ok", "instruction_count": 5000},
+        {"label": "benign", "source": "debian", "trace_status": "ok", "instruction_count": 10},
+        {"label": "benign", "source": "debian", "trace_status": None, "instruction_count": None},
+        {"label": "malicious", "source": "arc", "trace_status": "error", "instruction_count": None},
+    ]
+    text = trace_coverage_markdown(rows)
+    assert "| benign | debian | 3 | 2 | 1 | 50% |" in text and "| malicious | arc | 1 | 0 | 0 | – |" in text

@@ -298,7 +298,12 @@ def audit(
 
     from runtrace.corpus.audit import audit_markdown, run_audit
     from runtrace.corpus.manifest import ManifestError, has_trace_columns, read_manifest
-    from runtrace.corpus.report import composition_markdown, packages_markdown, summary_markdown
+    from runtrace.corpus.report import (
+        composition_markdown,
+        packages_markdown,
+        summary_markdown,
+        trace_coverage_markdown,
+    )
     from runtrace.corpus.store import MANIFEST_NAME
 
     path = manifest or _corpus_dir(corpus_dir) / MANIFEST_NAME
@@ -352,6 +357,7 @@ def audit(
             "### Shortcut audit", audit_markdown(results), *notes,
             *(["### Training set per class", summary_markdown(subsets["training set"])] if dataset else []),
             *_figure_links(figures, subsets, write_doc.parent),
+            "### Traced long enough, per source", trace_coverage_markdown(rows),
             "### Per class", summary_markdown(rows),
             "### Class x arch x kind x compiler", composition_markdown(rows),
             "### Files per package", packages_markdown(rows),
