@@ -246,6 +246,11 @@ def _dataset_rows(dataset: Path, rows: list[dict]) -> tuple[list[dict], str]:
         f"*training set*: exactly the {len(chosen)} files of the dataset `{dataset}` "
         f"(min. instructions {meta.get('min_instructions', 0)}), {how}, grouped as the dataset groups them."
     )
+    if match and match["unmatched"]:
+        rows_md = [f"| {' | '.join(map(str, k))} | {n} |" for *k, n in match["unmatched"][:15]]
+        note += "\n\nMalware without a look-alike (largest strata):\n\n" + "\n".join(
+            ["| arch | kind | toolchain | linker era | malicious files |", "|---|---|---|---|---:|", *rows_md]
+        )
     return chosen, note
 
 
