@@ -160,3 +160,11 @@ def test_download_checks_the_registry_digest(tmp_path, monkeypatch):
     with pytest.raises(FetchError, match="sha256"):
         ph.download(bad, tmp_path)
     assert not list((tmp_path / "pypi-history" / "demo").glob("b.whl*"))
+
+
+def test_the_shipped_sources_list_no_reserved_project():
+    from runtrace.corpus.sources import load_sources
+
+    config = load_sources()
+    names = [e.name for e in config.pypi_history.entries()] + list(config.pypi.projects)
+    assert names and [n for n in names if ph.is_reserved(n)] == []
