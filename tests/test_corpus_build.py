@@ -240,3 +240,43 @@ def test_a_manifest_version_bump_recomputes_metadata_but_keeps_traces(sources):
     second = build_corpus(opts)
     assert all(r["instruction_count"] == 77 for r in second.rows)
     assert "stale" not in {r["compiler"] for r in second.rows}
+
+
+def test_history_installers_are_capped_by_code_and_grouped_by_it(tmp_path, monkeypatch):
+    """Six projects' installers share one stub: the code cap keeps three, all in one CV group, and the
+    payload modules stay in their projects' groups with the upload date and licence."""
+    import datetime
+    import io
+
+    from runtrace.corpus import pypi_history as ph
+    from runtrace.corpus.history_config import PypiHistorySources
+
+    stub = make_pe("i386", linker=(9, 0), extra=b"wininst-9.0 stub")
+    names = [n for n in (f"p{i}" for i in range(30)) if not ph.is_reserved(n)][:6]
+    listing = {}
+    for i, project in enumerate(names):
+        payload = io.BytesIO()
+        with zipfile.ZipFile(payload, "w") as zf:
+            zf.writestr(f"PLATLIB/{project}/_ext.pyd", make_pe("i386", dll=True, extra=b"e%d" % i))
+        name = f"{project}-1.0.win32-py2.7.exe"
+        (tmp_path / name).write_bytes(stub + payload.getvalue())
+        listing[project] = ph.ReleaseFile(project, "1.0", name, "", "", 1, f"2010-06-0{i + 1}",
+                                          "bdist_wininst", "2.7", "MIT")  # fmt: skip
+    monkeypatch.setattr(ph, "project_json", lambda project, downloads_dir: {"project": project})
+    monkeypatch.setattr(ph, "windows_files", lambda meta, entry, cfg: [listing[meta["project"]]])
+    monkeypatch.setattr(ph, "download", lambda f, downloads_dir: tmp_path / f.filename)
+    config = SourcesConfig(pypi_history=PypiHistorySources(projects=names))
+    opts = BuildOptions(corpus_dir=tmp_path / "corpus", downloads_dir=tmp_path / "dl", sources=config,
+                        max_per_code_group=3)  # fmt: skip
+    result = build_corpus(opts)
+    rows = read_manifest(result.manifest_path).to_pylist()
+    installers = [r for r in rows if r["kind"] == "exe"]
+    modules = [r for r in rows if r["kind"] == "dll"]
+    assert len(installers) == 3 and len(modules) == 6
+    stub_code = installers[0]["code_id"]
+    assert {r["code_id"] for r in installers} == {stub_code} and result.code_capped == {stub_code: 3}
+    assert {r["cv_group"] for r in installers} == {installers[0]["code_id"]}
+    assert {r["cv_group"] for r in modules} == {f"pypi/{n}" for n in names}
+    p0 = next(r for r in modules if r["origin_group"] == f"pypi/{names[0]}")
+    assert p0["first_seen"] == datetime.date(2010, 6, 1) and p0["licence"] == "MIT"
+    assert p0["source"] == "pypi-history" and p0["member"].endswith(f".exe/PLATLIB/{names[0]}/_ext.pyd")

@@ -74,6 +74,9 @@ def _report_problems(problems) -> None:
 def _problem_kind(reason: str) -> str:
     for needle, kind in [
         ("pip download", "download failures"),
+        ("download ", "download failures"),
+        ("reserved project", "reserved (independent check)"),
+        ("no Windows files", "no Windows files in the years"),
         ("apt-get", "download failures"),
         ("unsupported architecture", "non-x86 architecture"),
         ("neither class", "unlabelled (grayware etc.)"),
@@ -99,7 +102,10 @@ def build(
     max_per_group: int = typer.Option(None, help="Cap files per origin group (0: no cap) (default: config)."),
     match_caliper: float = typer.Option(0.5, min=0.0, help="Matched subset: largest partner distance (SDs)."),
     no_debian: bool = typer.Option(False, "--no-debian", help="Leave out the Debian packages."),
-    no_pypi: bool = typer.Option(False, "--no-pypi", help="Leave out the PyPI wheels."),
+    no_pypi: bool = typer.Option(False, "--no-pypi", help="Leave out PyPI (current wheels and history)."),
+    no_pypi_history: bool = typer.Option(
+        False, "--no-pypi-history", help="Leave out PyPI's 2005-2018 installers, eggs and wheels."
+    ),
     download_workers: int = typer.Option(4, help="Parallel pip downloads."),
 ) -> None:
     """Assemble the corpus: malware from an archive, benign PE files from Debian and PyPI, one manifest."""
@@ -130,10 +136,12 @@ def build(
         downloads_dir=default_downloads_dir(),
         sources=config,
         max_per_group=config.build.max_per_group if max_per_group is None else max_per_group,
+        max_per_code_group=config.build.max_per_code_group,
         match_caliper=match_caliper,
         download_workers=download_workers,
         use_debian=not no_debian,
         use_pypi=not no_pypi,
+        use_pypi_history=not (no_pypi or no_pypi_history),
     )
     try:
         with _progress() as progress:
@@ -141,6 +149,11 @@ def build(
     except (ValueError, OSError) as e:
         raise fail(str(e)) from None
     _report_problems(result.problems)
+    if result.code_capped:
+        console.print(
+            f"code-identity cap {opts.max_per_code_group}: {sum(result.code_capped.values())} files dropped "
+            f"from {len(result.code_capped)} code groups shared by more files"
+        )
     if result.capped:
         dropped = ", ".join(f"{g} -{n}" for g, n in result.capped.most_common())
         console.print(
@@ -164,7 +177,7 @@ DOC_END = "<!-- corpus-figures:end -->"
 def _audit_rich(results):
     from rich.table import Table
 
-    table = Table(title="shortcut audit: metadata-only LightGBM, grouped 5-fold CV by origin group")
+    table = Table(title="shortcut audit: metadata-only LightGBM, grouped 5-fold CV by CV group")
     for col in ("subset", "features", "files (mal/ben)", "groups", "accuracy", "FPR", "TPR", "ROC-AUC"):
         table.add_column(col, justify="left" if col in ("subset", "features") else "right")
     for r in results:
@@ -206,6 +219,60 @@ def _write_doc(path: Path, block: str) -> None:
     path.write_text(text, encoding="utf-8")
 
 
+def _dataset_rows(dataset: Path, rows: list[dict]) -> tuple[list[dict], str]:
+    """Manifest rows of exactly the files in a dataset, with the dataset's CV groups."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        files = pq.read_table(dataset / "files.parquet", columns=["sha256", "group"]).to_pylist()
+        meta = json.loads((dataset / "dataset.json").read_text()).get("meta") or {}
+    except (OSError, ValueError, pa.ArrowInvalid) as e:
+        raise fail(f"{dataset}: not a readable dataset ({e})") from None
+    group_of = {f["sha256"]: f["group"] for f in files}
+    chosen = [dict(r, cv_group=group_of[r["sha256"]], match_id=None) for r in rows if r["sha256"] in group_of]
+    if len(chosen) < len(group_of):
+        raise fail(f"{dataset}: {len(group_of) - len(chosen)} of its files are not in the manifest")
+    match = meta.get("match")
+    how = (
+        f"drawn by `--match` (ratio {match['ratio']}; {sum(n for *_, n in match['unmatched'])} malicious "
+        "files without a look-alike left out)"
+        if match
+        else "all labelled traces"
+    )
+    note = (
+        f"*training set*: exactly the {len(chosen)} files of the dataset `{dataset}` "
+        f"(min. instructions {meta.get('min_instructions', 0)}), {how}, grouped as the dataset groups them."
+    )
+    if match and match["unmatched"]:
+        rows_md = [f"| {' | '.join(map(str, k))} | {n} |" for *k, n in match["unmatched"][:15]]
+        note += "\n\nMalware without a look-alike (largest strata):\n\n" + "\n".join(
+            ["| arch | kind | toolchain | linker era | malicious files |", "|---|---|---|---|---:|", *rows_md]
+        )
+    return chosen, note
+
+
+def _figure_links(figures: Path | None, subsets: dict, doc_dir: Path) -> list[str]:
+    if figures is None:
+        return []
+    import os
+
+    from runtrace.corpus.plots import write_histograms
+
+    sets = {"corpus": subsets["all"]}
+    for name in ("training set", "match preview"):
+        if name in subsets:
+            sets[name.replace(" ", "-")] = subsets[name]
+    written = write_histograms(sets, figures)
+    lines = ["### Histograms (share of each class)"]
+    for name, trait, png in written:
+        rel = os.path.relpath(png, doc_dir)
+        lines.append(f"![{name}: {trait}]({rel})")
+    return ["\n\n".join(lines)]
+
+
 @corpus_app.command("audit")
 def audit(
     corpus_dir: Path = typer.Option(None, "--corpus-dir", help="Corpus folder (default: user cache)."),
@@ -220,6 +287,13 @@ def audit(
     folds: int = typer.Option(5, min=2, help="Grouped CV folds."),
     seed: int = typer.Option(0, help="Seed for the fold assignment and the trees."),
     write_doc: Path = typer.Option(None, help="Write composition + audit figures into this Markdown file."),
+    dataset: Path = typer.Option(
+        None, "--dataset", help="Also audit exactly this dataset's files (what the models train on); first."
+    ),
+    match_preview: bool = typer.Option(
+        False, help="Also audit the `dataset build --match` draw over all files, traced or not."
+    ),
+    figures: Path = typer.Option(None, help="Write class histograms (PNG) into this folder."),
     json_out: Path = typer.Option(None, "--json", help="Also write the figures as JSON."),
 ) -> None:
     """Shortcut audit: can metadata alone (no behaviour) tell malicious from benign?"""
@@ -229,7 +303,12 @@ def audit(
 
     from runtrace.corpus.audit import audit_markdown, run_audit
     from runtrace.corpus.manifest import ManifestError, has_trace_columns, read_manifest
-    from runtrace.corpus.report import composition_markdown, packages_markdown, summary_markdown
+    from runtrace.corpus.report import (
+        composition_markdown,
+        packages_markdown,
+        summary_markdown,
+        trace_coverage_markdown,
+    )
     from runtrace.corpus.store import MANIFEST_NAME
 
     path = manifest or _corpus_dir(corpus_dir) / MANIFEST_NAME
@@ -244,6 +323,22 @@ def audit(
     rows = table.to_pylist()
     subsets = {"all": rows, "matched": [r for r in rows if r.get("matched")]}
     wanted = ["all", "matched"] if subset == "both" else [subset]
+    notes = []
+    if match_preview:
+        from runtrace.corpus.matching import match_rows
+
+        drawn = match_rows(rows)
+        subsets["match preview"] = [dict(r, match_id=None) for r in drawn.rows]
+        wanted.insert(0, "match preview")
+        notes.append(
+            f"*match preview*: `match_rows` over every file, traced or not: {drawn.n_malicious} malicious "
+            f"files with {drawn.partners} benign partners; {sum(drawn.unmatched.values())} malicious files "
+            "without a look-alike left out."
+        )
+    if dataset is not None:
+        subsets["training set"], note = _dataset_rows(dataset, rows)
+        wanted.insert(0, "training set")
+        notes.insert(0, note)
     results = []
     with err_console.status("grouped cross-validation..."):
         for name in wanted:
@@ -264,10 +359,13 @@ def audit(
         block = "\n\n".join([
             f"Figures written by `runtrace corpus audit` on {date.today().isoformat()} from `{path}` "
             f"(manifest sha256 `{digest[:16]}...`), trace columns: {'yes' if include_trace else 'no'}.",
+            "### Shortcut audit", audit_markdown(results), *notes,
+            *(["### Training set per class", summary_markdown(subsets["training set"])] if dataset else []),
+            *_figure_links(figures, subsets, write_doc.parent),
+            "### Traced long enough, per source", trace_coverage_markdown(rows),
             "### Per class", summary_markdown(rows),
             "### Class x arch x kind x compiler", composition_markdown(rows),
             "### Files per package", packages_markdown(rows),
-            "### Shortcut audit", audit_markdown(results),
         ])  # fmt: skip
         _write_doc(write_doc, block)
         console.print(f"figures written into {write_doc}")
@@ -282,6 +380,9 @@ def trace(
     memory_mb: int = typer.Option(1024, help="Memory cap per tracer process (MiB)."),
     workers: int = typer.Option(0, help="Parallel tracer processes (0: one per CPU)."),
     only_matched: bool = typer.Option(False, help="Trace only the metadata-matched subset."),
+    match_pool: bool = typer.Option(
+        False, help="Trace only the malware and the benign files `dataset build --match` could draw."
+    ),
     label: Label = typer.Option(None, help="Trace only this class."),
     limit: int = typer.Option(0, help="Trace at most this many samples, alternating classes (0: all)."),
     retry_errors: bool = typer.Option(False, help="Trace again samples that failed before."),
@@ -329,7 +430,7 @@ def trace(
                 manifest_path, out_dir, settings, workers or os.cpu_count(), on_done=done,
                 retry_errors=retry_errors, only_matched=only_matched, label=label, limit=limit,
                 on_start=lambda n: progress.update(task, total=n), dask_address=dask,
-                max_bytes=max_bytes,
+                max_bytes=max_bytes, match_pool=match_pool,
             )  # fmt: skip
         except (ManifestError, DaskUnavailable) as e:
             raise fail(str(e)) from None

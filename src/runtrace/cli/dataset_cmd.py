@@ -34,7 +34,8 @@ def _labelled_traces(
     columns = set(manifest.column_names)
     if "sha256" not in columns or "label" not in columns:
         raise fail("manifest needs sha256 and label columns")
-    group_column = "origin_group" if "origin_group" in columns else "group" if "group" in columns else None
+    # cv_group (origin groups joined by shared code) is what no fold may split; older manifests lack it.
+    group_column = next((c for c in ("cv_group", "origin_group", "group") if c in columns), None)
     paths, labels, groups, kinds = [], [], [], []
     skipped = {"not malicious/benign": 0, "no trace": 0}
     for row in manifest.to_pylist():
@@ -57,6 +58,39 @@ def _labelled_traces(
         groups.append((row.get(group_column) if group_column else None) or sha)
         kinds.append(row.get("kind") or "")
     return paths, labels, groups, kinds, skipped
+
+
+def _matched_table(table, min_instructions: int, ratio: int):
+    """The manifest rows `--match` keeps: traced files long enough to enter the dataset, then the malware
+    and benign partners drawn by `corpus.matching.match_rows`."""
+    import pyarrow as pa
+
+    from runtrace.corpus.matching import match_rows
+
+    rows = [
+        r
+        for r in table.to_pylist()
+        if (r.get("label") or "") in LABELS
+        and r.get("trace_status") == "ok"
+        and (r.get("instruction_count") or 0) >= min_instructions
+    ]
+    result = match_rows(rows, ratio=ratio)
+    if not result.rows:
+        raise fail("--match: no malicious file has a traced benign look-alike")
+    unmatched = sum(result.unmatched.values())
+    console.print(
+        f"--match: {result.n_malicious} malicious files with {result.partners} benign partners; "
+        f"{unmatched} malicious files have no look-alike and are left out",
+        highlight=False,
+        soft_wrap=True,
+    )
+    info = {
+        "ratio": ratio,
+        "malicious": result.n_malicious,
+        "benign": result.partners,
+        "unmatched": [[*map(str, k), n] for k, n in result.unmatched.most_common()],
+    }
+    return pa.Table.from_pylist(result.rows, schema=table.schema), info
 
 
 def _inputs_key(paths: list[Path], labels, groups, kinds, **settings) -> str:
@@ -110,6 +144,10 @@ def build(
         0, help="Leave out traces with fewer executed instructions (so trace length is not the label)."
     ),
     limit: int = typer.Option(None, help="Use only the first N labelled traces (quick experiments)."),
+    match: bool = typer.Option(
+        False, help="Draw benign files matching the malware's arch, kind, toolchain, linker era, size."
+    ),
+    match_ratio: int = typer.Option(1, min=1, help="With --match: benign partners per malicious file."),
     overwrite: bool = typer.Option(False, help="Build again even when OUT is up to date."),
 ) -> None:
     """Encode a corpus's traces as an ISM or BSM dataset (token ids, Parquet file table).
@@ -132,6 +170,9 @@ def build(
             raise fail(f"window settings: {e}") from None
 
     table = _read_manifest(manifest)
+    match_info = None
+    if match:
+        table, match_info = _matched_table(table, min_instructions, match_ratio)
     paths, labels, groups, kinds, skipped = _labelled_traces(table, traces)
     if limit is not None:
         paths, labels, groups, kinds = paths[:limit], labels[:limit], groups[:limit], kinds[:limit]
@@ -141,7 +182,7 @@ def build(
     inputs_key = _inputs_key(
         paths, labels, groups, kinds,
         representation=representation, normalisation=normalisation, api=api, max_tokens=max_tokens,
-        window=window_settings, min_instructions=min_instructions,
+        window=window_settings, min_instructions=min_instructions, match=match_info,
     )  # fmt: skip
     if not overwrite and _built_from(out) == inputs_key:
         console.print(f"{out} is up to date (same traces and settings; --overwrite builds it again)")
@@ -183,6 +224,8 @@ def build(
     if len(data) == 0:
         raise fail("no trace could be read")
     data.meta["inputs_key"] = inputs_key
+    if match_info is not None:
+        data.meta["match"] = match_info
     data.save(out)
     summary = data.describe()
     summary["skipped"] = {

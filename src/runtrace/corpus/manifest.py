@@ -30,6 +30,9 @@ PROVENANCE_FIELDS = [
     pa.field("archive_member", pa.string()),
     pa.field("archive_password", pa.string()),  # the archive's public convention ("infected"), not a secret
     pa.field("note", pa.string()),
+    # When the file was first public: the upload date on PyPI, the package version's date on Debian.
+    pa.field("first_seen", pa.date32()),
+    pa.field("licence", pa.string()),  # the package's licence as its metadata states it
 ]
 
 PE_FIELDS = [
@@ -56,6 +59,14 @@ PE_FIELDS = [
     pa.field("packer_hint", pa.string()),
 ]
 
+CODE_FIELDS = [
+    # Hash of the executable sections with relocation targets zeroed (codeid.py): equal = same program.
+    pa.field("code_id", pa.string()),
+    # The cross-validation group: origin groups joined by shared code, or a widely shared code group
+    # (installer stub, launcher, runtime DLL) on its own.  No fold may split one.
+    pa.field("cv_group", pa.string()),
+]
+
 SELECTION_FIELDS = [
     # True for the rows of the metadata-matched subset (see build.mark_matched_subset).
     pa.field("matched", pa.bool_()),
@@ -75,7 +86,7 @@ TRACE_FIELDS = [
     pa.field("trace_error", pa.string()),
 ]
 
-SCHEMA = pa.schema(PROVENANCE_FIELDS + PE_FIELDS + SELECTION_FIELDS + TRACE_FIELDS)
+SCHEMA = pa.schema(PROVENANCE_FIELDS + PE_FIELDS + CODE_FIELDS + SELECTION_FIELDS + TRACE_FIELDS)
 TRACE_COLUMNS = [f.name for f in TRACE_FIELDS]
 
 

@@ -130,3 +130,22 @@ def packages_markdown(rows: list[dict]) -> str:
         n = sum(c.values())
         lines.append(f"| {label} | {source} | {package} | {n} | {c['exe']} | {c['dll']} | {c['driver']} |")
     return "\n".join(lines)
+
+
+def trace_coverage_markdown(rows: list[dict], min_instructions: int = 1000) -> str:
+    """Per class and source: files, traced, and traced long enough to enter a dataset."""
+    counts: dict[tuple, Counter] = defaultdict(Counter)
+    for r in rows:
+        c = counts[(r["label"], r["source"])]
+        c["files"] += 1
+        if r.get("trace_status") == "ok":
+            c["traced"] += 1
+            c["long"] += (r.get("instruction_count") or 0) >= min_instructions
+    lines = [
+        f"| class | source | files | traced | ≥ {min_instructions:,} instructions | share of traced |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for (label, source), c in sorted(counts.items()):
+        share = f"{c['long'] / c['traced']:.0%}" if c["traced"] else "–"
+        lines.append(f"| {label} | {source} | {c['files']} | {c['traced']} | {c['long']} | {share} |")
+    return "\n".join(lines)

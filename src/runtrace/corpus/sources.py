@@ -18,7 +18,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from runtrace.corpus.debsuite import deb_provenance
 from runtrace.corpus.fetch import normalise_project
+from runtrace.corpus.history_config import PypiHistorySources
 from runtrace.corpus.store import repo_root
 
 DEFAULT_SOURCES = Path(__file__).with_name("sources.toml")
@@ -45,6 +47,7 @@ class DebianSource(_Strict):
     architectures: list[str]
     pe_globs: list[str]
     group_by: Literal["package", "module"] = "package"
+    suite: str = ""  # another Debian release (bullseye, trixie, sid); "" = the machine's apt sources
 
 
 class PypiSources(_Strict):
@@ -57,12 +60,14 @@ class PypiSources(_Strict):
 
 class BuildSettings(_Strict):
     max_per_group: int = Field(default=0, ge=0)
+    max_per_code_group: int = Field(default=0, ge=0)  # files of one code identity (see codeid.py)
 
 
 class SourcesConfig(_Strict):
     archive: list[ArchiveSource] = []
     debian: list[DebianSource] = []
     pypi: PypiSources | None = None
+    pypi_history: PypiHistorySources | None = None
     build: BuildSettings = BuildSettings()
 
 
@@ -107,6 +112,8 @@ class Candidate:
     archive_password: str = ""
     expected_sha256: str = ""  # from the archive's csv: checked, and lets a rerun skip decryption
     note: str = ""
+    first_seen: str = ""  # YYYY-MM-DD the file was first public (upload / package date), "" unknown
+    licence: str = ""
 
     @property
     def file_name(self) -> str:
@@ -199,6 +206,7 @@ def archive_candidates(src: ArchiveSource) -> Iterator[Candidate | Problem]:
 
 def debian_candidates(src: DebianSource, arch: str, unpacked: Path, version: str) -> Iterator[Candidate]:
     seen: set[Path] = set()
+    first_seen, licence = deb_provenance(unpacked, src.package)
     for pattern in src.pe_globs:
         for path in sorted(unpacked.glob(pattern)):
             if not path.is_file() or path.is_symlink() or path in seen:
@@ -216,6 +224,8 @@ def debian_candidates(src: DebianSource, arch: str, unpacked: Path, version: str
                 origin_group=group,
                 member=member,
                 read=path.read_bytes,
+                first_seen=first_seen,
+                licence=licence,
             )
 
 
