@@ -23,10 +23,11 @@ from dataclasses import asdict, dataclass
 from multiprocessing.connection import wait
 from pathlib import Path
 
-from runtrace.trace.emulate.emulator import EmulationError, TracerSettings, emulate
+from runtrace.trace.emulate.emulator import EmulationError, emulate
 from runtrace.trace.emulate.inputs import InputProblem, Sample, SampleReadError
 from runtrace.trace.emulate.pe import UnsupportedInput, inspect_pe
 from runtrace.trace.formats.native import SUFFIX, TraceFormatError, load_trace, read_trace_meta, save_trace
+from runtrace.trace.settings import TracerSettings
 
 HARD_TIMEOUT_GRACE_S = 15.0  # the in-process watchdog stops emulation first; this catches real hangs
 _POLL_S = 0.02  # how often running children's time and memory are checked

@@ -25,8 +25,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from runtrace.trace.emulate.batch import BatchInterrupted, TraceOutcome, _reusable, record_error, trace_batch
-from runtrace.trace.emulate.emulator import TracerSettings
 from runtrace.trace.emulate.inputs import InputProblem, Sample
+from runtrace.trace.settings import TracerSettings
 
 TASKS_PER_THREAD = 2
 CONNECT_TIMEOUT = "20s"
