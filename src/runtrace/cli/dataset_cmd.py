@@ -8,10 +8,10 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from runtrace.cli.app import INTERRUPTED, app, console, err_console, fail
+from runtrace.cli.app import INTERRUPTED, app, console, err_console, fail, sub_app
 from runtrace.cli.choices import Normalisation, Representation, Windowing
 
-dataset_app = typer.Typer(help="Turn traces into ISM / BSM token datasets.", no_args_is_help=True)
+dataset_app = sub_app("Turn traces into ISM / BSM token datasets.")
 app.add_typer(dataset_app, name="dataset")
 
 LABELS = ("malicious", "benign")
