@@ -101,7 +101,9 @@ def test_the_unknown_floor_is_the_models_training_minimum(traces, tmp_path: Path
         if floor is None:
             del config["data"]["min_instructions"]
         (model / "config.json").write_text(_json.dumps(config))
-        result = CliRunner().invoke(app, ["scan", "--model", str(model), "--json", *extra, str(traces["benign1"])])
+        result = CliRunner().invoke(
+            app, ["scan", "--model", str(model), "--json", *extra, str(traces["benign1"])]
+        )
         return ScanReport.model_validate_json(result.stdout)
 
     assert traces and scan_with(1100).results[0].verdict == "benign"  # benign1: 1,118 instructions
@@ -203,6 +205,16 @@ def test_pe_files_copies_and_archive_members_are_traced(tmp_path: Path, cli32) -
     )
     assert first.trace.instructions > 1000 and first.trace.api_calls > 0
     assert first.sha256 == first.traced_sample_sha256
+    # The API calls with their arguments and results, and what the program did (schema 2.0).
+    calls = first.api_calls
+    assert calls.total == first.trace.api_calls == len(calls.calls)
+    create = next(c for c in calls.calls if c.name == "KERNEL32.CreateProcessA")
+    assert any(isinstance(a, str) and a.endswith('-script.py" "C:\\Users\\user\\Documents\\notes.txt"')
+               for a in create.args)  # fmt: skip
+    assert create.result is not None and not create.stubbed and create.return_address.startswith("0x")
+    assert first.behaviour.processes[0]["event"] == "create"
+    assert first.behaviour.processes[0]["path"].endswith("-script.py")
+    assert first.behaviour.files and first.behaviour.strings
     assert len({r.probability for r in report.results}) == 1  # the same bytes, traced once
 
 
@@ -273,7 +285,9 @@ def test_debugger_traces_are_scanned_without_emulation(tmp_path: Path) -> None:
     # x64dbg traces carry no API calls (the text format keeps them in comments); the planted block is
     # still what the model sees.
     assert [r.api_calls.total for r in report.results] == [0, 6, 6]
-    assert all(r.explanation.towards_malicious[0].address == f"0x{PLANTED_ADDRESS:08x}" for r in report.results)
+    assert all(
+        r.explanation.towards_malicious[0].address == f"0x{PLANTED_ADDRESS:08x}" for r in report.results
+    )
 
 
 def test_an_ism_model_scans_and_explains(traces) -> None:

@@ -175,7 +175,9 @@ def test_explanations_say_both_ways_with_the_share_they_account_for(model: OnnxM
     reference = _masked_p(model, trace, score, seq, list(units))
     assert e.without_shown == pytest.approx(without, abs=1e-5)
     assert e.reference_probability == pytest.approx(reference, abs=1e-5)
-    assert e.shown_share == pytest.approx((score.probability - without) / (score.probability - reference), abs=1e-3)
+    assert e.shown_share == pytest.approx(
+        (score.probability - without) / (score.probability - reference), abs=1e-3
+    )
 
 
 def test_a_benign_files_decisive_blocks_come_first_and_weak_explanations_say_so(cli32) -> None:
@@ -187,7 +189,12 @@ def test_a_benign_files_decisive_blocks_come_first_and_weak_explanations_say_so(
     from runtrace.scan.inputs import iter_inputs
 
     scanner = Scanner.load(default_model_dir(), ScanOptions(workers=1))
-    malware = data_dir() / "demo" / "scan" / "278307e2061d4721f10aaed970278a9f600fbaf6bddb8ce8e317e2180a70c933.rtrace"
+    malware = (
+        data_dir()
+        / "demo"
+        / "scan"
+        / "278307e2061d4721f10aaed970278a9f600fbaf6bddb8ce8e317e2180a70c933.rtrace"
+    )
     benign, confident = scanner.scan(list(iter_inputs([cli32, malware])))
     e = benign.explanation
     assert benign.verdict == "benign" and e.towards_benign[0].contribution < -0.2

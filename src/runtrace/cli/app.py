@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 import os
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -28,7 +27,7 @@ class RuntraceGroup(TyperGroup):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except click.UsageError as e:
+        except typer.BadParameter as e:
             _one_line(e)
             raise typer.Exit(e.exit_code) from None
 
@@ -48,19 +47,19 @@ class RuntraceGroup(TyperGroup):
         return params
 
 
-def _one_line(e: click.UsageError) -> None:
+def _one_line(e: typer.BadParameter) -> None:
     where = f" (see {e.ctx.command_path} --help)" if e.ctx is not None else ""
     err_console.print(
         f"[bold red]error:[/] {escape(e.format_message())}{where}", highlight=False, soft_wrap=True
     )
 
 
-def _refuse_flag_values(group: click.Group, ctx, args: list[str]) -> None:
+def _refuse_flag_values(group: TyperGroup, ctx, args: list[str]) -> None:
     """`runtrace scan --json true x.exe` would scan a file named "true"; say what is wrong instead."""
     if not args or args[0].startswith("-"):
         return
-    command = click.Group.get_command(group, ctx, args[0])
-    if command is None or isinstance(command, click.Group):
+    command = group.get_command(ctx, args[0])
+    if command is None or isinstance(command, TyperGroup):
         return
     flags = {
         name for p in command.params if getattr(p, "is_flag", False) for name in (*p.opts, *p.secondary_opts)
@@ -76,7 +75,7 @@ def _refuse_flag_values(group: click.Group, ctx, args: list[str]) -> None:
             raise typer.Exit(2)
 
 
-def _tidy(command: click.Command, ctx) -> None:
+def _tidy(command, ctx) -> None:
     if getattr(command, "_runtrace_tidy", False):
         return
     command._runtrace_tidy = True

@@ -485,7 +485,7 @@ def write_text_log(trace: Trace, path: str | Path) -> Path:
     rendered: dict[int, str] = {}  # block id -> its lines
     tmp = path.with_name(path.name + ".part")
     with open(tmp, "w", encoding="utf-8", newline="\n", buffering=1 << 20) as out:
-        out.write(f"; runtrace run trace ({trace.meta.source}, {trace.arch.value})\n")
+        out.write(f"; runtrace run trace ({trace.arch.value})\n")
         if trace.meta.sha256:
             out.write(f"; sha256 {trace.meta.sha256}\n")
         tid = None
