@@ -8,21 +8,11 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from runtrace.cli.app import (
-    INTERRUPTED,
-    MAX_FILE_SIZE_HELP,
-    app,
-    console,
-    err_console,
-    fail,
-    max_file_bytes,
-)
+from runtrace.cli.app import INTERRUPTED, app, console, err_console, fail, sub_app
 from runtrace.cli.choices import AuditSubset, Label, YesNoAuto
+from runtrace.cli.options import TracerRun, tracer_options
 
-corpus_app = typer.Typer(
-    help="Build the labelled corpus, trace it, and audit it for packaging shortcuts.",
-    no_args_is_help=True,
-)
+corpus_app = sub_app("Build the labelled corpus, trace it, and audit it for packaging shortcuts.")
 app.add_typer(corpus_app, name="corpus")
 
 MAX_PROBLEMS_SHOWN = 25
@@ -60,34 +50,17 @@ def _corpus_dir(path: Path | None) -> Path:
 
 
 def _report_problems(problems) -> None:
+    from runtrace.corpus.report import problem_kind
+
     if not problems:
         return
     for p in problems[:MAX_PROBLEMS_SHOWN]:
         err_console.print(f"[yellow]skipped:[/] {p.where}: {p.reason}", highlight=False, soft_wrap=True)
     if len(problems) > MAX_PROBLEMS_SHOWN:
         err_console.print(f"... and {len(problems) - MAX_PROBLEMS_SHOWN} more", highlight=False)
-    kinds = Counter(_problem_kind(p.reason) for p in problems)
+    kinds = Counter(problem_kind(p.reason) for p in problems)
     summary = ", ".join(f"{n} {k}" for k, n in kinds.most_common())
     err_console.print(f"{len(problems)} skipped in all: {summary}", highlight=False, soft_wrap=True)
-
-
-def _problem_kind(reason: str) -> str:
-    for needle, kind in [
-        ("pip download", "download failures"),
-        ("download ", "download failures"),
-        ("reserved project", "reserved (independent check)"),
-        ("no Windows files", "no Windows files in the years"),
-        ("apt-get", "download failures"),
-        ("unsupported architecture", "non-x86 architecture"),
-        ("neither class", "unlabelled (grayware etc.)"),
-        ("labelled", "label conflicts"),
-        ("not PE", "not PE"),
-        ("no MZ", "not PE"),
-        ("PE header", "not PE"),
-    ]:
-        if needle in reason:
-            return kind
-    return "other"
 
 
 @corpus_app.command("build")
@@ -170,10 +143,6 @@ def build(
     console.print(f"manifest: {result.manifest_path}\nskipped files: {result.skipped_path}")
 
 
-DOC_BEGIN = "<!-- corpus-figures:begin (written by `runtrace corpus audit --write-doc`) -->"
-DOC_END = "<!-- corpus-figures:end -->"
-
-
 def _audit_rich(results):
     from rich.table import Table
 
@@ -205,18 +174,6 @@ def _audit_rich(results):
                 cells.append("")
         imp.add_row(n, *cells)
     return table, imp
-
-
-def _write_doc(path: Path, block: str) -> None:
-    text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    section = f"{DOC_BEGIN}\n{block}\n{DOC_END}"
-    if DOC_BEGIN in text and DOC_END in text:
-        head, rest = text.split(DOC_BEGIN, 1)
-        tail = rest.split(DOC_END, 1)[1]
-        text = head + section + tail
-    else:
-        text = (text.rstrip() + "\n\n" if text else "") + section + "\n"
-    path.write_text(text, encoding="utf-8")
 
 
 def _dataset_rows(dataset: Path, rows: list[dict]) -> tuple[list[dict], str]:
@@ -294,21 +251,18 @@ def audit(
         False, help="Also audit the `dataset build --match` draw over all files, traced or not."
     ),
     figures: Path = typer.Option(None, help="Write class histograms (PNG) into this folder."),
-    json_out: Path = typer.Option(None, "--json", help="Also write the figures as JSON."),
+    json_out: Path = typer.Option(
+        None, "--json-out", metavar="PATH", help="Also write the figures as JSON here."
+    ),
 ) -> None:
     """Shortcut audit: can metadata alone (no behaviour) tell malicious from benign?"""
     import json
     from dataclasses import asdict
     from datetime import date
 
-    from runtrace.corpus.audit import audit_markdown, run_audit
+    from runtrace.corpus.audit import run_audit
     from runtrace.corpus.manifest import ManifestError, has_trace_columns, read_manifest
-    from runtrace.corpus.report import (
-        composition_markdown,
-        packages_markdown,
-        summary_markdown,
-        trace_coverage_markdown,
-    )
+    from runtrace.corpus.report import audit_document, write_doc_section
     from runtrace.corpus.store import MANIFEST_NAME
 
     path = manifest or _corpus_dir(corpus_dir) / MANIFEST_NAME
@@ -356,29 +310,20 @@ def audit(
         import hashlib
 
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        block = "\n\n".join([
-            f"Figures written by `runtrace corpus audit` on {date.today().isoformat()} from `{path}` "
-            f"(manifest sha256 `{digest[:16]}...`), trace columns: {'yes' if include_trace else 'no'}.",
-            "### Shortcut audit", audit_markdown(results), *notes,
-            *(["### Training set per class", summary_markdown(subsets["training set"])] if dataset else []),
-            *_figure_links(figures, subsets, write_doc.parent),
-            "### Traced long enough, per source", trace_coverage_markdown(rows),
-            "### Per class", summary_markdown(rows),
-            "### Class x arch x kind x compiler", composition_markdown(rows),
-            "### Files per package", packages_markdown(rows),
-        ])  # fmt: skip
-        _write_doc(write_doc, block)
+        block = audit_document(
+            rows, results, str(path), digest, include_trace, date.today().isoformat(), notes=notes,
+            training_rows=subsets["training set"] if dataset else None,
+            figure_sections=_figure_links(figures, subsets, write_doc.parent),
+        )  # fmt: skip
+        write_doc_section(write_doc, block)
         console.print(f"figures written into {write_doc}")
 
 
 @corpus_app.command("trace")
+@tracer_options()
 def trace(
     corpus_dir: Path = typer.Option(None, "--corpus-dir", help="Corpus folder (default: user cache)."),
     out: Path = typer.Option(None, "-o", "--out", help="Trace folder (default: <corpus-dir>/traces)."),
-    max_instructions: int = typer.Option(1_000_000, help="Stop a sample after this many instructions."),
-    timeout: float = typer.Option(60.0, help="Wall-clock seconds per sample."),
-    memory_mb: int = typer.Option(1024, help="Memory cap per tracer process (MiB)."),
-    workers: int = typer.Option(0, help="Parallel tracer processes (0: one per CPU)."),
     only_matched: bool = typer.Option(False, help="Trace only the metadata-matched subset."),
     match_pool: bool = typer.Option(
         False, help="Trace only the malware and the benign files `dataset build --match` could draw."
@@ -386,13 +331,7 @@ def trace(
     label: Label = typer.Option(None, help="Trace only this class."),
     limit: int = typer.Option(0, help="Trace at most this many samples, alternating classes (0: all)."),
     retry_errors: bool = typer.Option(False, help="Trace again samples that failed before."),
-    dask: str = typer.Option(
-        None,
-        "--dask",
-        metavar="ADDRESS",
-        help="Trace on this Dask scheduler (tcp://host:8786) instead of locally.",
-    ),
-    max_file_size: int = typer.Option(256, "--max-file-size", help=MAX_FILE_SIZE_HELP),
+    tracer: TracerRun = None,
 ) -> None:
     """Emulate every corpus sample (resumable, parallel) and add trace statistics to the manifest.
 
@@ -405,13 +344,10 @@ def trace(
     from runtrace.corpus.tracing import trace_corpus
     from runtrace.trace.emulate.batch import BatchInterrupted
     from runtrace.trace.emulate.dask_runner import DaskUnavailable
-    from runtrace.trace.emulate.emulator import TracerSettings
 
     root = _corpus_dir(corpus_dir)
     manifest_path = root / MANIFEST_NAME
     out_dir = out or root / "traces"
-    settings = TracerSettings(max_instructions=max_instructions, timeout_s=timeout, memory_mb=memory_mb)
-    max_bytes = max_file_bytes(max_file_size)
     progress = Progress(
         TextColumn("[bold]tracing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TextColumn("{task.fields[last]}"), console=err_console, transient=True,
@@ -427,10 +363,10 @@ def trace(
 
         try:
             outcomes = trace_corpus(
-                manifest_path, out_dir, settings, workers or os.cpu_count(), on_done=done,
+                manifest_path, out_dir, tracer.settings, tracer.workers or os.cpu_count(), on_done=done,
                 retry_errors=retry_errors, only_matched=only_matched, label=label, limit=limit,
-                on_start=lambda n: progress.update(task, total=n), dask_address=dask,
-                max_bytes=max_bytes, match_pool=match_pool,
+                on_start=lambda n: progress.update(task, total=n), dask_address=tracer.dask,
+                max_bytes=tracer.max_bytes, match_pool=match_pool,
             )  # fmt: skip
         except (ManifestError, DaskUnavailable) as e:
             raise fail(str(e)) from None

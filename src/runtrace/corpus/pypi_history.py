@@ -79,7 +79,11 @@ def _http_get(url: str, timeout_s: float) -> bytes:
         return response.read()
 
 
-def project_json(project: str, downloads_dir: Path, timeout_s: float = 60) -> dict:
+# A registry JSON document is small: a minute without an answer means the request is stuck.
+JSON_TIMEOUT_S = 60.0
+
+
+def project_json(project: str, downloads_dir: Path, timeout_s: float = JSON_TIMEOUT_S) -> dict:
     """The registry's JSON for one project, cached: a rerun asks nothing of the network."""
     if is_reserved(project):
         raise FetchError(f"{project}: reserved project (independent check), never fetched")
