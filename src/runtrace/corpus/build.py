@@ -19,6 +19,7 @@ import numpy as np
 from runtrace.corpus import manifest as mf
 from runtrace.corpus.fetch import FetchError, fetch_deb, fetch_wheels
 from runtrace.corpus.pemeta import NotPeError, read_pe_meta
+from runtrace.corpus.reserved import refuse_reserved
 from runtrace.corpus.sources import (
     Candidate,
     Problem,
@@ -124,7 +125,7 @@ def _pypi(opts: BuildOptions, progress: Progress) -> Iterator[Candidate | Proble
             yield from wheel_candidates(project, wheel, cfg.pe_suffixes)
 
 
-def gather(opts: BuildOptions, progress: Progress) -> Iterator[Candidate | Problem]:
+def _sources(opts: BuildOptions, progress: Progress) -> Iterator[Candidate | Problem]:
     if opts.use_archives:
         for src in opts.sources.archive:
             yield from archive_candidates(src)
@@ -132,6 +133,15 @@ def gather(opts: BuildOptions, progress: Progress) -> Iterator[Candidate | Probl
         yield from _debian(opts, progress)
     if opts.use_pypi:
         yield from _pypi(opts, progress)
+
+
+def gather(opts: BuildOptions, progress: Progress) -> Iterator[Candidate | Problem]:
+    """Every candidate of every source, each checked against the reserved-software rule."""
+    for item in _sources(opts, progress):
+        if isinstance(item, Candidate):
+            # Whatever the source type, a reserved package stops the build (reserved.py says why).
+            refuse_reserved(item.source, item.package, _where(item))
+        yield item
 
 
 # --- turning candidates into rows ---------------------------------------------------------------

@@ -19,6 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from runtrace.corpus.fetch import normalise_project
+from runtrace.corpus.reserved import ReservedError, refuse_reserved
 from runtrace.corpus.store import repo_root
 
 DEFAULT_SOURCES = Path(__file__).with_name("sources.toml")
@@ -84,11 +85,23 @@ def load_sources(path: Path | None = None) -> SourcesConfig:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
     try:
-        return SourcesConfig.model_validate(raw)
+        config = SourcesConfig.model_validate(raw)
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ConfigError(f"{path}: {where}: {first['msg']}") from None
+    try:
+        check_sources(config)
+    except ReservedError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return config
+
+
+def check_sources(config: SourcesConfig) -> None:
+    """Refuse a config that names a reserved package (see `reserved.py`), before anything is fetched."""
+    if config.pypi is not None:
+        for project in [*config.pypi.projects, *config.pypi.extra_pythons]:
+            refuse_reserved("pypi", project)
 
 
 @dataclass(slots=True)
