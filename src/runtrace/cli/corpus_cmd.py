@@ -141,6 +141,10 @@ def build(
     except (ValueError, OSError) as e:
         raise fail(str(e)) from None
     _report_problems(result.problems)
+    for p in result.undated[:MAX_PROBLEMS_SHOWN]:
+        err_console.print(f"[yellow]not dated:[/] {p.where}: {p.reason}", highlight=False, soft_wrap=True)
+    if len(result.undated) > MAX_PROBLEMS_SHOWN:
+        err_console.print(f"... {len(result.undated)} files not dated in all", highlight=False)
     if result.capped:
         dropped = ", ".join(f"{g} -{n}" for g, n in result.capped.most_common())
         console.print(

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from runtrace.corpus import manifest as mf
+from runtrace.corpus.dates import CSV_DATE, archive_date, assign_first_seen, parse_csv_date
 from runtrace.corpus.fetch import FetchError, fetch_deb, fetch_wheels
 from runtrace.corpus.pemeta import NotPeError, read_pe_meta
 from runtrace.corpus.reserved import refuse_reserved
@@ -65,6 +66,7 @@ class BuildResult:
     capped: Counter = field(default_factory=Counter)  # origin group -> rows dropped by the cap
     manifest_path: Path | None = None
     skipped_path: Path | None = None
+    undated: list[Problem] = field(default_factory=list)  # rows a dating rule should have dated, and why
 
 
 class Progress:
@@ -210,8 +212,13 @@ class _Assembler:
             "file_name": c.file_name,
             "also_in": [],
             "note": c.note,
+            "family": c.family or None,
+            "family_kind": c.family_kind or None,
             **meta,
         }
+        csv_date = parse_csv_date(c.csv_date)
+        if csv_date is not None:
+            row["first_seen"], row["first_seen_source"] = csv_date, CSV_DATE
         if c.archive_path:
             row |= {"storage": "zip", "path": c.archive_path, "archive_member": c.archive_member}
             row["archive_password"] = c.archive_password
@@ -284,13 +291,19 @@ def _round_robin(buckets: dict[object, list[dict]]) -> list[dict]:
 
 
 def apply_group_cap(rows: list[dict], cap: int) -> tuple[list[dict], Counter]:
-    """Keep at most `cap` rows per origin group, spread over the group's arch x kind mix."""
+    """Keep at most `cap` benign rows per origin group, spread over the group's arch x kind mix.
+
+    Malware is never capped: every sample of the archives stays in the corpus (a family of hundreds,
+    like APT1, is weighed down by the evaluation's by-family protocol, not dropped here)."""
     if cap <= 0:
         return rows, Counter()
     by_group: dict[str, list[dict]] = defaultdict(list)
-    for row in rows:
-        by_group[row["origin_group"]].append(row)
     kept: list[dict] = []
+    for row in rows:
+        if row["label"] == "benign":
+            by_group[row["origin_group"]].append(row)
+        else:
+            kept.append(row)
     dropped: Counter = Counter()
     for group, members in by_group.items():
         if len(members) <= cap:
@@ -384,6 +397,8 @@ def build_corpus(opts: BuildOptions, progress: Progress | None = None) -> BuildR
         advance(1)
     rows = assembler.finish()
     rows, capped = apply_group_cap(rows, opts.max_per_group)
+    archives = {row["path"] for row in rows if row.get("storage") == "zip"}
+    undated = assign_first_seen(rows, opts.downloads_dir, {a: archive_date(a) for a in archives})
     mark_matched_subset(rows, opts.match_caliper)
     rows.sort(key=lambda r: (r["label"], r["origin_group"], r["sha256"]))
     mf.write_manifest(rows, manifest_path)
@@ -391,4 +406,6 @@ def build_corpus(opts: BuildOptions, progress: Progress | None = None) -> BuildR
     with skipped_path.open("w", encoding="utf-8") as f:
         for p in assembler.problems:
             f.write(json.dumps({"where": p.where, "reason": p.reason}) + "\n")
-    return BuildResult(rows, assembler.problems, capped, manifest_path, skipped_path)
+    return BuildResult(
+        rows, assembler.problems, capped, manifest_path, skipped_path, [Problem(w, r) for w, r in undated]
+    )

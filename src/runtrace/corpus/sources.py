@@ -30,6 +30,9 @@ class ConfigError(ValueError):
     """An unusable sources file; the message names the file and the problem."""
 
 
+FamilyKind = Literal["threat-actor", "report-or-campaign", "malware-family", "crypter"]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -39,6 +42,11 @@ class ArchiveSource(_Strict):
     zip: str
     csv: str
     password: str = ""
+    # What the csv's `family` column means depends on which collection a row came from (its `source`
+    # column): a threat actor, a report or campaign, a malware family.  Keyed by that column's value;
+    # `family_kind_overrides` (keyed by the lower-case family) corrects single labels, e.g. a crypter.
+    family_kinds: dict[str, FamilyKind] = {}
+    family_kind_overrides: dict[str, FamilyKind] = {}
 
 
 class DebianSource(_Strict):
@@ -120,6 +128,9 @@ class Candidate:
     archive_password: str = ""
     expected_sha256: str = ""  # from the archive's csv: checked, and lets a rerun skip decryption
     note: str = ""
+    family: str = ""  # the collection's grouping label (actor, report, family), as the csv spells it
+    family_kind: str = ""  # what that label is (FamilyKind)
+    csv_date: str = ""  # the csv's date for the file (YYYY-MM, YYYY-MM-DD or a range), as written
 
     @property
     def file_name(self) -> str:
@@ -156,6 +167,15 @@ def archive_origin_group(archive: str, row: dict[str, str]) -> str:
     if not stem or _HEXNAME.match(stem):
         return f"{archive}/sha256:{row['sha256'][:16]}"
     return f"{archive}/{stem.lower()}"
+
+
+def family_kind(src: ArchiveSource, row: dict[str, str]) -> str:
+    """What the row's family label is, from the collection it came from; "" without a label."""
+    family = (row.get("family") or "").strip()
+    if not family:
+        return ""
+    override = src.family_kind_overrides.get(family.lower())
+    return override or src.family_kinds.get((row.get("source") or "").strip(), "")
 
 
 def archive_candidates(src: ArchiveSource) -> Iterator[Candidate | Problem]:
@@ -204,6 +224,9 @@ def archive_candidates(src: ArchiveSource) -> Iterator[Candidate | Problem]:
             archive_password=src.password,
             expected_sha256=sha,
             note=(row.get("note") or "").strip(),
+            family=(row.get("family") or "").strip(),
+            family_kind=family_kind(src, row),
+            csv_date=(row.get("date") or "").strip(),
         )
 
 
