@@ -40,11 +40,11 @@ UPLOADS = {"alpha": "2021-03-04T10:00:00.000000Z", "beta": "2019-07-08T12:00:00.
 
 
 def _fake_pypi(url: str) -> dict:
-    project, version = url.split("/pypi/", 1)[1].split("/")[:2]
+    project = url.split("/pypi/", 1)[1].split("/")[0]
     if project not in UPLOADS:
         raise urllib.error.URLError("no network in tests")
-    wheels = [f"{project}-{version}-cp311-cp311-{p}.whl" for p in ("win32", "win_amd64")]
-    return {"urls": [{"filename": w, "upload_time_iso_8601": UPLOADS[project]} for w in wheels]}
+    wheels = [f"{project}-1.0-cp311-cp311-{p}.whl" for p in ("win32", "win_amd64")]
+    return {"releases": {"1.0": [{"filename": w, "upload_time_iso_8601": UPLOADS[project]} for w in wheels]}}
 
 
 def _wheel(downloads: Path, project: str, platform: str, files: dict[str, bytes]) -> None:

@@ -57,27 +57,24 @@ def test_pypi_upload_dates_are_cached_for_a_rerun_without_network(tmp_path):
 
     def api(url):
         calls.append(url)
-        return {
-            "urls": [
-                {"filename": "demo-1.0-cp311-cp311-win32.whl", "upload_time_iso_8601": "2022-01-02T03:04:05Z"}
-            ]
-        }
+        wheel = {"filename": "demo-1.0-cp311-cp311-win32.whl", "upload_time_iso_8601": "2022-01-02T03:04:05Z"}
+        return {"releases": {"1.0": [wheel], "0.9": []}}
 
     cache = tmp_path / "dates.json"
     first = dates.PypiReleaseDates(cache, api)
-    assert first.upload_date("demo", "1.0", "demo-1.0-cp311-cp311-win32.whl") == dt.date(2022, 1, 2)
+    assert first.upload_date("demo", "demo-1.0-cp311-cp311-win32.whl") == dt.date(2022, 1, 2)
     with pytest.raises(LookupError, match="no upload of other.whl"):
-        first.upload_date("demo", "1.0", "other.whl")
+        first.upload_date("demo", "other.whl")
     first.save()
-    assert calls == ["https://pypi.org/pypi/demo/1.0/json"]
+    assert calls == ["https://pypi.org/pypi/demo/json"]
 
     def offline(url):
         raise urllib.error.URLError("offline")
 
     again = dates.PypiReleaseDates(cache, offline)
-    assert again.upload_date("demo", "1.0", "demo-1.0-cp311-cp311-win32.whl") == dt.date(2022, 1, 2)
+    assert again.upload_date("demo", "demo-1.0-cp311-cp311-win32.whl") == dt.date(2022, 1, 2)
     with pytest.raises(LookupError, match="offline"):
-        again.upload_date("demo", "2.0", "demo-2.0-cp311-cp311-win32.whl")
+        again.upload_date("other", "other-2.0-cp311-cp311-win32.whl")
 
 
 def _family_archive(tmp: Path, rows: list[dict]) -> ArchiveSource:

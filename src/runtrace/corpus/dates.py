@@ -13,7 +13,8 @@ that dated a row, and a row no rule can date keeps a null date (the temporal pro
   it is built), and not a reproducible build's content hash (a REPRO debug entry).  A link time can
   be forged within that window too, and it is when the file was built, which can be well before it was
   first seen: this is the weaker rule, and docs/corpus.md says how many files rest on it.
-- ``pypi-upload`` (benign wheels): the upload time PyPI's JSON API gives for the very wheel file.
+- ``pypi-upload`` (benign wheels): the upload time PyPI's JSON API gives for the very wheel file (the
+  project's document lists every release's files with their upload times).
 - ``debian-changelog`` (benign Debian files): the date of the newest entry of the package's Debian
   changelog (`usr/share/doc/<package>/changelog.Debian.gz`), i.e. when that package version was
   uploaded - the files in it were built for that upload.
@@ -40,7 +41,7 @@ DEBIAN_CHANGELOG = "debian-changelog"
 RULES = (CSV_DATE, PE_TIMESTAMP, PYPI_UPLOAD, DEBIAN_CHANGELOG)
 
 EARLIEST_PLAUSIBLE = dt.date(1995, 1, 1)
-PYPI_JSON = "https://pypi.org/pypi/{project}/{version}/json"
+PYPI_JSON = "https://pypi.org/pypi/{project}/json"
 RELEASE_DATES_NAME = "release-dates.json"
 
 
@@ -105,7 +106,7 @@ def _fetch_json(url: str, timeout_s: float = 30) -> dict:
 class PypiReleaseDates:
     """Upload times of wheel files from PyPI's JSON API, cached on disk so a rerun needs no network.
 
-    One request per (project, version); the cache maps project -> version -> {file name: ISO date}.
+    One request per project; the cache maps project -> {file name: ISO date} over all its releases.
     """
 
     def __init__(self, cache_path: Path, fetch: Callable[[str], dict] | None = None) -> None:
@@ -117,25 +118,29 @@ class PypiReleaseDates:
             self.cache = {}
         self.dirty = False
 
-    def upload_date(self, project: str, version: str, file_name: str) -> dt.date:
-        """The wheel's upload date; raises `LookupError` (one line) when PyPI does not say."""
-        files = self.cache.get(project, {}).get(version)
+    def _files(self, project: str) -> dict[str, str]:
+        files = self.cache.get(project)
         if files is None:
-            url = PYPI_JSON.format(project=project, version=version)
+            url = PYPI_JSON.format(project=project)
             try:
                 doc = (self.fetch or _fetch_json)(url)
             except (urllib.error.URLError, OSError, ValueError) as e:
                 raise LookupError(f"{url}: {getattr(e, 'reason', e)}") from None
             files = {
                 u["filename"]: (u.get("upload_time_iso_8601") or u.get("upload_time") or "")[:10]
-                for u in doc.get("urls", [])
+                for release in (doc.get("releases") or {}).values()
+                for u in release
                 if u.get("filename")
             }
-            self.cache.setdefault(project, {})[version] = files
+            self.cache[project] = files
             self.dirty = True
-        day = files.get(file_name)
+        return files
+
+    def upload_date(self, project: str, file_name: str) -> dt.date:
+        """The wheel's upload date; raises `LookupError` (one line) when PyPI does not say."""
+        day = self._files(project).get(file_name)
         if not day:
-            raise LookupError(f"PyPI lists no upload of {file_name} ({project} {version})")
+            raise LookupError(f"PyPI lists no upload of {file_name} ({project})")
         return dt.date.fromisoformat(day)
 
     def save(self) -> None:
@@ -207,7 +212,7 @@ def assign_first_seen(
         elif row.get("source") == "pypi":
             wheel = (row.get("member") or "").split("/", 1)[0]
             try:
-                day = pypi.upload_date(row["package"], row.get("package_version") or "", wheel)
+                day = pypi.upload_date(row["package"], wheel)
             except LookupError as e:
                 problems.append((f"{row['package']}:{row.get('member')}", f"no upload date: {e}"))
                 continue

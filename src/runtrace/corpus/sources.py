@@ -76,8 +76,15 @@ class SourcesConfig(_Strict):
 
 
 def shared_dir() -> Path:
+    """`shared/` beside the checkout - or beside a folder above it, for a git worktree kept in a
+    subfolder next to the main checkout (e.g. work/wt/<branch> with work/shared)."""
     root = repo_root()
-    return (root.parent / "shared") if root else Path("shared")
+    if root is None:
+        return Path("shared")
+    for parent in root.parents:
+        if (parent / "shared").is_dir():
+            return parent / "shared"
+    return root.parent / "shared"
 
 
 def expand_path(text: str) -> Path:
