@@ -198,12 +198,16 @@ def _audit_rich(results):
     return table, imp
 
 
-def _write_doc(path: Path, block: str) -> None:
+LINEAGE_BEGIN = "<!-- corpus-lineage:begin (written by `runtrace corpus lineage --write-doc`) -->"
+LINEAGE_END = "<!-- corpus-lineage:end -->"
+
+
+def _write_doc(path: Path, block: str, begin: str = DOC_BEGIN, end: str = DOC_END) -> None:
     text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    section = f"{DOC_BEGIN}\n{block}\n{DOC_END}"
-    if DOC_BEGIN in text and DOC_END in text:
-        head, rest = text.split(DOC_BEGIN, 1)
-        tail = rest.split(DOC_END, 1)[1]
+    section = f"{begin}\n{block}\n{end}"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        tail = rest.split(end, 1)[1]
         text = head + section + tail
     else:
         text = (text.rstrip() + "\n\n" if text else "") + section + "\n"
@@ -274,6 +278,50 @@ def audit(
             "### Shortcut audit", audit_markdown(results),
         ])  # fmt: skip
         _write_doc(write_doc, block)
+        console.print(f"figures written into {write_doc}")
+
+
+@corpus_app.command("lineage")
+def lineage(
+    corpus_dir: Path = typer.Option(None, "--corpus-dir", help="Corpus folder (default: user cache)."),
+    manifest: Path = typer.Option(None, help="A manifest file instead of <corpus-dir>/manifest.parquet."),
+    write_doc: Path = typer.Option(None, help="Write the tables into this Markdown file (and plots beside)."),
+    plots: Path = typer.Option(None, help="Folder for the histograms (default: images/ beside --write-doc)."),
+) -> None:
+    """Families and first-seen dates: tables, and histograms of families and years (matplotlib)."""
+    import hashlib
+    import os
+    from datetime import date
+
+    from runtrace.corpus.lineage_report import lineage_markdown, write_plots
+    from runtrace.corpus.manifest import ManifestError, read_manifest
+    from runtrace.corpus.store import MANIFEST_NAME
+
+    path = manifest or _corpus_dir(corpus_dir) / MANIFEST_NAME
+    try:
+        rows = read_manifest(path).to_pylist()
+    except ManifestError as e:
+        raise fail(str(e)) from None
+    if not rows or "family" not in rows[0]:
+        raise fail(f"{path}: no family column (a manifest older than version 3: run `runtrace corpus build`)")
+    text = lineage_markdown(rows)
+    console.print(text, highlight=False, markup=False)
+    folder = plots or (write_doc.parent / "images" if write_doc is not None else None)
+    written = write_plots(rows, folder) if folder is not None else []
+    for p in written:
+        console.print(f"plot written: {p}", highlight=False)
+    if write_doc is not None:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        images = "\n\n".join(f"![{p.stem}]({os.path.relpath(p, write_doc.parent)})" for p in written)
+        block = "\n\n".join(
+            [
+                f"Figures written by `runtrace corpus lineage` on {date.today().isoformat()} from the "
+                f"manifest (sha256 `{digest[:16]}...`).",
+                images,
+                text,
+            ]
+        )
+        _write_doc(write_doc, block, LINEAGE_BEGIN, LINEAGE_END)
         console.print(f"figures written into {write_doc}")
 
 
