@@ -108,6 +108,10 @@ def test_the_chosen_cut_balances_both_classes():
     # Malware 2010-2019, benign 2015-2024 (one file a year each): no cut leaves more than 2 of either
     # class on its smaller side; of the cuts that leave 2, the latest (more training data) is taken.
     assert share == pytest.approx(0.2) and cut == dt.date(2018, 6, 1)
+    # A cut must leave enough of each class on each side when one can: here 3 of each.
+    many = dates + [dt.date(2014, 1, 1)] * 3
+    cut, _ = lineage.choose_cut(many, np.concatenate([labels, [0, 0, 0]]), min_per_side=3)
+    assert cut <= dt.date(2017, 6, 1)
 
 
 def test_temporal_with_a_given_cut_and_its_limits():

@@ -90,28 +90,30 @@ def _months(first: dt.date, last: dt.date) -> list[dt.date]:
     return out
 
 
-def choose_cut(dates: list[dt.date], labels: np.ndarray) -> tuple[dt.date, float]:
+def choose_cut(dates: list[dt.date], labels: np.ndarray, min_per_side: int = 0) -> tuple[dt.date, float]:
     """The month boundary that best balances both classes over both sides.
 
     For each candidate cut (the first day of a month) the four shares - each class's share of its
-    files before and after the cut - are computed; the cut whose smallest share is largest wins (ties:
-    the later cut, which trains on more).  So neither class is left with only a sliver on either side.
-    Returns (cut, that smallest share)."""
+    files before and after the cut - are computed; among the cuts that leave at least `min_per_side`
+    files of each class on each side (all cuts, when none does), the one whose smallest share is largest
+    wins (ties: the later cut, which trains on more).  So neither class is left with only a sliver on
+    either side.  Returns (cut, that smallest share)."""
     d = np.asarray([x.toordinal() for x in dates], dtype=np.int64)
     y = np.asarray(labels, dtype=np.int64)
-    best: tuple[float, int] | None = None
+    best: tuple[bool, float, int] | None = None
     for cut in _months(min(dates), max(dates)):
         before = d < cut.toordinal()
-        shares = []
+        shares, counts = [], []
         for cls in (0, 1):
             n = int(np.sum(y == cls))
             b = int(np.sum(before & (y == cls)))
             shares += [b / n, (n - b) / n]
-        score = (min(shares), cut.toordinal())
+            counts += [b, n - b]
+        score = (min(counts) >= min_per_side, min(shares), cut.toordinal())
         if best is None or score > best:
             best = score
     assert best is not None
-    return dt.date.fromordinal(best[1]), best[0]
+    return dt.date.fromordinal(best[2]), best[1]
 
 
 def year_table(dates: list[dt.date | None], labels: np.ndarray, rows: np.ndarray, side: str) -> list[dict]:

@@ -217,7 +217,7 @@ def temporal(
         )
     rule = "given"
     if cut is None:
-        cut, share = lineage.choose_cut([dates[i] for i in dated], y[dated])
+        cut, share = lineage.choose_cut([dates[i] for i in dated], y[dated], min_per_side)
         rule = (
             f"chosen: the month boundary whose smallest class share on either side is largest ({share:.0%})"
         )
