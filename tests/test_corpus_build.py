@@ -6,8 +6,10 @@ a function that fails, so these tests prove both the no-network resume and the s
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import urllib.error
 import zipfile
 from pathlib import Path
 
@@ -33,6 +35,18 @@ def _offline(cmd, cwd, timeout_s):
     raise fetch.FetchError(f"ERROR: no network in tests ({cmd[0]})")
 
 
+# PyPI's JSON API as the tests see it: upload times for the fake projects' wheels, nothing else.
+UPLOADS = {"alpha": "2021-03-04T10:00:00.000000Z", "beta": "2019-07-08T12:00:00.000000Z"}
+
+
+def _fake_pypi(url: str) -> dict:
+    project = url.split("/pypi/", 1)[1].split("/")[0]
+    if project not in UPLOADS:
+        raise urllib.error.URLError("no network in tests")
+    wheels = [f"{project}-1.0-cp311-cp311-{p}.whl" for p in ("win32", "win_amd64")]
+    return {"releases": {"1.0": [{"filename": w, "upload_time_iso_8601": UPLOADS[project]} for w in wheels]}}
+
+
 def _wheel(downloads: Path, project: str, platform: str, files: dict[str, bytes]) -> None:
     folder = downloads / "pypi" / project / f"py3.11-{platform}"
     folder.mkdir(parents=True)
@@ -49,6 +63,15 @@ def _debian(downloads: Path, arch: str, files: dict[str, bytes]) -> None:
     root.mkdir(parents=True)
     (folder / f"fakewine_1.0-1_{arch}.deb").write_bytes(b"!<arch>\n")  # never read: already unpacked
     (folder / "extracted" / fetch.COMPLETE_MARKER).write_text("done\n")
+    doc = folder / "extracted" / "usr" / "share" / "doc" / "fakewine"
+    doc.mkdir(parents=True)
+    with gzip.open(doc / "changelog.Debian.gz", "wt") as f:
+        f.write("wine (1.0-1) unstable; urgency=medium\n\n  * Fake.\n\n")
+        f.write(" -- A Maintainer <a@example.org>  Sat, 18 Feb 2023 22:16:11 +0000\n\n")
+        f.write(
+            "wine (0.9-1) unstable; urgency=medium\n\n"
+            " -- A <a@example.org>  Mon, 02 Jan 2023 10:00:00 +0000\n"
+        )
     for name, data in files.items():
         (root / name).write_bytes(data)
 
@@ -56,6 +79,7 @@ def _debian(downloads: Path, arch: str, files: dict[str, bytes]) -> None:
 @pytest.fixture
 def sources(tmp_path, monkeypatch) -> tuple[BuildOptions, Path]:
     monkeypatch.setattr(fetch, "run_tool", _offline)
+    monkeypatch.setattr("runtrace.corpus.dates._fetch_json", _fake_pypi)
     zpath, cpath = write_archive(
         tmp_path,
         {

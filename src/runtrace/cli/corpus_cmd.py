@@ -127,6 +127,10 @@ def build(
             f"code-identity cap {opts.max_per_code_group}: {sum(result.code_capped.values())} files dropped "
             f"from {len(result.code_capped)} code groups shared by more files"
         )
+    for p in result.undated[:MAX_PROBLEMS_SHOWN]:
+        err_console.print(f"[yellow]not dated:[/] {p.where}: {p.reason}", highlight=False, soft_wrap=True)
+    if len(result.undated) > MAX_PROBLEMS_SHOWN:
+        err_console.print(f"... {len(result.undated)} files not dated in all", highlight=False)
     if result.capped:
         dropped = ", ".join(f"{g} -{n}" for g, n in result.capped.most_common())
         console.print(
@@ -316,6 +320,51 @@ def audit(
             figure_sections=_figure_links(figures, subsets, write_doc.parent),
         )  # fmt: skip
         write_doc_section(write_doc, block)
+        console.print(f"figures written into {write_doc}")
+
+
+@corpus_app.command("lineage")
+def lineage(
+    corpus_dir: Path = typer.Option(None, "--corpus-dir", help="Corpus folder (default: user cache)."),
+    manifest: Path = typer.Option(None, help="A manifest file instead of <corpus-dir>/manifest.parquet."),
+    write_doc: Path = typer.Option(None, help="Write the tables into this Markdown file (and plots beside)."),
+    plots: Path = typer.Option(None, help="Folder for the histograms (default: images/ beside --write-doc)."),
+) -> None:
+    """Families and first-seen dates: tables, and histograms of families and years (matplotlib)."""
+    import hashlib
+    import os
+    from datetime import date
+
+    from runtrace.corpus.lineage_report import lineage_markdown, write_plots
+    from runtrace.corpus.manifest import ManifestError, read_manifest
+    from runtrace.corpus.report import LINEAGE_BEGIN, LINEAGE_END, write_doc_section
+    from runtrace.corpus.store import MANIFEST_NAME
+
+    path = manifest or _corpus_dir(corpus_dir) / MANIFEST_NAME
+    try:
+        rows = read_manifest(path).to_pylist()
+    except ManifestError as e:
+        raise fail(str(e)) from None
+    if not rows or "family" not in rows[0]:
+        raise fail(f"{path}: no family column (a manifest older than version 3: run `runtrace corpus build`)")
+    text = lineage_markdown(rows)
+    console.print(text, highlight=False, markup=False)
+    folder = plots or (write_doc.parent / "images" if write_doc is not None else None)
+    written = write_plots(rows, folder) if folder is not None else []
+    for p in written:
+        console.print(f"plot written: {p}", highlight=False)
+    if write_doc is not None:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        images = "\n\n".join(f"![{p.stem}]({os.path.relpath(p, write_doc.parent)})" for p in written)
+        block = "\n\n".join(
+            [
+                f"Figures written by `runtrace corpus lineage` on {date.today().isoformat()} from the "
+                f"manifest (sha256 `{digest[:16]}...`).",
+                images,
+                text,
+            ]
+        )
+        write_doc_section(write_doc, block, LINEAGE_BEGIN, LINEAGE_END)
         console.print(f"figures written into {write_doc}")
 
 

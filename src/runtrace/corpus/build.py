@@ -20,9 +20,18 @@ import numpy as np
 from runtrace.corpus import manifest as mf
 from runtrace.corpus import pypi_history
 from runtrace.corpus.codeid import apply_code_cap, code_group_origins, code_identity, cv_groups
+from runtrace.corpus.dates import (
+    CSV_DATE,
+    DEBIAN_CHANGELOG,
+    PYPI_UPLOAD,
+    archive_date,
+    assign_first_seen,
+    parse_csv_date,
+)
 from runtrace.corpus.debsuite import fetch_deb_suite
 from runtrace.corpus.fetch import FetchError, fetch_deb, fetch_wheels
 from runtrace.corpus.pemeta import NotPeError, read_pe_meta
+from runtrace.corpus.reserved import refuse_reserved
 from runtrace.corpus.sources import (
     Candidate,
     Problem,
@@ -71,6 +80,7 @@ class BuildResult:
     code_capped: Counter = field(default_factory=Counter)  # code identity -> rows dropped by its cap
     manifest_path: Path | None = None
     skipped_path: Path | None = None
+    undated: list[Problem] = field(default_factory=list)  # rows a dating rule should have dated, and why
 
 
 class Progress:
@@ -151,7 +161,7 @@ def _pypi_history(opts: BuildOptions, progress: Progress) -> Iterator[Candidate 
         yield from pypi_history.history_candidates(job, opts.downloads_dir, advance, cfg.max_members)
 
 
-def gather(opts: BuildOptions, progress: Progress) -> Iterator[Candidate | Problem]:
+def _sources(opts: BuildOptions, progress: Progress) -> Iterator[Candidate | Problem]:
     if opts.use_archives:
         for src in opts.sources.archive:
             yield from archive_candidates(src)
@@ -161,6 +171,15 @@ def gather(opts: BuildOptions, progress: Progress) -> Iterator[Candidate | Probl
         yield from _pypi(opts, progress)
     if opts.use_pypi_history:
         yield from _pypi_history(opts, progress)
+
+
+def gather(opts: BuildOptions, progress: Progress) -> Iterator[Candidate | Problem]:
+    """Every candidate of every source, each checked against the reserved-software rule."""
+    for item in _sources(opts, progress):
+        if isinstance(item, Candidate):
+            # Whatever the source type, a reserved package stops the build (reserved.py says why).
+            refuse_reserved(item.source, item.package, _where(item))
+        yield item
 
 
 # --- turning candidates into rows ---------------------------------------------------------------
@@ -240,10 +259,17 @@ class _Assembler:
             "file_name": c.file_name,
             "also_in": [],
             "note": c.note,
-            "first_seen": date.fromisoformat(c.first_seen) if c.first_seen else None,
             "licence": c.licence or None,
+            "family": c.family or None,
+            "family_kind": c.family_kind or None,
             **meta,
         }
+        csv_date = parse_csv_date(c.csv_date)
+        if csv_date is not None:
+            row["first_seen"], row["first_seen_source"] = csv_date, CSV_DATE
+        elif c.first_seen:  # the source knew the date (a PyPI file's upload, a Debian package's changelog)
+            rule = PYPI_UPLOAD if c.source.startswith("pypi") else DEBIAN_CHANGELOG
+            row["first_seen"], row["first_seen_source"] = date.fromisoformat(c.first_seen), rule
         if c.archive_path:
             row |= {"storage": "zip", "path": c.archive_path, "archive_member": c.archive_member}
             row["archive_password"] = c.archive_password
@@ -316,13 +342,19 @@ def _round_robin(buckets: dict[object, list[dict]]) -> list[dict]:
 
 
 def apply_group_cap(rows: list[dict], cap: int) -> tuple[list[dict], Counter]:
-    """Keep at most `cap` rows per origin group, spread over the group's arch x kind mix."""
+    """Keep at most `cap` benign rows per origin group, spread over the group's arch x kind mix.
+
+    Malware is never capped: every sample of the archives stays in the corpus (a family of hundreds,
+    like APT1, is weighed down by the evaluation's by-family protocol, not dropped here)."""
     if cap <= 0:
         return rows, Counter()
     by_group: dict[str, list[dict]] = defaultdict(list)
-    for row in rows:
-        by_group[row["origin_group"]].append(row)
     kept: list[dict] = []
+    for row in rows:
+        if row["label"] == "benign":
+            by_group[row["origin_group"]].append(row)
+        else:
+            kept.append(row)
     dropped: Counter = Counter()
     for group, members in by_group.items():
         if len(members) <= cap:
@@ -421,6 +453,8 @@ def build_corpus(opts: BuildOptions, progress: Progress | None = None) -> BuildR
     rows, capped = apply_group_cap(rows, opts.max_per_group)
     for row, group in zip(rows, cv_groups(rows, spread=spread), strict=True):
         row["cv_group"] = group
+    archives = {row["path"] for row in rows if row.get("storage") == "zip"}
+    undated = assign_first_seen(rows, opts.downloads_dir, {a: archive_date(a) for a in archives})
     mark_matched_subset(rows, opts.match_caliper)
     rows.sort(key=lambda r: (r["label"], r["origin_group"], r["sha256"]))
     mf.write_manifest(rows, manifest_path)
@@ -428,4 +462,12 @@ def build_corpus(opts: BuildOptions, progress: Progress | None = None) -> BuildR
     with skipped_path.open("w", encoding="utf-8") as f:
         for p in assembler.problems:
             f.write(json.dumps({"where": p.where, "reason": p.reason}) + "\n")
-    return BuildResult(rows, assembler.problems, capped, code_capped, manifest_path, skipped_path)
+    return BuildResult(
+        rows,
+        assembler.problems,
+        capped,
+        code_capped,
+        manifest_path,
+        skipped_path,
+        [Problem(w, r) for w, r in undated],
+    )

@@ -186,13 +186,18 @@ def audit_document(
     ])  # fmt: skip
 
 
-def write_doc_section(path, block: str) -> None:
+# The section `runtrace corpus lineage --write-doc` writes.
+LINEAGE_BEGIN = "<!-- corpus-lineage:begin (written by `runtrace corpus lineage --write-doc`) -->"
+LINEAGE_END = "<!-- corpus-lineage:end -->"
+
+
+def write_doc_section(path, block: str, begin: str = DOC_BEGIN, end: str = DOC_END) -> None:
     """Put `block` between the markers of the page at `path` (appended when the page has none)."""
     text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    section = f"{DOC_BEGIN}\n{block}\n{DOC_END}"
-    if DOC_BEGIN in text and DOC_END in text:
-        head, rest = text.split(DOC_BEGIN, 1)
-        tail = rest.split(DOC_END, 1)[1]
+    section = f"{begin}\n{block}\n{end}"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        tail = rest.split(end, 1)[1]
         text = head + section + tail
     else:
         text = (text.rstrip() + "\n\n" if text else "") + section + "\n"

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from runtrace.corpus.debsuite import deb_provenance
 from runtrace.corpus.fetch import normalise_project
 from runtrace.corpus.history_config import PypiHistorySources
+from runtrace.corpus.reserved import ReservedError, refuse_reserved
 from runtrace.corpus.store import repo_root
 
 DEFAULT_SOURCES = Path(__file__).with_name("sources.toml")
@@ -29,6 +30,9 @@ LABELS = ("malicious", "benign")
 
 class ConfigError(ValueError):
     """An unusable sources file; the message names the file and the problem."""
+
+
+FamilyKind = Literal["threat-actor", "report-or-campaign", "malware-family", "crypter"]
 
 
 class _Strict(BaseModel):
@@ -40,6 +44,11 @@ class ArchiveSource(_Strict):
     zip: str
     csv: str
     password: str = ""
+    # What the csv's `family` column means depends on which collection a row came from (its `source`
+    # column): a threat actor, a report or campaign, a malware family.  Keyed by that column's value;
+    # `family_kind_overrides` (keyed by the lower-case family) corrects single labels, e.g. a crypter.
+    family_kinds: dict[str, FamilyKind] = {}
+    family_kind_overrides: dict[str, FamilyKind] = {}
 
 
 class DebianSource(_Strict):
@@ -72,8 +81,15 @@ class SourcesConfig(_Strict):
 
 
 def shared_dir() -> Path:
+    """`shared/` beside the checkout - or beside a folder above it, for a git worktree kept in a
+    subfolder next to the main checkout (e.g. work/wt/<branch> with work/shared)."""
     root = repo_root()
-    return (root.parent / "shared") if root else Path("shared")
+    if root is None:
+        return Path("shared")
+    for parent in root.parents:
+        if (parent / "shared").is_dir():
+            return parent / "shared"
+    return root.parent / "shared"
 
 
 def expand_path(text: str) -> Path:
@@ -89,11 +105,23 @@ def load_sources(path: Path | None = None) -> SourcesConfig:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
     try:
-        return SourcesConfig.model_validate(raw)
+        config = SourcesConfig.model_validate(raw)
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ConfigError(f"{path}: {where}: {first['msg']}") from None
+    try:
+        check_sources(config)
+    except ReservedError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return config
+
+
+def check_sources(config: SourcesConfig) -> None:
+    """Refuse a config that names a reserved package (see `reserved.py`), before anything is fetched."""
+    if config.pypi is not None:
+        for project in [*config.pypi.projects, *config.pypi.extra_pythons]:
+            refuse_reserved("pypi", project)
 
 
 @dataclass(slots=True)
@@ -114,6 +142,9 @@ class Candidate:
     note: str = ""
     first_seen: str = ""  # YYYY-MM-DD the file was first public (upload / package date), "" unknown
     licence: str = ""
+    family: str = ""  # the collection's grouping label (actor, report, family), as the csv spells it
+    family_kind: str = ""  # what that label is (FamilyKind)
+    csv_date: str = ""  # the csv's date for the file (YYYY-MM, YYYY-MM-DD or a range), as written
 
     @property
     def file_name(self) -> str:
@@ -150,6 +181,15 @@ def archive_origin_group(archive: str, row: dict[str, str]) -> str:
     if not stem or _HEXNAME.match(stem):
         return f"{archive}/sha256:{row['sha256'][:16]}"
     return f"{archive}/{stem.lower()}"
+
+
+def family_kind(src: ArchiveSource, row: dict[str, str]) -> str:
+    """What the row's family label is, from the collection it came from; "" without a label."""
+    family = (row.get("family") or "").strip()
+    if not family:
+        return ""
+    override = src.family_kind_overrides.get(family.lower())
+    return override or src.family_kinds.get((row.get("source") or "").strip(), "")
 
 
 def archive_candidates(src: ArchiveSource) -> Iterator[Candidate | Problem]:
@@ -198,6 +238,9 @@ def archive_candidates(src: ArchiveSource) -> Iterator[Candidate | Problem]:
             archive_password=src.password,
             expected_sha256=sha,
             note=(row.get("note") or "").strip(),
+            family=(row.get("family") or "").strip(),
+            family_kind=family_kind(src, row),
+            csv_date=(row.get("date") or "").strip(),
         )
 
 
