@@ -20,6 +20,7 @@ class FakeSequenceDataset:
     normalisation = "registers"
     api = True
     max_tokens = None
+    min_instructions = None
     window_defaults: dict = {}
     block_flat = None
     block_offsets = None

@@ -85,6 +85,16 @@ class WindowNet(nn.Module):
         return logits, scores
 
 
+def shortest_trace(data: SequenceData) -> int | None:
+    """Executed instructions of the dataset's shortest trace: its `--min-instructions` floor, or the
+    shortest file when that is longer; None when the dataset says neither (a stand-in dataset)."""
+    floor = data.min_instructions
+    files = data.files
+    if "n_instructions" not in files.column_names or files.num_rows == 0:
+        return floor
+    return max(int(np.asarray(files.column("n_instructions")).min()), floor or 0)
+
+
 class LstmClassifier:
     """Common machinery of the two LSTM classifiers; use `IsmLstm` or `BsmLstm`.
 
@@ -95,7 +105,7 @@ class LstmClassifier:
     - `config_`: the configuration as fitted: windows resolved against the training data, the network's
       vocabulary sizes set (what `config.json` records);
     - `vocabulary_`, `block_vocabulary_`: the instruction and (BSM, with block ids) block-key vocabularies;
-    - `data_spec_`: how the training data was built (normalisation, api, max_tokens);
+    - `data_spec_`: how the training data was built (normalisation, api, max_tokens, the shortest trace);
     - `net_`: the trained `WindowNet`; `device_`: where it runs;
     - `training_log_`: one record per epoch (losses, validation figures, timings), and `history_` its
       learning curve (what the evaluation report plots).
@@ -208,7 +218,9 @@ class LstmClassifier:
         self.training_log_ = fit_loop(net, task, cfg, ctx)
         self.config_, self.net_, self.device_ = fitted, net, ctx.device
         self.vocabulary_, self.block_vocabulary_ = vocabulary, block_vocabulary
-        self.data_spec_ = DataSpec(data.normalisation, data.api, data.max_tokens).to_json()
+        # The scanner judges no trace shorter than any the model was trained on.
+        shortest = shortest_trace(data)
+        self.data_spec_ = DataSpec(data.normalisation, data.api, data.max_tokens, shortest).to_json()
         return self
 
     # --- networks -----------------------------------------------------------------------------------

@@ -60,6 +60,11 @@ class SequenceData(Protocol):
         """Sequences were cut after this many tokens (ISM) or blocks (BSM); None: whole traces."""
 
     @property
+    def min_instructions(self) -> int | None:
+        """Traces that executed fewer instructions were left out (`dataset build --min-instructions`);
+        None where the dataset does not say."""
+
+    @property
     def window_defaults(self) -> dict:
         """Window settings chosen when the dataset was built (`WindowConfig.to_json()`), or {}."""
 
@@ -111,6 +116,10 @@ class SequenceDataView:
     @property
     def max_tokens(self) -> int | None:
         return self._data.max_tokens
+
+    @property
+    def min_instructions(self) -> int | None:
+        return self._data.min_instructions
 
     @property
     def window_defaults(self) -> dict:

@@ -51,6 +51,9 @@ PAD, OOV = Vocabulary.PAD, Vocabulary.OOV  # fixed ids of every runtrace vocabul
 # `runtrace.models.names`, which the command line reads without loading numpy; imported here, checked by
 # `CheckpointSpec.from_json`.
 MAX_BLOCK_TOKENS = 32  # BSM: longer blocks keep their head and last instruction (`block_rows`)
+# The shortest trace a model that does not record its training minimum is taken to have been trained on:
+# 1,000 instructions, what `make reproduce` builds its datasets with (`--min-instructions 1000`).
+UNRECORDED_MIN_INSTRUCTIONS = 1000
 
 
 class SpecError(ValueError):
@@ -70,6 +73,10 @@ class DataSpec:
     normalisation: str = Normalisation.REGISTERS.value
     api: bool = True
     max_tokens: int | None = None  # sequences cut after this many tokens (ISM) or blocks (BSM)
+    # The dataset's shortest trace (at least its --min-instructions): the model never saw a shorter one,
+    # so the scanner judges none (None: not recorded, a model trained before training wrote it; see
+    # UNRECORDED_MIN_INSTRUCTIONS).
+    min_instructions: int | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -116,6 +123,12 @@ class CheckpointSpec:
     @property
     def data_spec(self) -> DataSpec:
         return self.data or DataSpec()
+
+    @property
+    def min_instructions(self) -> int:
+        """The shortest trace the model was trained on (executed instructions)."""
+        recorded = self.data_spec.min_instructions
+        return UNRECORDED_MIN_INSTRUCTIONS if recorded is None else recorded
 
     @classmethod
     def from_json(cls, obj: dict) -> CheckpointSpec:
