@@ -23,6 +23,7 @@ import numpy as np
 
 from runtrace.paths import default_model_dir
 from runtrace.scan.calibration import Calibration, CalibrationError, read_calibration
+from runtrace.scan.defaults import DEFAULT_EXPLAIN
 from runtrace.scan.explain import DEFAULT_CANDIDATES, Attribution, UnitAttribution, attribute
 from runtrace.scan.inputs import ScanInput, TraceFile
 from runtrace.scan.onnxmodel import ModelError, OnnxModel
@@ -43,7 +44,6 @@ from runtrace.trace.emulate.inputs import InputProblem, Sample
 from runtrace.trace.model import Trace
 from runtrace.trace.settings import TracerSettings
 
-DEFAULT_EXPLAIN = 5  # rows per direction (towards malicious, towards benign)
 # An explanation is called weak when no row shown moves P by more than WEAK_DELTA on its own, or when the
 # rows shown together account for less than WEAK_SHARE of the score; with the score closer than
 # MIN_DISTANCE to the reference (every unit masked) there is no score for rows to account for.
