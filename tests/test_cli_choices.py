@@ -1,6 +1,5 @@
 """The command line's choice Enums name exactly what the stages accept, and building them loads no
-heavy package (`cli/choices.py` reads `represent.names` and `models.names`, and spells out the
-evaluation's choices, whose modules load scikit-learn)."""
+heavy package (`cli/choices.py` reads `represent.names`, `models.names` and `evaluate.names`)."""
 
 from __future__ import annotations
 
@@ -11,9 +10,7 @@ from typer.testing import CliRunner
 
 from runtrace.cli import choices
 from runtrace.cli.app import app
-from runtrace.evaluate.protocols import PROTOCOLS
-from runtrace.evaluate.registry import HOLDOUT, INNER_CV
-from runtrace.evaluate.runner import AUTO
+from runtrace.evaluate.names import AUTO, HOLDOUT, INNER_CV, PROTOCOLS
 from runtrace.models.spec import AGGREGATIONS, BLOCK_ENCODERS, KINDS, POOLINGS
 from runtrace.models.train import VAL_BY
 from runtrace.represent.encode import REPRESENTATIONS

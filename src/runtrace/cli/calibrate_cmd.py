@@ -12,6 +12,7 @@ import typer
 
 from runtrace.cli.app import app, console, fail
 from runtrace.cli.choices import Protocol, Representation
+from runtrace.evaluate.names import DEFAULT_TARGET_FPR
 
 
 @app.command()
@@ -20,7 +21,9 @@ def calibrate(
     report: Path = typer.Option(..., "--report", help="Evaluation report directory (predictions.parquet)."),
     representation: Representation = typer.Option(Representation.BSM, help="Which model's predictions."),
     protocol: Protocol = typer.Option(Protocol.BY_FILE, help="Protocol whose out-of-fold scores are used."),
-    target_fpr: float = typer.Option(0.01, help="False-positive rate the threshold is chosen for."),
+    target_fpr: float = typer.Option(
+        DEFAULT_TARGET_FPR, help="False-positive rate the threshold is chosen for."
+    ),
     version: str = typer.Option(None, help="Model version shown in scan results."),
 ) -> None:
     """Choose the scan threshold from out-of-fold evaluation scores and write calibration.json."""

@@ -1,11 +1,10 @@
 """The fixed choices of command-line options, as Enums: typer lists them in `--help` and rejects
 anything else with one line naming the option.
 
-The values come from the stages that define them (`represent.names`, `models.names`, both importing
-nothing heavy, and `represent.normalise`), so that building the options loads neither numpy nor torch.
-The evaluation's protocols and threshold strategies are spelled out here instead: the modules defining
-them load scikit-learn; tests/test_cli_choices.py checks they match.  Trace formats are not here: the
-format registry decides those, and a new format module adds its own name.
+The values come from the stages that define them (`represent.names`, `models.names`, `evaluate.names`,
+all importing nothing, and `represent.normalise`), so that building the options loads neither numpy,
+scikit-learn nor torch.  Trace formats are not here: the format registry decides those, and a new format
+module adds its own name.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 
+from runtrace.evaluate.names import PROTOCOLS, THRESHOLD_FITS
 from runtrace.models.names import AGGREGATIONS, BLOCK_ENCODERS, POOLINGS, VAL_BY
 from runtrace.represent.names import REPRESENTATIONS, WINDOW_MODES
 from runtrace.represent.normalise import Normalisation  # noqa: F401  (a choice too; light to import)
@@ -30,29 +30,9 @@ Aggregation = _choices("Aggregation", AGGREGATIONS)
 Pooling = _choices("Pooling", POOLINGS)
 BlockEncoder = _choices("BlockEncoder", BLOCK_ENCODERS)
 ValidationBy = _choices("ValidationBy", VAL_BY)
-
-
-class Protocol(enum.StrEnum):
-    LEAKY = "leaky"
-    BY_FILE = "by-file"
-    BY_ORIGIN = "by-origin"
-    BY_FAMILY = "by-family"
-    TEMPORAL = "temporal"
-
-
-class ProtocolOrAll(enum.StrEnum):
-    LEAKY = "leaky"
-    BY_FILE = "by-file"
-    BY_ORIGIN = "by-origin"
-    BY_FAMILY = "by-family"
-    TEMPORAL = "temporal"
-    ALL = "all"
-
-
-class ThresholdFit(enum.StrEnum):
-    AUTO = "auto"
-    INNER_CV = "inner-cv"
-    HOLDOUT = "holdout"
+Protocol = _choices("Protocol", PROTOCOLS)
+ProtocolOrAll = _choices("ProtocolOrAll", (*PROTOCOLS, "all"))
+ThresholdFit = _choices("ThresholdFit", THRESHOLD_FITS)
 
 
 class Device(enum.StrEnum):

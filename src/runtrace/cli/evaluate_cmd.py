@@ -11,6 +11,7 @@ from rich.table import Table
 
 from runtrace.cli.app import INTERRUPTED, app, console, err_console, fail
 from runtrace.cli.choices import Device, ProtocolOrAll, RepresentationOrAll, ThresholdFit
+from runtrace.evaluate.names import DEFAULT_FAMILY_CAP, DEFAULT_TARGET_FPR, PROTOCOLS
 
 ALL = "all"
 
@@ -60,7 +61,9 @@ def evaluate(
     out: Path = typer.Option(..., "-o", "--out", help="Report directory, e.g. reports/RUN."),
     folds: int = typer.Option(5, help="k of the k-fold protocols."),
     seed: int = typer.Option(0, help="Seed of the folds, the models and the bootstrap."),
-    target_fpr: float = typer.Option(0.01, help="FPR the decision threshold aims for (on training folds)."),
+    target_fpr: float = typer.Option(
+        DEFAULT_TARGET_FPR, help="FPR the decision threshold aims for (on training folds)."
+    ),
     threshold_fit: ThresholdFit = typer.Option(
         ThresholdFit.AUTO, help="How training-fold scores for the threshold are got (auto: per model)."
     ),
@@ -71,7 +74,9 @@ def evaluate(
         "first-seen dates (by-family, temporal).",
     ),
     family_cap: int = typer.Option(
-        40, min=0, help="by-family: at most this many files per family, drawn at random (0: no cap)."
+        DEFAULT_FAMILY_CAP,
+        min=0,
+        help="by-family: at most this many files per family, drawn at random (0: no cap).",
     ),
     temporal_cut: str = typer.Option(
         None, help="temporal: cut date YYYY-MM-DD (default: the month that best balances both classes)."
@@ -94,7 +99,6 @@ def evaluate(
     Each finished fold is saved under OUT/checkpoints as it goes; stopped (Ctrl-C, a crash) and run
     again with the same arguments, the evaluation skips the folds already done."""
     from runtrace.evaluate.manifest_join import join_manifest_file
-    from runtrace.evaluate.protocols import PROTOCOLS
     from runtrace.evaluate.registry import resolve_models
     from runtrace.evaluate.runner import RunConfig
     from runtrace.evaluate.session import EvaluationSession, load_datasets

@@ -19,14 +19,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from runtrace.evaluate import protocols as P
 from runtrace.evaluate.fold_store import FoldStore, dataset_content_hash
 from runtrace.evaluate.guard import GuardedView, LeakError
-from runtrace.evaluate.registry import HOLDOUT, INNER_CV, BuildContext, ModelSpec, ModelUnavailable
-from runtrace.evaluate.thresholds import DEFAULT_TARGET_FPR, FALLBACK_THRESHOLD, threshold_for_fpr
+from runtrace.evaluate.names import AUTO, DEFAULT_FAMILY_CAP, DEFAULT_TARGET_FPR, HOLDOUT, INNER_CV
+from runtrace.evaluate.registry import BuildContext, ModelSpec, ModelUnavailable
+from runtrace.evaluate.thresholds import FALLBACK_THRESHOLD, threshold_for_fpr
 from runtrace.evaluate.windows import WindowView
 from runtrace.models.interface import FileClassifier, SequenceData
 from runtrace.models.windowing import resolve_window_config
 from runtrace.represent.windows import WindowConfig
-
-AUTO = "auto"
 
 
 @dataclass
@@ -42,7 +41,7 @@ class RunConfig:
     window: dict = field(default_factory=dict)
     guard: bool = True
     model_options: dict = field(default_factory=dict)  # per model name: keyword arguments for its builder
-    family_cap: int = P.DEFAULT_FAMILY_CAP  # by-family: most files any one family keeps (0: no cap)
+    family_cap: int = DEFAULT_FAMILY_CAP  # by-family: most files any one family keeps (0: no cap)
     temporal_cut: str | None = None  # temporal: the cut date (YYYY-MM-DD); None chooses one
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_TARGET_FPR = 0.01
+from runtrace.evaluate.names import DEFAULT_TARGET_FPR
+
 FALLBACK_THRESHOLD = 0.5
 
 
