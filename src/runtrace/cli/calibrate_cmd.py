@@ -28,10 +28,11 @@ def calibrate(
 ) -> None:
     """Choose the scan threshold from out-of-fold evaluation scores and write calibration.json."""
     from runtrace.evaluate.thresholds import threshold_from_report
+    from runtrace.models.spec import CONFIG
     from runtrace.scan.calibration import write_calibration
 
-    if not (model / "config.json").exists():
-        raise fail(f"{model}: not a model directory (no config.json)")
+    if not (model / CONFIG).exists():
+        raise fail(f"{model}: not a model directory (no {CONFIG})")
     try:
         chosen = threshold_from_report(report, representation, protocol, target_fpr)
     except ValueError as e:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtrace.models.spec import CONFIG
 from runtrace.paths import default_model_dir
 from runtrace.scan.calibration import Calibration, CalibrationError, read_calibration
 from runtrace.scan.defaults import DEFAULT_EXPLAIN
@@ -97,7 +98,7 @@ class Scanner:
             raise ScannerError(f"--threshold must be between 0 and 1, not {threshold}")
         if model_dir is None:
             model_dir = default_model_dir()
-            if not (model_dir / "config.json").exists():
+            if not (model_dir / CONFIG).exists():
                 raise ScannerError(
                     f"no default model installed ({model_dir} is missing or empty); "
                     "pass --model DIR with a model directory written by `runtrace train`"
