@@ -57,7 +57,7 @@ def _measure(representation: str, bucket: bool, pack: bool, files: int, epochs: 
     started = time.perf_counter()
     clf.fit(data, np.arange(len(data)))
     wall = time.perf_counter() - started
-    last = clf.history[-1]  # the epoch loop only (vocabularies and windows are built before it)
+    last = clf.training_log_[-1]  # the epoch loop only (vocabularies and windows are built before it)
     windows = clf.windows(data, np.arange(len(data)))
     return {
         "tokens_per_s": last["tokens_per_s"],

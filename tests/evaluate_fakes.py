@@ -14,10 +14,22 @@ LEXICON = [f"tok{i}" for i in range(16)]
 
 
 class FakeSequenceDataset:
+    """A `runtrace.models.interface.SequenceData` without blocks (ISM-like whatever its representation:
+    no LSTM reads it)."""
+
+    normalisation = "registers"
+    api = True
+    max_tokens = None
+    min_instructions = None
+    window_defaults: dict = {}
+    block_flat = None
+    block_offsets = None
+
     def __init__(self, representation: str, files: pa.Table, sequences: list[np.ndarray], lexicon: list[str]):
         self.representation = representation
         self.files = files
         self.lexicon = lexicon
+        self.instruction_lexicon = lexicon
         self._sequences = sequences
 
     def labels(self) -> np.ndarray:

@@ -1,15 +1,16 @@
-"""The command line's choice Enums name exactly what the stages accept (they are spelled out in
-`cli/choices.py` so that building the options imports neither torch nor scikit-learn)."""
+"""The command line's choice Enums name exactly what the stages accept, and building them loads no
+heavy package (`cli/choices.py` reads `represent.names`, `models.names` and `evaluate.names`)."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 from typer.testing import CliRunner
 
 from runtrace.cli import choices
 from runtrace.cli.app import app
-from runtrace.evaluate.protocols import PROTOCOLS
-from runtrace.evaluate.registry import HOLDOUT, INNER_CV
-from runtrace.evaluate.runner import AUTO
+from runtrace.evaluate.names import AUTO, HOLDOUT, INNER_CV, PROTOCOLS
 from runtrace.models.spec import AGGREGATIONS, BLOCK_ENCODERS, KINDS, POOLINGS
 from runtrace.models.train import VAL_BY
 from runtrace.represent.encode import REPRESENTATIONS
@@ -31,6 +32,16 @@ def test_choices_match_the_stages() -> None:
     assert values(choices.Pooling) == POOLINGS
     assert values(choices.BlockEncoder) == BLOCK_ENCODERS
     assert values(choices.ValidationBy) == VAL_BY
+
+
+def test_building_the_command_line_loads_neither_numpy_nor_torch() -> None:
+    code = (
+        "import sys, runtrace.cli\n"
+        "heavy = {'numpy', 'torch', 'sklearn', 'pyarrow'} & set(sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
 
 
 def test_the_checkpoint_spec_names_the_estimators_kinds() -> None:

@@ -15,8 +15,8 @@ from evaluate_fakes import FakeSequenceDataset, SpyEstimator, make_dataset
 from runtrace.evaluate import lineage
 from runtrace.evaluate import protocols as P
 from runtrace.evaluate.registry import INNER_CV, ModelSpec, resolve_models
-from runtrace.evaluate.report import write_report
 from runtrace.evaluate.runner import RunConfig, per_file, run_evaluation
+from runtrace.evaluate.write_report import write_report
 
 
 def with_lineage(n_files: int = 120, big: int = 50, seed: int = 0, dated: bool = True) -> FakeSequenceDataset:

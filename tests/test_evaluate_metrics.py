@@ -60,12 +60,12 @@ def test_bootstrap_intervals_contain_point_and_keep_class_counts():
     score = np.clip(rng.normal(0.35 + 0.3 * y, 0.15), 0, 1)
     pred = score >= 0.5
     report = file_metrics(y, score, pred, n_resamples=300, seed=7)
-    for name, est in report.estimates.items():
-        if np.isnan(est.value):
+    for name, est in report.metrics.items():
+        if est.value is None:
             continue
         assert est.low <= est.value <= est.high, name
         assert est.low < est.high or name.startswith("tpr_at_fpr"), name
-    assert report.counts.n == 140 and report.counts.n_pos == 80
+    assert report.counts.n == 140 and report.counts.n_malicious == 80
     idx = stratified_bootstrap_indices(y, 50, seed=3)
     assert idx.shape == (50, 140)
     assert np.all(y[idx].sum(axis=1) == 80)

@@ -4,7 +4,7 @@ import pytest
 
 from evaluate_fakes import FakeSequenceDataset, make_dataset
 from runtrace.evaluate import protocols as P
-from runtrace.evaluate.summary import file_slices
+from runtrace.evaluate.build_results import file_slices
 from runtrace.evaluate.windows import WindowView
 from runtrace.represent.windows import WindowConfig
 
@@ -116,8 +116,28 @@ def test_window_view_over_a_real_dataset_reads_the_same_tokens():
 
     data = synthetic_dataset("bsm", 12, min_length=100, max_length=200, seed=3)
     windows = WindowView(data, WindowConfig("sliding", length=40))
-    assert windows.source is data and len(windows) == len(windows.files)
+    assert len(windows) == len(windows.files)
+    # The dataset-level tables a BSM model needs are the dataset's, forwarded by the view.
+    assert windows.block_flat is data.block_flat and windows.instruction_lexicon is data.instruction_lexicon
     for k in (0, len(windows) // 2, len(windows) - 1):
         parent, start = int(windows.parent[k]), int(windows.start[k])
         assert np.array_equal(windows.sequence(k), data.sequence(parent)[start : start + 40])
     assert np.array_equal(windows.labels(), data.labels()[windows.parent])
+
+
+def test_both_views_have_every_member_of_the_protocol_and_the_datasets_settings():
+    from runtrace.evaluate.guard import GuardedView
+    from runtrace.models.interface import SequenceData
+    from runtrace.represent.synthetic import synthetic_dataset
+
+    data = synthetic_dataset("bsm", 12, min_length=100, max_length=200, seed=3)
+    views = [GuardedView(data, np.arange(6), "fit"), WindowView(data, WindowConfig("sliding", length=40))]
+    members = [name for name in vars(SequenceData) if not name.startswith("_")]
+    row_members = {"files", "labels", "groups", "sequence"}  # each view's own rows
+    assert row_members < set(members)
+    for view in views:
+        for name in members:
+            assert hasattr(view, name), (type(view).__name__, name)
+            if name not in row_members:
+                seen, own = getattr(view, name), getattr(data, name)
+                assert seen is own or seen == own, (type(view).__name__, name)  # window_defaults: a copy

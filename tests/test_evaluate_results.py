@@ -8,8 +8,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from runtrace.cli import app
-from runtrace.evaluate.results import render
-from runtrace.evaluate.schema import EvaluationResults
+from runtrace.evaluate.render_results_page import render_results_page
+from runtrace.evaluate.result_document import EvaluationResults
 
 runner = CliRunner()
 
@@ -52,7 +52,7 @@ def _metrics_json() -> dict:
 
 def test_render_puts_our_figures_beside_the_papers():
     report = EvaluationResults.model_validate(_metrics_json())
-    text = render([(Path("reports/x"), report)], notes="## Findings\n\nplain words")
+    text = render_results_page([(Path("reports/x"), report)], notes="## Findings\n\nplain words")
     assert "| BSM LSTM | 99.26 % / 2.62 % | 89.3 % / 26.9 % | 97.0 % / 9.2 % |" in text
     assert "## Findings" in text
     assert "| BSM | by-file | ngram-lr |" in text

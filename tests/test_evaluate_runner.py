@@ -8,9 +8,9 @@ from evaluate_fakes import SpyEstimator, make_dataset
 from runtrace.evaluate import protocols as P
 from runtrace.evaluate.guard import LeakError
 from runtrace.evaluate.registry import HOLDOUT, INNER_CV, ModelSpec, resolve_models
-from runtrace.evaluate.report import write_report
+from runtrace.evaluate.result_document import EvaluationResults
 from runtrace.evaluate.runner import RunConfig, run_evaluation, run_fold
-from runtrace.evaluate.schema import EvaluationResults
+from runtrace.evaluate.write_report import write_report
 
 
 def _spy_spec(strategy=INNER_CV, **kwargs) -> ModelSpec:
@@ -177,3 +177,27 @@ def test_saved_folds_are_not_reused_under_other_settings(tmp_path):
     other = RunConfig(folds=5, seed=4, target_fpr=0.2)
     run_evaluation([("fake", data)], [spec], [P.BY_FILE], other, False, checkpoint_dir=saved)
     assert sum(kind == "fit" for kind, _ in SpyEstimator.calls) == 5
+
+
+def test_a_session_is_up_to_date_once_written_and_refuses_another_runs_report(tmp_path):
+    from runtrace.evaluate.session import EvaluationSession, SessionError
+
+    data = make_dataset(n_files=60, n_groups=12)
+    spec = _spy_spec(HOLDOUT)
+
+    def session(**settings) -> EvaluationSession:
+        config = RunConfig(folds=5, seed=4, **settings)
+        return EvaluationSession(tmp_path, [("fake", data)], [spec], [P.BY_FILE], config, bootstrap=20)
+
+    first = session()
+    assert not first.up_to_date() and first.start() == 0
+    first.write(first.run(show_progress=False), "runtrace evaluate ...")
+    assert first.report.exists() and session().up_to_date()
+    assert first.saved_folds() == 5
+
+    other = session(target_fpr=0.2)
+    assert not other.up_to_date()
+    with pytest.raises(SessionError, match="--overwrite"):
+        other.start()
+    assert other.start(overwrite=True) == 0  # the other run's saved folds are forgotten
+    assert not other.checkpoint_dir.exists()

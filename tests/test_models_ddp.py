@@ -30,14 +30,14 @@ clf = make_classifier(
 )
 clf.fit(data, np.arange(24))
 rank = torch.distributed.get_rank()
-weights = torch.cat([p.detach().flatten() for p in clf.net.parameters()]).tolist()
+weights = torch.cat([p.detach().flatten() for p in clf.net_.parameters()]).tolist()
 result = {
     "rank": rank,
     "world": torch.distributed.get_world_size(),
     "backend": torch.distributed.get_backend(),
     "weights": weights,
-    "steps": [h["steps"] for h in clf.history],
-    "val_loss": [h["val_loss"] for h in clf.history],
+    "steps": [h["steps"] for h in clf.training_log_],
+    "val_loss": [h["val_loss"] for h in clf.training_log_],
     "proba": clf.predict_proba(data, np.arange(24)).tolist(),
 }
 with open(f"{out}/rank{rank}.json", "w") as fh:

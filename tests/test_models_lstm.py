@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import struct
 from dataclasses import replace
@@ -19,6 +20,7 @@ from runtrace.models import (
     IsmLstmConfig,
     IsmLstmNet,
     LstmClassifier,
+    LstmClassifierConfig,
     TrainConfig,
     load_model,
     make_classifier,
@@ -27,6 +29,7 @@ from runtrace.models.batching import DatasetTables, WindowEncoder, WindowStore, 
 from runtrace.models.checkpoint import CheckpointError
 from runtrace.models.layers import attention_pool, reverse_padded
 from runtrace.models.train import binary_metrics, split_validation
+from runtrace.models.windowing import DEFAULT_WINDOWS
 from runtrace.represent.synthetic import synthetic_dataset
 from runtrace.represent.vocabulary import Vocabulary
 from runtrace.represent.windows import WindowConfig
@@ -64,7 +67,7 @@ def test_model_learns_a_separable_task(representation: str) -> None:
     assert isinstance(clf, FileClassifier)
     train, test = np.arange(72), np.arange(72, 144)
     clf.fit(data, train)
-    losses = [h["train_loss"] for h in clf.history]
+    losses = [h["train_loss"] for h in clf.training_log_]
     assert losses[-1] < losses[0] * 0.5
     assert accuracy(clf, data, test) >= LEARNED
 
@@ -117,13 +120,13 @@ def test_bsm_batch_of_distinct_blocks_equals_windows_alone() -> None:
     clf = make_classifier("bsm", window=WindowConfig("sliding", length=16), train=quick_train(epochs=1))
     clf.fit(data, np.arange(6))
     store = WindowStore.build(data, clf.windows(data, np.arange(6)))
-    encoder = WindowEncoder(DatasetTables.of(data), clf.insn_vocab, clf.block_vocab, 32)
+    encoder = WindowEncoder(DatasetTables.of(data), clf.vocabulary_, clf.block_vocabulary_, 32)
     cpu = torch.device("cpu")
     with torch.no_grad():
         inputs, order = encoder.encode(store, np.arange(len(store)), cpu)
         together = np.empty(len(store))
-        together[order] = clf.net(**inputs)[0].numpy()
-        alone = [clf.net(**encoder.encode(store, np.array([k]), cpu)[0])[0].item() for k in order]
+        together[order] = clf.net_(**inputs)[0].numpy()
+        alone = [clf.net_(**encoder.encode(store, np.array([k]), cpu)[0])[0].item() for k in order]
     np.testing.assert_allclose(together[order], alone, rtol=1e-5, atol=1e-6)
 
 
@@ -163,8 +166,34 @@ def test_vocabulary_sees_training_files_only() -> None:
     data.tokens = tokens
     clf = make_classifier("ism", train=quick_train(epochs=1), window=WindowConfig("first-n", length=64))
     clf.fit(data, train)
-    assert "tok39" not in clf.insn_vocab and "tok38" in clf.insn_vocab
+    assert "tok39" not in clf.vocabulary_ and "tok38" in clf.vocabulary_
     assert clf.predict_proba(data, test).shape == (6,)
+
+
+def test_fit_leaves_its_config_alone() -> None:
+    """scikit-learn's rule: `fit` never changes the configuration it was given, so one config object can
+    serve many models; what fitting learns (windows resolved against the data, vocabulary sizes) is in
+    `config_`.  Two models fitted from one config on the same data end with the same `config_`, and a fit
+    on other data inherits nothing from an earlier one."""
+    config = LstmClassifierConfig(model=IsmLstmConfig(), train=quick_train(epochs=1))
+    untouched = copy.deepcopy(config)
+    data = synthetic_dataset("ism", 12, seed=12)
+    other = synthetic_dataset("ism", 12, seed=13, lexicon_size=30)
+    other.meta["window"] = {"mode": "first-n", "length": 24}  # this dataset's build-time windows
+
+    first = IsmLstm(config).fit(data, np.arange(12))
+    elsewhere = IsmLstm(config).fit(other, np.arange(12))
+    again = IsmLstm(config).fit(data, np.arange(12))
+    assert config == untouched and first.config is config and first.config.window is None
+    assert again.config_ == first.config_
+    assert first.config_.window == DEFAULT_WINDOWS["ism"] and first.config_.model.vocab_size > 2
+    assert elsewhere.config_.window == WindowConfig("first-n", length=24)
+    assert elsewhere.config_.model.vocab_size != first.config_.model.vocab_size
+
+    first.fit(other, np.arange(12))  # the same estimator fitted again, on other data
+    assert first.config_ == elsewhere.config_ and config == untouched
+    IsmLstm(config, epochs=2, seed=3)  # constructor overrides make a new configuration
+    assert config == untouched
 
 
 def test_checkpoint_round_trip_is_exact_and_pickle_free(tmp_path: Path, monkeypatch) -> None:
@@ -186,8 +215,8 @@ def test_checkpoint_round_trip_is_exact_and_pickle_free(tmp_path: Path, monkeypa
     back = load_model(tmp_path / "model", device="cpu")
     idx = np.arange(16)
     np.testing.assert_array_equal(back.predict_proba(data, idx), clf.predict_proba(data, idx))
-    assert back.config.aggregation == "attention" and back.config.window == clf.config.window
-    assert back.history == clf.history
+    assert back.config_.aggregation == "attention" and back.config_.window == clf.config_.window
+    assert back.training_log_ == clf.training_log_
 
     files = sorted(p.name for p in (tmp_path / "model").iterdir())
     assert files == ["config.json", "history.json", "model.safetensors", "vocabulary.json"]
@@ -200,6 +229,17 @@ def test_checkpoint_round_trip_is_exact_and_pickle_free(tmp_path: Path, monkeypa
     for path in (tmp_path / "model").iterdir():
         head = path.read_bytes()[:4]
         assert not head.startswith(b"\x80") and head != b"PK\x03\x04"  # no pickle, no torch.save zip
+
+
+def test_the_checkpoint_records_how_the_training_data_was_built(tmp_path: Path) -> None:
+    """What the scanner reads back (`spec.DataSpec`) is what training wrote, `max_tokens` included."""
+    from runtrace.models.spec import read_spec
+
+    data = synthetic_dataset("ism", 12, seed=7)
+    data.meta["max_tokens"] = 100  # as `dataset build --max-tokens 100` records it
+    make_classifier("ism", train=quick_train(epochs=1)).fit(data, np.arange(12)).save(tmp_path / "m")
+    spec = read_spec(tmp_path / "m").data_spec
+    assert (spec.normalisation, spec.api, spec.max_tokens) == (data.normalisation, data.api, 100)
 
 
 def test_loading_rejects_wrong_or_broken_models(tmp_path: Path) -> None:

@@ -110,7 +110,7 @@ def test_onnx_gradient_equals_torch_autograd(model_dir: Path, target: str, trace
         got = model.gradient(x, batch.lengths, score.outputs, target)
 
         x_t = torch.tensor(x, requires_grad=True)
-        logits, scores = clf.net.windows(x_t, torch.as_tensor(batch.lengths))
+        logits, scores = clf.net_.windows(x_t, torch.as_tensor(batch.lengths))
         d_logits, d_scores = file_gradient(
             score.outputs.logits, score.outputs.scores, model.aggregation, target
         )

@@ -1,86 +1,44 @@
 """The fixed choices of command-line options, as Enums: typer lists them in `--help` and rejects
 anything else with one line naming the option.
 
-The values are spelled out here rather than taken from the stages (`represent`, `evaluate`, `models`)
-so that `runtrace --help` and `runtrace scan` do not import torch or scikit-learn to build their
-options; tests/test_cli_choices.py checks they match what the stages accept.  Trace formats are not
-here: the format registry decides those, and a new format module adds its own name.
+The values come from the stages that define them (`represent.names`, `models.names`, `evaluate.names`,
+all importing nothing, and `represent.normalise`), so that building the options loads neither numpy,
+scikit-learn nor torch.  Trace formats are not here: the format registry decides those, and a new format
+module adds its own name.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 
+from runtrace.evaluate.names import PROTOCOLS, THRESHOLD_FITS
+from runtrace.models.names import AGGREGATIONS, BLOCK_ENCODERS, POOLINGS, VAL_BY
+from runtrace.represent.names import REPRESENTATIONS, WINDOW_MODES
 from runtrace.represent.normalise import Normalisation  # noqa: F401  (a choice too; light to import)
 
 
-class Representation(enum.StrEnum):
-    ISM = "ism"
-    BSM = "bsm"
+def _choices(name: str, values: Iterable[str]) -> type[enum.StrEnum]:
+    """A StrEnum whose members are `values`, named in capitals ("first-n" -> FIRST_N)."""
+    return enum.StrEnum(name, [(v.upper().replace("-", "_"), v) for v in values], module=__name__)
 
 
-class RepresentationOrAll(enum.StrEnum):
-    ISM = "ism"
-    BSM = "bsm"
-    ALL = "all"
-
-
-class Protocol(enum.StrEnum):
-    LEAKY = "leaky"
-    BY_FILE = "by-file"
-    BY_ORIGIN = "by-origin"
-    BY_FAMILY = "by-family"
-    TEMPORAL = "temporal"
-
-
-class ProtocolOrAll(enum.StrEnum):
-    LEAKY = "leaky"
-    BY_FILE = "by-file"
-    BY_ORIGIN = "by-origin"
-    BY_FAMILY = "by-family"
-    TEMPORAL = "temporal"
-    ALL = "all"
-
-
-class ThresholdFit(enum.StrEnum):
-    AUTO = "auto"
-    INNER_CV = "inner-cv"
-    HOLDOUT = "holdout"
+Representation = _choices("Representation", REPRESENTATIONS)
+RepresentationOrAll = _choices("RepresentationOrAll", (*REPRESENTATIONS, "all"))
+Windowing = _choices("Windowing", WINDOW_MODES)
+Aggregation = _choices("Aggregation", AGGREGATIONS)
+Pooling = _choices("Pooling", POOLINGS)
+BlockEncoder = _choices("BlockEncoder", BLOCK_ENCODERS)
+ValidationBy = _choices("ValidationBy", VAL_BY)
+Protocol = _choices("Protocol", PROTOCOLS)
+ProtocolOrAll = _choices("ProtocolOrAll", (*PROTOCOLS, "all"))
+ThresholdFit = _choices("ThresholdFit", THRESHOLD_FITS)
 
 
 class Device(enum.StrEnum):
     AUTO = "auto"
     CPU = "cpu"
     CUDA = "cuda"
-
-
-class Windowing(enum.StrEnum):
-    SLIDING = "sliding"
-    FIRST_N = "first-n"
-    SAMPLED = "sampled"
-
-
-class Aggregation(enum.StrEnum):
-    MEAN = "mean"
-    MAX = "max"
-    ATTENTION = "attention"
-
-
-class Pooling(enum.StrEnum):
-    LAST = "last"
-    MEAN = "mean"
-    MAX = "max"
-
-
-class BlockEncoder(enum.StrEnum):
-    MEAN = "mean"
-    MAX = "max"
-    CONV = "conv"
-
-
-class ValidationBy(enum.StrEnum):
-    FILE = "file"
-    GROUP = "group"
 
 
 class TraceAlsoWrite(enum.StrEnum):

@@ -180,60 +180,6 @@ def _audit_rich(results):
     return table, imp
 
 
-def _dataset_rows(dataset: Path, rows: list[dict]) -> tuple[list[dict], str]:
-    """Manifest rows of exactly the files in a dataset, with the dataset's CV groups."""
-    import json
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        files = pq.read_table(dataset / "files.parquet", columns=["sha256", "group"]).to_pylist()
-        meta = json.loads((dataset / "dataset.json").read_text()).get("meta") or {}
-    except (OSError, ValueError, pa.ArrowInvalid) as e:
-        raise fail(f"{dataset}: not a readable dataset ({e})") from None
-    group_of = {f["sha256"]: f["group"] for f in files}
-    chosen = [dict(r, cv_group=group_of[r["sha256"]], match_id=None) for r in rows if r["sha256"] in group_of]
-    if len(chosen) < len(group_of):
-        raise fail(f"{dataset}: {len(group_of) - len(chosen)} of its files are not in the manifest")
-    match = meta.get("match")
-    how = (
-        f"drawn by `--match` (ratio {match['ratio']}; {sum(n for *_, n in match['unmatched'])} malicious "
-        "files without a look-alike left out)"
-        if match
-        else "all labelled traces"
-    )
-    note = (
-        f"*training set*: exactly the {len(chosen)} files of the dataset `{dataset}` "
-        f"(min. instructions {meta.get('min_instructions', 0)}), {how}, grouped as the dataset groups them."
-    )
-    if match and match["unmatched"]:
-        rows_md = [f"| {' | '.join(map(str, k))} | {n} |" for *k, n in match["unmatched"][:15]]
-        note += "\n\nMalware without a look-alike (largest strata):\n\n" + "\n".join(
-            ["| arch | kind | toolchain | linker era | malicious files |", "|---|---|---|---|---:|", *rows_md]
-        )
-    return chosen, note
-
-
-def _figure_links(figures: Path | None, subsets: dict, doc_dir: Path) -> list[str]:
-    if figures is None:
-        return []
-    import os
-
-    from runtrace.corpus.plots import write_histograms
-
-    sets = {"corpus": subsets["all"]}
-    for name in ("training set", "match preview"):
-        if name in subsets:
-            sets[name.replace(" ", "-")] = subsets[name]
-    written = write_histograms(sets, figures)
-    lines = ["### Histograms (share of each class)"]
-    for name, trait, png in written:
-        rel = os.path.relpath(png, doc_dir)
-        lines.append(f"![{name}: {trait}]({rel})")
-    return ["\n\n".join(lines)]
-
-
 @corpus_app.command("audit")
 def audit(
     corpus_dir: Path = typer.Option(None, "--corpus-dir", help="Corpus folder (default: user cache)."),
@@ -262,11 +208,10 @@ def audit(
     """Shortcut audit: can metadata alone (no behaviour) tell malicious from benign?"""
     import json
     from dataclasses import asdict
-    from datetime import date
 
-    from runtrace.corpus.audit import run_audit
+    from runtrace.corpus.audit_sets import audit_all, audit_sets
     from runtrace.corpus.manifest import ManifestError, has_trace_columns, read_manifest
-    from runtrace.corpus.report import audit_document, write_doc_section
+    from runtrace.corpus.report import write_audit_doc
     from runtrace.corpus.store import MANIFEST_NAME
 
     path = manifest or _corpus_dir(corpus_dir) / MANIFEST_NAME
@@ -278,48 +223,21 @@ def audit(
     if trace_columns == "yes" and not traced:
         raise fail(f"{path}: no trace statistics yet (run `runtrace corpus trace`)")
     include_trace = traced if trace_columns == "auto" else trace_columns == "yes"
-    rows = table.to_pylist()
-    subsets = {"all": rows, "matched": [r for r in rows if r.get("matched")]}
-    wanted = ["all", "matched"] if subset == "both" else [subset]
-    notes = []
-    if match_preview:
-        from runtrace.corpus.matching import match_rows
-
-        drawn = match_rows(rows)
-        subsets["match preview"] = [dict(r, match_id=None) for r in drawn.rows]
-        wanted.insert(0, "match preview")
-        notes.append(
-            f"*match preview*: `match_rows` over every file, traced or not: {drawn.n_malicious} malicious "
-            f"files with {drawn.partners} benign partners; {sum(drawn.unmatched.values())} malicious files "
-            "without a look-alike left out."
-        )
-    if dataset is not None:
-        subsets["training set"], note = _dataset_rows(dataset, rows)
-        wanted.insert(0, "training set")
-        notes.insert(0, note)
-    results = []
+    try:
+        sets = audit_sets(table.to_pylist(), subset, match_preview, dataset)
+    except ValueError as e:  # a dataset that cannot be read or does not match the manifest
+        raise fail(str(e)) from None
     with err_console.status("grouped cross-validation..."):
-        for name in wanted:
-            variants = [False, True] if extended else [False]
-            for ext in variants:
-                try:
-                    results.append(run_audit(subsets[name], include_trace, ext, folds, seed, subset=name))
-                except ValueError as e:
-                    raise fail(f"{path}: {name} subset: {e}") from None
+        try:
+            results = audit_all(sets, include_trace, extended, folds, seed)
+        except ValueError as e:
+            raise fail(f"{path}: {e}") from None
     for t in _audit_rich(results):
         console.print(t)
     if json_out is not None:
         json_out.write_text(json.dumps([asdict(r) for r in results], indent=1))
     if write_doc is not None:
-        import hashlib
-
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        block = audit_document(
-            rows, results, str(path), digest, include_trace, date.today().isoformat(), notes=notes,
-            training_rows=subsets["training set"] if dataset else None,
-            figure_sections=_figure_links(figures, subsets, write_doc.parent),
-        )  # fmt: skip
-        write_doc_section(write_doc, block)
+        write_audit_doc(write_doc, path, results, sets, include_trace, figures)
         console.print(f"figures written into {write_doc}")
 
 
@@ -331,13 +249,8 @@ def lineage(
     plots: Path = typer.Option(None, help="Folder for the histograms (default: images/ beside --write-doc)."),
 ) -> None:
     """Families and first-seen dates: tables, and histograms of families and years (matplotlib)."""
-    import hashlib
-    import os
-    from datetime import date
-
-    from runtrace.corpus.lineage_report import lineage_markdown, write_plots
+    from runtrace.corpus.lineage_report import lineage_markdown, write_lineage_doc, write_plots
     from runtrace.corpus.manifest import ManifestError, read_manifest
-    from runtrace.corpus.report import LINEAGE_BEGIN, LINEAGE_END, write_doc_section
     from runtrace.corpus.store import MANIFEST_NAME
 
     path = manifest or _corpus_dir(corpus_dir) / MANIFEST_NAME
@@ -354,17 +267,7 @@ def lineage(
     for p in written:
         console.print(f"plot written: {p}", highlight=False)
     if write_doc is not None:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        images = "\n\n".join(f"![{p.stem}]({os.path.relpath(p, write_doc.parent)})" for p in written)
-        block = "\n\n".join(
-            [
-                f"Figures written by `runtrace corpus lineage` on {date.today().isoformat()} from the "
-                f"manifest (sha256 `{digest[:16]}...`).",
-                images,
-                text,
-            ]
-        )
-        write_doc_section(write_doc, block, LINEAGE_BEGIN, LINEAGE_END)
+        write_lineage_doc(write_doc, path, text, written)
         console.print(f"figures written into {write_doc}")
 
 

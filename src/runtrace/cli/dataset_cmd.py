@@ -25,39 +25,6 @@ def _read_manifest(path: Path):
         raise fail(str(e)) from None
 
 
-def _matched_table(table, min_instructions: int, ratio: int):
-    """The manifest rows `--match` keeps: traced files long enough to enter the dataset, then the malware
-    and benign partners drawn by `corpus.matching.match_rows`."""
-    import pyarrow as pa
-
-    from runtrace.corpus.matching import match_rows
-
-    rows = [
-        r
-        for r in table.to_pylist()
-        if (r.get("label") or "") in ("malicious", "benign")
-        and r.get("trace_status") == "ok"
-        and (r.get("instruction_count") or 0) >= min_instructions
-    ]
-    result = match_rows(rows, ratio=ratio)
-    if not result.rows:
-        raise fail("--match: no malicious file has a traced benign look-alike")
-    unmatched = sum(result.unmatched.values())
-    console.print(
-        f"--match: {result.n_malicious} malicious files with {result.partners} benign partners; "
-        f"{unmatched} malicious files have no look-alike and are left out",
-        highlight=False,
-        soft_wrap=True,
-    )
-    info = {
-        "ratio": ratio,
-        "malicious": result.n_malicious,
-        "benign": result.partners,
-        "unmatched": [[*map(str, k), n] for k, n in result.unmatched.most_common()],
-    }
-    return pa.Table.from_pylist(result.rows, schema=table.schema), info
-
-
 @dataset_app.command("build")
 def build(
     representation: Representation = typer.Option(..., "--representation", "-r"),
@@ -114,7 +81,19 @@ def build(
     table = _read_manifest(manifest)
     match_info = None
     if match:
-        table, match_info = _matched_table(table, min_instructions, match_ratio)
+        from runtrace.corpus.matching import matched_manifest
+
+        try:
+            matched = matched_manifest(table, min_instructions, match_ratio)
+        except ValueError as e:
+            raise fail(str(e)) from None
+        table, match_info = matched.table, matched.info
+        console.print(
+            f"--match: {matched.malicious} malicious files with {matched.benign} benign partners; "
+            f"{matched.unmatched} malicious files have no look-alike and are left out",
+            highlight=False,
+            soft_wrap=True,
+        )
     try:
         chosen = labelled_traces(table, traces).head(limit)
     except ManifestColumnsError as e:

@@ -19,9 +19,7 @@ from runtrace.cli.app import app, console, fail
 
 PACKAGE = Path(__file__).resolve().parents[1]
 DEMO = PACKAGE / "data" / "demo"
-DEFAULT_MODEL = PACKAGE / "data" / "models" / "default"
 FIXTURES = PACKAGE.parents[1] / "tests" / "fixtures" / "benign"
-PAPER = {"ism": (87.51, 18.34), "bsm": (99.26, 2.62)}
 
 
 def _run(*args: str) -> int:
@@ -36,18 +34,21 @@ def demo(
     epochs: int = typer.Option(6, help="LSTM epochs for the quick training step."),
 ) -> None:
     """Trace, scan and train on bundled data: the whole pipeline in a few minutes."""
+    from runtrace.models.spec import CONFIG
+    from runtrace.paths import default_model_dir
+
     if not DEMO.is_dir():
         raise fail(f"{DEMO}: bundled demo data not found (run from a source checkout)")
     fixtures = sorted(FIXTURES.glob("cli-*.exe"))  # includes an ARM64 build: refused with a reason
     console.rule("1. trace bundled benign programs (emulated, never executed)")
     _run("trace", *map(str, fixtures), "-o", str(out / "traces"))
-    if (DEFAULT_MODEL / "config.json").exists():
+    if (default_model_dir() / CONFIG).exists():
         console.rule("2. scan them, and bundled run traces of real malware")
         _run(
             "scan", *map(str, fixtures), *map(str, sorted((DEMO / "scan").glob("*.rtrace"))), "--explain", "3"
         )
     else:
-        console.print(f"[yellow]no default model at {DEFAULT_MODEL}; skipping the scan step[/]")
+        console.print(f"[yellow]no default model at {default_model_dir()}; skipping the scan step[/]")
     console.rule(
         "3. train ISM and BSM on the bundled demo traces (grouped 3-fold) and compare with the paper"
     )
@@ -71,7 +72,8 @@ def demo(
 def _paper_table(report: Path) -> None:
     from rich.table import Table
 
-    from runtrace.evaluate.schema import FIXED_THRESHOLD, EvaluationResults
+    from runtrace.evaluate.paper import PAPER
+    from runtrace.evaluate.result_document import FIXED_THRESHOLD, EvaluationResults
 
     results = EvaluationResults.read(report)
     # The paper reports decisions at score 0.5, so the demo compares at that threshold (report.md also
@@ -88,8 +90,8 @@ def _paper_table(report: Path) -> None:
             f"{100 * m['accuracy'].value:.1f} %",
             f"{100 * m['fpr'].value:.1f} %",
             f"{r.per_file['roc_auc'].value:.3f}",
-            f"{paper[0]:.2f} %" if paper else "",
-            f"{paper[1]:.2f} %" if paper else "",
+            f"{100 * paper[0]:.2f} %" if paper else "",
+            f"{100 * paper[1]:.2f} %" if paper else "",
         )
     console.print(table)
     where = report / "report.md"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import shutil
 import sys
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from rich.table import Table
 
 from runtrace.cli.app import INTERRUPTED, app, console, err_console, fail
 from runtrace.cli.choices import Device, ProtocolOrAll, RepresentationOrAll, ThresholdFit
+from runtrace.evaluate.names import DEFAULT_FAMILY_CAP, DEFAULT_TARGET_FPR, PROTOCOLS
 
 ALL = "all"
 
@@ -21,7 +21,7 @@ def _split_list(text: str) -> list[str]:
 
 
 def _console_summary(results) -> Table:
-    """The run's per-file figures from its typed results (runtrace.evaluate.schema)."""
+    """The run's per-file figures from its typed results (runtrace.evaluate.result_document)."""
     table = Table(
         title=f"per-file results at thresholds fitted on the training folds for FPR "
         f"{100 * results.config.target_fpr:g} % (95 % bootstrap intervals in metrics.json and report.md)"
@@ -61,7 +61,9 @@ def evaluate(
     out: Path = typer.Option(..., "-o", "--out", help="Report directory, e.g. reports/RUN."),
     folds: int = typer.Option(5, help="k of the k-fold protocols."),
     seed: int = typer.Option(0, help="Seed of the folds, the models and the bootstrap."),
-    target_fpr: float = typer.Option(0.01, help="FPR the decision threshold aims for (on training folds)."),
+    target_fpr: float = typer.Option(
+        DEFAULT_TARGET_FPR, help="FPR the decision threshold aims for (on training folds)."
+    ),
     threshold_fit: ThresholdFit = typer.Option(
         ThresholdFit.AUTO, help="How training-fold scores for the threshold are got (auto: per model)."
     ),
@@ -72,7 +74,9 @@ def evaluate(
         "first-seen dates (by-family, temporal).",
     ),
     family_cap: int = typer.Option(
-        40, min=0, help="by-family: at most this many files per family, drawn at random (0: no cap)."
+        DEFAULT_FAMILY_CAP,
+        min=0,
+        help="by-family: at most this many files per family, drawn at random (0: no cap).",
     ),
     temporal_cut: str = typer.Option(
         None, help="temporal: cut date YYYY-MM-DD (default: the month that best balances both classes)."
@@ -94,12 +98,10 @@ def evaluate(
 
     Each finished fold is saved under OUT/checkpoints as it goes; stopped (Ctrl-C, a crash) and run
     again with the same arguments, the evaluation skips the folds already done."""
-    from runtrace.evaluate import checkpoints
-    from runtrace.evaluate.protocols import PROTOCOLS
+    from runtrace.evaluate.manifest_join import join_manifest_file
     from runtrace.evaluate.registry import resolve_models
-    from runtrace.evaluate.report import write_report
-    from runtrace.evaluate.runner import RunConfig, run_evaluation
-    from runtrace.represent.dataset import DatasetError, SequenceDataset
+    from runtrace.evaluate.runner import RunConfig
+    from runtrace.evaluate.session import EvaluationSession, load_datasets
 
     if folds < 2:
         raise fail("--folds must be at least 2")
@@ -120,81 +122,58 @@ def evaluate(
         raise fail(e.args[0]) from None
     if not specs:
         raise fail("--models names no model")
-    loaded = []
-    for path in dict.fromkeys(datasets):
-        try:
-            data = SequenceDataset.load(path)
-        except DatasetError as e:
-            raise fail(str(e)) from None
-        if representation in (ALL, data.representation):
-            loaded.append((str(path), data))
-    if not loaded:
-        raise fail(f"no {representation.upper()} dataset among --dataset {' '.join(map(str, datasets))}")
-
-    manifest_sha256 = None
-    if manifest is not None:
-        import hashlib
-
-        from runtrace.corpus.manifest import ManifestError, read_manifest
-        from runtrace.evaluate.manifest_join import join_manifest
-
-        try:
-            table = read_manifest(manifest)
-            manifest_sha256 = hashlib.sha256(manifest.read_bytes()).hexdigest()
-            for name, data in loaded:
-                added, matched = join_manifest(data, table)
-                err_console.print(
-                    f"{name}: {matched} of {len(data)} files found in the manifest", highlight=False
-                )
-        except (ManifestError, ValueError) as e:
-            raise fail(f"{manifest}: {e}") from None
+    lstm_options = {"device": device}
+    if lstm_epochs is not None:
+        lstm_options["epochs"] = lstm_epochs
+    if threads is not None:
+        lstm_options["num_threads"] = threads
+    window_overrides = {"length": window, "count": windows_per_file}
+    config = RunConfig(
+        folds=folds,
+        seed=seed,
+        target_fpr=target_fpr,
+        threshold_fit=threshold_fit,
+        window={k: v for k, v in window_overrides.items() if v is not None},
+        model_options={"lstm": lstm_options},
+        family_cap=family_cap,
+        temporal_cut=temporal_cut,
+    )
 
     try:
-        window_overrides = {"length": window, "count": windows_per_file}
-        window_overrides = {k: v for k, v in window_overrides.items() if v is not None}
-        lstm_options = {"device": device}
-        if lstm_epochs is not None:
-            lstm_options["epochs"] = lstm_epochs
-        if threads is not None:
-            lstm_options["num_threads"] = threads
-        config = RunConfig(
-            folds=folds,
-            seed=seed,
-            target_fpr=target_fpr,
-            threshold_fit=threshold_fit,
-            window=window_overrides,
-            model_options={"lstm": lstm_options},
-            family_cap=family_cap,
-            temporal_cut=temporal_cut,
+        loaded = load_datasets(datasets, None if representation == ALL else representation)
+        joined = join_manifest_file(loaded, manifest) if manifest is not None else None
+    except ValueError as e:  # DatasetError, SessionError, an unreadable manifest
+        raise fail(str(e)) from None
+    for name, matched, total in joined.matched if joined else []:
+        err_console.print(f"{name}: {matched} of {total} files found in the manifest", highlight=False)
+
+    session = EvaluationSession(
+        out,
+        loaded,
+        specs,
+        list(PROTOCOLS) if protocol == ALL else [protocol],
+        config,
+        bootstrap=bootstrap,
+        manifest_sha256=joined.sha256 if joined else None,
+    )
+    if not overwrite and session.up_to_date():
+        console.print(
+            f"{session.report} is up to date (--overwrite evaluates again)", highlight=False, soft_wrap=True
         )
-        protocols = list(PROTOCOLS) if protocol == ALL else [protocol]
-        saved = out / checkpoints.DIR_NAME
-        key = checkpoints.run_key(
-            [d for _, d in loaded], [s.name for s in specs], protocols, config,
-            bootstrap=bootstrap, manifest=manifest_sha256,
-        )  # fmt: skip
-        if (out / "report.md").exists() and not overwrite:
-            if checkpoints.finished_run(saved) == key:
-                console.print(
-                    f"{out / 'report.md'} is up to date (--overwrite evaluates again)",
-                    highlight=False,
-                    soft_wrap=True,
-                )
-                return
-            raise fail(f"{out} already holds a report of another run (pass --overwrite to replace it)")
-        if overwrite:
-            shutil.rmtree(saved, ignore_errors=True)
-        resumed = checkpoints.finished_folds(saved)
+        return
+    try:
+        resumed = session.start(overwrite)
         if resumed:
-            err_console.print(f"resuming: {resumed} folds done by an earlier run ({saved})", highlight=False)
-        result = run_evaluation(
-            loaded, specs, protocols, config, show_progress=progress, checkpoint_dir=saved
-        )
+            err_console.print(
+                f"resuming: {resumed} folds done by an earlier run ({session.checkpoint_dir})",
+                highlight=False,
+            )
+        result = session.run(show_progress=progress)
     except ValueError as e:
         raise fail(str(e)) from None
     except KeyboardInterrupt:
         raise fail(
-            f"interrupted: {checkpoints.finished_folds(saved)} finished folds are saved in {saved}; "
+            f"interrupted: {session.saved_folds()} finished folds are saved in {session.checkpoint_dir}; "
             "run the same command again to resume (--overwrite starts afresh)",
             INTERRUPTED,
         ) from None
@@ -210,10 +189,7 @@ def evaluate(
         raise fail("nothing could be evaluated (see the lines above)")
 
     command = "runtrace " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "runtrace evaluate"
-    results, paths = write_report(
-        result, out, command=command, n_resamples=bootstrap, seed=seed, manifest_sha256=manifest_sha256
-    )
+    results, paths = session.write(result, command)
     if table:
         console.print(_console_summary(results))
-    checkpoints.mark_finished(saved, key)
     console.print(f"report written to {paths['report']}", highlight=False)

@@ -18,8 +18,8 @@ def results(
     notes: Path = typer.Option(None, help="Markdown placed after the comparison (the findings)."),
 ) -> None:
     """Write the results page from evaluation reports: every figure read from their metrics.json."""
-    from runtrace.evaluate.results import render
-    from runtrace.evaluate.schema import EvaluationResults, ResultsError
+    from runtrace.evaluate.render_results_page import render_results_page
+    from runtrace.evaluate.result_document import EvaluationResults, ResultsError
 
     try:
         read = [(path, EvaluationResults.read(path)) for path in reports]
@@ -30,7 +30,7 @@ def results(
     except OSError as e:
         raise fail(f"{notes}: cannot read ({e.strerror or e})") from None
     try:
-        out.write_text(render(read, text), encoding="utf-8")
+        out.write_text(render_results_page(read, text), encoding="utf-8")
     except OSError as e:
         raise fail(f"{out}: cannot write ({e.strerror or e})") from None
     console.print(f"wrote {out}", highlight=False)

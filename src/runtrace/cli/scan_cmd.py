@@ -2,8 +2,9 @@
 
 Parses the options, hands the inputs to `runtrace.scan.scanner.Scanner` (which builds the result
 document) and prints it.  Start-up is kept lean on purpose (the whole process should answer in about a
-second): this module imports only typer at load time; the scanner, numpy and the emulator are imported
-when the command runs, and torch never is (inference runs on ONNX Runtime).
+second): at load time this module imports typer and import-free modules only (the shared options,
+`scan.defaults`); the scanner, numpy and the emulator are imported when the command runs, and torch never
+is (inference runs on ONNX Runtime).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import typer
 
 from runtrace.cli.app import INTERRUPTED, app, console, err_console, fail, one_blas_thread
 from runtrace.cli.options import TracerRun, tracer_options
+from runtrace.scan.defaults import DEFAULT_EXPLAIN
 
 
 @app.command()
@@ -30,7 +32,8 @@ def scan(
         None, help="Flag files with P(malicious) >= this (default: the model's calibrated threshold)."
     ),
     explain: int = typer.Option(
-        5, help="Blocks shown per direction (towards malicious, towards benign); 0: no explanation."
+        DEFAULT_EXPLAIN,
+        help="Blocks shown per direction (towards malicious, towards benign); 0: no explanation.",
     ),
     min_instructions: int = typer.Option(
         None,

@@ -21,6 +21,7 @@ from runtrace.cli.choices import (
     ValidationBy,
     Windowing,
 )
+from runtrace.cli.export_cmd import report_export
 
 
 @app.command()
@@ -67,7 +68,8 @@ def train(
     from runtrace.models.bsm import BsmLstmConfig
     from runtrace.models.estimator import VocabularyConfig, make_classifier
     from runtrace.models.ism import IsmLstmConfig
-    from runtrace.models.train import TrainConfig, distributed_context, shutdown_distributed
+    from runtrace.models.train import TrainConfig
+    from runtrace.models.training_run import train_and_save
     from runtrace.represent.dataset import DatasetError, SequenceDataset
     from runtrace.represent.windows import WindowConfig
 
@@ -80,28 +82,18 @@ def train(
     if len(data) == 0:
         raise fail(f"{dataset}: no files")
 
+    window_settings = {
+        "mode": windowing,
+        "length": window,
+        "stride": stride,
+        "count": windows_per_file,
+        "max_windows": max_windows,
+    }
+    window_settings = {k: v for k, v in window_settings.items() if v is not None}
+    common = dict(
+        hidden_size=hidden, num_layers=layers, bidirectional=bidirectional, pooling=pooling, dropout=dropout
+    )
     try:
-        window_settings = {
-            k: v
-            for k, v in {
-                "mode": windowing,
-                "length": window,
-                "stride": stride,
-                "count": windows_per_file,
-                "max_windows": max_windows,
-            }.items()
-            if v is not None
-        }
-        window_config = None
-        if window_settings:
-            window_config = WindowConfig.from_json({**(data.window_defaults or {}), **window_settings})
-        common = dict(
-            hidden_size=hidden,
-            num_layers=layers,
-            bidirectional=bidirectional,
-            pooling=pooling,
-            dropout=dropout,
-        )
         if data.representation == "ism":
             model = IsmLstmConfig(embed_dim=embed, **common)
         else:
@@ -125,45 +117,29 @@ def train(
         clf = make_classifier(
             data.representation,
             model=model,
-            window=window_config,
+            # Options given on the command line change the dataset's own window settings.
+            window=WindowConfig.from_json({**data.window_defaults, **window_settings})
+            if window_settings
+            else None,
             aggregation=aggregation,
             train=train_config,
             vocabulary=vocabulary,
             block_vocabulary=vocabulary,
         )
-        ctx = distributed_context(device)
+        summary = train_and_save(clf, data, out)
     except (TypeError, ValueError) as e:
         raise fail(str(e)) from None
-
-    import numpy as np
-
-    try:
-        clf.fit(data, np.arange(len(data)))
-        if ctx.is_main:
-            clf.save(out)
-            _summary(clf, ctx, out)
-    except ValueError as e:
-        raise fail(str(e)) from None
-    finally:
-        shutdown_distributed()
-    if ctx.is_main:
-        from runtrace.cli.export_cmd import report_export
-
-        report_export(out)
-
-
-def _summary(clf, ctx, out: Path) -> None:
-    last = clf.history[-1] if clf.history else {}
-    best = min((h for h in clf.history if "val_loss" in h), key=lambda h: h["val_loss"], default=last)
-    nan = float("nan")
+    if summary is None:  # another rank than the one that saved
+        return
     text = (
-        f"{clf.kind}: {len(clf.history)} epochs, best epoch {best.get('epoch')} "
-        f"(val loss {best.get('val_loss', nan):.4f}, val AUC {best.get('val_auc', nan):.3f}), "
-        f"{last.get('tokens_per_s', 0):,.0f} tokens/s; vocabulary {len(clf.insn_vocab)}"
+        f"{summary.kind}: {summary.epochs} epochs, best epoch {summary.best_epoch} "
+        f"(val loss {summary.val_loss:.4f}, val AUC {summary.val_auc:.3f}), "
+        f"{summary.tokens_per_s:,.0f} tokens/s; vocabulary {summary.vocabulary}"
     )
-    if clf.block_vocab is not None:
-        text += f", blocks {len(clf.block_vocab)}"
-    if ctx.distributed:
-        text += f"; {ctx.world_size} processes"
+    if summary.blocks is not None:
+        text += f", blocks {summary.blocks}"
+    if summary.processes > 1:
+        text += f"; {summary.processes} processes"
     console.print(text, highlight=False)
     console.print(f"model written to {out}", highlight=False)
+    report_export(out)

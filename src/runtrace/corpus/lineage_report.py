@@ -172,3 +172,25 @@ def write_plots(rows: list[dict], out_dir: Path) -> list[Path]:
     plt.close(fig)
     paths.append(path)
     return paths
+
+
+def write_lineage_doc(doc: Path, manifest: Path, text: str, plots: list[Path]) -> None:
+    """The lineage section of the page `doc` (`corpus lineage --write-doc`): dated, naming the manifest by
+    sha256, the plots shown from where the page is, then the tables (`text`, from `lineage_markdown`)."""
+    import hashlib
+    import os
+    from datetime import date
+
+    from runtrace.corpus.report import LINEAGE_BEGIN, LINEAGE_END, write_doc_section
+
+    digest = hashlib.sha256(Path(manifest).read_bytes()).hexdigest()
+    images = "\n\n".join(f"![{p.stem}]({os.path.relpath(p, doc.parent)})" for p in plots)
+    block = "\n\n".join(
+        [
+            f"Figures written by `runtrace corpus lineage` on {date.today().isoformat()} from the "
+            f"manifest (sha256 `{digest[:16]}...`).",
+            images,
+            text,
+        ]
+    )
+    write_doc_section(doc, block, LINEAGE_BEGIN, LINEAGE_END)

@@ -18,6 +18,8 @@ import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
+import pyarrow as pa
+
 STRATUM = ("arch", "kind", "compiler", "linker_era")
 SIZE_CALIPER = 1.0  # log2 units: partners at most twice or half the size
 MAX_PER_GROUP = 25  # benign partners from one CV group, so a big project cannot fill a stratum
@@ -95,6 +97,51 @@ def match_rows(
             else:
                 result.unmatched[key] += 1
     return result
+
+
+@dataclass
+class MatchedManifest:
+    """The manifest rows `dataset build --match` builds from, and the account of the draw that the
+    dataset records (`meta["match"]`, read back by `corpus audit --dataset`)."""
+
+    table: pa.Table
+    info: dict  # ratio, malicious, benign, unmatched: [[*stratum, files], ...] largest first
+
+    @property
+    def malicious(self) -> int:
+        return self.info["malicious"]
+
+    @property
+    def benign(self) -> int:
+        return self.info["benign"]
+
+    @property
+    def unmatched(self) -> int:
+        """Malware files left out for want of a look-alike."""
+        return sum(n for *_, n in self.info["unmatched"])
+
+
+def matched_manifest(table: pa.Table, min_instructions: int = 0, ratio: int = 1) -> MatchedManifest:
+    """The rows `--match` keeps: malicious and benign files traced long enough to enter a dataset, then
+    the malware and its benign partners drawn by `match_rows`.  ValueError (one line) when no malware
+    file has a traced benign look-alike."""
+    rows = [
+        r
+        for r in table.to_pylist()
+        if (r.get("label") or "") in ("malicious", "benign")
+        and r.get("trace_status") == "ok"
+        and (r.get("instruction_count") or 0) >= min_instructions
+    ]
+    result = match_rows(rows, ratio=ratio)
+    if not result.rows:
+        raise ValueError("--match: no malicious file has a traced benign look-alike")
+    info = {
+        "ratio": ratio,
+        "malicious": result.n_malicious,
+        "benign": result.partners,
+        "unmatched": [[*map(str, k), n] for k, n in result.unmatched.most_common()],
+    }
+    return MatchedManifest(pa.Table.from_pylist(result.rows, schema=table.schema), info)
 
 
 def _group(row: dict) -> str:

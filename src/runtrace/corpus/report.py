@@ -6,10 +6,18 @@ two can never disagree.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from runtrace.corpus.audit_sets import AuditSets
 
 CLASSES = ("benign", "malicious")
 
@@ -184,6 +192,38 @@ def audit_document(
         "### Class x arch x kind x compiler", composition_markdown(rows),
         "### Files per package", packages_markdown(rows),
     ])  # fmt: skip
+
+
+def figure_sections(figures: Path | None, subsets: dict[str, list[dict]], doc_dir: Path) -> list[str]:
+    """Class histograms of the corpus (and of the training set and match preview when audited) written
+    into `figures` as PNG, and the Markdown that shows them from a page in `doc_dir`; none without
+    `figures`."""
+    if figures is None:
+        return []
+    from runtrace.corpus.plots import write_histograms
+
+    sets = {"corpus": subsets["all"]}
+    for name in ("training set", "match preview"):
+        if name in subsets:
+            sets[name.replace(" ", "-")] = subsets[name]
+    lines = ["### Histograms (share of each class)"]
+    for name, trait, png in write_histograms(sets, figures):
+        lines.append(f"![{name}: {trait}]({os.path.relpath(png, doc_dir)})")
+    return ["\n\n".join(lines)]
+
+
+def write_audit_doc(
+    doc: Path, manifest: Path, results, sets: AuditSets, include_trace: bool, figures: Path | None = None
+) -> None:
+    """The audit's section of the page `doc` (`corpus audit --write-doc`), dated and naming the
+    manifest by path and sha256; histograms into `figures` when given."""
+    digest = hashlib.sha256(Path(manifest).read_bytes()).hexdigest()
+    rows = sets.subsets["all"]
+    block = audit_document(
+        rows, results, str(manifest), digest, include_trace, date.today().isoformat(), notes=sets.notes,
+        training_rows=sets.training_rows, figure_sections=figure_sections(figures, sets.subsets, doc.parent),
+    )  # fmt: skip
+    write_doc_section(doc, block)
 
 
 # The section `runtrace corpus lineage --write-doc` writes.

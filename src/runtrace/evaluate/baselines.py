@@ -16,7 +16,8 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-from runtrace.evaluate.interfaces import SequenceData
+from runtrace.evaluate.guard import GuardedView
+from runtrace.models.interface import SequenceData
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
@@ -97,10 +98,11 @@ class NgramFeaturizer:
         self.vocabulary_: np.ndarray | None = None  # sorted uint64 keys
 
     def _row_counts(self, data: SequenceData, i: int) -> tuple[np.ndarray, np.ndarray]:
-        # A guarded view reads through to its dataset; counts are cached against the dataset itself.
-        source = getattr(data, "unguarded", data)
-        if source is not data:
+        # Counts are cached against the dataset behind a guarded view, shared by every fold's view.
+        source = data
+        if isinstance(data, GuardedView):
             data.check_access(i)  # a cache hit must not bypass the guard
+            source = data.dataset
         key = self.cache.key(source, i) if self.cache is not None else None
         hit = self.cache.get(key) if self.cache is not None else None
         if hit is not None:

@@ -3,8 +3,9 @@
 During `fit` a model gets the training rows; during `predict_proba` the rows it must score.  Reading the
 sequence of any other row raises `LeakError`, and labels of other rows read as -1, so a model that builds
 its vocabulary, normalisation statistics or early-stopping split from the whole dataset fails loudly
-instead of quietly inflating its figures.  Attributes the view does not know are passed through to the
-underlying dataset (they are outside the guarded interface).
+instead of quietly inflating its figures.  The view is a `SequenceData` (`runtrace.models.interface`):
+the dataset-level tables and build settings (lexicons, BSM block contents, normalisation, ...) are
+forwarded one by one, never the rest of the dataset.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from runtrace.evaluate.interfaces import SequenceData
+from runtrace.models.interface import SequenceData, SequenceDataView
 
 HIDDEN_LABEL = -1
 
@@ -21,7 +22,7 @@ class LeakError(RuntimeError):
     """A model touched a row outside the ones it was given."""
 
 
-class GuardedView:
+class GuardedView(SequenceDataView):
     def __init__(self, data: SequenceData, allowed: np.ndarray, purpose: str) -> None:
         self._data = data
         self._purpose = purpose
@@ -37,13 +38,17 @@ class GuardedView:
             files = files.set_column(
                 files.column_names.index("label"), "label", pa.array(labels.astype(np.int64))
             )
-        self.files = files
-        self.representation = data.representation
-        self.lexicon = data.lexicon
+        self._files = files
 
     @property
-    def unguarded(self) -> SequenceData:
+    def dataset(self) -> SequenceData:
+        """The data behind the guard (for caches keyed by it; reading rows through it is not guarded)."""
         return self._data
+
+    # --- SequenceData: per-file data, guarded ----------------------------------------------------------
+    @property
+    def files(self) -> pa.Table:
+        return self._files
 
     def labels(self) -> np.ndarray:
         return self._labels
@@ -58,10 +63,3 @@ class GuardedView:
     def sequence(self, i: int) -> np.ndarray:
         self.check_access(i)
         return self._data.sequence(i)
-
-    def __getattr__(self, name: str):
-        # Only called for attributes not defined above: pass through the rest of the dataset's surface.
-        # Private names are not forwarded (and must not recurse while unpickling, before _data exists).
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self._data, name)

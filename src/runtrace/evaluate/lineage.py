@@ -12,7 +12,7 @@ from collections import Counter
 
 import numpy as np
 
-from runtrace.evaluate.interfaces import SequenceData
+from runtrace.models.interface import SequenceData
 
 FAMILY = "family"
 FIRST_SEEN = "first_seen"

@@ -7,10 +7,14 @@ per-slice results by compiler family need the `compiler` column.
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 
-from runtrace.evaluate.interfaces import SequenceData
+from runtrace.models.interface import SequenceData
 
 
 def join_manifest(data: SequenceData, manifest: pa.Table) -> tuple[list[str], int]:
@@ -40,3 +44,26 @@ def join_manifest(data: SequenceData, manifest: pa.Table) -> tuple[list[str], in
         files = files.append_column(name, manifest.column(name).take(indices))
     data.files = files
     return take, int(np.sum([r is not None for r in rows]))
+
+
+@dataclass(frozen=True)
+class ManifestJoin:
+    sha256: str  # of the manifest file, recorded in the report
+    matched: list[tuple[str, int, int]]  # per dataset: (name, files found in the manifest, files)
+
+
+def join_manifest_file(datasets: list[tuple[str, SequenceData]], manifest: Path) -> ManifestJoin:
+    """Join the corpus manifest's PE metadata to every dataset (`join_manifest`); ValueError (one line,
+    naming the file) when it cannot be read."""
+    from runtrace.corpus.manifest import ManifestError, read_manifest
+
+    try:
+        table = read_manifest(manifest)
+        sha256 = hashlib.sha256(Path(manifest).read_bytes()).hexdigest()
+        matched = []
+        for name, data in datasets:
+            _, found = join_manifest(data, table)
+            matched.append((name, found, len(data.labels())))
+    except (ManifestError, ValueError) as e:
+        raise ValueError(f"{manifest}: {e}") from None
+    return ManifestJoin(sha256, matched)

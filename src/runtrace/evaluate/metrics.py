@@ -5,17 +5,21 @@ with thresholds fitted on training folds.  Ranking figures (ROC-AUC, TPR at a fi
 alone: "TPR at FPR = 1 %" is the best TPR the ROC curve reaches while FPR stays at or below 1 %, a
 property of the ranking like AUC, not the figure a deployed threshold would give.  When a set has fewer
 than 1/FPR benign files, only FPR = 0 fits under the target, which `resolution_limited` reports.
+
+The figures come out as the result document's types (`result_document.FileMetrics`, `Counts`,
+`Estimate`), which `metrics.json` is written from.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import roc_auc_score, roc_curve
+
+from runtrace.evaluate.result_document import BootstrapSettings, Counts, Estimate, FileMetrics, WindowMetrics
 
 FPR_TARGETS = (0.01, 0.001)
 METRIC_NAMES = (
@@ -35,33 +39,10 @@ def _fpr_metric_name(target: float) -> str:
     return f"tpr_at_fpr_{target * 100:g}pct"
 
 
-@dataclass(frozen=True)
-class Counts:
-    tp: int
-    fp: int
-    tn: int
-    fn: int
-
-    @property
-    def n(self) -> int:
-        return self.tp + self.fp + self.tn + self.fn
-
-    @property
-    def n_pos(self) -> int:
-        return self.tp + self.fn
-
-    @property
-    def n_neg(self) -> int:
-        return self.tn + self.fp
-
-    def to_dict(self) -> dict[str, int]:
-        return {**asdict(self), "n": self.n, "n_malicious": self.n_pos, "n_benign": self.n_neg}
-
-
 def confusion_counts(y: np.ndarray, pred: np.ndarray) -> Counts:
     y = np.asarray(y, dtype=bool)
     pred = np.asarray(pred, dtype=bool)
-    return Counts(
+    return Counts.of(
         tp=int(np.sum(y & pred)),
         fp=int(np.sum(~y & pred)),
         tn=int(np.sum(~y & ~pred)),
@@ -120,8 +101,8 @@ def point_metrics(
 ) -> dict[str, float]:
     """Every metric once, on the given files."""
     c = confusion_counts(y, pred)
-    tpr = _ratio(c.tp, c.n_pos)
-    fpr = _ratio(c.fp, c.n_neg)
+    tpr = _ratio(c.tp, c.n_malicious)
+    fpr = _ratio(c.fp, c.n_benign)
     precision = _ratio(c.tp, c.tp + c.fp)
     f1 = _ratio(2 * c.tp, 2 * c.tp + c.fp + c.fn)
     out = {
@@ -134,42 +115,6 @@ def point_metrics(
     }
     out.update(_ranking_metrics(y, score, fpr_targets))
     return out
-
-
-@dataclass(frozen=True)
-class Estimate:
-    value: float
-    low: float
-    high: float
-
-    def to_dict(self) -> dict[str, float | None]:
-        def clean(x: float) -> float | None:
-            return None if np.isnan(x) else float(x)
-
-        return {"value": clean(self.value), "low": clean(self.low), "high": clean(self.high)}
-
-
-@dataclass(frozen=True)
-class MetricReport:
-    """Point estimates with bootstrap intervals, plus the counts they rest on."""
-
-    estimates: dict[str, Estimate]
-    counts: Counts
-    n_resamples: int
-    confidence: float
-    seed: int
-    resolution_limited: dict[str, bool]  # per FPR target: too few benign files to measure below 1/n
-
-    def __getitem__(self, name: str) -> Estimate:
-        return self.estimates[name]
-
-    def to_dict(self) -> dict:
-        return {
-            "metrics": {k: v.to_dict() for k, v in self.estimates.items()},
-            "counts": self.counts.to_dict(),
-            "bootstrap": {"n_resamples": self.n_resamples, "confidence": self.confidence, "seed": self.seed},
-            "resolution_limited": self.resolution_limited,
-        }
 
 
 def stratified_bootstrap_indices(y: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
@@ -259,8 +204,9 @@ def file_metrics(
     confidence: float = 0.95,
     seed: int = 0,
     fpr_targets: tuple[float, ...] = FPR_TARGETS,
-) -> MetricReport:
-    """Per-file metrics with percentile intervals from a stratified bootstrap over files."""
+) -> FileMetrics:
+    """Per-file metrics with percentile intervals from a stratified bootstrap over files; a figure that
+    is undefined here (one class only, nothing flagged, ...) is None, as is an interval without draws."""
     y = np.asarray(y, dtype=np.int64)
     score = np.asarray(score, dtype=np.float64)
     pred = np.asarray(pred, dtype=bool)
@@ -278,24 +224,30 @@ def file_metrics(
     estimates = {}
     for name, value in point.items():
         draws = samples[name][~np.isnan(samples[name])] if n_resamples else np.array([])
-        if np.isnan(value) or len(draws) == 0:
-            estimates[name] = Estimate(value, float("nan"), float("nan"))
+        if np.isnan(value):
+            estimates[name] = Estimate(value=None)
+        elif len(draws) == 0:
+            estimates[name] = Estimate(value=float(value))
         else:
             low, high = np.quantile(draws, [alpha, 1.0 - alpha])
-            estimates[name] = Estimate(float(value), float(low), float(high))
+            estimates[name] = Estimate(value=float(value), low=float(low), high=float(high))
     counts = confusion_counts(y, pred)
-    limited = {_fpr_metric_name(t): counts.n_neg * t < 1.0 for t in fpr_targets}
-    return MetricReport(estimates, counts, n_resamples, confidence, seed, limited)
+    return FileMetrics(
+        metrics=estimates,
+        counts=counts,
+        bootstrap=BootstrapSettings(n_resamples=n_resamples, confidence=confidence, seed=seed),
+        resolution_limited={_fpr_metric_name(t): counts.n_benign * t < 1.0 for t in fpr_targets},
+    )
 
 
-def window_point_metrics(y: np.ndarray, score: np.ndarray, pred: np.ndarray) -> dict:
+def window_point_metrics(y: np.ndarray, score: np.ndarray, pred: np.ndarray) -> WindowMetrics:
     """Window-level figures: point values and counts only.
 
     No interval: windows cut from one file are not independent draws, so a bootstrap over windows
     would understate the uncertainty.  These are shown beside per-file figures, never instead.
     """
     values = point_metrics(y, score, pred)
-    return {
-        "metrics": {k: (None if np.isnan(v) else float(v)) for k, v in values.items()},
-        "counts": confusion_counts(y, pred).to_dict(),
-    }
+    return WindowMetrics(
+        metrics={k: (None if np.isnan(v) else float(v)) for k, v in values.items()},
+        counts=confusion_counts(y, pred),
+    )

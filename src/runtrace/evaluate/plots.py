@@ -10,7 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen before pyplot loads)
 import numpy as np  # noqa: E402
 
-from runtrace.evaluate.metrics import Counts, roc_curve_points  # noqa: E402
+from runtrace.evaluate.metrics import roc_curve_points  # noqa: E402
+from runtrace.evaluate.result_document import Counts  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:

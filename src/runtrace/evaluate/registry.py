@@ -6,11 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from runtrace.evaluate.baselines import MetadataBaseline, NgramCache, NgramLightGBM, NgramLogisticRegression
-from runtrace.evaluate.interfaces import FileClassifier
-from runtrace.evaluate.protocols import BY_ORIGIN
-
-INNER_CV = "inner-cv"
-HOLDOUT = "holdout"
+from runtrace.evaluate.names import BY_ORIGIN, HOLDOUT, INNER_CV
+from runtrace.models.interface import FileClassifier
 
 
 class ModelUnavailable(RuntimeError):

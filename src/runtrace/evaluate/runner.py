@@ -17,15 +17,15 @@ import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from runtrace.evaluate import protocols as P
-from runtrace.evaluate.checkpoints import FoldStore, dataset_fingerprint
+from runtrace.evaluate.fold_store import FoldStore, dataset_content_hash
 from runtrace.evaluate.guard import GuardedView, LeakError
-from runtrace.evaluate.interfaces import FileClassifier, SequenceData
-from runtrace.evaluate.registry import HOLDOUT, INNER_CV, BuildContext, ModelSpec, ModelUnavailable
-from runtrace.evaluate.thresholds import DEFAULT_TARGET_FPR, FALLBACK_THRESHOLD, threshold_for_fpr
-from runtrace.evaluate.windows import WindowView, default_window_config
+from runtrace.evaluate.names import AUTO, DEFAULT_FAMILY_CAP, DEFAULT_TARGET_FPR, HOLDOUT, INNER_CV
+from runtrace.evaluate.registry import BuildContext, ModelSpec, ModelUnavailable
+from runtrace.evaluate.thresholds import FALLBACK_THRESHOLD, threshold_for_fpr
+from runtrace.evaluate.windows import WindowView
+from runtrace.models.interface import FileClassifier, SequenceData
+from runtrace.models.windowing import resolve_window_config
 from runtrace.represent.windows import WindowConfig
-
-AUTO = "auto"
 
 
 @dataclass
@@ -41,7 +41,7 @@ class RunConfig:
     window: dict = field(default_factory=dict)
     guard: bool = True
     model_options: dict = field(default_factory=dict)  # per model name: keyword arguments for its builder
-    family_cap: int = P.DEFAULT_FAMILY_CAP  # by-family: most files any one family keeps (0: no cap)
+    family_cap: int = DEFAULT_FAMILY_CAP  # by-family: most files any one family keeps (0: no cap)
     temporal_cut: str | None = None  # temporal: the cut date (YYYY-MM-DD); None chooses one
 
 
@@ -182,7 +182,7 @@ def run_fold(
 
 def _plan(protocol: str, data: SequenceData, config: RunConfig) -> tuple[P.Plan, SequenceData]:
     if protocol == P.LEAKY:
-        base = default_window_config(data)
+        base = resolve_window_config(None, data)
         windows = WindowView(data, WindowConfig.from_json({**base.to_json(), **config.window}))
         plan = P.leaky(windows, config.folds, config.seed)
         n_files = len(data.labels())
@@ -278,7 +278,7 @@ def run_evaluation(
     with Progress(*columns, disable=not show_progress, transient=False) as progress:
         task = progress.add_task("evaluating", total=total)
         for name, data, plan, view in planned:
-            fingerprint = dataset_fingerprint(data) if checkpoint_dir is not None else ""
+            content_hash = dataset_content_hash(data) if checkpoint_dir is not None else ""
             labels = np.asarray(view.labels(), dtype=np.int64)
             run = ProtocolRun(
                 dataset=name,
@@ -307,7 +307,7 @@ def run_evaluation(
                 done = []  # fold records, kept outside so a failure knows how far it got
                 store = None
                 if checkpoint_dir is not None:
-                    store = FoldStore(checkpoint_dir, fingerprint, plan.protocol, spec.name, config)
+                    store = FoldStore(checkpoint_dir, content_hash, plan.protocol, spec.name, config)
                 try:
                     run.predictions[spec.name] = _run_model(
                         spec, ctx, view, plan, config, progress, task, done, store

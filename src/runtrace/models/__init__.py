@@ -1,10 +1,11 @@
 """The LSTM models (ISM, BSM), their training loop, safe checkpoints and ONNX export, behind
-`FileClassifier`.
+`FileClassifier`, reading `SequenceData` (`interface`).
 
 `IsmLstm` / `BsmLstm` are the estimators (fit / predict_proba / save / load); `IsmLstmNet` / `BsmLstmNet`
 are the torch modules inside them.  `spec` (the checkpoint format) and `aggregation` (window outputs ->
-file score) need no torch: the scanner imports them.  So this package imports torch only when a name
-that needs it is first used (PEP 562), never on `import runtrace.models.spec`.
+file score) need no torch: the scanner imports them; nor do `interface`, `names` and `windowing`, which
+the evaluation and the command line read.  So this package imports torch only when a name that needs it
+is first used (PEP 562), never on `import runtrace.models.spec`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "FileClassifier": "base",
+    "FileClassifier": "interface",
+    "SequenceData": "interface",
     "BsmLstmConfig": "bsm",
     "BsmLstmNet": "bsm",
     "IsmLstmConfig": "ism",

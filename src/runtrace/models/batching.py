@@ -12,32 +12,18 @@ padding stays small while the order still changes every epoch.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from runtrace.models.spec import block_rows
+from runtrace.models.interface import SequenceData
+from runtrace.models.spec import MAX_BLOCK_TOKENS, OOV, PAD, block_rows
 from runtrace.represent.dataset import SequenceDataset
+from runtrace.represent.encode import BSM
 from runtrace.represent.vocabulary import Vocabulary
 from runtrace.represent.windows import Windows
-
-
-def find_attribute(data, name: str, default=None):
-    """`data.name`, looking through views (`.source`) and wrappers (`.unguarded`) when `data` lacks it."""
-    obj = data
-    for _ in range(4):
-        if obj is None:
-            break
-        try:
-            return getattr(obj, name)
-        except AttributeError:
-            pass
-        try:
-            obj = getattr(obj, "source", None) or getattr(obj, "unguarded", None)
-        except AttributeError:
-            obj = None
-    return default
 
 
 @dataclass
@@ -45,38 +31,26 @@ class DatasetTables:
     """The dataset-level dictionaries a model needs besides the sequences (no per-file data)."""
 
     representation: str
-    lexicon: list[str]  # token id -> string (BSM: block keys)
-    instruction_lexicon: list[str]
+    lexicon: Sequence[str]  # token id -> string (BSM: block keys)
+    instruction_lexicon: Sequence[str]  # ISM: the lexicon
     block_flat: np.ndarray | None  # BSM: instruction ids of every block key, concatenated
     block_offsets: np.ndarray | None
-    normalisation: str | None
-    api: bool | None
+    normalisation: str
+    api: bool
 
     @classmethod
-    def of(cls, data) -> DatasetTables:
-        representation = data.representation
-        lexicon = data.lexicon
-        block_flat = find_attribute(data, "block_flat")
-        block_offsets = find_attribute(data, "block_offsets")
-        instruction_lexicon = find_attribute(data, "instruction_lexicon")
-        if representation == "bsm" and (
-            block_flat is None or block_offsets is None or instruction_lexicon is None
-        ):
-            # A BSM dataset without block contents (a bare stand-in): each block is its own single
-            # "instruction", so the block encoder degenerates to a block-key embedding.
-            block_flat = np.arange(len(lexicon), dtype=np.int64)
-            block_offsets = np.arange(len(lexicon) + 1, dtype=np.int64)
-            instruction_lexicon = lexicon
-        if representation != "bsm":
-            instruction_lexicon = lexicon
+    def of(cls, data: SequenceData) -> DatasetTables:
+        if data.representation == BSM and (data.block_flat is None or data.block_offsets is None):
+            raise ValueError("a BSM dataset without its blocks' instructions (block_flat, block_offsets)")
+        offsets = data.block_offsets
         return cls(
-            representation,
-            lexicon,
-            instruction_lexicon,
-            block_flat,
-            None if block_offsets is None else np.asarray(block_offsets, dtype=np.int64),
-            find_attribute(data, "normalisation"),
-            find_attribute(data, "api"),
+            data.representation,
+            data.lexicon,
+            data.instruction_lexicon,
+            data.block_flat,
+            None if offsets is None else np.asarray(offsets, dtype=np.int64),
+            data.normalisation,
+            data.api,
         )
 
 
@@ -89,7 +63,7 @@ class WindowStore:
     offsets: np.ndarray  # int64, len(windows) + 1
 
     @classmethod
-    def build(cls, data, windows: Windows) -> WindowStore:
+    def build(cls, data: SequenceData, windows: Windows) -> WindowStore:
         offsets = np.zeros(len(windows) + 1, dtype=np.int64)
         np.cumsum(windows.lengths, out=offsets[1:])
         flat = np.zeros(int(offsets[-1]), dtype=np.int32)
@@ -212,14 +186,16 @@ class WindowEncoder:
     def __init__(
         self,
         tables: DatasetTables,
-        insn_vocab: Vocabulary,
-        block_vocab: Vocabulary | None = None,
-        max_block_tokens: int = 32,
+        vocabulary: Vocabulary,
+        block_vocabulary: Vocabulary | None = None,
+        max_block_tokens: int = MAX_BLOCK_TOKENS,
     ) -> None:
         self.tables = tables
-        self.bsm = tables.representation == "bsm"
-        self.insn_table = insn_vocab.lookup_table(tables.instruction_lexicon)
-        self.block_table = block_vocab.lookup_table(tables.lexicon) if (self.bsm and block_vocab) else None
+        self.bsm = tables.representation == BSM
+        self.insn_table = vocabulary.lookup_table(tables.instruction_lexicon)
+        self.block_table = (
+            block_vocabulary.lookup_table(tables.lexicon) if (self.bsm and block_vocabulary) else None
+        )
         self.max_block_tokens = max_block_tokens
 
     def encode(
@@ -237,8 +213,8 @@ class WindowEncoder:
         if self.bsm:
             inputs = self._bsm_inputs(ids, empty)
         else:
-            tokens = np.where(ids >= 0, self.insn_table[np.maximum(ids, 0)], Vocabulary.PAD)
-            tokens[empty, 0] = Vocabulary.OOV
+            tokens = np.where(ids >= 0, self.insn_table[np.maximum(ids, 0)], PAD)
+            tokens[empty, 0] = OOV
             inputs = {"tokens": tokens}
         inputs["lengths"] = run_lengths
         return {k: torch.as_tensor(v, dtype=torch.int64).to(device) for k, v in inputs.items()}, positions
@@ -255,10 +231,10 @@ class WindowEncoder:
         if empty.any():
             # The empty window's one step reads an extra all-OOV block.
             positions[empty, 0] = len(distinct) + 1
-            insn = np.vstack([insn, np.full((1, insn.shape[1]), Vocabulary.PAD, np.int64)])
-            insn[-1, 0] = Vocabulary.OOV
+            insn = np.vstack([insn, np.full((1, insn.shape[1]), PAD, np.int64)])
+            insn[-1, 0] = OOV
             insn_lengths = np.append(insn_lengths, 1)
-            block_ids = np.append(block_ids, Vocabulary.OOV)
+            block_ids = np.append(block_ids, OOV)
         return {"insn": insn, "insn_lengths": insn_lengths, "block_ids": block_ids, "positions": positions}
 
     def _block_matrix(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -267,4 +243,4 @@ class WindowEncoder:
         rows, lengths = block_rows(
             self.tables.block_flat, off[keys], off[keys + 1] - off[keys], self.max_block_tokens
         )
-        return np.where(rows >= 0, self.insn_table[np.maximum(rows, 0)], Vocabulary.PAD), lengths
+        return np.where(rows >= 0, self.insn_table[np.maximum(rows, 0)], PAD), lengths

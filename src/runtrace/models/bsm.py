@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from runtrace.models.layers import SequenceLstm, pool_outputs
-from runtrace.models.spec import BLOCK_ENCODERS, POOLINGS
+from runtrace.models.spec import BLOCK_ENCODERS, MAX_BLOCK_TOKENS, PAD, POOLINGS
 
 
 @dataclass
@@ -27,7 +27,7 @@ class BsmLstmConfig:
     block_dim: int = 64
     block_encoder: str = "mean"  # "mean" | "max" pooled instruction embeddings, or "conv" (width 3) + max
     block_id_embedding: bool = True
-    max_block_tokens: int = 32  # longer blocks keep their first tokens and their last (the transfer)
+    max_block_tokens: int = MAX_BLOCK_TOKENS  # longer blocks keep their first tokens and their last
     hidden_size: int = 64
     num_layers: int = 1
     bidirectional: bool = False
@@ -51,13 +51,13 @@ class BlockEncoder(nn.Module):
     def __init__(self, config: BsmLstmConfig) -> None:
         super().__init__()
         self.config = config
-        self.embed = nn.Embedding(config.insn_vocab_size, config.insn_embed_dim, padding_idx=0)
+        self.embed = nn.Embedding(config.insn_vocab_size, config.insn_embed_dim, padding_idx=PAD)
         if config.block_encoder == "conv":
             self.conv = nn.Conv1d(config.insn_embed_dim, config.block_dim, kernel_size=3, padding=1)
         else:
             self.proj = nn.Linear(config.insn_embed_dim, config.block_dim)
         self.block_ids = (
-            nn.Embedding(config.block_vocab_size, config.block_dim, padding_idx=0)
+            nn.Embedding(config.block_vocab_size, config.block_dim, padding_idx=PAD)
             if config.block_id_embedding
             else None
         )

@@ -9,9 +9,8 @@ What happens inside `fit(data, train_idx)`:
    the validation files' *file-level* loss;
 5. a file's score aggregates its windows: mean or max of window probabilities, or attention.
 
-`data` is a `SequenceDataset` or anything with its public surface (`representation`, `lexicon`,
-`labels()`, `groups()`, `sequence(i)`): evaluation views and row guards work, and only the rows
-passed in are ever read.  BSM block contents are looked up on the object or the dataset behind it.
+`data` is a `SequenceData` (`runtrace.models.interface`): a `SequenceDataset`, or an evaluation's view of
+one (a row guard, the leaky protocol's windows); only the rows passed in are ever read.
 
 Window-level access, for the "leaky" protocol that splits windows regardless of their file:
 `windows(data, idx)` cuts windows with the model's settings, `fit_windows(data, windows)` trains on
@@ -33,12 +32,13 @@ import torch
 from torch import nn
 
 from runtrace.models.aggregation import aggregate_windows
-from runtrace.models.batching import DatasetTables, WindowEncoder, WindowStore, find_attribute
+from runtrace.models.batching import DatasetTables, WindowEncoder, WindowStore
 from runtrace.models.bsm import BsmLstmConfig, BsmLstmNet
 from runtrace.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from runtrace.models.config import LstmClassifierConfig
+from runtrace.models.interface import SequenceData
 from runtrace.models.ism import IsmLstmConfig, IsmLstmNet
-from runtrace.models.spec import AGGREGATIONS
+from runtrace.models.spec import AGGREGATIONS, MAX_BLOCK_TOKENS, DataSpec
 from runtrace.models.train import distributed_context, fit_loop, resolve_device, split_validation
 from runtrace.models.vocabularies import VocabularyConfig, fit_vocabularies
 from runtrace.models.window_training import WindowTraining, window_outputs
@@ -85,34 +85,50 @@ class WindowNet(nn.Module):
         return logits, scores
 
 
-def shortest_trace(data) -> int | None:
+def shortest_trace(data: SequenceData) -> int | None:
     """Executed instructions of the dataset's shortest trace: its `--min-instructions` floor, or the
     shortest file when that is longer; None when the dataset says neither (a stand-in dataset)."""
-    meta = find_attribute(data, "meta") or {}
-    floor = meta.get("min_instructions")
-    files = find_attribute(data, "files")
-    if files is None or "n_instructions" not in files.column_names or files.num_rows == 0:
+    floor = data.min_instructions
+    files = data.files
+    if "n_instructions" not in files.column_names or files.num_rows == 0:
         return floor
     return max(int(np.asarray(files.column("n_instructions")).min()), floor or 0)
 
 
 class LstmClassifier:
-    """Common machinery of the two LSTM classifiers; use `IsmLstm` or `BsmLstm`."""
+    """Common machinery of the two LSTM classifiers; use `IsmLstm` or `BsmLstm`.
+
+    scikit-learn's rules: the constructor stores its configuration and `fit` never changes it (one
+    config object may serve many models); what fitting learns is in attributes with a trailing
+    underscore, absent before the first `fit` (or `load`):
+
+    - `config_`: the configuration as fitted: windows resolved against the training data, the network's
+      vocabulary sizes set (what `config.json` records);
+    - `vocabulary_`, `block_vocabulary_`: the instruction and (BSM, with block ids) block-key vocabularies;
+    - `data_spec_`: how the training data was built (normalisation, api, max_tokens, the shortest trace);
+    - `net_`: the trained `WindowNet`; `device_`: where it runs;
+    - `training_log_`: one record per epoch (losses, validation figures, timings), and `history_` its
+      learning curve (what the evaluation report plots).
+    """
 
     representation: ClassVar[str] = ""
     kind: ClassVar[str] = ""
 
+    config_: LstmClassifierConfig
+    vocabulary_: Vocabulary
+    block_vocabulary_: Vocabulary | None
+    data_spec_: dict
+    net_: WindowNet
+    device_: torch.device
+    training_log_: list[dict]
+
     def __init__(self, config: LstmClassifierConfig | None = None, **train_overrides) -> None:
-        """`train_overrides` replace fields of the training configuration: `IsmLstm(epochs=5, seed=1)`."""
-        self.config = config or self.default_config()
+        """`train_overrides` replace fields of the training configuration: `IsmLstm(epochs=5, seed=1)`
+        (in a new configuration: the one passed in is left as it is)."""
+        config = config or self.default_config()
         if train_overrides:
-            self.config.train = replace(self.config.train, **train_overrides)
-        self.net: WindowNet | None = None
-        self.insn_vocab: Vocabulary | None = None
-        self.block_vocab: Vocabulary | None = None
-        self.data_spec: dict | None = None  # normalisation and api of the training data
-        self.history: list[dict] = []
-        self.device = torch.device("cpu")
+            config = replace(config, train=replace(config.train, **train_overrides))
+        self.config = config
 
     @classmethod
     def default_config(cls) -> LstmClassifierConfig:
@@ -120,159 +136,168 @@ class LstmClassifier:
 
     @property
     def history_(self) -> list[dict]:
-        """The per-epoch learning curve (scikit-learn style name, read by the evaluation report): loss and
-        validation metrics only; `history` has everything (timings, throughput)."""
+        """The per-epoch learning curve (read by the evaluation report): loss and validation metrics only;
+        `training_log_` has everything (timings, throughput)."""
         keep = ("epoch", "train_loss", "val_loss", "val_auc", "val_accuracy", "val_fpr")
-        return [{k: h[k] for k in keep if k in h} for h in self.history]
+        return [{k: h[k] for k in keep if k in h} for h in self.training_log_]
 
     # --- windows ------------------------------------------------------------------------------------
-    def window_config(self, data=None) -> WindowConfig:
-        return resolve_window_config(self.config.window, data, self.representation)
+    def window_config(self, data: SequenceData) -> WindowConfig:
+        """The windows this model reads: fixed by `fit`; before it, the configured ones, else `data`'s
+        build-time defaults, else the representation's."""
+        if hasattr(self, "config_"):
+            return self.config_.window
+        return resolve_window_config(self.config.window, data)
 
-    def windows(self, data, idx: np.ndarray) -> Windows:
+    def windows(self, data: SequenceData, idx: np.ndarray) -> Windows:
         """The windows this model reads for files idx: `.file_index` per window, `.arrays(data)`."""
         return cut_windows(data, idx, self.window_config(data))
 
     # --- fitting ------------------------------------------------------------------------------------
-    def fit(self, data, train_idx: np.ndarray) -> LstmClassifier:
+    def fit(self, data: SequenceData, train_idx: np.ndarray) -> LstmClassifier:
         self._check_data(data, fitting=True)
         train_idx = np.asarray(train_idx, dtype=np.int64)
         cfg = self.config.train
-        self.config.window = self.window_config(data)
+        window = resolve_window_config(self.config.window, data)
         labels = np.asarray(data.labels())
         by = np.asarray(data.groups())[train_idx] if cfg.val_by == "group" else train_idx.astype(str)
         fit_pos, val_pos = split_validation(labels[train_idx], by, cfg.val_fraction, cfg.seed)
-        fit_store = WindowStore.build(data, cut_windows(data, train_idx[fit_pos], self.config.window))
-        val_store = WindowStore.build(data, cut_windows(data, train_idx[val_pos], self.config.window))
-        return self._train(data, labels, fit_store, val_store, units="file")
+        fit_store = WindowStore.build(data, cut_windows(data, train_idx[fit_pos], window))
+        val_store = WindowStore.build(data, cut_windows(data, train_idx[val_pos], window))
+        return self._train(data, labels, fit_store, val_store, window, units="file")
 
-    def fit_windows(self, data, windows: Windows) -> LstmClassifier:
+    def fit_windows(self, data: SequenceData, windows: Windows) -> LstmClassifier:
         """Train on a set of windows as independent samples (the leaky protocol); the validation split
         is drawn from these windows at random, the vocabularies from the rest."""
         self._check_data(data, fitting=True)
         cfg = self.config.train
-        self.config.window = self.window_config(data)
+        window = resolve_window_config(self.config.window, data)
         order = np.random.default_rng(cfg.seed).permutation(len(windows))
         n_val = int(round(cfg.val_fraction * len(windows))) if len(windows) >= 4 else 0
         store = WindowStore.build(data, windows)
         fit_store, val_store = store.subset(np.sort(order[n_val:])), store.subset(np.sort(order[:n_val]))
-        return self._train(data, np.asarray(data.labels()), fit_store, val_store, units="window")
+        return self._train(data, np.asarray(data.labels()), fit_store, val_store, window, units="window")
 
     def _train(
-        self, data, labels: np.ndarray, fit: WindowStore, val: WindowStore, units: str
+        self,
+        data: SequenceData,
+        labels: np.ndarray,
+        fit: WindowStore,
+        val: WindowStore,
+        window: WindowConfig,
+        units: str,
     ) -> LstmClassifier:
-        cfg = self.config.train
+        config, cfg = self.config, self.config.train
         if len(fit) == 0:
             raise ValueError("no training windows (no training files?)")
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         ctx = distributed_context(cfg.device)
-        self.device = ctx.device
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         tables = DatasetTables.of(data)
-        self.insn_vocab, self.block_vocab = fit_vocabularies(
+        vocabulary, block_vocabulary = fit_vocabularies(
             tables,
             fit.documents(),
-            self.config.vocabulary,
-            self.config.block_vocabulary,
-            block_ids=tables.representation == BSM and self.config.model.block_id_embedding,
+            config.vocabulary,
+            config.block_vocabulary,
+            block_ids=tables.representation == BSM and config.model.block_id_embedding,
         )
-        # The scanner judges no trace shorter than any the model was trained on.
-        self.data_spec = {
-            "normalisation": tables.normalisation,
-            "api": tables.api,
-            "min_instructions": shortest_trace(data),
-        }
-        self.net = self._build_net().to(ctx.device)
+        fitted = replace(config, window=window, model=self._sized(vocabulary, block_vocabulary))
+        net = WindowNet(self._body(fitted.model), attention=fitted.aggregation == "attention").to(ctx.device)
         task = WindowTraining(
             fit,
             val,
             labels,
-            self._encoder(tables),
-            self.config.aggregation,
+            _encoder(tables, fitted.model, vocabulary, block_vocabulary),
+            fitted.aggregation,
             units,
             cfg,
             ctx,
-            self.config.predict_batch_size,
+            fitted.predict_batch_size,
         )
-        self.history = fit_loop(self.net, task, cfg, ctx)
+        self.training_log_ = fit_loop(net, task, cfg, ctx)
+        self.config_, self.net_, self.device_ = fitted, net, ctx.device
+        self.vocabulary_, self.block_vocabulary_ = vocabulary, block_vocabulary
+        # The scanner judges no trace shorter than any the model was trained on.
+        shortest = shortest_trace(data)
+        self.data_spec_ = DataSpec(data.normalisation, data.api, data.max_tokens, shortest).to_json()
         return self
 
-    # --- vocabularies and networks ------------------------------------------------------------------
-    def _build_net(self) -> WindowNet:
+    # --- networks -----------------------------------------------------------------------------------
+    def _sized(
+        self, vocabulary: Vocabulary, block_vocabulary: Vocabulary | None
+    ) -> IsmLstmConfig | BsmLstmConfig:
+        """The network configuration with the fitted vocabularies' sizes."""
         raise NotImplementedError
 
-    def _encoder(self, tables: DatasetTables) -> WindowEncoder:
-        max_block = getattr(self.config.model, "max_block_tokens", 32)
-        return WindowEncoder(tables, self.insn_vocab, self.block_vocab, max_block)
+    def _body(self, model: IsmLstmConfig | BsmLstmConfig) -> nn.Module:
+        raise NotImplementedError
 
-    def _check_data(self, data, fitting: bool = False) -> None:
+    def _check_data(self, data: SequenceData, fitting: bool = False) -> None:
         if data.representation != self.representation:
             raise ValueError(
                 f"{self.kind} reads {self.representation.upper()} datasets, not {data.representation}"
             )
         if fitting:
             return
-        if self.net is None:
+        if not hasattr(self, "net_"):
             raise ValueError("model is not fitted")
-        spec = {"normalisation": find_attribute(data, "normalisation"), "api": find_attribute(data, "api")}
-        known = self.data_spec or {}
-        for key, value in spec.items():
-            # A stand-in dataset that does not say how it was built cannot be checked; a real one must
-            # match how the training data was built, or the tokens mean something else.
-            if value is not None and known.get(key) is not None and value != known[key]:
-                raise ValueError(
-                    f"model was trained on {key}={known[key]!r} data, this dataset has {value!r}"
-                )
+        for key, value in (("normalisation", data.normalisation), ("api", data.api)):
+            # The tokens mean something else when the data was built another way.  (A checkpoint that
+            # does not say how its training data was built cannot be checked.)
+            trained = self.data_spec_.get(key)
+            if trained is not None and value != trained:
+                raise ValueError(f"model was trained on {key}={trained!r} data, this dataset has {value!r}")
 
     # --- prediction ---------------------------------------------------------------------------------
-    def predict_window_logits(self, data, windows: Windows) -> tuple[np.ndarray, np.ndarray | None]:
+    def predict_window_logits(
+        self, data: SequenceData, windows: Windows
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """Raw window logits and (attention models) attention scores, in the order of `windows`."""
         self._check_data(data)
+        config = self.config_
         store = WindowStore.build(data, windows)
-        encoder = self._encoder(DatasetTables.of(data))
-        attention = self.config.aggregation == "attention"
-        return window_outputs(
-            self.net, encoder, store, self.device, self.config.predict_batch_size, attention
-        )
+        encoder = _encoder(DatasetTables.of(data), config.model, self.vocabulary_, self.block_vocabulary_)
+        attention = config.aggregation == "attention"
+        return window_outputs(self.net_, encoder, store, self.device_, config.predict_batch_size, attention)
 
-    def predict_window_proba(self, data, windows: Windows) -> np.ndarray:
+    def predict_window_proba(self, data: SequenceData, windows: Windows) -> np.ndarray:
         """P(malicious) of each window on its own."""
         logits, _ = self.predict_window_logits(data, windows)
         return 1.0 / (1.0 + np.exp(-logits))
 
-    def predict_proba(self, data, idx: np.ndarray) -> np.ndarray:
+    def predict_proba(self, data: SequenceData, idx: np.ndarray) -> np.ndarray:
         idx = np.asarray(idx, dtype=np.int64)
         self._check_data(data)
         if len(idx) == 0:
             return np.zeros(0, dtype=np.float64)
         distinct = np.unique(idx)
-        windows = cut_windows(data, distinct, self.config.window)
+        windows = cut_windows(data, distinct, self.config_.window)
         logits, scores = self.predict_window_logits(data, windows)
-        files, proba = aggregate_windows(windows.file_index, logits, scores, self.config.aggregation)
+        files, proba = aggregate_windows(windows.file_index, logits, scores, self.config_.aggregation)
         return proba[np.searchsorted(files, idx)]
 
     # --- checkpoints --------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
-        if self.net is None:
+        if not hasattr(self, "net_"):
             raise ValueError("model is not fitted")
         config = {
             "kind": self.kind,
             "representation": self.representation,
-            "data": self.data_spec,
-            **self.config.to_json(),
+            "data": self.data_spec_,
+            **self.config_.to_json(),
         }
         vocabularies = {
-            "instructions": self.insn_vocab.to_json(),
-            "blocks": self.block_vocab.to_json() if self.block_vocab is not None else None,
+            "instructions": self.vocabulary_.to_json(),
+            "blocks": self.block_vocabulary_.to_json() if self.block_vocabulary_ is not None else None,
         }
-        save_checkpoint(path, config, vocabularies, self.net.state_dict(), self.history)
+        save_checkpoint(path, config, vocabularies, self.net_.state_dict(), self.training_log_)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto") -> LstmClassifier:
         """Load a saved model (of either kind when called on LstmClassifier).  Executes nothing from the
         files: JSON and safetensors only."""
-        config, vocabularies, state, history = load_checkpoint(path)
+        config, vocabularies, state, training_log = load_checkpoint(path)
         kinds = {c.kind: c for c in (IsmLstm, BsmLstm)}
         target = kinds.get(config.get("kind"))
         if target is None or (cls is not LstmClassifier and target is not cls):
@@ -281,19 +306,31 @@ class LstmClassifier:
             )
         try:
             model_config = IsmLstmConfig if target is IsmLstm else BsmLstmConfig
-            clf = target(LstmClassifierConfig.from_json(config, model_config))
-            clf.insn_vocab = Vocabulary.from_json(vocabularies["instructions"])
+            fitted = LstmClassifierConfig.from_json(config, model_config)
+            clf = target(fitted)
             blocks = vocabularies.get("blocks")
-            clf.block_vocab = Vocabulary.from_json(blocks) if blocks else None
-            clf.data_spec = config.get("data")
-            clf.history = history
-            clf.net = clf._build_net()
-            clf.net.load_state_dict(state, strict=True)
+            clf.vocabulary_ = Vocabulary.from_json(vocabularies["instructions"])
+            clf.block_vocabulary_ = Vocabulary.from_json(blocks) if blocks else None
+            clf.data_spec_ = dict(config.get("data") or {})
+            clf.training_log_ = training_log
+            clf.config_ = fitted
+            clf.net_ = WindowNet(clf._body(fitted.model), attention=fitted.aggregation == "attention")
+            clf.net_.load_state_dict(state, strict=True)
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"{path}: inconsistent model files ({e})") from None
-        clf.device = resolve_device("cpu" if device == "auto" and not torch.cuda.is_available() else device)
-        clf.net.to(clf.device).eval()
+        clf.device_ = resolve_device("cpu" if device == "auto" and not torch.cuda.is_available() else device)
+        clf.net_.to(clf.device_).eval()
         return clf
+
+
+def _encoder(
+    tables: DatasetTables,
+    model: IsmLstmConfig | BsmLstmConfig,
+    vocabulary: Vocabulary,
+    block_vocabulary: Vocabulary | None,
+) -> WindowEncoder:
+    max_block = model.max_block_tokens if isinstance(model, BsmLstmConfig) else MAX_BLOCK_TOKENS
+    return WindowEncoder(tables, vocabulary, block_vocabulary, max_block)
 
 
 class IsmLstm(LstmClassifier):
@@ -307,9 +344,11 @@ class IsmLstm(LstmClassifier):
     def default_config(cls) -> LstmClassifierConfig:
         return LstmClassifierConfig(model=IsmLstmConfig())
 
-    def _build_net(self) -> WindowNet:
-        self.config.model = replace(self.config.model, vocab_size=len(self.insn_vocab))
-        return WindowNet(IsmLstmNet(self.config.model), attention=self.config.aggregation == "attention")
+    def _sized(self, vocabulary: Vocabulary, block_vocabulary: Vocabulary | None) -> IsmLstmConfig:
+        return replace(self.config.model, vocab_size=len(vocabulary))
+
+    def _body(self, model: IsmLstmConfig) -> nn.Module:
+        return IsmLstmNet(model)
 
 
 class BsmLstm(LstmClassifier):
@@ -323,13 +362,15 @@ class BsmLstm(LstmClassifier):
     def default_config(cls) -> LstmClassifierConfig:
         return LstmClassifierConfig(model=BsmLstmConfig())
 
-    def _build_net(self) -> WindowNet:
-        self.config.model = replace(
+    def _sized(self, vocabulary: Vocabulary, block_vocabulary: Vocabulary | None) -> BsmLstmConfig:
+        return replace(
             self.config.model,
-            insn_vocab_size=len(self.insn_vocab),
-            block_vocab_size=len(self.block_vocab) if self.block_vocab is not None else 0,
+            insn_vocab_size=len(vocabulary),
+            block_vocab_size=len(block_vocabulary) if block_vocabulary is not None else 0,
         )
-        return WindowNet(BsmLstmNet(self.config.model), attention=self.config.aggregation == "attention")
+
+    def _body(self, model: BsmLstmConfig) -> nn.Module:
+        return BsmLstmNet(model)
 
 
 def make_classifier(representation: str, **config) -> LstmClassifier:

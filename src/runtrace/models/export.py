@@ -199,7 +199,7 @@ def export_onnx(model_dir: str | os.PathLike, seed: int = 0) -> dict:
 
     root = Path(model_dir)
     clf = LstmClassifier.load(root, device="cpu")
-    net = clf.net.eval()
+    net = clf.net_.eval()
     rng = np.random.default_rng(seed)
     graphs, hashes, differences = {}, {}, {}
     for role, (module, inputs, axes, outputs, cases) in _graphs(net, clf.representation, rng).items():

@@ -1,7 +1,7 @@
 """ISM — Instruction as a Sequence Model: embedding -> (bi)LSTM -> pooling -> P(malicious).
 
-Reads one window of instruction tokens (ids of a fitted `Vocabulary`, 0 = padding) and returns one logit
-per window, plus the pooled features that an attention aggregator scores.
+Reads one window of instruction tokens (ids of a fitted `Vocabulary`, `spec.PAD` = padding) and returns
+one logit per window, plus the pooled features that an attention aggregator scores.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from runtrace.models.layers import SequenceLstm, pool_outputs
-from runtrace.models.spec import POOLINGS
+from runtrace.models.spec import PAD, POOLINGS
 
 
 @dataclass
@@ -40,7 +40,7 @@ class IsmLstmNet(nn.Module):
         if config.vocab_size < 2:
             raise ValueError("IsmLstmNet needs vocab_size (at least PAD and OOV)")
         self.config = config
-        self.embed = nn.Embedding(config.vocab_size, config.embed_dim, padding_idx=0)
+        self.embed = nn.Embedding(config.vocab_size, config.embed_dim, padding_idx=PAD)
         self.lstm = SequenceLstm(
             config.embed_dim, config.hidden_size, config.num_layers, config.bidirectional, config.dropout
         )

@@ -112,3 +112,15 @@ def attention_pool(
     return torch.zeros(n_segments, device=logits.device, dtype=logits.dtype).index_add(
         0, segments, weights * logits
     )
+
+
+@torch.no_grad()
+def redraw_weights(net: nn.Module, generator: torch.Generator, scale: float) -> None:
+    """Draw every parameter again from N(0, scale^2), in `net.parameters()` order, keeping the padding
+    rows of embeddings at zero (where training leaves them): a random network exercises more of the
+    arithmetic than a trained one, for tests that compare implementations."""
+    for p in net.parameters():
+        p.copy_(torch.randn(p.shape, generator=generator) * scale)
+    for module in net.modules():
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            module.weight[module.padding_idx] = 0.0

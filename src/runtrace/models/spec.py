@@ -21,12 +21,13 @@ module, the JSON files and the graphs, never torch.  Graph file names are fixed 
 from __future__ import annotations
 
 import json
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
-from runtrace.represent.encode import BSM, ISM
+from runtrace.models.names import AGGREGATIONS, BLOCK_ENCODERS, KINDS, POOLINGS
+from runtrace.represent.normalise import Normalisation
 from runtrace.represent.vocabulary import Vocabulary
 
 FORMAT_NAME = "runtrace-model"
@@ -46,10 +47,10 @@ GRAPHS = {
 ONNX_OPSET = 28
 
 PAD, OOV = Vocabulary.PAD, Vocabulary.OOV  # fixed ids of every runtrace vocabulary
-KINDS = {"ism-lstm": ISM, "bsm-lstm": BSM}  # model kind -> the representation it reads
-AGGREGATIONS = ("mean", "max", "attention")  # window outputs -> file score
-POOLINGS = ("last", "mean", "max")  # LSTM outputs of a window -> its features
-BLOCK_ENCODERS = ("mean", "max", "conv")  # BSM: a block's instructions -> its vector
+# The names a configuration's choices take (model kinds, aggregations, poolings, block encoders) are in
+# `runtrace.models.names`, which the command line reads without loading numpy; imported here, checked by
+# `CheckpointSpec.from_json`.
+MAX_BLOCK_TOKENS = 32  # BSM: longer blocks keep their head and last instruction (`block_rows`)
 # The shortest trace a model that does not record its training minimum is taken to have been trained on:
 # 1,000 instructions, what `make reproduce` builds its datasets with (`--min-instructions 1000`).
 UNRECORDED_MIN_INSTRUCTIONS = 1000
@@ -66,15 +67,19 @@ class SpecError(ValueError):
 
 @dataclass(frozen=True)
 class DataSpec:
-    """How the training data was built: sequences must be built the same way to mean the same."""
+    """How the training data was built: sequences must be built the same way to mean the same.  (The
+    defaults are `dataset build`'s, for a checkpoint that does not say.)"""
 
-    normalisation: str = "registers"
+    normalisation: str = Normalisation.REGISTERS.value
     api: bool = True
-    # A dataset built with --max-tokens cut its sequences; training does not record it yet (docs/scan.md).
-    max_tokens: int | None = None
-    # The dataset's --min-instructions: the model never saw a shorter trace, so the scanner judges none
-    # (None: not recorded, a model trained before training wrote it; see UNRECORDED_MIN_INSTRUCTIONS).
+    max_tokens: int | None = None  # sequences cut after this many tokens (ISM) or blocks (BSM)
+    # The dataset's shortest trace (at least its --min-instructions): the model never saw a shorter one,
+    # so the scanner judges none (None: not recorded, a model trained before training wrote it; see
+    # UNRECORDED_MIN_INSTRUCTIONS).
     min_instructions: int | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -86,7 +91,7 @@ class NetSpec:
     num_layers: int = 1
     block_encoder: str | None = None  # BSM only
     block_id_embedding: bool = False  # BSM only
-    max_block_tokens: int = 32  # BSM: longer blocks keep their head and last instruction
+    max_block_tokens: int = MAX_BLOCK_TOKENS  # BSM only
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,8 @@ class CheckpointSpec:
             raise ValueError(f"unknown aggregation {spec.aggregation!r}")
         if spec.model.pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {spec.model.pooling!r}")
+        if spec.model.block_encoder is not None and spec.model.block_encoder not in BLOCK_ENCODERS:
+            raise ValueError(f"unknown block encoder {spec.model.block_encoder!r}")
         return spec
 
 

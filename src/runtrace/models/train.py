@@ -30,7 +30,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-VAL_BY = ("file", "group")
+from runtrace.models.names import VAL_BY
 
 
 @dataclass

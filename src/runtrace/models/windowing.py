@@ -1,9 +1,10 @@
 """Which windows an LSTM reads.  (How a file's score comes from its windows' outputs:
-`runtrace.models.aggregation`, shared with the scanner.)"""
+`runtrace.models.aggregation`, shared with the scanner.)  No torch: the evaluation's leaky protocol cuts
+the same windows without loading it."""
 
 from __future__ import annotations
 
-from runtrace.models.batching import find_attribute
+from runtrace.models.interface import SequenceData
 from runtrace.represent.encode import BSM, ISM
 from runtrace.represent.windows import WindowConfig
 
@@ -13,11 +14,10 @@ DEFAULT_WINDOWS = {
 }
 
 
-def resolve_window_config(configured: WindowConfig | None, data, representation: str) -> WindowConfig:
+def resolve_window_config(configured: WindowConfig | None, data: SequenceData) -> WindowConfig:
     """The configured windows, else the dataset's build-time defaults, else the representation's."""
     if configured is not None:
         return configured
-    defaults = find_attribute(data, "window_defaults") if data is not None else None
-    if defaults:
-        return WindowConfig.from_json(defaults)
-    return DEFAULT_WINDOWS[representation]
+    if data.window_defaults:
+        return WindowConfig.from_json(data.window_defaults)
+    return DEFAULT_WINDOWS[data.representation]

@@ -146,6 +146,16 @@ class SequenceDataset:
         """Window settings chosen when the dataset was built (`dataset build --window ...`), or {}."""
         return dict(self.meta.get("window") or {})
 
+    @property
+    def max_tokens(self) -> int | None:
+        """Sequences were cut after this many tokens or blocks (`dataset build --max-tokens`), or None."""
+        return self.meta.get("max_tokens")
+
+    @property
+    def min_instructions(self) -> int | None:
+        """Traces that executed fewer instructions were left out (`dataset build --min-instructions`)."""
+        return self.meta.get("min_instructions")
+
     def describe(self) -> dict:
         labels = self.labels()
         return {

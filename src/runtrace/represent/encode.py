@@ -16,12 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from runtrace.represent.names import BSM, ISM, REPRESENTATIONS
 from runtrace.represent.normalise import Normalisation, api_token, normalise_instruction
 from runtrace.trace.model import Trace
-
-ISM = "ism"
-BSM = "bsm"
-REPRESENTATIONS = (ISM, BSM)
 
 
 @dataclass

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-WINDOW_MODES = ("sliding", "first-n", "sampled")
+from runtrace.represent.names import WINDOW_MODES
 
 
 @dataclass(frozen=True)

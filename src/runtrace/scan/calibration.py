@@ -22,6 +22,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from runtrace.models.spec import CONFIG
+
 CALIBRATION_FILE = "calibration.json"
 FORMAT_NAME = "runtrace-calibration"
 FORMAT_VERSION = 1
@@ -84,11 +86,11 @@ def read_calibration(model_dir: str | Path, config: dict | None = None) -> Calib
         return _from_object(obj, str(path))
     if config is None:
         try:
-            config = json.loads((root / "config.json").read_text())
+            config = json.loads((root / CONFIG).read_text())
         except (OSError, ValueError):
             config = None  # the model loader reports an unreadable config.json
     if isinstance(config, dict) and config.get("calibration") is not None:
-        return _from_object(config["calibration"], f"{root / 'config.json'} (calibration)")
+        return _from_object(config["calibration"], f"{root / CONFIG} (calibration)")
     return Calibration(
         UNCALIBRATED_THRESHOLD, None, "uncalibrated default (the model has no calibration.json)"
     )

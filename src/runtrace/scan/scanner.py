@@ -21,8 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from runtrace.models.spec import CONFIG
 from runtrace.paths import default_model_dir
 from runtrace.scan.calibration import Calibration, CalibrationError, read_calibration
+from runtrace.scan.defaults import DEFAULT_EXPLAIN
 from runtrace.scan.explain import DEFAULT_CANDIDATES, Attribution, UnitAttribution, attribute
 from runtrace.scan.inputs import ScanInput, TraceFile
 from runtrace.scan.onnxmodel import ModelError, OnnxModel
@@ -43,7 +45,6 @@ from runtrace.trace.emulate.inputs import InputProblem, Sample
 from runtrace.trace.model import Trace
 from runtrace.trace.settings import TracerSettings
 
-DEFAULT_EXPLAIN = 5  # rows per direction (towards malicious, towards benign)
 # An explanation is called weak when no row shown moves P by more than WEAK_DELTA on its own, or when the
 # rows shown together account for less than WEAK_SHARE of the score; with the score closer than
 # MIN_DISTANCE to the reference (every unit masked) there is no score for rows to account for.
@@ -97,7 +98,7 @@ class Scanner:
             raise ScannerError(f"--threshold must be between 0 and 1, not {threshold}")
         if model_dir is None:
             model_dir = default_model_dir()
-            if not (model_dir / "config.json").exists():
+            if not (model_dir / CONFIG).exists():
                 raise ScannerError(
                     f"no default model installed ({model_dir} is missing or empty); "
                     "pass --model DIR with a model directory written by `runtrace train`"

@@ -160,6 +160,7 @@ def random_weight_model(
     from runtrace.models.bsm import BsmLstmConfig
     from runtrace.models.estimator import VocabularyConfig, make_classifier
     from runtrace.models.ism import IsmLstmConfig
+    from runtrace.models.layers import redraw_weights
     from runtrace.models.train import TrainConfig
     from runtrace.represent.dataset import build_dataset
     from runtrace.represent.windows import WindowConfig
@@ -185,12 +186,7 @@ def random_weight_model(
         block_vocabulary=vocabulary,
     )
     clf.fit(data, np.arange(len(data)))
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in clf.net.named_parameters():
-            p.copy_(torch.randn(p.shape, generator=generator) * 0.6)
-            if name.endswith(("embed.weight", "block_ids.weight")):
-                p[0] = 0.0  # the padding row, which training never moves from zero
+    redraw_weights(clf.net_, torch.Generator().manual_seed(seed), 0.6)
     clf.save(out_dir)
     if export:
         from runtrace.models.export import export_onnx

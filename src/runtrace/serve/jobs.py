@@ -15,8 +15,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runtrace.scan.defaults import DEFAULT_EXPLAIN
 from runtrace.scan.inputs import scan_input
-from runtrace.scan.scanner import DEFAULT_EXPLAIN, ScanInterrupted, Scanner, ScanOptions
+from runtrace.scan.scanner import ScanInterrupted, Scanner, ScanOptions
 from runtrace.serve.store import Job, JobStore, SampleStore
 from runtrace.trace.settings import TracerSettings
 

@@ -1,6 +1,8 @@
-"""An evaluation's results as typed objects: `metrics.json` is written from them once, and the markdown
-report, the plots, the `runtrace evaluate` table, the demo's table and `runtrace results`
-(docs/results.md) all read them back through `EvaluationResults.read`, never by digging in raw JSON.
+"""The result document: an evaluation's results as typed objects, one type per concept (capa's result
+document is the model).  `metrics` computes figures as these types, `build_results` assembles the
+document, `metrics.json` is written from it once, and the markdown report (`render_report`), the plots,
+the `runtrace evaluate` table, the demo's table and `runtrace results` (`render_results_page`) all read it
+back through `EvaluationResults.read`, never by digging in raw JSON.
 
 The JSON layout is the one reports have always had (so older `metrics.json` files still read): a
 metric is `{"value", "low", "high"}` with `null` where undefined, counts carry `n`, `n_malicious` and
@@ -33,6 +35,8 @@ class Estimate(_Schema):
 
 
 class Counts(_Schema):
+    """The confusion counts behind a figure; `n`, `n_malicious` and `n_benign` are their sums."""
+
     tp: int
     fp: int
     tn: int
@@ -40,6 +44,10 @@ class Counts(_Schema):
     n: int
     n_malicious: int
     n_benign: int
+
+    @classmethod
+    def of(cls, tp: int, fp: int, tn: int, fn: int) -> Counts:
+        return cls(tp=tp, fp=fp, tn=tn, fn=fn, n=tp + fp + tn + fn, n_malicious=tp + fn, n_benign=tn + fp)
 
 
 class BootstrapSettings(_Schema):
@@ -64,6 +72,10 @@ class FileMetrics(_Schema):
 class SliceMetrics(FileMetrics):
     dimension: str  # "arch", "kind", "compiler", "trace length (instructions)", ...
     value: str
+
+    @classmethod
+    def of(cls, dimension: str, value: str, figures: FileMetrics) -> SliceMetrics:
+        return cls(dimension=dimension, value=value, **dict(figures))
 
 
 class WindowMetrics(_Schema):

@@ -3,7 +3,8 @@
 Each fold of each model is written when it finishes: its test-row scores and its `FoldRecord`.  The
 folder is named by a hash of everything that decides the fold's result - the dataset's files and lexicon,
 the protocol, the model and the run configuration - so a run with other arguments or a rebuilt dataset
-never picks up stale folds; it simply finds none and computes them.
+never picks up stale folds; it simply finds none and computes them.  (`session` decides when a report
+directory's saved folds are used, kept or forgotten.)
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from runtrace.evaluate.interfaces import SequenceData
+from runtrace.models.interface import SequenceData
 
 DIR_NAME = "checkpoints"
 
 
-def dataset_fingerprint(data: SequenceData) -> str:
-    """Hash of the dataset's file table (sha256s, labels, groups, joined metadata) and lexicon."""
+def dataset_content_hash(data: SequenceData) -> str:
+    """Hash of the dataset's file table (sha256s, labels, groups, joined metadata) and lexicon: a saved
+    fold is reused only on the very data it was computed on.  (The reports' `fingerprint` names only
+    the labelled file set: `build_results.labelled_files_fingerprint`.)"""
     digest = hashlib.sha256(data.representation.encode())
     for name in data.files.column_names:
         digest.update(name.encode())
@@ -34,9 +37,9 @@ def dataset_fingerprint(data: SequenceData) -> str:
 class FoldStore:
     """Saved folds of one model under one protocol on one dataset."""
 
-    def __init__(self, root: Path, fingerprint: str, protocol: str, model: str, config) -> None:
+    def __init__(self, root: Path, content_hash: str, protocol: str, model: str, config) -> None:
         settings = json.dumps(
-            {"dataset": fingerprint, "protocol": protocol, "model": model, "config": asdict(config)},
+            {"dataset": content_hash, "protocol": protocol, "model": model, "config": asdict(config)},
             sort_keys=True,
             default=str,
         )
@@ -63,8 +66,8 @@ class FoldStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         arrays_path, record_path = self._paths(index)
         fields = {k: v for k, v in asdict(record).items() if k != "test_rows"}
-        _atomic(arrays_path, lambda fh: np.savez(fh, scores=scores, test_rows=record.test_rows))
-        _atomic(record_path, lambda fh: fh.write(json.dumps(fields, default=_plain).encode()))
+        write_atomically(arrays_path, lambda fh: np.savez(fh, scores=scores, test_rows=record.test_rows))
+        write_atomically(record_path, lambda fh: fh.write(json.dumps(fields, default=_plain).encode()))
 
 
 def finished_folds(root: Path) -> int:
@@ -76,33 +79,8 @@ def _plain(value):
     return value.item() if isinstance(value, np.generic) else str(value)
 
 
-def _atomic(path: Path, write) -> None:
+def write_atomically(path: Path, write) -> None:
     tmp = path.with_name(path.name + ".part")
     with open(tmp, "wb") as fh:
         write(fh)
     os.replace(tmp, path)
-
-
-def run_key(datasets: list[SequenceData], models: list[str], protocols: list[str], config, **extra) -> str:
-    """Hash of everything a whole evaluation's report depends on (datasets, models, protocols, settings)."""
-    settings = {
-        "datasets": [dataset_fingerprint(d) for d in datasets],
-        "models": models,
-        "protocols": protocols,
-        "config": asdict(config),
-        **extra,
-    }
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def finished_run(root: Path) -> str | None:
-    """The run key of the report written beside these checkpoints, when one was completed."""
-    try:
-        return json.loads((Path(root) / "complete.json").read_text())["run"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def mark_finished(root: Path, key: str) -> None:
-    Path(root).mkdir(parents=True, exist_ok=True)
-    _atomic(Path(root) / "complete.json", lambda fh: fh.write(json.dumps({"run": key}).encode()))

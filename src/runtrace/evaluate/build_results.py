@@ -1,5 +1,6 @@
-"""From out-of-fold predictions to the typed results every report reads (`schema.EvaluationResults`):
-per file first, per slice, per fold, and (leaky protocol only) per window beside them."""
+"""Builds the result document (`result_document.EvaluationResults`, what every report reads) from an
+evaluation run's out-of-fold predictions: per file first, per slice, per fold, and (leaky protocol only)
+per window beside them."""
 
 from __future__ import annotations
 
@@ -15,8 +16,7 @@ import numpy as np
 from runtrace.evaluate import lineage
 from runtrace.evaluate.metrics import file_metrics, point_metrics, window_point_metrics
 from runtrace.evaluate.protocols import BY_FAMILY, TEMPORAL, sha256_column
-from runtrace.evaluate.runner import EvaluationRun, Predictions, ProtocolRun, per_file
-from runtrace.evaluate.schema import (
+from runtrace.evaluate.result_document import (
     FIXED_THRESHOLD,
     BootstrapSettings,
     DatasetInfo,
@@ -28,8 +28,9 @@ from runtrace.evaluate.schema import (
     ProtocolRunInfo,
     RunSettings,
     SliceMetrics,
-    WindowMetrics,
 )
+from runtrace.evaluate.runner import EvaluationRun, Predictions, ProtocolRun, per_file
+from runtrace.models.interface import SequenceData
 
 SLICE_COLUMNS = ("arch", "kind", "stop_reason", "compiler")
 # Trace length bins by decade of executed instructions: short traces are where emulation stopped early,
@@ -112,30 +113,30 @@ def _fold_figures(run: ProtocolRun, pred: Predictions) -> list[FoldResult]:
     return out
 
 
-def summarise_model(run: ProtocolRun, pred: Predictions, n_resamples: int, seed: int) -> ModelResult:
+def model_result(run: ProtocolRun, pred: Predictions, n_resamples: int, seed: int) -> ModelResult:
     rows, y, score, decision = per_file(run, pred)
 
-    def figures(decided: np.ndarray, mask: np.ndarray | None = None) -> dict:
+    def figures(decided: np.ndarray, mask: np.ndarray | None = None) -> FileMetrics:
         if mask is None:
-            return file_metrics(y, score, decided, n_resamples=n_resamples, seed=seed).to_dict()
-        return file_metrics(y[mask], score[mask], decided[mask], n_resamples=n_resamples, seed=seed).to_dict()
+            return file_metrics(y, score, decided, n_resamples=n_resamples, seed=seed)
+        return file_metrics(y[mask], score[mask], decided[mask], n_resamples=n_resamples, seed=seed)
 
     per_window, aggregation = None, None
     if run.unit == "window":
-        per_window = WindowMetrics.model_validate(window_point_metrics(run.labels, pred.score, pred.decision))
+        per_window = window_point_metrics(run.labels, pred.score, pred.decision)
         aggregation = "mean window score; flagged when at least half its windows are"
     return ModelResult(
         dataset=run.dataset,
         representation=run.representation,
         protocol=run.protocol,
         model=pred.model,
-        per_file=FileMetrics.model_validate(figures(decision)),
+        per_file=figures(decision),
         # The paper reports accuracy without saying how its threshold was set; a fixed 0.5 needs no
         # fitting (so it snoops nothing) and is the closest like-for-like figure.
-        per_file_at_fixed=FileMetrics.model_validate(figures(score >= FIXED_THRESHOLD)),
+        per_file_at_fixed=figures(score >= FIXED_THRESHOLD),
         folds=_fold_figures(run, pred),
         slices=[
-            SliceMetrics(dimension=dimension, value=value, **figures(decision, mask))
+            SliceMetrics.of(dimension, value, figures(decision, mask))
             for dimension, value, mask in file_slices(run.data.files, rows) + lineage_slices(run, rows)
         ],
         per_window=per_window,
@@ -143,8 +144,10 @@ def summarise_model(run: ProtocolRun, pred: Predictions, n_resamples: int, seed:
     )
 
 
-def dataset_fingerprint(data) -> str:
-    """sha256 over the sorted (sha256, label) pairs: names the labelled file set, whatever the row order."""
+def labelled_files_fingerprint(data: SequenceData) -> str:
+    """sha256 over the sorted (sha256, label) pairs: names the labelled file set, whatever the row order
+    (`DatasetInfo.fingerprint`).  Not `fold_store.dataset_content_hash`, which also covers the metadata
+    and the lexicon."""
     pairs = sorted(f"{s}:{int(y)}" for s, y in zip(sha256_column(data), data.labels(), strict=True))
     return hashlib.sha256("\n".join(pairs).encode()).hexdigest()
 
@@ -178,14 +181,14 @@ def _datasets(result: EvaluationRun, manifest_sha256: str | None) -> list[Datase
             extra = dict(
                 malicious=int(np.sum(y == 1)),
                 benign=int(np.sum(y == 0)),
-                fingerprint=dataset_fingerprint(data),
+                fingerprint=labelled_files_fingerprint(data),
                 manifest_sha256=manifest_sha256,
             )
         out.append(DatasetInfo(**{**d, **extra}))
     return out
 
 
-def summarise(
+def build_results(
     result: EvaluationRun,
     run_name: str,
     command: str,
@@ -221,7 +224,7 @@ def summarise(
         ],
         skipped_protocols=result.skipped,
         results=[
-            summarise_model(run, pred, n_resamples, seed)
+            model_result(run, pred, n_resamples, seed)
             for run in result.runs
             for pred in run.predictions.values()
         ],

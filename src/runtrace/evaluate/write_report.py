@@ -1,4 +1,5 @@
-"""Write a run's report: `report.md`, `metrics.json`, `predictions.parquet` and PNG plots."""
+"""Writes a run's report directory: the result document (`metrics.json`, built by `build_results`),
+`report.md` (rendered by `render_report`), `predictions.parquet` and the PNG plots (`plots`)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from runtrace.evaluate import plots
+from runtrace.evaluate.build_results import build_results
 from runtrace.evaluate.protocols import sha256_column
-from runtrace.evaluate.report_markdown import render_markdown, view_keys
+from runtrace.evaluate.render_report import render_report, view_keys
+from runtrace.evaluate.result_document import EvaluationResults
 from runtrace.evaluate.runner import EvaluationRun, per_file
-from runtrace.evaluate.schema import EvaluationResults
-from runtrace.evaluate.summary import summarise
 
 
 def _write_plots(
@@ -108,7 +109,7 @@ def write_report(
     `manifest_sha256`: hash of the corpus manifest the datasets were joined with, when one was given."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = summarise(result, out_dir.name, command, n_resamples, seed, manifest_sha256)
+    results = build_results(result, out_dir.name, command, n_resamples, seed, manifest_sha256)
     keys = view_keys(results)
     plot_paths = _write_plots(result, results, out_dir, keys)
     paths = {
@@ -117,5 +118,5 @@ def write_report(
         "predictions": out_dir / "predictions.parquet",
     }
     _write_predictions(result, paths["predictions"])
-    paths["report"].write_text(render_markdown(results, plot_paths, keys))
+    paths["report"].write_text(render_report(results, plot_paths, keys))
     return results, paths

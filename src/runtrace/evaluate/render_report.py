@@ -1,14 +1,19 @@
-"""The markdown of a run's report: per-file figures first, then the paper, the leaky split's inflation,
-the shortcut audit, slices, folds and plots, each section labelled for what it is."""
+"""Renders a run's report.md from its result document: per-file figures first, then the paper, the leaky
+split's inflation, the shortcut audit, slices, folds and plots, each section labelled for what it is."""
 
 from __future__ import annotations
 
+from runtrace.evaluate.build_results import FAMILY_DIMENSION, YEAR_DIMENSION
+from runtrace.evaluate.paper import PAPER
 from runtrace.evaluate.protocols import BY_FAMILY, BY_FILE, BY_ORIGIN, LEAKY, TEMPORAL
-from runtrace.evaluate.schema import Counts, DatasetInfo, Estimate, EvaluationResults, ProtocolRunInfo
-from runtrace.evaluate.summary import FAMILY_DIMENSION, YEAR_DIMENSION
+from runtrace.evaluate.result_document import (
+    Counts,
+    DatasetInfo,
+    Estimate,
+    EvaluationResults,
+    ProtocolRunInfo,
+)
 
-# docs/paper.md: the figures to beat, per representation (accuracy, false-positive rate).
-PAPER = {"ism": (0.8751, 0.1834), "bsm": (0.9926, 0.0262)}
 AUDIT_MARGIN = 0.05  # metadata-only AUC this close to the best sequence model's means a confounded corpus
 METADATA_MODEL = "metadata"
 
@@ -57,7 +62,7 @@ def view_keys(results: EvaluationResults) -> dict[str, str]:
     return keys
 
 
-def render_markdown(results: EvaluationResults, plot_paths: dict, keys: dict) -> str:
+def render_report(results: EvaluationResults, plot_paths: dict, keys: dict) -> str:
     cfg = results.config
     lines = [
         f"# runtrace evaluation: {results.run}",

@@ -1,6 +1,6 @@
-"""docs/results.md — our figures beside the paper's — from evaluation reports (`runtrace results`).
+"""Renders docs/results.md — our figures beside the paper's — from evaluation reports (`runtrace results`).
 
-Every number is read from the reports' typed results (metrics.json); the prose around them is fixed,
+Every number is read from the reports' result documents (metrics.json); the prose around them is fixed,
 and the page names the command, date, machine, dataset fingerprints and manifest hash each report
 recorded.
 """
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runtrace.evaluate.schema import Estimate, EvaluationResults, ModelResult
+from runtrace.evaluate.paper import PAPER
+from runtrace.evaluate.result_document import Estimate, EvaluationResults, ModelResult
 
-PAPER = {"ism": (87.51, 18.34), "bsm": (99.26, 2.62)}
 TARGETS = {"ism": "accuracy >= 95 % with FPR <= 5 %", "bsm": "accuracy >= 99.3 % with FPR <= 1 %"}
 ORDER = {"by-file": 0, "by-origin": 1, "by-family": 2, "temporal": 3, "leaky": 4}
 
@@ -57,7 +57,7 @@ def _rows(results: list[ModelResult]) -> list[str]:
     return lines
 
 
-def render(reports: list[tuple[Path, EvaluationResults]], notes: str = "") -> str:
+def render_results_page(reports: list[tuple[Path, EvaluationResults]], notes: str = "") -> str:
     results = [r for _, report in reports for r in report.results]
     lines = [
         "# Results: run-trace LSTM detection beside the paper",
@@ -84,9 +84,9 @@ def render(reports: list[tuple[Path, EvaluationResults]], notes: str = "") -> st
             m = r.per_file_at_fixed
             return f"{_percent(m['accuracy'])} / {_percent(m['fpr'])}"
 
-        paper = PAPER[rep]
-        lines.append(f"| {rep.upper()} LSTM | {paper[0]:.2f} % / {paper[1]:.2f} % | {cell('by-file')} | "
-                     f"{cell('leaky')} | {TARGETS[rep]} |")  # fmt: skip
+        accuracy, fpr = PAPER[rep]
+        lines.append(f"| {rep.upper()} LSTM | {100 * accuracy:.2f} % / {100 * fpr:.2f} % | "
+                     f"{cell('by-file')} | {cell('leaky')} | {TARGETS[rep]} |")  # fmt: skip
     if notes:
         lines += ["", notes.strip()]
     lines += ["", "## All models and protocols", "", *_rows(results), ""]

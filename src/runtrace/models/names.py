@@ -1,0 +1,12 @@
+"""The names a model's settings take, defined once and importing nothing heavy: `spec` (the checkpoint
+format) and the estimators check against them, and the command line builds its option choices from them
+at start-up, where loading numpy (as `spec` does) would cost about 0.2 s of every `runtrace --help`
+(measured)."""
+
+from runtrace.represent.names import BSM, ISM
+
+KINDS = {"ism-lstm": ISM, "bsm-lstm": BSM}  # model kind -> the representation it reads
+AGGREGATIONS = ("mean", "max", "attention")  # window outputs -> file score
+POOLINGS = ("last", "mean", "max")  # LSTM outputs of a window -> its features
+BLOCK_ENCODERS = ("mean", "max", "conv")  # BSM: a block's instructions -> its vector
+VAL_BY = ("file", "group")  # early stopping's validation files drawn by file or by origin group
