@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from runtrace.cli import choices
 from runtrace.cli.app import app
 from runtrace.evaluate.names import AUTO, HOLDOUT, INNER_CV, PROTOCOLS
+from runtrace.models.names import VAL_BY
 from runtrace.models.spec import AGGREGATIONS, BLOCK_ENCODERS, KINDS, POOLINGS
-from runtrace.models.train import VAL_BY
 from runtrace.represent.encode import REPRESENTATIONS
 from runtrace.represent.windows import WINDOW_MODES
 

@@ -319,3 +319,21 @@ def test_an_empty_trace_gets_a_score(representation: str) -> None:
     clf = make_classifier(representation, train=quick_train(epochs=1)).fit(data, np.arange(10))
     proba = clf.predict_proba(data, np.array([0, 0, 3]))
     assert proba.shape == (3,) and np.isfinite(proba).all() and proba[0] == proba[1]
+
+
+def test_train_options_default_to_the_settings_dataclasses():
+    """`runtrace train`'s defaults are read from the torch-free settings, not typed again."""
+    import typer.main
+
+    from runtrace.cli.app import app
+    from runtrace.models.hyperparameters import BsmLstmConfig, IsmLstmConfig, TrainConfig, VocabularyConfig
+
+    command = typer.main.get_command(app).commands["train"]
+    defaults = {p.name: p.default for p in command.params}
+    assert defaults["epochs"] == TrainConfig().epochs and defaults["lr"] == TrainConfig().lr
+    assert defaults["patience"] == TrainConfig().patience
+    assert (
+        defaults["hidden"] == IsmLstmConfig().hidden_size and defaults["dropout"] == IsmLstmConfig().dropout
+    )
+    assert defaults["block_ids"] == BsmLstmConfig().block_id_embedding
+    assert defaults["max_vocab"] == VocabularyConfig().max_size

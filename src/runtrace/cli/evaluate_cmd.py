@@ -11,7 +11,14 @@ from rich.table import Table
 
 from runtrace.cli.app import INTERRUPTED, app, console, err_console, fail
 from runtrace.cli.choices import Device, ProtocolOrAll, RepresentationOrAll, ThresholdFit
-from runtrace.evaluate.names import DEFAULT_FAMILY_CAP, DEFAULT_TARGET_FPR, PROTOCOLS
+from runtrace.evaluate.names import (
+    DEFAULT_BOOTSTRAP,
+    DEFAULT_FAMILY_CAP,
+    DEFAULT_FOLDS,
+    DEFAULT_SEED,
+    DEFAULT_TARGET_FPR,
+    PROTOCOLS,
+)
 
 ALL = "all"
 
@@ -59,15 +66,15 @@ def evaluate(
         "lstm,ngram-lr,ngram-lgbm,metadata", "--models", "-m", help="Comma-separated: lstm, ngram-lr, ..."
     ),
     out: Path = typer.Option(..., "-o", "--out", help="Report directory, e.g. reports/RUN."),
-    folds: int = typer.Option(5, help="k of the k-fold protocols."),
-    seed: int = typer.Option(0, help="Seed of the folds, the models and the bootstrap."),
+    folds: int = typer.Option(DEFAULT_FOLDS, help="k of the k-fold protocols."),
+    seed: int = typer.Option(DEFAULT_SEED, help="Seed of the folds, the models and the bootstrap."),
     target_fpr: float = typer.Option(
         DEFAULT_TARGET_FPR, help="FPR the decision threshold aims for (on training folds)."
     ),
     threshold_fit: ThresholdFit = typer.Option(
         ThresholdFit.AUTO, help="How training-fold scores for the threshold are got (auto: per model)."
     ),
-    bootstrap: int = typer.Option(1000, help="Bootstrap resamples per interval."),
+    bootstrap: int = typer.Option(DEFAULT_BOOTSTRAP, help="Bootstrap resamples per interval."),
     manifest: Path = typer.Option(
         None,
         help="Corpus manifest: joins PE metadata (shortcut audit, compiler slices) and families and "

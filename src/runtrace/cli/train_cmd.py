@@ -22,6 +22,10 @@ from runtrace.cli.choices import (
     Windowing,
 )
 from runtrace.cli.export_cmd import report_export
+from runtrace.models.hyperparameters import BsmLstmConfig, IsmLstmConfig, TrainConfig, VocabularyConfig
+
+# Defaults come from the settings dataclasses (torch-free), so each is written once.
+_T, _I, _B, _V = TrainConfig, IsmLstmConfig, BsmLstmConfig, VocabularyConfig
 
 
 @app.command()
@@ -31,15 +35,19 @@ def train(
     representation: Representation = typer.Option(
         None, "--representation", "-r", help="Default: the dataset's."
     ),
-    epochs: int = typer.Option(20, help="At most this many epochs (early stopping may end sooner)."),
-    batch_size: int = typer.Option(32, help="Windows per step."),
-    lr: float = typer.Option(2e-3, help="AdamW learning rate."),
-    patience: int = typer.Option(3, help="Epochs without a better validation loss before stopping."),
-    val_fraction: float = typer.Option(0.15, help="Share of the training files held out for early stopping."),
+    epochs: int = typer.Option(_T.epochs, help="At most this many epochs (early stopping may end sooner)."),
+    batch_size: int = typer.Option(_T.batch_size, help="Windows per step."),
+    lr: float = typer.Option(_T.lr, help="AdamW learning rate."),
+    patience: int = typer.Option(
+        _T.patience, help="Epochs without a better validation loss before stopping."
+    ),
+    val_fraction: float = typer.Option(
+        _T.val_fraction, help="Share of the training files held out for early stopping."
+    ),
     val_by: ValidationBy = typer.Option(
         ValidationBy.FILE, help="Draw validation files by file or by origin group."
     ),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(_T.seed),
     device: Device = typer.Option(Device.AUTO),
     threads: int = typer.Option(None, help="torch CPU threads per process."),
     windowing: Windowing = typer.Option(None, help="Default: the dataset's, else sampled."),
@@ -48,27 +56,28 @@ def train(
     windows_per_file: int = typer.Option(None, help="Sampled windows per file."),
     max_windows: int = typer.Option(None, help="Sliding: at most this many windows per file."),
     aggregation: Aggregation = typer.Option(Aggregation.MEAN, help="Window scores -> file score."),
-    embed: int = typer.Option(32, help="Instruction embedding size."),
-    hidden: int = typer.Option(64, help="LSTM hidden size."),
-    layers: int = typer.Option(1, help="LSTM layers."),
-    bidirectional: bool = typer.Option(False, "--bidirectional/--unidirectional"),
-    pooling: Pooling = typer.Option(Pooling.MEAN, help="Over LSTM outputs."),
-    dropout: float = typer.Option(0.1),
-    block_encoder: BlockEncoder = typer.Option(BlockEncoder.MEAN, help="BSM: over a block's instructions."),
-    block_ids: bool = typer.Option(
-        True, "--block-ids/--no-block-ids", help="BSM: learned block-key embedding."
+    embed: int = typer.Option(_I.embed_dim, help="Instruction embedding size."),
+    hidden: int = typer.Option(_I.hidden_size, help="LSTM hidden size."),
+    layers: int = typer.Option(_I.num_layers, help="LSTM layers."),
+    bidirectional: bool = typer.Option(_I.bidirectional, "--bidirectional/--unidirectional"),
+    pooling: Pooling = typer.Option(Pooling(_I.pooling), help="Over LSTM outputs."),
+    dropout: float = typer.Option(_I.dropout),
+    block_encoder: BlockEncoder = typer.Option(
+        BlockEncoder(_B.block_encoder), help="BSM: over a block's instructions."
     ),
-    min_documents: int = typer.Option(2, help="Vocabulary: a token must occur in this many training files."),
-    max_vocab: int = typer.Option(50_000, help="Vocabulary: at most this many tokens."),
+    block_ids: bool = typer.Option(
+        _B.block_id_embedding, "--block-ids/--no-block-ids", help="BSM: learned block-key embedding."
+    ),
+    min_documents: int = typer.Option(
+        _V.min_documents, help="Vocabulary: a token must occur in this many training files."
+    ),
+    max_vocab: int = typer.Option(_V.max_size, help="Vocabulary: at most this many tokens."),
     log: Path = typer.Option(None, help="Epoch log (JSON lines); default: OUT/training_log.jsonl."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Train an LSTM on all files of a dataset (validation split drawn from them) and save it, with the
     ONNX graphs `runtrace scan` runs."""
-    from runtrace.models.bsm import BsmLstmConfig
-    from runtrace.models.estimator import VocabularyConfig, make_classifier
-    from runtrace.models.ism import IsmLstmConfig
-    from runtrace.models.train import TrainConfig
+    from runtrace.models.estimator import make_classifier
     from runtrace.models.training_run import train_and_save
     from runtrace.represent.dataset import DatasetError, SequenceDataset
     from runtrace.represent.windows import WindowConfig

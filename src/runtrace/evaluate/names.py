@@ -18,4 +18,7 @@ HOLDOUT = "holdout"
 THRESHOLD_FITS = (AUTO, INNER_CV, HOLDOUT)
 DEFAULT_TARGET_FPR = 0.01  # the FPR a threshold is chosen for (per training fold; `runtrace calibrate`)
 
+DEFAULT_FOLDS = 5  # k of the k-fold protocols
+DEFAULT_SEED = 0  # of the folds, the models and the bootstrap
+DEFAULT_BOOTSTRAP = 1000  # resamples per interval
 DEFAULT_FAMILY_CAP = 40  # by-family: most files any one family keeps (0: no cap)

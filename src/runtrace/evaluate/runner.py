@@ -19,7 +19,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from runtrace.evaluate import protocols as P
 from runtrace.evaluate.fold_store import FoldStore, dataset_content_hash
 from runtrace.evaluate.guard import GuardedView, LeakError
-from runtrace.evaluate.names import AUTO, DEFAULT_FAMILY_CAP, DEFAULT_TARGET_FPR, HOLDOUT, INNER_CV
+from runtrace.evaluate.names import (
+    AUTO,
+    DEFAULT_FAMILY_CAP,
+    DEFAULT_FOLDS,
+    DEFAULT_SEED,
+    DEFAULT_TARGET_FPR,
+    HOLDOUT,
+    INNER_CV,
+)
 from runtrace.evaluate.registry import BuildContext, ModelSpec, ModelUnavailable
 from runtrace.evaluate.thresholds import FALLBACK_THRESHOLD, threshold_for_fpr
 from runtrace.evaluate.windows import WindowView
@@ -30,8 +38,8 @@ from runtrace.represent.windows import WindowConfig
 
 @dataclass
 class RunConfig:
-    folds: int = 5
-    seed: int = 0
+    folds: int = DEFAULT_FOLDS
+    seed: int = DEFAULT_SEED
     target_fpr: float = DEFAULT_TARGET_FPR
     threshold_fit: str = AUTO  # auto (each model's default), inner-cv or holdout
     inner_folds: int = 3  # inner cross-validation of a training fold, for thresholds

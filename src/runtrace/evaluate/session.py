@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from runtrace.evaluate.fold_store import DIR_NAME, dataset_content_hash, finished_folds, write_atomically
+from runtrace.evaluate.names import DEFAULT_BOOTSTRAP
 from runtrace.evaluate.registry import ModelSpec
 from runtrace.evaluate.result_document import EvaluationResults
 from runtrace.evaluate.runner import EvaluationRun, RunConfig, run_evaluation
@@ -56,7 +57,7 @@ class EvaluationSession:
     models: list[ModelSpec]
     protocols: list[str]
     config: RunConfig
-    bootstrap: int = 1000  # resamples per interval
+    bootstrap: int = DEFAULT_BOOTSTRAP  # resamples per interval
     manifest_sha256: str | None = None  # of the corpus manifest joined to the datasets
 
     @property

@@ -10,39 +10,12 @@ batch: the inputs are the distinct blocks' instruction matrix plus, per position
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 from torch import nn
 
+from runtrace.models.hyperparameters import BsmLstmConfig
 from runtrace.models.layers import SequenceLstm, pool_outputs
-from runtrace.models.spec import BLOCK_ENCODERS, MAX_BLOCK_TOKENS, PAD, POOLINGS
-
-
-@dataclass
-class BsmLstmConfig:
-    insn_vocab_size: int = 0  # set from the instruction vocabulary fitted on the training files
-    block_vocab_size: int = 0  # set from the block vocabulary; used when block_id_embedding is on
-    insn_embed_dim: int = 32
-    block_dim: int = 64
-    block_encoder: str = "mean"  # "mean" | "max" pooled instruction embeddings, or "conv" (width 3) + max
-    block_id_embedding: bool = True
-    max_block_tokens: int = MAX_BLOCK_TOKENS  # longer blocks keep their first tokens and their last
-    hidden_size: int = 64
-    num_layers: int = 1
-    bidirectional: bool = False
-    dropout: float = 0.1
-    pooling: str = "mean"
-    pack: bool | None = None  # see IsmLstmConfig.pack
-
-    def __post_init__(self) -> None:
-        if self.block_encoder not in BLOCK_ENCODERS:
-            raise ValueError(f"block_encoder must be one of {', '.join(BLOCK_ENCODERS)}")
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}")
-
-    def to_json(self) -> dict:
-        return asdict(self)
+from runtrace.models.spec import PAD
 
 
 class BlockEncoder(nn.Module):

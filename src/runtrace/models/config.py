@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from runtrace.models.bsm import BsmLstmConfig
-from runtrace.models.ism import IsmLstmConfig
+from runtrace.models.hyperparameters import BsmLstmConfig, IsmLstmConfig, TrainConfig, VocabularyConfig
 from runtrace.models.spec import AGGREGATIONS
-from runtrace.models.train import TrainConfig
-from runtrace.models.vocabularies import VocabularyConfig
 from runtrace.represent.windows import WindowConfig
 
 

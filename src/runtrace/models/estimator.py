@@ -33,11 +33,12 @@ from torch import nn
 
 from runtrace.models.aggregation import aggregate_windows
 from runtrace.models.batching import DatasetTables, WindowEncoder, WindowStore
-from runtrace.models.bsm import BsmLstmConfig, BsmLstmNet
+from runtrace.models.bsm import BsmLstmNet
 from runtrace.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from runtrace.models.config import LstmClassifierConfig
+from runtrace.models.hyperparameters import BsmLstmConfig, IsmLstmConfig
 from runtrace.models.interface import SequenceData
-from runtrace.models.ism import IsmLstmConfig, IsmLstmNet
+from runtrace.models.ism import IsmLstmNet
 from runtrace.models.spec import AGGREGATIONS, MAX_BLOCK_TOKENS, DataSpec
 from runtrace.models.train import distributed_context, fit_loop, resolve_device, split_validation
 from runtrace.models.vocabularies import VocabularyConfig, fit_vocabularies

@@ -6,32 +6,12 @@ one logit per window, plus the pooled features that an attention aggregator scor
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 from torch import nn
 
+from runtrace.models.hyperparameters import IsmLstmConfig
 from runtrace.models.layers import SequenceLstm, pool_outputs
-from runtrace.models.spec import PAD, POOLINGS
-
-
-@dataclass
-class IsmLstmConfig:
-    vocab_size: int = 0  # set from the vocabulary fitted on the training files
-    embed_dim: int = 32
-    hidden_size: int = 64
-    num_layers: int = 1
-    bidirectional: bool = False
-    dropout: float = 0.1
-    pooling: str = "mean"  # "last" | "mean" | "max" over the LSTM outputs of the window
-    pack: bool | None = None  # pack_padded_sequence or padded+exact (see SequenceLstm); None: CUDA only
-
-    def __post_init__(self) -> None:
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}")
-
-    def to_json(self) -> dict:
-        return asdict(self)
+from runtrace.models.spec import PAD
 
 
 class IsmLstmNet(nn.Module):

@@ -10,3 +10,4 @@ AGGREGATIONS = ("mean", "max", "attention")  # window outputs -> file score
 POOLINGS = ("last", "mean", "max")  # LSTM outputs of a window -> its features
 BLOCK_ENCODERS = ("mean", "max", "conv")  # BSM: a block's instructions -> its vector
 VAL_BY = ("file", "group")  # early stopping's validation files drawn by file or by origin group
+MAX_BLOCK_TOKENS = 32  # BSM: longer blocks keep their head and last instruction (`spec.block_rows`)

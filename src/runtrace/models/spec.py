@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtrace.models.names import AGGREGATIONS, BLOCK_ENCODERS, KINDS, POOLINGS
+from runtrace.models.names import AGGREGATIONS, BLOCK_ENCODERS, KINDS, MAX_BLOCK_TOKENS, POOLINGS
 from runtrace.represent.normalise import Normalisation
 from runtrace.represent.vocabulary import Vocabulary
 
@@ -50,7 +50,6 @@ PAD, OOV = Vocabulary.PAD, Vocabulary.OOV  # fixed ids of every runtrace vocabul
 # The names a configuration's choices take (model kinds, aggregations, poolings, block encoders) are in
 # `runtrace.models.names`, which the command line reads without loading numpy; imported here, checked by
 # `CheckpointSpec.from_json`.
-MAX_BLOCK_TOKENS = 32  # BSM: longer blocks keep their head and last instruction (`block_rows`)
 # The shortest trace a model that does not record its training minimum is taken to have been trained on:
 # 1,000 instructions, what `make reproduce` builds its datasets with (`--min-instructions 1000`).
 UNRECORDED_MIN_INSTRUCTIONS = 1000

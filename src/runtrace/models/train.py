@@ -19,7 +19,7 @@ import math
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -30,40 +30,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from runtrace.models.names import VAL_BY
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 20
-    batch_size: int = 32  # windows per step (attention aggregation: whole files, up to this many windows)
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    grad_clip: float = 1.0
-    patience: int = 3  # epochs without a better validation loss before stopping
-    val_fraction: float = 0.15  # of the *training* files, held out for early stopping
-    val_by: str = "file"  # "group": validation files drawn by origin group, never straddling
-    class_weight: str | None = "balanced"  # "balanced": both classes weigh the same in the loss
-    file_balanced: bool = True  # a file's windows share one file's weight, however many there are
-    bucket: bool = True  # batch windows of similar length together
-    bucket_chunk: int = 64  # batches per sorting chunk (larger: less padding, less randomness)
-    seed: int = 0
-    device: str = "auto"  # "auto": CUDA when present, else CPU
-    num_threads: int | None = None  # torch CPU threads; None leaves torch's default
-    progress: bool = False  # a rich progress bar (the CLI turns it on; library callers may have their own)
-    log_path: str | None = None  # JSON lines, one object per epoch
-
-    def __post_init__(self) -> None:
-        if self.val_by not in VAL_BY:
-            raise ValueError(f"val_by must be one of {', '.join(VAL_BY)}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError("val_fraction must be in [0, 1)")
-        if self.batch_size < 1 or self.epochs < 1:
-            raise ValueError("batch_size and epochs must be at least 1")
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
+from runtrace.models.hyperparameters import TrainConfig
 
 # --- data splits ------------------------------------------------------------------------------------
 

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from runtrace.models.batching import DatasetTables
+from runtrace.models.hyperparameters import VocabularyConfig
 from runtrace.represent.encode import ISM, expand
 from runtrace.represent.vocabulary import Vocabulary
-
-
-@dataclass
-class VocabularyConfig:
-    min_count: int = 1
-    min_documents: int = 2  # training files a token must occur in (one file's fingerprint is no feature)
-    max_size: int | None = 50_000
 
 
 def _fit(lexicon, docs, config: VocabularyConfig) -> Vocabulary:

@@ -11,8 +11,9 @@ from torch import nn
 
 from runtrace.models.aggregation import aggregate_windows
 from runtrace.models.batching import WindowEncoder, WindowStore, file_batches, length_batches
+from runtrace.models.hyperparameters import TrainConfig
 from runtrace.models.layers import attention_pool
-from runtrace.models.train import Batch, DistContext, TrainConfig, binary_metrics, gather_objects, rank_share
+from runtrace.models.train import Batch, DistContext, binary_metrics, gather_objects, rank_share
 from runtrace.models.weights import class_weight, window_weights
 
 

@@ -107,11 +107,9 @@ def train_tiny_model(
     matters is the size, not the accuracy)."""
     import torch
 
-    from runtrace.models.bsm import BsmLstmConfig
     from runtrace.models.estimator import make_classifier
     from runtrace.models.export import export_onnx
-    from runtrace.models.ism import IsmLstmConfig
-    from runtrace.models.train import TrainConfig
+    from runtrace.models.hyperparameters import BsmLstmConfig, IsmLstmConfig, TrainConfig
     from runtrace.represent.dataset import build_dataset
     from runtrace.represent.windows import WindowConfig
 
@@ -157,11 +155,9 @@ def random_weight_model(
     torch, where a random network exercises more of the arithmetic than a trained one."""
     import torch
 
-    from runtrace.models.bsm import BsmLstmConfig
     from runtrace.models.estimator import VocabularyConfig, make_classifier
-    from runtrace.models.ism import IsmLstmConfig
+    from runtrace.models.hyperparameters import BsmLstmConfig, IsmLstmConfig, TrainConfig
     from runtrace.models.layers import redraw_weights
-    from runtrace.models.train import TrainConfig
     from runtrace.represent.dataset import build_dataset
     from runtrace.represent.windows import WindowConfig
 
