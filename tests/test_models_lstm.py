@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 
@@ -237,9 +238,15 @@ def test_the_checkpoint_records_how_the_training_data_was_built(tmp_path: Path) 
 
     data = synthetic_dataset("ism", 12, seed=7)
     data.meta["max_tokens"] = 100  # as `dataset build --max-tokens 100` records it
+    # The traces' tracer revisions, as `dataset build` copies them from each trace's metadata.
+    versions = ["runtrace-emu/0.1.0.14" if i % 2 else "runtrace-emu/0.1.0.13" for i in range(12)]
+    data.files = data.files.set_column(
+        data.files.schema.get_field_index("tracer_version"), "tracer_version", pa.array(versions)
+    )
     make_classifier("ism", train=quick_train(epochs=1)).fit(data, np.arange(12)).save(tmp_path / "m")
     spec = read_spec(tmp_path / "m").data_spec
     assert (spec.normalisation, spec.api, spec.max_tokens) == (data.normalisation, data.api, 100)
+    assert spec.tracer_versions == ["runtrace-emu/0.1.0.13", "runtrace-emu/0.1.0.14"]
 
 
 def test_loading_rejects_wrong_or_broken_models(tmp_path: Path) -> None:

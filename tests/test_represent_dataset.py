@@ -130,6 +130,7 @@ def test_dataset_merges_lexicons_and_keeps_labels(trace: Trace) -> None:
     row = data.files.to_pylist()[0]
     assert row["n_instructions"] == trace.instruction_count and row["stop_reason"] == "exited"
     assert row["arch"] == "x86" and row["n_api_calls"] == 2
+    assert row["tracer_version"] == (trace.meta.tracer_version or None)
     assert data.sequence(0).dtype == np.int32
 
 

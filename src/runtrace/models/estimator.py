@@ -96,6 +96,16 @@ def shortest_trace(data: SequenceData) -> int | None:
     return max(int(np.asarray(files.column("n_instructions")).min()), floor or 0)
 
 
+def tracer_versions(data: SequenceData) -> list[str] | None:
+    """The distinct tracer revisions that wrote the dataset's traces; None when it does not record them
+    (a dataset built before it did, a stand-in dataset)."""
+    files = data.files
+    if "tracer_version" not in files.column_names:
+        return None
+    versions = {v for v in files.column("tracer_version").to_pylist() if v}
+    return sorted(versions) or None
+
+
 class LstmClassifier:
     """Common machinery of the two LSTM classifiers; use `IsmLstm` or `BsmLstm`.
 
@@ -221,7 +231,9 @@ class LstmClassifier:
         self.vocabulary_, self.block_vocabulary_ = vocabulary, block_vocabulary
         # The scanner judges no trace shorter than any the model was trained on.
         shortest = shortest_trace(data)
-        self.data_spec_ = DataSpec(data.normalisation, data.api, data.max_tokens, shortest).to_json()
+        self.data_spec_ = DataSpec(
+            data.normalisation, data.api, data.max_tokens, shortest, tracer_versions=tracer_versions(data)
+        ).to_json()
         return self
 
     # --- networks -----------------------------------------------------------------------------------

@@ -76,6 +76,9 @@ class DataSpec:
     # so the scanner judges none (None: not recorded, a model trained before training wrote it; see
     # UNRECORDED_MIN_INSTRUCTIONS).
     min_instructions: int | None = None
+    # The tracer revisions that wrote the training traces (`TraceMeta.tracer_version`); the scanner warns
+    # when it traces with another (None: not recorded, a model trained before training wrote it).
+    tracer_versions: list[str] | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -151,7 +154,7 @@ class CheckpointSpec:
 
 
 _NESTED = {"model", "data", "onnx"}
-_TYPES = {"str": str, "int": int, "bool": bool, "dict": dict}
+_TYPES = {"str": str, "int": int, "bool": bool, "dict": dict, "list[str]": list}
 
 
 def _fields(cls, obj, prefix: str) -> dict:

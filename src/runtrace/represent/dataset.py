@@ -52,6 +52,7 @@ FILE_SCHEMA = pa.schema(
         ("source", pa.string()),
         ("n_tokens", pa.int64()),
         ("n_api_calls", pa.int64()),
+        ("tracer_version", pa.string()),  # the tracer revision that wrote the trace (null: not known)
     ]
 )
 
@@ -260,6 +261,7 @@ def _encode_one(item, representation: str, normalisation: str, api: bool, max_to
         "n_instructions": trace.instruction_count,
         "stop_reason": str(trace.meta.stop_reason),
         "source": trace.meta.source,
+        "tracer_version": trace.meta.tracer_version or None,
     }
     return row, encoded
 
