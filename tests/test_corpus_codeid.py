@@ -45,7 +45,13 @@ def test_identity_of_unreadable_headers_falls_back_to_the_file():
 
 
 def _row(sha, origin, code, also_in=()):
-    return {"sha256": sha, "origin_group": origin, "code_id": code, "also_in": list(also_in)}
+    return {
+        "sha256": sha,
+        "label": "benign",
+        "origin_group": origin,
+        "code_id": code,
+        "also_in": list(also_in),
+    }
 
 
 def test_cv_groups_join_origins_that_share_code_but_not_through_a_widely_shared_stub():
@@ -73,3 +79,10 @@ def test_code_cap_keeps_a_few_files_per_code_spread_over_origins():
     assert {r["origin_group"] for r in stub} == {"pypi/p0", "pypi/p1", "pypi/p2"}
     assert any(r["sha256"] == "zz" for r in kept)
     assert apply_code_cap(rows, 0)[0] == rows
+
+
+def test_code_cap_never_drops_malware():
+    """Variants of one malware kit share their code; every one stays (issue #23: every native PE)."""
+    rows = [dict(_row(f"m{i:02d}", "github-malware/apt1", "code:kit"), label="malicious") for i in range(12)]
+    kept, dropped = apply_code_cap(rows, 5)
+    assert len(kept) == 12 and not dropped

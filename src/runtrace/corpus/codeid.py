@@ -169,14 +169,19 @@ def cv_groups(
 
 
 def apply_code_cap(rows: list[dict], cap: int) -> tuple[list[dict], Counter]:
-    """Keep at most `cap` files of one code identity, taken across its origin groups in turn (sha256
-    order within each), so a stub shared by a thousand installers counts as a few files, not a thousand."""
+    """Keep at most `cap` benign files of one code identity, taken across its origin groups in turn
+    (sha256 order within each), so a stub shared by a thousand installers counts as a few files, not a
+    thousand.  Malware is never capped (as in `build.apply_group_cap`): builds of one kit that share
+    their code are a family's variants, every one of which the corpus keeps."""
     if cap <= 0:
         return rows, Counter()
     by_code: dict[str, list[dict]] = defaultdict(list)
-    for row in rows:
-        by_code[row.get("code_id") or row["sha256"]].append(row)
     kept: list[dict] = []
+    for row in rows:
+        if row["label"] == "benign":
+            by_code[row.get("code_id") or row["sha256"]].append(row)
+        else:
+            kept.append(row)
     dropped: Counter = Counter()
     for code, members in by_code.items():
         if len(members) <= cap:
