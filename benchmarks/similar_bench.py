@@ -9,7 +9,6 @@ from the whole index.  Queries run on one core.
 
 from __future__ import annotations
 
-import shutil
 import statistics
 import tempfile
 import time

@@ -78,7 +78,7 @@ def unseen_families(index: SimilarityIndex) -> dict:
         if e["label"] == "malicious" and e["family"]:
             members[e["family"]].append(i)
     with_neighbour = malicious_neighbour = asked = 0
-    for family, ids in members.items():
+    for ids in members.values():
         allowed = np.ones(len(index), dtype=bool)
         allowed[ids] = False
         for i in ids:
