@@ -49,6 +49,9 @@ FRESH ?=
 TRACE_TIMEOUT ?= 15
 # Traces shorter than this are left out of the datasets, so trace length cannot stand in for the label.
 MIN_INSTRUCTIONS ?= 1000
+# The datasets the models train on draw benign files matching the malware's arch, kind, toolchain, linker
+# era and size (`dataset build --match`); MATCH= trains on every labelled trace instead.
+MATCH ?= --match
 WORK ?= work
 # The default model's version string and the false-positive rate its scan threshold is chosen for.
 MODEL_VERSION ?= $(shell date +%Y.%m)-bsm-reproduce
@@ -58,6 +61,8 @@ reproduce: install src/runtrace/trace/emulate/_blockrec.built
 	$(VENV)/bin/runtrace corpus build --corpus-dir $(CORPUS)
 	$(VENV)/bin/runtrace corpus trace --corpus-dir $(CORPUS) --limit $(CORPUS_LIMIT) --timeout $(TRACE_TIMEOUT)
 	$(MAKE) -j2 reproduce-ism reproduce-bsm
+	$(VENV)/bin/runtrace corpus audit --corpus-dir $(CORPUS) --dataset $(WORK)/datasets/bsm --extended \
+		--figures docs/figures/corpus --write-doc docs/corpus.md
 	$(VENV)/bin/runtrace results reports/reproduce-ism reports/reproduce-bsm \
 		--notes docs/results-notes.md -o docs/results.md
 	$(VENV)/bin/runtrace train -r bsm --dataset $(WORK)/datasets/bsm -o $(WORK)/models/default --threads 1 --no-progress
@@ -69,7 +74,7 @@ reproduce: install src/runtrace/trace/emulate/_blockrec.built
 # runs ISM and BSM side by side, one core each: on 2 cores that is faster than one process with 2 threads.
 reproduce-ism reproduce-bsm: reproduce-%:
 	$(VENV)/bin/runtrace dataset build -r $* -m $(CORPUS)/manifest.parquet -o $(WORK)/datasets/$* \
-		--min-instructions $(MIN_INSTRUCTIONS) $(if $(FRESH),--overwrite)
+		--min-instructions $(MIN_INSTRUCTIONS) $(MATCH) $(if $(FRESH),--overwrite)
 	$(VENV)/bin/runtrace evaluate --dataset $(WORK)/datasets/$* --representation $* --protocol all \
 		--models lstm,ngram-lr,ngram-lgbm,metadata --manifest $(CORPUS)/manifest.parquet --threads 1 \
 		--no-progress -o reports/reproduce-$* $(if $(FRESH),--overwrite)

@@ -73,7 +73,7 @@ def _corpus_files(directory: Path) -> list[Path]:
 
 
 def _model(directory: Path) -> tuple[Path, str]:
-    from runtrace.cli.scan_cmd import default_model_dir
+    from runtrace.paths import default_model_dir
 
     default = default_model_dir()
     if (default / "config.json").exists():

@@ -43,7 +43,7 @@ EXPLAINED = range(601, 631, 2)
 
 def gate(model_dir: Path) -> dict:
     model = OnnxModel.load(model_dir)
-    scanner = Scanner(model, read_calibration(model_dir), ScanOptions(explain=0))
+    scanner = Scanner(model, read_calibration(model_dir), ScanOptions(explain=0, min_instructions=1))
     benign, malicious = [], []
     for seed in HELD_OUT:
         p = scanner.analyse_trace(synthetic_trace(bool(seed % 2), seed), "x", None, "trace").probability
@@ -54,7 +54,7 @@ def gate(model_dir: Path) -> dict:
         seq = encode_for_model(
             trace, model.representation, model.normalisation, model.api, None, model.window
         )
-        units = attribute(model, trace, seq, score_sequence(model, seq), candidates=32)
+        units = attribute(model, trace, seq, score_sequence(model, seq), candidates=32).units
         top = units[0]
         planted = top.kind == "block" and trace.blocks[top.block_id].address == PLANTED_ADDRESS
         ratios.append(top.contribution / max(abs(u.contribution) for u in units[1:]) if planted else 0.0)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from runtrace.cli.scan_cmd import default_model_dir
 from runtrace.serve.jobs import ScanService, ScanSettings
 from runtrace.serve.store import JobStore, SampleStore
+from runtrace.trace.settings import TracerSettings
 
 FINISHED = ("done", "error")
 # Scans of the fixtures take a second or two each; this only bounds a hung test.
@@ -15,7 +15,7 @@ WAIT_S = 180.0
 
 
 def make_service(state: Path, workers: int = 1) -> ScanService:
-    settings = ScanSettings(default_model_dir(), max_instructions=200_000, timeout_s=30.0)
+    settings = ScanSettings(tracer=TracerSettings(max_instructions=200_000, timeout_s=30.0))
     return ScanService(settings, JobStore(state / "scans.db"), SampleStore(state / "samples"), workers)
 
 

@@ -85,7 +85,7 @@ def test_cli_reports_each_bad_input_and_goes_on(tmp_path, cli32):
             "1",
         ],  # fmt: skip
     )
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 2, result.output  # inputs failed (the good one was still traced)
     out = result.output
     assert "empty file" in out
     assert "not a PE file" in out

@@ -6,8 +6,10 @@ a function that fails, so these tests prove both the no-network resume and the s
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import urllib.error
 import zipfile
 from pathlib import Path
 
@@ -33,6 +35,18 @@ def _offline(cmd, cwd, timeout_s):
     raise fetch.FetchError(f"ERROR: no network in tests ({cmd[0]})")
 
 
+# PyPI's JSON API as the tests see it: upload times for the fake projects' wheels, nothing else.
+UPLOADS = {"alpha": "2021-03-04T10:00:00.000000Z", "beta": "2019-07-08T12:00:00.000000Z"}
+
+
+def _fake_pypi(url: str) -> dict:
+    project = url.split("/pypi/", 1)[1].split("/")[0]
+    if project not in UPLOADS:
+        raise urllib.error.URLError("no network in tests")
+    wheels = [f"{project}-1.0-cp311-cp311-{p}.whl" for p in ("win32", "win_amd64")]
+    return {"releases": {"1.0": [{"filename": w, "upload_time_iso_8601": UPLOADS[project]} for w in wheels]}}
+
+
 def _wheel(downloads: Path, project: str, platform: str, files: dict[str, bytes]) -> None:
     folder = downloads / "pypi" / project / f"py3.11-{platform}"
     folder.mkdir(parents=True)
@@ -49,6 +63,15 @@ def _debian(downloads: Path, arch: str, files: dict[str, bytes]) -> None:
     root.mkdir(parents=True)
     (folder / f"fakewine_1.0-1_{arch}.deb").write_bytes(b"!<arch>\n")  # never read: already unpacked
     (folder / "extracted" / fetch.COMPLETE_MARKER).write_text("done\n")
+    doc = folder / "extracted" / "usr" / "share" / "doc" / "fakewine"
+    doc.mkdir(parents=True)
+    with gzip.open(doc / "changelog.Debian.gz", "wt") as f:
+        f.write("wine (1.0-1) unstable; urgency=medium\n\n  * Fake.\n\n")
+        f.write(" -- A Maintainer <a@example.org>  Sat, 18 Feb 2023 22:16:11 +0000\n\n")
+        f.write(
+            "wine (0.9-1) unstable; urgency=medium\n\n"
+            " -- A <a@example.org>  Mon, 02 Jan 2023 10:00:00 +0000\n"
+        )
     for name, data in files.items():
         (root / name).write_bytes(data)
 
@@ -56,6 +79,7 @@ def _debian(downloads: Path, arch: str, files: dict[str, bytes]) -> None:
 @pytest.fixture
 def sources(tmp_path, monkeypatch) -> tuple[BuildOptions, Path]:
     monkeypatch.setattr(fetch, "run_tool", _offline)
+    monkeypatch.setattr("runtrace.corpus.dates._fetch_json", _fake_pypi)
     zpath, cpath = write_archive(
         tmp_path,
         {
@@ -240,3 +264,43 @@ def test_a_manifest_version_bump_recomputes_metadata_but_keeps_traces(sources):
     second = build_corpus(opts)
     assert all(r["instruction_count"] == 77 for r in second.rows)
     assert "stale" not in {r["compiler"] for r in second.rows}
+
+
+def test_history_installers_are_capped_by_code_and_grouped_by_it(tmp_path, monkeypatch):
+    """Six projects' installers share one stub: the code cap keeps three, all in one CV group, and the
+    payload modules stay in their projects' groups with the upload date and licence."""
+    import datetime
+    import io
+
+    from runtrace.corpus import pypi_history as ph
+    from runtrace.corpus.history_config import PypiHistorySources
+
+    stub = make_pe("i386", linker=(9, 0), extra=b"wininst-9.0 stub")
+    names = [n for n in (f"p{i}" for i in range(30)) if not ph.is_reserved(n)][:6]
+    listing = {}
+    for i, project in enumerate(names):
+        payload = io.BytesIO()
+        with zipfile.ZipFile(payload, "w") as zf:
+            zf.writestr(f"PLATLIB/{project}/_ext.pyd", make_pe("i386", dll=True, extra=b"e%d" % i))
+        name = f"{project}-1.0.win32-py2.7.exe"
+        (tmp_path / name).write_bytes(stub + payload.getvalue())
+        listing[project] = ph.ReleaseFile(project, "1.0", name, "", "", 1, f"2010-06-0{i + 1}",
+                                          "bdist_wininst", "2.7", "MIT")  # fmt: skip
+    monkeypatch.setattr(ph, "project_json", lambda project, downloads_dir: {"project": project})
+    monkeypatch.setattr(ph, "windows_files", lambda meta, entry, cfg: [listing[meta["project"]]])
+    monkeypatch.setattr(ph, "download", lambda f, downloads_dir: tmp_path / f.filename)
+    config = SourcesConfig(pypi_history=PypiHistorySources(projects=names))
+    opts = BuildOptions(corpus_dir=tmp_path / "corpus", downloads_dir=tmp_path / "dl", sources=config,
+                        max_per_code_group=3)  # fmt: skip
+    result = build_corpus(opts)
+    rows = read_manifest(result.manifest_path).to_pylist()
+    installers = [r for r in rows if r["kind"] == "exe"]
+    modules = [r for r in rows if r["kind"] == "dll"]
+    assert len(installers) == 3 and len(modules) == 6
+    stub_code = installers[0]["code_id"]
+    assert {r["code_id"] for r in installers} == {stub_code} and result.code_capped == {stub_code: 3}
+    assert {r["cv_group"] for r in installers} == {installers[0]["code_id"]}
+    assert {r["cv_group"] for r in modules} == {f"pypi/{n}" for n in names}
+    p0 = next(r for r in modules if r["origin_group"] == f"pypi/{names[0]}")
+    assert p0["first_seen"] == datetime.date(2010, 6, 1) and p0["licence"] == "MIT"
+    assert p0["source"] == "pypi-history" and p0["member"].endswith(f".exe/PLATLIB/{names[0]}/_ext.pyd")

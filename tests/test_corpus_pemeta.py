@@ -56,8 +56,11 @@ def make_pe(
     imports: tuple[str, list[str]] | None = ("kernel32.dll", ["ExitProcess"]),
     rich: list[tuple[int, int, int]] | None = None,
     extra: bytes = b"",
+    timestamp: int = 0x5F5E100,
+    repro: bool = False,
 ) -> bytes:
-    """A minimal valid PE image; `extra` is appended to the code section (markers, padding)."""
+    """A minimal valid PE image; `extra` is appended to the code section (markers, padding).
+    `repro` adds a debug directory with a REPRO entry, as a reproducible build has."""
     pe64 = arch == "amd64"
     machine = MACHINES[arch]
     dos = bytearray(E_LFANEW)
@@ -69,6 +72,11 @@ def make_pe(
         dos[0x80 : 0x80 + len(header)] = header
 
     code = b"\xc3" + extra
+    debug_dir = (0, 0)
+    if repro:
+        code += b"\0" * (-len(code) % 4)
+        debug_dir = (0x1000 + len(code), 28)
+        code += struct.pack("<IIHHIIII", 0, timestamp, 0, 0, 16, 0, 0, 0)  # IMAGE_DEBUG_TYPE_REPRO
     code_raw = code + b"\0" * (-len(code) % FILE_ALIGN)
     sections = [(b".text", 0x1000, code_raw, 0x60000020)]
     import_dir = (0, 0)
@@ -87,7 +95,7 @@ def make_pe(
     image_size = last_rva + SECT_ALIGN * ((len(last_raw) + SECT_ALIGN - 1) // SECT_ALIGN)
 
     characteristics = 0x0102 | (0x2000 if dll else 0) | (0 if pe64 else 0x0100)
-    file_header = struct.pack("<HHIIIHH", machine, len(sections), 0x5F5E100, 0, 0, opt_size, characteristics)
+    file_header = struct.pack("<HHIIIHH", machine, len(sections), timestamp, 0, 0, opt_size, characteristics)
     std = struct.pack("<HBBIIII", 0x20B if pe64 else 0x10B, linker[0], linker[1], len(code_raw), 0, 0, 0x1000)
     std += struct.pack("<I", 0x1000)  # BaseOfCode
     # PE32+ has no BaseOfData and a 64-bit ImageBase.
@@ -104,6 +112,7 @@ def make_pe(
     windows += stack + struct.pack("<II", 0, 16)
     dirs = [(0, 0)] * 16
     dirs[1] = import_dir
+    dirs[6] = debug_dir
     data_dirs = b"".join(struct.pack("<II", *d) for d in dirs)
     optional = std + windows + data_dirs
     assert len(optional) == opt_size
@@ -127,6 +136,12 @@ def test_i386_exe_with_imports_is_described():
     assert not meta.has_rich and not meta.is_dotnet and not meta.signed
     assert meta.size == len(make_pe("i386"))
     assert 0 < meta.entropy < 8
+
+
+def test_reproducible_builds_are_flagged():
+    assert read_pe_meta(make_pe("i386", timestamp=0x12345678, repro=True)).repro_build
+    meta = read_pe_meta(make_pe("i386", timestamp=0x12345678))
+    assert not meta.repro_build and meta.timestamp == 0x12345678
 
 
 def test_amd64_dll_with_rich_header_is_msvc():

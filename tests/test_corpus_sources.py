@@ -172,9 +172,9 @@ def test_wheel_download_failure_is_reported_and_not_cached(tmp_path, monkeypatch
 
     monkeypatch.setattr(fetch, "run_tool", no_wheel)
     with pytest.raises(
-        fetch.FetchError, match=r"pip download nothing \(win32, Python 3.11\): ERROR: No matching"
+        fetch.FetchError, match=r"pip download absent \(win32, Python 3.11\): ERROR: No matching"
     ):
-        fetch.fetch_wheels("nothing", "win32", "3.11", tmp_path)
+        fetch.fetch_wheels("absent", "win32", "3.11", tmp_path)
     assert not list((tmp_path / "pypi").rglob("*.whl"))
 
 

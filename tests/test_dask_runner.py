@@ -127,7 +127,7 @@ def test_no_scheduler_is_a_one_line_error(tmp_path, monkeypatch, cli32):
 
 
 def test_scan_on_dask_gives_the_local_verdict(scheduler, cli32):
-    from runtrace.cli.scan_cmd import default_model_dir
+    from runtrace.paths import default_model_dir
 
     def scan(*extra: str) -> dict:
         args = ["scan", "--json", "--model", str(default_model_dir()), "--max-instructions", "200000"]

@@ -152,3 +152,32 @@ def test_evaluate_resumes_after_ctrl_c(datasets, tmp_path, monkeypatch):
     calls.clear()
     again = _evaluate(*args, "--overwrite")
     assert again.exit_code == 0 and len(calls) == 3 and "resuming" not in again.output
+
+
+def test_by_family_and_temporal_come_from_the_manifest(datasets, tmp_path):
+    import datetime as dt
+
+    from runtrace.corpus.manifest import write_manifest
+    from runtrace.represent.dataset import SequenceDataset
+
+    data = SequenceDataset.load(datasets[0])
+    rows = [
+        {"sha256": sha, "label": "malicious" if y else "benign", "origin_group": f"g{i}", "arch": "i386",
+         "kind": "exe", "family": f"fam{i % 6}" if y else None,
+         "first_seen": dt.date(2010 + i % 12, 1, 1)}
+        for i, (sha, y) in enumerate(zip(data.sha256s(), data.labels(), strict=True))
+    ]  # fmt: skip
+    manifest = write_manifest(rows, tmp_path / "manifest.parquet")
+    base = ["-d", str(datasets[0]), "-m", "metadata", "--folds", "3"]
+    without = _evaluate(*base, "-p", "by-family", "-o", str(tmp_path / "none"))
+    assert without.exit_code == 2 and "--manifest" in without.output and "Traceback" not in without.output
+    out = tmp_path / "run"
+    result = _evaluate(*base, "-p", "all", "--manifest", str(manifest), "--family-cap", "3", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {e["protocol"] for e in metrics["results"]} >= {"by-file", "by-origin", "by-family"}
+    # 30 files cannot give each side of a temporal cut 20 of each class: said, not hidden.
+    assert any("temporal" in s and "fewer than 20" in s for s in metrics["skipped_protocols"])
+    assert "### By family" in (out / "report.md").read_text()
+    bad = _evaluate(*base, "-p", "temporal", "--temporal-cut", "2020-13-01", "-o", str(tmp_path / "bad"))
+    assert bad.exit_code == 2 and "--temporal-cut" in bad.output

@@ -70,7 +70,7 @@ def test_inputs_over_the_size_limit_get_an_error_without_being_read(tmp_path, cl
 
     out = tmp_path / "out"
     result = runner.invoke(app, ["trace", str(huge), str(cli32), "-o", str(out), "--max-file-size", "1"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 2, result.output  # an input failed; the other was traced
     assert "larger than the size limit of 1 MiB" in result.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["by_status"] == {"error": 1, "ok": 1}

@@ -21,9 +21,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from runtrace.cli.scan_cmd import default_model_dir
 from runtrace.models.aggregation import file_gradient
 from runtrace.models.estimator import LstmClassifier
+from runtrace.paths import default_model_dir
 from runtrace.represent.dataset import build_dataset
 from runtrace.scan.onnxmodel import OnnxModel
 from runtrace.scan.score import score_sequence, window_batch

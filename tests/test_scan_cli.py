@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import runtrace.cli.scan_cmd as scan_cmd
 from runtrace.cli.app import app
 from runtrace.scan.calibration import write_calibration
 from runtrace.scan.schema import SCHEMA_VERSION, ScanReport
@@ -30,7 +29,7 @@ def traces(tmp_path_factory) -> dict[str, Path]:
             "benign1": (False, 700, {}),
             "benign2": (False, 702, {}),
             "evil": (True, 701, {}),
-            "tiny": (True, 703, {"n_visits": 8}),  # 30-odd instructions: too short to judge
+            "tiny": (True, 703, {"n_visits": 8}),  # 32 instructions: shorter than the model's training traces
         },
     )
 
@@ -57,19 +56,64 @@ def test_verdicts_unknown_and_exit_code_1(traces) -> None:
     assert results["benign1"].verdict == "benign"
     assert results["evil"].verdict == "malicious"
     tiny = results["tiny"]
-    assert tiny.verdict == "unknown" and tiny.explanation is None
-    assert tiny.reason.startswith(f"only {tiny.trace.instructions} instructions executed (exited)")
+    # Not judged: no probability, no window scores, no explanation (schema 2.0), and the reason says why.
+    assert tiny.verdict == "unknown" and tiny.explanation is None and tiny.probability is None
+    assert tiny.trace.window_probabilities == [] and tiny.trace.windows == 0
+    assert tiny.reason == (
+        "only 32 instructions executed (exited); at least 1,050 are needed for a verdict "
+        "(the model's training minimum)"
+    )
+    assert report.min_instructions == 1050  # tests/fixtures/models/tiny-bsm/config.json
     evil = results["evil"]
     assert evil.probability >= evil.decision.threshold
-    assert evil.explanation.contributions[0].address == f"0x{PLANTED_ADDRESS:08x}"
+    assert evil.explanation.towards_malicious[0].address == f"0x{PLANTED_ADDRESS:08x}"
     assert evil.trace.arch == "x86" and evil.trace.instructions > 200 and evil.trace.api_calls == 6
     assert report.summary.model_dump() == {"files": 3, "malicious": 1, "benign": 1, "unknown": 1, "errors": 0}
 
 
-def test_exit_code_0_when_nothing_is_malicious(traces) -> None:
+def test_exit_code_3_when_a_file_is_unknown_and_0_when_all_are_clean(traces) -> None:
+    # A pipeline gating on the status must not read a file the model could not judge as clean.
     code, report, _ = scan_json(traces["benign1"], traces["benign2"], traces["tiny"])
-    assert code == 0
+    assert code == 3 and report.exit_code == 3
     assert [r.verdict for r in report.results] == ["benign", "benign", "unknown"]
+    code, report, _ = scan_json(traces["benign1"], traces["benign2"])
+    assert code == 0 and report.exit_code == 0
+
+
+def test_errors_take_priority_over_unknown(traces, tmp_path: Path) -> None:
+    code, report, _ = scan_json(traces["tiny"], tmp_path / "missing.exe")
+    assert code == 2 and [r.verdict for r in report.results] == ["unknown", None]
+
+
+def test_the_unknown_floor_is_the_models_training_minimum(traces, tmp_path: Path) -> None:
+    """The floor comes from the model's config.json; a model that does not record it is taken to have
+    been trained on traces of at least 1,000 instructions; --min-instructions overrides both."""
+    import json as _json
+
+    from runtrace.models.spec import UNRECORDED_MIN_INSTRUCTIONS
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir(), model)
+    config = _json.loads((model / "config.json").read_text())
+
+    def scan_with(floor, *extra):
+        config["data"]["min_instructions"] = floor
+        if floor is None:
+            del config["data"]["min_instructions"]
+        (model / "config.json").write_text(_json.dumps(config))
+        result = CliRunner().invoke(
+            app, ["scan", "--model", str(model), "--json", *extra, str(traces["benign1"])]
+        )
+        return ScanReport.model_validate_json(result.stdout)
+
+    assert traces and scan_with(1100).results[0].verdict == "benign"  # benign1: 1,118 instructions
+    report = scan_with(1200)
+    assert report.min_instructions == 1200 and report.results[0].verdict == "unknown"
+    assert report.results[0].probability is None
+    assert scan_with(None).min_instructions == UNRECORDED_MIN_INSTRUCTIONS == 1000
+    report = scan_with(1200, "--min-instructions", "500")
+    assert report.min_instructions == 500 and report.results[0].verdict == "benign"
+    assert scan_with(0).min_instructions == 1  # a trace of nothing is never judged
 
 
 def test_exit_code_2_when_errors_and_nothing_malicious(traces, tmp_path: Path) -> None:
@@ -161,11 +205,23 @@ def test_pe_files_copies_and_archive_members_are_traced(tmp_path: Path, cli32) -
     )
     assert first.trace.instructions > 1000 and first.trace.api_calls > 0
     assert first.sha256 == first.traced_sample_sha256
+    # The API calls with their arguments and results, and what the program did (schema 2.0).
+    calls = first.api_calls
+    assert calls.total == first.trace.api_calls == len(calls.calls)
+    create = next(c for c in calls.calls if c.name == "KERNEL32.CreateProcessA")
+    assert any(isinstance(a, str) and a.endswith('-script.py" "C:\\Users\\user\\Documents\\notes.txt"')
+               for a in create.args)  # fmt: skip
+    assert create.result is not None and not create.stubbed and create.return_address.startswith("0x")
+    assert first.behaviour.processes[0]["event"] == "create"
+    assert first.behaviour.processes[0]["path"].endswith("-script.py")
+    assert first.behaviour.files and first.behaviour.strings
     assert len({r.probability for r in report.results}) == 1  # the same bytes, traced once
 
 
 def test_missing_default_model_is_one_clear_line(monkeypatch, tmp_path: Path, traces) -> None:
-    monkeypatch.setattr(scan_cmd, "default_model_dir", lambda: tmp_path / "no-model-here")
+    import runtrace.scan.scanner as scanner
+
+    monkeypatch.setattr(scanner, "default_model_dir", lambda: tmp_path / "no-model-here")
     result = CliRunner().invoke(app, ["scan", str(traces["evil"])])
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1 and "no default model installed" in result.stderr
@@ -226,8 +282,12 @@ def test_debugger_traces_are_scanned_without_emulation(tmp_path: Path) -> None:
         ("ok", "trace", "x64dbg-text"),
         ("ok", "trace", "x64dbg-text"),
     ]
-    # Debugger traces carry no API calls; the planted block is still what the model sees.
-    assert all(r.explanation.contributions[0].address == f"0x{PLANTED_ADDRESS:08x}" for r in report.results)
+    # x64dbg traces carry no API calls (the text format keeps them in comments); the planted block is
+    # still what the model sees.
+    assert [r.api_calls.total for r in report.results] == [0, 6, 6]
+    assert all(
+        r.explanation.towards_malicious[0].address == f"0x{PLANTED_ADDRESS:08x}" for r in report.results
+    )
 
 
 def test_an_ism_model_scans_and_explains(traces) -> None:
@@ -241,7 +301,7 @@ def test_an_ism_model_scans_and_explains(traces) -> None:
     assert report.model.representation == "ism" and report.model.kind == "ism-lstm"
     r = report.results[0]
     assert r.status == "ok" and r.trace.sequence_length == r.trace.instructions + r.trace.api_calls
-    kinds = {c.kind for c in r.explanation.contributions}
+    kinds = {c.kind for c in r.explanation.towards_malicious + r.explanation.towards_benign}
     assert kinds <= {"block", "api"} and r.explanation.units_exact > 0
 
 

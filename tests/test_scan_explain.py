@@ -27,7 +27,7 @@ def model() -> OnnxModel:
 def _explain(model: OnnxModel, trace, candidates: int = 32):
     seq = encode_for_model(trace, model.representation, model.normalisation, model.api, None, model.window)
     score = score_sequence(model, seq)
-    return seq, score, attribute(model, trace, seq, score, candidates=candidates)
+    return seq, score, attribute(model, trace, seq, score, candidates=candidates).units
 
 
 def test_the_model_learned_the_synthetic_task(model: OnnxModel) -> None:
@@ -90,14 +90,16 @@ def test_api_functions_are_units_and_nearby_calls_are_named(model: OnnxModel) ->
     trace.api_calls.sort(key=lambda c: c.position)
     scanner = Scanner(model, read_calibration(tiny_model_dir()), ScanOptions(explain=40))
     result = scanner.analyse_trace(trace, "t.exe", None, "trace")
-    contributions = result.explanation.contributions
+    contributions = result.explanation.towards_malicious + result.explanation.towards_benign
     first = contributions[0]
     assert first.address == f"0x{PLANTED_ADDRESS:08x}"
     assert first.instructions[:2] == [f"{PLANTED_ADDRESS:08x}  rdtsc", f"{PLANTED_ADDRESS + 2:08x}  cpuid"]
     assert "kernel32.IsDebuggerPresent" in first.nearby_api_calls
     apis = [c for c in contributions if c.kind == "api"]
     assert apis and all(c.address is None and c.api for c in apis)
-    assert "kernel32.IsDebuggerPresent" in {c.api for c in apis}
+    # An API the model never saw reads as the OOV item, which is also what masking puts in its place:
+    # its effect is exactly 0, so it stands on neither side (schema 2.0 lists effects both ways).
+    assert "kernel32.IsDebuggerPresent" not in {c.api for c in apis}
 
 
 @pytest.mark.parametrize("representation", ["ism", "bsm"])
@@ -132,7 +134,72 @@ def test_training_the_tiny_model_learns_the_task(tmp_path) -> None:
     from sklearn.metrics import roc_auc_score
 
     train_tiny_model(tmp_path / "m", epochs=12, seed=0)
-    scanner = Scanner(OnnxModel.load(tmp_path / "m"), read_calibration(tmp_path / "m"))
+    trained = OnnxModel.load(tmp_path / "m")
+    # Training records the shortest trace it read (config.json data.min_instructions): the scan floor.
+    assert trained.min_instructions == min(t.instruction_count for t in synthetic_corpus(40, 0)[0])
+    scanner = Scanner(trained, read_calibration(tmp_path / "m"), ScanOptions(min_instructions=1))
     traces, labels = synthetic_corpus(40, seed=1000)
     probabilities = [scanner.analyse_trace(t, "x", None, "trace").probability for t in traces]
     assert roc_auc_score(labels, probabilities) >= 0.9
+
+
+def _masked_p(model, trace, score, seq, units) -> float:
+    """P with the given units masked in every window at once, by brute force."""
+    batch = score.batch
+    codes = unit_map(trace, seq, batch.positions).codes
+    x = batch.vectors().copy()
+    x[np.isin(codes, list(units))] = batch.items[batch.baseline_id]
+    out = model.window_outputs(x, batch.lengths)
+    return aggregate(out.logits, out.scores, model.aggregation)
+
+
+@pytest.mark.parametrize("seed", [620, 621, 622])  # benign and malicious traces
+def test_explanations_say_both_ways_with_the_share_they_account_for(model: OnnxModel, seed: int) -> None:
+    trace = synthetic_trace(bool(seed % 2), seed)
+    seq = encode_for_model(trace, model.representation, model.normalisation, model.api, None, model.window)
+    score = score_sequence(model, seq)
+    units = {u.code: u for u in attribute(model, trace, seq, score).units}
+    scanner = Scanner(model, read_calibration(tiny_model_dir()), ScanOptions(explain=4))
+    e = scanner.analyse_trace(trace, "t", None, "trace").explanation
+    up, down = e.towards_malicious, e.towards_benign
+    assert up and down and len(up) <= 4 and len(down) <= 4
+    assert all(c.contribution > 0 for c in up) and all(c.contribution < 0 for c in down)
+    # Each side ranked by its own effect, largest first; ranks count within the side.
+    assert [c.contribution for c in up] == sorted((c.contribution for c in up), reverse=True)
+    assert [c.contribution for c in down] == sorted(c.contribution for c in down)
+    assert [c.rank for c in down] == list(range(1, len(down) + 1))
+    # The share is measured by masking the shown rows together; the reference masks every unit.
+    shown = [u.code for u in units.values() if f"0x{trace.blocks[u.block_id].address:08x}" in
+             {c.address for c in up + down} and u.kind == "block"]  # fmt: skip
+    without = _masked_p(model, trace, score, seq, shown)
+    reference = _masked_p(model, trace, score, seq, list(units))
+    assert e.without_shown == pytest.approx(without, abs=1e-5)
+    assert e.reference_probability == pytest.approx(reference, abs=1e-5)
+    assert e.shown_share == pytest.approx(
+        (score.probability - without) / (score.probability - reference), abs=1e-3
+    )
+
+
+def test_a_benign_files_decisive_blocks_come_first_and_weak_explanations_say_so(cli32) -> None:
+    """The issue's two cases on the bundled model: cli-32.exe, whose blocks that pushed it towards benign
+    (ΔP -0.37, -0.22) ranked 30th-32nd when rows were sorted by ΔP alone, and a confident malware trace
+    whose largest ΔP is 1e-3: the model says P 0.99 for it with every block masked, so no block
+    explains the score, and the explanation says so."""
+    from runtrace.paths import data_dir, default_model_dir
+    from runtrace.scan.inputs import iter_inputs
+
+    scanner = Scanner.load(default_model_dir(), ScanOptions(workers=1))
+    malware = (
+        data_dir()
+        / "demo"
+        / "scan"
+        / "278307e2061d4721f10aaed970278a9f600fbaf6bddb8ce8e317e2180a70c933.rtrace"
+    )
+    benign, confident = scanner.scan(list(iter_inputs([cli32, malware])))
+    e = benign.explanation
+    assert benign.verdict == "benign" and e.towards_benign[0].contribution < -0.2
+    assert not e.weak and e.note is None and e.shown_share > 0.25
+    e = confident.explanation
+    assert confident.verdict == "malicious" and confident.probability > 0.99
+    assert max(abs(c.contribution) for c in e.towards_malicious + e.towards_benign) < 0.01
+    assert e.weak and e.note.startswith("weak explanation") and e.shown_share is None

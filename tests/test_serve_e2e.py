@@ -53,6 +53,16 @@ def test_upload_a_benign_fixture_through_the_page(tmp_path, browser, cli32):
         assert browser.find_elements(By.CSS_SELECTOR, "#plot svg polyline")
         rows = browser.find_elements(By.CSS_SELECTOR, "#explanation tbody tr")
         assert rows and "0x" in rows[0].text
+        # Both ways: the blocks that pushed it towards benign, in their own table, most negative first.
+        benign = browser.find_elements(By.CSS_SELECTOR, "#explanation-benign tbody tr")
+        assert benign and "-0." in benign[0].text
+        assert "account for" in browser.find_element(By.ID, "explanation-note").text
+        # What the program did, and its API calls with their arguments.
+        assert "processes" in browser.find_element(By.ID, "behaviour").text
+        calls = browser.find_element(By.ID, "calls").text
+        assert "KERNEL32.CreateProcessA(" in calls and "notes.txt" in calls
+        link = browser.find_element(By.ID, "download-x64dbg").get_attribute("href")
+        assert link.endswith("/trace?format=x64dbg")
         # ...and the scan is listed among the earlier ones.
         WebDriverWait(browser, 30).until(lambda d: "cli-32.exe" in d.find_element(By.ID, "history").text)
         assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]

@@ -29,12 +29,16 @@ class Protocol(enum.StrEnum):
     LEAKY = "leaky"
     BY_FILE = "by-file"
     BY_ORIGIN = "by-origin"
+    BY_FAMILY = "by-family"
+    TEMPORAL = "temporal"
 
 
 class ProtocolOrAll(enum.StrEnum):
     LEAKY = "leaky"
     BY_FILE = "by-file"
     BY_ORIGIN = "by-origin"
+    BY_FAMILY = "by-family"
+    TEMPORAL = "temporal"
     ALL = "all"
 
 

@@ -34,6 +34,7 @@ def convert(
     from runtrace.trace.formats.registry import (
         TraceReadError,
         format_for_output,
+        left_out,
         load_any,
         read_formats,
         save_as,
@@ -51,7 +52,9 @@ def convert(
     to = to or format_for_output(target)
     try:
         trace = load_any(source, from_, allow_truncated=allow_truncated, line_pattern=line_pattern)
-    except (TraceReadError, ValueError) as e:
+    except TraceReadError as e:
+        raise fail(f"{e}{'' if from_ or line_pattern else '; name its format with --from'}") from None
+    except ValueError as e:
         raise fail(str(e)) from None
     try:
         save_as(trace, target, to)
@@ -66,5 +69,9 @@ def convert(
         highlight=False,
         soft_wrap=True,
     )
+    missing = left_out(trace, to)
+    if missing:
+        console.print(f"[yellow]note:[/] {missing} (the native and text formats keep them)", highlight=False,
+                      soft_wrap=True)  # fmt: skip
     if trace.meta.stop_detail.startswith("truncated"):
         console.print(f"[yellow]note:[/] {trace.meta.stop_detail}", highlight=False, soft_wrap=True)

@@ -8,21 +8,11 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from runtrace.cli.app import (
-    INTERRUPTED,
-    MAX_FILE_SIZE_HELP,
-    app,
-    console,
-    err_console,
-    fail,
-    max_file_bytes,
-)
+from runtrace.cli.app import INTERRUPTED, app, console, err_console, fail, sub_app
 from runtrace.cli.choices import AuditSubset, Label, YesNoAuto
+from runtrace.cli.options import TracerRun, tracer_options
 
-corpus_app = typer.Typer(
-    help="Build the labelled corpus, trace it, and audit it for packaging shortcuts.",
-    no_args_is_help=True,
-)
+corpus_app = sub_app("Build the labelled corpus, trace it, and audit it for packaging shortcuts.")
 app.add_typer(corpus_app, name="corpus")
 
 MAX_PROBLEMS_SHOWN = 25
@@ -60,31 +50,17 @@ def _corpus_dir(path: Path | None) -> Path:
 
 
 def _report_problems(problems) -> None:
+    from runtrace.corpus.report import problem_kind
+
     if not problems:
         return
     for p in problems[:MAX_PROBLEMS_SHOWN]:
         err_console.print(f"[yellow]skipped:[/] {p.where}: {p.reason}", highlight=False, soft_wrap=True)
     if len(problems) > MAX_PROBLEMS_SHOWN:
         err_console.print(f"... and {len(problems) - MAX_PROBLEMS_SHOWN} more", highlight=False)
-    kinds = Counter(_problem_kind(p.reason) for p in problems)
+    kinds = Counter(problem_kind(p.reason) for p in problems)
     summary = ", ".join(f"{n} {k}" for k, n in kinds.most_common())
     err_console.print(f"{len(problems)} skipped in all: {summary}", highlight=False, soft_wrap=True)
-
-
-def _problem_kind(reason: str) -> str:
-    for needle, kind in [
-        ("pip download", "download failures"),
-        ("apt-get", "download failures"),
-        ("unsupported architecture", "non-x86 architecture"),
-        ("neither class", "unlabelled (grayware etc.)"),
-        ("labelled", "label conflicts"),
-        ("not PE", "not PE"),
-        ("no MZ", "not PE"),
-        ("PE header", "not PE"),
-    ]:
-        if needle in reason:
-            return kind
-    return "other"
 
 
 @corpus_app.command("build")
@@ -99,7 +75,10 @@ def build(
     max_per_group: int = typer.Option(None, help="Cap files per origin group (0: no cap) (default: config)."),
     match_caliper: float = typer.Option(0.5, min=0.0, help="Matched subset: largest partner distance (SDs)."),
     no_debian: bool = typer.Option(False, "--no-debian", help="Leave out the Debian packages."),
-    no_pypi: bool = typer.Option(False, "--no-pypi", help="Leave out the PyPI wheels."),
+    no_pypi: bool = typer.Option(False, "--no-pypi", help="Leave out PyPI (current wheels and history)."),
+    no_pypi_history: bool = typer.Option(
+        False, "--no-pypi-history", help="Leave out PyPI's 2005-2018 installers, eggs and wheels."
+    ),
     download_workers: int = typer.Option(4, help="Parallel pip downloads."),
 ) -> None:
     """Assemble the corpus: malware from an archive, benign PE files from Debian and PyPI, one manifest."""
@@ -130,10 +109,12 @@ def build(
         downloads_dir=default_downloads_dir(),
         sources=config,
         max_per_group=config.build.max_per_group if max_per_group is None else max_per_group,
+        max_per_code_group=config.build.max_per_code_group,
         match_caliper=match_caliper,
         download_workers=download_workers,
         use_debian=not no_debian,
         use_pypi=not no_pypi,
+        use_pypi_history=not (no_pypi or no_pypi_history),
     )
     try:
         with _progress() as progress:
@@ -141,6 +122,15 @@ def build(
     except (ValueError, OSError) as e:
         raise fail(str(e)) from None
     _report_problems(result.problems)
+    if result.code_capped:
+        console.print(
+            f"code-identity cap {opts.max_per_code_group}: {sum(result.code_capped.values())} files dropped "
+            f"from {len(result.code_capped)} code groups shared by more files"
+        )
+    for p in result.undated[:MAX_PROBLEMS_SHOWN]:
+        err_console.print(f"[yellow]not dated:[/] {p.where}: {p.reason}", highlight=False, soft_wrap=True)
+    if len(result.undated) > MAX_PROBLEMS_SHOWN:
+        err_console.print(f"... {len(result.undated)} files not dated in all", highlight=False)
     if result.capped:
         dropped = ", ".join(f"{g} -{n}" for g, n in result.capped.most_common())
         console.print(
@@ -157,14 +147,10 @@ def build(
     console.print(f"manifest: {result.manifest_path}\nskipped files: {result.skipped_path}")
 
 
-DOC_BEGIN = "<!-- corpus-figures:begin (written by `runtrace corpus audit --write-doc`) -->"
-DOC_END = "<!-- corpus-figures:end -->"
-
-
 def _audit_rich(results):
     from rich.table import Table
 
-    table = Table(title="shortcut audit: metadata-only LightGBM, grouped 5-fold CV by origin group")
+    table = Table(title="shortcut audit: metadata-only LightGBM, grouped 5-fold CV by CV group")
     for col in ("subset", "features", "files (mal/ben)", "groups", "accuracy", "FPR", "TPR", "ROC-AUC"):
         table.add_column(col, justify="left" if col in ("subset", "features") else "right")
     for r in results:
@@ -194,16 +180,58 @@ def _audit_rich(results):
     return table, imp
 
 
-def _write_doc(path: Path, block: str) -> None:
-    text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    section = f"{DOC_BEGIN}\n{block}\n{DOC_END}"
-    if DOC_BEGIN in text and DOC_END in text:
-        head, rest = text.split(DOC_BEGIN, 1)
-        tail = rest.split(DOC_END, 1)[1]
-        text = head + section + tail
-    else:
-        text = (text.rstrip() + "\n\n" if text else "") + section + "\n"
-    path.write_text(text, encoding="utf-8")
+def _dataset_rows(dataset: Path, rows: list[dict]) -> tuple[list[dict], str]:
+    """Manifest rows of exactly the files in a dataset, with the dataset's CV groups."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        files = pq.read_table(dataset / "files.parquet", columns=["sha256", "group"]).to_pylist()
+        meta = json.loads((dataset / "dataset.json").read_text()).get("meta") or {}
+    except (OSError, ValueError, pa.ArrowInvalid) as e:
+        raise fail(f"{dataset}: not a readable dataset ({e})") from None
+    group_of = {f["sha256"]: f["group"] for f in files}
+    chosen = [dict(r, cv_group=group_of[r["sha256"]], match_id=None) for r in rows if r["sha256"] in group_of]
+    if len(chosen) < len(group_of):
+        raise fail(f"{dataset}: {len(group_of) - len(chosen)} of its files are not in the manifest")
+    match = meta.get("match")
+    how = (
+        f"drawn by `--match` (ratio {match['ratio']}; {sum(n for *_, n in match['unmatched'])} malicious "
+        "files without a look-alike left out)"
+        if match
+        else "all labelled traces"
+    )
+    note = (
+        f"*training set*: exactly the {len(chosen)} files of the dataset `{dataset}` "
+        f"(min. instructions {meta.get('min_instructions', 0)}), {how}, grouped as the dataset groups them."
+    )
+    if match and match["unmatched"]:
+        rows_md = [f"| {' | '.join(map(str, k))} | {n} |" for *k, n in match["unmatched"][:15]]
+        note += "\n\nMalware without a look-alike (largest strata):\n\n" + "\n".join(
+            ["| arch | kind | toolchain | linker era | malicious files |", "|---|---|---|---|---:|", *rows_md]
+        )
+    return chosen, note
+
+
+def _figure_links(figures: Path | None, subsets: dict, doc_dir: Path) -> list[str]:
+    if figures is None:
+        return []
+    import os
+
+    from runtrace.corpus.plots import write_histograms
+
+    sets = {"corpus": subsets["all"]}
+    for name in ("training set", "match preview"):
+        if name in subsets:
+            sets[name.replace(" ", "-")] = subsets[name]
+    written = write_histograms(sets, figures)
+    lines = ["### Histograms (share of each class)"]
+    for name, trait, png in written:
+        rel = os.path.relpath(png, doc_dir)
+        lines.append(f"![{name}: {trait}]({rel})")
+    return ["\n\n".join(lines)]
 
 
 @corpus_app.command("audit")
@@ -220,16 +248,25 @@ def audit(
     folds: int = typer.Option(5, min=2, help="Grouped CV folds."),
     seed: int = typer.Option(0, help="Seed for the fold assignment and the trees."),
     write_doc: Path = typer.Option(None, help="Write composition + audit figures into this Markdown file."),
-    json_out: Path = typer.Option(None, "--json", help="Also write the figures as JSON."),
+    dataset: Path = typer.Option(
+        None, "--dataset", help="Also audit exactly this dataset's files (what the models train on); first."
+    ),
+    match_preview: bool = typer.Option(
+        False, help="Also audit the `dataset build --match` draw over all files, traced or not."
+    ),
+    figures: Path = typer.Option(None, help="Write class histograms (PNG) into this folder."),
+    json_out: Path = typer.Option(
+        None, "--json-out", metavar="PATH", help="Also write the figures as JSON here."
+    ),
 ) -> None:
     """Shortcut audit: can metadata alone (no behaviour) tell malicious from benign?"""
     import json
     from dataclasses import asdict
     from datetime import date
 
-    from runtrace.corpus.audit import audit_markdown, run_audit
+    from runtrace.corpus.audit import run_audit
     from runtrace.corpus.manifest import ManifestError, has_trace_columns, read_manifest
-    from runtrace.corpus.report import composition_markdown, packages_markdown, summary_markdown
+    from runtrace.corpus.report import audit_document, write_doc_section
     from runtrace.corpus.store import MANIFEST_NAME
 
     path = manifest or _corpus_dir(corpus_dir) / MANIFEST_NAME
@@ -244,6 +281,22 @@ def audit(
     rows = table.to_pylist()
     subsets = {"all": rows, "matched": [r for r in rows if r.get("matched")]}
     wanted = ["all", "matched"] if subset == "both" else [subset]
+    notes = []
+    if match_preview:
+        from runtrace.corpus.matching import match_rows
+
+        drawn = match_rows(rows)
+        subsets["match preview"] = [dict(r, match_id=None) for r in drawn.rows]
+        wanted.insert(0, "match preview")
+        notes.append(
+            f"*match preview*: `match_rows` over every file, traced or not: {drawn.n_malicious} malicious "
+            f"files with {drawn.partners} benign partners; {sum(drawn.unmatched.values())} malicious files "
+            "without a look-alike left out."
+        )
+    if dataset is not None:
+        subsets["training set"], note = _dataset_rows(dataset, rows)
+        wanted.insert(0, "training set")
+        notes.insert(0, note)
     results = []
     with err_console.status("grouped cross-validation..."):
         for name in wanted:
@@ -261,37 +314,73 @@ def audit(
         import hashlib
 
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        block = "\n\n".join([
-            f"Figures written by `runtrace corpus audit` on {date.today().isoformat()} from `{path}` "
-            f"(manifest sha256 `{digest[:16]}...`), trace columns: {'yes' if include_trace else 'no'}.",
-            "### Per class", summary_markdown(rows),
-            "### Class x arch x kind x compiler", composition_markdown(rows),
-            "### Files per package", packages_markdown(rows),
-            "### Shortcut audit", audit_markdown(results),
-        ])  # fmt: skip
-        _write_doc(write_doc, block)
+        block = audit_document(
+            rows, results, str(path), digest, include_trace, date.today().isoformat(), notes=notes,
+            training_rows=subsets["training set"] if dataset else None,
+            figure_sections=_figure_links(figures, subsets, write_doc.parent),
+        )  # fmt: skip
+        write_doc_section(write_doc, block)
+        console.print(f"figures written into {write_doc}")
+
+
+@corpus_app.command("lineage")
+def lineage(
+    corpus_dir: Path = typer.Option(None, "--corpus-dir", help="Corpus folder (default: user cache)."),
+    manifest: Path = typer.Option(None, help="A manifest file instead of <corpus-dir>/manifest.parquet."),
+    write_doc: Path = typer.Option(None, help="Write the tables into this Markdown file (and plots beside)."),
+    plots: Path = typer.Option(None, help="Folder for the histograms (default: images/ beside --write-doc)."),
+) -> None:
+    """Families and first-seen dates: tables, and histograms of families and years (matplotlib)."""
+    import hashlib
+    import os
+    from datetime import date
+
+    from runtrace.corpus.lineage_report import lineage_markdown, write_plots
+    from runtrace.corpus.manifest import ManifestError, read_manifest
+    from runtrace.corpus.report import LINEAGE_BEGIN, LINEAGE_END, write_doc_section
+    from runtrace.corpus.store import MANIFEST_NAME
+
+    path = manifest or _corpus_dir(corpus_dir) / MANIFEST_NAME
+    try:
+        rows = read_manifest(path).to_pylist()
+    except ManifestError as e:
+        raise fail(str(e)) from None
+    if not rows or "family" not in rows[0]:
+        raise fail(f"{path}: no family column (a manifest older than version 3: run `runtrace corpus build`)")
+    text = lineage_markdown(rows)
+    console.print(text, highlight=False, markup=False)
+    folder = plots or (write_doc.parent / "images" if write_doc is not None else None)
+    written = write_plots(rows, folder) if folder is not None else []
+    for p in written:
+        console.print(f"plot written: {p}", highlight=False)
+    if write_doc is not None:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        images = "\n\n".join(f"![{p.stem}]({os.path.relpath(p, write_doc.parent)})" for p in written)
+        block = "\n\n".join(
+            [
+                f"Figures written by `runtrace corpus lineage` on {date.today().isoformat()} from the "
+                f"manifest (sha256 `{digest[:16]}...`).",
+                images,
+                text,
+            ]
+        )
+        write_doc_section(write_doc, block, LINEAGE_BEGIN, LINEAGE_END)
         console.print(f"figures written into {write_doc}")
 
 
 @corpus_app.command("trace")
+@tracer_options()
 def trace(
     corpus_dir: Path = typer.Option(None, "--corpus-dir", help="Corpus folder (default: user cache)."),
     out: Path = typer.Option(None, "-o", "--out", help="Trace folder (default: <corpus-dir>/traces)."),
-    max_instructions: int = typer.Option(1_000_000, help="Stop a sample after this many instructions."),
-    timeout: float = typer.Option(60.0, help="Wall-clock seconds per sample."),
-    memory_mb: int = typer.Option(1024, help="Memory cap per tracer process (MiB)."),
-    workers: int = typer.Option(0, help="Parallel tracer processes (0: one per CPU)."),
     only_matched: bool = typer.Option(False, help="Trace only the metadata-matched subset."),
+    match_pool: bool = typer.Option(
+        False, help="Trace only the malware and the benign files `dataset build --match` could draw."
+    ),
     label: Label = typer.Option(None, help="Trace only this class."),
     limit: int = typer.Option(0, help="Trace at most this many samples, alternating classes (0: all)."),
     retry_errors: bool = typer.Option(False, help="Trace again samples that failed before."),
-    dask: str = typer.Option(
-        None,
-        "--dask",
-        metavar="ADDRESS",
-        help="Trace on this Dask scheduler (tcp://host:8786) instead of locally.",
-    ),
-    max_file_size: int = typer.Option(256, "--max-file-size", help=MAX_FILE_SIZE_HELP),
+    tracer: TracerRun = None,
 ) -> None:
     """Emulate every corpus sample (resumable, parallel) and add trace statistics to the manifest.
 
@@ -304,13 +393,10 @@ def trace(
     from runtrace.corpus.tracing import trace_corpus
     from runtrace.trace.emulate.batch import BatchInterrupted
     from runtrace.trace.emulate.dask_runner import DaskUnavailable
-    from runtrace.trace.emulate.emulator import TracerSettings
 
     root = _corpus_dir(corpus_dir)
     manifest_path = root / MANIFEST_NAME
     out_dir = out or root / "traces"
-    settings = TracerSettings(max_instructions=max_instructions, timeout_s=timeout, memory_mb=memory_mb)
-    max_bytes = max_file_bytes(max_file_size)
     progress = Progress(
         TextColumn("[bold]tracing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TextColumn("{task.fields[last]}"), console=err_console, transient=True,
@@ -326,10 +412,10 @@ def trace(
 
         try:
             outcomes = trace_corpus(
-                manifest_path, out_dir, settings, workers or os.cpu_count(), on_done=done,
+                manifest_path, out_dir, tracer.settings, tracer.workers or os.cpu_count(), on_done=done,
                 retry_errors=retry_errors, only_matched=only_matched, label=label, limit=limit,
-                on_start=lambda n: progress.update(task, total=n), dask_address=dask,
-                max_bytes=max_bytes,
+                on_start=lambda n: progress.update(task, total=n), dask_address=tracer.dask,
+                max_bytes=tracer.max_bytes, match_pool=match_pool,
             )  # fmt: skip
         except (ManifestError, DaskUnavailable) as e:
             raise fail(str(e)) from None

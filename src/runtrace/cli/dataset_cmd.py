@@ -8,13 +8,11 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from runtrace.cli.app import INTERRUPTED, app, console, err_console, fail
+from runtrace.cli.app import INTERRUPTED, app, console, err_console, fail, sub_app
 from runtrace.cli.choices import Normalisation, Representation, Windowing
 
-dataset_app = typer.Typer(help="Turn traces into ISM / BSM token datasets.", no_args_is_help=True)
+dataset_app = sub_app("Turn traces into ISM / BSM token datasets.")
 app.add_typer(dataset_app, name="dataset")
-
-LABELS = ("malicious", "benign")
 
 
 def _read_manifest(path: Path):
@@ -27,60 +25,37 @@ def _read_manifest(path: Path):
         raise fail(str(e)) from None
 
 
-def _labelled_traces(
-    manifest, traces: Path | None
-) -> tuple[list[Path], list[str], list[str], list[str], dict]:
-    """Trace paths with label, origin group and kind, for the manifest rows that have a trace."""
-    columns = set(manifest.column_names)
-    if "sha256" not in columns or "label" not in columns:
-        raise fail("manifest needs sha256 and label columns")
-    group_column = "origin_group" if "origin_group" in columns else "group" if "group" in columns else None
-    paths, labels, groups, kinds = [], [], [], []
-    skipped = {"not malicious/benign": 0, "no trace": 0}
-    for row in manifest.to_pylist():
-        label = (row.get("label") or "").lower()
-        if label not in LABELS:  # grayware and unknowns are neither class
-            skipped["not malicious/benign"] += 1
-            continue
-        sha = row["sha256"]
-        candidates = []
-        if traces is not None:
-            candidates.append(traces / f"{sha}.rtrace")
-        if row.get("trace_path"):
-            candidates.append(Path(row["trace_path"]))
-        found = next((p for p in candidates if p.is_file()), None)
-        if found is None:
-            skipped["no trace"] += 1
-            continue
-        paths.append(found)
-        labels.append(label)
-        groups.append((row.get(group_column) if group_column else None) or sha)
-        kinds.append(row.get("kind") or "")
-    return paths, labels, groups, kinds, skipped
+def _matched_table(table, min_instructions: int, ratio: int):
+    """The manifest rows `--match` keeps: traced files long enough to enter the dataset, then the malware
+    and benign partners drawn by `corpus.matching.match_rows`."""
+    import pyarrow as pa
 
+    from runtrace.corpus.matching import match_rows
 
-def _inputs_key(paths: list[Path], labels, groups, kinds, **settings) -> str:
-    """Hash of what a dataset is built from: each trace file (path, size, modification time), its
-    label, group and kind, and the build settings."""
-    import hashlib
-
-    traces = []
-    for path, label, group, kind in zip(paths, labels, groups, kinds, strict=True):
-        try:
-            stat = path.stat()
-            traces.append([str(path), stat.st_size, stat.st_mtime_ns, label, group, kind])
-        except OSError:
-            traces.append([str(path), None, None, label, group, kind])
-    blob = json.dumps({"settings": settings, "traces": traces}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def _built_from(out: Path) -> str | None:
-    """The inputs key of a complete dataset at `out` (its dataset.json is written last), if any."""
-    try:
-        return json.loads((out / "dataset.json").read_text())["meta"].get("inputs_key")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
+    rows = [
+        r
+        for r in table.to_pylist()
+        if (r.get("label") or "") in ("malicious", "benign")
+        and r.get("trace_status") == "ok"
+        and (r.get("instruction_count") or 0) >= min_instructions
+    ]
+    result = match_rows(rows, ratio=ratio)
+    if not result.rows:
+        raise fail("--match: no malicious file has a traced benign look-alike")
+    unmatched = sum(result.unmatched.values())
+    console.print(
+        f"--match: {result.n_malicious} malicious files with {result.partners} benign partners; "
+        f"{unmatched} malicious files have no look-alike and are left out",
+        highlight=False,
+        soft_wrap=True,
+    )
+    info = {
+        "ratio": ratio,
+        "malicious": result.n_malicious,
+        "benign": result.partners,
+        "unmatched": [[*map(str, k), n] for k, n in result.unmatched.most_common()],
+    }
+    return pa.Table.from_pylist(result.rows, schema=table.schema), info
 
 
 @dataset_app.command("build")
@@ -110,12 +85,17 @@ def build(
         0, help="Leave out traces with fewer executed instructions (so trace length is not the label)."
     ),
     limit: int = typer.Option(None, help="Use only the first N labelled traces (quick experiments)."),
+    match: bool = typer.Option(
+        False, help="Draw benign files matching the malware's arch, kind, toolchain, linker era, size."
+    ),
+    match_ratio: int = typer.Option(1, min=1, help="With --match: benign partners per malicious file."),
     overwrite: bool = typer.Option(False, help="Build again even when OUT is up to date."),
 ) -> None:
     """Encode a corpus's traces as an ISM or BSM dataset (token ids, Parquet file table).
 
     Run again with the same traces and settings, it finds OUT up to date and does nothing."""
     from runtrace.represent.dataset import DatasetError, build_dataset
+    from runtrace.represent.labelled import ManifestColumnsError, built_from, labelled_traces
     from runtrace.represent.windows import WindowConfig
 
     if traces is not None and not traces.is_dir():
@@ -132,18 +112,21 @@ def build(
             raise fail(f"window settings: {e}") from None
 
     table = _read_manifest(manifest)
-    paths, labels, groups, kinds, skipped = _labelled_traces(table, traces)
-    if limit is not None:
-        paths, labels, groups, kinds = paths[:limit], labels[:limit], groups[:limit], kinds[:limit]
-    if not paths:
-        raise fail(f"no labelled traces found ({', '.join(f'{k}: {v}' for k, v in skipped.items())})")
+    match_info = None
+    if match:
+        table, match_info = _matched_table(table, min_instructions, match_ratio)
+    try:
+        chosen = labelled_traces(table, traces).head(limit)
+    except ManifestColumnsError as e:
+        raise fail(str(e)) from None
+    if not chosen.paths:
+        raise fail(f"no labelled traces found ({', '.join(f'{k}: {v}' for k, v in chosen.skipped.items())})")
 
-    inputs_key = _inputs_key(
-        paths, labels, groups, kinds,
+    inputs_key = chosen.inputs_key(
         representation=representation, normalisation=normalisation, api=api, max_tokens=max_tokens,
-        window=window_settings, min_instructions=min_instructions,
+        window=window_settings, min_instructions=min_instructions, match=match_info,
     )  # fmt: skip
-    if not overwrite and _built_from(out) == inputs_key:
+    if not overwrite and built_from(out) == inputs_key:
         console.print(f"{out} is up to date (same traces and settings; --overwrite builds it again)")
         return
 
@@ -155,16 +138,16 @@ def build(
         console=err_console,
         transient=True,
     ) as progress:
-        task = progress.add_task("encode", total=len(paths))
+        task = progress.add_task("encode", total=len(chosen.paths))
         try:
             data = build_dataset(
-                paths,
-                labels,
+                chosen.paths,
+                chosen.labels,
                 representation=representation,
                 normalisation=normalisation,
                 api=api,
-                groups=groups,
-                kinds=kinds,
+                groups=chosen.groups,
+                kinds=chosen.kinds,
                 max_tokens=max_tokens,
                 jobs=jobs,
                 on_error="skip",
@@ -183,10 +166,12 @@ def build(
     if len(data) == 0:
         raise fail("no trace could be read")
     data.meta["inputs_key"] = inputs_key
+    if match_info is not None:
+        data.meta["match"] = match_info
     data.save(out)
     summary = data.describe()
     summary["skipped"] = {
-        **skipped,
+        **chosen.skipped,
         "unreadable": len(data.meta.get("skipped", [])),
         f"under {min_instructions} instructions": len(data.meta.get("short", [])),
     }

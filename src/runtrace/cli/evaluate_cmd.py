@@ -67,7 +67,15 @@ def evaluate(
     ),
     bootstrap: int = typer.Option(1000, help="Bootstrap resamples per interval."),
     manifest: Path = typer.Option(
-        None, help="Corpus manifest: joins PE metadata for the shortcut audit and compiler slices."
+        None,
+        help="Corpus manifest: joins PE metadata (shortcut audit, compiler slices) and families and "
+        "first-seen dates (by-family, temporal).",
+    ),
+    family_cap: int = typer.Option(
+        40, min=0, help="by-family: at most this many files per family, drawn at random (0: no cap)."
+    ),
+    temporal_cut: str = typer.Option(
+        None, help="temporal: cut date YYYY-MM-DD (default: the month that best balances both classes)."
     ),
     window: int = typer.Option(None, help="Leaky protocol: window length (default: the LSTM's)."),
     windows_per_file: int = typer.Option(None, help="Leaky protocol: sampled windows per file."),
@@ -80,8 +88,9 @@ def evaluate(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     table: bool = typer.Option(True, "--table/--no-table", help="Print the results table when done."),
 ) -> None:
-    """Evaluate detectors honestly: leaky, by-file and by-origin splits side by side, per-file metrics
-    with bootstrap intervals, baselines and a metadata shortcut audit (docs/evaluation.md).
+    """Evaluate detectors honestly: leaky, by-file, by-origin, by-family and temporal splits side by side,
+    per-file metrics with bootstrap intervals, baselines and a metadata shortcut audit
+    (docs/evaluation.md).  by-family and temporal need --manifest (families and first-seen dates).
 
     Each finished fold is saved under OUT/checkpoints as it goes; stopped (Ctrl-C, a crash) and run
     again with the same arguments, the evaluation skips the folds already done."""
@@ -98,6 +107,13 @@ def evaluate(
         raise fail("--target-fpr must be in [0, 1)")
     if bootstrap < 0:
         raise fail("--bootstrap must be 0 or more")
+    if temporal_cut is not None:
+        import datetime as dt
+
+        try:
+            dt.date.fromisoformat(temporal_cut)
+        except ValueError:
+            raise fail(f"--temporal-cut {temporal_cut!r} is not a date (YYYY-MM-DD)") from None
     try:
         specs = resolve_models(_split_list(models))
     except KeyError as e:
@@ -148,6 +164,8 @@ def evaluate(
             threshold_fit=threshold_fit,
             window=window_overrides,
             model_options={"lstm": lstm_options},
+            family_cap=family_cap,
+            temporal_cut=temporal_cut,
         )
         protocols = list(PROTOCOLS) if protocol == ALL else [protocol]
         saved = out / checkpoints.DIR_NAME

@@ -1,4 +1,4 @@
-"""`runtrace trace`, `runtrace show` and `runtrace demo`."""
+"""`runtrace trace` and `runtrace show`."""
 
 from __future__ import annotations
 
@@ -11,78 +11,64 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from runtrace.cli.app import (
-    INTERRUPTED,
-    MAX_FILE_SIZE_HELP,
-    app,
-    console,
-    err_console,
-    fail,
-    max_file_bytes,
-)
+from runtrace.cli.app import INTERRUPTED, app, console, err_console, fail
 from runtrace.cli.choices import TraceAlsoWrite
+from runtrace.cli.options import TracerRun, tracer_options
 
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # unicorn 1.0.2 at import
 
 
 def _summary_table(outcomes) -> Table:
-    table = Table(title="trace summary", show_lines=False)
-    for col, justify in [("sample", "left"), ("status", "left"), ("arch", "left"),
-                         ("instructions", "right"), ("blocks", "right"), ("API calls", "right"),
-                         ("stop reason / error", "left")]:  # fmt: skip
-        table.add_column(col, justify=justify, overflow="fold")
-    for o in outcomes:
+    from runtrace.paths import short_names
+
+    table = Table(title="trace summary", show_lines=False, pad_edge=False)
+    columns = [("sample", "left"), ("status", "left"), ("arch", "left"), ("instr.", "right"),
+               ("blocks", "right"), ("APIs", "right"), ("stop reason / error", "left")]  # fmt: skip
+    for col, justify in columns:
+        table.add_column(col, justify=justify, overflow="fold", no_wrap=col == "sample")
+    names = short_names([o.name or o.sha256 for o in outcomes])
+    for o, name in zip(outcomes, names, strict=True):
         why = o.error if o.status == "error" else f"{o.stop_reason} {o.stop_detail}".strip()
         status = {"ok": "[green]ok[/]", "skipped": "[cyan]skipped[/]", "error": "[red]error[/]"}[o.status]
-        count = f"{o.instruction_count:,}" if o.status == "ok" else ""
-        table.add_row(_short(o.name) or o.sha256[:16], status, o.arch, count,
-                      f"{o.block_count:,}" if o.status == "ok" else "",
-                      f"{o.api_call_count:,}" if o.status == "ok" else "", why)  # fmt: skip
+        counts = [o.instruction_count, o.block_count, o.api_call_count] if o.status != "error" else []
+        table.add_row(name, status, o.arch, *(f"{n:,}" for n in counts), *[""] * (3 - len(counts)), why)
     return table
 
 
-def _short(name: str) -> str:
-    """The file name (or archive member) without its directories, for the terminal table."""
-    return name.rsplit("/", 1)[-1] if name else ""
-
-
 @app.command()
+@tracer_options()
 def trace(
     paths: list[Path] = typer.Argument(..., help="PE files, directories or zip archives."),
     out: Path = typer.Option(..., "-o", "--out", help="Directory for the traces and summary.json."),
     password: str = typer.Option(None, help="Zip password (malware archives usually use 'infected')."),
-    max_instructions: int = typer.Option(1_000_000, help="Stop a sample after this many instructions."),
-    timeout: float = typer.Option(60.0, help="Wall-clock seconds per sample."),
-    memory_mb: int = typer.Option(1024, help="Memory cap per tracer process (MiB)."),
-    workers: int = typer.Option(0, help="Parallel tracer processes (0: one per CPU)."),
-    fmt: TraceAlsoWrite = typer.Option(TraceAlsoWrite.NATIVE, "--format", help="Also write x64dbg traces."),
-    retry_errors: bool = typer.Option(False, help="Trace again samples that failed before."),
-    dask: str = typer.Option(
-        None,
-        "--dask",
-        metavar="ADDRESS",
-        help="Trace on this Dask scheduler (tcp://host:8786) instead of locally.",
+    fmt: TraceAlsoWrite = typer.Option(
+        TraceAlsoWrite.NATIVE,
+        "--format",
+        help="x64dbg: also write an x64dbg trace (.trace32/.trace64) of every sample, including those "
+        "traced by an earlier run.",
     ),
-    max_file_size: int = typer.Option(256, "--max-file-size", help=MAX_FILE_SIZE_HELP),
+    retry_errors: bool = typer.Option(
+        False, "--retry-errors", help="Trace again samples that failed before."
+    ),
+    tracer: TracerRun = None,
 ) -> None:
     """Emulate PE files and record their run traces (nothing is executed natively).
 
     Run again with the same settings, it skips what is already traced.  Ctrl-C stops the tracer
-    processes; finished traces and summary.json are kept.
+    processes; finished traces and summary.json are kept.  Exit status: 0 when every input was traced,
+    2 when any failed, 130 when stopped by Ctrl-C.
     """
-    from runtrace.trace.emulate.batch import BatchInterrupted, summarize, trace_batch
-    from runtrace.trace.emulate.emulator import TracerSettings
+    from runtrace.trace.emulate.batch import BatchInterrupted, save_summary, trace_batch
     from runtrace.trace.emulate.inputs import iter_samples
+    from runtrace.trace.formats.x64dbg import write_export
 
-    extra = _x64dbg_writer if fmt is TraceAlsoWrite.X64DBG else None
-    settings = TracerSettings(max_instructions=max_instructions, timeout_s=timeout, memory_mb=memory_mb)
+    extra = write_export if fmt is TraceAlsoWrite.X64DBG else None
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise fail(f"{out}: cannot create output directory: {e.strerror}") from None
-    max_bytes = max_file_bytes(max_file_size)
     try:
-        samples = list(iter_samples(paths, password, max_bytes))
+        samples = list(iter_samples(paths, password, tracer.max_bytes))
     except KeyboardInterrupt:
         raise fail("interrupted while listing the inputs; nothing was traced", INTERRUPTED) from None
     progress = Progress(TextColumn("[bold]tracing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -95,19 +81,15 @@ def trace(
 
         interrupted = None
         try:
-            if dask:
-                outcomes = _on_dask(samples, out, dask, settings, advance, retry_errors, extra)
+            if tracer.dask:
+                outcomes = _on_dask(samples, out, tracer, advance, retry_errors, extra)
             else:
-                outcomes = trace_batch(
-                    samples, out, settings, workers or os.cpu_count(), retry_errors=retry_errors,
-                    extra_writer=extra, on_done=advance,
-                )  # fmt: skip
+                workers = tracer.workers or os.cpu_count()
+                outcomes = trace_batch(samples, out, tracer.settings, workers, retry_errors=retry_errors,
+                                       extra_writer=extra, on_done=advance)  # fmt: skip
         except BatchInterrupted as stop:
             outcomes, interrupted = stop.outcomes, stop
-    summary = summarize(outcomes)
-    if interrupted is not None:
-        summary["interrupted"] = {"unfinished": interrupted.unfinished}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    summary = save_summary(out, outcomes, None if interrupted is None else interrupted.unfinished)
     console.print(_summary_table(outcomes))
     by = summary["by_status"]
     counts = f"{by.get('ok', 0)} traced, {by.get('skipped', 0)} already traced, {by.get('error', 0)} errors"
@@ -123,32 +105,32 @@ def trace(
             soft_wrap=True,
         )
         raise typer.Exit(INTERRUPTED)
+    if by.get("error"):
+        raise typer.Exit(2)
 
 
-def _on_dask(samples, out: Path, address: str, settings, on_done, retry_errors: bool, extra) -> list:
+def _on_dask(samples, out: Path, tracer: TracerRun, on_done, retry_errors: bool, extra) -> list:
     from runtrace.trace.emulate.dask_runner import DaskUnavailable, trace_batch_dask
 
     try:
-        return trace_batch_dask(samples, out, address, settings, on_done, retry_errors, extra)
+        return trace_batch_dask(samples, out, tracer.dask, tracer.settings, on_done, retry_errors, extra)
     except DaskUnavailable as e:
         raise fail(str(e)) from None
 
 
-def _x64dbg_writer(trace, out_dir: Path) -> None:
-    from runtrace.trace.formats.registry import save_as
+def _load(path: Path, fmt: str | None = None):
+    from runtrace.trace.formats.registry import TraceReadError, load_any, read_formats
 
-    ext = ".trace32" if trace.arch.bits == 32 else ".trace64"
-    save_as(trace, out_dir / f"{trace.meta.sha256}{ext}", "x64dbg")
-
-
-def _load(path: Path):
-    from runtrace.trace.formats.registry import TraceReadError, load_any
-
+    if fmt is not None and fmt not in read_formats():
+        raise fail(f"--from must be one of {', '.join(read_formats())}, not {fmt!r}")
     if not path.exists():
         raise fail(f"{path}: no such file")
     try:
-        return load_any(path)
-    except (TraceReadError, ValueError, OSError) as e:
+        return load_any(path, fmt)
+    except TraceReadError as e:
+        hint = "" if fmt else "; name its format with --from"
+        raise fail(f"{e}{hint}") from None
+    except (ValueError, OSError) as e:
         raise fail(str(e) if str(path) in str(e) else f"{path}: {e}") from None
 
 
@@ -156,27 +138,39 @@ def _load(path: Path):
 def show(
     path: Path = typer.Argument(..., help="A trace file (.rtrace, x64dbg .trace32/.trace64, text log)."),
     blocks: bool = typer.Option(False, "--blocks", help="Print basic blocks instead of instructions."),
-    limit: int = typer.Option(0, help="Print at most this many lines (0: all)."),
+    limit: int = typer.Option(
+        0, help="Print at most this many instructions, or with --blocks this many blocks (0: all)."
+    ),
     meta: bool = typer.Option(False, "--meta", help="Print only the trace's metadata as JSON."),
     summary: bool = typer.Option(
         False, "--summary", help="Print only what the program did: files, registry, network, processes, ..."
     ),
+    from_: str = typer.Option(
+        None,
+        "--from",
+        help="The trace's format (native, x64dbg, text, x64dbg-text, ollydbg). Default: detected.",
+    ),
 ) -> None:
-    """Print a trace as a text run trace (`00401000  push ebp`) or as blocks."""
-    tr = _load(path)
+    """Print a trace as a text run trace (`00401000  push ebp`, API calls with their arguments as
+    `; api` lines), as blocks, its metadata or its behaviour summary."""
+    if limit < 0:
+        raise fail("--limit must be 0 (no limit) or more")
+    tr = _load(path, from_)
     if summary:
         _print_behaviour(tr)
         return
     if meta:
-        from runtrace.trace.formats.native import _meta_to_json
+        from runtrace.trace.formats.native import meta_to_json
 
         counts = {"instructions": tr.instruction_count, "blocks": len(tr.blocks), "visits": tr.visit_count}
-        info = _meta_to_json(tr.meta) | counts | {"api_calls": len(tr.api_calls)}
+        info = meta_to_json(tr.meta) | counts | {"api_calls": len(tr.api_calls)}
         console.print_json(json.dumps(info))
         return
+    from runtrace.trace.formats.textlog import api_comment
+
     width = 16 if tr.arch.bits == 64 else 8
     calls = tr.api_calls_by_position()
-    lines = 0
+    shown = 0  # instructions, or blocks with --blocks: what --limit counts
     write = console.file.write
     try:
         for pos, block_id in enumerate(tr.visits.tolist()):
@@ -186,18 +180,16 @@ def show(
                 write(f"block {block_id} @ {b.address:0{width}X} ({b.instruction_count} instructions)\n")
                 for insn in insns:
                     write(f"    {insn.address:0{width}X}  {insn.text}\n")
-                lines += 1
+                shown += 1
             else:
                 for insn in insns:
                     write(f"{insn.address:0{width}X}  {insn.text}\n")
-                    lines += 1
-                    if limit and lines >= limit:
+                    shown += 1
+                    if limit and shown >= limit:
                         break
             for call in calls.get(pos, ()):
-                stub = "" if call.supported else "  (stubbed)"
-                returns = f"returns to {call.return_address:0{width}X}"
-                write(f"{'':{width}}  ; api {call.signature()} -> {returns}{stub}\n")
-            if limit and lines >= limit:
+                write(api_comment(call, width) + "\n")
+            if limit and shown >= limit:
                 break
     except BrokenPipeError:  # `runtrace show x | head`
         os._exit(0)

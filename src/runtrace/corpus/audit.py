@@ -248,7 +248,10 @@ def run_audit(
     table = as_table(rows)
     X, names = metadata_features(table, include_trace, extended)
     y = labels_of(table)
-    groups = np.asarray(_column(table, "origin_group"), dtype=object)
+    # cv_group joins origin groups that share code (codeid.py); older manifests only have origin_group.
+    origin = _column(table, "origin_group")
+    code = table.column("cv_group").to_pylist() if "cv_group" in table.column_names else origin
+    groups = np.asarray([c or o for c, o in zip(code, origin, strict=True)], dtype=object)
     if "match_id" in table.column_names and table.column("match_id").null_count < table.num_rows:
         groups = joined_groups(groups.tolist(), table.column("match_id").to_pylist())
     n_groups = len(set(groups.tolist()))

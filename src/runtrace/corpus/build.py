@@ -12,13 +12,26 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 import numpy as np
 
 from runtrace.corpus import manifest as mf
+from runtrace.corpus import pypi_history
+from runtrace.corpus.codeid import apply_code_cap, code_group_origins, code_identity, cv_groups
+from runtrace.corpus.dates import (
+    CSV_DATE,
+    DEBIAN_CHANGELOG,
+    PYPI_UPLOAD,
+    archive_date,
+    assign_first_seen,
+    parse_csv_date,
+)
+from runtrace.corpus.debsuite import fetch_deb_suite
 from runtrace.corpus.fetch import FetchError, fetch_deb, fetch_wheels
 from runtrace.corpus.pemeta import NotPeError, read_pe_meta
+from runtrace.corpus.reserved import refuse_reserved
 from runtrace.corpus.sources import (
     Candidate,
     Problem,
@@ -50,11 +63,13 @@ class BuildOptions:
     downloads_dir: Path
     sources: SourcesConfig
     max_per_group: int = 0
+    max_per_code_group: int = 0
     match_caliper: float = MATCH_CALIPER
     download_workers: int = 4
     use_archives: bool = True
     use_debian: bool = True
     use_pypi: bool = True
+    use_pypi_history: bool = True
 
 
 @dataclass
@@ -62,8 +77,10 @@ class BuildResult:
     rows: list[dict]
     problems: list[Problem]
     capped: Counter = field(default_factory=Counter)  # origin group -> rows dropped by the cap
+    code_capped: Counter = field(default_factory=Counter)  # code identity -> rows dropped by its cap
     manifest_path: Path | None = None
     skipped_path: Path | None = None
+    undated: list[Problem] = field(default_factory=list)  # rows a dating rule should have dated, and why
 
 
 class Progress:
@@ -84,9 +101,12 @@ def _debian(opts: BuildOptions, progress: Progress) -> Iterator[Candidate | Prob
     advance = progress.stage("debian packages", len(jobs))
     for src, arch in jobs:
         try:
-            unpacked, version = fetch_deb(src.package, arch, opts.downloads_dir)
+            if src.suite:
+                unpacked, version = fetch_deb_suite(src.package, arch, src.suite, opts.downloads_dir)
+            else:
+                unpacked, version = fetch_deb(src.package, arch, opts.downloads_dir)
         except FetchError as e:
-            yield Problem(f"debian {src.package}:{arch}", str(e))
+            yield Problem(f"debian {src.package}:{arch}{f' ({src.suite})' if src.suite else ''}", str(e))
         else:
             yield from debian_candidates(src, arch, unpacked, version)
         advance(1)
@@ -124,7 +144,24 @@ def _pypi(opts: BuildOptions, progress: Progress) -> Iterator[Candidate | Proble
             yield from wheel_candidates(project, wheel, cfg.pe_suffixes)
 
 
-def gather(opts: BuildOptions, progress: Progress) -> Iterator[Candidate | Problem]:
+def _pypi_history(opts: BuildOptions, progress: Progress) -> Iterator[Candidate | Problem]:
+    cfg = opts.sources.pypi_history
+    if cfg is None:
+        return
+    advance = progress.stage("pypi history: projects", len(cfg.projects))
+    jobs = []
+    for item in pypi_history.plan(cfg, opts.downloads_dir):
+        advance(1)
+        if isinstance(item, Problem):
+            yield item
+        else:
+            jobs.append(item)
+    advance = progress.stage("pypi history: files", sum(len(j.files) for j in jobs))
+    for job in jobs:
+        yield from pypi_history.history_candidates(job, opts.downloads_dir, advance, cfg.max_members)
+
+
+def _sources(opts: BuildOptions, progress: Progress) -> Iterator[Candidate | Problem]:
     if opts.use_archives:
         for src in opts.sources.archive:
             yield from archive_candidates(src)
@@ -132,14 +169,36 @@ def gather(opts: BuildOptions, progress: Progress) -> Iterator[Candidate | Probl
         yield from _debian(opts, progress)
     if opts.use_pypi:
         yield from _pypi(opts, progress)
+    if opts.use_pypi_history:
+        yield from _pypi_history(opts, progress)
+
+
+def gather(opts: BuildOptions, progress: Progress) -> Iterator[Candidate | Problem]:
+    """Every candidate of every source, each checked against the reserved-software rule."""
+    for item in _sources(opts, progress):
+        if isinstance(item, Candidate):
+            # Whatever the source type, a reserved package stops the build (reserved.py says why).
+            refuse_reserved(item.source, item.package, _where(item))
+        yield item
 
 
 # --- turning candidates into rows ---------------------------------------------------------------
 
 
+# Every usable file of the last build before the caps, so a rebuild reuses the metadata of files the caps
+# left out too (re-parsing them is most of a rebuild's time).
+PARSED_NAME = "parsed.parquet"
+
+
 def _previous_rows(path: Path) -> dict[str, dict]:
     """Rows of an earlier build: their trace columns are kept, and their PE metadata is reused (not
     recomputed) when it was computed by the same manifest version."""
+    parsed = path.with_name(PARSED_NAME)
+    earlier = _read_previous(parsed) if parsed.is_file() else {}
+    return earlier | _read_previous(path)
+
+
+def _read_previous(path: Path) -> dict[str, dict]:
     if not path.is_file():
         return {}
     try:
@@ -200,8 +259,17 @@ class _Assembler:
             "file_name": c.file_name,
             "also_in": [],
             "note": c.note,
+            "licence": c.licence or None,
+            "family": c.family or None,
+            "family_kind": c.family_kind or None,
             **meta,
         }
+        csv_date = parse_csv_date(c.csv_date)
+        if csv_date is not None:
+            row["first_seen"], row["first_seen_source"] = csv_date, CSV_DATE
+        elif c.first_seen:  # the source knew the date (a PyPI file's upload, a Debian package's changelog)
+            rule = PYPI_UPLOAD if c.source.startswith("pypi") else DEBIAN_CHANGELOG
+            row["first_seen"], row["first_seen_source"] = date.fromisoformat(c.first_seen), rule
         if c.archive_path:
             row |= {"storage": "zip", "path": c.archive_path, "archive_member": c.archive_member}
             row["archive_password"] = c.archive_password
@@ -225,8 +293,8 @@ class _Assembler:
 
     def _meta(self, sha: str, data: bytes | None, c: Candidate) -> dict | None:
         prev = self.previous.get(sha)
-        if prev is not None and prev.get("arch"):
-            return {name: prev.get(name) for name in PE_COLUMNS}
+        if prev is not None and prev.get("arch") and prev.get("code_id"):
+            return {name: prev.get(name) for name in (*PE_COLUMNS, "code_id")}
         if data is None:
             data = c.read()
         try:
@@ -234,7 +302,7 @@ class _Assembler:
         except NotPeError as e:
             self.problems.append(Problem(_where(c), str(e)))
             return None
-        return meta.as_dict() | {"linker_version": meta.linker_version}
+        return meta.as_dict() | {"linker_version": meta.linker_version, "code_id": code_identity(data)}
 
     def _duplicate(self, existing: dict, c: Candidate, sha: str) -> None:
         if existing["label"] != c.label:
@@ -274,13 +342,19 @@ def _round_robin(buckets: dict[object, list[dict]]) -> list[dict]:
 
 
 def apply_group_cap(rows: list[dict], cap: int) -> tuple[list[dict], Counter]:
-    """Keep at most `cap` rows per origin group, spread over the group's arch x kind mix."""
+    """Keep at most `cap` benign rows per origin group, spread over the group's arch x kind mix.
+
+    Malware is never capped: every sample of the archives stays in the corpus (a family of hundreds,
+    like APT1, is weighed down by the evaluation's by-family protocol, not dropped here)."""
     if cap <= 0:
         return rows, Counter()
     by_group: dict[str, list[dict]] = defaultdict(list)
-    for row in rows:
-        by_group[row["origin_group"]].append(row)
     kept: list[dict] = []
+    for row in rows:
+        if row["label"] == "benign":
+            by_group[row["origin_group"]].append(row)
+        else:
+            kept.append(row)
     dropped: Counter = Counter()
     for group, members in by_group.items():
         if len(members) <= cap:
@@ -373,7 +447,14 @@ def build_corpus(opts: BuildOptions, progress: Progress | None = None) -> BuildR
             assembler.add(item)
         advance(1)
     rows = assembler.finish()
+    mf.write_manifest(rows, opts.corpus_dir / PARSED_NAME)
+    spread = code_group_origins(rows)  # before the caps: who shared each code, even if capped away
+    rows, code_capped = apply_code_cap(rows, opts.max_per_code_group)
     rows, capped = apply_group_cap(rows, opts.max_per_group)
+    for row, group in zip(rows, cv_groups(rows, spread=spread), strict=True):
+        row["cv_group"] = group
+    archives = {row["path"] for row in rows if row.get("storage") == "zip"}
+    undated = assign_first_seen(rows, opts.downloads_dir, {a: archive_date(a) for a in archives})
     mark_matched_subset(rows, opts.match_caliper)
     rows.sort(key=lambda r: (r["label"], r["origin_group"], r["sha256"]))
     mf.write_manifest(rows, manifest_path)
@@ -381,4 +462,12 @@ def build_corpus(opts: BuildOptions, progress: Progress | None = None) -> BuildR
     with skipped_path.open("w", encoding="utf-8") as f:
         for p in assembler.problems:
             f.write(json.dumps({"where": p.where, "reason": p.reason}) + "\n")
-    return BuildResult(rows, assembler.problems, capped, manifest_path, skipped_path)
+    return BuildResult(
+        rows,
+        assembler.problems,
+        capped,
+        code_capped,
+        manifest_path,
+        skipped_path,
+        [Problem(w, r) for w, r in undated],
+    )

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from urllib.parse import unquote
 
+from runtrace.corpus.reserved import refuse_reserved
+
 COMPLETE_MARKER = ".runtrace-complete"
 
 
@@ -99,6 +101,7 @@ def fetch_wheels(
     project: str, platform: str, python: str, downloads_dir: Path, timeout_s: float = 600
 ) -> list[Path]:
     """Download the newest wheel of `project` for one Windows platform and Python; cached per triple."""
+    refuse_reserved("pypi", project)  # a reserved project is never downloaded, whoever asks
     folder = downloads_dir / "pypi" / normalise_project(project) / f"py{python}-{platform}"
     if (folder / COMPLETE_MARKER).is_file():
         return sorted(folder.glob("*.whl"))

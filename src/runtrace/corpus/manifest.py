@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 # Bumped whenever a column's meaning or computation changes: a rebuild then recomputes every row.
-MANIFEST_VERSION = 2
+MANIFEST_VERSION = 3
 
 PROVENANCE_FIELDS = [
     pa.field("sha256", pa.string(), nullable=False),
@@ -30,6 +30,7 @@ PROVENANCE_FIELDS = [
     pa.field("archive_member", pa.string()),
     pa.field("archive_password", pa.string()),  # the archive's public convention ("infected"), not a secret
     pa.field("note", pa.string()),
+    pa.field("licence", pa.string()),  # the package's licence as its metadata states it
 ]
 
 PE_FIELDS = [
@@ -53,7 +54,18 @@ PE_FIELDS = [
     pa.field("signed", pa.bool_()),
     pa.field("subsystem", pa.int32()),
     pa.field("timestamp", pa.int64()),
+    # A reproducible build (MSVC /Brepro, lld /Brepro) writes a hash of the content where the link time
+    # would be: its `timestamp` is no date at all.
+    pa.field("repro_build", pa.bool_()),
     pa.field("packer_hint", pa.string()),
+]
+
+CODE_FIELDS = [
+    # Hash of the executable sections with relocation targets zeroed (codeid.py): equal = same program.
+    pa.field("code_id", pa.string()),
+    # The cross-validation group: origin groups joined by shared code, or a widely shared code group
+    # (installer stub, launcher, runtime DLL) on its own.  No fold may split one.
+    pa.field("cv_group", pa.string()),
 ]
 
 SELECTION_FIELDS = [
@@ -75,7 +87,20 @@ TRACE_FIELDS = [
     pa.field("trace_error", pa.string()),
 ]
 
-SCHEMA = pa.schema(PROVENANCE_FIELDS + PE_FIELDS + SELECTION_FIELDS + TRACE_FIELDS)
+LINEAGE_FIELDS = [
+    # The source collection's grouping label (threat actor, report or campaign, malware family), as its
+    # csv spells it; null where the source gives none.  A grouping key, not ground truth (corpus.md).
+    pa.field("family", pa.string()),
+    pa.field("family_kind", pa.string()),  # "threat-actor", "report-or-campaign", "malware-family", "crypter"
+    # When the file was first known to exist, for temporal evaluation (corpus/dates.py says how), and
+    # which rule gave the date: "csv-date", "pe-timestamp", "pypi-upload", "debian-changelog"; null: none.
+    pa.field("first_seen", pa.date32()),
+    pa.field("first_seen_source", pa.string()),
+]
+
+SCHEMA = pa.schema(
+    PROVENANCE_FIELDS + PE_FIELDS + CODE_FIELDS + SELECTION_FIELDS + LINEAGE_FIELDS + TRACE_FIELDS
+)
 TRACE_COLUMNS = [f.name for f in TRACE_FIELDS]
 
 

@@ -55,6 +55,7 @@ class PeMeta:
     signed: bool  # carries an Authenticode blob (not verified: only presence is a packaging trait)
     subsystem: int
     timestamp: int
+    repro_build: bool  # a REPRO debug entry: `timestamp` is a content hash, not the link time
     packer_hint: str  # "upx" etc. from section names, "" when none is recognised
 
     @property
@@ -162,6 +163,14 @@ def _rich_summary(pe: pefile.PE) -> tuple[bool, int, int]:
     return True, len(set(compids)), max(builds, default=0)
 
 
+IMAGE_DEBUG_TYPE_REPRO = 16
+
+
+def _repro_build(pe: pefile.PE) -> bool:
+    entries = getattr(pe, "DIRECTORY_ENTRY_DEBUG", None) or []
+    return any(getattr(e.struct, "Type", None) == IMAGE_DEBUG_TYPE_REPRO for e in entries)
+
+
 def read_pe_meta(data: bytes, file_name: str = "") -> PeMeta:
     """Describe one PE image; raises `NotPeError` for anything runtrace should not keep."""
     _sniff(data)
@@ -181,6 +190,7 @@ def read_pe_meta(data: bytes, file_name: str = "") -> PeMeta:
                 directories=[
                     pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_IMPORT"],
                     pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_EXPORT"],
+                    pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_DEBUG"],
                 ]
             )
         imports = getattr(pe, "DIRECTORY_ENTRY_IMPORT", [])
@@ -218,6 +228,7 @@ def read_pe_meta(data: bytes, file_name: str = "") -> PeMeta:
             signed=signed,
             subsystem=int(pe.OPTIONAL_HEADER.Subsystem),
             timestamp=int(pe.FILE_HEADER.TimeDateStamp),
+            repro_build=_repro_build(pe),
             packer_hint=_packer_hint(sections),
         )
     except NotPeError:

@@ -130,3 +130,95 @@ def packages_markdown(rows: list[dict]) -> str:
         n = sum(c.values())
         lines.append(f"| {label} | {source} | {package} | {n} | {c['exe']} | {c['dll']} | {c['driver']} |")
     return "\n".join(lines)
+
+
+def trace_coverage_markdown(rows: list[dict], min_instructions: int = 1000) -> str:
+    """Per class and source: files, traced, and traced long enough to enter a dataset."""
+    counts: dict[tuple, Counter] = defaultdict(Counter)
+    for r in rows:
+        c = counts[(r["label"], r["source"])]
+        c["files"] += 1
+        if r.get("trace_status") == "ok":
+            c["traced"] += 1
+            c["long"] += (r.get("instruction_count") or 0) >= min_instructions
+    lines = [
+        f"| class | source | files | traced | ≥ {min_instructions:,} instructions | share of traced |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for (label, source), c in sorted(counts.items()):
+        share = f"{c['long'] / c['traced']:.0%}" if c["traced"] else "–"
+        lines.append(f"| {label} | {source} | {c['files']} | {c['traced']} | {c['long']} | {share} |")
+    return "\n".join(lines)
+
+
+# The section of a Markdown page `runtrace corpus audit --write-doc` writes, between these markers; the
+# rest of the page is left as it is.
+DOC_BEGIN = "<!-- corpus-figures:begin (written by `runtrace corpus audit --write-doc`) -->"
+DOC_END = "<!-- corpus-figures:end -->"
+
+
+def audit_document(
+    rows: list[dict],
+    results,
+    manifest: str,
+    digest: str,
+    include_trace: bool,
+    day: str,
+    notes: list[str] = (),
+    training_rows: list[dict] | None = None,
+    figure_sections: list[str] = (),
+) -> str:
+    """The corpus figures and audit results as one Markdown section: the audit first (with notes on what
+    each audited set is), the training set's classes when a dataset was audited, histograms, then the
+    corpus's composition."""
+    from runtrace.corpus.audit import audit_markdown
+
+    return "\n\n".join([
+        f"Figures written by `runtrace corpus audit` on {day} from `{manifest}` "
+        f"(manifest sha256 `{digest[:16]}...`), trace columns: {'yes' if include_trace else 'no'}.",
+        "### Shortcut audit", audit_markdown(results), *notes,
+        *([] if training_rows is None else ["### Training set per class", summary_markdown(training_rows)]),
+        *figure_sections,
+        "### Traced long enough, per source", trace_coverage_markdown(rows),
+        "### Per class", summary_markdown(rows),
+        "### Class x arch x kind x compiler", composition_markdown(rows),
+        "### Files per package", packages_markdown(rows),
+    ])  # fmt: skip
+
+
+# The section `runtrace corpus lineage --write-doc` writes.
+LINEAGE_BEGIN = "<!-- corpus-lineage:begin (written by `runtrace corpus lineage --write-doc`) -->"
+LINEAGE_END = "<!-- corpus-lineage:end -->"
+
+
+def write_doc_section(path, block: str, begin: str = DOC_BEGIN, end: str = DOC_END) -> None:
+    """Put `block` between the markers of the page at `path` (appended when the page has none)."""
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    section = f"{begin}\n{block}\n{end}"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        tail = rest.split(end, 1)[1]
+        text = head + section + tail
+    else:
+        text = (text.rstrip() + "\n\n" if text else "") + section + "\n"
+    path.write_text(text, encoding="utf-8")
+
+
+def problem_kind(reason: str) -> str:
+    """The kind of a skipped file's problem, for the one-line count after a build."""
+    for needle, kind in [
+        ("pip download", "download failures"),
+        ("download ", "download failures"),
+        ("reserved project", "reserved (independent check)"),
+        ("no Windows files", "no Windows files in the years"),
+        ("apt-get", "download failures"),
+        ("unsupported architecture", "non-x86 architecture"),
+        ("neither class", "unlabelled (grayware etc.)"),
+        ("labelled", "label conflicts"),
+        ("not PE", "not PE"),
+        ("no MZ", "not PE"),
+        ("PE header", "not PE"),
+    ]:
+        if needle in reason:
+            return kind
+    return "other"

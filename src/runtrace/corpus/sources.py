@@ -18,7 +18,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from runtrace.corpus.debsuite import deb_provenance
 from runtrace.corpus.fetch import normalise_project
+from runtrace.corpus.history_config import PypiHistorySources
+from runtrace.corpus.reserved import ReservedError, refuse_reserved
 from runtrace.corpus.store import repo_root
 
 DEFAULT_SOURCES = Path(__file__).with_name("sources.toml")
@@ -27,6 +30,9 @@ LABELS = ("malicious", "benign")
 
 class ConfigError(ValueError):
     """An unusable sources file; the message names the file and the problem."""
+
+
+FamilyKind = Literal["threat-actor", "report-or-campaign", "malware-family", "crypter"]
 
 
 class _Strict(BaseModel):
@@ -38,6 +44,11 @@ class ArchiveSource(_Strict):
     zip: str
     csv: str
     password: str = ""
+    # What the csv's `family` column means depends on which collection a row came from (its `source`
+    # column): a threat actor, a report or campaign, a malware family.  Keyed by that column's value;
+    # `family_kind_overrides` (keyed by the lower-case family) corrects single labels, e.g. a crypter.
+    family_kinds: dict[str, FamilyKind] = {}
+    family_kind_overrides: dict[str, FamilyKind] = {}
 
 
 class DebianSource(_Strict):
@@ -45,6 +56,7 @@ class DebianSource(_Strict):
     architectures: list[str]
     pe_globs: list[str]
     group_by: Literal["package", "module"] = "package"
+    suite: str = ""  # another Debian release (bullseye, trixie, sid); "" = the machine's apt sources
 
 
 class PypiSources(_Strict):
@@ -57,18 +69,27 @@ class PypiSources(_Strict):
 
 class BuildSettings(_Strict):
     max_per_group: int = Field(default=0, ge=0)
+    max_per_code_group: int = Field(default=0, ge=0)  # files of one code identity (see codeid.py)
 
 
 class SourcesConfig(_Strict):
     archive: list[ArchiveSource] = []
     debian: list[DebianSource] = []
     pypi: PypiSources | None = None
+    pypi_history: PypiHistorySources | None = None
     build: BuildSettings = BuildSettings()
 
 
 def shared_dir() -> Path:
+    """`shared/` beside the checkout - or beside a folder above it, for a git worktree kept in a
+    subfolder next to the main checkout (e.g. work/wt/<branch> with work/shared)."""
     root = repo_root()
-    return (root.parent / "shared") if root else Path("shared")
+    if root is None:
+        return Path("shared")
+    for parent in root.parents:
+        if (parent / "shared").is_dir():
+            return parent / "shared"
+    return root.parent / "shared"
 
 
 def expand_path(text: str) -> Path:
@@ -84,11 +105,23 @@ def load_sources(path: Path | None = None) -> SourcesConfig:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
     try:
-        return SourcesConfig.model_validate(raw)
+        config = SourcesConfig.model_validate(raw)
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ConfigError(f"{path}: {where}: {first['msg']}") from None
+    try:
+        check_sources(config)
+    except ReservedError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return config
+
+
+def check_sources(config: SourcesConfig) -> None:
+    """Refuse a config that names a reserved package (see `reserved.py`), before anything is fetched."""
+    if config.pypi is not None:
+        for project in [*config.pypi.projects, *config.pypi.extra_pythons]:
+            refuse_reserved("pypi", project)
 
 
 @dataclass(slots=True)
@@ -107,6 +140,11 @@ class Candidate:
     archive_password: str = ""
     expected_sha256: str = ""  # from the archive's csv: checked, and lets a rerun skip decryption
     note: str = ""
+    first_seen: str = ""  # YYYY-MM-DD the file was first public (upload / package date), "" unknown
+    licence: str = ""
+    family: str = ""  # the collection's grouping label (actor, report, family), as the csv spells it
+    family_kind: str = ""  # what that label is (FamilyKind)
+    csv_date: str = ""  # the csv's date for the file (YYYY-MM, YYYY-MM-DD or a range), as written
 
     @property
     def file_name(self) -> str:
@@ -143,6 +181,15 @@ def archive_origin_group(archive: str, row: dict[str, str]) -> str:
     if not stem or _HEXNAME.match(stem):
         return f"{archive}/sha256:{row['sha256'][:16]}"
     return f"{archive}/{stem.lower()}"
+
+
+def family_kind(src: ArchiveSource, row: dict[str, str]) -> str:
+    """What the row's family label is, from the collection it came from; "" without a label."""
+    family = (row.get("family") or "").strip()
+    if not family:
+        return ""
+    override = src.family_kind_overrides.get(family.lower())
+    return override or src.family_kinds.get((row.get("source") or "").strip(), "")
 
 
 def archive_candidates(src: ArchiveSource) -> Iterator[Candidate | Problem]:
@@ -191,6 +238,9 @@ def archive_candidates(src: ArchiveSource) -> Iterator[Candidate | Problem]:
             archive_password=src.password,
             expected_sha256=sha,
             note=(row.get("note") or "").strip(),
+            family=(row.get("family") or "").strip(),
+            family_kind=family_kind(src, row),
+            csv_date=(row.get("date") or "").strip(),
         )
 
 
@@ -199,6 +249,7 @@ def archive_candidates(src: ArchiveSource) -> Iterator[Candidate | Problem]:
 
 def debian_candidates(src: DebianSource, arch: str, unpacked: Path, version: str) -> Iterator[Candidate]:
     seen: set[Path] = set()
+    first_seen, licence = deb_provenance(unpacked, src.package)
     for pattern in src.pe_globs:
         for path in sorted(unpacked.glob(pattern)):
             if not path.is_file() or path.is_symlink() or path in seen:
@@ -216,6 +267,8 @@ def debian_candidates(src: DebianSource, arch: str, unpacked: Path, version: str
                 origin_group=group,
                 member=member,
                 read=path.read_bytes,
+                first_seen=first_seen,
+                licence=licence,
             )
 
 

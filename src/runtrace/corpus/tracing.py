@@ -49,10 +49,18 @@ def outcome_columns(outcome) -> dict:
     }
 
 
-def select_rows(rows: list[dict], only_matched: bool, label: str | None, limit: int) -> list[dict]:
+def select_rows(
+    rows: list[dict], only_matched: bool, label: str | None, limit: int, match_pool: bool = False
+) -> list[dict]:
+    if match_pool:
+        from runtrace.corpus.matching import match_pool as pool
+
+        rows = pool(rows)
     chosen = [
         r for r in rows if (not only_matched or r.get("matched")) and (not label or r["label"] == label)
     ]
+    if match_pool:  # the pool comes in priority order: keep it
+        return chosen[:limit] if limit > 0 else chosen
     if limit > 0:
         # Alternate the classes so a partial run still has both of them, each class in a fixed shuffled
         # order so a partial run spreads over sources and groups instead of taking the manifest's first.
@@ -80,6 +88,7 @@ def trace_corpus(
     on_start: Callable[[int], None] | None = None,
     dask_address: str | None = None,
     max_bytes: int | None = None,
+    match_pool: bool = False,
 ) -> list:
     """Trace the selected manifest rows; the manifest is updated even if the run is interrupted.
     With `dask_address` the emulation runs on that Dask cluster (the samples are read here)."""
@@ -87,7 +96,7 @@ def trace_corpus(
     from runtrace.trace.emulate.dask_runner import trace_batch_dask
 
     rows = mf.read_manifest_rows(manifest_path)
-    chosen = select_rows(rows, only_matched, label, limit)
+    chosen = select_rows(rows, only_matched, label, limit, match_pool)
     if on_start:
         on_start(len(chosen))
     outcomes: list = []

@@ -14,18 +14,25 @@ from runtrace.evaluate.interfaces import SequenceData
 
 
 def join_manifest(data: SequenceData, manifest: pa.Table) -> tuple[list[str], int]:
-    """Append the manifest's PE columns that `data.files` lacks; returns (columns added, files matched).
+    """Append the manifest's PE and lineage columns that `data.files` lacks; returns (columns added,
+    files matched).
 
     Files absent from the manifest get nulls (unknown), never a default value that could look like a
-    real size or count.  Only PE metadata is taken: provenance columns (paths, archive details) say where
-    a sample came from, and would hand a classifier its label.
+    real size or count.  Only PE metadata and lineage (family, first seen) are taken: provenance columns
+    (paths, archive details) say where a sample came from, and would hand a classifier its label.  The
+    lineage columns decide the by-family and temporal splits; no model reads them (the metadata model
+    takes a fixed list of PE and trace columns).
     """
-    from runtrace.corpus.manifest import PE_FIELDS
+    from runtrace.corpus.manifest import LINEAGE_FIELDS, PE_FIELDS
 
     if "sha256" not in manifest.column_names:
         raise ValueError("the manifest has no sha256 column")
     files = data.files
-    take = [f.name for f in PE_FIELDS if f.name in manifest.column_names and f.name not in files.column_names]
+    take = [
+        f.name
+        for f in PE_FIELDS + LINEAGE_FIELDS
+        if f.name in manifest.column_names and f.name not in files.column_names
+    ]
     position = {sha: i for i, sha in enumerate(manifest.column("sha256").to_pylist())}
     rows = [position.get(sha) for sha in files.column("sha256").to_pylist()]
     indices = pa.array(rows, type=pa.int64())  # null index -> null row

@@ -76,19 +76,22 @@ def _write_predictions(result: EvaluationRun, path: Path) -> None:
         file_rows = run.parent if run.parent is not None else np.arange(n)
         starts = run.window_start.tolist() if run.window_start is not None else [None] * n
         for name, pred in run.predictions.items():
-            columns["dataset"] += [run.dataset] * n
-            columns["representation"] += [run.representation] * n
-            columns["protocol"] += [run.protocol] * n
-            columns["model"] += [name] * n
-            columns["unit"] += [run.unit] * n
-            columns["row"] += np.arange(n).tolist()
-            columns["sha256"] += shas[file_rows].tolist()
-            columns["window_start"] += list(starts)
-            columns["label"] += run.labels.tolist()
-            columns["fold"] += pred.fold.tolist()
-            columns["score"] += pred.score.tolist()
-            columns["threshold"] += pred.threshold.tolist()
-            columns["decision"] += pred.decision.tolist()
+            # Only rows some fold tested: by-family and temporal leave some out (never scored).
+            tested = np.flatnonzero(pred.fold >= 0)
+            m = len(tested)
+            columns["dataset"] += [run.dataset] * m
+            columns["representation"] += [run.representation] * m
+            columns["protocol"] += [run.protocol] * m
+            columns["model"] += [name] * m
+            columns["unit"] += [run.unit] * m
+            columns["row"] += tested.tolist()
+            columns["sha256"] += shas[file_rows[tested]].tolist()
+            columns["window_start"] += [starts[i] for i in tested]
+            columns["label"] += run.labels[tested].tolist()
+            columns["fold"] += pred.fold[tested].tolist()
+            columns["score"] += pred.score[tested].tolist()
+            columns["threshold"] += pred.threshold[tested].tolist()
+            columns["decision"] += pred.decision[tested].tolist()
     pq.write_table(pa.table(columns), path)
 
 

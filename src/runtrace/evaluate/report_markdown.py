@@ -3,13 +3,17 @@ the shortcut audit, slices, folds and plots, each section labelled for what it i
 
 from __future__ import annotations
 
-from runtrace.evaluate.protocols import BY_FILE, BY_ORIGIN, LEAKY
+from runtrace.evaluate.protocols import BY_FAMILY, BY_FILE, BY_ORIGIN, LEAKY, TEMPORAL
 from runtrace.evaluate.schema import Counts, DatasetInfo, Estimate, EvaluationResults, ProtocolRunInfo
+from runtrace.evaluate.summary import FAMILY_DIMENSION, YEAR_DIMENSION
 
 # docs/paper.md: the figures to beat, per representation (accuracy, false-positive rate).
 PAPER = {"ism": (0.8751, 0.1834), "bsm": (0.9926, 0.0262)}
 AUDIT_MARGIN = 0.05  # metadata-only AUC this close to the best sequence model's means a confounded corpus
 METADATA_MODEL = "metadata"
+
+PROTOCOL_ORDER = {BY_FILE: 0, BY_ORIGIN: 1, BY_FAMILY: 2, TEMPORAL: 3, LEAKY: 4}
+LINEAGE_DIMENSIONS = (FAMILY_DIMENSION, YEAR_DIMENSION)
 
 SUMMARY_COLUMNS = (
     ("accuracy", "accuracy"),
@@ -100,8 +104,10 @@ def render_markdown(results: EvaluationResults, plot_paths: dict, keys: dict) ->
         "(TP/FP/TN/FN).  Decisions use the threshold each fold chose on its own training data; ROC-AUC and "
         "TPR at a fixed FPR are ranking figures (the best TPR the ROC curve reaches at that FPR), needing no "
         "threshold.  *by-file* is the primary protocol; *by-origin* keeps benign packages and malware "
-        "families out of test when they are in train; *leaky* (windows split at random, regardless of file) "
-        "is shown only to measure how much such a split inflates results.",
+        "families out of test when they are in train; *by-family* keeps every malware family (actor, "
+        "report, family label) on one side, with at most a fixed number of files per family; *temporal* "
+        "trains on files first seen before a cut date and tests on later ones; *leaky* (windows split at "
+        "random, regardless of file) is shown only to measure how much such a split inflates results.",
         "",
     ]
     if results.skipped_protocols:
@@ -114,7 +120,7 @@ def render_markdown(results: EvaluationResults, plot_paths: dict, keys: dict) ->
         key = keys[d.name]
         lines += [f"## {key.upper()}: `{d.name}`", "", "### Per-file results", ""]
         rows = []
-        for run in sorted(runs, key=lambda r: (r.protocol != BY_FILE, r.protocol != BY_ORIGIN, r.protocol)):
+        for run in sorted(runs, key=lambda r: (PROTOCOL_ORDER.get(r.protocol, 9), r.protocol)):
             for model in results.models(run.dataset, run.protocol):
                 e = results.result(run.dataset, run.protocol, model).per_file
                 rows.append(
@@ -123,18 +129,11 @@ def render_markdown(results: EvaluationResults, plot_paths: dict, keys: dict) ->
             for model, why in run.skipped_models.items():
                 rows.append([run.protocol, model] + ["not run"] * len(SUMMARY_COLUMNS) + [why])
         lines += _table(["protocol", "model"] + [h for _, h in SUMMARY_COLUMNS] + ["TP/FP/TN/FN"], rows)
-        benign = d.benign or 0
-        limited = [t for t in (0.01, 0.001) if benign * t < 1]
-        if limited:
-            lines += [
-                f"With {benign} benign files, FPR moves in steps of 1/{benign}: "
-                f"TPR@FPR {' and '.join('1 %' if t == 0.01 else '0.1 %' for t in limited)} "
-                "can only be measured as TPR at FPR = 0 here.",
-                "",
-            ]
+        lines += _resolution_notes(runs, results)
         lines += _paper_section(d, runs, results)
         lines += _inflation_section(runs, results)
         lines += _audit_section(runs, results)
+        lines += _lineage_section(runs, results)
         lines += _slice_section(runs, results)
         lines += _fold_section(runs, results)
         lines += ["### Plots", ""]
@@ -146,6 +145,89 @@ def render_markdown(results: EvaluationResults, plot_paths: dict, keys: dict) ->
         if notes:
             lines += ["### Notes", ""] + [f"- {n}" for n in notes] + [""]
     return "\n".join(lines) + "\n"
+
+
+def _resolution_notes(runs: list[ProtocolRunInfo], results: EvaluationResults) -> list[str]:
+    """Say, per protocol, when too few benign files were tested to measure TPR at 1 % or 0.1 % FPR."""
+    lines = []
+    for run in sorted(runs, key=lambda r: PROTOCOL_ORDER.get(r.protocol, 9)):
+        models = results.models(run.dataset, run.protocol)
+        if not models:
+            continue
+        benign = results.result(run.dataset, run.protocol, models[0]).per_file.counts.n_benign
+        limited = [t for t in (0.01, 0.001) if benign * t < 1]
+        if limited:
+            lines.append(
+                f"- {run.protocol}: with {benign} benign files tested, FPR moves in steps of 1/{benign}: "
+                f"TPR@FPR {' and '.join('1 %' if t == 0.01 else '0.1 %' for t in limited)} "
+                "can only be measured as TPR at FPR = 0 here."
+            )
+    return lines + [""] if lines else []
+
+
+def _lineage_section(runs: list[ProtocolRunInfo], results: EvaluationResults) -> list[str]:
+    """by-family: the cap and recall of the largest families; temporal: the cut and files per year."""
+    lines: list[str] = []
+    for run in runs:
+        models = results.models(run.dataset, run.protocol)
+        if run.protocol == BY_FAMILY and models:
+            lines += _family_section(run, models, results)
+        if run.protocol == TEMPORAL and models:
+            lines += _temporal_section(run)
+    return lines
+
+
+def _family_section(run: ProtocolRunInfo, models: list[str], results: EvaluationResults) -> list[str]:
+    info = run.info
+    capped = info.get("capped") or {}
+    cap = (
+        f"At most {info.get('family_cap')} files per family, drawn at random: "
+        + ", ".join(f"{f} {kept} of {n}" for f, (n, kept) in capped.items())
+        + "."
+        if capped
+        else "No family was over the cap."
+    )
+    with_family, without = info.get("malicious_with_family", "?"), info.get("malicious_without_family", "?")
+    table: dict[str, dict[str, str]] = {}
+    sizes: dict[str, int] = {}
+    for model in models:
+        for sl in results.result(run.dataset, run.protocol, model).slices:
+            if sl.dimension == FAMILY_DIMENSION:
+                table.setdefault(sl.value, {})[model] = _fmt(sl["tpr"], "tpr")
+                sizes[sl.value] = sl.counts.n_malicious
+    return [
+        "### By family",
+        "",
+        f"{info.get('families', '?')} families; {with_family} malicious files with a family and {without} "
+        f"without (each its own group). {cap}",
+        "",
+        "Recall (TPR at each fold's training-fold threshold) on the largest families, with 95 % intervals; "
+        "a family is tested only by a model that saw none of its files in training.",
+        "",
+    ] + _table(
+        ["family", "files tested", *models],
+        [[f, str(sizes[f]), *(table[f].get(m, "n/a") for m in models)] for f in table],
+    )
+
+
+def _temporal_section(run: ProtocolRunInfo) -> list[str]:
+    info = run.info
+    by_year: dict[int, dict[tuple[str, str], int]] = {}
+    for rec in info.get("by_year", []):
+        by_year.setdefault(rec["year"], {})[(rec["side"], rec["label"])] = rec["files"]
+    undated = info.get("undated", {})
+    cells = [("train", "malicious"), ("train", "benign"), ("test", "malicious"), ("test", "benign")]
+    return [
+        "### Temporal split",
+        "",
+        f"Cut at **{info.get('cut')}** ({info.get('rule')}): training files were first seen before it, test "
+        f"files on or after it. Undated files sit out ({undated.get('malicious', 0)} malicious, "
+        f"{undated.get('benign', 0)} benign). Files per year of first sighting:",
+        "",
+    ] + _table(
+        ["year", "train malicious", "train benign", "test malicious", "test benign"],
+        [[str(y), *(str(by_year[y].get(c, "")) for c in cells)] for y in sorted(by_year)],
+    )
 
 
 def _known(n: int | None) -> str:
@@ -296,7 +378,11 @@ def _slice_section(runs: list[ProtocolRunInfo], results: EvaluationResults) -> l
         if run.protocol == LEAKY:
             continue
         for model in results.models(run.dataset, run.protocol):
-            slices = results.result(run.dataset, run.protocol, model).slices
+            slices = [
+                s
+                for s in results.result(run.dataset, run.protocol, model).slices
+                if s.dimension not in LINEAGE_DIMENSIONS or s.dimension == YEAR_DIMENSION
+            ]
             if not slices:
                 continue
             rows = [

@@ -8,6 +8,7 @@ test fold).  Models see data through a guarded view, so touching a test row whil
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,8 @@ class RunConfig:
     window: dict = field(default_factory=dict)
     guard: bool = True
     model_options: dict = field(default_factory=dict)  # per model name: keyword arguments for its builder
+    family_cap: int = P.DEFAULT_FAMILY_CAP  # by-family: most files any one family keeps (0: no cap)
+    temporal_cut: str | None = None  # temporal: the cut date (YYYY-MM-DD); None chooses one
 
 
 @dataclass
@@ -82,6 +85,7 @@ class ProtocolRun:
     window: dict | None  # the window settings, leaky protocol only
     n_folds: int
     notes: list[str] = field(default_factory=list)
+    info: dict = field(default_factory=dict)  # the plan's account of its split (cut, family cap, ...)
     predictions: dict[str, Predictions] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # model -> why it did not run
 
@@ -193,6 +197,11 @@ def _plan(protocol: str, data: SequenceData, config: RunConfig) -> tuple[P.Plan,
         return P.by_file(data, config.folds, config.seed), data
     if protocol == P.BY_ORIGIN:
         return P.by_origin(data, config.folds, config.seed), data
+    if protocol == P.BY_FAMILY:
+        return P.by_family(data, config.folds, config.seed, config.family_cap), data
+    if protocol == P.TEMPORAL:
+        cut = dt.date.fromisoformat(config.temporal_cut) if config.temporal_cut else None
+        return P.temporal(data, cut), data
     raise ValueError(f"unknown protocol {protocol!r}")
 
 
@@ -283,6 +292,7 @@ def run_evaluation(
                 window=view.config.to_json() if isinstance(view, WindowView) else None,
                 n_folds=len(plan.folds),
                 notes=list(plan.notes),
+                info=dict(plan.info),
             )
             # Caches (n-gram counts) are shared by every model and fold on this view, never beyond it.
             shared: dict = {}
@@ -314,14 +324,16 @@ def run_evaluation(
 
 
 def per_file(run: ProtocolRun, pred: Predictions) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(file rows, labels, scores, decisions) per file.
+    """(file rows, labels, scores, decisions) per file that was tested.
 
     Under the leaky protocol a file's windows were scored in several folds; its score is the mean of its
-    window scores and it is flagged when at least half its windows were.
+    window scores and it is flagged when at least half its windows were.  Under by-family and temporal
+    some files are never tested (over the family cap, undated, or training data before the cut): they
+    are not in the figures.
     """
     if run.parent is None:
-        rows = np.arange(len(run.labels))
-        return rows, run.labels, pred.score, pred.decision
+        rows = np.flatnonzero(pred.fold >= 0)
+        return rows, run.labels[rows], pred.score[rows], pred.decision[rows]
     n_files = len(run.data.labels())
     counts = np.bincount(run.parent, minlength=n_files)
     rows = np.flatnonzero(counts)

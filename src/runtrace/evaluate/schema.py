@@ -118,6 +118,8 @@ class ProtocolRunInfo(_Schema):
     window: dict | None = None
     notes: list[str] = []
     skipped_models: dict[str, str] = {}  # model -> why it did not run
+    # How the protocol split the files: by-family's cap, temporal's cut and files per class and year.
+    info: dict = {}
 
 
 class DatasetInfo(_Schema):

@@ -12,8 +12,9 @@ from importlib import metadata
 
 import numpy as np
 
+from runtrace.evaluate import lineage
 from runtrace.evaluate.metrics import file_metrics, point_metrics, window_point_metrics
-from runtrace.evaluate.protocols import sha256_column
+from runtrace.evaluate.protocols import BY_FAMILY, TEMPORAL, sha256_column
 from runtrace.evaluate.runner import EvaluationRun, Predictions, ProtocolRun, per_file
 from runtrace.evaluate.schema import (
     FIXED_THRESHOLD,
@@ -66,6 +67,30 @@ def file_slices(files, rows: np.ndarray) -> list[tuple[str, str, np.ndarray]]:
     return out
 
 
+FAMILY_SLICES = 10  # by-family: recall is reported for this many of the largest families
+FAMILY_DIMENSION = "family"
+YEAR_DIMENSION = "first-seen year"
+
+
+def lineage_slices(run: ProtocolRun, rows: np.ndarray) -> list[tuple[str, str, np.ndarray]]:
+    """by-family: one slice per large family (its malicious files: recall); temporal: one per year of
+    first sighting among the tested files.  (dimension, value, mask over `rows`)."""
+    if run.protocol == BY_FAMILY:
+        fam = lineage.families(run.data)[rows]
+        malicious = np.asarray(run.data.labels())[rows] == 1
+        sizes = {}
+        for f in fam[malicious]:
+            if f:
+                sizes[f] = sizes.get(f, 0) + 1
+        largest = sorted(sizes, key=lambda f: (-sizes[f], f))[:FAMILY_SLICES]
+        return [(FAMILY_DIMENSION, f, malicious & (fam == f)) for f in largest]
+    if run.protocol == TEMPORAL:
+        dates = lineage.first_seen(run.data)
+        years = np.asarray([dates[i].year if dates[i] else -1 for i in rows])
+        return [(YEAR_DIMENSION, str(y), years == y) for y in sorted(set(years.tolist())) if y >= 0]
+    return []
+
+
 def _fold_figures(run: ProtocolRun, pred: Predictions) -> list[FoldResult]:
     out = []
     for record in pred.folds:
@@ -111,7 +136,7 @@ def summarise_model(run: ProtocolRun, pred: Predictions, n_resamples: int, seed:
         folds=_fold_figures(run, pred),
         slices=[
             SliceMetrics(dimension=dimension, value=value, **figures(decision, mask))
-            for dimension, value, mask in file_slices(run.data.files, rows)
+            for dimension, value, mask in file_slices(run.data.files, rows) + lineage_slices(run, rows)
         ],
         per_window=per_window,
         per_file_aggregation=aggregation,
@@ -190,6 +215,7 @@ def summarise(
                 window=run.window,
                 notes=run.notes,
                 skipped_models=run.skipped,
+                info=run.info,
             )
             for run in result.runs
         ],

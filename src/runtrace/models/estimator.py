@@ -85,6 +85,17 @@ class WindowNet(nn.Module):
         return logits, scores
 
 
+def shortest_trace(data) -> int | None:
+    """Executed instructions of the dataset's shortest trace: its `--min-instructions` floor, or the
+    shortest file when that is longer; None when the dataset says neither (a stand-in dataset)."""
+    meta = find_attribute(data, "meta") or {}
+    floor = meta.get("min_instructions")
+    files = find_attribute(data, "files")
+    if files is None or "n_instructions" not in files.column_names or files.num_rows == 0:
+        return floor
+    return max(int(np.asarray(files.column("n_instructions")).min()), floor or 0)
+
+
 class LstmClassifier:
     """Common machinery of the two LSTM classifiers; use `IsmLstm` or `BsmLstm`."""
 
@@ -166,7 +177,12 @@ class LstmClassifier:
             self.config.block_vocabulary,
             block_ids=tables.representation == BSM and self.config.model.block_id_embedding,
         )
-        self.data_spec = {"normalisation": tables.normalisation, "api": tables.api}
+        # The scanner judges no trace shorter than any the model was trained on.
+        self.data_spec = {
+            "normalisation": tables.normalisation,
+            "api": tables.api,
+            "min_instructions": shortest_trace(data),
+        }
         self.net = self._build_net().to(ctx.device)
         task = WindowTraining(
             fit,

@@ -50,6 +50,9 @@ KINDS = {"ism-lstm": ISM, "bsm-lstm": BSM}  # model kind -> the representation i
 AGGREGATIONS = ("mean", "max", "attention")  # window outputs -> file score
 POOLINGS = ("last", "mean", "max")  # LSTM outputs of a window -> its features
 BLOCK_ENCODERS = ("mean", "max", "conv")  # BSM: a block's instructions -> its vector
+# The shortest trace a model that does not record its training minimum is taken to have been trained on:
+# 1,000 instructions, what `make reproduce` builds its datasets with (`--min-instructions 1000`).
+UNRECORDED_MIN_INSTRUCTIONS = 1000
 
 
 class SpecError(ValueError):
@@ -69,6 +72,9 @@ class DataSpec:
     api: bool = True
     # A dataset built with --max-tokens cut its sequences; training does not record it yet (docs/scan.md).
     max_tokens: int | None = None
+    # The dataset's --min-instructions: the model never saw a shorter trace, so the scanner judges none
+    # (None: not recorded, a model trained before training wrote it; see UNRECORDED_MIN_INSTRUCTIONS).
+    min_instructions: int | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,12 @@ class CheckpointSpec:
     @property
     def data_spec(self) -> DataSpec:
         return self.data or DataSpec()
+
+    @property
+    def min_instructions(self) -> int:
+        """The shortest trace the model was trained on (executed instructions)."""
+        recorded = self.data_spec.min_instructions
+        return UNRECORDED_MIN_INSTRUCTIONS if recorded is None else recorded
 
     @classmethod
     def from_json(cls, obj: dict) -> CheckpointSpec:

@@ -19,7 +19,7 @@ loads them in its own process), checked from the file's size before anything is 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from runtrace.trace.emulate.inputs import (
@@ -38,24 +38,36 @@ from runtrace.trace.formats.registry import named_format, sniff_format
 @dataclass(frozen=True)
 class TraceFile:
     path: Path
+    name: str = ""  # what results call it (default: the path)
 
-    @property
-    def name(self) -> str:
-        return str(self.path)
+    def __post_init__(self) -> None:
+        if not self.name:
+            object.__setattr__(self, "name", str(self.path))
 
 
 ScanInput = Sample | InputProblem | TraceFile
 
 
-def is_trace_file(path: Path) -> bool:
-    if named_format(path) is not None:
+def is_trace_file(path: Path, name: str | None = None) -> bool:
+    """Whether the file is a run trace rather than a sample; by `name`'s extension when given."""
+    if named_format(name or path) is not None:
         return True
     try:
         if is_pe_file(path):
             return False
-        return sniff_format(path) is not None
+        return sniff_format(path, name) is not None
     except OSError:
         return False  # the sample reader reports why it cannot be read
+
+
+def scan_input(path: Path, name: str) -> ScanInput:
+    """One stored file as `runtrace scan NAME` would see a file of that name and these bytes: sorted by
+    the name's extension and the content, and named `name` in results and messages (the service keeps
+    uploads by sha256 and scans them under their upload's name)."""
+    if is_trace_file(path, name):
+        return TraceFile(path, name)
+    items = list(iter_samples([path]))
+    return replace(items[0], name=name) if items else InputProblem(name, "no such file")
 
 
 def iter_inputs(

@@ -59,6 +59,7 @@ class OnnxModel:
         self.representation = spec.representation
         data = spec.data_spec
         self.normalisation, self.api, self.max_tokens = data.normalisation, data.api, data.max_tokens
+        self.min_instructions = spec.min_instructions  # shorter traces were never in its training data
         self.window = dict(spec.window)
         self.aggregation = spec.aggregation
         self.insn_index = _vocabulary_index(vocabularies["instructions"])

@@ -1,4 +1,7 @@
-"""The terminal view of a scan report (rich).  Analysis never happens here: it renders a `ScanReport`."""
+"""The terminal view of a scan report (rich).  Analysis never happens here: it renders a `ScanReport`.
+
+Laid out for an 80-column terminal: file names as short as still tells them apart, short column
+headers, no sha256 spread over lines."""
 
 from __future__ import annotations
 
@@ -8,7 +11,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from runtrace.scan.schema import Decision, FileResult, ScanReport
+from runtrace.paths import short_names
+from runtrace.scan.schema import Contribution, Decision, Explanation, FileResult, ScanReport
 
 EXPLAIN_ALL_UP_TO = 5  # batches this small show every file's explanation; larger ones the malicious only
 SHOWN_INSTRUCTIONS = 6
@@ -16,16 +20,19 @@ _STYLE = {"malicious": "bold red", "benign": "green", "unknown": "yellow", None:
 
 
 def render_report(report: ScanReport, console: Console) -> None:
+    names = dict(
+        zip((r.name for r in report.results), short_names([r.name for r in report.results]), strict=True)
+    )
     console.print(_header(report), highlight=False, soft_wrap=True)
-    console.print(_results_table(report.results))
+    console.print(_results_table(report.results, names))
     for r in report.results:
         if r.status == "ok" and r.verdict == "unknown":
-            console.print(f"[yellow]unknown:[/] {escape(r.name)}: {escape(r.reason or '')}", highlight=False,
-                          soft_wrap=True)  # fmt: skip
+            console.print(f"[yellow]unknown:[/] {escape(names[r.name])}: {escape(r.reason or '')}",
+                          highlight=False, soft_wrap=True)  # fmt: skip
     few = len(report.results) <= EXPLAIN_ALL_UP_TO
     for r in report.results:
-        if r.explanation is not None and r.explanation.contributions and (few or r.verdict == "malicious"):
-            console.print(_explanation_panel(r))
+        if r.explanation is not None and (few or r.verdict == "malicious"):
+            console.print(_explanation_panel(r, names[r.name]))
     s = report.summary
     console.print(
         f"{s.files} file{'s' if s.files != 1 else ''}: {s.malicious} malicious, {s.benign} benign, "
@@ -39,7 +46,10 @@ def _header(report: ScanReport) -> str:
     if m is None:
         return "no model"
     name = escape(f"{m.kind} {m.version}" if m.version else m.kind)
-    return f"model: {name} (weights {m.weights_sha256[:12]}); {describe_decision(report.decision)}"
+    return (
+        f"model: {name} (weights {m.weights_sha256[:12]}); {describe_decision(report.decision)}; "
+        f"traces under {report.min_instructions:,} instructions are not judged"
+    )
 
 
 def describe_decision(d: Decision | None) -> str:
@@ -51,58 +61,67 @@ def describe_decision(d: Decision | None) -> str:
     return f"threshold {d.threshold:.3f}, calibrated for a false-positive rate of {d.target_fpr:.2%}"
 
 
-def _results_table(results: list[FileResult]) -> Table:
-    table = Table(show_lines=False)
-    columns = [("file", "left"), ("verdict", "left"), ("P(mal.)", "right"), ("arch", "left"),
-               ("instructions", "right"), ("API calls", "right"), ("stop / error", "left")]  # fmt: skip
+def _results_table(results: list[FileResult], names: dict[str, str]) -> Table:
+    table = Table(show_lines=False, pad_edge=False)
+    columns = [("file", "left"), ("verdict", "left"), ("P(mal)", "right"), ("arch", "left"),
+               ("instr.", "right"), ("APIs", "right"), ("stop / error", "left")]  # fmt: skip
     for col, justify in columns:
-        table.add_column(col, justify=justify, overflow="fold")
+        table.add_column(col, justify=justify, overflow="fold", no_wrap=col == "file")
     for r in results:
         verdict = Text(r.verdict or "error", style=_STYLE.get(r.verdict, "red"))
-        name = Text(_short(r.name))
+        name = Text(names[r.name])
         if r.status == "error":
             table.add_row(name, verdict, "", "", "", "", Text(r.reason or "", style="red"))
             continue
         t = r.trace
         stop = Text(f"{t.stop_reason} {t.stop_detail}".strip())
-        table.add_row(name, verdict, f"{r.probability:.3f}", t.arch, f"{t.instructions:,}",
-                      f"{t.api_calls:,}", stop)  # fmt: skip
+        p = "–" if r.probability is None else f"{r.probability:.3f}"
+        table.add_row(name, verdict, p, t.arch, f"{t.instructions:,}", f"{t.api_calls:,}", stop)
     return table
 
 
-def _explanation_panel(r: FileResult) -> Panel:
+def _explanation_panel(r: FileResult, name: str) -> Panel:
     e = r.explanation
+    parts = []
+    for title, rows in (("towards malicious", e.towards_malicious), ("towards benign", e.towards_benign)):
+        if rows:
+            parts += [Text(title, style="bold"), _rows_table(rows)]
+    parts.append(Text(_summary(e), style="yellow" if e.weak else "dim"))
+    title = f"{escape(name)}: [{_STYLE[r.verdict]}]{r.verdict}[/] (P = {r.probability:.3f})"
+    return Panel(Group(*parts), title=title, title_align="left")
+
+
+def _rows_table(rows: list[Contribution]) -> Table:
+    """Rank, where, ΔP, occurrences, then the block's code with the API calls made near it below (one
+    column, so that the calls' arguments have the width of the code, not a sliver beside it)."""
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
     for col, justify in [("#", "right"), ("where", "left"), ("ΔP", "right"), ("seen", "right"),
-                         ("code", "left"), ("API calls nearby", "left")]:  # fmt: skip
-        table.add_column(col, justify=justify, overflow="fold")
-    for c in e.contributions:
+                         ("code, then API calls nearby", "left")]:  # fmt: skip
+        table.add_column(col, justify=justify, overflow="fold", no_wrap=col in ("where", "ΔP", "seen"))
+    for c in rows:
         where = c.address if c.kind == "block" else f"API {c.api}"
         delta = _delta(c.contribution) if c.contribution is not None else "~"
         code = c.instructions[:SHOWN_INSTRUCTIONS]
         if len(c.instructions) > SHOWN_INSTRUCTIONS:
             code.append(f"... ({len(c.instructions) - SHOWN_INSTRUCTIONS} more)")
-        # Text, not markup: disassembly is full of brackets ("dword ptr [ecx]").
-        cells = [where, delta, str(c.occurrences), "\n".join(code), "\n".join(c.nearby_api_calls)]
-        table.add_row(str(c.rank), *map(Text, cells))
-    note = Text(
+        # Text, not markup: disassembly is full of brackets ("dword ptr [ecx]").  A cut instruction
+        # line reads better than one wrapped into two.
+        cell = [Text("\n".join(code), no_wrap=True, overflow="ellipsis")]
+        if c.nearby_api_calls:
+            cell.append(Text("\n".join(f"→ {call}" for call in c.nearby_api_calls), style="cyan"))
+        table.add_row(str(c.rank), Text(where), Text(delta), Text(str(c.occurrences)), Group(*cell))
+    return table
+
+
+def _summary(e: Explanation) -> str:
+    share = "" if e.shown_share is None else f"the rows shown account for {e.shown_share:.0%} of the score; "
+    text = (
         f"ΔP: how much P(malicious) drops when the model no longer sees the block (occlusion by "
-        f"{e.baseline}); {e.units_exact} of {e.units_total} blocks and API functions occluded exactly.",
-        style="dim",
+        f"{e.baseline}); {share}{e.units_exact} of {e.units_total} blocks and API functions occluded exactly."
     )
-    title = f"{escape(_short(r.name))}: [{_STYLE[r.verdict]}]{r.verdict}[/] (P = {r.probability:.3f})"
-    return Panel(Group(table, note), title=title, title_align="left")
+    return f"{e.note}.\n{text}" if e.note else text
 
 
 def _delta(value: float) -> str:
     """A change of P, readable whether it is 0.8 or 0.0003."""
     return f"{value:+.3f}" if abs(value) >= 0.001 or value == 0 else f"{value:+.1e}"
-
-
-def _short(name: str) -> str:
-    """The file name (or archive member) without its directories; a sha256 name cut to 12 digits."""
-    base = name.rsplit("/", 1)[-1] if name else ""
-    stem, dot, suffix = base.partition(".")
-    if len(stem) == 64 and all(c in "0123456789abcdef" for c in stem.lower()):
-        return f"{stem[:12]}…{dot}{suffix}"
-    return base

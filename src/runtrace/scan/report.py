@@ -1,4 +1,5 @@
-"""Turning a scored trace into the result document's parts: trace facts and explained contributions."""
+"""Turning a scored trace into the result document's parts: trace facts, behaviour, the API calls with
+their arguments, and the explanation's rows."""
 
 from __future__ import annotations
 
@@ -7,16 +8,30 @@ from collections import Counter
 import numpy as np
 
 from runtrace.scan.explain import UnitAttribution
-from runtrace.scan.schema import ApiCount, Contribution, TraceFacts
-from runtrace.trace.model import Trace
+from runtrace.scan.schema import ApiCallLog, ApiCallRecord, ApiCount, Behaviour, Contribution, TraceFacts
+from runtrace.trace.model import ApiCall, Trace
 
 NEARBY_VISITS = 3  # API calls this close (in visits) to a block's occurrences are shown with it
 MAX_DISASSEMBLY = 16
+MAX_CALLS_LISTED = 256  # API calls listed with their arguments per result (the first ones)
+NEARBY_ARG_CHARS = 48  # a string argument shown beside a block is cut to this many characters
 
 
-def trace_facts(trace: Trace, seq, positions: np.ndarray, window_logits: np.ndarray) -> TraceFacts:
+def trace_facts(trace: Trace, seq, score=None) -> TraceFacts:
+    """The trace's figures; window figures only when it was scored (`score`), not for `unknown`."""
     meta = trace.meta
     counts = Counter(c.name for c in trace.api_calls)
+    scored = {}
+    if score is not None:
+        positions = score.batch.positions
+        probabilities = 1.0 / (1.0 + np.exp(-score.outputs.logits))
+        scored = dict(
+            positions_scored=int(np.count_nonzero(np.bincount(positions[positions >= 0]))),  # distinct
+            # Each window's own probability, so a reader (the service's page) can see where in the run
+            # the model grew suspicious; the file's probability aggregates these.
+            window_starts=[int(s) for s in seq.starts],
+            window_probabilities=[round(float(p), 4) for p in probabilities],
+        )
     return TraceFacts(
         source=meta.source,
         arch=str(meta.arch),
@@ -31,12 +46,35 @@ def trace_facts(trace: Trace, seq, positions: np.ndarray, window_logits: np.ndar
         tracer_version=meta.tracer_version,
         emulation_s=float(meta.wall_time_s),
         sequence_length=seq.length,
-        windows=len(seq.starts),
-        positions_scored=int(np.count_nonzero(np.bincount(positions[positions >= 0]))),  # distinct
-        # Each window's own probability, so a reader (the service's page) can see where in the run the
-        # model grew suspicious; the file's probability aggregates these (mean, max or attention).
-        window_starts=[int(s) for s in seq.starts],
-        window_probabilities=[round(float(p), 4) for p in 1.0 / (1.0 + np.exp(-window_logits))],
+        windows=len(seq.starts) if score is not None else 0,
+        positions_scored=scored.pop("positions_scored", 0),
+        **scored,
+    )
+
+
+def behaviour(trace: Trace) -> Behaviour:
+    """The tracer's behaviour summary, the kinds the result document knows (a kind a newer tracer adds
+    stays in the trace file until the document learns it)."""
+    recorded = trace.meta.behaviour or {}
+    return Behaviour(**{kind: list(recorded[kind]) for kind in Behaviour.model_fields if kind in recorded})
+
+
+def api_call_log(trace: Trace) -> ApiCallLog:
+    width = 16 if trace.arch.bits == 64 else 8
+    calls = sorted(trace.api_calls, key=lambda c: c.position)[:MAX_CALLS_LISTED]
+    return ApiCallLog(
+        total=len(trace.api_calls),
+        calls=[
+            ApiCallRecord(
+                visit=c.position,
+                name=c.name,
+                args=list(c.args),
+                result=c.result,
+                return_address=f"0x{c.return_address:0{width}x}",
+                stubbed=not c.supported,
+            )
+            for c in calls
+        ],
     )
 
 
@@ -68,7 +106,8 @@ def contribution(rank: int, trace: Trace, unit: UnitAttribution, calls, call_pos
 
 
 def nearby_calls(trace: Trace, block_id: int, calls, call_positions: np.ndarray, limit: int = 5) -> list[str]:
-    """API functions called within NEARBY_VISITS visits of the block's occurrences, most frequent first."""
+    """API calls made within NEARBY_VISITS visits of the block's occurrences, with their arguments
+    (`KERNEL32.LoadLibraryA("ws2_32.dll") (x3)`), most frequent first."""
     if not len(call_positions):
         return []
     visits = np.flatnonzero(trace.visits == block_id)
@@ -79,5 +118,11 @@ def nearby_calls(trace: Trace, block_id: int, calls, call_positions: np.ndarray,
     before = np.abs(call_positions - visits[np.clip(at - 1, 0, len(visits) - 1)])
     after = np.abs(visits[np.clip(at, 0, len(visits) - 1)] - call_positions)
     close = np.minimum(before, after) <= NEARBY_VISITS
-    names = Counter(calls[k].name for k in np.flatnonzero(close).tolist())
-    return [f"{n} (x{k})" if k > 1 else n for n, k in names.most_common(limit)]
+    shown = Counter(short_call(calls[k]) for k in np.flatnonzero(close).tolist())
+    return [f"{n} (x{k})" if k > 1 else n for n, k in shown.most_common(limit)]
+
+
+def short_call(call: ApiCall) -> str:
+    """The call with its arguments (long strings cut), without its result: calls that differ only in
+    what they returned are the same call to an analyst reading a block."""
+    return call.signature(result=False, max_string=NEARBY_ARG_CHARS)

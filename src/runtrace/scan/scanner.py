@@ -21,17 +21,19 @@ from pathlib import Path
 
 import numpy as np
 
-from runtrace.scan.calibration import Calibration
-from runtrace.scan.explain import DEFAULT_CANDIDATES, UnitAttribution, attribute
+from runtrace.paths import default_model_dir
+from runtrace.scan.calibration import Calibration, CalibrationError, read_calibration
+from runtrace.scan.explain import DEFAULT_CANDIDATES, Attribution, UnitAttribution, attribute
 from runtrace.scan.inputs import ScanInput, TraceFile
-from runtrace.scan.onnxmodel import OnnxModel
-from runtrace.scan.report import contribution, trace_facts
+from runtrace.scan.onnxmodel import ModelError, OnnxModel
+from runtrace.scan.report import api_call_log, behaviour, contribution, trace_facts
 from runtrace.scan.schema import (
     Decision,
     Explanation,
     FileResult,
     ModelId,
     ModelInfo,
+    ScanReport,
     Summary,
     Timing,
 )
@@ -39,13 +41,18 @@ from runtrace.scan.score import score_sequence
 from runtrace.scan.sequence import encode_for_model
 from runtrace.trace.emulate.inputs import InputProblem, Sample
 from runtrace.trace.model import Trace
+from runtrace.trace.settings import TracerSettings
 
-# Fewer executed instructions than this and the verdict is "unknown".  A Windows program's start-up
-# code (C runtime initialisation before main/WinMain) alone runs thousands of instructions; a trace this
-# short means the emulator stopped in the first function or two (an unsupported trick, a fault, a
-# missing dependency), and a verdict on it would be a verdict on the loader stub, not on the program.
-DEFAULT_MIN_INSTRUCTIONS = 200
-DEFAULT_EXPLAIN = 5
+DEFAULT_EXPLAIN = 5  # rows per direction (towards malicious, towards benign)
+# An explanation is called weak when no row shown moves P by more than WEAK_DELTA on its own, or when the
+# rows shown together account for less than WEAK_SHARE of the score; with the score closer than
+# MIN_DISTANCE to the reference (every unit masked) there is no score for rows to account for.
+WEAK_DELTA = 0.01
+WEAK_SHARE = 0.25
+MIN_DISTANCE = 0.01
+
+# Exit statuses (clamscan's 0/1/2, and 3 for files the model could not judge).
+CLEAN, MALICIOUS, ERRORS, UNKNOWN, INTERRUPTED = 0, 1, 2, 3, 130
 
 
 class ScanInterrupted(KeyboardInterrupt):
@@ -57,16 +64,21 @@ class ScanInterrupted(KeyboardInterrupt):
         self.total = total
 
 
+class ScannerError(ValueError):
+    """The scanner cannot start: no model, a broken model or calibration (one line)."""
+
+
 @dataclass
 class ScanOptions:
-    min_instructions: int = DEFAULT_MIN_INSTRUCTIONS
-    explain: int = DEFAULT_EXPLAIN  # contributions per result (0: no explanation)
+    # Traces with fewer executed instructions are "unknown"; None: the shortest trace the model was
+    # trained on (its config.json), since a verdict on a shorter one is a guess outside its data.
+    min_instructions: int | None = None
+    explain: int = DEFAULT_EXPLAIN  # rows per direction (0: no explanation)
     candidates: int = DEFAULT_CANDIDATES  # units occluded exactly
     workers: int = 0  # tracer processes (0: one per CPU, at most one per sample)
-    max_instructions: int = 1_000_000
-    timeout_s: float = 60.0
-    memory_mb: int = 1024
+    tracer: TracerSettings = field(default_factory=TracerSettings)
     dask: str | None = None  # a Dask scheduler's address: trace there instead of in local processes
+    keep_traces: Path | None = None  # write traces here (reused when traced with the same settings)
 
 
 @dataclass
@@ -74,6 +86,38 @@ class Scanner:
     model: OnnxModel
     calibration: Calibration
     options: ScanOptions = field(default_factory=ScanOptions)
+
+    @classmethod
+    def load(
+        cls, model_dir: Path | None = None, options: ScanOptions | None = None, threshold: float | None = None
+    ) -> Scanner:
+        """The scanner for a model directory (default: the bundled model); `threshold` replaces the
+        calibrated one.  ScannerError (one line) when the model or its calibration cannot be used."""
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise ScannerError(f"--threshold must be between 0 and 1, not {threshold}")
+        if model_dir is None:
+            model_dir = default_model_dir()
+            if not (model_dir / "config.json").exists():
+                raise ScannerError(
+                    f"no default model installed ({model_dir} is missing or empty); "
+                    "pass --model DIR with a model directory written by `runtrace train`"
+                )
+        try:
+            model = OnnxModel.load(model_dir)
+            calibration = read_calibration(model_dir)
+        except (ModelError, CalibrationError) as e:
+            raise ScannerError(str(e)) from None
+        if threshold is not None:
+            source = "--threshold on the command line (no FPR calibration)"
+            calibration = Calibration(threshold, None, source, calibration.model_version)
+        return cls(model, calibration, options or ScanOptions())
+
+    @property
+    def min_instructions(self) -> int:
+        """The `unknown` floor: the option, else the model's training minimum; never below 1 (a trace
+        of nothing is never judged)."""
+        chosen = self.options.min_instructions
+        return max(self.model.min_instructions if chosen is None else chosen, 1)
 
     # --- model description, repeated in every result ----------------------------------------------------
     @property
@@ -106,27 +150,26 @@ class Scanner:
     def analyse_trace(
         self, trace: Trace, name: str, sha256: str | None, input_kind: str, trace_s: float = 0.0
     ) -> FileResult:
+        """The record of one trace: judged when it is at least as long as the model's floor, else
+        `unknown` without a probability (the model is not asked)."""
         m = self.model
         started = time.perf_counter()
         seq = encode_for_model(trace, m.representation, m.normalisation, m.api, m.max_tokens, m.window)
         n_instructions = trace.instruction_count
-        judged = n_instructions >= self.options.min_instructions
-        want_explanation = judged and self.options.explain > 0
-        score = score_sequence(m, seq)
+        judged = n_instructions >= self.min_instructions
+        score = score_sequence(m, seq) if judged else None
         scored_at = time.perf_counter()
         explanation = None
-        if want_explanation:
-            units = attribute(m, trace, seq, score, candidates=self.options.candidates)
-            explanation = self._explanation(trace, units)
+        if judged and self.options.explain > 0:
+            explanation = self._explanation(trace, attribute(m, trace, seq, score, self.options.candidates))
         done = time.perf_counter()
 
-        probability = score.probability
-        reason = None
-        if not judged:
-            verdict = "unknown"
-            reason = _too_short(trace, n_instructions, self.options.min_instructions)
-        else:
+        if judged:
+            probability, reason = score.probability, None
             verdict = "malicious" if probability >= self.calibration.threshold else "benign"
+        else:
+            probability, verdict = None, "unknown"
+            reason = _too_short(trace, n_instructions, self.min_instructions, self.options.min_instructions)
         return FileResult(
             model=self.model_id,
             name=name,
@@ -138,7 +181,9 @@ class Scanner:
             decision=self.decision,
             reason=reason,
             traced_sample_sha256=trace.meta.sha256 or None,
-            trace=trace_facts(trace, seq, score.batch.positions, score.outputs.logits),
+            trace=trace_facts(trace, seq, score),
+            behaviour=behaviour(trace),
+            api_calls=api_call_log(trace),
             explanation=explanation,
             timing=Timing(
                 trace_s=round(trace_s, 4),
@@ -160,6 +205,8 @@ class Scanner:
             reason=" ".join(message.split()),
             traced_sample_sha256=None,
             trace=None,
+            behaviour=None,
+            api_calls=None,
             explanation=None,
             timing=None,
         )
@@ -170,13 +217,30 @@ class Scanner:
         except Exception as e:  # noqa: BLE001 - one file's failure must not end the batch
             return self.error_result(name, f"scoring failed: {type(e).__name__}: {e}", sha256, input_kind)
 
-    def _explanation(self, trace: Trace, units: list[UnitAttribution]) -> Explanation:
-        shown = units[: self.options.explain]
+    def _explanation(self, trace: Trace, attribution: Attribution) -> Explanation:
+        """Rows both ways, each ranked by effect: what pushed the file towards malicious and what pushed
+        it towards benign; then how much of the score the rows shown account for, measured by masking
+        them together, and a plain note when that is little."""
+        n = self.options.explain
+        units = attribution.units
+        towards_malicious = [u for u in units if _effect(u) > 0][:n]  # `units` is sorted largest first
+        benign_first = sorted(
+            (u for u in units if _effect(u) < 0), key=lambda u: (u.contribution is None, _effect(u))
+        )
+        towards_benign = benign_first[:n]
+        shown = towards_malicious + towards_benign
+        p, reference = attribution.probability, attribution.reference_probability
+        without = attribution.masked_probability(u.code for u in shown)
+        share = (p - without) / (p - reference) if abs(p - reference) >= MIN_DISTANCE else None
+        largest = max((abs(u.contribution) for u in shown if u.contribution is not None), default=0.0)
+        note = _weakness(p, reference, share, largest, len(shown))
+
         calls = sorted(trace.api_calls, key=lambda c: c.position)
         call_positions = np.fromiter((c.position for c in calls), dtype=np.int64, count=len(calls))
-        contributions = [
-            contribution(rank, trace, unit, calls, call_positions) for rank, unit in enumerate(shown, 1)
-        ]
+
+        def rows(chosen: list[UnitAttribution]):
+            return [contribution(rank, trace, u, calls, call_positions) for rank, u in enumerate(chosen, 1)]
+
         baseline = (
             "the OOV token"
             if self.model.representation == "ism"
@@ -186,8 +250,39 @@ class Scanner:
             baseline=baseline,
             units_total=len(units),
             units_exact=sum(u.contribution is not None for u in units),
-            contributions=contributions,
+            towards_malicious=rows(towards_malicious),
+            towards_benign=rows(towards_benign),
+            reference_probability=round(reference, 6),
+            without_shown=round(without, 6),
+            shown_share=None if share is None else round(share, 4),
+            weak=note is not None,
+            note=note,
         )
+
+    # --- the run's document -----------------------------------------------------------------------------
+    def report(self, results: list[FileResult], inputs: int, interrupted: bool = False) -> ScanReport:
+        """The run's result document: the results so far, their summary and the exit status."""
+        return ScanReport(
+            model=self.model_info,
+            decision=self.decision,
+            min_instructions=self.min_instructions,
+            inputs=inputs,
+            results=results,
+            summary=summarize(results),
+            exit_code=INTERRUPTED if interrupted else exit_code(results),
+        )
+
+    def run(
+        self, inputs: list[ScanInput], on_result: Callable[[FileResult], None] | None = None
+    ) -> ScanReport:
+        """Scan every input and return the document; Ctrl-C ends the run with the inputs finished by
+        then and exit status 130.  OSError when the run as a whole cannot go on (no room for the
+        temporary traces, no Dask scheduler)."""
+        try:
+            results = self.scan(inputs, on_result)
+        except ScanInterrupted as stop:
+            return self.report(stop.results, len(inputs), interrupted=True)
+        return self.report(results, len(inputs))
 
     # --- many inputs ------------------------------------------------------------------------------------
     def scan(
@@ -233,11 +328,13 @@ class Scanner:
         try:
             with open(item.path, "rb") as fh:
                 sha256 = hashlib.file_digest(fh, "sha256").hexdigest()
-            trace = load_any(item.path)
+            trace = load_any(item.path, name=name)
         except TraceReadError as e:
-            return self.error_result(name, _named(name, str(e)), None, "trace")
+            # Named as the user knows the file (a stored upload's path means nothing to them).
+            return self.error_result(name, _named(name, str(e).replace(str(item.path), name)), None, "trace")
         except (OSError, ValueError) as e:
-            return self.error_result(name, _named(name, f"cannot read trace: {e}"), None, "trace")
+            message = f"cannot read trace: {e}".replace(str(item.path), name)
+            return self.error_result(name, _named(name, message), None, "trace")
         loaded = time.perf_counter() - started
         return self._safely(
             name, sha256, "trace", lambda: self.analyse_trace(trace, name, sha256, "trace", loaded)
@@ -245,13 +342,10 @@ class Scanner:
 
     def _scan_samples(self, samples, inputs, by_sha: dict[str, list[int]], done, stop=None) -> None:
         from runtrace.trace.emulate.batch import trace_batch
-        from runtrace.trace.emulate.emulator import TracerSettings
         from runtrace.trace.formats.native import load_trace
 
         o = self.options
-        settings = TracerSettings(
-            max_instructions=o.max_instructions, timeout_s=o.timeout_s, memory_mb=o.memory_mb
-        )
+        settings = o.tracer
         workers = min(o.workers or os.cpu_count() or 1, len(samples))
 
         def finished(outcome) -> None:
@@ -261,29 +355,36 @@ class Scanner:
                 result = self.error_result(first, outcome.error, outcome.sha256, "pe")
             else:
                 result = self._safely(
-                    first, outcome.sha256, "pe", lambda: self._analyse_saved(outcome, load_trace)
+                    first, outcome.sha256, "pe", lambda: self._analyse_saved(outcome, first, load_trace)
                 )
             for k, index in enumerate(indices):
                 # The same bytes under another name (a copy, an archive member): the same analysis.
                 done(index, result if k == 0 else result.model_copy(update={"name": inputs[index].name}))
 
-        # Traces go to a private temporary directory outside the project and are deleted as soon as
-        # they are scored; nothing is reused between runs (a scan always traces afresh).
-        with tempfile.TemporaryDirectory(prefix="runtrace-scan-") as tmp:
+        def run(out: Path) -> None:
             if o.dask:
                 from runtrace.trace.emulate.dask_runner import trace_batch_dask
 
-                trace_batch_dask(samples, Path(tmp), o.dask, settings, on_done=finished)
+                trace_batch_dask(samples, out, o.dask, settings, on_done=finished)
             else:
-                trace_batch(samples, Path(tmp), settings, workers, on_done=finished, stop=stop)
+                trace_batch(samples, out, settings, workers, on_done=finished, stop=stop)
 
-    def _analyse_saved(self, outcome, load_trace) -> FileResult:
+        if o.keep_traces is not None:  # the service: traces kept for download, reused by sha256
+            run(o.keep_traces)
+            return
+        # Traces go to a private temporary directory outside the project and are deleted as soon as
+        # they are scored; nothing is reused between runs (a scan always traces afresh).
+        with tempfile.TemporaryDirectory(prefix="runtrace-scan-") as tmp:
+            run(Path(tmp))
+
+    def _analyse_saved(self, outcome, name: str, load_trace) -> FileResult:
         path = Path(outcome.path)
         try:
             trace = load_trace(path)
         finally:
-            path.unlink(missing_ok=True)
-        return self.analyse_trace(trace, outcome.name, outcome.sha256, "pe", outcome.wall_time_s)
+            if self.options.keep_traces is None:
+                path.unlink(missing_ok=True)
+        return self.analyse_trace(trace, name, outcome.sha256, "pe", outcome.wall_time_s)
 
 
 # --- helpers ----------------------------------------------------------------------------------------------
@@ -301,22 +402,52 @@ def summarize(results: list[FileResult]) -> Summary:
 
 
 def exit_code(results: list[FileResult]) -> int:
-    """As clamscan: 1 when anything is malicious (a detection takes priority over errors, so a batch
-    with one unreadable file still reports its detections), else 2 when anything failed, else 0.
-    `unknown` is not a detection: it exits 0 unless something else says otherwise."""
+    """1 when anything is malicious (a detection takes priority, as in clamscan: a batch with one
+    unreadable file still reports its detections), else 2 when anything failed, else 3 when a file
+    could not be judged (`unknown`: a pipeline must not read it as clean), else 0."""
     if any(r.verdict == "malicious" for r in results):
-        return 1
+        return MALICIOUS
     if any(r.status == "error" for r in results):
-        return 2
-    return 0
+        return ERRORS
+    if any(r.verdict == "unknown" for r in results):
+        return UNKNOWN
+    return CLEAN
+
+
+def _effect(unit: UnitAttribution) -> float:
+    return unit.contribution if unit.contribution is not None else unit.estimate
+
+
+def _weakness(p: float, reference: float, share: float | None, largest: float, shown: int) -> str | None:
+    """A plain sentence when the rows shown explain little of the score; None when they explain it."""
+    if shown == 0:
+        return "no block or API function of the scored windows changes P(malicious) at all"
+    if share is None:
+        return (
+            f"weak explanation: P(malicious) {p:.3f} is within {MIN_DISTANCE} of {reference:.3f}, what the "
+            "model says with every block masked, so there is no score for blocks to account for"
+        )
+    together = f"the {shown} rows shown together account for {share:.0%} of the score"
+    if largest < WEAK_DELTA:
+        return (
+            f"weak explanation: no row shown changes P(malicious) by more than {WEAK_DELTA} on its own "
+            f"(largest {largest:.1e}) and {together}: the verdict rests on many blocks at once, not on these"
+        )
+    if share < WEAK_SHARE:
+        return (
+            f"weak explanation: {together} (P {p:.3f}; {reference:.3f} with every block masked): "
+            "most of it comes from blocks not shown"
+        )
+    return None
 
 
 def _named(name: str, message: str) -> str:
     return message if name in message else f"{name}: {message}"
 
 
-def _too_short(trace: Trace, n: int, minimum: int) -> str:
+def _too_short(trace: Trace, n: int, minimum: int, chosen: int | None) -> str:
     meta = trace.meta
     why = f"{meta.stop_reason}: {meta.stop_detail}" if meta.stop_detail else str(meta.stop_reason)
-    what = "nothing executed" if n == 0 else f"only {n} instruction{'s' if n != 1 else ''} executed"
-    return f"{what} ({why}); at least {minimum} are needed for a verdict"
+    what = "nothing executed" if n == 0 else f"only {n:,} instruction{'s' if n != 1 else ''} executed"
+    source = "--min-instructions" if chosen is not None else "the model's training minimum"
+    return f"{what} ({why}); at least {minimum:,} are needed for a verdict ({source})"

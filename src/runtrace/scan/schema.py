@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from runtrace import __version__
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "2.0"
 
 Verdict = Literal["malicious", "benign", "unknown"]
 
@@ -83,7 +83,7 @@ class TraceFacts(_Strict):
 
 
 class Contribution(_Strict):
-    rank: int
+    rank: int = Field(description="rank within its direction, 1 = the largest effect")
     kind: Literal["block", "api"]
     address: str | None = Field(description="block start address (hex); None for API functions")
     api: str | None = Field(description="API function name for kind 'api'")
@@ -95,7 +95,9 @@ class Contribution(_Strict):
     windows: int = Field(description="scored windows it occurs in")
     first_visit: int = Field(description="first visit index in the trace (where to look)")
     instructions: list[str] = Field(description="disassembly, 'address  instruction', at most 16 lines")
-    nearby_api_calls: list[str] = Field(description="API calls made within 3 visits of its occurrences")
+    nearby_api_calls: list[str] = Field(
+        description="API calls within 3 visits of its occurrences, with their arguments, most frequent first"
+    )
 
 
 class Explanation(_Strict):
@@ -103,7 +105,56 @@ class Explanation(_Strict):
     baseline: str = Field(description="what an occluded unit is replaced by")
     units_total: int = Field(description="distinct blocks and API functions in the scored windows")
     units_exact: int = Field(description="units occluded exactly (the rest were only estimated)")
-    contributions: list[Contribution]
+    towards_malicious: list[Contribution] = Field(
+        description="units whose masking lowers P(malicious), largest effect first (2.0)"
+    )
+    towards_benign: list[Contribution] = Field(
+        description="units whose masking raises P(malicious), largest effect first (2.0)"
+    )
+    reference_probability: float = Field(
+        description="P(malicious) with every unit of the scored windows masked: the model knows nothing (2.0)"
+    )
+    without_shown: float = Field(
+        description="P(malicious) with every row shown (both directions) masked together (2.0)"
+    )
+    shown_share: float | None = Field(
+        description="(probability - without_shown) / (probability - reference_probability): the share of "
+        "the score the rows shown account for; None when the score is within 0.01 of the reference (2.0)"
+    )
+    weak: bool = Field(description="the rows shown explain little of the score; `note` says why (2.0)")
+    note: str | None = Field(description="a plain sentence when the explanation is weak (2.0)")
+
+
+class ApiCallRecord(_Strict):
+    visit: int = Field(description="index of the block visit after which the call happened")
+    name: str = Field(description="DLL.Function")
+    args: list[int | str] = Field(
+        description="arguments as the emulator's handler read them: integers, dereferenced strings; "
+        "empty when unknown (a stubbed call, a debugger's trace)"
+    )
+    result: int | None = Field(description="the value returned; None when unknown")
+    return_address: str = Field(description="hex")
+    stubbed: bool = Field(description="the emulator had no handler and returned 0")
+
+
+class ApiCallLog(_Strict):
+    total: int = Field(description="API calls in the trace")
+    calls: list[ApiCallRecord] = Field(description="the first calls, in order (at most 256)")
+
+
+BehaviourItem = dict[str, str | int]
+
+
+class Behaviour(_Strict):
+    """What the program did to the emulated machine (`runtrace show --summary`); each kind
+    de-duplicated in first-seen order and capped by the tracer.  Empty for debugger traces."""
+
+    files: list[BehaviourItem] = Field(default_factory=list, description="{event, path}")
+    registry: list[BehaviourItem] = Field(default_factory=list, description="{event, key[, value]}")
+    network: list[BehaviourItem] = Field(default_factory=list, description="{event, host[, port, protocol]}")
+    processes: list[BehaviourItem] = Field(default_factory=list, description="{event, path[, command_line]}")
+    mutexes: list[str] = Field(default_factory=list)
+    strings: list[str] = Field(default_factory=list, description="strings the program passed to APIs")
 
 
 class Timing(_Strict):
@@ -121,11 +172,15 @@ class FileResult(_Strict):
     input_kind: Literal["pe", "trace", "unknown"]
     status: Literal["ok", "error"]
     verdict: Verdict | None = Field(description="None when status is error")
-    probability: float | None = Field(description="P(malicious) from the model; None on error")
+    probability: float | None = Field(
+        description="P(malicious) from the model; None on error and for 'unknown' (not judged, 2.0)"
+    )
     decision: Decision | None
     reason: str | None = Field(description="why the verdict is unknown, or the error, in one line")
     traced_sample_sha256: str | None = Field(description="sha256 recorded in the trace's metadata")
     trace: TraceFacts | None
+    behaviour: Behaviour | None = Field(description="what the program did (2.0); None on error")
+    api_calls: ApiCallLog | None = Field(description="the API calls with arguments (2.0); None on error")
     explanation: Explanation | None
     timing: Timing | None
 
@@ -143,10 +198,14 @@ class ScanReport(_Strict):
     tool: Tool = Field(default_factory=Tool)
     model: ModelInfo | None
     decision: Decision | None
-    min_instructions: int = Field(description="traces with fewer executed instructions are 'unknown'")
+    min_instructions: int = Field(
+        description="traces with fewer executed instructions are 'unknown': by default the shortest "
+        "trace the model was trained on (2.0: read from the model)"
+    )
+    inputs: int = Field(description="inputs given; more than len(results) only when interrupted (2.0)")
     results: list[FileResult]
     summary: Summary
     exit_code: int = Field(
-        description="0 nothing malicious, 1 something malicious, 2 errors only, "
+        description="1 something malicious, else 2 something failed, else 3 something unknown, else 0; "
         "130 stopped by Ctrl-C (results then hold only the inputs finished)",
     )

@@ -1,21 +1,96 @@
-"""The HTTP API, version 1: submit files, follow their scans, find earlier results, describe the model."""
+"""The HTTP API, version 1: submit files, follow their scans and batches, find earlier results, download
+traces, describe the model.  Every route declares its answer's shape (`response_model`), so the OpenAPI
+description at /openapi.json says what each returns."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
+import tempfile
+from pathlib import Path
+from typing import Literal
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from runtrace import __version__
 from runtrace.serve.jobs import ScanService
+from runtrace.serve.store import Job
 from runtrace.serve.uploads import UploadRejected, unpack_upload
 
 _READ_CHUNK = 1 << 20
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+Status = Literal["queued", "running", "done", "error"]
 
 
+# --- what the routes answer --------------------------------------------------------------------------
+class ScanRecord(BaseModel):
+    id: str
+    batch: str | None = Field(
+        description="the upload this scan came from (None for scans made before batches)"
+    )
+    name: str = Field(description="the uploaded file's name, or archive.zip:member")
+    sha256: str
+    status: Status
+    created: str = Field(description="ISO 8601, UTC")
+    started: str | None
+    finished: str | None
+    result: dict | None = Field(
+        description="the FileResult `runtrace scan --json` writes; null until finished"
+    )
+
+
+class ScanBrief(BaseModel):
+    id: str
+    name: str
+    sha256: str
+    status: Status
+    verdict: str | None
+
+
+class BatchRecord(BaseModel):
+    id: str
+    name: str = Field(description="the uploaded file's name")
+    created: str
+    status: Literal["queued", "running", "done"] = Field(
+        description="done only when every scan of the batch has finished (done or error)"
+    )
+    counts: dict[str, int] = Field(description="scans by status")
+    scans: list[ScanBrief]
+
+
+class Submitted(BatchRecord):
+    batch: str = Field(description="the batch id (GET /batches/{batch})")
+    id: str = Field(description="the first scan's id")
+    ids: list[str] = Field(description="every scan's id, in the archive's order")
+
+
+class ScanList(BaseModel):
+    scans: list[ScanRecord]
+
+
+class Deleted(BaseModel):
+    id: str
+    deleted: bool
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+    workers: int
+    scans: dict[str, int]
+
+
+class ModelDescription(BaseModel):
+    model: dict
+    decision: dict
+
+
+# --- plumbing ----------------------------------------------------------------------------------------
 def service(request: Request) -> ScanService:
     return request.app.state.service
 
@@ -37,13 +112,24 @@ def check_token(request: Request) -> None:
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(check_token)])
 
 
-@router.post("/scans", status_code=202)
+def _scan(request: Request, key: str) -> Job:
+    """A scan by its id, or the newest scan of a file by its sha256."""
+    jobs = service(request).jobs
+    job = jobs.newest(key.lower()) if _SHA256.fullmatch(key) else jobs.get(key)
+    if job is None:
+        raise HTTPException(404, f"no scan {key}")
+    return job
+
+
+# --- routes ------------------------------------------------------------------------------------------
+@router.post("/scans", status_code=202, response_model=Submitted)
 async def submit_scan(
     request: Request,
     file: UploadFile = File(..., description="a PE file, a trace file, or a zip archive of them"),
     password: str | None = Form(None, description="zip password (malware archives usually use 'infected')"),
-) -> JSONResponse:
-    """Queue a scan. A zip archive of samples becomes one scan per member: `id` is the first, `ids` all."""
+) -> dict:
+    """Queue the scans of one upload: a batch of one scan per archive member (one scan for anything
+    else).  `status` is the batch's: `done` only once every member has finished."""
     limit = request.app.state.max_upload_bytes
     name = file.filename or "upload"
     data = bytearray()
@@ -58,23 +144,77 @@ async def submit_scan(
         raise HTTPException(e.status_code, str(e)) from None
     svc = service(request)
 
-    def submit_all() -> list:
-        return [svc.submit(hashlib.sha256(f.data).hexdigest(), f.name, f.data) for f in files]
+    def submit_all() -> str:
+        return svc.submit_batch(name, [(hashlib.sha256(f.data).hexdigest(), f.name, f.data) for f in files])
 
-    jobs = await run_in_threadpool(submit_all)
-    body = {"id": jobs[0].id, "ids": [j.id for j in jobs], "status": jobs[0].status}
-    return JSONResponse(body, status_code=202)
-
-
-@router.get("/scans/{scan_id}")
-def get_scan(scan_id: str, request: Request) -> dict:
-    job = service(request).jobs.get(scan_id)
-    if job is None:
-        raise HTTPException(404, f"no scan {scan_id}")
-    return job.public()
+    batch = svc.jobs.batch(await run_in_threadpool(submit_all)).public()
+    ids = [s["id"] for s in batch["scans"]]
+    return {**batch, "batch": batch["id"], "id": ids[0], "ids": ids}
 
 
-@router.get("/scans")
+@router.get("/batches/{batch_id}", response_model=BatchRecord)
+def get_batch(batch_id: str, request: Request) -> dict:
+    """One upload's scans and how far they are."""
+    batch = service(request).jobs.batch(batch_id)
+    if batch is None:
+        raise HTTPException(404, f"no batch {batch_id}")
+    return batch.public()
+
+
+@router.get("/scans/{key}", response_model=ScanRecord)
+def get_scan(key: str, request: Request) -> dict:
+    """A scan by its id, or the newest scan of a file by the file's sha256 (finished scans first)."""
+    return _scan(request, key).public()
+
+
+@router.get(
+    "/scans/{key}/trace",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "the run trace"}},
+)
+async def download_trace(
+    key: str,
+    request: Request,
+    format: Literal["native", "x64dbg", "text"] = Query(  # noqa: A002  (the query parameter's name)
+        "native", description="native (.rtrace), x64dbg (.trace32/.trace64) or text (x64dbg-style log)"
+    ),
+):
+    """The run trace a finished scan read: the one its emulation recorded, or the uploaded trace."""
+    svc = service(request)
+    job = _scan(request, key)
+    path = svc.trace_file(job)
+    if path is None:
+        raise HTTPException(404, f"scan {job.id} has no trace ({job.status})")
+    if format == "native" and job.result.get("input_kind") != "trace":
+        return FileResponse(path, media_type="application/octet-stream", filename=f"{job.sha256}.rtrace")
+    return await run_in_threadpool(_converted, path, job, format)
+
+
+def _converted(path: Path, job: Job, fmt: str) -> FileResponse:
+    from runtrace.trace.formats.registry import TraceReadError, load_any, save_as
+
+    try:
+        trace = load_any(path, name=job.name)
+        suffix = {"native": ".rtrace", "text": ".txt"}.get(fmt) or (
+            ".trace32" if trace.arch.bits == 32 else ".trace64"
+        )
+        out = (
+            Path(tempfile.mkdtemp(prefix="runtrace-download-")) / f"{trace.meta.sha256 or job.sha256}{suffix}"
+        )
+        save_as(trace, out, fmt)
+    except (TraceReadError, ValueError, OSError) as e:
+        raise HTTPException(422, f"{job.name}: cannot write it as {fmt}: {e}") from None
+    return FileResponse(
+        out, media_type="application/octet-stream", filename=out.name, background=BackgroundTask(_remove, out)
+    )
+
+
+def _remove(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    path.parent.rmdir()
+
+
+@router.get("/scans", response_model=ScanList)
 def list_scans(
     request: Request,
     sha256: str | None = Query(None, description="only scans of the file with this sha256"),
@@ -85,21 +225,22 @@ def list_scans(
     return {"scans": [j.public() for j in jobs]}
 
 
-@router.delete("/scans/{scan_id}")
+@router.delete("/scans/{scan_id}", response_model=Deleted)
 def delete_scan(scan_id: str, request: Request) -> dict:
-    """Forget a scan (stopping it if it runs); the stored sample goes when no scan refers to it."""
+    """Forget a scan (stopping it if it runs); the stored sample and its trace go when no scan refers
+    to them any more."""
     job = service(request).delete(scan_id)
     if job is None:
         raise HTTPException(404, f"no scan {scan_id}")
     return {"id": scan_id, "deleted": True}
 
 
-@router.get("/health")
+@router.get("/health", response_model=Health)
 def health(request: Request) -> dict:
     svc = service(request)
     return {"status": "ok", "version": __version__, "workers": svc.workers, "scans": svc.jobs.counts()}
 
 
-@router.get("/model")
+@router.get("/model", response_model=ModelDescription)
 def model(request: Request) -> dict:
     return service(request).model_description()

@@ -1,11 +1,15 @@
-"""The FastAPI application: the API under /api/v1, the page at /, OpenAPI docs at /docs."""
+"""The FastAPI application: the API under /api/v1, the page at /, OpenAPI docs at /docs; one line per
+request in the access log; every error answered with a one-line `detail`."""
 
 from __future__ import annotations
 
+import logging
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -14,6 +18,7 @@ from swagger_ui_bundle import swagger_ui_path
 from runtrace import __version__
 from runtrace.serve.api import router
 from runtrace.serve.jobs import ScanService
+from runtrace.serve.store import iso_time
 
 STATIC = Path(__file__).resolve().parent / "static"
 DEFAULT_MAX_UPLOAD = 64 * 1024 * 1024
@@ -21,8 +26,26 @@ DEFAULT_MAX_UPLOAD = 64 * 1024 * 1024
 _FORM_OVERHEAD = 64 * 1024
 
 
+ACCESS_LOG = "runtrace.access"
+
+
+def access_logger(path: Path | None) -> logging.Logger:
+    """The access log: a file (appended to), or standard error when `path` is None."""
+    log = logging.getLogger(ACCESS_LOG)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+    handler = logging.FileHandler(path, encoding="utf-8") if path is not None else logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    return log
+
+
 def create_app(service: ScanService, token: str | None = None, max_upload_bytes: int = DEFAULT_MAX_UPLOAD):
-    """The app; its lifespan starts the service's workers and stops them (queued work stays queued)."""
+    """The app; its lifespan starts the service's workers and stops them (queued work stays queued).
+    Each request is logged on the `runtrace.access` logger (`access_logger` sends it to a file)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -44,6 +67,15 @@ def create_app(service: ScanService, token: str | None = None, max_upload_bytes:
     app.state.token = token
     app.state.max_upload_bytes = max_upload_bytes
 
+    @app.exception_handler(RequestValidationError)
+    async def one_line_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI answers a list of error objects; every other error of this API is one line.
+        problems = [
+            f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'request'}: {e.get('msg', '')}"
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": "; ".join(problems)}, status_code=422)
+
     @app.middleware("http")
     async def refuse_large_bodies(request: Request, call_next):
         # Refused before the body is read: a declared length past the limit never reaches the parser.
@@ -54,6 +86,22 @@ def create_app(service: ScanService, token: str | None = None, max_upload_bytes:
                 status_code=413,
             )
         return await call_next(request)
+
+    access = logging.getLogger(ACCESS_LOG)
+
+    @app.middleware("http")
+    async def log_access(request: Request, call_next):
+        # Added last, so it wraps everything (the 413 above included).  One line a request: when (ISO
+        # 8601), who, what, the answer's status and how long it took; never the headers (the token).
+        started = time.time()
+        response = await call_next(request)
+        client = request.client.host if request.client else "-"
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        elapsed = (time.time() - started) * 1000
+        access.info(
+            f'{iso_time(started)} {client} "{request.method} {target}" {response.status_code} {elapsed:.1f}ms'
+        )
+        return response
 
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -11,26 +11,25 @@ is deleted is stopped by killing its tracer child.  `workers` bounds how many sc
 from __future__ import annotations
 
 import threading
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtrace.scan.calibration import read_calibration
-from runtrace.scan.inputs import iter_inputs
-from runtrace.scan.onnxmodel import OnnxModel
-from runtrace.scan.scanner import ScanInterrupted, Scanner, ScanOptions
+from runtrace.scan.inputs import scan_input
+from runtrace.scan.scanner import DEFAULT_EXPLAIN, ScanInterrupted, Scanner, ScanOptions
 from runtrace.serve.store import Job, JobStore, SampleStore
+from runtrace.trace.settings import TracerSettings
 
 _IDLE_WAIT_S = 1.0
 
 
 @dataclass
 class ScanSettings:
-    model_dir: Path
-    max_instructions: int = 1_000_000
-    timeout_s: float = 60.0
-    memory_mb: int = 1024
-    explain: int = 5
+    model_dir: Path | None = None  # None: the bundled model
+    tracer: TracerSettings = field(default_factory=TracerSettings)
+    explain: int = DEFAULT_EXPLAIN
     dask: str | None = None  # scans trace on this Dask scheduler instead of in local processes
+    traces: Path | None = None  # where traces are kept for download (None: beside the samples)
 
 
 @dataclass
@@ -50,13 +49,18 @@ class ScanService:
     # Storing a sample and deleting the last scan of it must not interleave, or a new scan could lose
     # its sample to the deletion of an old one.
     _samples_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    # Two scans of the same bytes at once would write the same trace file: one waits for the other and
+    # then takes its result.
+    _file_locks: defaultdict = field(default_factory=lambda: defaultdict(threading.Lock), init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
-        model = OnnxModel.load(s.model_dir)
-        options = ScanOptions(explain=s.explain, workers=1, max_instructions=s.max_instructions,
-                              timeout_s=s.timeout_s, memory_mb=s.memory_mb, dask=s.dask)  # fmt: skip
-        self._scanner = Scanner(model, read_calibration(s.model_dir), options)
+        self.traces = s.traces or self.samples.root.parent / "traces"
+        self.traces.mkdir(parents=True, exist_ok=True)
+        options = ScanOptions(
+            explain=s.explain, workers=1, tracer=s.tracer, dask=s.dask, keep_traces=self.traces
+        )
+        self._scanner = Scanner.load(s.model_dir, options)  # ScannerError: a one-line reason
         # The tracer's modules (Speakeasy, unicorn) are imported once here rather than in every forked
         # tracer child: the children start with them loaded, as the batch command's children do.
         import runtrace.trace.emulate.batch  # noqa: F401
@@ -74,15 +78,22 @@ class ScanService:
         }
 
     # --- jobs ------------------------------------------------------------------------------------------
-    def submit(self, sha256: str, name: str, data: bytes) -> Job:
+    def submit_batch(self, upload_name: str, files: list[tuple[str, str, bytes]]) -> str:
+        """One batch for an upload: a scan per (sha256, name, bytes); returns the batch id."""
+        batch = self.jobs.add_batch(upload_name)
+        for sha256, name, data in files:
+            self.submit(sha256, name, data, batch)
+        return batch
+
+    def submit(self, sha256: str, name: str, data: bytes, batch: str | None = None) -> Job:
         """Store the bytes and queue a scan, or answer at once from an earlier scan of the same bytes by
         the same model."""
         earlier = self.jobs.reusable_result(sha256, self.model_key)
         if earlier is not None:
-            return self.jobs.add(sha256, name, self.model_key, {**earlier, "name": name})
+            return self.jobs.add(sha256, name, self.model_key, {**earlier, "name": name}, batch)
         with self._samples_lock:
             self.samples.put(sha256, data)
-            job = self.jobs.add(sha256, name, self.model_key)
+            job = self.jobs.add(sha256, name, self.model_key, batch=batch)
         with self._wake:
             self._wake.notify()
         return job
@@ -94,9 +105,23 @@ class ScanService:
                 return None
             if self.jobs.references(job.sha256) == 0:
                 self.samples.remove(job.sha256)
+                for leftover in self.traces.glob(f"{job.sha256}.*"):
+                    leftover.unlink(missing_ok=True)
         if job_id in self._running:
             self._cancelled.add(job_id)  # its scan sees this within a few ms and kills its tracer
         return job
+
+    # --- traces ----------------------------------------------------------------------------------------
+    def trace_file(self, job: Job) -> Path | None:
+        """The run trace behind a finished scan: the one its emulation wrote, or the uploaded trace file;
+        None when there is none (the scan failed, or is not finished)."""
+        if job.status != "done" or not job.result:
+            return None
+        if job.result.get("input_kind") == "trace":
+            path = self.samples.path(job.sha256)
+        else:
+            path = self.traces / f"{job.sha256}.rtrace"
+        return path if path.is_file() else None
 
     # --- the pool --------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -124,11 +149,12 @@ class ScanService:
                 with self._wake:
                     self._wake.wait(_IDLE_WAIT_S)
                 continue
-            earlier = self.jobs.reusable_result(job.sha256, job.model_key)
-            if earlier is not None:  # the same bytes finished meanwhile (many uploads of one file)
-                self.jobs.finish(job.id, {**earlier, "name": job.name})
-                continue
-            result = self._run_scan(job)
+            with self._file_locks[job.sha256]:
+                earlier = self.jobs.reusable_result(job.sha256, job.model_key)
+                if earlier is not None:  # the same bytes finished meanwhile (many uploads of one file)
+                    self.jobs.finish(job.id, {**earlier, "name": job.name})
+                    continue
+                result = self._run_scan(job)
             if result is not None:
                 self.jobs.finish(job.id, result)
 
@@ -139,8 +165,9 @@ class ScanService:
             return self._error(job, "the stored sample is missing")
         self._running.add(job.id)
         try:
-            # The stored file is sorted (PE sample, trace file) exactly as `runtrace scan PATH` sorts it.
-            inputs = list(iter_inputs([path]))
+            # The stored file is sorted (PE sample, trace file) and named as `runtrace scan NAME` would
+            # sort and name the uploaded file, so both say the same about the same bytes.
+            inputs = [scan_input(path, job.name)]
             results = self._scanner.scan(inputs, stop=lambda: self._stopping or job.id in self._cancelled)
         except ScanInterrupted:
             return None
@@ -151,7 +178,7 @@ class ScanService:
             self._cancelled.discard(job.id)
         if self._stopping or self.jobs.get(job.id) is None or not results:
             return None
-        return {**results[0].model_dump(mode="json"), "name": job.name}
+        return results[0].model_dump(mode="json")
 
     def _error(self, job: Job, message: str) -> dict:
         return self._scanner.error_result(job.name, message, job.sha256).model_dump(mode="json")

@@ -2,7 +2,9 @@
 
 The database is the job queue: a job is a row whose status goes queued -> running -> done | error, and
 workers claim the oldest queued row.  Nothing about the queue lives only in memory, so a restart loses
-nothing: rows left `running` by a stopped server are queued again when it starts.
+nothing: rows left `running` by a stopped server are queued again when it starts.  Every upload is a
+batch (a zip archive of samples is one batch of one scan per member), so its members can be followed
+together.  Times are stored as Unix seconds and shown as ISO 8601 (UTC).
 
 Samples are stored as `samples/ab/abcdef...` (the first two hex digits fan the directory out), written
 atomically, readable only by the owner and never executable: the service reads them, the tracer emulates
@@ -18,6 +20,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 _SCHEMA = """
@@ -34,7 +37,21 @@ CREATE TABLE IF NOT EXISTS scans (
 );
 CREATE INDEX IF NOT EXISTS scans_sha ON scans (sha256, model_key, status);
 CREATE INDEX IF NOT EXISTS scans_queue ON scans (status, created);
+CREATE TABLE IF NOT EXISTS batches (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,            -- the uploaded file's name
+    created REAL NOT NULL
+);
 """
+# Added to databases made before batches existed (their scans belong to no batch).
+_MIGRATIONS = {"batch": "ALTER TABLE scans ADD COLUMN batch TEXT"}
+
+
+def iso_time(t: float | None) -> str | None:
+    """Unix seconds as ISO 8601 in UTC, to the millisecond: `2026-12-09T10:21:33.120Z`."""
+    if t is None:
+        return None
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -48,17 +65,58 @@ class Job:
     started: float | None
     finished: float | None
     result: dict | None
+    batch: str | None = None
 
     def public(self) -> dict:
+        return {
+            "id": self.id,
+            "batch": self.batch,
+            "name": self.name,
+            "sha256": self.sha256,
+            "status": self.status,
+            "created": iso_time(self.created),
+            "started": iso_time(self.started),
+            "finished": iso_time(self.finished),
+            "result": self.result,
+        }
+
+    def brief(self) -> dict:
+        """The scan as a batch lists it: no result, only its verdict."""
+        verdict = (self.result or {}).get("verdict")
         return {
             "id": self.id,
             "name": self.name,
             "sha256": self.sha256,
             "status": self.status,
-            "created": self.created,
-            "started": self.started,
-            "finished": self.finished,
-            "result": self.result,
+            "verdict": verdict,
+        }
+
+
+@dataclass
+class Batch:
+    id: str
+    name: str
+    created: float
+    scans: list[Job]
+
+    @property
+    def status(self) -> str:
+        """queued (nothing started), running (something not finished) or done (every scan finished,
+        done or error)."""
+        states = {j.status for j in self.scans}
+        if states <= {"done", "error"}:
+            return "done"
+        return "queued" if states == {"queued"} else "running"
+
+    def public(self) -> dict:
+        counts = {k: sum(j.status == k for j in self.scans) for k in ("queued", "running", "done", "error")}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "created": iso_time(self.created),
+            "status": self.status,
+            "counts": counts,
+            "scans": [j.brief() for j in self.scans],
         }
 
 
@@ -73,6 +131,7 @@ def _job(row: sqlite3.Row) -> Job:
         started=row["started"],
         finished=row["finished"],
         result=json.loads(row["result"]) if row["result"] else None,
+        batch=row["batch"],
     )
 
 
@@ -88,6 +147,11 @@ class JobStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across a process crash
         self._db.executescript(_SCHEMA)
+        columns = {r["name"] for r in self._db.execute("PRAGMA table_info(scans)")}
+        for column, statement in _MIGRATIONS.items():
+            if column not in columns:
+                self._db.execute(statement)
+        self._db.execute("CREATE INDEX IF NOT EXISTS scans_batch ON scans (batch, created)")
 
     def close(self) -> None:
         with self._lock:
@@ -99,17 +163,35 @@ class JobStore:
             cur = self._db.execute("UPDATE scans SET status='queued', started=NULL WHERE status='running'")
             return cur.rowcount
 
-    def add(self, sha256: str, name: str, model_key: str, result: dict | None = None) -> Job:
+    def add_batch(self, name: str) -> str:
+        batch_id = uuid.uuid4().hex
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO batches (id, name, created) VALUES (?, ?, ?)", (batch_id, name, time.time())
+            )
+        return batch_id
+
+    def batch(self, batch_id: str) -> Batch | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM batches WHERE id=?", (batch_id,)).fetchone()
+            rows = self._db.execute(
+                "SELECT * FROM scans WHERE batch=? ORDER BY created, rowid", (batch_id,)
+            ).fetchall()
+        return Batch(row["id"], row["name"], row["created"], [_job(r) for r in rows]) if row else None
+
+    def add(
+        self, sha256: str, name: str, model_key: str, result: dict | None = None, batch: str | None = None
+    ) -> Job:
         """A new job: queued, or done at once when `result` (an earlier scan of the same bytes) is given."""
         now = time.time()
         job_id = uuid.uuid4().hex
         status = "queued" if result is None else result_status(result)
         with self._lock:
             self._db.execute(
-                "INSERT INTO scans (id, sha256, name, status, model_key, created, started, finished, result)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO scans (id, sha256, name, status, model_key, created, started, finished, result,"
+                " batch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (job_id, sha256, name, status, model_key, now, None if result is None else now,
-                 None if result is None else now, None if result is None else json.dumps(result)),
+                 None if result is None else now, None if result is None else json.dumps(result), batch),
             )  # fmt: skip
         return self.get(job_id)
 
@@ -162,11 +244,26 @@ class JobStore:
                 (result_status(result), time.time(), json.dumps(result), job_id),
             )
 
+    def newest(self, sha256: str) -> Job | None:
+        """The newest scan of a file, finished ones first."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM scans WHERE sha256=? ORDER BY status IN ('done', 'error') DESC, created DESC"
+                " LIMIT 1",
+                (sha256,),
+            ).fetchone()
+        return _job(row) if row else None
+
     def delete(self, job_id: str) -> Job | None:
         job = self.get(job_id)
         if job is not None:
             with self._lock:
                 self._db.execute("DELETE FROM scans WHERE id=?", (job_id,))
+                if job.batch:  # the batch goes with its last scan
+                    self._db.execute(
+                        "DELETE FROM batches WHERE id=? AND NOT EXISTS (SELECT 1 FROM scans WHERE batch=?)",
+                        (job.batch, job.batch),
+                    )
         return job
 
     def references(self, sha256: str) -> int:

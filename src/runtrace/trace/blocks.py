@@ -50,6 +50,11 @@ class BlockBuilder:
         """Visits closed so far (the block being built is not counted yet)."""
         return len(self._visits)
 
+    @property
+    def current_visit(self) -> int:
+        """Index of the visit the last instruction added belongs to (-1 before the first)."""
+        return len(self._visits) if self._lengths else len(self._visits) - 1
+
     def add_text(
         self, address: int, text: str, length: int, tid: int = 0, mnemonic: str | None = None
     ) -> None:

@@ -91,14 +91,18 @@ class ApiCall:
     args: tuple[int | str, ...] = ()
     result: int | None = None
 
-    def signature(self) -> str:
-        """`kernel32.CreateFileA("C:\\notes.txt", 0x80000000, ...) = 0x80` as far as it is known."""
-        text = f"{self.name}({', '.join(_show_arg(a) for a in self.args)})" if self.args else self.name
-        return text if self.result is None else f"{text} = {self.result:#x}"
+    def signature(self, result: bool = True, max_string: int | None = None) -> str:
+        """`kernel32.CreateFileA("C:\\notes.txt", 0x80000000, ...) = 0x80` as far as it is known; without
+        the result, or with string arguments cut to `max_string` characters (and an ellipsis), on request."""
+        shown = ", ".join(_show_arg(a, max_string) for a in self.args)
+        text = f"{self.name}({shown})" if self.args else self.name
+        return text if self.result is None or not result else f"{text} = {self.result:#x}"
 
 
-def _show_arg(value: int | str) -> str:
+def _show_arg(value: int | str, max_string: int | None = None) -> str:
     if isinstance(value, str):
+        if max_string is not None and len(value) > max_string:
+            value = value[:max_string] + "…"
         return json.dumps(value, ensure_ascii=False)
     return f"{value:#x}" if value > 9 or value < 0 else str(value)
 

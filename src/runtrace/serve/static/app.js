@@ -5,6 +5,7 @@ const $ = (id) => document.getElementById(id);
 const POLL_MS = 1000;
 let current = null; // id of the scan on show
 let pollTimer = null;
+let batchTimer = null;
 
 function token() { return localStorage.getItem("runtrace-token") || ""; }
 
@@ -32,7 +33,13 @@ function el(tag, text, className) {
 }
 
 function fmtP(p) { return p === null || p === undefined ? "–" : p.toFixed(4); }
-function fmtTime(t) { return t ? new Date(t * 1000).toLocaleString() : ""; }
+function fmtTime(iso) { return iso ? new Date(iso).toLocaleString() : ""; }
+function fmtDelta(c) {
+  if (c.contribution === null) return "≈" + c.estimate.toFixed(3);
+  const v = c.contribution;
+  const text = Math.abs(v) >= 0.001 || v === 0 ? v.toFixed(4) : v.toExponential(1);
+  return (v >= 0 ? "+" : "") + text;
+}
 
 // --- uploading -------------------------------------------------------------------------------------
 async function upload(file) {
@@ -44,6 +51,7 @@ async function upload(file) {
   $("submit").disabled = true;
   try {
     const body = await api("/scans", { method: "POST", body: form });
+    if (body.ids.length > 1) showBatch(body.batch); else $("batch").hidden = true;
     show(body.id);
     refreshHistory();
   } catch (e) {
@@ -77,6 +85,30 @@ $("token-save").addEventListener("click", () => {
   refreshHistory();
 });
 
+// --- one upload's scans (a zip archive of samples) ----------------------------------------------------
+async function showBatch(id) {
+  clearTimeout(batchTimer);
+  try {
+    const b = await api("/batches/" + encodeURIComponent(id));
+    $("batch").hidden = false;
+    $("batch-name").textContent = b.name;
+    $("batch-status").textContent = b.status;
+    $("batch-counts").textContent = Object.entries(b.counts).filter(([, n]) => n).map(([k, n]) => n + " " + k).join(", ");
+    const body = $("batch-scans").querySelector("tbody");
+    body.replaceChildren();
+    for (const s of b.scans) {
+      const tr = el("tr");
+      tr.append(el("td", s.name), el("td", s.status), el("td", s.verdict || "", s.verdict ? "verdict-" + s.verdict : ""),
+        el("td", s.sha256.slice(0, 16) + "…", "mono"));
+      tr.addEventListener("click", () => show(s.id));
+      body.append(tr);
+    }
+    if (b.status !== "done") batchTimer = setTimeout(() => showBatch(id), POLL_MS);
+  } catch (e) {
+    $("message").textContent = e.message;
+  }
+}
+
 // --- one scan --------------------------------------------------------------------------------------
 async function show(id) {
   current = id;
@@ -103,15 +135,25 @@ function render(scan) {
   const verdict = r ? (r.verdict || r.status) : "";
   $("verdict").textContent = verdict;
   $("verdict").className = r && r.verdict ? "verdict-" + r.verdict : "";
-  $("probability").textContent = r ? fmtP(r.probability) : "";
+  // `unknown` has no probability: the model was not asked about a trace shorter than it was trained on.
+  $("probability").textContent = r ? (r.verdict === "unknown" ? "not judged" : fmtP(r.probability)) : "";
   $("threshold").textContent = r && r.decision ? fmtP(r.decision.threshold) : "";
   $("reason").textContent = r && r.reason ? r.reason : "";
-  $("details").hidden = !(r && r.trace);
+  const done = scan.status === "done";
+  $("downloads").hidden = !done;
+  for (const fmt of ["native", "x64dbg", "text"]) {
+    $("download-" + fmt).href = "/api/v1/scans/" + encodeURIComponent(scan.id) + "/trace?format=" + fmt;
+  }
+  $("details").hidden = !(r && r.trace && r.explanation);
   if (r && r.trace) {
     traceSummary(r);
-    plot(r.trace, r.decision ? r.decision.threshold : null);
-    explanation(r.explanation);
+    if (r.explanation) {
+      plot(r.trace, r.decision ? r.decision.threshold : null);
+      explanation(r.explanation);
+    }
   }
+  behaviour(r ? r.behaviour : null);
+  calls(r ? r.api_calls : null);
 }
 
 function traceSummary(r) {
@@ -183,18 +225,76 @@ function plot(trace, threshold) {
 }
 
 function explanation(ex) {
-  const body = $("explanation").querySelector("tbody");
-  body.replaceChildren();
-  if (!ex) { $("explanation-note").textContent = "no explanation for this result"; return; }
+  const share = ex.shown_share === null ? "" : `; the rows shown account for ${Math.round(ex.shown_share * 100)} % of the score`;
   $("explanation-note").textContent =
-    `occlusion: each block (or API function) replaced by ${ex.baseline}; ${ex.units_exact} of ${ex.units_total} units measured exactly`;
-  for (const c of ex.contributions) {
+    `occlusion: each block (or API function) replaced by ${ex.baseline}; ΔP is how much P(malicious) drops without it` +
+    `${share} (P with every block masked: ${fmtP(ex.reference_probability)}); ${ex.units_exact} of ${ex.units_total} units measured exactly`;
+  $("explanation-weak").hidden = !ex.weak;
+  $("explanation-weak").textContent = ex.note || "";
+  rows($("explanation"), ex.towards_malicious);
+  rows($("explanation-benign"), ex.towards_benign);
+}
+
+function rows(table, contributions) {
+  const body = table.querySelector("tbody");
+  body.replaceChildren();
+  if (!contributions.length) {
     const tr = el("tr");
-    const delta = c.contribution === null ? "≈" + c.estimate.toFixed(3) : (c.contribution >= 0 ? "+" : "") + c.contribution.toFixed(4);
+    const td = el("td", "none", "muted");
+    td.colSpan = 6;
+    tr.append(td);
+    body.append(tr);
+  }
+  for (const c of contributions) {
+    const tr = el("tr");
     const code = el("td");
     code.append(el("pre", c.instructions.join("\n")));
-    tr.append(el("td", c.rank), el("td", c.address || c.api, "mono"), el("td", delta, "mono"),
-      el("td", c.occurrences + " in " + c.windows + " windows"), code, el("td", c.nearby_api_calls.join(", ")));
+    const nearby = el("td");
+    nearby.append(el("pre", c.nearby_api_calls.join("\n")));
+    tr.append(el("td", c.rank), el("td", c.address || c.api, "mono"), el("td", fmtDelta(c), "mono"),
+      el("td", c.occurrences + " in " + c.windows + " windows"), code, nearby);
+    body.append(tr);
+  }
+}
+
+function behaviour(b) {
+  const box = $("behaviour");
+  box.replaceChildren();
+  const kinds = b ? Object.entries(b).filter(([, items]) => items.length) : [];
+  $("behaviour-box").hidden = !kinds.length;
+  for (const [kind, items] of kinds) {
+    box.append(el("h4", `${kind} (${items.length})`));
+    const table = el("table");
+    for (const item of items) {
+      const tr = el("tr");
+      if (typeof item === "string") {
+        tr.append(el("td", item, "mono"));
+      } else {
+        const { event, ...rest } = item;
+        tr.append(el("td", event || ""), el("td", Object.values(rest).join("  "), "mono"));
+      }
+      table.append(tr);
+    }
+    box.append(table);
+  }
+}
+
+function signature(call) {
+  const args = call.args.map((a) => (typeof a === "string" ? JSON.stringify(a) : (a > 9 || a < 0 ? "0x" + a.toString(16) : String(a))));
+  const text = call.args.length ? `${call.name}(${args.join(", ")})` : call.name;
+  return call.result === null ? text : `${text} = 0x${call.result.toString(16)}`;
+}
+
+function calls(log) {
+  const body = $("calls").querySelector("tbody");
+  body.replaceChildren();
+  $("calls-box").hidden = !(log && log.total);
+  if (!log) return;
+  $("calls-note").textContent = log.calls.length < log.total
+    ? `the first ${log.calls.length} of ${log.total.toLocaleString()} calls` : `${log.total.toLocaleString()} calls`;
+  for (const c of log.calls) {
+    const tr = el("tr");
+    tr.append(el("td", c.visit), el("td", signature(c) + (c.stubbed ? "  (stubbed)" : "")), el("td", c.return_address, "mono"));
     body.append(tr);
   }
 }

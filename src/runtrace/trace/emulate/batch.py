@@ -16,6 +16,7 @@ import json
 import multiprocessing as mp
 import os
 import signal
+import struct
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
@@ -23,10 +24,11 @@ from dataclasses import asdict, dataclass
 from multiprocessing.connection import wait
 from pathlib import Path
 
-from runtrace.trace.emulate.emulator import EmulationError, TracerSettings, emulate
+from runtrace.trace.emulate.emulator import EmulationError, emulate
 from runtrace.trace.emulate.inputs import InputProblem, Sample, SampleReadError
 from runtrace.trace.emulate.pe import UnsupportedInput, inspect_pe
 from runtrace.trace.formats.native import SUFFIX, TraceFormatError, load_trace, read_trace_meta, save_trace
+from runtrace.trace.settings import TracerSettings
 
 HARD_TIMEOUT_GRACE_S = 15.0  # the in-process watchdog stops emulation first; this catches real hangs
 _POLL_S = 0.02  # how often running children's time and memory are checked
@@ -86,7 +88,38 @@ def _read_sample(sample: Sample) -> bytes:
     data = sample.read(sample.size + 1) if sample.size else sample.read()
     if hashlib.sha256(data).hexdigest() != sample.sha256:
         raise SampleReadError("changed on disk since the batch started (sha256 differs); not traced")
+    problem = truncation(data)
+    if problem:
+        raise UnsupportedInput(problem)
     return data
+
+
+def truncation(data: bytes) -> str | None:
+    """Why a PE file is cut short, or None: its section table, or a section's raw data, ends past the end
+    of the file.  Windows refuses to load such an image, and emulating it ran whatever the missing bytes
+    left (a PE cut to 3,000 bytes ran a few instructions and was judged `unknown`).  Headers too broken
+    to read are left to `inspect_pe`, which names what is wrong with them."""
+    try:
+        (e_lfanew,) = struct.unpack_from("<I", data, 0x3C)
+        (n_sections,) = struct.unpack_from("<H", data, e_lfanew + 6)
+        (opt_size,) = struct.unpack_from("<H", data, e_lfanew + 20)
+    except struct.error:
+        return None
+    table = e_lfanew + 24 + opt_size
+    size, end = len(data), table + 40 * n_sections
+    if end > size:
+        return (
+            f"truncated PE: the section table ends at byte {end:,}, past the end of the file ({size:,} bytes)"
+        )
+    for k in range(n_sections):
+        name, raw_size, raw_pointer = struct.unpack_from("<8s8xII", data, table + 40 * k)
+        if raw_size and raw_pointer + raw_size > size:
+            shown = name.rstrip(b"\0").decode("latin-1") or f"#{k + 1}"
+            return (
+                f"truncated PE: section {shown} needs bytes {raw_pointer:,} to {raw_pointer + raw_size:,}, "
+                f"past the end of the file ({size:,} bytes)"
+            )
+    return None
 
 
 def trace_one(sample: Sample, settings: TracerSettings, out_dir: Path, extra=None) -> dict:
@@ -158,13 +191,19 @@ def _status_mb(pid: int, field: str = "VmRSS:") -> float:
 
 
 def _reusable(
-    out_dir: Path, sample: Sample, settings: TracerSettings, retry_errors: bool
+    out_dir: Path, sample: Sample, settings: TracerSettings, retry_errors: bool, extra_writer=None
 ) -> TraceOutcome | None:
+    """The outcome of a sample traced before with these settings (or failed before), or None.  A reused
+    trace gets the extra writer's file when it lacks one (`trace --format x64dbg` over a folder traced
+    without it)."""
     path = trace_path(out_dir, sample.sha256)
     if path.exists():
         try:
             if read_trace_meta(path).settings == settings.key():
-                outcome = _outcome_of(load_trace(path), sample.name, path)
+                trace = load_trace(path)
+                if extra_writer is not None:
+                    extra_writer(trace, out_dir, replace=False)
+                outcome = _outcome_of(trace, sample.name, path)
                 outcome.status = "skipped"
                 return outcome
         except TraceFormatError:
@@ -201,8 +240,9 @@ def trace_batch(
     """Trace every sample into out_dir; returns one outcome per input, in completion order.
 
     `on_done` is called after each sample (progress bars); `extra_writer(trace, out_dir)` runs in the
-    child after the native trace is saved (e.g. to also write an x64dbg file).  `stop` is polled while
-    children run: when it returns True the batch ends as Ctrl-C ends it (children killed,
+    child after the native trace is saved (e.g. to also write an x64dbg file), and in this process as
+    `extra_writer(trace, out_dir, replace=False)` for a trace reused from an earlier run.  `stop` is
+    polled while children run: when it returns True the batch ends as Ctrl-C ends it (children killed,
     `BatchInterrupted`), which is how the scanning service stops a deleted scan.
     """
     settings = settings or TracerSettings()
@@ -232,7 +272,7 @@ def trace_batch(
                 continue
             else:
                 seen.add(item.sha256)
-                reused = _reusable(out_dir, item, settings, retry_errors)
+                reused = _reusable(out_dir, item, settings, retry_errors, extra_writer)
                 if reused is not None:
                     outcomes.append(reused)
                     if on_done:
@@ -313,6 +353,15 @@ def _check_child(
             f"tracer process passed the memory cap of {memory_mb} MiB and was killed", "memory_limit"
         )
     return None
+
+
+def save_summary(out_dir: Path, outcomes: list[TraceOutcome], unfinished: int | None = None) -> dict:
+    """`summary.json` of a batch in out_dir (with the count of samples left when it was interrupted)."""
+    summary = summarize(outcomes)
+    if unfinished is not None:
+        summary["interrupted"] = {"unfinished": unfinished}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
 
 
 def summarize(outcomes: list[TraceOutcome]) -> dict:

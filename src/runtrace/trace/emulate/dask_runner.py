@@ -25,8 +25,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from runtrace.trace.emulate.batch import BatchInterrupted, TraceOutcome, _reusable, record_error, trace_batch
-from runtrace.trace.emulate.emulator import TracerSettings
 from runtrace.trace.emulate.inputs import InputProblem, Sample
+from runtrace.trace.settings import TracerSettings
 
 TASKS_PER_THREAD = 2
 CONNECT_TIMEOUT = "20s"
@@ -98,7 +98,7 @@ def trace_batch_dask(
         client = Client(address, timeout=CONNECT_TIMEOUT)
     except OSError as e:
         raise DaskUnavailable(f"no Dask scheduler at {address}: {e}") from None
-    todo = deque(_to_trace(inputs, out_dir, settings, retry_errors, finish))
+    todo = deque(_to_trace(inputs, out_dir, settings, retry_errors, finish, extra_writer))
     names: dict = {}
     try:
         with client:  # closing the client on Ctrl-C releases its futures: the cluster drops the tasks
@@ -125,7 +125,7 @@ def trace_batch_dask(
     return outcomes
 
 
-def _to_trace(inputs, out_dir: Path, settings: TracerSettings, retry_errors: bool, finish):
+def _to_trace(inputs, out_dir: Path, settings: TracerSettings, retry_errors: bool, finish, extra_writer=None):
     """The samples that still need tracing; problems and samples traced before are reported at once."""
     seen: set[str] = set()
     for item in inputs:
@@ -133,7 +133,7 @@ def _to_trace(inputs, out_dir: Path, settings: TracerSettings, retry_errors: boo
             finish(TraceOutcome("", item.name, "error", error=item.message))
         elif item.sha256 not in seen:
             seen.add(item.sha256)
-            reused = _reusable(out_dir, item, settings, retry_errors)
+            reused = _reusable(out_dir, item, settings, retry_errors, extra_writer)
             if reused is None:
                 yield item
             else:

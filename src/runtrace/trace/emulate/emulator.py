@@ -12,7 +12,6 @@ import json
 import logging
 import threading
 import time
-from dataclasses import asdict, dataclass
 from importlib import resources
 
 from runtrace.trace.emulate import speakeasy_loader  # noqa: F401  (first: lean imports of unicorn and speakeasy)
@@ -37,6 +36,7 @@ from runtrace.trace.emulate import (
 )
 from runtrace.trace.blocks import canonicalize
 from runtrace.trace.model import ApiCall, EntryPoint, StopReason, Trace, TraceMeta
+from runtrace.trace.settings import TracerSettings
 from runtrace.trace.emulate.pe import inspect_pe
 from runtrace.trace.emulate.recorder import (
     STOPPED_INSTRUCTION_CAP,
@@ -59,33 +59,6 @@ _IMAGE_SCN_MEM_EXECUTE = 0x20000000
 _IMAGE_SCN_MEM_WRITE = 0x80000000
 # C-runtime DLLs use cdecl on x86: the caller pops the arguments, so a stub need not know their number.
 _CDECL_DLL_PREFIXES = ("msvcr", "ucrtbase", "api-ms-win-crt-", "msvcp", "vcruntime")
-
-
-@dataclass(frozen=True)
-class TracerSettings:
-    max_instructions: int = 1_000_000
-    timeout_s: float = 60.0
-    memory_mb: int = 1024
-    max_api_calls: int = 10_000  # per entry point, as Speakeasy counts them
-    # Reads and writes of unmapped memory that no SEH handler takes get a zero page and go on, up to this
-    # many pages per sample, instead of ending the run (0: Speakeasy's behaviour, end the entry point).
-    zero_pages: int = 64
-    # Calls through a NULL function pointer that return 0 to the caller instead of ending the run (0:
-    # Speakeasy's behaviour).  The pointer is nearly always one the emulation left unset (a function
-    # a stubbed API should have provided), not the program's own bug.
-    null_calls: int = 16
-    # Exports of a DLL run after DllMain, in export-table order, each with dummy arguments.  Speakeasy
-    # runs 10; a library's behaviour is spread over its exports, and with 10 most library DLLs ended
-    # below 1,000 instructions (measured: docs/tracer.md).
-    max_exports: int = 64
-    # Instructions each export (and each Python module's exec slot) may run before the next one starts
-    # (0: none): one export stuck in a loop would otherwise take the whole instruction cap or time limit
-    # from the exports after it.
-    export_budget: int = 200_000
-
-    def key(self) -> dict:
-        """What decides whether an existing trace can be reused."""
-        return {**asdict(self), "tracer": TRACER_VERSION}
 
 
 class EmulationError(RuntimeError):

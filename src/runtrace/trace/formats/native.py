@@ -51,7 +51,7 @@ class TraceFormatError(TraceReadError):
     """A file that is not a readable runtrace trace."""
 
 
-def _meta_to_json(meta: TraceMeta) -> dict:
+def meta_to_json(meta: TraceMeta) -> dict:
     return {
         "sha256": meta.sha256,
         "arch": meta.arch.value,
@@ -95,7 +95,7 @@ def save_trace(trace: Trace, path: str | Path) -> Path:
     header = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
-        "meta": _meta_to_json(trace.meta),
+        "meta": meta_to_json(trace.meta),
         "api_names": names,
     }
     blocks = trace.blocks
@@ -224,5 +224,6 @@ register(
         write=save_trace,
         suffixes=(SUFFIX,),
         probe=_is_native,
+        keeps_api_calls=True,
     )
 )

@@ -29,6 +29,7 @@ __all__ = [
     "TraceReadError",
     "detect_format",
     "format_for_output",
+    "left_out",
     "load_any",
     "named_format",
     "read_formats",
@@ -51,6 +52,9 @@ class TraceFormat:
     probe: Callable[[Path, bytes], bool] | None = None  # (path, first bytes) -> is it this format?
     # (path, regex, allow_truncated) -> trace: reads lines with a user's regex (text logs only)
     read_pattern: Callable[[Path, str, bool], Trace] | None = None
+    # Whether a written file keeps the trace's API calls (name, arguments, result, return address): a
+    # conversion to a format that does not says how many calls it leaves out.
+    keeps_api_calls: bool = False
 
 
 _FORMATS: dict[str, TraceFormat] = {}
@@ -84,12 +88,13 @@ def _probe(fmt: TraceFormat, path: Path, head: bytes) -> bool:
         return False  # a file a probe cannot read is not that format; the reader says why if asked
 
 
-def sniff_format(path: str | Path) -> TraceFormat | None:
-    """The file's format by extension and content, or None when it is no trace runtrace knows.
+def sniff_format(path: str | Path, name: str | None = None) -> TraceFormat | None:
+    """The file's format by extension and content, or None when it is no trace runtrace knows.  The
+    extension is `name`'s when given (a file stored under another name, as the service stores uploads).
 
     Raises OSError when the file cannot be opened."""
     path = Path(path)
-    named = named_format(path)
+    named = named_format(name or path)
     if named is not None:
         return named
     with open(path, "rb") as fh:
@@ -97,20 +102,18 @@ def sniff_format(path: str | Path) -> TraceFormat | None:
     for fmt in _FORMATS.values():
         if _probe(fmt, path, head):
             return fmt
-    suffix = path.suffix.lower()
+    suffix = Path(name or path).suffix.lower()
     return next((f for f in _FORMATS.values() if suffix in f.hint_suffixes), None)
 
 
-def detect_format(path: str | Path) -> str:
+def detect_format(path: str | Path, name: str | None = None) -> str:
     """The name of the file's format; TraceReadError when it is none runtrace knows."""
     try:
-        fmt = sniff_format(path)
+        fmt = sniff_format(path, name)
     except OSError as e:
         raise TraceReadError(f"{path}: cannot open ({e.strerror or e})") from None
     if fmt is None:
-        raise TraceReadError(
-            f"{path}: byte 0: not a trace file runtrace knows ({_known()}); name the format with --from"
-        )
+        raise TraceReadError(f"{path}: byte 0: not a trace file runtrace knows ({_known()})")
     return fmt.name
 
 
@@ -127,9 +130,14 @@ def _get(name: str, role: str) -> TraceFormat:
 
 
 def load_any(
-    path: str | Path, fmt: str | None = None, allow_truncated: bool = False, line_pattern: str | None = None
+    path: str | Path,
+    fmt: str | None = None,
+    allow_truncated: bool = False,
+    line_pattern: str | None = None,
+    name: str | None = None,
 ) -> Trace:
-    """Read a trace of any registered format (detected unless fmt is given).
+    """Read a trace of any registered format (detected unless fmt is given; by `name`'s extension
+    when the file is stored under another name).
 
     allow_truncated keeps the readable prefix of a damaged debugger trace instead of failing;
     line_pattern reads a text log with a custom regex (named groups address, instruction, optionally
@@ -142,7 +150,7 @@ def load_any(
         if reader is None or reader.read_pattern is None:
             raise ValueError(f"a line pattern reads text logs, not {fmt} traces")
         return reader.read_pattern(path, line_pattern, allow_truncated)
-    chosen = chosen or _get(detect_format(path), "trace")
+    chosen = chosen or _get(detect_format(path, name), "trace")
     try:
         return chosen.read(path, allow_truncated)
     except OSError as e:
@@ -152,6 +160,14 @@ def load_any(
 def save_as(trace: Trace, path: str | Path, fmt: str) -> Path:
     """Write in fmt (see write_formats()); ValueError when the trace cannot be expressed in it."""
     return _get(fmt, "output").write(trace, Path(path))
+
+
+def left_out(trace: Trace, fmt: str) -> str | None:
+    """What writing the trace in fmt leaves out, in words; None when nothing is."""
+    if _get(fmt, "output").keeps_api_calls or not trace.api_calls:
+        return None
+    n = len(trace.api_calls)
+    return f"{fmt} files hold no API calls: the trace's {n:,} call{'s' if n != 1 else ''} are not written"
 
 
 def format_for_output(path: str | Path) -> str:

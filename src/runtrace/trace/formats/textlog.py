@@ -11,16 +11,20 @@ log gets it everywhere.  A length still unknown is 0, and the block ends after t
 A log is read in one pass into compact arrays (address, interned text, thread per line) and the
 blocks are built afterwards, since a length depends on the thread's next instruction.
 
-The writer produces x64dbg-style lines (`{p:cip} {i:cip}`); a thread switch is written as a comment
-line `; thread <hex id>`, which x64dbg-style readers skip and this reader understands.
+The writer produces x64dbg-style lines (`{p:cip} {i:cip}`) and keeps in comment lines, which
+x64dbg-style readers skip and this reader understands, what such lines cannot hold: the sample's sha256
+(`; sha256 <hex>`, at the top), thread switches (`; thread <hex id>`) and each API call after the
+instruction that made it (`; api KERNEL32.LoadLibraryA("ws2_32.dll") = 0x10000000 -> returns to
+00401780`, the line `runtrace show` prints).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from array import array
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from runtrace.trace.asmsyntax import mnemonic_of, normalise_syntax, parse_number
@@ -28,7 +32,7 @@ from runtrace.trace.blocks import BlockBuilder
 from runtrace.trace.disasm import is_control_transfer
 from runtrace.trace.errors import TraceReadError, at_line
 from runtrace.trace.formats.registry import TraceFormat, register
-from runtrace.trace.model import Arch, StopReason, Trace, TraceMeta
+from runtrace.trace.model import ApiCall, Arch, StopReason, Trace, TraceMeta
 
 __all__ = [
     "normalise_syntax",
@@ -51,6 +55,13 @@ _X64DBG_LINE = re.compile(
     r"\s+(?P<instruction>[A-Za-z][^;]*?)\s*(?:;.*)?"
 )
 _THREAD_MARK = re.compile(r"\s*;\s*thread\s+(?:0x)?([0-9A-Fa-f]{1,8})\s*", re.IGNORECASE)
+_SHA256_MARK = re.compile(r"\s*;\s*sha256\s+([0-9A-Fa-f]{64})\s*")
+_API_MARK = re.compile(
+    r"\s*;\s*api\s+(?P<call>.+?)\s+->\s+returns to\s+(?:0x)?(?P<ret>[0-9A-Fa-f]{1,16})"
+    r"(?P<stub>\s+\(stubbed\))?\s*"
+)
+_API_NAME = re.compile(r"[^\s(=]+")
+_API_INT = re.compile(r"\s*(-?(?:0x[0-9A-Fa-f]+|\d+))\s*")
 _OLLY_ADDRESS = re.compile(r"(?:[A-Za-z_][\w\-]*(?:\.[\w\-]+)*\.)?(?:0[xX])?([0-9A-Fa-f]{8}|[0-9A-Fa-f]{16})")
 _OLLY_THREAD = re.compile(r"[0-9A-Fa-f]{1,8}")
 _OLLY_MODULE = re.compile(r"[A-Za-z_][\w.\-]*")
@@ -70,6 +81,9 @@ class _Lines:
     wide: bool = False  # an address written with more than 8 digits: a 64-bit trace
     lines_read: int = 0
     problem: tuple[int, str] | None = None  # (line, what) that stopped an allow_truncated read
+    sha256: str = ""  # from a `; sha256` comment (logs runtrace wrote)
+    # API calls from `; api` comments: (instruction lines before it, the call with position 0)
+    calls: list[tuple[int, ApiCall]] = field(default_factory=list)
 
     def add(self, address: int, text: str, tid: int) -> None:
         text_id = self.texts.get(text)
@@ -106,6 +120,7 @@ def _collect_x64dbg(path: Path) -> _Lines:
         out.lines_read = number
         m = _X64DBG_LINE.fullmatch(line.rstrip("\r\n"))
         if m is None:
+            _comment(out, line.rstrip("\r\n"), path, number)
             mark = _THREAD_MARK.fullmatch(line.rstrip("\r\n"))
             if mark:
                 tid = int(mark.group(1), 16)
@@ -114,6 +129,46 @@ def _collect_x64dbg(path: Path) -> _Lines:
         out.wide = out.wide or len(digits) > 8
         out.add(int(digits, 16), m.group("instruction"), tid)
     return out
+
+
+def _comment(out: _Lines, line: str, path: Path, number: int) -> None:
+    """The sha256 and API calls runtrace keeps in comment lines; other comments are skipped."""
+    if not out.sha256 and (sha := _SHA256_MARK.fullmatch(line)):
+        out.sha256 = sha.group(1).lower()
+    elif api := _API_MARK.fullmatch(line):
+        name, args, result = parse_signature(api.group("call"), path, number)
+        call = ApiCall(0, name, int(api.group("ret"), 16), api.group("stub") is None, args, result)
+        out.calls.append((len(out.addresses), call))
+
+
+def parse_signature(text: str, path: Path | str = "", number: int = 0) -> tuple[str, tuple, int | None]:
+    """`NAME(arg, "string", ...) = 0xRESULT` (as `ApiCall.signature` writes it) -> name, args, result."""
+    name = _API_NAME.match(text)
+    if name is None:
+        raise at_line(path, number, f"unreadable API call {text[:80]!r}")
+    rest, args = text[name.end() :], []
+    if rest.startswith("("):
+        rest = rest[1:]
+        decoder = json.JSONDecoder()
+        while not rest.startswith(")"):
+            rest = rest.lstrip()
+            if rest.startswith('"'):
+                value, end = decoder.raw_decode(rest)
+            else:
+                number_match = _API_INT.match(rest)
+                if number_match is None:
+                    raise at_line(path, number, f"unreadable argument in API call {text[:80]!r}")
+                value, end = int(number_match.group(1), 0), number_match.end()
+            args.append(value)
+            rest = rest[end:].lstrip()
+            if rest.startswith(","):
+                rest = rest[1:]
+            elif not rest.startswith(")"):
+                raise at_line(path, number, f"unreadable argument list in API call {text[:80]!r}")
+        rest = rest[1:]
+    rest = rest.strip()
+    result = int(rest[1:].strip(), 16) if rest.startswith("=") else None
+    return name.group(0), tuple(args), result
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -323,13 +378,19 @@ def _to_trace(lines: _Lines, path: Path, source: str, x86_only: bool, settings: 
 
     builder = BlockBuilder(arch.bits)
     add = builder.add_text
-    for address, text_id, length, tid in zip(
-        lines.addresses, lines.text_ids, lengths, lines.tids, strict=True
+    pending = iter(lines.calls)
+    after, call = next(pending, (None, None))
+    calls = []
+    for count, (address, text_id, length, tid) in enumerate(
+        zip(lines.addresses, lines.text_ids, lengths, lines.tids, strict=True), 1
     ):
         add(address, normalised[text_id], length, tid, mnemonics[text_id])
+        while after == count:  # the calls made by this instruction: after its block's visit
+            calls.append(replace(call, position=builder.current_visit))
+            after, call = next(pending, (None, None))
     blocks, visits, threads = builder.finish()
     meta = TraceMeta(
-        sha256="",
+        sha256=lines.sha256,
         arch=arch,
         source=source,
         stop_reason=StopReason.IMPORTED,
@@ -338,7 +399,7 @@ def _to_trace(lines: _Lines, path: Path, source: str, x86_only: bool, settings: 
     if lines.problem is not None:
         meta.stop_detail = f"truncated: {path}: line {lines.problem[0]}: {lines.problem[1]}"
         meta.events.append({"kind": "truncated", "line": lines.problem[0], "problem": lines.problem[1]})
-    return Trace(meta=meta, blocks=blocks, visits=visits, threads=threads)
+    return Trace(meta=meta, blocks=blocks, visits=visits, threads=threads, api_calls=calls)
 
 
 def _branch_target(text: str) -> int | None:
@@ -415,13 +476,18 @@ def sniff_text_format(path: str | Path) -> str | None:
 
 
 def write_text_log(trace: Trace, path: str | Path) -> Path:
-    """x64dbg-style `{p:cip} {i:cip}` lines (address zero-padded to the pointer width, upper case)."""
+    """x64dbg-style `{p:cip} {i:cip}` lines (address zero-padded to the pointer width, upper case), with
+    the sha256, thread switches and API calls in comment lines (module docstring)."""
     path = Path(path)
     width = 16 if trace.arch is Arch.AMD64 else 8
     threads = trace.threads.tolist() if trace.threads is not None else None
+    calls = trace.api_calls_by_position()
     rendered: dict[int, str] = {}  # block id -> its lines
     tmp = path.with_name(path.name + ".part")
     with open(tmp, "w", encoding="utf-8", newline="\n", buffering=1 << 20) as out:
+        out.write(f"; runtrace run trace ({trace.arch.value})\n")
+        if trace.meta.sha256:
+            out.write(f"; sha256 {trace.meta.sha256}\n")
         tid = None
         for i, block_id in enumerate(trace.visits.tolist()):
             if threads is not None and threads[i] != tid:
@@ -433,8 +499,16 @@ def write_text_log(trace: Trace, path: str | Path) -> Path:
                     f"{insn.address:0{width}X} {insn.text}\n" for insn in trace.block_instructions(block_id)
                 )
             out.write(text)
+            for call in calls.get(i, ()):
+                out.write(api_comment(call, width) + "\n")
     tmp.replace(path)
     return path
+
+
+def api_comment(call: ApiCall, width: int) -> str:
+    """The comment line of one API call, as the text format writes it and `runtrace show` prints it."""
+    stub = "  (stubbed)" if not call.supported else ""
+    return f"{'':{width}}  ; api {call.signature()} -> returns to {call.return_address:0{width}X}{stub}"
 
 
 # "x64dbg-text" and "ollydbg" are found by sniffing the first lines; "text" reads any text log (sniffing
@@ -462,5 +536,6 @@ register(
         write=write_text_log,
         hint_suffixes=(".txt", ".log"),
         read_pattern=read_custom_log,
+        keeps_api_calls=True,
     )
 )

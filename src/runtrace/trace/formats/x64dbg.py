@@ -564,6 +564,20 @@ def _split(block) -> list[tuple[bytes, int]]:
     return out
 
 
+def export_path(out_dir: str | Path, sha256: str, arch: Arch) -> Path:
+    """Where `runtrace trace --format x64dbg` puts a sample's x64dbg trace: beside its `.rtrace`."""
+    return Path(out_dir) / f"{sha256}{'.trace32' if arch.bits == 32 else '.trace64'}"
+
+
+def write_export(trace: Trace, out_dir: str | Path, replace: bool = True) -> Path:
+    """The trace as `<sha256>.trace32/.trace64` in out_dir; `replace=False` keeps one already there (a
+    trace traced before, whose export an earlier run wrote)."""
+    path = export_path(out_dir, trace.meta.sha256, trace.arch)
+    if replace or not path.exists():
+        write_x64dbg(trace, path)
+    return path
+
+
 register(
     TraceFormat(
         "x64dbg",

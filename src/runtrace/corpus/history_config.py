@@ -1,0 +1,32 @@
+"""The `[pypi_history]` section of sources.toml (apart from `pypi_history.py`, which needs `sources`)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class HistoryProject(BaseModel):
+    """One project's entry in `[pypi_history]`, when it needs more than the defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    sdists: bool = False  # also read sdists (prebuilt bootloaders / launchers live there)
+    max_files: int | None = Field(default=None, ge=1)
+    max_file_mb: int | None = Field(default=None, ge=1)
+    group: str = ""  # origin group, when several projects ship one program (default: pypi/<name>)
+
+
+class PypiHistorySources(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    first_year: int = 2005
+    last_year: int = 2018
+    # Files per project: spread over its releases, platforms and Python versions.
+    max_files: int = Field(default=12, ge=1)
+    max_file_mb: int = Field(default=80, ge=1)  # larger downloads are skipped and reported
+    # PE files read per project, taken from its downloads in turn, programs first: the build's per-group
+    # cap keeps fewer still, and parsing hundreds of near-identical modules per release only costs time.
+    max_members: int = Field(default=150, ge=1)
+    projects: list[str | HistoryProject] = []
+
+    def entries(self) -> list[HistoryProject]:
+        return [p if isinstance(p, HistoryProject) else HistoryProject(name=p) for p in self.projects]

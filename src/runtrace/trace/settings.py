@@ -1,0 +1,44 @@
+"""The tracer's settings: the one place its limits and their defaults are written.
+
+Every reader of the limits (`runtrace trace`, `corpus trace`, `scan`, `serve`, the scanner, the batch
+runner and the emulator) takes them from `TracerSettings`, so a default changes here and nowhere else.
+This module imports nothing heavy: command lines build their options from it without loading the
+emulator (Speakeasy, unicorn).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class TracerSettings:
+    max_instructions: int = 1_000_000
+    timeout_s: float = 60.0
+    memory_mb: int = 1024  # each tracer child's private memory (USS), checked by the batch runner
+    max_api_calls: int = 10_000  # per entry point, as Speakeasy counts them
+    # Reads and writes of unmapped memory that no SEH handler takes get a zero page and go on, up to this
+    # many pages per sample, instead of ending the run (0: Speakeasy's behaviour, end the entry point).
+    zero_pages: int = 64
+    # Calls through a NULL function pointer that return 0 to the caller instead of ending the run (0:
+    # Speakeasy's behaviour).  The pointer is nearly always one the emulation left unset (a function
+    # a stubbed API should have provided), not the program's own bug.
+    null_calls: int = 16
+    # Exports of a DLL run after DllMain, in export-table order, each with dummy arguments.  Speakeasy
+    # runs 10; a library's behaviour is spread over its exports, and with 10 most library DLLs ended
+    # below 1,000 instructions (measured: docs/tracer.md).
+    max_exports: int = 64
+    # Instructions each export (and each Python module's exec slot) may run before the next one starts
+    # (0: none): one export stuck in a loop would otherwise take the whole instruction cap or time limit
+    # from the exports after it.
+    export_budget: int = 200_000
+
+    def key(self) -> dict:
+        """What decides whether an existing trace can be reused: these settings and the tracer's version
+        (read from the emulator only here, when a batch needs it)."""
+        from runtrace.trace.emulate.emulator import TRACER_VERSION
+
+        return {**asdict(self), "tracer": TRACER_VERSION}
+
+
+DEFAULTS = TracerSettings()
