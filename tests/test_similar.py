@@ -69,7 +69,7 @@ def test_the_index_survives_its_files_and_refuses_tampered_ones(demo, tmp_path):
     query = signature_of(traces[5])
     assert back.nearest(query, 5) == index.nearest(query, 5)
     meta = json.loads((tmp_path / "idx" / "index.json").read_text())
-    assert meta["num_perm"] == NUM_PERM and meta["entries"] == len(index)
+    assert meta["num_perm"] == NUM_PERM and meta["entries"] == len(index) and back.digest
     signatures = np.load(tmp_path / "idx" / "signatures.npy")
     signatures[0, 0] ^= 1
     np.save(tmp_path / "idx" / "signatures.npy", signatures)

@@ -37,6 +37,12 @@ def scan(
         help="Traces with fewer executed instructions get the verdict 'unknown' "
         "(default: the shortest trace the model was trained on).",
     ),
+    neighbours: int = typer.Option(
+        5, min=0, help="Nearest known files (by executed code) listed beside each verdict; 0: none."
+    ),
+    index: Path = typer.Option(
+        None, "--index", help="Similarity index folder (default: the model's similar/, when it has one)."
+    ),
     schema: bool = typer.Option(
         False, "--schema", help="Print the JSON Schema of the --json output and exit."
     ),
@@ -66,9 +72,9 @@ def scan(
     from runtrace.scan.scanner import Scanner, ScannerError, ScanOptions
 
     options = ScanOptions(min_instructions=min_instructions, explain=explain, workers=tracer.workers,
-                          tracer=tracer.settings, dask=tracer.dask)  # fmt: skip
+                          tracer=tracer.settings, dask=tracer.dask, neighbours=neighbours)  # fmt: skip
     try:
-        scanner = Scanner.load(model, options, threshold)
+        scanner = Scanner.load(model, options, threshold, index)
     except ScannerError as e:
         raise fail(str(e)) from None
     try:

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtrace.scan.inputs import scan_input
-from runtrace.scan.scanner import DEFAULT_EXPLAIN, ScanInterrupted, Scanner, ScanOptions
+from runtrace.scan.neighbours import index_info
+from runtrace.scan.runner import ScanInterrupted
+from runtrace.scan.scanner import DEFAULT_EXPLAIN, Scanner, ScanOptions
 from runtrace.serve.store import Job, JobStore, SampleStore
 from runtrace.trace.settings import TracerSettings
 
@@ -69,12 +71,16 @@ class ScanService:
     @property
     def model_key(self) -> str:
         mid = self._scanner.model_id
-        return f"{mid.weights_sha256}:{mid.version or ''}"
+        # A result is reused only when the same model and the same similarity index would produce it.
+        index = self._scanner.similar.digest if self._scanner.similar is not None else None
+        return f"{mid.weights_sha256}:{mid.version or ''}" + (f":{index}" if index else "")
 
     def model_description(self) -> dict:
+        index = self._scanner.similar
         return {
             "model": self._scanner.model_info.model_dump(),
             "decision": self._scanner.decision.model_dump(),
+            "similar": index_info(index).model_dump() if index is not None else None,
         }
 
     # --- jobs ------------------------------------------------------------------------------------------

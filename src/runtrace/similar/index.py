@@ -9,30 +9,39 @@ on every `runtrace scan`), and its persistent backends are database servers; pic
 directory would make loading a shipped file execute code.  Arrays load in milliseconds and safely.
 
 On disk (a directory, usually `similar/` beside a model): `index.json` (format, version, parameters,
-sha256 of each array), `signatures.npy` (uint32, entries x NUM_PERM: blocks), `api_signatures.npy`,
+sha256 of each file), `permutations.npy` (uint64, 2 x NUM_PERM: the MinHash permutations the
+signatures were made with, which queries use), `signatures.npy` (uint32, entries x NUM_PERM: blocks),
+`api_signatures.npy`,
 `sizes.npy` (int64, entries x 2: distinct blocks, API n-grams), `band_keys.npy` (uint64, bands x
 entries, each row sorted) with `band_order.npy` (int64: the entry of each sorted key), and
-`entries.parquet` (one row per entry: sha256, label, family, origin, ...).
+`entries.json` (the known files, column by column: sha256, label, family, origin, ...; JSON rather than
+Parquet because `scan` loads the index and its start-up imports no pyarrow, `docs/scan.md`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
-from datasketch import MinHashLSH
 
-from runtrace.similar.signature import API_NGRAM, NORMALISATION, NUM_PERM, SEED, CodeSignature
+from runtrace.similar.signature import (
+    API_NGRAM,
+    NORMALISATION,
+    NUM_PERM,
+    SEED,
+    CodeSignature,
+    permutations,
+    signature_of,
+)
 
 FORMAT = "runtrace-similarity-index"
 VERSION = 1
 THRESHOLD = 0.3  # candidates are found with high probability from an estimated Jaccard of about this
-_ARRAYS = ("signatures", "api_signatures", "sizes", "band_keys", "band_order")
+_ARRAYS = ("signatures", "api_signatures", "sizes", "band_keys", "band_order", "permutations")
 # Odd 64-bit multipliers that fold a band's r values into one key (the values are already hashes).
 _FOLD = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5,
                   0x94D049BB133111EB, 0xBF58476D1CE4E5B9, 0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD],
@@ -53,6 +62,8 @@ class Neighbour:
 
 def lsh_shape(threshold: float = THRESHOLD) -> tuple[int, int]:
     """(bands, rows per band) for the threshold, as datasketch chooses them."""
+    from datasketch import MinHashLSH  # only when an index is built: see signature.py on its import
+
     lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
     return lsh.b, lsh.r
 
@@ -78,6 +89,9 @@ class SimilarityIndex:
         if not (len(entries) == len(self.signatures) == len(self.api_signatures) == len(self.sizes)):
             raise ValueError("one entry, signature and size per indexed file")
         self.threshold = threshold
+        self.path: str | None = None  # the directory it was loaded from
+        self.digest: str | None = None  # sha256 of its index.json (which holds every file's sha256)
+        self.permutations = permutations()
         self.bands, self.rows = lsh_shape(threshold)
         keys = band_keys(self.signatures, self.bands, self.rows)
         self.band_order = np.argsort(keys, axis=1, kind="stable")
@@ -104,6 +118,10 @@ class SimilarityIndex:
         )
 
     # --- queries ---------------------------------------------------------------------------------------
+    def sign(self, trace) -> CodeSignature:
+        """A trace's signature as this index compares it (its permutations; datasketch not imported)."""
+        return signature_of(trace, self.permutations)
+
     def candidates(self, signature: CodeSignature) -> np.ndarray:
         """Entries sharing at least one band with the signature (empty for a trace without blocks)."""
         if signature.n_blocks == 0 or len(self) == 0:
@@ -164,13 +182,18 @@ class SimilarityIndex:
             "sizes": self.sizes,
             "band_keys": self.band_keys,
             "band_order": self.band_order,
+            "permutations": self.permutations,
         }
         digests = {}
         for name, array in arrays.items():
             path = directory / f"{name}.npy"
             np.save(path, array, allow_pickle=False)
             digests[name] = hashlib.sha256(path.read_bytes()).hexdigest()
-        pq.write_table(pa.Table.from_pylist(self.entries), directory / "entries.parquet")
+        fields = list(dict.fromkeys(f for e in self.entries for f in e))
+        columns = {f: [e.get(f) for e in self.entries] for f in fields}
+        entries_json = json.dumps(columns, separators=(",", ":")).encode()
+        (directory / "entries.json").write_bytes(entries_json)
+        digests["entries"] = hashlib.sha256(entries_json).hexdigest()
         meta = {
             "format": FORMAT,
             "version": VERSION,
@@ -191,7 +214,8 @@ class SimilarityIndex:
     def load(cls, directory: str | Path) -> SimilarityIndex:
         directory = Path(directory)
         try:
-            meta = json.loads((directory / "index.json").read_text())
+            meta_bytes = (directory / "index.json").read_bytes()
+            meta = json.loads(meta_bytes)
         except (OSError, ValueError) as e:
             raise IndexFileError(f"{directory}: not a similarity index ({e})") from None
         if meta.get("format") != FORMAT or meta.get("version") != VERSION:
@@ -211,8 +235,18 @@ class SimilarityIndex:
                 raise IndexFileError(f"{directory}: {path.name} is missing ({e.strerror})") from None
             if hashlib.sha256(data).hexdigest() != meta["sha256"].get(name):
                 raise IndexFileError(f"{directory}: {path.name} does not match its sha256 in index.json")
-            arrays[name] = np.load(path, allow_pickle=False)
-        entries = pq.read_table(directory / "entries.parquet").to_pylist()
+            arrays[name] = np.load(io.BytesIO(data), allow_pickle=False)
+        try:
+            data = (directory / "entries.json").read_bytes()
+        except OSError as e:
+            raise IndexFileError(f"{directory}: entries.json is missing ({e.strerror})") from None
+        if hashlib.sha256(data).hexdigest() != meta["sha256"].get("entries"):
+            raise IndexFileError(f"{directory}: entries.json does not match its sha256 in index.json")
+        try:
+            columns = json.loads(data)
+            entries = [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+        except (ValueError, TypeError, AttributeError) as e:
+            raise IndexFileError(f"{directory}: entries.json is not a table of known files ({e})") from None
         index = cls.__new__(cls)
         index.entries = entries
         index.signatures, index.api_signatures = arrays["signatures"], arrays["api_signatures"]
@@ -221,7 +255,9 @@ class SimilarityIndex:
             arrays["band_keys"],
             arrays["band_order"],
         )
+        index.permutations = arrays["permutations"]
         index.threshold, index.bands, index.rows = meta["threshold"], meta["bands"], meta["rows"]
+        index.path, index.digest = str(directory), hashlib.sha256(meta_bytes).hexdigest()
         if len(entries) != len(index.signatures):
-            raise IndexFileError(f"{directory}: entries.parquet and the signatures disagree")
+            raise IndexFileError(f"{directory}: entries.json and the signatures disagree")
         return index
