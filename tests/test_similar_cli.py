@@ -79,7 +79,7 @@ def test_similar_lists_the_nearest_known_files_and_reports_bad_inputs(index_dir,
         f"error: {tmp_path / 'missing.exe'}: no such file or directory"
     ]
     text = run("similar", DEMO[1], "--index", index_dir)
-    assert text.exit_code == 0 and "J blocks" in text.stdout and "1 with known files alike" in text.stdout
+    assert text.exit_code == 0 and "shared" in text.stdout and "1 with known files alike" in text.stdout
 
 
 def test_similar_refuses_a_missing_or_tampered_index_in_one_line(index_dir, tmp_path) -> None:

@@ -142,17 +142,16 @@ def _delta(value: float) -> str:
 
 
 def _neighbours_table(n: Neighbours, title: str) -> Table:
-    """The nearest known files: label, family or origin, estimated Jaccard of executed blocks, shared
-    blocks (estimated), Jaccard of API-call 3-grams."""
+    """The nearest known files: label, family or origin, J (estimated Jaccard of the executed blocks),
+    shared blocks (estimated), J api (of the API-call 3-grams); names cut rather than wrapped at 80."""
     table = Table(title=escape(title), title_justify="left", pad_edge=False, show_edge=False)
-    for col, justify in [("#", "right"), ("label", "left"), ("family / origin", "left"),
-                         ("J blocks", "right"), ("shared", "right"), ("J APIs", "right"),
-                         ("sha256", "left")]:  # fmt: skip
-        table.add_column(col, justify=justify, overflow="fold", no_wrap=col != "family / origin")
+    for col, justify in [("#", "right"), ("label", "left"), ("family / origin", "left"), ("J", "right"),
+                         ("shared", "right"), ("J api", "right"), ("sha256", "left")]:  # fmt: skip
+        table.add_column(col, justify=justify, overflow="ellipsis", no_wrap=True)
     for rank, f in enumerate(n.nearest, 1):
         what = f.family or f.origin or f.file_name or ""
         table.add_row(str(rank), Text(f.label, style=_STYLE.get(f.label, "")), Text(what), f"{f.jaccard:.2f}",
-                      f"~{f.shared_blocks:,}", f"{f.api_jaccard:.2f}", f.sha256[:12])  # fmt: skip
+                      f"~{f.shared_blocks:,}", f"{f.api_jaccard:.2f}", f.sha256[:10])  # fmt: skip
     return table
 
 
