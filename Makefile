@@ -60,7 +60,7 @@ CORPUS ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/runtrace/corpus
 reproduce: install src/runtrace/trace/emulate/_blockrec.built
 	$(VENV)/bin/runtrace corpus build --corpus-dir $(CORPUS)
 	$(VENV)/bin/runtrace corpus trace --corpus-dir $(CORPUS) --limit $(CORPUS_LIMIT) --timeout $(TRACE_TIMEOUT)
-	$(VENV)/bin/runtrace corpus index --corpus-dir $(CORPUS) -o $(WORK)/models/default/similar
+	$(VENV)/bin/runtrace corpus index --corpus-dir $(CORPUS) -o $(WORK)/models/default/similar --measure
 	$(MAKE) -j2 reproduce-ism reproduce-bsm
 	$(VENV)/bin/runtrace corpus audit --corpus-dir $(CORPUS) --dataset $(WORK)/datasets/bsm --extended \
 		--figures docs/figures/corpus --write-doc docs/corpus.md
