@@ -147,3 +147,25 @@ def test_the_scan_path_with_neighbours_imports_neither_torch_nor_datasketch_nor_
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr
+
+
+def test_corpus_index_builds_from_a_manifest_and_measures_it(traces, tmp_path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [
+        {"sha256": t.meta.sha256, "label": "malicious" if i % 3 else "benign", "origin_group": f"o{i}",
+         "arch": "i386", "kind": "exe", "family": f"fam{i % 4}" if i % 3 else None,
+         "trace_status": "ok", "trace_path": str(path)}
+        for i, (t, path) in enumerate(zip(traces, DEMO, strict=True))
+    ]  # fmt: skip
+    rows.append({**rows[0], "sha256": "0" * 64, "trace_path": str(tmp_path / "gone.rtrace")})
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "manifest.parquet")
+    out = tmp_path / "index"
+    result = run("corpus", "index", "--manifest", tmp_path / "manifest.parquet", "-o", out, "--measure")
+    assert result.exit_code == 0, result.output
+    assert f"indexed {len(DEMO)} of {len(DEMO) + 1} traced files" in result.stdout
+    assert "gone.rtrace" in result.stderr  # the unreadable trace is named, and the build goes on
+    assert "family attribution" in result.stdout and "unseen families" in result.stdout
+    index = SimilarityIndex.load(out)
+    assert len(index) == len(DEMO) and {e["family"] for e in index.entries} >= {"fam1", "fam2"}
