@@ -82,7 +82,7 @@ def scan(
     except KeyboardInterrupt:
         raise fail("interrupted while listing the inputs; nothing was scanned", INTERRUPTED) from None
     try:
-        report = _run_with_progress(scanner, inputs)
+        report = run_with_progress(scanner, inputs)
     except OSError as e:  # no room for the temporary traces, no Dask scheduler: the run cannot go on
         raise fail(f"cannot scan: {e.strerror or e}") from None
     if json_output:
@@ -105,15 +105,16 @@ def scan(
     raise typer.Exit(report.exit_code)
 
 
-def _run_with_progress(scanner, inputs: list):
+def run_with_progress(runner, inputs: list, label: str = "scanning"):
+    """`runner.run(inputs)` (a Scanner's or a NeighbourFinder's), with a progress bar on a terminal."""
     if not err_console.is_terminal:
-        return scanner.run(inputs)
+        return runner.run(inputs)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    progress = Progress(TextColumn("[bold]scanning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    progress = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TextColumn("{task.fields[last]}"), console=err_console, transient=True)  # fmt: skip
     with progress:
         task = progress.add_task("scan", total=len(inputs), last="")
-        return scanner.run(
+        return runner.run(
             inputs, on_result=lambda r: progress.update(task, advance=1, last=(r.name or "")[-40:])
         )

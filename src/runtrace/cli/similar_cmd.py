@@ -51,6 +51,7 @@ def similar(
 
     from rich.markup import escape
 
+    from runtrace.cli.scan_cmd import run_with_progress
     from runtrace.scan.inputs import iter_inputs
     from runtrace.scan.neighbours import NeighbourFinder, default_index_dir, load_index
     from runtrace.scan.runner import RunOptions
@@ -67,7 +68,7 @@ def similar(
     except KeyboardInterrupt:
         raise fail("interrupted while listing the inputs; nothing was read", INTERRUPTED) from None
     try:
-        report = finder.run(inputs)
+        report = run_with_progress(finder, inputs, "comparing")
     except OSError as e:  # no room for the temporary traces, no Dask scheduler
         raise fail(f"cannot trace: {e.strerror or e}") from None
     if json_output:
