@@ -5,8 +5,12 @@ The signature of a file is the MinHash (`runtrace.similar`) of the set of distin
 holds: for BSM, its executed normalised blocks (the dataset's lexicon names each by its content) and its
 API functions; for ISM, its distinct instruction tokens, a much coarser set.  `fit` indexes the training
 fold's signatures only; `predict_proba` asks that index for each file's k nearest training files and
-returns the Jaccard-weighted share of malicious ones among them, or the training fold's share of
-malicious files when none is alike enough for the index to find.
+returns the Jaccard-weighted share of malicious ones among them, with one pseudo-neighbour of weight
+`prior_weight` voting the training fold's share of malicious files (that share alone when no training
+file is alike enough for the index to find).  The pseudo-neighbour is there for the ranking: without it
+every file whose neighbours are all malicious scores exactly 1, however faint the likeness, and a
+threshold fitted for a low false-positive rate finds no score between those ties (the first by-family
+run, without it, flagged nothing); with it, closer neighbours move the score further from the prior.
 
 A signature does not depend on the fold, so the signatures of one dataset are computed once and shared
 by the folds (`SignatureCache`), as the n-gram baselines share their counts.
@@ -45,8 +49,9 @@ class SignatureCache:
 class NeighbourVote:
     """k nearest training files by estimated Jaccard of executed code; their Jaccard-weighted vote."""
 
-    def __init__(self, k: int = 5, cache: SignatureCache | None = None) -> None:
+    def __init__(self, k: int = 5, prior_weight: float = 1.0, cache: SignatureCache | None = None) -> None:
         self.k = k
+        self.prior_weight = prior_weight
         self.cache = cache
 
     def _signatures(self, data: SequenceData, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -69,8 +74,9 @@ class NeighbourVote:
         out = np.full(len(sigs), self.prior_, dtype=np.float64)
         for j, (sig, size) in enumerate(zip(sigs, sizes, strict=True)):
             found = self.index_.nearest(CodeSignature(sig, int(size), sig, 0), self.k)
-            weights = np.array([n.jaccard for n in found])
-            if len(found) and weights.sum() > 0:
-                votes = np.array([n.entry["malicious"] for n in found], dtype=np.float64)
-                out[j] = float((weights * votes).sum() / weights.sum())
+            weights = np.array([n.jaccard for n in found], dtype=np.float64)
+            votes = np.array([n.entry["malicious"] for n in found], dtype=np.float64)
+            total = weights.sum() + self.prior_weight
+            if total > 0:
+                out[j] = float(((weights * votes).sum() + self.prior_weight * self.prior_) / total)
         return out

@@ -87,7 +87,7 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec(
             "neighbours",
             "5 nearest training files by MinHash Jaccard of the distinct tokens (BSM: executed blocks), "
-            "Jaccard-weighted vote",
+            "Jaccard-weighted vote (the training share of malware as one pseudo-neighbour)",
             INNER_CV,
             _build_neighbours,
         ),
