@@ -73,6 +73,8 @@ def test_similar_lists_the_nearest_known_files_and_reports_bad_inputs(index_dir,
         # The file itself is in the index: Jaccard 1 (or a file that ran exactly the same code).
         assert r.neighbours.nearest[0].jaccard == 1.0
         assert r.traced_sample_sha256 in [f.sha256 for f in r.neighbours.nearest if f.jaccard == 1.0]
+        # ...and the known file that is the input itself says so.
+        assert [f.sha256 for f in r.neighbours.nearest if f.same_file] == [r.traced_sample_sha256]
         assert r.neighbours.nearest[0].shared_blocks == pytest.approx(r.neighbours.blocks, abs=1)
     assert missing.status == "error" and missing.name.endswith("missing.exe")
     assert [line for line in result.stderr.splitlines() if "missing.exe" in line] == [

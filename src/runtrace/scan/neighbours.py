@@ -56,11 +56,15 @@ def index_info(index: SimilarityIndex) -> IndexInfo:
     )
 
 
-def find_neighbours(index: SimilarityIndex, trace: Trace, k: int, verdict: str | None = None) -> Neighbours:
+def find_neighbours(
+    index: SimilarityIndex, trace: Trace, k: int, verdict: str | None = None, sha256: str | None = None
+) -> Neighbours:
     """The k known files most alike `trace`, and whether most of them disagree with `verdict` (the
-    model's, when there is one)."""
+    model's, when there is one); a known file with the input's `sha256` or the trace's sample sha256 is
+    marked as the input itself."""
     signature = index.sign(trace)
     found = index.nearest(signature, k)
+    itself = {h.lower() for h in (sha256, trace.meta.sha256) if h}
     nearest = [
         KnownFile(
             sha256=n.entry.get("sha256") or "",
@@ -72,6 +76,7 @@ def find_neighbours(index: SimilarityIndex, trace: Trace, k: int, verdict: str |
             jaccard=n.jaccard,
             shared_blocks=int(n.shared_blocks),
             api_jaccard=n.api_jaccard,
+            same_file=(n.entry.get("sha256") or "").lower() in itself,
         )
         for n in found
     ]
@@ -112,7 +117,7 @@ class NeighbourFinder(TraceRunner[SimilarResult]):
     def analyse_trace(
         self, trace: Trace, name: str, sha256: str | None, input_kind: str, trace_s: float = 0.0
     ) -> SimilarResult:
-        neighbours = find_neighbours(self.index, trace, self.k)
+        neighbours = find_neighbours(self.index, trace, self.k, sha256=sha256)
         return SimilarResult(
             name=name,
             sha256=sha256,

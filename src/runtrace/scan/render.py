@@ -149,7 +149,7 @@ def _neighbours_table(n: Neighbours, title: str) -> Table:
                          ("shared", "right"), ("J api", "right"), ("sha256", "left")]:  # fmt: skip
         table.add_column(col, justify=justify, overflow="ellipsis", no_wrap=True)
     for rank, f in enumerate(n.nearest, 1):
-        what = f.family or f.origin or f.file_name or ""
+        what = ("this file: " if f.same_file else "") + (f.family or f.origin or f.file_name or "")
         table.add_row(str(rank), Text(f.label, style=_STYLE.get(f.label, "")), Text(what), f"{f.jaccard:.2f}",
                       f"~{f.shared_blocks:,}", f"{f.api_jaccard:.2f}", f.sha256[:10])  # fmt: skip
     return table

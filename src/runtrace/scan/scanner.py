@@ -167,7 +167,7 @@ class Scanner(TraceRunner[FileResult]):
             reason = _too_short(trace, n_instructions, self.min_instructions, self.options.min_instructions)
         neighbours = None
         if self.similar is not None and self.options.neighbours > 0:
-            neighbours = find_neighbours(self.similar, trace, self.options.neighbours, verdict)
+            neighbours = find_neighbours(self.similar, trace, self.options.neighbours, verdict, sha256)
         matched = time.perf_counter()
         return FileResult(
             model=self.model_id,

@@ -189,6 +189,9 @@ class KnownFile(_Strict):
         description="estimated distinct normalised blocks both executed: J(|A|+|B|)/(1+J)"
     )
     api_jaccard: float = Field(description="estimated Jaccard similarity of the API-call 3-grams")
+    same_file: bool = Field(
+        default=False, description="it is the input itself: the same sha256 as the input or its traced sample"
+    )
 
 
 class Neighbours(_Strict):

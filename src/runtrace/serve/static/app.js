@@ -172,7 +172,7 @@ function neighbours(n) {
   body.replaceChildren();
   n.nearest.forEach((f, i) => {
     const tr = el("tr");
-    tr.append(el("td", i + 1), el("td", f.label, "verdict-" + f.label), el("td", f.family || f.origin || f.file_name || ""),
+    tr.append(el("td", i + 1), el("td", f.label, "verdict-" + f.label), el("td", (f.same_file ? "this file: " : "") + (f.family || f.origin || f.file_name || "")),
       el("td", f.jaccard.toFixed(2), "mono"), el("td", "~" + f.shared_blocks.toLocaleString(), "mono"),
       el("td", f.api_jaccard.toFixed(2), "mono"), el("td", f.sha256.slice(0, 16) + "…", "mono"));
     body.append(tr);
