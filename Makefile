@@ -60,6 +60,7 @@ CORPUS ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/runtrace/corpus
 reproduce: install src/runtrace/trace/emulate/_blockrec.built
 	$(VENV)/bin/runtrace corpus build --corpus-dir $(CORPUS)
 	$(VENV)/bin/runtrace corpus trace --corpus-dir $(CORPUS) --limit $(CORPUS_LIMIT) --timeout $(TRACE_TIMEOUT)
+	$(VENV)/bin/runtrace corpus index --corpus-dir $(CORPUS) -o $(WORK)/models/default/similar --measure
 	$(MAKE) -j2 reproduce-ism reproduce-bsm
 	$(VENV)/bin/runtrace corpus audit --corpus-dir $(CORPUS) --dataset $(WORK)/datasets/bsm --extended \
 		--figures docs/figures/corpus --write-doc docs/corpus.md
@@ -76,11 +77,12 @@ reproduce-ism reproduce-bsm: reproduce-%:
 	$(VENV)/bin/runtrace dataset build -r $* -m $(CORPUS)/manifest.parquet -o $(WORK)/datasets/$* \
 		--min-instructions $(MIN_INSTRUCTIONS) $(MATCH) $(if $(FRESH),--overwrite)
 	$(VENV)/bin/runtrace evaluate --dataset $(WORK)/datasets/$* --representation $* --protocol all \
-		--models lstm,ngram-lr,ngram-lgbm,metadata --manifest $(CORPUS)/manifest.parquet --threads 1 \
+		--models lstm,ngram-lr,ngram-lgbm,metadata,neighbours --manifest $(CORPUS)/manifest.parquet --threads 1 \
 		--no-progress -o reports/reproduce-$* $(if $(FRESH),--overwrite)
 
 # Ships the model `make reproduce` trained as the scanner's default, with the ONNX graphs `runtrace train`
-# exported (then update docs/model-card.md).
+# exported and the similarity index of the traced corpus (then update docs/model-card.md and the index's
+# PROVENANCE.md).
 install-default-model:
 	test -f $(WORK)/models/default/calibration.json
 	rm -rf src/runtrace/data/models/default
@@ -90,6 +92,7 @@ install-default-model:
 		$(WORK)/models/default/history.json $(WORK)/models/default/model.items.onnx \
 		$(WORK)/models/default/model.windows.onnx $(WORK)/models/default/model.gradient.onnx \
 		src/runtrace/data/models/default/
+	cp -r $(WORK)/models/default/similar src/runtrace/data/models/default/similar
 
 clean:
 	rm -rf build src/*.egg-info src/runtrace/trace/emulate/*.so src/runtrace/trace/emulate/_blockrec.built .pytest_cache

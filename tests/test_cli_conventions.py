@@ -17,7 +17,7 @@ from runtrace.trace.settings import DEFAULTS, TracerSettings
 from scan_support import encrypted_zip, write_traces
 
 ROOT = Path(__file__).resolve().parents[1]
-TRACING = (["trace"], ["scan"], ["corpus", "trace"], ["serve"])
+TRACING = (["trace"], ["scan"], ["similar"], ["corpus", "trace"], ["serve"])
 
 
 def commands() -> dict:

@@ -99,3 +99,23 @@ def test_manifest_columns_reach_the_shortcut_audit():
     model = MetadataBaseline().fit(data, train)
     assert "size" in model.features_available_
     assert roc_auc(y[test], model.predict_proba(data, test)) > 0.95
+
+
+def test_neighbour_vote_fits_on_training_rows_only_and_scores_by_its_neighbours():
+    from runtrace.evaluate.neighbour_vote import NeighbourVote, SignatureCache
+
+    data = make_dataset(n_files=60, signal=0.3)
+    train, test = _halves(60)
+    cache = SignatureCache()
+    model = NeighbourVote(cache=cache).fit(GuardedView(data, train, "fit"), train)
+    assert len(model.index_) == len(train)
+    scores = model.predict_proba(data, test)
+    assert scores.shape == (30,) and np.all((scores >= 0) & (scores <= 1))
+    # A file of the training fold is its own nearest neighbour (Jaccard 1): with no pseudo-neighbour its
+    # label comes back; with one, the score lies between the label and the fold's share of malware.
+    y = data.labels()[train].astype(float)
+    alone = NeighbourVote(k=1, prior_weight=0.0, cache=cache).fit(data, train).predict_proba(data, train)
+    assert np.array_equal(alone, y)
+    smoothed = NeighbourVote(k=1, cache=cache).fit(data, train).predict_proba(data, train)
+    assert np.allclose(smoothed, (y + y.mean()) / 2)
+    assert roc_auc(data.labels()[test], scores) > 0.9

@@ -57,6 +57,11 @@ def test_upload_a_benign_fixture_through_the_page(tmp_path, browser, cli32):
         benign = browser.find_elements(By.CSS_SELECTOR, "#explanation-benign tbody tr")
         assert benign and "-0." in benign[0].text
         assert "account for" in browser.find_element(By.ID, "explanation-note").text
+        # The nearest known files from the index shipped with the model (or a line saying there are none).
+        assert browser.find_element(By.ID, "neighbours-box").is_displayed()
+        known = browser.find_elements(By.CSS_SELECTOR, "#neighbours tbody tr")
+        note = browser.find_element(By.ID, "neighbours-note").text
+        assert (known and "distinct blocks" in note) or "no known file" in note
         # What the program did, and its API calls with their arguments.
         assert "processes" in browser.find_element(By.ID, "behaviour").text
         calls = browser.find_element(By.ID, "calls").text

@@ -23,6 +23,7 @@ import runtrace.cli.export_cmd  # noqa: F401  (registers commands)
 import runtrace.cli.results_cmd  # noqa: F401  (registers commands)
 import runtrace.cli.scan_cmd  # noqa: F401  (registers commands)
 import runtrace.cli.serve_cmd  # noqa: F401  (registers commands)
+import runtrace.cli.similar_cmd  # noqa: F401  (registers commands)
 import runtrace.cli.train_cmd  # noqa: F401  (registers commands)
 from runtrace.cli import trace_cmd  # noqa: F401  (registers commands)
 from runtrace.cli.app import UserError, app, fail

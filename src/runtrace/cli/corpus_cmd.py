@@ -345,3 +345,47 @@ def trace(
             soft_wrap=True,
         )
         raise typer.Exit(INTERRUPTED)
+
+
+@corpus_app.command("index")
+def index(
+    out: Path = typer.Option(..., "-o", "--out", help="Folder for the index, e.g. a model's `similar/`."),
+    corpus_dir: Path = typer.Option(None, "--corpus-dir", help="Corpus folder (default: user cache)."),
+    manifest: Path = typer.Option(None, help="A manifest file instead of <corpus-dir>/manifest.parquet."),
+    measure: bool = typer.Option(
+        False, "--measure", help="Then measure family attribution on it (docs/similar.md)."
+    ),
+) -> None:
+    """Index the traced corpus by executed code, for `runtrace similar` and the nearest known programs in
+    `scan` (MinHash signatures of each file's executed blocks and API-call n-grams)."""
+    from runtrace.corpus.manifest import ManifestError, read_manifest
+    from runtrace.corpus.store import MANIFEST_NAME
+    from runtrace.similar.build import build_index
+
+    path = manifest or _corpus_dir(corpus_dir) / MANIFEST_NAME
+    try:
+        rows = read_manifest(path).to_pylist()
+    except ManifestError as e:
+        raise fail(str(e)) from None
+    traced = [r for r in rows if r.get("trace_status") == "ok" and r.get("trace_path")]
+    if not traced:
+        raise fail(f"{path}: no traced files (run `runtrace corpus trace` first)")
+    with _progress() as progress:
+        task = progress.add_task("signatures", total=len(traced))
+        built, problems = build_index(traced, on_done=lambda: progress.advance(task))
+    built.save(out)
+    for problem in problems[:MAX_PROBLEMS_SHOWN]:
+        err_console.print(f"[yellow]skipped:[/] {problem}", highlight=False, soft_wrap=True)
+    console.print(f"indexed {len(built)} of {len(traced)} traced files into {out}")
+    if measure:
+        from runtrace.similar.build import family_attribution, unseen_families
+
+        a, u = family_attribution(built), unseen_families(built)
+        console.print(
+            f"family attribution (one file left out; {a['files']:,} files of {a['families']} families with "
+            f"another member): top-1 {a['top1']:.1%}, top-5 {a['top5']:.1%}, top-1 per family "
+            f"{a['top1_per_family_mean']:.1%}\nunseen families ({u['files']:,} files of {u['families']} "
+            f"families, each held out in turn): a neighbour for {u['with_neighbour']:.1%}, of which "
+            f"{u['neighbour_malicious']:.1%} malicious",
+            highlight=False,
+        )

@@ -40,6 +40,12 @@ def scan(
         help="Traces with fewer executed instructions get the verdict 'unknown' "
         "(default: the shortest trace the model was trained on).",
     ),
+    neighbours: int = typer.Option(
+        5, min=0, help="Nearest known files (by executed code) listed beside each verdict; 0: none."
+    ),
+    index: Path = typer.Option(
+        None, "--index", help="Similarity index folder (default: the model's similar/, when it has one)."
+    ),
     schema: bool = typer.Option(
         False, "--schema", help="Print the JSON Schema of the --json output and exit."
     ),
@@ -69,9 +75,9 @@ def scan(
     from runtrace.scan.scanner import Scanner, ScannerError, ScanOptions
 
     options = ScanOptions(min_instructions=min_instructions, explain=explain, workers=tracer.workers,
-                          tracer=tracer.settings, dask=tracer.dask)  # fmt: skip
+                          tracer=tracer.settings, dask=tracer.dask, neighbours=neighbours)  # fmt: skip
     try:
-        scanner = Scanner.load(model, options, threshold)
+        scanner = Scanner.load(model, options, threshold, index)
     except ScannerError as e:
         raise fail(str(e)) from None
     try:
@@ -79,7 +85,7 @@ def scan(
     except KeyboardInterrupt:
         raise fail("interrupted while listing the inputs; nothing was scanned", INTERRUPTED) from None
     try:
-        report = _run_with_progress(scanner, inputs)
+        report = run_with_progress(scanner, inputs)
     except OSError as e:  # no room for the temporary traces, no Dask scheduler: the run cannot go on
         raise fail(f"cannot scan: {e.strerror or e}") from None
     if json_output:
@@ -102,15 +108,16 @@ def scan(
     raise typer.Exit(report.exit_code)
 
 
-def _run_with_progress(scanner, inputs: list):
+def run_with_progress(runner, inputs: list, label: str = "scanning"):
+    """`runner.run(inputs)` (a Scanner's or a NeighbourFinder's), with a progress bar on a terminal."""
     if not err_console.is_terminal:
-        return scanner.run(inputs)
+        return runner.run(inputs)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    progress = Progress(TextColumn("[bold]scanning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    progress = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TextColumn("{task.fields[last]}"), console=err_console, transient=True)  # fmt: skip
     with progress:
         task = progress.add_task("scan", total=len(inputs), last="")
-        return scanner.run(
+        return runner.run(
             inputs, on_result=lambda r: progress.update(task, advance=1, last=(r.name or "")[-40:])
         )

@@ -41,6 +41,12 @@ def _ngram_cache(ctx: BuildContext) -> NgramCache:
     return ctx.shared.setdefault("ngram_cache", NgramCache())
 
 
+def _build_neighbours(ctx: BuildContext) -> FileClassifier:
+    from runtrace.evaluate.neighbour_vote import NeighbourVote, SignatureCache
+
+    return NeighbourVote(cache=ctx.shared.setdefault("signature_cache", SignatureCache()))
+
+
 def _build_lstm(ctx: BuildContext) -> FileClassifier:
     from runtrace.models import BsmLstm, IsmLstm  # here: torch is imported only when an LSTM is asked for
 
@@ -74,6 +80,13 @@ MODELS: dict[str, ModelSpec] = {
             "shortcut audit: file metadata only (arch, kind, size, sections, linker, trace length, stop)",
             INNER_CV,
             lambda ctx: MetadataBaseline(seed=ctx.seed),
+        ),
+        ModelSpec(
+            "neighbours",
+            "5 nearest training files by MinHash Jaccard of the distinct tokens (BSM: executed blocks), "
+            "Jaccard-weighted vote (the training share of malware as one pseudo-neighbour)",
+            INNER_CV,
+            _build_neighbours,
         ),
     )
 }

@@ -12,7 +12,15 @@ from rich.table import Table
 from rich.text import Text
 
 from runtrace.paths import short_names
-from runtrace.scan.schema import Contribution, Decision, Explanation, FileResult, ScanReport
+from runtrace.scan.schema import (
+    Contribution,
+    Decision,
+    Explanation,
+    FileResult,
+    Neighbours,
+    ScanReport,
+    SimilarReport,
+)
 
 EXPLAIN_ALL_UP_TO = 5  # batches this small show every file's explanation; larger ones the malicious only
 SHOWN_INSTRUCTIONS = 6
@@ -33,6 +41,12 @@ def render_report(report: ScanReport, console: Console) -> None:
     for r in report.results:
         if r.explanation is not None and (few or r.verdict == "malicious"):
             console.print(_explanation_panel(r, names[r.name]))
+        if r.neighbours is not None and r.neighbours.nearest and (few or r.verdict == "malicious"):
+            console.print(_neighbours_table(r.neighbours, f"{names[r.name]}: nearest known files"))
+    for r in report.results:
+        if r.neighbours is not None and r.neighbours.note:
+            console.print(f"[yellow]neighbours:[/] {escape(names[r.name])}: {escape(r.neighbours.note)}",
+                          highlight=False, soft_wrap=True)  # fmt: skip
     s = report.summary
     console.print(
         f"{s.files} file{'s' if s.files != 1 else ''}: {s.malicious} malicious, {s.benign} benign, "
@@ -125,3 +139,47 @@ def _summary(e: Explanation) -> str:
 def _delta(value: float) -> str:
     """A change of P, readable whether it is 0.8 or 0.0003."""
     return f"{value:+.3f}" if abs(value) >= 0.001 or value == 0 else f"{value:+.1e}"
+
+
+def _neighbours_table(n: Neighbours, title: str) -> Table:
+    """The nearest known files: label, family or origin, J (estimated Jaccard of the executed blocks),
+    shared blocks (estimated), J api (of the API-call 3-grams); names cut rather than wrapped at 80."""
+    table = Table(title=escape(title), title_justify="left", pad_edge=False, show_edge=False)
+    for col, justify in [("#", "right"), ("label", "left"), ("family / origin", "left"), ("J", "right"),
+                         ("shared", "right"), ("J api", "right"), ("sha256", "left")]:  # fmt: skip
+        table.add_column(col, justify=justify, overflow="ellipsis", no_wrap=True)
+    for rank, f in enumerate(n.nearest, 1):
+        what = ("this file: " if f.same_file else "") + (f.family or f.origin or f.file_name or "")
+        table.add_row(str(rank), Text(f.label, style=_STYLE.get(f.label, "")), Text(what), f"{f.jaccard:.2f}",
+                      f"~{f.shared_blocks:,}", f"{f.api_jaccard:.2f}", f.sha256[:10])  # fmt: skip
+    return table
+
+
+def render_similar(report: SimilarReport, console: Console) -> None:
+    """`runtrace similar`: the index, then for each input its nearest known files."""
+    names = dict(
+        zip((r.name for r in report.results), short_names([r.name for r in report.results]), strict=True)
+    )
+    i = report.index
+    console.print(
+        f"index: {i.entries:,} known files ({i.malicious:,} malicious in {i.families} families, "
+        f"{i.benign:,} benign){f'; {escape(i.path)}' if i.path else ''}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for r in report.results:
+        name = escape(names[r.name])
+        if r.status == "error":
+            continue  # printed on stderr by the command
+        n = r.neighbours
+        if not n.nearest:
+            why = "it executed no code" if n.blocks == 0 else f"{n.blocks:,} distinct blocks executed"
+            console.print(f"{name}: no known file alike ({why})", highlight=False, soft_wrap=True)
+            continue
+        console.print(_neighbours_table(n, f"{names[r.name]} ({n.blocks:,} distinct blocks executed)"))
+    s = report.summary
+    console.print(
+        f"{s.files} input{'s' if s.files != 1 else ''}: {s.with_neighbours} with known files alike, "
+        f"{s.without_neighbours} without, {s.errors} error{'s' if s.errors != 1 else ''}",
+        highlight=False,
+    )

@@ -1,21 +1,14 @@
-"""From inputs to verdicts: trace (in child processes), represent, score, explain.
+"""From inputs to verdicts: trace (in child processes), represent, score, explain, and the nearest known
+programs beside each verdict.
 
-PE samples are emulated with `runtrace.trace.emulate.batch.trace_batch` into a temporary directory: one forked
-child per sample with the tracer's time and memory limits, exactly as `runtrace trace` does, so a sample
-that hangs or crashes the emulator costs only its own result.  Each trace is scored in the parent as
-soon as its child finishes.  Existing trace files are read in the parent (reading executes nothing).
-
-Every problem with one input becomes that input's error result, in one line; the batch goes on.
+How inputs become traces (PE samples emulated in tracer children, trace files read, every problem one
+error result) is `runtrace.scan.runner.TraceRunner`'s; a Scanner says what one trace's result is.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,9 +19,10 @@ from runtrace.paths import default_model_dir
 from runtrace.scan.calibration import Calibration, CalibrationError, read_calibration
 from runtrace.scan.defaults import DEFAULT_EXPLAIN
 from runtrace.scan.explain import DEFAULT_CANDIDATES, Attribution, UnitAttribution, attribute
-from runtrace.scan.inputs import ScanInput, TraceFile
+from runtrace.scan.neighbours import DEFAULT_NEIGHBOURS, default_index_dir, find_neighbours, load_index
 from runtrace.scan.onnxmodel import ModelError, OnnxModel
 from runtrace.scan.report import api_call_log, behaviour, contribution, trace_facts
+from runtrace.scan.runner import RunOptions, TraceRunner
 from runtrace.scan.schema import (
     Decision,
     Explanation,
@@ -41,9 +35,8 @@ from runtrace.scan.schema import (
 )
 from runtrace.scan.score import score_sequence
 from runtrace.scan.sequence import encode_for_model
-from runtrace.trace.emulate.inputs import InputProblem, Sample
+from runtrace.similar.index import IndexFileError, SimilarityIndex
 from runtrace.trace.model import Trace
-from runtrace.trace.settings import TracerSettings
 
 # An explanation is called weak when no row shown moves P by more than WEAK_DELTA on its own, or when the
 # rows shown together account for less than WEAK_SHARE of the score; with the score closer than
@@ -56,44 +49,39 @@ MIN_DISTANCE = 0.01
 CLEAN, MALICIOUS, ERRORS, UNKNOWN, INTERRUPTED = 0, 1, 2, 3, 130
 
 
-class ScanInterrupted(KeyboardInterrupt):
-    """Ctrl-C during a scan: the tracer processes were stopped; `results` holds the finished inputs."""
-
-    def __init__(self, results: list[FileResult], total: int) -> None:
-        super().__init__(f"scan interrupted after {len(results)} of {total} inputs")
-        self.results = results
-        self.total = total
-
-
 class ScannerError(ValueError):
     """The scanner cannot start: no model, a broken model or calibration (one line)."""
 
 
 @dataclass
-class ScanOptions:
+class ScanOptions(RunOptions):
     # Traces with fewer executed instructions are "unknown"; None: the shortest trace the model was
     # trained on (its config.json), since a verdict on a shorter one is a guess outside its data.
     min_instructions: int | None = None
     explain: int = DEFAULT_EXPLAIN  # rows per direction (0: no explanation)
     candidates: int = DEFAULT_CANDIDATES  # units occluded exactly
-    workers: int = 0  # tracer processes (0: one per CPU, at most one per sample)
-    tracer: TracerSettings = field(default_factory=TracerSettings)
-    dask: str | None = None  # a Dask scheduler's address: trace there instead of in local processes
-    keep_traces: Path | None = None  # write traces here (reused when traced with the same settings)
+    neighbours: int = DEFAULT_NEIGHBOURS  # nearest known files listed beside the verdict (0: none)
 
 
 @dataclass
-class Scanner:
+class Scanner(TraceRunner[FileResult]):
     model: OnnxModel
     calibration: Calibration
     options: ScanOptions = field(default_factory=ScanOptions)
+    similar: SimilarityIndex | None = None  # known programs, for the nearest ones beside each verdict
 
     @classmethod
     def load(
-        cls, model_dir: Path | None = None, options: ScanOptions | None = None, threshold: float | None = None
+        cls,
+        model_dir: Path | None = None,
+        options: ScanOptions | None = None,
+        threshold: float | None = None,
+        index_dir: Path | None = None,
     ) -> Scanner:
         """The scanner for a model directory (default: the bundled model); `threshold` replaces the
-        calibrated one.  ScannerError (one line) when the model or its calibration cannot be used."""
+        calibrated one; the similarity index is `index_dir`, else the model's `similar/` when it has one
+        (none is loaded with `options.neighbours` 0).  ScannerError (one line) when the model, its
+        calibration or the index cannot be used."""
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise ScannerError(f"--threshold must be between 0 and 1, not {threshold}")
         if model_dir is None:
@@ -111,7 +99,14 @@ class Scanner:
         if threshold is not None:
             source = "--threshold on the command line (no FPR calibration)"
             calibration = Calibration(threshold, None, source, calibration.model_version)
-        return cls(model, calibration, options or ScanOptions())
+        options = options or ScanOptions()
+        similar = None
+        if options.neighbours > 0 and (index_dir is not None or default_index_dir(model_dir).is_dir()):
+            try:
+                similar = load_index(index_dir or default_index_dir(model_dir))
+            except IndexFileError as e:
+                raise ScannerError(str(e)) from None
+        return cls(model, calibration, options, similar)
 
     @property
     def min_instructions(self) -> int:
@@ -171,6 +166,10 @@ class Scanner:
         else:
             probability, verdict = None, "unknown"
             reason = _too_short(trace, n_instructions, self.min_instructions, self.options.min_instructions)
+        neighbours = None
+        if self.similar is not None and self.options.neighbours > 0:
+            neighbours = find_neighbours(self.similar, trace, self.options.neighbours, verdict, sha256)
+        matched = time.perf_counter()
         return FileResult(
             model=self.model_id,
             name=name,
@@ -186,10 +185,12 @@ class Scanner:
             behaviour=behaviour(trace),
             api_calls=api_call_log(trace),
             explanation=explanation,
+            neighbours=neighbours,
             timing=Timing(
                 trace_s=round(trace_s, 4),
                 score_s=round(scored_at - started, 4),
                 explain_s=round(done - scored_at, 4),
+                neighbours_s=round(matched - done, 4),
             ),
         )
 
@@ -211,12 +212,6 @@ class Scanner:
             explanation=None,
             timing=None,
         )
-
-    def _safely(self, name: str, sha256: str | None, input_kind: str, run: Callable[[], FileResult]):
-        try:
-            return run()
-        except Exception as e:  # noqa: BLE001 - one file's failure must not end the batch
-            return self.error_result(name, f"scoring failed: {type(e).__name__}: {e}", sha256, input_kind)
 
     def _explanation(self, trace: Trace, attribution: Attribution) -> Explanation:
         """Rows both ways, each ranked by effect: what pushed the file towards malicious and what pushed
@@ -273,123 +268,6 @@ class Scanner:
             exit_code=INTERRUPTED if interrupted else exit_code(results),
         )
 
-    def run(
-        self, inputs: list[ScanInput], on_result: Callable[[FileResult], None] | None = None
-    ) -> ScanReport:
-        """Scan every input and return the document; Ctrl-C ends the run with the inputs finished by
-        then and exit status 130.  OSError when the run as a whole cannot go on (no room for the
-        temporary traces, no Dask scheduler)."""
-        try:
-            results = self.scan(inputs, on_result)
-        except ScanInterrupted as stop:
-            return self.report(stop.results, len(inputs), interrupted=True)
-        return self.report(results, len(inputs))
-
-    # --- many inputs ------------------------------------------------------------------------------------
-    def scan(
-        self,
-        inputs: list[ScanInput],
-        on_result: Callable[[FileResult], None] | None = None,
-        stop: Callable[[], bool] | None = None,
-    ) -> list[FileResult]:
-        """One result per input, in input order; `on_result` is called as each one is ready.
-
-        Ctrl-C raises ScanInterrupted with the results finished so far; so does `stop()` returning True
-        while local tracer processes run (they are killed; a Dask cluster's tracing is not stopped)."""
-        results: list[FileResult | None] = [None] * len(inputs)
-
-        def done(index: int, result: FileResult) -> None:
-            results[index] = result
-            if on_result is not None:
-                on_result(result)
-
-        by_sha: dict[str, list[int]] = {}
-        samples: list[Sample] = []
-        try:
-            for index, item in enumerate(inputs):
-                if isinstance(item, InputProblem):
-                    done(index, self.error_result(item.name, item.message, item.sha256 or None))
-                elif isinstance(item, TraceFile):
-                    done(index, self._scan_trace_file(item))
-                else:
-                    if item.sha256 not in by_sha:
-                        samples.append(item)
-                    by_sha.setdefault(item.sha256, []).append(index)
-            if samples:
-                self._scan_samples(samples, inputs, by_sha, done, stop)
-        except KeyboardInterrupt:
-            raise ScanInterrupted([r for r in results if r is not None], len(inputs)) from None
-        return [r for r in results if r is not None]
-
-    def _scan_trace_file(self, item: TraceFile) -> FileResult:
-        from runtrace.trace.formats.registry import TraceReadError, load_any
-
-        name = item.name
-        started = time.perf_counter()
-        try:
-            with open(item.path, "rb") as fh:
-                sha256 = hashlib.file_digest(fh, "sha256").hexdigest()
-            trace = load_any(item.path, name=name)
-        except TraceReadError as e:
-            # Named as the user knows the file (a stored upload's path means nothing to them).
-            return self.error_result(name, _named(name, str(e).replace(str(item.path), name)), None, "trace")
-        except (OSError, ValueError) as e:
-            message = f"cannot read trace: {e}".replace(str(item.path), name)
-            return self.error_result(name, _named(name, message), None, "trace")
-        loaded = time.perf_counter() - started
-        return self._safely(
-            name, sha256, "trace", lambda: self.analyse_trace(trace, name, sha256, "trace", loaded)
-        )
-
-    def _scan_samples(self, samples, inputs, by_sha: dict[str, list[int]], done, stop=None) -> None:
-        from runtrace.trace.emulate.batch import trace_batch
-        from runtrace.trace.formats.native import load_trace
-
-        o = self.options
-        settings = o.tracer
-        workers = min(o.workers or os.cpu_count() or 1, len(samples))
-
-        def finished(outcome) -> None:
-            indices = by_sha.get(outcome.sha256, [])
-            first = inputs[indices[0]].name if indices else outcome.name
-            if outcome.status == "error":
-                result = self.error_result(first, outcome.error, outcome.sha256, "pe")
-            else:
-                result = self._safely(
-                    first, outcome.sha256, "pe", lambda: self._analyse_saved(outcome, first, load_trace)
-                )
-            for k, index in enumerate(indices):
-                # The same bytes under another name (a copy, an archive member): the same analysis.
-                done(index, result if k == 0 else result.model_copy(update={"name": inputs[index].name}))
-
-        def run(out: Path) -> None:
-            if o.dask:
-                from runtrace.trace.emulate.dask_runner import trace_batch_dask
-
-                trace_batch_dask(samples, out, o.dask, settings, on_done=finished)
-            else:
-                trace_batch(samples, out, settings, workers, on_done=finished, stop=stop)
-
-        if o.keep_traces is not None:  # the service: traces kept for download, reused by sha256
-            run(o.keep_traces)
-            return
-        # Traces go to a private temporary directory outside the project and are deleted as soon as
-        # they are scored; nothing is reused between runs (a scan always traces afresh).
-        with tempfile.TemporaryDirectory(prefix="runtrace-scan-") as tmp:
-            run(Path(tmp))
-
-    def _analyse_saved(self, outcome, name: str, load_trace) -> FileResult:
-        path = Path(outcome.path)
-        try:
-            trace = load_trace(path)
-        finally:
-            if self.options.keep_traces is None:
-                path.unlink(missing_ok=True)
-        return self.analyse_trace(trace, name, outcome.sha256, "pe", outcome.wall_time_s)
-
-
-# --- helpers ----------------------------------------------------------------------------------------------
-
 
 def summarize(results: list[FileResult]) -> Summary:
     verdicts = Counter(r.verdict for r in results if r.status == "ok")
@@ -440,10 +318,6 @@ def _weakness(p: float, reference: float, share: float | None, largest: float, s
             "most of it comes from blocks not shown"
         )
     return None
-
-
-def _named(name: str, message: str) -> str:
-    return message if name in message else f"{name}: {message}"
 
 
 def _too_short(trace: Trace, n: int, minimum: int, chosen: int | None) -> str:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from runtrace import __version__
 
-SCHEMA_VERSION = "2.0"
+SCHEMA_VERSION = "2.1"
 
 Verdict = Literal["malicious", "benign", "unknown"]
 
@@ -157,10 +157,63 @@ class Behaviour(_Strict):
     strings: list[str] = Field(default_factory=list, description="strings the program passed to APIs")
 
 
+class IndexInfo(_Strict):
+    """The similarity index neighbours were found in (2.1)."""
+
+    path: str | None = Field(description="its directory")
+    sha256: str | None = Field(description="sha256 of its index.json, which holds every array's sha256")
+    entries: int = Field(description="known files in it")
+    malicious: int
+    benign: int
+    families: int = Field(description="distinct malware families among its entries")
+    num_perm: int = Field(description="MinHash permutations per signature")
+    threshold: float = Field(
+        description="LSH threshold: known files much less alike than this (estimated Jaccard) are not found"
+    )
+
+
+class KnownFile(_Strict):
+    """One known file near the input (2.1)."""
+
+    sha256: str
+    label: str = Field(description="malicious or benign, as the corpus labels it")
+    family: str | None = Field(description="malware family, when the corpus names one")
+    origin: str | None = Field(description="origin group: the package, project or archive it came from")
+    source: str | None = Field(description="the corpus source it was collected from")
+    file_name: str | None
+    jaccard: float = Field(
+        description="estimated Jaccard similarity of the two sets of executed normalised blocks "
+        "(MinHash; standard error about 0.044 at 0.5)"
+    )
+    shared_blocks: int = Field(
+        description="estimated distinct normalised blocks both executed: J(|A|+|B|)/(1+J)"
+    )
+    api_jaccard: float = Field(description="estimated Jaccard similarity of the API-call 3-grams")
+    same_file: bool = Field(
+        default=False, description="it is the input itself: the same sha256 as the input or its traced sample"
+    )
+
+
+class Neighbours(_Strict):
+    """The known files whose executed code is most like the input's, and what they say together (2.1)."""
+
+    k: int = Field(description="at most this many are listed")
+    blocks: int = Field(description="distinct normalised blocks the input executed")
+    nearest: list[KnownFile] = Field(description="most alike first; empty when nothing known is alike")
+    malicious: int = Field(description="malicious files among `nearest`")
+    benign: int = Field(description="benign files among `nearest`")
+    majority: Literal["malicious", "benign"] | None = Field(
+        description="the label of more than half of `nearest`; None when there are none or a tie"
+    )
+    disagrees: bool = Field(description="a majority exists and the verdict is the other label")
+    note: str | None = Field(description="a plain sentence when the neighbours disagree with the verdict")
+
+
 class Timing(_Strict):
     trace_s: float = Field(description="emulating or reading the trace")
     score_s: float = Field(description="encoding and scoring")
     explain_s: float
+    neighbours_s: float = Field(default=0.0, description="finding the nearest known files (2.1)")
 
 
 class FileResult(_Strict):
@@ -182,6 +235,11 @@ class FileResult(_Strict):
     behaviour: Behaviour | None = Field(description="what the program did (2.0); None on error")
     api_calls: ApiCallLog | None = Field(description="the API calls with arguments (2.0); None on error")
     explanation: Explanation | None
+    neighbours: Neighbours | None = Field(
+        default=None,
+        description="the nearest known files by executed code (2.1); None on error, without an index, "
+        "or with --neighbours 0",
+    )
     timing: Timing | None
 
 
@@ -191,6 +249,40 @@ class Summary(_Strict):
     benign: int
     unknown: int
     errors: int
+
+
+class SimilarResult(_Strict):
+    """One input of `runtrace similar` (2.1)."""
+
+    schema_version: str = SCHEMA_VERSION
+    tool: Tool = Field(default_factory=Tool)
+    name: str = Field(description="the path, or archive.zip:member")
+    sha256: str | None = Field(description="sha256 of the input file (PE or trace file)")
+    input_kind: Literal["pe", "trace", "unknown"]
+    status: Literal["ok", "error"]
+    reason: str | None = Field(description="the error, in one line; null otherwise")
+    traced_sample_sha256: str | None = Field(description="sha256 recorded in the trace's metadata")
+    instructions: int | None = Field(description="executed instructions")
+    neighbours: Neighbours | None = Field(description="None on error")
+
+
+class SimilarSummary(_Strict):
+    files: int
+    with_neighbours: int = Field(description="inputs with at least one known file alike")
+    without_neighbours: int
+    errors: int
+
+
+class SimilarReport(_Strict):
+    """The document `runtrace similar --json` prints (2.1)."""
+
+    schema_version: str = SCHEMA_VERSION
+    tool: Tool = Field(default_factory=Tool)
+    index: IndexInfo
+    inputs: int = Field(description="inputs given; more than len(results) only when interrupted")
+    results: list[SimilarResult]
+    summary: SimilarSummary
+    exit_code: int = Field(description="0 every input answered, 2 something failed, 130 stopped by Ctrl-C")
 
 
 class ScanReport(_Strict):

@@ -88,6 +88,7 @@ class Health(BaseModel):
 class ModelDescription(BaseModel):
     model: dict
     decision: dict
+    similar: dict | None = None  # the similarity index beside the model (IndexInfo); None without one
 
 
 # --- plumbing ----------------------------------------------------------------------------------------

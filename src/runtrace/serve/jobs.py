@@ -17,7 +17,9 @@ from pathlib import Path
 
 from runtrace.scan.defaults import DEFAULT_EXPLAIN
 from runtrace.scan.inputs import scan_input
-from runtrace.scan.scanner import ScanInterrupted, Scanner, ScanOptions
+from runtrace.scan.neighbours import index_info
+from runtrace.scan.runner import ScanInterrupted
+from runtrace.scan.scanner import Scanner, ScanOptions
 from runtrace.serve.store import Job, JobStore, SampleStore
 from runtrace.trace.settings import TracerSettings
 
@@ -70,12 +72,16 @@ class ScanService:
     @property
     def model_key(self) -> str:
         mid = self._scanner.model_id
-        return f"{mid.weights_sha256}:{mid.version or ''}"
+        # A result is reused only when the same model and the same similarity index would produce it.
+        index = self._scanner.similar.digest if self._scanner.similar is not None else None
+        return f"{mid.weights_sha256}:{mid.version or ''}" + (f":{index}" if index else "")
 
     def model_description(self) -> dict:
+        index = self._scanner.similar
         return {
             "model": self._scanner.model_info.model_dump(),
             "decision": self._scanner.decision.model_dump(),
+            "similar": index_info(index).model_dump() if index is not None else None,
         }
 
     # --- jobs ------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ CREATE TABLE IF NOT EXISTS scans (
     sha256 TEXT NOT NULL,
     name TEXT NOT NULL,
     status TEXT NOT NULL,          -- queued, running, done, error
-    model_key TEXT NOT NULL,       -- weights sha256 and version: a result is reused only for the same model
+    model_key TEXT NOT NULL,       -- weights sha256, version[, index sha256]: reused only for the same ones
     created REAL NOT NULL,
     started REAL,
     finished REAL,

@@ -152,8 +152,31 @@ function render(scan) {
       explanation(r.explanation);
     }
   }
+  neighbours(r ? r.neighbours : null);
   behaviour(r ? r.behaviour : null);
   calls(r ? r.api_calls : null);
+}
+
+// The known files whose executed code is most like this one's, and a warning when most of them carry
+// the other label than the verdict.
+function neighbours(n) {
+  $("neighbours-box").hidden = !n;
+  $("neighbours-disagree").hidden = !(n && n.note);
+  $("neighbours-disagree").textContent = n && n.note ? n.note : "";
+  if (!n) return;
+  $("neighbours-note").textContent = n.nearest.length
+    ? `${n.nearest.length} of at most ${n.k}: ${n.malicious} malicious, ${n.benign} benign; ` +
+      `this file executed ${n.blocks.toLocaleString()} distinct blocks (MinHash estimates)`
+    : (n.blocks ? "no known file executed code alike" : "it executed no code to compare");
+  const body = $("neighbours").querySelector("tbody");
+  body.replaceChildren();
+  n.nearest.forEach((f, i) => {
+    const tr = el("tr");
+    tr.append(el("td", i + 1), el("td", f.label, "verdict-" + f.label), el("td", (f.same_file ? "this file: " : "") + (f.family || f.origin || f.file_name || "")),
+      el("td", f.jaccard.toFixed(2), "mono"), el("td", "~" + f.shared_blocks.toLocaleString(), "mono"),
+      el("td", f.api_jaccard.toFixed(2), "mono"), el("td", f.sha256.slice(0, 16) + "…", "mono"));
+    body.append(tr);
+  });
 }
 
 function traceSummary(r) {
