@@ -155,6 +155,33 @@ def test_threshold_from_the_command_line_and_from_calibration(traces, tmp_path: 
     assert result.exit_code == 2 and "threshold must be between 0 and 1" in result.stderr
 
 
+def test_scan_names_both_tracer_revisions_and_warns_when_they_differ(traces, tmp_path: Path) -> None:
+    """The model's training revisions (`data.tracer_versions`) and the scan's tracer are named; a model
+    trained on another revision's traces, or one that does not say, gets a warning in the header and
+    the JSON."""
+    from runtrace.trace.settings import TRACER_VERSION
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir(), model)
+    config = json.loads((model / "config.json").read_text())
+
+    def scan_with(versions, *extra):
+        config["data"]["tracer_versions"] = versions
+        (model / "config.json").write_text(json.dumps(config))
+        return CliRunner().invoke(app, ["scan", "--model", str(model), *extra, str(traces["benign1"])])
+
+    report = ScanReport.model_validate_json(scan_with(["runtrace-emu/0.1.0.4"], "--json").stdout)
+    assert report.tracer_version == TRACER_VERSION
+    assert report.model.trained_tracer_versions == ["runtrace-emu/0.1.0.4"]
+    assert len(report.warnings) == 1 and "runtrace-emu/0.1.0.4" in report.warnings[0]
+    assert TRACER_VERSION in report.warnings[0]
+    text = scan_with(["runtrace-emu/0.1.0.4"]).stdout
+    assert "warning:" in text and f"tracer {TRACER_VERSION}" in text.replace("\n", " ")
+    assert ScanReport.model_validate_json(scan_with([TRACER_VERSION], "--json").stdout).warnings == []
+    unrecorded = ScanReport.model_validate_json(scan_with(None, "--json").stdout)
+    assert unrecorded.model.trained_tracer_versions is None and "does not record" in unrecorded.warnings[0]
+
+
 def test_json_document_round_trips_and_carries_versions(traces) -> None:
     _, out, _ = scan("--json", traces["evil"], traces["tiny"], traces["benign2"])
     report = ScanReport.model_validate_json(out)

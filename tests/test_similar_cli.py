@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from conftest import ROOT
 from runtrace.cli.app import app
 from runtrace.scan.neighbours import find_neighbours
-from runtrace.scan.schema import ScanReport, SimilarReport
+from runtrace.scan.schema import SCHEMA_VERSION, ScanReport, SimilarReport
 from runtrace.similar.index import IndexFileError, SimilarityIndex
 from runtrace.similar.signature import minhash, permutations, query_minhash, signature_of
 from runtrace.trace.formats.native import load_trace
@@ -120,7 +120,7 @@ def test_scan_lists_neighbours_beside_the_verdict(index_dir) -> None:
     args = ["scan", DEMO[1], "--model", tiny_model_dir(), "--index", index_dir, "--json", "--explain", "0"]
     result = run(*args, "--min-instructions", "1")
     report = ScanReport.model_validate_json(result.stdout)
-    assert report.schema_version == "2.1"
+    assert report.schema_version == SCHEMA_VERSION
     (r,) = report.results
     assert r.neighbours is not None and r.neighbours.k == 5 and r.neighbours.nearest[0].jaccard == 1.0
     assert r.neighbours.disagrees == (r.neighbours.majority not in (None, r.verdict))

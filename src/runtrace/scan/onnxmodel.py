@@ -60,6 +60,7 @@ class OnnxModel:
         data = spec.data_spec
         self.normalisation, self.api, self.max_tokens = data.normalisation, data.api, data.max_tokens
         self.min_instructions = spec.min_instructions  # shorter traces were never in its training data
+        self.tracer_versions = data.tracer_versions  # the tracer revisions of its training traces
         self.window = dict(spec.window)
         self.aggregation = spec.aggregation
         self.insn_index = _vocabulary_index(vocabularies["instructions"])

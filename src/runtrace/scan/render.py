@@ -32,6 +32,8 @@ def render_report(report: ScanReport, console: Console) -> None:
         zip((r.name for r in report.results), short_names([r.name for r in report.results]), strict=True)
     )
     console.print(_header(report), highlight=False, soft_wrap=True)
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     console.print(_results_table(report.results, names))
     for r in report.results:
         if r.status == "ok" and r.verdict == "unknown":
@@ -60,9 +62,11 @@ def _header(report: ScanReport) -> str:
     if m is None:
         return "no model"
     name = escape(f"{m.kind} {m.version}" if m.version else m.kind)
+    trained = ", ".join(m.trained_tracer_versions) if m.trained_tracer_versions else "not recorded"
     return (
-        f"model: {name} (weights {m.weights_sha256[:12]}); {describe_decision(report.decision)}; "
-        f"traces under {report.min_instructions:,} instructions are not judged"
+        f"model: {name} (weights {m.weights_sha256[:12]}; trained on traces of {escape(trained)}); "
+        f"{describe_decision(report.decision)}; traces under {report.min_instructions:,} instructions are "
+        f"not judged; tracer {escape(report.tracer_version)}"
     )
 
 

@@ -37,6 +37,7 @@ from runtrace.scan.score import score_sequence
 from runtrace.scan.sequence import encode_for_model
 from runtrace.similar.index import IndexFileError, SimilarityIndex
 from runtrace.trace.model import Trace
+from runtrace.trace.settings import TRACER_VERSION
 
 # An explanation is called weak when no row shown moves P by more than WEAK_DELTA on its own, or when the
 # rows shown together account for less than WEAK_SHARE of the score; with the score closer than
@@ -135,7 +136,25 @@ class Scanner(TraceRunner[FileResult]):
             api_tokens=m.api,
             window=m.window,
             aggregation=m.aggregation,
+            trained_tracer_versions=m.tracer_versions,
         )
+
+    @property
+    def warnings(self) -> list[str]:
+        """What limits every verdict of this scanner: a model trained on another tracer revision's
+        traces sees programs run further or differently than it learned them."""
+        trained = self.model.tracer_versions
+        if trained is None:
+            return [
+                "the model does not record which tracer made its training traces; "
+                f"scans trace with {TRACER_VERSION}"
+            ]
+        if TRACER_VERSION not in trained:
+            return [
+                f"the model was trained on traces of {', '.join(trained)}; this scan traces with "
+                f"{TRACER_VERSION}: its verdicts may be less reliable until it is retrained"
+            ]
+        return []
 
     @property
     def decision(self) -> Decision:
@@ -262,6 +281,7 @@ class Scanner(TraceRunner[FileResult]):
             model=self.model_info,
             decision=self.decision,
             min_instructions=self.min_instructions,
+            warnings=self.warnings,
             inputs=inputs,
             results=results,
             summary=summarize(results),

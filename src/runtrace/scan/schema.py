@@ -15,8 +15,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from runtrace import __version__
+from runtrace.trace.settings import TRACER_VERSION
 
-SCHEMA_VERSION = "2.1"
+SCHEMA_VERSION = "2.2"
 
 Verdict = Literal["malicious", "benign", "unknown"]
 
@@ -45,6 +46,10 @@ class ModelInfo(ModelId):
     api_tokens: bool
     window: dict = Field(description="window settings: mode, length, count/stride")
     aggregation: str = Field(description="how window scores make the file score: mean, max, attention")
+    trained_tracer_versions: list[str] | None = Field(
+        default=None,
+        description="the tracer revisions that wrote the model's training traces; None: not recorded (2.2)",
+    )
 
 
 class Decision(_Strict):
@@ -293,6 +298,14 @@ class ScanReport(_Strict):
     min_instructions: int = Field(
         description="traces with fewer executed instructions are 'unknown': by default the shortest "
         "trace the model was trained on (2.0: read from the model)"
+    )
+    tracer_version: str = Field(
+        default=TRACER_VERSION, description="the tracer this scan emulates with (2.2)"
+    )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what limits every result of the run, e.g. a model trained on another tracer "
+        "revision's traces (2.2)",
     )
     inputs: int = Field(description="inputs given; more than len(results) only when interrupted (2.0)")
     results: list[FileResult]

@@ -89,6 +89,8 @@ class ModelDescription(BaseModel):
     model: dict
     decision: dict
     similar: dict | None = None  # the similarity index beside the model (IndexInfo); None without one
+    tracer_version: str = ""  # the tracer the service emulates with
+    warnings: list[str] = []  # what limits every verdict (a model trained on another tracer revision)
 
 
 # --- plumbing ----------------------------------------------------------------------------------------

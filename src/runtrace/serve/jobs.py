@@ -21,7 +21,7 @@ from runtrace.scan.neighbours import index_info
 from runtrace.scan.runner import ScanInterrupted
 from runtrace.scan.scanner import Scanner, ScanOptions
 from runtrace.serve.store import Job, JobStore, SampleStore
-from runtrace.trace.settings import TracerSettings
+from runtrace.trace.settings import TRACER_VERSION, TracerSettings
 
 _IDLE_WAIT_S = 1.0
 
@@ -82,6 +82,8 @@ class ScanService:
             "model": self._scanner.model_info.model_dump(),
             "decision": self._scanner.decision.model_dump(),
             "similar": index_info(index).model_dump() if index is not None else None,
+            "tracer_version": TRACER_VERSION,
+            "warnings": self._scanner.warnings,
         }
 
     # --- jobs ------------------------------------------------------------------------------------------

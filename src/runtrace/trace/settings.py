@@ -10,6 +10,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from runtrace import __version__
+
+# Bumped whenever emulation behaviour changes, so `trace` does not reuse traces made by an older tracer,
+# and `scan` can tell a model trained on another revision's traces (written here, light, for both).
+TRACER_REVISION = 14
+TRACER_VERSION = f"runtrace-emu/{__version__}.{TRACER_REVISION}"
+
 
 @dataclass(frozen=True)
 class TracerSettings:
@@ -34,10 +41,7 @@ class TracerSettings:
     export_budget: int = 200_000
 
     def key(self) -> dict:
-        """What decides whether an existing trace can be reused: these settings and the tracer's version
-        (read from the emulator only here, when a batch needs it)."""
-        from runtrace.trace.emulate.emulator import TRACER_VERSION
-
+        """What decides whether an existing trace can be reused: these settings and the tracer's version."""
         return {**asdict(self), "tracer": TRACER_VERSION}
 
 

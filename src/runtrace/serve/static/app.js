@@ -345,8 +345,9 @@ async function refreshHistory() {
 
 async function loadModel() {
   try {
-    const { model, decision } = await api("/model");
-    $("model").textContent = `model ${model.kind} ${model.version || ""} (weights ${model.weights_sha256.slice(0, 12)}…), threshold ${decision.threshold.toFixed(3)}`;
+    const { model, decision, tracer_version, warnings } = await api("/model");
+    $("model").textContent = `model ${model.kind} ${model.version || ""} (weights ${model.weights_sha256.slice(0, 12)}…), threshold ${decision.threshold.toFixed(3)}; tracer ${tracer_version}`;
+    $("model-warnings").textContent = (warnings || []).map((w) => "warning: " + w).join(" ");
   } catch (e) {
     $("model").textContent = e.message;
   }

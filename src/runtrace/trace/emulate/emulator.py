@@ -21,7 +21,6 @@ from speakeasy.windows import win32 as se_win32
 from speakeasy.windows.common import EMU_RESERVE_SIZE, EMU_RESERVED
 from speakeasy.winenv import arch as se_arch
 
-from runtrace import __version__
 from runtrace.trace.emulate import (
     apitrap,
     behaviour,
@@ -36,7 +35,7 @@ from runtrace.trace.emulate import (
 )
 from runtrace.trace.blocks import canonicalize
 from runtrace.trace.model import ApiCall, EntryPoint, StopReason, Trace, TraceMeta
-from runtrace.trace.settings import TracerSettings
+from runtrace.trace.settings import TRACER_VERSION, TracerSettings
 from runtrace.trace.emulate.pe import inspect_pe
 from runtrace.trace.emulate.recorder import (
     STOPPED_INSTRUCTION_CAP,
@@ -46,9 +45,6 @@ from runtrace.trace.emulate.recorder import (
     BlockRecorder,
 )
 
-# Bumped whenever emulation behaviour changes, so `trace` does not reuse traces made by an older tracer.
-TRACER_REVISION = 14
-TRACER_VERSION = f"runtrace-emu/{__version__}.{TRACER_REVISION}"
 STATUS_ACCESS_VIOLATION = 0xC0000005
 PAGE = 0x1000
 NULL_REGION = 0x10000  # Windows maps nothing below 64 KiB
