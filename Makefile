@@ -64,6 +64,7 @@ reproduce: install src/runtrace/trace/emulate/_blockrec.built
 	$(MAKE) -j2 reproduce-ism reproduce-bsm
 	$(VENV)/bin/runtrace corpus audit --corpus-dir $(CORPUS) --dataset $(WORK)/datasets/bsm --extended \
 		--figures docs/figures/corpus --write-doc docs/corpus.md
+	$(VENV)/bin/runtrace corpus lineage --corpus-dir $(CORPUS) --write-doc docs/corpus.md
 	$(VENV)/bin/runtrace results reports/reproduce-ism reports/reproduce-bsm \
 		--notes docs/results-notes.md -o docs/results.md
 	$(VENV)/bin/runtrace train -r bsm --dataset $(WORK)/datasets/bsm -o $(WORK)/models/default --threads 1 --no-progress
