@@ -148,7 +148,8 @@ class _Session:
             foreign=self._emulator_code,
             fixed=self._fixed_code,
         )
-        # raw position, name, return address, supported, arguments, result
+        # raw position, name, return address, supported, arguments, result (as the handler left them:
+        # `typed_calls` makes them plain integers and strings once the run is over)
         self.api_calls: list[tuple[int, str, int, bool, tuple, int | None]] = []
         self.entries: list[tuple[str, int, int]] = []  # run type, address, raw first visit
         self.unsupported: dict[str, int] = {}
@@ -156,7 +157,7 @@ class _Session:
         self.zero_pages: list[int] = []
         self.null_calls: list[int] = []  # return addresses of calls through a NULL pointer
         self.data_exports: list[str] = []  # exports not run: they point outside executable sections
-        self.traps = apitrap.ApiTraps(self.emu, lambda: self.recorder.instruction_count)
+        self.traps = apitrap.ApiTraps(self.emu, self.recorder.instruction_counter())
         self._patch()
         self._patch_memory_faults()
         self._install_code_hook()
@@ -200,15 +201,14 @@ class _Session:
 
     def _patch(self) -> None:
         emu, rec = self.emu, self.recorder
+        visits = rec.visit_counter()
         orig_exec_run, orig_import = emu._exec_run, emu.handle_import_func
         export_args: list[exportargs.ExportArgs] = []  # mapped at the first export
 
         def log_api(pc, imp_api, rv, argv):
             # Instead of Speakeasy's, which formats every call for a logger that is off and keeps a
             # copy of it for a report runtrace does not write; its per-run API limit counts them here.
-            self.api_calls.append(
-                (rec.visit_count - 1, imp_api, pc, True, typed_args(argv), typed_result(rv))
-            )
+            self.api_calls.append((visits.value - 1, imp_api, pc, True, argv, rv))
             emu.curr_run.num_apis += 1
 
         def exec_run(run):
@@ -401,7 +401,7 @@ class _Session:
             conv = se_arch.CALL_CONV_CDECL
         ret = emu.get_ret_address()
         value = self.host.stub_value(emu, dll, name)
-        self.api_calls.append((self.recorder.visit_count - 1, api, ret, False, (), typed_result(value)))
+        self.api_calls.append((self.recorder.visit_count - 1, api, ret, False, (), value))
         emu.do_call_return(0, ret, value, conv=conv)
 
     def run(self) -> None:
@@ -458,6 +458,9 @@ def emulate(data: bytes, sha256: str, name: str = "", settings: TracerSettings |
         session.run()
         reason, detail = session.stop_reason()
         raw_visits = session.recorder.visits()
+        session.api_calls = [
+            (p, n, r, s, typed_args(a), typed_result(v)) for p, n, r, s, a, v in session.api_calls
+        ]
         blocks, visits, group_of_raw = canonicalize(session.recorder.raw_blocks, raw_visits, session.bits)
     finally:
         session.recorder.close()
