@@ -32,6 +32,7 @@ from runtrace.trace.emulate import (
     memlimits,
     memranges,
     repeatable,
+    seh64,
     startup,
     winapi,
 )
@@ -47,7 +48,7 @@ from runtrace.trace.emulate.recorder import (
 )
 
 # Bumped whenever emulation behaviour changes, so `trace` does not reuse traces made by an older tracer.
-TRACER_REVISION = 14
+TRACER_REVISION = 15
 TRACER_VERSION = f"runtrace-emu/{__version__}.{TRACER_REVISION}"
 STATUS_ACCESS_VIOLATION = 0xC0000005
 PAGE = 0x1000
@@ -158,10 +159,14 @@ class _Session:
         self.null_calls: list[int] = []  # return addresses of calls through a NULL pointer
         self.data_exports: list[str] = []  # exports not run: they point outside executable sections
         self.traps = apitrap.ApiTraps(self.emu, self.recorder.instruction_counter())
+        # amd64 exceptions go through the unwind tables (seh64.py); x86 ones through Speakeasy's SEH.
+        self.seh64 = seh64.Seh64(self.emu) if self.bits == 64 else None
         self._patch()
         self._patch_memory_faults()
         self._install_code_hook()
-        self.host = winapi.install(self.se, self.bits, settings.max_exports)
+        self.host = winapi.install(self.se, self.bits, settings.max_exports, self.seh64)
+        if self.seh64 is not None:
+            self.seh64.install()  # last: its hooks see every fault and fetch first
 
     def _emulator_code(self, address: int) -> bool:
         """True for code that is Speakeasy's, not the program's: its reserved region (API and return
@@ -338,13 +343,21 @@ class _Session:
             self.zero_pages.append(base)
             return True
 
+        def access_violation(address: int, access: int) -> None:
+            # To the program's handlers; when none takes it, the access goes on in the zero page.
+            if not emu.dispatch_handlers:
+                return
+            if self.seh64 is not None:
+                self.seh64.access_violation(address, access, go_on=True)
+            else:
+                emu.dispatch_seh(STATUS_ACCESS_VIOLATION, address)
+
         def invalid_read(uc, address, size, value, ctx):
             # The page is mapped before any SEH dispatch: unicorn retries the access when the hook
             # returns, and an unmapped retry ends emulation even when a handler took the exception.
             if not lenient(address) or not map_zero_page(address & ~(PAGE - 1)):
                 return orig_read(uc, address, size, value, ctx)
-            if emu.dispatch_handlers:
-                emu.dispatch_seh(STATUS_ACCESS_VIOLATION, address)
+            access_violation(address, 0)
             return True
 
         def invalid_write(uc, address, size, value, ctx):
@@ -361,8 +374,7 @@ class _Session:
                 self.zero_pages.append(base)
             elif not map_zero_page(0):
                 return orig_write(uc, address, size, value, ctx)
-            if emu.dispatch_handlers:
-                emu.dispatch_seh(STATUS_ACCESS_VIOLATION, address)
+            access_violation(address, 1)
             return True
 
         def null_call(address: int) -> bool:

@@ -368,15 +368,18 @@ def resolve_delay_loaded_api(s: _Scratch, argv: list) -> int:
         return 0
 
 
-def raise_exception(s: _Scratch, argv: list) -> int:
+def raise_exception(s: _Scratch, argv: list, seh64=None) -> int:
     """kernel32.RaiseException: to the program's exception handlers, or the end of the entry point.
 
     Speakeasy's own handler simply returns, which Windows never does for an exception nobody handles:
     Wine's unimplemented-function stubs and `noreturn` error paths then run on into whatever code
     follows, and many loop through RaiseException until the time limit.  Here the exception goes to the
-    program's SEH handlers (x86 frames, or an unhandled-exception filter); when none takes it, the entry
-    point ends as the process would, with the exception code as its error.
+    program's SEH handlers (x86 frames; amd64 unwind tables, `seh64`; an unhandled-exception filter);
+    when none takes it, the entry point ends as the process would, with the exception code as its error.
     """
+    if seh64 is not None:
+        seh64.raise_from_api(argv)
+        return 0
     emu = s.se.emu
     code = argv[0] & 0xFFFFFFFF
     if emu.dispatch_seh(code):
@@ -404,11 +407,11 @@ def get_main_args(s: _Scratch, argv: list, wide: bool) -> int:
     return 0
 
 
-def _overrides(s: _Scratch) -> list[tuple[tuple[str, ...], str, int, int, Callable[[list], int]]]:
+def _overrides(s: _Scratch, seh64=None) -> list[tuple[tuple[str, ...], str, int, int, Callable[[list], int]]]:
     """Handlers that replace Speakeasy's own."""
     printf = crtformat.Formatter(s.se, s.ptr * 8).handlers()
     return [(_CRT, name, argc, CDECL, fn) for name, argc, fn in printf] + [
-        (("kernel32", "kernelbase"), "RaiseException", 4, STDCALL, lambda a: raise_exception(s, a)),
+        (("kernel32", "kernelbase"), "RaiseException", 4, STDCALL, lambda a: raise_exception(s, a, seh64)),
         (_CRT, "__getmainargs", 5, CDECL, lambda a: get_main_args(s, a, wide=False)),
         (_CRT, "__wgetmainargs", 5, CDECL, lambda a: get_main_args(s, a, wide=True)),
     ]
@@ -670,10 +673,11 @@ def _register_as_speakeasy_handler(se, module: str, name: str, argc: int, fn) ->
     handlers.funcs[name] = (name, fn, argc, STDCALL, None)
 
 
-def install(se, bits: int, max_methods: int = 64) -> Host:
+def install(se, bits: int, max_methods: int = 64, seh64=None) -> Host:
     """Register the handlers on a Speakeasy instance (before run_module); returns the stub policy.
 
-    `max_methods`: how many of a Python extension module's functions run (PythonHost)."""
+    `max_methods`: how many of a Python extension module's functions run (PythonHost); `seh64`: the
+    amd64 exception dispatcher (`seh64.Seh64`), whose `Rtl*` functions are registered too."""
     scratch = _Scratch(se, bits)
     python = PythonHost(scratch, max_methods)
     api = se.emu.api
@@ -683,7 +687,9 @@ def install(se, bits: int, max_methods: int = 64) -> Host:
         return bool(api.get_export_func_handler("msvcrt" if modules is _CRT else modules[0], name)[1])
 
     # Speakeasy's own handler wins where it has one, except for the overrides.
-    entries = [e for e in _handlers(scratch, python) if not speakeasy_has(e[0], e[1])] + _overrides(scratch)
+    entries = [e for e in _handlers(scratch, python) if not speakeasy_has(e[0], e[1])] + _overrides(
+        scratch, seh64
+    )
     for modules, name, argc, conv, fn in entries:
         for module in modules:
             se.add_api_hook(_adapt(fn), module=module, api_name=name, argc=argc, call_conv=conv)
@@ -695,6 +701,12 @@ def install(se, bits: int, max_methods: int = 64) -> Host:
     callbacks.install(se.emu)
     enum_names = lambda _handlers, emu, argv, ctx: enum_resource_names(callbacks, emu, argv, ctx)  # noqa: E731
     _register_as_speakeasy_handler(se, "kernel32", "EnumResourceNames", 4, enum_names)
+    if seh64 is not None:
+        seh64.register_apis(
+            lambda module, name, argc, fn: _register_as_speakeasy_handler(
+                se, module, name, argc, lambda _handlers, _emu, argv, _ctx: fn(argv)
+            )
+        )
     for name, argc, hook in standard_input_hooks(startup.StandardInput()):
         for module in ("kernel32", "kernelbase"):
             se.add_api_hook(gui.guarded(hook), module=module, api_name=name, argc=argc, call_conv=STDCALL)
