@@ -34,6 +34,7 @@ from runtrace.trace.emulate import (
     repeatable,
     seh64,
     startup,
+    sysapi,
     winapi,
 )
 from runtrace.trace.blocks import canonicalize
@@ -48,7 +49,7 @@ from runtrace.trace.emulate.recorder import (
 )
 
 # Bumped whenever emulation behaviour changes, so `trace` does not reuse traces made by an older tracer.
-TRACER_REVISION = 15
+TRACER_REVISION = 16
 TRACER_VERSION = f"runtrace-emu/{__version__}.{TRACER_REVISION}"
 STATUS_ACCESS_VIOLATION = 0xC0000005
 PAGE = 0x1000
@@ -141,6 +142,7 @@ class _Session:
             raise EmulationError(f"emulator could not load the image: {type(e).__name__}: {e}") from None
         self.emu = self.se.emu
         memlimits.install(self.emu, self.bits)
+        sysapi.map_user_shared_data(self.emu, self.bits)
         self._read_only_code = self._read_only_code_ranges()
         self.recorder = BlockRecorder(
             self.emu.emu_eng.emu,
