@@ -187,3 +187,31 @@ def test_kuser_shared_data_reads_as_windows_10():
         (SLEEP, [Word(KUSER_SHARED_DATA + 0x2D4 - DATA)]),  # KdDebuggerEnabled (and its neighbours)
     ])  # fmt: skip
     assert _sleeps(trace) == [10, 19045, 0]
+
+
+def test_stdcall_apis_that_were_stubbed_pop_their_arguments():
+    # The program's stack survives each call only if the handler pops exactly its arguments: the final
+    # `ret` of the program goes back to the emulator only with the stack as it started.
+    data = "C:\\Users\\user\\notes.txt\0".encode("utf-16-le").ljust(0x80, b"\0")
+    data += "C:\\Temp\\copy.txt\0".encode("utf-16-le").ljust(0x40, b"\0")
+    data += "C:\\nowhere\\missing.bin\0".encode("utf-16-le")
+    trace = _run([
+        ("advapi32.dll!EventRegister", [Data(0x200), 0, 0, Data(0x208)]),
+        ("advapi32.dll!EventWrite", [Word(0x208), Word(0x20C), Data(0x210), 0, 0]),  # REGHANDLE: 2 slots
+        ("advapi32.dll!EventEnabled", [Word(0x208), Word(0x20C), Data(0x210)]),
+        ("advapi32.dll!EventProviderEnabled", [Word(0x208), Word(0x20C), 4, 0, 0]),
+        ("advapi32.dll!EventUnregister", [Word(0x208), Word(0x20C)]),
+        ("kernel32.dll!CopyFile2", [Data(0), Data(0x80), 0]),
+        ("kernel32.dll!CopyFile2", [Data(0xC0), Data(0x80), 0]),
+        ("fltlib.dll!FilterUnload", [Data(0)]),
+        ("gdi32.dll!CreateDCW", [Data(0), 0, 0, 0]),
+        (SLEEP, [Word(0x208)]),  # the event handle's low half
+    ], data)  # fmt: skip
+    results = {c.name.split(".")[1]: c.result for c in trace.api_calls}
+    assert results["EventRegister"] == 0 and _sleeps(trace)[0] != 0
+    copies = [c for c in trace.api_calls if c.name == "kernel32.CopyFile2"]
+    assert (
+        copies[0].args[:2] == ("C:\\Users\\user\\notes.txt", "C:\\Temp\\copy.txt") and copies[0].result == 0
+    )
+    assert copies[1].result == 0x80070002
+    assert results["FilterUnload"] == 0 and results["CreateDCW"] != 0

@@ -8,6 +8,8 @@ emulated files and registry), not a full reimplementation (docs/tracer.md, revis
   handler at all, and Speakeasy's kernel32 `EnumProcesses` reports a count where a byte size belongs;
 - `MoveFileEx`, `SetEndOfFile`, `RegCreateKeyEx`, `RegSetValueEx`, `LdrGetDllHandleEx`,
   `GetUserPreferredUILanguages`, `GetCursorPos` (Speakeasy's fails: "no mouse" is a sandbox sign);
+- stdcall APIs whose stub (no arguments popped) left the caller's stack off: `CopyFile2`, event
+  tracing (`EventRegister` and the rest), fltlib's `FilterLoad`/`FilterUnload`, `CreateDC`;
 - `InitOnceExecuteOnce`, which calls the program's initialisation function (a stub never did: the
   pointer it should have set stayed NULL and was called), and its two-step form;
 - fibers (`ConvertThreadToFiber`, `CreateFiber[Ex]`, `SwitchToFiber`): a shellcode runner's usual way
@@ -30,6 +32,7 @@ from runtrace.trace.emulate import repeatable
 
 STDCALL = se_arch.CALL_CONV_STDCALL
 ERROR_SUCCESS, ERROR_FILE_NOT_FOUND = 0, 2
+S_OK, HRESULT_FILE_NOT_FOUND = 0, 0x80070002
 STATUS_SUCCESS, STATUS_DLL_NOT_FOUND = 0, 0xC0000135
 KUSER_SHARED_DATA = 0x7FFE0000
 _EPOCH_1601 = datetime.datetime(1601, 1, 1, tzinfo=datetime.UTC)
@@ -41,6 +44,7 @@ class SystemApis:
     def __init__(self, se, ptr: int, callbacks) -> None:
         self.se, self.ptr, self.callbacks = se, ptr, callbacks
         self._cursor = 0
+        self._event_handles = 0
         self._init_once: dict[int, int] = {}  # INIT_ONCE address -> the context it completed with
         self._fibers: dict[int, dict] = {}  # fiber address -> {"start", "param", "context" or None}
         self._current_fiber = 0
@@ -123,6 +127,28 @@ class SystemApis:
             (("advapi32",), "RegSetValueExA", 6, STDCALL, lambda a: self.reg_set_value(a, False)),
             (("advapi32",), "RegSetValueExW", 6, STDCALL, lambda a: self.reg_set_value(a, True)),
             (("ntdll",), "LdrGetDllHandleEx", 5, STDCALL, self.ldr_get_dll_handle_ex),
+            (k32, "CopyFile2", 3, STDCALL, self.copy_file2),
+            (("fltlib",), "FilterUnload", 1, STDCALL, lambda a: S_OK),
+            (("fltlib",), "FilterLoad", 1, STDCALL, lambda a: S_OK),
+            (("gdi32",), "CreateDCA", 4, STDCALL, lambda a: self.device_context()),
+            (("gdi32",), "CreateDCW", 4, STDCALL, lambda a: self.device_context()),
+        ]
+        # Event tracing: a REGHANDLE (and a keyword mask) is 64 bits, two stack slots on x86.
+        handle = 2 if self.ptr == 4 else 1
+        out += [
+            (("advapi32",), "EventRegister", 4, STDCALL, self.event_register),
+            (("advapi32",), "EventUnregister", handle, STDCALL, lambda a: ERROR_SUCCESS),
+            (("advapi32",), "EventWrite", handle + 3, STDCALL, lambda a: ERROR_SUCCESS),
+            (("advapi32",), "EventWriteTransfer", handle + 5, STDCALL, lambda a: ERROR_SUCCESS),
+            (("advapi32",), "EventEnabled", handle + 1, STDCALL, lambda a: 0),
+            (
+                ("advapi32",),
+                "EventProviderEnabled",
+                2 * handle + 1,
+                STDCALL,
+                lambda a: 0,
+            ),  # and a 64-bit keyword
+            (("advapi32",), "EventSetInformation", handle + 3, STDCALL, lambda a: ERROR_SUCCESS),
         ]
         return out
 
@@ -251,6 +277,26 @@ class SystemApis:
                 new.remove_data()
                 new.add_data(data or b"")
         return 1
+
+    def copy_file2(self, argv: list) -> int:
+        """CopyFile2(existing, new, parameters): an HRESULT."""
+        names = [argv[0], argv[1], 0]
+        copied = self.move_file(names, wide=True)
+        argv[0], argv[1] = names[:2]
+        return S_OK if copied else HRESULT_FILE_NOT_FOUND
+
+    def event_register(self, argv: list) -> int:
+        """EventRegister(provider, callback, context, REGHANDLE *): a handle the program keeps."""
+        self._event_handles += 1
+        if argv[3]:
+            self.emu.mem_write(argv[3], (0x7E000000 + self._event_handles).to_bytes(8, "little"))
+        return ERROR_SUCCESS
+
+    def device_context(self) -> int:
+        try:
+            return self.emu.sessman.get_device_context() or 0
+        except AttributeError:
+            return 0
 
     def reg_create_key(self, argv: list, wide: bool) -> int:
         root, subkey, _r, _c, _o, _s, _sa, result, disposition = (list(argv) + [0] * 9)[:9]
