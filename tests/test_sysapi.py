@@ -215,3 +215,28 @@ def test_stdcall_apis_that_were_stubbed_pop_their_arguments():
     )
     assert copies[1].result == 0x80070002
     assert results["FilterUnload"] == 0 and results["CreateDCW"] != 0
+
+
+def test_image_directories_are_found_from_the_headers_in_memory():
+    import pefile
+
+    steps = [
+        ("ntdll.dll!RtlImageDirectoryEntryToData", [0x400000, 1, 1, Data(0x200)]),  # the import directory
+        (SLEEP, [Word(0x200)]),
+        ("ntdll.dll!RtlImageDirectoryEntryToData", [0x400000, 0, 1, Data(0x204)]),  # as a file: an offset
+        ("ntdll.dll!RtlImageDirectoryEntryToData", [0x400000, 1, 5, Data(0x204)]),  # no relocations
+        ("ntdll.dll!RtlImageNtHeader", [0x400000]),
+        ("ntdll.dll!RtlImageNtHeader", [0x400000 + 0x1000]),  # not an image's start
+    ]
+    data = calls(steps)
+    pe = pefile.PE(data=data)
+    imports = pe.OPTIONAL_HEADER.DATA_DIRECTORY[1]
+    trace = emulate(data, "x", "sysapi")
+    assert trace.meta.stop_reason is StopReason.EXITED
+    as_image, as_file, relocations, nt, not_nt = [
+        c.result for c in trace.api_calls if c.name.startswith("ntdll.")
+    ]
+    assert as_image == 0x400000 + imports.VirtualAddress
+    assert as_file == 0x400000 + pe.get_offset_from_rva(imports.VirtualAddress)
+    assert relocations == 0 and nt == 0x400000 + pe.DOS_HEADER.e_lfanew and not_nt == 0
+    assert _sleeps(trace) == [imports.Size]

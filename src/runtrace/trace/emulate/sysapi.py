@@ -10,6 +10,8 @@ emulated files and registry), not a full reimplementation (docs/tracer.md, revis
   `GetUserPreferredUILanguages`, `GetCursorPos` (Speakeasy's fails: "no mouse" is a sandbox sign);
 - stdcall APIs whose stub (no arguments popped) left the caller's stack off: `CopyFile2`, event
   tracing (`EventRegister` and the rest), fltlib's `FilterLoad`/`FilterUnload`, `CreateDC`;
+- `RtlImageDirectoryEntryToData` (Speakeasy's raises "Unimplemented"), `RtlImageNtHeader` and dbghelp's
+  `ImageDirectoryEntryToData[Ex]`/`ImageNtHeader`: a program walking a module's exports by hand;
 - `InitOnceExecuteOnce`, which calls the program's initialisation function (a stub never did: the
   pointer it should have set stayed NULL and was called), and its two-step form;
 - fibers (`ConvertThreadToFiber`, `CreateFiber[Ex]`, `SwitchToFiber`): a shellcode runner's usual way
@@ -154,7 +156,13 @@ class SystemApis:
 
     def overriding(self) -> list[tuple[tuple[str, ...], str, int, int, Callable[[list], int]]]:
         """Handlers that replace Speakeasy's own (which answer wrongly)."""
+        directory = lambda a: self.image_directory_entry(a)  # noqa: E731
         return [
+            (("ntdll",), "RtlImageDirectoryEntryToData", 4, STDCALL, directory),  # Speakeasy's raises
+            (("dbghelp", "imagehlp"), "ImageDirectoryEntryToData", 4, STDCALL, directory),
+            (("dbghelp", "imagehlp"), "ImageDirectoryEntryToDataEx", 5, STDCALL, directory),
+            (("ntdll",), "RtlImageNtHeader", 1, STDCALL, self.image_nt_header),
+            (("dbghelp", "imagehlp"), "ImageNtHeader", 1, STDCALL, self.image_nt_header),
             (("psapi", "kernel32", "kernelbase"), "EnumProcesses", 3, STDCALL, self.enum_processes),
             (("user32",), "GetCursorPos", 1, STDCALL, self.cursor_position),
         ]
@@ -351,6 +359,44 @@ class SystemApis:
                 self._write_ptr(handle_out, m.get_base())
                 return STATUS_SUCCESS
         return STATUS_DLL_NOT_FOUND
+
+    def image_nt_header(self, argv: list) -> int:
+        """RtlImageNtHeader(base): the address of the image's IMAGE_NT_HEADERS, or NULL."""
+        base = argv[0]
+        head = bytes(self.emu.mem_read(base, 0x40))
+        if head[:2] != b"MZ":
+            return 0
+        nt = base + int.from_bytes(head[0x3C:0x40], "little")
+        return nt if bytes(self.emu.mem_read(nt, 4)) == b"PE\0\0" else 0
+
+    def image_directory_entry(self, argv: list) -> int:
+        """RtlImageDirectoryEntryToData(base, mapped_as_image, entry, ULONG *size) (and dbghelp's, whose
+        Ex form has a fifth, section-header output): where a data directory's data is, read from the
+        headers in emulated memory; for a file not mapped as an image, the RVA becomes a file offset
+        through the section table."""
+        base, as_image, entry, size_out = argv[:4]
+        nt = self.image_nt_header([base])
+        if not nt or entry >= 16:
+            return 0
+        sections, optional_size = struct.unpack("<HxxxxxxxxxxxxH", bytes(self.emu.mem_read(nt + 6, 16)))
+        optional = nt + 0x18
+        magic = int.from_bytes(bytes(self.emu.mem_read(optional, 2)), "little")
+        directories = optional + (0x70 if magic == 0x20B else 0x60)
+        count = int.from_bytes(bytes(self.emu.mem_read(directories - 4, 4)), "little")
+        if entry >= count:
+            return 0
+        rva, size = struct.unpack("<II", bytes(self.emu.mem_read(directories + 8 * entry, 8)))
+        if not rva:
+            return 0
+        self._write_u32(size_out, size)
+        if as_image & 0xFF:
+            return base + rva
+        table = bytes(self.emu.mem_read(optional + optional_size, 40 * min(sections, 96)))
+        for i in range(min(sections, 96)):
+            vsize, vaddr, raw_size, raw = struct.unpack_from("<IIII", table, 40 * i + 8)
+            if vaddr <= rva < vaddr + max(vsize, raw_size):
+                return base + raw + (rva - vaddr)
+        return 0
 
     def preferred_languages(self, argv: list) -> int:
         _flags, count, buffer, size = argv[:4]
