@@ -240,3 +240,19 @@ def test_image_directories_are_found_from_the_headers_in_memory():
     assert as_file == 0x400000 + pe.get_offset_from_rva(imports.VirtualAddress)
     assert relocations == 0 and nt == 0x400000 + pe.DOS_HEADER.e_lfanew and not_nt == 0
     assert _sleeps(trace) == [imports.Size]
+
+
+def test_a_finite_wait_on_the_own_process_times_out():
+    trace = _run([
+        ("kernel32.dll!GetCurrentProcessId", [], Data(0)),
+        ("kernel32.dll!OpenProcess", [0x100000, 0, Word(0)], Data(4)),
+        ("kernel32.dll!WaitForSingleObject", [Word(4), 0x40]),
+        ("kernel32.dll!WaitForSingleObject", [CURRENT_PROCESS, 100]),
+        ("kernel32.dll!WaitForSingleObjectEx", [CURRENT_PROCESS, 100, 0]),
+        ("kernel32.dll!WaitForSingleObject", [Word(4), 0xFFFFFFFF]),  # INFINITE: as if it had ended
+        ("kernel32.dll!CreateEventA", [0, 1, 0, 0], Data(8)),
+        ("kernel32.dll!WaitForSingleObject", [Word(8), 100]),  # anything else: signalled
+    ])  # fmt: skip
+    waits = [c.result for c in trace.api_calls if c.name.startswith("kernel32.WaitForSingleObject")]
+    assert trace.api_calls[1].result  # a handle to the own process
+    assert waits == [0x102, 0x102, 0x102, 0, 0]

@@ -7,7 +7,8 @@ emulated files and registry), not a full reimplementation (docs/tracer.md, revis
   `GetModuleFileNameEx`, `GetProcessImageFileName`, and their kernel32 `K32` names): psapi had no
   handler at all, and Speakeasy's kernel32 `EnumProcesses` reports a count where a byte size belongs;
 - `MoveFileEx`, `SetEndOfFile`, `RegCreateKeyEx`, `RegSetValueEx`, `LdrGetDllHandleEx`,
-  `GetUserPreferredUILanguages`, `GetCursorPos` (Speakeasy's fails: "no mouse" is a sandbox sign);
+  `GetUserPreferredUILanguages`, `GetCursorPos` (Speakeasy's fails: "no mouse" is a sandbox sign),
+  `WaitForSingleObject` on the program's own process (Speakeasy's said it had exited);
 - stdcall APIs whose stub (no arguments popped) left the caller's stack off: `CopyFile2`, event
   tracing (`EventRegister` and the rest), fltlib's `FilterLoad`/`FilterUnload`, `CreateDC`;
 - `RtlImageDirectoryEntryToData` (Speakeasy's raises "Unimplemented"), `RtlImageNtHeader` and dbghelp's
@@ -37,6 +38,7 @@ ERROR_SUCCESS, ERROR_FILE_NOT_FOUND = 0, 2
 S_OK, HRESULT_FILE_NOT_FOUND = 0, 0x80070002
 STATUS_SUCCESS, STATUS_DLL_NOT_FOUND = 0, 0xC0000135
 KUSER_SHARED_DATA = 0x7FFE0000
+WAIT_OBJECT_0, WAIT_TIMEOUT, INFINITE = 0, 0x102, 0xFFFFFFFF
 _EPOCH_1601 = datetime.datetime(1601, 1, 1, tzinfo=datetime.UTC)
 _FIBER_STACK = 0x10000
 _MAX_PROCESSES = 64
@@ -157,6 +159,7 @@ class SystemApis:
     def overriding(self) -> list[tuple[tuple[str, ...], str, int, int, Callable[[list], int]]]:
         """Handlers that replace Speakeasy's own (which answer wrongly)."""
         directory = lambda a: self.image_directory_entry(a)  # noqa: E731
+        k32 = ("kernel32", "kernelbase")
         return [
             (("ntdll",), "RtlImageDirectoryEntryToData", 4, STDCALL, directory),  # Speakeasy's raises
             (("dbghelp", "imagehlp"), "ImageDirectoryEntryToData", 4, STDCALL, directory),
@@ -165,6 +168,8 @@ class SystemApis:
             (("dbghelp", "imagehlp"), "ImageNtHeader", 1, STDCALL, self.image_nt_header),
             (("psapi", "kernel32", "kernelbase"), "EnumProcesses", 3, STDCALL, self.enum_processes),
             (("user32",), "GetCursorPos", 1, STDCALL, self.cursor_position),
+            (k32, "WaitForSingleObject", 2, STDCALL, self.wait),
+            (k32, "WaitForSingleObjectEx", 3, STDCALL, self.wait),
         ]
 
     def redirecting(self) -> list[tuple[str, str, int, Callable]]:
@@ -408,6 +413,16 @@ class SystemApis:
                 self.emu.mem_write(buffer, text.encode("utf-16-le"))
         self._write_u32(size, len(text))
         return 1
+
+    def wait(self, argv: list) -> int:
+        """WaitForSingleObject[Ex](handle, milliseconds, ...): the program's own process never ends while
+        it runs, so a finite wait on it times out (a check some programs make: Speakeasy answered
+        "signalled", i.e. "this process has exited"); other waits are answered as Speakeasy does
+        (signalled, except a 1 ms wait)."""
+        handle, timeout = argv[:2]
+        if self._process(handle) is self.emu.get_current_process() and handle and timeout != INFINITE:
+            return WAIT_TIMEOUT
+        return WAIT_TIMEOUT if timeout == 1 else WAIT_OBJECT_0
 
     def cursor_position(self, argv: list) -> int:
         """GetCursorPos: a pointer that moves a little between calls, as a user's does."""
