@@ -227,19 +227,25 @@ def test_image_directories_are_found_from_the_headers_in_memory():
         ("ntdll.dll!RtlImageDirectoryEntryToData", [0x400000, 1, 5, Data(0x204)]),  # no relocations
         ("ntdll.dll!RtlImageNtHeader", [0x400000]),
         ("ntdll.dll!RtlImageNtHeader", [0x400000 + 0x1000]),  # not an image's start
+        ("kernel32.dll!GetModuleHandleA", [Data(0)], Data(0x208)),
+        ("kernel32.dll!GetProcAddress", [Word(0x208), Data(0x10)]),
+        ("ntdll.dll!RtlImageDirectoryEntryToData", [Word(0x208), 1, 0, Data(0x20C)]),  # ntdll's exports
     ]
-    data = calls(steps)
+    data = calls(steps, b"ntdll.dll\0".ljust(0x10, b"\0") + b"NtClose\0")
     pe = pefile.PE(data=data)
     imports = pe.OPTIONAL_HEADER.DATA_DIRECTORY[1]
     trace = emulate(data, "x", "sysapi")
     assert trace.meta.stop_reason is StopReason.EXITED
-    as_image, as_file, relocations, nt, not_nt = [
-        c.result for c in trace.api_calls if c.name.startswith("ntdll.")
-    ]
+    results = [c.result for c in trace.api_calls if c.name.startswith("ntdll.")]
+    as_image, as_file, relocations, nt, not_nt, ntdll_exports = results
     assert as_image == 0x400000 + imports.VirtualAddress
     assert as_file == 0x400000 + pe.get_offset_from_rva(imports.VirtualAddress)
     assert relocations == 0 and nt == 0x400000 + pe.DOS_HEADER.e_lfanew and not_nt == 0
     assert _sleeps(trace) == [imports.Size]
+    # A system DLL's image (Speakeasy's decoy, mapped when first read): its export directory is found
+    # inside it, below the export the program looked up.
+    ntdll, nt_close = (c.result for c in trace.api_calls if c.name.startswith("kernel32.Get"))
+    assert ntdll < ntdll_exports < nt_close
 
 
 def test_a_finite_wait_on_the_own_process_times_out():

@@ -365,9 +365,17 @@ class SystemApis:
                 return STATUS_SUCCESS
         return STATUS_DLL_NOT_FOUND
 
+    def _map_decoy(self, address: int) -> None:
+        """Speakeasy maps a decoy system DLL's image only when the program first reads it (its handler for
+        an invalid read); a handler reading it must do the same."""
+        module = self.emu.get_mod_from_addr(address)
+        if module is not None and module.is_decoy() and not module.is_mapped:
+            self.emu.map_decoy(module)
+
     def image_nt_header(self, argv: list) -> int:
         """RtlImageNtHeader(base): the address of the image's IMAGE_NT_HEADERS, or NULL."""
         base = argv[0]
+        self._map_decoy(base)
         head = bytes(self.emu.mem_read(base, 0x40))
         if head[:2] != b"MZ":
             return 0
