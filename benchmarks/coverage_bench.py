@@ -3,6 +3,7 @@
 Malicious: the native user-mode samples of ../shared/samples/capa-testfiles.zip (not .NET, not drivers).
 Benign: a fixed, seeded selection from the corpus manifest (`runtrace corpus build`): Wine's programs and
 DLLs from Debian's libwine (i386 and amd64) and files from PyPI Windows wheels, EXEs and DLLs of both.
+`RUNTRACE_COVERAGE_CORPUS` names another corpus folder than ~/.cache/runtrace/corpus (a copy of it).
 Traces are cached (resumable), so a rerun only traces what is new.
 
 Figures are given per class, and per class and kind (EXE, DLL, PYD: a DLL exporting `PyInit_*`) and per
@@ -21,13 +22,16 @@ from pathlib import Path
 
 import pefile
 
+from runtrace.corpus.store import SampleStore
 from runtrace.trace.emulate.batch import trace_batch
 from runtrace.trace.emulate.emulator import TracerSettings
 from runtrace.trace.emulate.inputs import Sample, iter_samples
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "samples"
 CACHE = Path.home() / ".cache" / "runtrace"
-MANIFEST = CACHE / "corpus" / "manifest.parquet"
+# The corpus the benign files are drawn from; RUNTRACE_COVERAGE_CORPUS names a copy of it elsewhere.
+CORPUS = Path(os.environ.get("RUNTRACE_COVERAGE_CORPUS", CACHE / "corpus"))
+MANIFEST = CORPUS / "manifest.parquet"
 BENIGN_PER_SOURCE = 100  # debian and pypi each, half EXEs where there are enough
 THRESHOLD = 1000
 
@@ -57,8 +61,15 @@ def _benign() -> list[Sample]:
                 (r for r in rows if r["source"] == source and r["kind"] == kind), key=lambda r: r["sha256"]
             )
             chosen += rng.sample(pool, min(len(pool), BENIGN_PER_SOURCE // 2))
+    # Stored files are found under the corpus folder (the manifest's absolute path is where it was built).
+    store = SampleStore(CORPUS)
     return [
-        Sample(r["sha256"], f"{r['origin_group']}/{r['file_name']}", r["path"], size=r["size"] or 0)
+        Sample(
+            r["sha256"],
+            f"{r['origin_group']}/{r['file_name']}",
+            str(store.path_for(r["sha256"])),
+            size=r["size"] or 0,
+        )
         for r in chosen
     ]
 

@@ -168,3 +168,60 @@ def api_loop(arch: str, calls: int, dll: str = "kernel32.dll", name: str = "GetC
         )  # fmt: skip
 
     return program(arch, code, {dll: [name]})
+
+
+class Data(int):
+    """A call argument: the address `layout.data + offset`."""
+
+
+class Word(int):
+    """A call argument: the 32-bit value at `layout.data + offset` when the call is made."""
+
+
+class Text(int):
+    """A call argument: the address `layout.text + offset` (a function placed with `code_at`)."""
+
+
+def calls(
+    steps: list[tuple],
+    data: bytes = b"",
+    code_at: dict[int, Callable[[Layout], bytes]] | None = None,
+    extra_imports: tuple[str, ...] = (),
+) -> bytes:
+    """An i386 EXE that makes the calls of `steps` in order, then returns.
+
+    A step is ("dll!Name", [arguments], *options): an option "cdecl" pops the arguments after the
+    call, a `Data` offset stores the result (eax) there.  An argument is an integer, a `Data`
+    offset (an address in the data area), a `Word` offset (a value read from it then, so a test can
+    pass what one API wrote to the next, whose recorded arguments show it) or a `Text` offset.
+    `code_at` places more code (functions the APIs call back, given as functions of the layout) at
+    offsets of the code section from 0x800 on; the APIs they call are named in `extra_imports`.
+    """
+    imports: dict[str, list[str]] = {}
+    for target in [step[0] for step in steps] + list(extra_imports):
+        dll, name = target.split("!")
+        if name not in imports.setdefault(dll, []):
+            imports[dll].append(name)
+
+    def code(lay: Layout) -> bytes:
+        out = b""
+        for target, args, *options in steps:
+            for a in reversed(args):
+                if isinstance(a, Word):
+                    out += b"\xff\x35" + struct.pack("<I", lay.data + a)  # push dword ptr [data + a]
+                elif isinstance(a, Data | Text):  # push data + a, push text + a
+                    out += b"\x68" + struct.pack("<I", (lay.data if isinstance(a, Data) else lay.text) + a)
+                else:
+                    out += b"\x68" + struct.pack("<I", a & 0xFFFFFFFF)  # push a
+            out += b"\xff\x15" + struct.pack("<I", lay.slot(*target.split("!")))  # call [slot]
+            if "cdecl" in options and args:
+                out += b"\x83\xc4" + bytes([4 * len(args)])  # add esp, 4 * n
+            for where in (o for o in options if isinstance(o, Data)):
+                out += b"\xa3" + struct.pack("<I", lay.data + where)  # mov [data + where], eax
+        out += b"\xc3"  # ret
+        assert len(out) <= 0x800
+        for offset, more in (code_at or {}).items():
+            out = out.ljust(offset, b"\xcc") + more(lay)
+        return out
+
+    return program("i386", code, imports, data=data)

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -139,19 +144,52 @@ def test_scan_on_dask_gives_the_local_verdict(scheduler, cli32):
     assert remote["probability"] == local["probability"] and remote["verdict"] == local["verdict"]
 
 
-@pytest.mark.parametrize("daemon", [True, False])
-def test_worker_processes_need_daemon_off(tmp_path, cli32, daemon):
-    """As `dask worker` starts them: separate worker processes, daemonic unless configured otherwise."""
-    import dask
+@pytest.fixture(scope="module")
+def command_line_cluster(tmp_path_factory):
+    """A scheduler and a worker started as `dask scheduler` and `dask worker ADDRESS` start them: the
+    worker runs under a nanny, in a daemonic process."""
+    folder = tmp_path_factory.mktemp("dask")
+    dask_cli = Path(sys.executable).with_name("dask")
+    scheduler_file = folder / "scheduler.json"
+    started = []
 
-    with (
-        dask.config.set({"distributed.worker.daemon": daemon}),
-        distributed.LocalCluster(
-            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0"
-        ) as c,
-    ):
-        (outcome,) = trace_batch_dask(iter_samples([cli32]), tmp_path, c.scheduler_address, SETTINGS)
-    if daemon:
-        assert outcome.status == "error" and "DASK_DISTRIBUTED__WORKER__DAEMON=False" in outcome.error
-    else:
-        assert outcome.status == "ok" and outcome.instruction_count > 1000
+    def start(*args: str) -> None:
+        log = open(folder / f"{args[0]}.log", "wb")  # noqa: SIM115  (closed with the process)
+        started.append((subprocess.Popen([str(dask_cli), *args], stdout=log, stderr=log, cwd=folder), log))
+
+    try:
+        start("scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address", ":0",
+              "--scheduler-file", str(scheduler_file))  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        address = json.loads(scheduler_file.read_text())["address"]
+        start("worker", address)
+        with distributed.Client(address, timeout="60s") as client:
+            client.wait_for_workers(1, timeout=60)
+            daemonic = client.run(lambda: multiprocessing.current_process().daemon)
+        yield address, daemonic
+    finally:
+        for process, log in started[::-1]:
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            log.close()
+
+
+def test_a_default_dask_worker_traces(tmp_path, cli32, cli64, command_line_cluster):
+    """`dask worker` with its defaults runs tasks in a daemonic process, where multiprocessing refuses
+    to start a child; the tracer's child is forked without it, under the same caps."""
+    address, daemonic = command_line_cluster
+    assert list(daemonic.values()) == [True]
+    local = trace_batch(iter_samples([cli32, cli64]), tmp_path / "local", SETTINGS, 2)
+    remote = trace_batch_dask(iter_samples([cli32, cli64]), tmp_path / "dask", address, SETTINGS)
+    assert _facts(remote) == _facts(local)
+    assert [o.status for o in remote] == ["ok", "ok"] and min(o.instruction_count for o in remote) > 1000
+    # The caps still hold there: a time limit the tracer child cannot meet ends in the batch's error.
+    slow = TracerSettings(max_instructions=100_000, timeout_s=0.001, memory_mb=1)
+    (capped,) = trace_batch_dask(iter_samples([cli32]), tmp_path / "capped", address, slow)
+    assert capped.status == "error" and "memory cap of 1 MiB" in capped.error

@@ -16,6 +16,10 @@ from runtrace.trace.emulate.fidelity import api_returns
 from trace_truth import witnessed_run
 
 FIXTURE_FILES = ["cli-32.exe", "cli-64.exe", "pillow-imagingtk-64.pyd"]
+# Enough instructions for the comparison to mean something.  Since revision 16 EnumProcessModules lists
+# the process's modules, where the .pyd finds Tcl's functions (Speakeasy resolves any name) and its
+# tkinit ends after registering its command: 536 instructions, where before it went on through an error path.
+MIN_INSTRUCTIONS = {"cli-32.exe": 2000, "cli-64.exe": 2000, "pillow-imagingtk-64.pyd": 500}
 
 # capa test files that exercise each way a block hook alone goes wrong (found by comparing the
 # witness with the trace over 120 capa programs):
@@ -49,7 +53,7 @@ def _assert_exact(run) -> None:
 @pytest.mark.parametrize("name", FIXTURE_FILES)
 def test_the_trace_is_every_instruction_the_program_executed(name):
     run = witnessed_run((FIXTURES / "benign" / name).read_bytes(), TracerSettings())
-    assert len(run.witnessed) > 2000
+    assert len(run.witnessed) > MIN_INSTRUCTIONS[name]
     _assert_exact(run)
 
 

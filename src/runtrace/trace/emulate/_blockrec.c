@@ -354,8 +354,11 @@ void rec_set_code_hook(rec_t *r, void *on_code, int enabled) {
 }
 
 size_t rec_nvisits(rec_t *r) { return r->nvisits; }
+const size_t *rec_nvisits_at(rec_t *r) { return &r->nvisits; }
 uint32_t *rec_visits(rec_t *r) { return r->visits; }
 uint64_t rec_insn_total(rec_t *r) { return r->insn_total; }
+/* Where the counts live: Python reads them there, without a call, at every API call. */
+const uint64_t *rec_insn_total_at(rec_t *r) { return &r->insn_total; }
 uint64_t rec_orphans(rec_t *r) { return r->orphans; }
 uint64_t rec_truncated(rec_t *r) { return r->truncated; }
 uint64_t rec_rewritten(rec_t *r) { return r->rewritten; }

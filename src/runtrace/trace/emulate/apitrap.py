@@ -24,7 +24,7 @@ nothing takes ends the run with Speakeasy's `invalid_fetch` error, as before.
 from __future__ import annotations  # noqa: I001  (speakeasy_loader must come before unicorn and speakeasy)
 
 import ctypes
-from collections.abc import Callable
+import struct
 
 from runtrace.trace.emulate import speakeasy_loader  # noqa: F401  (first: lean imports of unicorn and speakeasy)
 from speakeasy.windows.common import EMU_RESERVE_SIZE, EMU_RESERVED
@@ -53,9 +53,10 @@ _STRUCTURED = frozenset(
 
 
 class ApiTraps:
-    """`progress()` is a count that moves whenever the program runs an instruction (the recorder's)."""
+    """`progress.value` is a count that moves whenever the program runs an instruction (the recorder's
+    instruction counter)."""
 
-    def __init__(self, emu, progress: Callable[[], int]) -> None:
+    def __init__(self, emu, progress: ctypes.c_uint64) -> None:
         self.emu = emu
         _fast_register_reads(emu.emu_eng)
         self.trapped = 0
@@ -77,6 +78,7 @@ class ApiTraps:
         self._pc = x86_const.UC_X86_REG_EIP if x86 else x86_const.UC_X86_REG_RIP
         self._result = x86_const.UC_X86_REG_EAX if x86 else x86_const.UC_X86_REG_RAX
         self._mask = (1 << (8 * self.ptr)) - 1
+        self._native = _NativeAccess(self.uc, x86)
         self._trapped_at: int | None = None  # the trap being answered
         self._progress = progress
         self._arranged: tuple[int, int, int] | None = None  # (address, stack pointer, progress) of a return
@@ -147,7 +149,11 @@ class ApiTraps:
     def _trap(self, uc, address: int, size: int, user_data) -> None:
         emu = self.emu
         arranged = self._arranged
-        if arranged and arranged[0] == address and arranged[1:] == (uc.reg_read(self._sp), self._progress()):
+        if (
+            arranged
+            and arranged[0] == address
+            and arranged[1:] == (self._native.read_sp(), self._progress.value)
+        ):
             # unicorn runs an instruction's hooks again when the handler changed memory protection (its
             # block is translated anew): the API was answered and its return arranged already.
             return
@@ -155,16 +161,31 @@ class ApiTraps:
         self._trapped_at, self._returning = address, False
         try:
             imported = self._import_at(address)
-            if imported is not None:
+            plan = None if imported is None else self._plans.get(imported)
+            if plan is None and imported is not None:
+                plan = self._plans[imported] = self._plan(*imported)
+            if plan is not None and plan is not _SPEAKEASY:
                 # The common case, straight to the handler: what Speakeasy's handler for invalid
                 # memory does first, then its answer for an import.
                 emu.prev_pc = address
-                emu.enable_code_hook()
-                self._call_import(*imported)
+                self._call_handler(plan)
+                if self._returning:
+                    self._arranged = (address, self._native.read_sp(), self._progress.value)
+                # Speakeasy's per-instruction hook runs at the next instruction only when it has work
+                # there (an API that raised an exception, pages to unmap, ...).
+                if self._pending(emu):
+                    emu.enable_code_hook()
+                elif emu.tmp_code_hook.enabled:
+                    emu.disable_code_hook()
+                return
+            emu.prev_pc = address
+            emu.enable_code_hook()
+            if imported is not None:
+                emu.handle_import_func(*imported)  # runtrace's wrapper: stubs, hooks and all
             else:
                 emu._hook_mem_unmapped(emu, UC_MEM_FETCH_UNMAPPED, address, size, 0, None)
             if self._returning:
-                self._arranged = (address, uc.reg_read(self._sp), self._progress())
+                self._arranged = (address, self._native.read_sp(), self._progress.value)
                 if not self._pending(emu):
                     # Speakeasy's per-instruction hook at the return address would only switch
                     # itself off again.
@@ -184,31 +205,32 @@ class ApiTraps:
         finally:
             self._trapped_at = None
 
-    def _call_import(self, dll: str, name: str) -> None:
+    def _call_handler(self, plan) -> None:
         """Speakeasy's `handle_import_func` for an API it has a handler for and no hook: the same steps,
-        with the handler lookup done once per name and the return address read once.  (Not its
-        report of calls from memory the program allocated: runtrace writes no Speakeasy report.)"""
+        with the handler looked up once per name, the registers read in one call and the return
+        address and stack arguments in another.  (Not its report of calls from memory the program
+        allocated: runtrace writes no Speakeasy report.)"""
         emu = self.emu
-        plan = self._plans.get((dll, name))
-        if plan is None:
-            plan = self._plans[(dll, name)] = self._plan(dll, name)
-        if plan is _SPEAKEASY:
-            emu.handle_import_func(dll, name)  # runtrace's wrapper: stubs, hooks and all
-            return
-        mod, func, argc, conv, imp_api = plan
-        uc, ptr = self.uc, self.ptr
+        mod, func, argc, conv, imp_api, layout = plan
+        native = self._native
         opc = self._trapped_at
-        sp = uc.reg_read(self._sp)
-        oret = int.from_bytes(uc.mem_read(sp, ptr), "little")
-        argv = emu.get_func_argv(conv, argc)
+        if layout is None:  # floating-point arguments: Speakeasy reads them
+            sp = native.read_sp()
+            oret = native.read_pointer(sp)
+            argv = emu.get_func_argv(conv, argc)
+        else:
+            sp, oret, argv = native.arguments(layout)
         emu.hammer.handle_import_func(imp_api, conv, argc)
         rv = emu.api.call_api_func(mod, func, argv, ctx={"func_name": imp_api})
-        sp_after = uc.reg_read(self._sp)
-        ret = oret if sp_after == sp else int.from_bytes(uc.mem_read(sp_after, ptr), "little")
-        self._verified = (sp_after, ret)  # what `_call_return` would read again
+        sp_after, pc_after = native.read_sp_pc()
+        ret = oret if sp_after == sp else native.read_pointer(sp_after)
         emu.log_api(oret, imp_api, rv, argv)
-        if not emu.run_complete and ret == oret and uc.reg_read(self._pc) == opc:
-            emu.do_call_return(argc, ret, rv, conv=conv)
+        if not emu.run_complete and ret == oret and pc_after == opc:
+            if conv == se_arch.CALL_CONV_FLOAT or self._returning:
+                self._verified = (sp_after, ret)
+                emu.do_call_return(argc, ret, rv, conv=conv)
+            else:
+                self._return_by_ret(sp_after, ret, _popped_by_callee(argc, conv, self.ptr), rv)
         run = emu.get_current_run()
         if run and run.get_api_count() > emu.max_api_count:
             run.error["type"] = "max_api_count"
@@ -227,7 +249,8 @@ class ApiTraps:
         handler_name, func, argc, conv, _ordinal = attrs
         if name.startswith("ordinal_"):
             name = handler_name
-        return mod, func, argc, conv, f"{dll}.{name}"
+        layout = None if conv == se_arch.CALL_CONV_FLOAT else self._native.layout(argc, conv)
+        return mod, func, argc, conv, f"{dll}.{name}", layout
 
     def _import_at(self, address: int) -> tuple[str, str] | None:
         emu = self.emu
@@ -254,19 +277,21 @@ class ApiTraps:
         """Speakeasy's `do_call_return`, by the `ret` under the trap when the API returns to its caller."""
         if self._trapped_at is None or self._returning or not ret_addr or conv == se_arch.CALL_CONV_FLOAT:
             return self._speakeasy_return(argc, ret_addr, ret_value, conv)
-        uc, ptr = self.uc, self.ptr
-        sp = uc.reg_read(self._sp)
+        sp, pc = self._native.read_sp_pc()
         # Only a return to the address the call pushed, from where the trap left the program counter.
         verified, self._verified = self._verified, None
-        pushed = ret_addr if verified == (sp, ret_addr) else int.from_bytes(uc.mem_read(sp, ptr), "little")
-        if pushed != ret_addr or uc.reg_read(self._pc) != self._trapped_at:
+        pushed = ret_addr if verified == (sp, ret_addr) else self._native.read_pointer(sp)
+        if pushed != ret_addr or pc != self._trapped_at:
             return self._speakeasy_return(argc, ret_addr, ret_value, conv)
-        popped = _popped_by_callee(argc, conv, ptr)
+        self._return_by_ret(sp, pushed, _popped_by_callee(argc, conv, self.ptr), ret_value)
+
+    def _return_by_ret(self, sp: int, ret: int, popped: int, value: int | None) -> None:
+        """Leave the return to the `ret` under the trap: the return address moved above the `popped`
+        argument slots, the stack pointer set there, the result written."""
         if popped:
-            uc.mem_write(sp + ptr * popped, pushed.to_bytes(ptr, "little"))
-            uc.reg_write(self._sp, sp + ptr * popped)
-        if ret_value is not None:
-            uc.reg_write(self._result, ret_value & self._mask)
+            sp += self.ptr * popped
+            self.uc.mem_write(sp, ret.to_bytes(self.ptr, "little"))
+        self._native.write_sp_result(sp if popped else None, None if value is None else value & self._mask)
         self._returning = True
 
     def _fetch(self, uc, address: int, size: int, value: int, ctx) -> bool:
@@ -317,3 +342,93 @@ def _fast_register_reads(engine) -> None:
         return value.value
 
     uc.reg_read = reg_read
+
+
+class _NativeAccess:
+    """The registers and stack words an API call needs, each group in one call into unicorn.
+
+    The binding's `reg_read` checks each id against the special registers and allocates a ctypes
+    integer; an API call reads about ten registers and words.  Here the stack pointer, program
+    counter and argument registers come in one `uc_reg_read_batch`, and the return address with the
+    stack arguments in one `uc_mem_read`.
+    """
+
+    def __init__(self, uc, x86: bool) -> None:
+        c = x86_const
+        self.ptr = 4 if x86 else 8
+        regs = (
+            [c.UC_X86_REG_ESP, c.UC_X86_REG_EIP, c.UC_X86_REG_ECX, c.UC_X86_REG_EDX]
+            if x86
+            else [c.UC_X86_REG_RSP, c.UC_X86_REG_RIP, c.UC_X86_REG_RCX, c.UC_X86_REG_RDX, c.UC_X86_REG_R8,
+                  c.UC_X86_REG_R9]
+        )  # fmt: skip
+        self._handle, lib = uc._uch, _uc_module._uc
+        self._read_batch, self._write_batch = lib.uc_reg_read_batch, lib.uc_reg_write_batch
+        self._mem_read, self._reg_read = lib.uc_mem_read, lib.uc_reg_read
+        self._ids = (ctypes.c_int * len(regs))(*regs)
+        self._values = (ctypes.c_uint64 * len(regs))()
+        self._pointers = (ctypes.c_void_p * len(regs))(
+            *(ctypes.addressof(self._values) + 8 * i for i in range(len(regs)))
+        )
+        self._n = len(regs)
+        self._sp_id, self._result_id = regs[0], c.UC_X86_REG_EAX if x86 else c.UC_X86_REG_RAX
+        self._one = ctypes.c_uint64()
+        self._one_ref = ctypes.byref(self._one)
+        self._buffer = ctypes.create_string_buffer(8 * 64)
+        self._word = struct.Struct("<I" if x86 else "<Q")
+        self._write, self._w_ids = lib.uc_reg_write, (ctypes.c_int * 2)(self._sp_id, self._result_id)
+        self._w_values = (ctypes.c_uint64 * 2)()
+        self._w_pointers = (ctypes.c_void_p * 2)(
+            ctypes.addressof(self._w_values), ctypes.addressof(self._w_values) + 8
+        )
+
+    def layout(self, argc: int, conv) -> tuple[int, int, struct.Struct]:
+        """How a call's arguments are found: (arguments in registers, offset of the first stack argument
+        from the return address, format of the return address and the stack arguments)."""
+        if self.ptr == 8:
+            in_registers, skip = min(argc, 4), 4
+        elif conv == se_arch.CALL_CONV_FASTCALL:
+            in_registers, skip = min(argc, 2), 0
+        else:
+            in_registers, skip = 0, 0
+        on_stack = argc - in_registers
+        word = "I" if self.ptr == 4 else "Q"
+        fmt = struct.Struct(f"<{word}{skip * 'x' * self.ptr}{on_stack * word}")
+        return in_registers, fmt.size, fmt
+
+    def _check(self, status: int) -> None:
+        if status:
+            raise UcError(status)
+
+    def arguments(self, layout) -> tuple[int, int, list[int]]:
+        """(stack pointer, return address, arguments) of a call trapped at its callee's first instruction."""
+        in_registers, size, fmt = layout
+        self._check(self._read_batch(self._handle, self._ids, self._pointers, self._n))
+        values = self._values
+        sp = values[0]
+        self._check(self._mem_read(self._handle, ctypes.c_uint64(sp), self._buffer, size))
+        words = fmt.unpack_from(self._buffer)
+        return sp, words[0], [*values[2 : 2 + in_registers], *words[1:]]
+
+    def read_sp(self) -> int:
+        self._check(self._reg_read(self._handle, self._sp_id, self._one_ref))
+        return self._one.value
+
+    def read_sp_pc(self) -> tuple[int, int]:
+        self._check(self._read_batch(self._handle, self._ids, self._pointers, 2))
+        return self._values[0], self._values[1]
+
+    def read_pointer(self, address: int) -> int:
+        self._check(self._mem_read(self._handle, ctypes.c_uint64(address), self._buffer, self.ptr))
+        return self._word.unpack_from(self._buffer)[0]
+
+    def write_sp_result(self, sp: int | None, result: int | None) -> None:
+        """Set the stack pointer and the result register (either may be None: left as it is)."""
+        if sp is not None and result is not None:
+            self._w_values[0], self._w_values[1] = sp, result
+            self._check(self._write_batch(self._handle, self._w_ids, self._w_pointers, 2))
+        elif sp is not None or result is not None:
+            self._one.value = sp if sp is not None else result
+            self._check(
+                self._write(self._handle, self._sp_id if sp is not None else self._result_id, self._one_ref)
+            )

@@ -1,6 +1,7 @@
 """Tracing many samples: one child process per sample, a pool of workers, resumable, with a summary.
 
-Each sample is emulated in a forked child so that a hang, a crash inside the emulator or a memory
+Each sample is emulated in a forked child (`forked.ForkedChild`: a plain fork, so that it works in a
+daemonic process too, such as a default Dask worker) so that a hang, a crash inside the emulator or a memory
 blow-up costs that sample only: the parent watches wall time and the child's own memory, kills the child
 when a limit is passed, and records an error for the sample.  The parent holds only sample descriptors;
 the child reads the bytes itself (`trace_one`), so the parent's memory stays flat however large the
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing as mp
 import os
 import signal
 import struct
@@ -21,10 +21,11 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from multiprocessing.connection import wait
+from multiprocessing.connection import Pipe, wait
 from pathlib import Path
 
 from runtrace.trace.emulate.emulator import EmulationError, emulate
+from runtrace.trace.emulate.forked import ForkedChild
 from runtrace.trace.emulate.inputs import InputProblem, Sample, SampleReadError
 from runtrace.trace.emulate.pe import UnsupportedInput, inspect_pe
 from runtrace.trace.formats.native import SUFFIX, TraceFormatError, load_trace, read_trace_meta, save_trace
@@ -248,7 +249,6 @@ def trace_batch(
     settings = settings or TracerSettings()
     workers = max(1, workers or os.cpu_count() or 1)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ctx = mp.get_context("fork")
     outcomes: list[TraceOutcome] = []
     seen: set[str] = set()
     pending: deque[Sample] = deque()
@@ -279,7 +279,7 @@ def trace_batch(
                         on_done(reused)
                 else:
                     pending.append(item)
-        _run(pending, running, workers, ctx, settings, out_dir, extra_writer, finish, stop)
+        _run(pending, running, workers, settings, out_dir, extra_writer, finish, stop)
     except KeyboardInterrupt:
         unfinished = len(pending) + len(running)
         for proc in running:
@@ -293,17 +293,15 @@ def trace_batch(
     return outcomes
 
 
-def _run(
-    pending: deque, running: dict, workers: int, ctx, settings, out_dir, extra_writer, finish, stop
-) -> None:
+def _run(pending: deque, running: dict, workers: int, settings, out_dir, extra_writer, finish, stop) -> None:
     hard_limit = settings.timeout_s + HARD_TIMEOUT_GRACE_S if settings.timeout_s > 0 else None
     while pending or running:
         if stop is not None and stop():
             raise KeyboardInterrupt
         while pending and len(running) < workers:
             sample = pending.popleft()
-            receiver, sender = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_child_main, args=(sender, sample, settings, out_dir, extra_writer))
+            receiver, sender = Pipe(duplex=False)
+            proc = ForkedChild(_child_main, (sender, sample, settings, out_dir, extra_writer))
             proc.start()
             sender.close()
             running[proc] = (sample, time.monotonic(), receiver)

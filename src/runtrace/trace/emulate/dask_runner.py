@@ -10,13 +10,12 @@ back with the result, so workers need no shared file system and never keep a sam
 Tasks are submitted a few per worker thread at a time rather than all at once, so a corpus of hundreds
 of thousands of samples is never held in the client's or the scheduler's memory.
 
-Dask workers started by `dask worker` are daemonic processes by default, and a daemonic process may
-not fork the tracer's child; start workers with `DASK_DISTRIBUTED__WORKER__DAEMON=False` (docs/serve.md).
+A worker started by `dask worker` with its defaults is a daemonic process, which multiprocessing will
+not let start a child; the tracer's child is a plain fork (`forked.py`), so such workers trace too.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import tempfile
 from collections import deque
@@ -41,10 +40,6 @@ def _trace_on_worker(
     data: bytes, sha256: str, name: str, settings: TracerSettings, extra_writer
 ) -> tuple[dict, dict[str, bytes]]:
     """Runs on a Dask worker: one sample through the local batch; the outcome and the files it wrote."""
-    if mp.current_process().daemon:
-        message = "the Dask worker is a daemonic process and cannot start the tracer's child process; "
-        message += "start workers with DASK_DISTRIBUTED__WORKER__DAEMON=False"
-        return asdict(TraceOutcome(sha256, name, "error", error=message)), {}
     with tempfile.TemporaryDirectory(prefix="runtrace-dask-") as tmp:
         # The local batch's child reads a sample from a path: the bytes go to the worker's private
         # temporary folder (removed with it), apart from the outputs collected below.

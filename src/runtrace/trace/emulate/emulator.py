@@ -30,7 +30,9 @@ from runtrace.trace.emulate import (
     memlimits,
     memranges,
     repeatable,
+    seh64,
     startup,
+    sysapi,
     winapi,
 )
 from runtrace.trace.blocks import canonicalize
@@ -109,6 +111,7 @@ class _Session:
             raise EmulationError(f"emulator could not load the image: {type(e).__name__}: {e}") from None
         self.emu = self.se.emu
         memlimits.install(self.emu, self.bits)
+        sysapi.map_user_shared_data(self.emu, self.bits)
         self._read_only_code = self._read_only_code_ranges()
         self.recorder = BlockRecorder(
             self.emu.emu_eng.emu,
@@ -117,7 +120,8 @@ class _Session:
             foreign=self._emulator_code,
             fixed=self._fixed_code,
         )
-        # raw position, name, return address, supported, arguments, result
+        # raw position, name, return address, supported, arguments, result (as the handler left them:
+        # `typed_calls` makes them plain integers and strings once the run is over)
         self.api_calls: list[tuple[int, str, int, bool, tuple, int | None]] = []
         self.entries: list[tuple[str, int, int]] = []  # run type, address, raw first visit
         self.unsupported: dict[str, int] = {}
@@ -125,11 +129,15 @@ class _Session:
         self.zero_pages: list[int] = []
         self.null_calls: list[int] = []  # return addresses of calls through a NULL pointer
         self.data_exports: list[str] = []  # exports not run: they point outside executable sections
-        self.traps = apitrap.ApiTraps(self.emu, lambda: self.recorder.instruction_count)
+        self.traps = apitrap.ApiTraps(self.emu, self.recorder.instruction_counter())
+        # amd64 exceptions go through the unwind tables (seh64.py); x86 ones through Speakeasy's SEH.
+        self.seh64 = seh64.Seh64(self.emu) if self.bits == 64 else None
         self._patch()
         self._patch_memory_faults()
         self._install_code_hook()
-        self.host = winapi.install(self.se, self.bits, settings.max_exports)
+        self.host = winapi.install(self.se, self.bits, settings.max_exports, self.seh64)
+        if self.seh64 is not None:
+            self.seh64.install()  # last: its hooks see every fault and fetch first
 
     def _emulator_code(self, address: int) -> bool:
         """True for code that is Speakeasy's, not the program's: its reserved region (API and return
@@ -169,15 +177,14 @@ class _Session:
 
     def _patch(self) -> None:
         emu, rec = self.emu, self.recorder
+        visits = rec.visit_counter()
         orig_exec_run, orig_import = emu._exec_run, emu.handle_import_func
         export_args: list[exportargs.ExportArgs] = []  # mapped at the first export
 
         def log_api(pc, imp_api, rv, argv):
             # Instead of Speakeasy's, which formats every call for a logger that is off and keeps a
             # copy of it for a report runtrace does not write; its per-run API limit counts them here.
-            self.api_calls.append(
-                (rec.visit_count - 1, imp_api, pc, True, typed_args(argv), typed_result(rv))
-            )
+            self.api_calls.append((visits.value - 1, imp_api, pc, True, argv, rv))
             emu.curr_run.num_apis += 1
 
         def exec_run(run):
@@ -307,13 +314,21 @@ class _Session:
             self.zero_pages.append(base)
             return True
 
+        def access_violation(address: int, access: int) -> None:
+            # To the program's handlers; when none takes it, the access goes on in the zero page.
+            if not emu.dispatch_handlers:
+                return
+            if self.seh64 is not None:
+                self.seh64.access_violation(address, access, go_on=True)
+            else:
+                emu.dispatch_seh(STATUS_ACCESS_VIOLATION, address)
+
         def invalid_read(uc, address, size, value, ctx):
             # The page is mapped before any SEH dispatch: unicorn retries the access when the hook
             # returns, and an unmapped retry ends emulation even when a handler took the exception.
             if not lenient(address) or not map_zero_page(address & ~(PAGE - 1)):
                 return orig_read(uc, address, size, value, ctx)
-            if emu.dispatch_handlers:
-                emu.dispatch_seh(STATUS_ACCESS_VIOLATION, address)
+            access_violation(address, 0)
             return True
 
         def invalid_write(uc, address, size, value, ctx):
@@ -330,8 +345,7 @@ class _Session:
                 self.zero_pages.append(base)
             elif not map_zero_page(0):
                 return orig_write(uc, address, size, value, ctx)
-            if emu.dispatch_handlers:
-                emu.dispatch_seh(STATUS_ACCESS_VIOLATION, address)
+            access_violation(address, 1)
             return True
 
         def null_call(address: int) -> bool:
@@ -370,7 +384,7 @@ class _Session:
             conv = se_arch.CALL_CONV_CDECL
         ret = emu.get_ret_address()
         value = self.host.stub_value(emu, dll, name)
-        self.api_calls.append((self.recorder.visit_count - 1, api, ret, False, (), typed_result(value)))
+        self.api_calls.append((self.recorder.visit_count - 1, api, ret, False, (), value))
         emu.do_call_return(0, ret, value, conv=conv)
 
     def run(self) -> None:
@@ -427,6 +441,9 @@ def emulate(data: bytes, sha256: str, name: str = "", settings: TracerSettings |
         session.run()
         reason, detail = session.stop_reason()
         raw_visits = session.recorder.visits()
+        session.api_calls = [
+            (p, n, r, s, typed_args(a), typed_result(v)) for p, n, r, s, a, v in session.api_calls
+        ]
         blocks, visits, group_of_raw = canonicalize(session.recorder.raw_blocks, raw_visits, session.bits)
     finally:
         session.recorder.close()

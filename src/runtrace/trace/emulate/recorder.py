@@ -42,6 +42,10 @@ def _load_library() -> ctypes.CDLL:
     lib.rec_visits.argtypes = [ctypes.c_void_p]
     lib.rec_insn_total.restype = ctypes.c_uint64
     lib.rec_insn_total.argtypes = [ctypes.c_void_p]
+    lib.rec_nvisits_at.restype = ctypes.c_void_p
+    lib.rec_nvisits_at.argtypes = [ctypes.c_void_p]
+    lib.rec_insn_total_at.restype = ctypes.c_void_p
+    lib.rec_insn_total_at.argtypes = [ctypes.c_void_p]
     lib.rec_orphans.restype = ctypes.c_uint64
     lib.rec_orphans.argtypes = [ctypes.c_void_p]
     lib.rec_truncated.restype = ctypes.c_uint64
@@ -176,6 +180,15 @@ class BlockRecorder:
     @property
     def instruction_count(self) -> int:
         return int(_lib().rec_insn_total(self._rec))
+
+    def instruction_counter(self) -> ctypes.c_uint64:
+        """The instruction count as a ctypes integer over the recorder's own: `.value` is the count now
+        (as `instruction_count`, without a call into the library).  Valid until `close`."""
+        return ctypes.c_uint64.from_address(_lib().rec_insn_total_at(self._rec))
+
+    def visit_counter(self) -> ctypes.c_size_t:
+        """The number of visits so far, as `instruction_counter` gives the instruction count."""
+        return ctypes.c_size_t.from_address(_lib().rec_nvisits_at(self._rec))
 
     @property
     def orphan_instructions(self) -> int:

@@ -16,8 +16,9 @@ from collections.abc import Callable
 from speakeasy.profiler import Run
 from speakeasy.winenv import arch as se_arch
 
-from runtrace.trace.emulate import crtformat, gui, pyargs, startup
+from runtrace.trace.emulate import crtformat, gui, pyargs, startup, sysapi
 from runtrace.trace.emulate.callbacks import Callbacks
+from runtrace.trace.emulate.crtfuncs import CrtFunctions
 from runtrace.trace.emulate.startup import command_line_text, empty_environment
 
 CDECL = se_arch.CALL_CONV_CDECL
@@ -368,15 +369,18 @@ def resolve_delay_loaded_api(s: _Scratch, argv: list) -> int:
         return 0
 
 
-def raise_exception(s: _Scratch, argv: list) -> int:
+def raise_exception(s: _Scratch, argv: list, seh64=None) -> int:
     """kernel32.RaiseException: to the program's exception handlers, or the end of the entry point.
 
     Speakeasy's own handler simply returns, which Windows never does for an exception nobody handles:
     Wine's unimplemented-function stubs and `noreturn` error paths then run on into whatever code
     follows, and many loop through RaiseException until the time limit.  Here the exception goes to the
-    program's SEH handlers (x86 frames, or an unhandled-exception filter); when none takes it, the entry
-    point ends as the process would, with the exception code as its error.
+    program's SEH handlers (x86 frames; amd64 unwind tables, `seh64`; an unhandled-exception filter);
+    when none takes it, the entry point ends as the process would, with the exception code as its error.
     """
+    if seh64 is not None:
+        seh64.raise_from_api(argv)
+        return 0
     emu = s.se.emu
     code = argv[0] & 0xFFFFFFFF
     if emu.dispatch_seh(code):
@@ -404,11 +408,21 @@ def get_main_args(s: _Scratch, argv: list, wide: bool) -> int:
     return 0
 
 
-def _overrides(s: _Scratch) -> list[tuple[tuple[str, ...], str, int, int, Callable[[list], int]]]:
+def _overrides(s: _Scratch, seh64=None) -> list[tuple[tuple[str, ...], str, int, int, Callable[[list], int]]]:
     """Handlers that replace Speakeasy's own."""
     printf = crtformat.Formatter(s.se, s.ptr * 8).handlers()
-    return [(_CRT, name, argc, CDECL, fn) for name, argc, fn in printf] + [
-        (("kernel32", "kernelbase"), "RaiseException", 4, STDCALL, lambda a: raise_exception(s, a)),
+    out = [(_CRT, name, argc, CDECL, fn) for name, argc, fn in printf]
+    # Speakeasy's operator new returns nothing; it lacks the rest (crtfuncs.py).
+    out += [(_CRT, name, argc, CDECL, _safe(fn)) for name, argc, fn in CrtFunctions(s.se, s.ptr).handlers()]
+    if seh64 is not None:
+        # With amd64 exceptions dispatched to the program's handlers, the C runtime's filters must answer
+        # as the runtime does for an exception no signal handler was set for: "continue the search"
+        # (Speakeasy's say "execute the handler", and the start-up code's __except then ends the
+        # program at its first fault).
+        out += [(_CRT, name, argc, CDECL, lambda a: 0) for name, argc in
+                (("_seh_filter_exe", 2), ("_seh_filter_dll", 2), ("_XcptFilter", 2))]  # fmt: skip
+    return out + [
+        (("kernel32", "kernelbase"), "RaiseException", 4, STDCALL, lambda a: raise_exception(s, a, seh64)),
         (_CRT, "__getmainargs", 5, CDECL, lambda a: get_main_args(s, a, wide=False)),
         (_CRT, "__wgetmainargs", 5, CDECL, lambda a: get_main_args(s, a, wide=True)),
     ]
@@ -459,9 +473,6 @@ def _handlers(
         ("_lock_file", 1, zero),
         ("_unlock_file", 1, zero),
         ("fflush", 1, zero),
-        ("fwrite", 4, lambda a: a[2]),
-        ("fputs", 2, zero),
-        ("fputc", 2, lambda a: a[0] & 0xFF),
         ("_isatty", 1, zero),
         ("_fileno", 1, lambda a: 1),
         ("_setmode", 2, zero),
@@ -670,10 +681,11 @@ def _register_as_speakeasy_handler(se, module: str, name: str, argc: int, fn) ->
     handlers.funcs[name] = (name, fn, argc, STDCALL, None)
 
 
-def install(se, bits: int, max_methods: int = 64) -> Host:
+def install(se, bits: int, max_methods: int = 64, seh64=None) -> Host:
     """Register the handlers on a Speakeasy instance (before run_module); returns the stub policy.
 
-    `max_methods`: how many of a Python extension module's functions run (PythonHost)."""
+    `max_methods`: how many of a Python extension module's functions run (PythonHost); `seh64`: the
+    amd64 exception dispatcher (`seh64.Seh64`), whose `Rtl*` functions are registered too."""
     scratch = _Scratch(se, bits)
     python = PythonHost(scratch, max_methods)
     api = se.emu.api
@@ -682,8 +694,12 @@ def install(se, bits: int, max_methods: int = 64) -> Host:
         # Speakeasy files its C-runtime handlers under msvcrt.
         return bool(api.get_export_func_handler("msvcrt" if modules is _CRT else modules[0], name)[1])
 
+    callbacks = Callbacks(bits // 8)
+    system = sysapi.SystemApis(se, bits // 8, callbacks)
     # Speakeasy's own handler wins where it has one, except for the overrides.
-    entries = [e for e in _handlers(scratch, python) if not speakeasy_has(e[0], e[1])] + _overrides(scratch)
+    entries = [e for e in _handlers(scratch, python) if not speakeasy_has(e[0], e[1])]
+    entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in system.simple() if not speakeasy_has(m, n)]
+    entries += _overrides(scratch, seh64) + [(m, n, c, v, _safe(f)) for m, n, c, v, f in system.overriding()]
     for modules, name, argc, conv, fn in entries:
         for module in modules:
             se.add_api_hook(_adapt(fn), module=module, api_name=name, argc=argc, call_conv=conv)
@@ -691,10 +707,23 @@ def install(se, bits: int, max_methods: int = 64) -> Host:
         hook = gui.guarded(_parser(python, fmt, first, "SizeT" in name))
         se.add_api_hook(hook, module="python*", api_name=name, argc=first, call_conv=CDECL)
     # The window manager's hooks wrap Speakeasy's handlers where it has them (they get the original).
-    callbacks = Callbacks(bits // 8)
     callbacks.install(se.emu)
+    for module, name, argc, fn in system.redirecting():
+        _register_as_speakeasy_handler(
+            se,
+            module,
+            name,
+            argc,
+            lambda _handlers, emu, argv, _ctx, fn=fn: _safe(lambda a: fn(emu, a))(argv),
+        )
     enum_names = lambda _handlers, emu, argv, ctx: enum_resource_names(callbacks, emu, argv, ctx)  # noqa: E731
     _register_as_speakeasy_handler(se, "kernel32", "EnumResourceNames", 4, enum_names)
+    if seh64 is not None:
+        seh64.register_apis(
+            lambda module, name, argc, fn: _register_as_speakeasy_handler(
+                se, module, name, argc, lambda _handlers, _emu, argv, _ctx: fn(argv)
+            )
+        )
     for name, argc, hook in standard_input_hooks(startup.StandardInput()):
         for module in ("kernel32", "kernelbase"):
             se.add_api_hook(gui.guarded(hook), module=module, api_name=name, argc=argc, call_conv=STDCALL)
@@ -730,6 +759,19 @@ def variadic_arguments(emu, start: int, count: int) -> list[int]:
         except Exception:
             break
     return out
+
+
+def _safe(fn: Callable[[list], int]) -> Callable[[list], int]:
+    """A handler whose failure (a bad pointer argument, an unreadable structure) gives the program 0,
+    as a stub would, instead of ending the run."""
+
+    def call(argv: list) -> int:
+        try:
+            return fn(argv)
+        except Exception:
+            return 0
+
+    return call
 
 
 def _adapt(fn: Callable[[list], int]):

@@ -1,0 +1,314 @@
+"""C runtime functions Speakeasy lacks or answers wrongly: `operator new`/`delete`, string functions,
+`FILE` streams and `printf`.
+
+Found by classifying the coverage benchmark's short traces (docs/tracer.md): programs stopped because
+- Speakeasy's `operator new` (`??2@YAPAXI@Z`) returns nothing, so the caller used whatever eax held
+  (an earlier result: a small integer, a stack address) as the new object;
+- `fopen` and the rest of stdio's file functions have no handler: the stub's NULL means "cannot
+  open", and a program reading its own file or a configuration file gave up;
+- `strncat`, `wcsrchr`, `wcschr` have none either: a program building a path got 0 back (cx_Freeze's
+  launchers exit with "Unable to calculate directory of executable").
+
+Files are Speakeasy's emulated files (the same ones CreateFile and ReadFile see); a `FILE *` is a small
+zeroed block the program may look into, mapped here to its file and position.  The standard streams
+(`__acrt_iob_func`, `_iob`) are not files here: writes to them succeed and reads find nothing.
+"""
+
+from __future__ import annotations
+
+import io
+
+from speakeasy.winenv import arch as se_arch
+
+from runtrace.trace.emulate.crtformat import VaList, format_va
+
+CDECL = se_arch.CALL_CONV_CDECL
+_FILE_SIZE = 0x40
+MAX_STRING = 0x10000
+EOF = 0xFFFFFFFF  # -1 as a C int
+
+
+class CrtFunctions:
+    def __init__(self, se, ptr: int) -> None:
+        self.se, self.ptr = se, ptr
+        self.files: dict[int, object] = {}  # FILE * -> Speakeasy File
+
+    # -- helpers ---------------------------------------------------------------------------------------
+
+    @property
+    def emu(self):
+        return self.se.emu
+
+    def _args(self, argv: list, n: int) -> list[int]:
+        """The first n arguments (Speakeasy's own handler of the name may have declared fewer)."""
+        if len(argv) >= n:
+            return list(argv[:n])
+        return list(self.emu.get_func_argv(CDECL, n))
+
+    def _string(self, address: int, wide: bool) -> str:
+        if not address:
+            return ""
+        return self.emu.read_mem_string(address, 2 if wide else 1, max_chars=MAX_STRING)
+
+    def _write_string(self, address: int, text: str, wide: bool) -> None:
+        data = text.encode("utf-16-le" if wide else "latin-1", "replace") + (b"\0\0" if wide else b"\0")
+        self.emu.mem_write(address, data)
+
+    def _alloc(self, size: int) -> int:
+        return self.emu.heap_alloc(max(size, 1), heap="runtrace.crt")
+
+    def handlers(self) -> list[tuple[str, int, object]]:
+        """(name, argc, handler(argv)) for every C runtime module (cdecl)."""
+        new = [("??2@YAPAXI@Z", 1), ("??_U@YAPAXI@Z", 1), ("??2@YAPEAX_K@Z", 1), ("??_U@YAPEAX_K@Z", 1)]
+        nothrow = ["??2@YAPAXIABUnothrow_t@std@@@Z", "??_U@YAPAXIABUnothrow_t@std@@@Z",
+                   "??2@YAPEAX_KAEBUnothrow_t@std@@@Z", "??_U@YAPEAX_KAEBUnothrow_t@std@@@Z"]  # fmt: skip
+        new += [(name, 2) for name in nothrow]
+        delete = ["??3@YAXPAX@Z", "??_V@YAXPAX@Z", "??3@YAXPEAX@Z", "??_V@YAXPEAX@Z", "??3@YAXPAXI@Z",
+                  "??3@YAXPEAX_K@Z", "??_V@YAXPAXI@Z", "??_V@YAXPEAX_K@Z"]  # fmt: skip
+        out: list[tuple[str, int, object]] = [(name, n, self.new) for name, n in new]
+        out += [(name, 1, lambda a: 0) for name in delete]
+        out += [
+            ("strncat", 3, lambda a: self.strncat(a, False)),
+            ("wcsncat", 3, lambda a: self.strncat(a, True)),
+            ("wcschr", 2, lambda a: self.find_char(a, True, last=False)),
+            ("wcsrchr", 2, lambda a: self.find_char(a, True, last=True)),
+            ("_strdup", 1, lambda a: self.strdup(a, False)),
+            ("_wcsdup", 1, lambda a: self.strdup(a, True)),
+            ("fopen", 2, lambda a: self.fopen(a, False)),
+            ("_wfopen", 2, lambda a: self.fopen(a, True)),
+            ("_fsopen", 3, lambda a: self.fopen(a, False)),
+            ("_wfsopen", 3, lambda a: self.fopen(a, True)),
+            ("fopen_s", 3, lambda a: self.fopen_s(a, False)),
+            ("_wfopen_s", 3, lambda a: self.fopen_s(a, True)),
+            ("fclose", 1, self.fclose),
+            ("fread", 4, self.fread),
+            ("fwrite", 4, self.fwrite),
+            ("fseek", 3, lambda a: self.fseek(a, wide_offset=False)),
+            ("_fseeki64", 3, lambda a: self.fseek(a, wide_offset=True)),
+            ("ftell", 1, self.ftell),
+            ("_ftelli64", 1, self.ftell),
+            ("rewind", 1, self.rewind),
+            ("feof", 1, self.feof),
+            ("fgets", 3, lambda a: self.fgets(a, False)),
+            ("fgetws", 3, lambda a: self.fgets(a, True)),
+            ("fgetc", 1, self.fgetc),
+            ("getc", 1, self.fgetc),
+            ("fputs", 2, lambda a: self.fputs(a, False)),
+            ("fputws", 2, lambda a: self.fputs(a, True)),
+            ("fputc", 2, self.fputc),
+            ("putc", 2, self.fputc),
+            ("printf", 1, lambda a: self.printf(0, False)),
+            ("wprintf", 1, lambda a: self.printf(0, True)),
+            ("fprintf", 2, lambda a: self.printf(1, False)),
+            ("fwprintf", 2, lambda a: self.printf(1, True)),
+            ("vprintf", 2, lambda a: self.vprintf(a, 0, False)),
+            ("vwprintf", 2, lambda a: self.vprintf(a, 0, True)),
+            ("vfprintf", 3, lambda a: self.vprintf(a, 1, False)),
+            ("vfwprintf", 3, lambda a: self.vprintf(a, 1, True)),
+        ]
+        return out
+
+    # -- memory ------------------------------------------------------------------------------------------
+
+    def new(self, argv: list) -> int:
+        (size,) = self._args(argv, 1)
+        return self._alloc(size & ((1 << (8 * self.ptr)) - 1))
+
+    # -- strings -----------------------------------------------------------------------------------------
+
+    def strncat(self, argv: list, wide: bool) -> int:
+        dst, src, count = self._args(argv, 3)
+        head, tail = self._string(dst, wide), self._string(src, wide)[:count]
+        self._write_string(dst, head + tail, wide)
+        return dst
+
+    def find_char(self, argv: list, wide: bool, last: bool) -> int:
+        text, char = self._args(argv, 2)
+        value = self._string(text, wide) + "\0"  # the terminator can be searched for
+        needle = chr(char & (0xFFFF if wide else 0xFF))
+        index = value.rfind(needle) if last else value.find(needle)
+        return 0 if index < 0 else text + index * (2 if wide else 1)
+
+    def strdup(self, argv: list, wide: bool) -> int:
+        (text,) = self._args(argv, 1)
+        if not text:
+            return 0
+        value = self._string(text, wide)
+        copy = self._alloc((len(value) + 1) * (2 if wide else 1))
+        self._write_string(copy, value, wide)
+        return copy
+
+    # -- streams -----------------------------------------------------------------------------------------
+
+    def _open(self, path: str, mode: str):
+        """A Speakeasy File for fopen's mode, or None when it cannot be opened."""
+        emu = self.emu
+        if not path:
+            return None
+        exists = emu.does_file_exist(path)
+        if mode.startswith("r") or (mode.startswith("a") and exists):
+            if not exists:
+                return None
+            handle = emu.fileman.file_open(path, create=False)
+        else:  # "w" truncates or creates, "a" appends or creates
+            handle = emu.fileman.file_open(path, create=True, truncate=mode.startswith("w"))
+        f = emu.file_get(handle) if handle else None
+        if f is None:
+            return None
+        if mode.startswith("w"):
+            f.remove_data()
+        elif mode.startswith("a"):
+            f.seek(0, io.SEEK_END)
+        return f
+
+    def fopen(self, argv: list, wide: bool) -> int:
+        path, mode = self._args(argv, 2)
+        f = self._open(self._string(path, wide), self._string(mode, wide))
+        if f is None:
+            return 0
+        stream = self._alloc(_FILE_SIZE)
+        self.emu.mem_write(stream, bytes(_FILE_SIZE))
+        self.files[stream] = f
+        return stream
+
+    def fopen_s(self, argv: list, wide: bool) -> int:
+        out, path, mode = self._args(argv, 3)
+        stream = self.fopen([path, mode], wide)
+        if out:
+            self.emu.mem_write(out, stream.to_bytes(self.ptr, "little"))
+        return 0 if stream else 2  # ENOENT
+
+    def fclose(self, argv: list) -> int:
+        (stream,) = self._args(argv, 1)
+        self.files.pop(stream, None)
+        return 0
+
+    def fread(self, argv: list) -> int:
+        buffer, size, count, stream = self._args(argv, 4)
+        f = self.files.get(stream)
+        if f is None or not size or not count:
+            return 0
+        data = f.get_data(min(size * count, 1 << 26)) or b""
+        if buffer and data:
+            self.emu.mem_write(buffer, data)
+        return len(data) // size
+
+    def fwrite(self, argv: list) -> int:
+        buffer, size, count, stream = self._args(argv, 4)
+        f = self.files.get(stream)
+        if f is not None and size and count:
+            f.add_data(bytes(self.emu.mem_read(buffer, min(size * count, 1 << 26))))
+        return count  # a standard stream: written
+
+    def fseek(self, argv: list, wide_offset: bool) -> int:
+        """fseek(stream, long offset, origin); _fseeki64's offset is 64 bits (two stack slots on x86)."""
+        if wide_offset and self.ptr == 4:
+            stream, low, high, origin = self._args(argv, 4)
+            offset, bits = low | high << 32, 64
+        else:
+            stream, offset, origin = self._args(argv, 3)
+            bits = 64 if wide_offset else 32
+        f = self.files.get(stream)
+        if f is None or origin not in (0, 1, 2):
+            return EOF
+        offset &= (1 << bits) - 1
+        offset -= (1 << bits) if offset >> (bits - 1) else 0
+        if f.data is None:
+            f.add_data(b"")
+        f.seek(offset, origin)
+        return 0
+
+    def ftell(self, argv: list) -> int:
+        (stream,) = self._args(argv, 1)
+        f = self.files.get(stream)
+        if f is None:
+            return EOF
+        return f.tell() or 0
+
+    def rewind(self, argv: list) -> int:
+        (stream,) = self._args(argv, 1)
+        f = self.files.get(stream)
+        if f is not None:
+            f.seek(0, io.SEEK_SET)
+        return 0
+
+    def feof(self, argv: list) -> int:
+        (stream,) = self._args(argv, 1)
+        f = self.files.get(stream)
+        if f is None:
+            return 1
+        return int((f.tell() or 0) >= f.get_size())
+
+    def fgets(self, argv: list, wide: bool) -> int:
+        buffer, count, stream = self._args(argv, 3)
+        f = self.files.get(stream)
+        if f is None or count <= 1 or not buffer:
+            return 0
+        line = b""
+        while len(line) < count - 1:
+            byte = f.get_data(1)
+            if not byte:
+                break
+            line += byte
+            if byte == b"\n":
+                break
+        if not line:
+            return 0
+        self._write_string(buffer, line.decode("latin-1"), wide)
+        return buffer
+
+    def fgetc(self, argv: list) -> int:
+        (stream,) = self._args(argv, 1)
+        f = self.files.get(stream)
+        byte = f.get_data(1) if f is not None else b""
+        return byte[0] if byte else EOF
+
+    def fputs(self, argv: list, wide: bool) -> int:
+        text, stream = self._args(argv, 2)
+        f = self.files.get(stream)
+        if f is not None:
+            f.add_data(self._string(text, wide).encode("latin-1", "replace"))
+        return 0
+
+    def fputc(self, argv: list) -> int:
+        char, stream = self._args(argv, 2)
+        f = self.files.get(stream)
+        if f is not None:
+            f.add_data(bytes([char & 0xFF]))
+        return char & 0xFF
+
+    # -- formatted output --------------------------------------------------------------------------------
+
+    def printf(self, fixed: int, wide: bool) -> int:
+        """printf(fmt, ...) (fixed 0) and fprintf(stream, fmt, ...) (fixed 1): the variadic arguments
+        are read where a `va_list` would find them (amd64: the register arguments are written to the
+        callee's home space first, as a variadic function's prolog does)."""
+        emu, ptr = self.emu, self.ptr
+        sp = emu.get_stack_ptr()
+        if ptr == 8:
+            regs = [emu.reg_read(r) for r in (se_arch.AMD64_REG_RCX, se_arch.AMD64_REG_RDX,
+                                               se_arch.AMD64_REG_R8, se_arch.AMD64_REG_R9)]  # fmt: skip
+            emu.mem_write(sp + 8, b"".join(r.to_bytes(8, "little") for r in regs))
+        args = [
+            int.from_bytes(bytes(emu.mem_read(sp + ptr * (i + 1), ptr)), "little") for i in range(fixed + 1)
+        ]
+        return self._print(args[:fixed], args[fixed], sp + ptr * (fixed + 2), wide)
+
+    def vprintf(self, argv: list, fixed: int, wide: bool) -> int:
+        args = self._args(argv, fixed + 2)
+        return self._print(args[:fixed], args[fixed], args[fixed + 1], wide)
+
+    def _print(self, stream: list[int], fmt: int, va: int, wide: bool) -> int:
+        try:
+            text = format_va(
+                self._string(fmt, wide),
+                VaList(lambda a, n: bytes(self.emu.mem_read(a, n)), va, self.ptr),
+                lambda a, w: self._string(a, w),
+                wide,
+            )
+        except Exception:  # an unreadable format or argument
+            return EOF
+        f = self.files.get(stream[0]) if stream else None
+        if f is not None:
+            f.add_data(text.encode("latin-1", "replace"))
+        return len(text)
