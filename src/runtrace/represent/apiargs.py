@@ -15,14 +15,17 @@ dereferenced a string argument or spelled a flag (`"PAGE_EXECUTE_READWRITE"`, `"
 (page protection, creation flags, registry hives, ports, CryptoAPI algorithm ids) are read in both
 spellings, by argument position for the APIs listed in `_RULES`.  Strings of any API are classed by
 shape (a path, a registry key, a URL, a `CSIDL_`/`PAGE_`/`CALG_` constant); only the first
-`MAX_STRING` characters are read (the tracer keeps 512), and no regular expression runs on anything
-longer than a host name.
+`MAX_STRING` characters are read (the tracer keeps 512), so no expression here ever runs on more text
+than that, however long a string an imported trace carries.
 
 Tokens of one call come in the vocabulary's order (one set of arguments, one token sequence, whichever
-spelling the handler chose), each at most once, at most `MAX_TOKENS_PER_CALL`.  A call
-whose arguments say nothing known gives none.  The emulator's own conventions show through on purpose
-where they are stable: the sample runs as `C:\\Windows\\system32\\<sha256>.exe` (`arg:path:self`), the
-machine is named `speakeasy_host` (`arg:net:localhost`).
+spelling the handler chose), each at most once, at most `MAX_TOKENS_PER_CALL`.  A call whose arguments
+say nothing known gives none.  What the emulator decides is kept out, so that the tokens describe the
+program, not the sandbox or the file's kind: the sample runs as `C:\\Windows\\system32\\<sha256>.exe`
+whatever it is, so a path to it is `arg:path:self` alone (no location, no extension); the answers the
+emulator writes into a caller's buffer (GetModuleFileName, GetTempPath, ...) and the strings text
+helpers (`strcat`, `wsprintf`, ...) only move around give no tokens; text with control characters is
+no name.  Where it names itself, the emulated machine is `speakeasy_host` (`arg:net:localhost`).
 """
 
 from __future__ import annotations
