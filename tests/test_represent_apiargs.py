@@ -146,6 +146,8 @@ CASES = [
     ("WS2_32.connect", (4, "10.1.2.3:443", 0x10), {"arg:net:ip", "arg:port:web"}),
     ("WS2_32.connect", (4, "10.1.2.3:6667", 0x10), {"arg:net:ip", "arg:port:irc"}),
     ("WS2_32.gethostbyname", ("speakeasy_host",), {"arg:net:localhost"}),
+    ("WS2_32.gethostbyname", ("\\\\\\\\",), set()),  # junk, not a share
+    ("KERNEL32.OpenProcess", (0, 0, 0), set()),
     ("WS2_32.gethostbyname", ("ship001.strangled.net",), {"arg:net:domain"}),
     ("DNSAPI.DnsQuery_A", ("portgame.bazar", 1, 8, 0, 0, 0), {"arg:net:domain-alt"}),
     (
@@ -292,6 +294,8 @@ CASES = [
     ("KERNEL32.EnterCriticalSection", (0x495E88,), set()),
     ("KERNEL32.GetTickCount", (), set()),
     ("USER32.CreateWindowExA", (0, "MINIASP", "MiniAsp", 0xCF0000, 0), set()),
+    ("com_api.IWbemServices.ExecQuery", (0x7F2070, "WQL", "SELECT * FROM Win32_BaseBoard", 0x30), set()),
+    ("com_api.IWbemLocator.ConnectServer", (0x17FC0, "ROOT\\CIMV2", 0, 0), set()),
     (
         "WININET.HttpSendRequestA",
         (0x28, "User-Agent: Mozilla/5.0 (compatible; MSIE 10.0)", 0xFFFFFFFF, 0, 0),

@@ -153,6 +153,10 @@ class _ApiRules:
 _NO_RULES = _ApiRules()
 
 
+def _no_tokens(value: str) -> tuple[str, ...]:
+    return ()
+
+
 def _arg(args: tuple, i: int):
     return args[i] if 0 <= i < len(args) else None
 
@@ -208,6 +212,8 @@ def _process_access(i: int) -> Rule:
 
     def rule(args: tuple) -> Iterable[str]:
         value = _arg(args, i)
+        if not value:
+            return ()
         if isinstance(value, int):
             write = bool(value & (0x2 | 0x8 | 0x20 | 0x10000000))  # CREATE_THREAD, VM_OPERATION, VM_WRITE
         elif isinstance(value, str):
@@ -344,7 +350,7 @@ def _rules_of(name: str) -> _ApiRules:
 
 # String and conversion helpers move text around; the path, key or URL they build shows again in the
 # call that uses it (CreateFile, RegOpenKey, ...), so here it would only be counted twice.
-_TEXT_HELPER = _ApiRules(strings=lambda value: ())
+_TEXT_HELPER = _ApiRules(strings=_no_tokens)
 _TEXT_HELPER_PREFIXES = (
     ("str", "wcs", "mbs", "tcs", "lstr", "sysallocstring", "sysfreestring")
     + ("charupper", "charlower", "charnext", "charprev")
@@ -452,8 +458,8 @@ def _path_tokens(low: str) -> tuple[str, ...]:
     if "\\" not in low:
         # A bare file name ("cmd.exe", "/update.exe" of a URL): only its kind.  Not ".com", which ends
         # host names, and not ".dll": a library loaded by name ("KERNEL32.DLL") is what every program does.
-        if "*" in low:
-            return ("arg:path:wildcard",)  # a search pattern: "*.*"
+        if "*" in low:  # a search pattern ("*.*"), not a query ("SELECT * FROM Win32_BaseBoard")
+            return () if any(c.isspace() for c in low) else ("arg:path:wildcard",)
         ext = _extension(low)
         return (ext,) if ext and ext != "arg:ext:dll" and not low.endswith(".com") else ()
     for prefix in ("\\\\?\\", "\\??\\"):
@@ -814,12 +820,13 @@ _add(
 )
 _add("ntopenkey ntopenkeyex ntcreatekey ntsetvaluekey ntqueryvaluekey ntdeletekey ntdeletevaluekey",
      strings=_registry_string)  # fmt: skip
-# network
-_add("gethostbyname getaddrinfo getaddrinfoex inet_addr dnsquery_", _host(0))  # DnsQuery_A / _W
-_add("inet_pton", _host(1))
-_add("connect wsaconnect bind", _host(1))
-_add("sendto", _host(4))
-_add("internetconnect winhttpconnect", _host(1), _port(2))
+# network: host arguments are hosts (a backslash in one is junk, not a share), read by `_host`
+_hosts = dict(strings=_no_tokens)
+_add("gethostbyname getaddrinfo getaddrinfoex inet_addr dnsquery_", _host(0), **_hosts)  # DnsQuery_A / _W
+_add("inet_pton", _host(1), **_hosts)
+_add("connect wsaconnect bind", _host(1), **_hosts)
+_add("sendto", _host(4), **_hosts)
+_add("internetconnect winhttpconnect", _host(1), _port(2), **_hosts)
 _add("htons", _port(0))
 _add("httpopenrequest winhttpopenrequest", _verb(1))
 _add("socket wsasocket", _socket_type(1))
@@ -847,5 +854,5 @@ _add(
     "getwindowsdirectory getsystemwindowsdirectory getsystemwow64directory gettemppath gettemppath2 "
     "getcurrentdirectory getusername getcomputername getcomputernameex getuserprofiledirectory "
     "getshortpathname getlongpathname getfullpathname getenvironmentvariable expandenvironmentstrings",
-    strings=lambda value: (),
+    strings=_no_tokens,
 )
