@@ -19,6 +19,7 @@ class FakeSequenceDataset:
 
     normalisation = "registers"
     api = True
+    api_args = False
     max_tokens = None
     min_instructions = None
     window_defaults: dict = {}

@@ -36,7 +36,11 @@ def _trace(i: int, malicious: bool) -> Trace:
         for address, data in MALICIOUS_LOOP if malicious else BENIGN_LOOP:
             builder.add(address, data)
     blocks, visits, threads = builder.finish()
-    api = [ApiCall(0, "kernel32.VirtualAlloc" if malicious else "kernel32.GetVersion", 0x401008)]
+    api = [
+        ApiCall(0, "kernel32.VirtualAlloc", 0x401008, args=(0, 0x1000, 0x3000, 0x40))
+        if malicious
+        else ApiCall(0, "kernel32.GetVersion", 0x401008)
+    ]
     meta = TraceMeta(f"{i:064x}", Arch.X86, "emulator", stop_reason=StopReason.EXITED)
     return Trace(meta, blocks, visits, api, threads)
 
@@ -148,6 +152,27 @@ def test_dataset_build_again_is_up_to_date_until_inputs_or_settings_change(tmp_p
     os.utime(trace, ns=(trace.stat().st_atime_ns, trace.stat().st_mtime_ns + 10**9))
     changed = runner.invoke(app, [*build, "--normalisation", "mnemonic"])
     assert changed.exit_code == 0 and "up to date" not in changed.output
+
+
+def test_argument_tokens_are_a_build_setting(tmp_path: Path, corpus) -> None:
+    """`--api-args` is recorded in the dataset, is part of what makes it up to date, and needs API tokens."""
+    traces, manifest = corpus
+    out = tmp_path / "ds"
+    build = ["dataset", "build", "-r", "ism", "-t", str(traces), "-m", str(manifest), "-o", str(out)]
+    assert runner.invoke(app, build).exit_code == 0
+    assert SequenceDataset.load(out).api_args is False
+    with_args = runner.invoke(app, [*build, "--api-args"])
+    assert with_args.exit_code == 0 and "up to date" not in with_args.output
+    data = SequenceDataset.load(out)
+    assert data.api_args is True and "arg:mem:rwx" in data.lexicon
+    assert '"api_args": true' in runner.invoke(app, ["dataset", "info", str(out)]).output
+    again = runner.invoke(app, [*build, "--api-args"])
+    assert again.exit_code == 0 and "up to date" in again.output
+    back = runner.invoke(app, build)
+    assert back.exit_code == 0 and "up to date" not in back.output
+    assert SequenceDataset.load(out).api_args is False
+    refused = runner.invoke(app, [*build, "--no-api", "--api-args", "--overwrite"])
+    assert refused.exit_code != 0 and "--api-args" in refused.output and "Traceback" not in refused.output
 
 
 @pytest.mark.parametrize(

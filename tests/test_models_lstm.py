@@ -249,6 +249,50 @@ def test_the_checkpoint_records_how_the_training_data_was_built(tmp_path: Path) 
     assert spec.tracer_versions == ["runtrace-emu/0.1.0.13", "runtrace-emu/0.1.0.14"]
 
 
+def _traces_with_arguments(n: int) -> list:
+    """Synthetic traces whose API calls carry arguments, as emulated ones do."""
+    from runtrace.scan.synthetic import synthetic_trace
+    from runtrace.trace.model import ApiCall
+
+    traces = []
+    for i in range(n):
+        trace = synthetic_trace(bool(i % 2), i)
+        where = "C:\\Windows\\temp\\x.exe" if i % 2 else "C:\\Program Files\\app\\notes.txt"
+        trace.api_calls.append(ApiCall(3, "kernel32.CreateFileA", 0x401000, args=(where, 0x40000000, 0)))
+        traces.append(trace)
+    return traces
+
+
+def test_a_model_records_argument_tokens_and_refuses_data_built_otherwise(tmp_path: Path) -> None:
+    """`api_args` goes into config.json's `data` like `api`; a model reads only data built its way, and a
+    checkpoint from before the option reads as trained without argument tokens."""
+    from runtrace.models.spec import read_spec
+    from runtrace.represent.dataset import build_dataset
+
+    traces = _traces_with_arguments(12)
+    labels = [i % 2 for i in range(12)]
+    data = build_dataset(traces, labels, representation="ism", api_args=True)
+    assert {"arg:path:temp", "arg:ext:exe", "arg:path:programfiles"} <= set(data.lexicon)
+    make_classifier("ism", train=quick_train(epochs=1)).fit(data, np.arange(12)).save(tmp_path / "m")
+    spec = read_spec(tmp_path / "m").data_spec
+    assert spec.api_args is True and spec.api is True
+    clf = load_model(tmp_path / "m")
+    assert clf.predict_proba(data, np.arange(12)).shape == (12,)
+    plain = build_dataset(traces, labels, representation="ism")
+    with pytest.raises(ValueError, match="api_args=True"):
+        clf.predict_proba(plain, np.arange(12))
+    # A model trained without the option refuses argument tokens, also one saved before the option
+    # existed (its config.json has no `api_args`).
+    make_classifier("ism", train=quick_train(epochs=1)).fit(plain, np.arange(12)).save(tmp_path / "old")
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    assert config["data"]["api_args"] is False
+    del config["data"]["api_args"]
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    assert read_spec(tmp_path / "old").data_spec.api_args is False
+    with pytest.raises(ValueError, match="api_args=False"):
+        load_model(tmp_path / "old").predict_proba(data, np.arange(12))
+
+
 def test_loading_rejects_wrong_or_broken_models(tmp_path: Path) -> None:
     data = synthetic_dataset("ism", 12, seed=7)
     clf = make_classifier("ism", train=quick_train(epochs=1))

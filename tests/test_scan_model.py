@@ -154,3 +154,37 @@ def test_the_scan_path_never_imports_torch(tmp_path: Path, cli32: Path) -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr
+
+
+def test_scan_encodes_traces_the_way_the_models_data_was_built(model: Path, monkeypatch) -> None:
+    """A model trained with argument tokens (`data.api_args` in config.json) is given them when it scans;
+    one that does not record the setting (every model from before it) is not."""
+    import runtrace.scan.scanner as scanner_module
+    from runtrace.scan.calibration import read_calibration
+    from runtrace.scan.scanner import Scanner, ScanOptions
+    from runtrace.scan.synthetic import synthetic_trace
+    from runtrace.trace.model import ApiCall
+
+    trace = synthetic_trace(True, 5)
+    trace.api_calls.append(ApiCall(2, "kernel32.VirtualProtect", 0x401000, args=(0x402000, 0x100, 0x40, 0)))
+    seen = []
+    encode = scanner_module.encode_for_model
+    monkeypatch.setattr(scanner_module, "encode_for_model", lambda *a: seen.append(encode(*a)) or seen[-1])
+
+    def tokens_scanned(directory: Path) -> list[str]:
+        loaded = OnnxModel.load(directory)
+        scanner = Scanner(loaded, read_calibration(directory), ScanOptions(min_instructions=1, explain=3))
+        result = scanner.analyse_trace(trace, "t.exe", None, "trace")
+        assert result.probability is not None
+        enc = seen[-1].encoded
+        return [enc.lexicon[i] for i in enc.sequence.tolist()]
+
+    assert OnnxModel.load(model).api_args is False
+    assert not any(t.startswith("arg:") for t in tokens_scanned(model))
+    config = _config(model)
+    config["data"]["api_args"] = True
+    (model / CONFIG).write_text(json.dumps(config))
+    assert OnnxModel.load(model).api_args is True
+    tokens = tokens_scanned(model)
+    at = tokens.index("api:kernel32.virtualprotect")
+    assert tokens[at + 1] == "arg:mem:rwx"

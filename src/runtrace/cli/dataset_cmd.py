@@ -40,6 +40,12 @@ def build(
     api: bool = typer.Option(
         True, "--api/--no-api", help="API calls as tokens (--no-api: the paper's setting)."
     ),
+    api_args: bool = typer.Option(
+        False,
+        "--api-args/--no-api-args",
+        help="Follow each API token with its arguments' classes (file locations, registry keys, hosts, "
+        "memory protection, ...); off in the paper's ISM and BSM.",
+    ),
     max_tokens: int = typer.Option(
         None, help="Keep only the first N tokens (ISM) or blocks (BSM) per trace."
     ),
@@ -67,6 +73,10 @@ def build(
 
     if traces is not None and not traces.is_dir():
         raise fail(f"{traces}: no such directory")
+    if api_args and not api:
+        raise fail(
+            "--api-args follows API tokens with their arguments' classes: it needs API tokens (not --no-api)"
+        )
     window_settings = {
         k: v
         for k, v in {"mode": windowing, "length": window, "stride": stride, "count": windows_per_file}.items()
@@ -104,6 +114,8 @@ def build(
     inputs_key = chosen.inputs_key(
         representation=representation, normalisation=normalisation, api=api, max_tokens=max_tokens,
         window=window_settings, min_instructions=min_instructions, match=match_info,
+        # Named only when on, so that datasets built before the option keep their key (stay up to date).
+        **({"api_args": True} if api_args else {}),
     )  # fmt: skip
     if not overwrite and built_from(out) == inputs_key:
         console.print(f"{out} is up to date (same traces and settings; --overwrite builds it again)")
@@ -125,6 +137,7 @@ def build(
                 representation=representation,
                 normalisation=normalisation,
                 api=api,
+                api_args=api_args,
                 groups=chosen.groups,
                 kinds=chosen.kinds,
                 max_tokens=max_tokens,

@@ -116,7 +116,8 @@ class LstmClassifier:
     - `config_`: the configuration as fitted: windows resolved against the training data, the network's
       vocabulary sizes set (what `config.json` records);
     - `vocabulary_`, `block_vocabulary_`: the instruction and (BSM, with block ids) block-key vocabularies;
-    - `data_spec_`: how the training data was built (normalisation, api, max_tokens, the shortest trace);
+    - `data_spec_`: how the training data was built (normalisation, api, api_args, max_tokens, the
+      shortest trace);
     - `net_`: the trained `WindowNet`; `device_`: where it runs;
     - `training_log_`: one record per epoch (losses, validation figures, timings), and `history_` its
       learning curve (what the evaluation report plots).
@@ -232,7 +233,12 @@ class LstmClassifier:
         # The scanner judges no trace shorter than any the model was trained on.
         shortest = shortest_trace(data)
         self.data_spec_ = DataSpec(
-            data.normalisation, data.api, data.max_tokens, shortest, tracer_versions=tracer_versions(data)
+            normalisation=data.normalisation,
+            api=data.api,
+            api_args=data.api_args,
+            max_tokens=data.max_tokens,
+            min_instructions=shortest,
+            tracer_versions=tracer_versions(data),
         ).to_json()
         return self
 
@@ -255,10 +261,12 @@ class LstmClassifier:
             return
         if not hasattr(self, "net_"):
             raise ValueError("model is not fitted")
-        for key, value in (("normalisation", data.normalisation), ("api", data.api)):
+        settings = (("normalisation", data.normalisation), ("api", data.api), ("api_args", data.api_args))
+        for key, value in settings:
             # The tokens mean something else when the data was built another way.  (A checkpoint that
-            # does not say how its training data was built cannot be checked.)
-            trained = self.data_spec_.get(key)
+            # does not say how its training data was built cannot be checked; one that says but predates
+            # argument tokens was trained without them.)
+            trained = self.data_spec_.get(key, False if key == "api_args" and self.data_spec_ else None)
             if trained is not None and value != trained:
                 raise ValueError(f"model was trained on {key}={trained!r} data, this dataset has {value!r}")
 

@@ -56,6 +56,10 @@ class SequenceData(Protocol):
     def api(self) -> bool: ...
 
     @property
+    def api_args(self) -> bool:
+        """API calls are followed by their argument-class tokens (`runtrace.represent.apiargs`)."""
+
+    @property
     def max_tokens(self) -> int | None:
         """Sequences were cut after this many tokens (ISM) or blocks (BSM); None: whole traces."""
 
@@ -112,6 +116,10 @@ class SequenceDataView:
     @property
     def api(self) -> bool:
         return self._data.api
+
+    @property
+    def api_args(self) -> bool:
+        return self._data.api_args
 
     @property
     def max_tokens(self) -> int | None:

@@ -71,6 +71,9 @@ class DataSpec:
 
     normalisation: str = Normalisation.REGISTERS.value
     api: bool = True
+    # API calls followed by their argument-class tokens (`dataset build --api-args`); False for every
+    # model trained before the option existed.
+    api_args: bool = False
     max_tokens: int | None = None  # sequences cut after this many tokens (ISM) or blocks (BSM)
     # The dataset's shortest trace (at least its --min-instructions): the model never saw a shorter one,
     # so the scanner judges none (None: not recorded, a model trained before training wrote it; see

@@ -6,7 +6,7 @@ is a directory:
 
 | file                          | content                                                           |
 | ----------------------------- | ----------------------------------------------------------------- |
-| `dataset.json`                | format, version, representation, normalisation, api, build info   |
+| `dataset.json`                | format, version, representation, normalisation, api[_args], meta  |
 | `files.parquet`               | one row per file: sha256, label, group, arch, kind, ...           |
 | `lexicon.parquet`             | token strings; row number = token id                              |
 | `tokens.npy`, `offsets.npy`   | all sequences concatenated (uint16 or int32); n_files+1 offsets   |
@@ -74,6 +74,7 @@ class SequenceDataset:
         *,
         normalisation: str,
         api: bool,
+        api_args: bool = False,
         instruction_lexicon: Sequence[str] | None = None,
         block_tokens: np.ndarray | None = None,
         block_offsets: np.ndarray | None = None,
@@ -90,6 +91,7 @@ class SequenceDataset:
         self.offsets = np.asarray(offsets, dtype=np.int64)
         self.normalisation = str(Normalisation(normalisation))
         self.api = bool(api)
+        self.api_args = bool(api_args)  # API tokens followed by their argument classes
         self.meta = dict(meta or {})
         if representation == BSM:
             if instruction_lexicon is None or block_tokens is None or block_offsets is None:
@@ -163,6 +165,7 @@ class SequenceDataset:
             "representation": self.representation,
             "normalisation": self.normalisation,
             "api": self.api,
+            "api_args": self.api_args,
             "files": len(self),
             "malicious": int((labels == 1).sum()),
             "benign": int((labels == 0).sum()),
@@ -184,6 +187,7 @@ class SequenceDataset:
             "representation": self.representation,
             "normalisation": self.normalisation,
             "api": self.api,
+            "api_args": self.api_args,
             "meta": self.meta,
         }
         pq.write_table(self.files, out / "files.parquet")
@@ -241,6 +245,7 @@ class SequenceDataset:
                 np.load(root / "offsets.npy", allow_pickle=False),
                 normalisation=header["normalisation"],
                 api=header["api"],
+                api_args=header.get("api_args", False),  # datasets from before the option: without
                 meta=header.get("meta") or {},
                 **extra,
             )
@@ -251,10 +256,14 @@ class SequenceDataset:
 # --- building ---------------------------------------------------------------------------------------
 
 
-def _encode_one(item, representation: str, normalisation: str, api: bool, max_tokens: int | None):
+def _encode_one(
+    item, representation: str, normalisation: str, api: bool, api_args: bool, max_tokens: int | None
+):
     """Worker body (module level so process pools can pickle it): trace or path -> (row, encoding)."""
     trace = item if isinstance(item, Trace) else load_any(Path(item))
-    encoded = encode_trace(trace, representation, normalisation, api=api, max_tokens=max_tokens)
+    encoded = encode_trace(
+        trace, representation, normalisation, api=api, api_args=api_args, max_tokens=max_tokens
+    )
     row = {
         "sha256": trace.meta.sha256,
         "arch": str(trace.meta.arch),
@@ -311,6 +320,7 @@ def build_dataset(
     representation: str = ISM,
     normalisation: Normalisation | str = Normalisation.REGISTERS,
     api: bool = True,
+    api_args: bool = False,
     groups: Sequence[str] | None = None,
     kinds: Sequence[str] | None = None,
     max_tokens: int | None = None,
@@ -322,7 +332,9 @@ def build_dataset(
 ) -> SequenceDataset:
     """Encode traces (objects, or paths to trace files) into a dataset.
 
-    labels: 1/0 or "malicious"/"benign" per trace.  groups: origin group per trace (malware family,
+    labels: 1/0 or "malicious"/"benign" per trace.  api: API calls as tokens after the block that made
+    them; api_args: each followed by its arguments' class tokens (`runtrace.represent.apiargs`; needs
+    api; off, as in the paper's ISM and BSM).  groups: origin group per trace (malware family,
     benign package), used by grouped evaluation; defaults to the file's own sha256.  max_tokens: keep
     only the first N tokens (ISM) or blocks (BSM) of each trace.  jobs > 1 encodes in worker
     processes.  on_error="skip" leaves out traces that fail to load (listed in `meta["skipped"]`).
@@ -336,13 +348,15 @@ def build_dataset(
             f"representation must be one of {', '.join(REPRESENTATIONS)}, not {representation!r}"
         )
     normalisation = Normalisation(normalisation)
+    if api_args and not api:
+        raise DatasetError("argument tokens (api_args) follow API tokens: they need api")
     n = len(traces)
     for name, values in (("labels", labels), ("groups", groups), ("kinds", kinds)):
         if values is not None and len(values) != n:
             raise DatasetError(f"{name} has {len(values)} entries for {n} traces")
     label_values = [_label_value(v) for v in labels]
 
-    args = (representation, str(normalisation), api, max_tokens)
+    args = (representation, str(normalisation), api, api_args, max_tokens)
     pool = ProcessPoolExecutor(max_workers=jobs) if jobs > 1 and n > 1 else None
 
     def outcomes():
@@ -415,6 +429,7 @@ def build_dataset(
         offsets,
         normalisation=str(normalisation),
         api=api,
+        api_args=api_args,
         meta=meta,
         **extra,
     )

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from runtrace.represent.apiargs import argument_tokens
 from runtrace.represent.names import BSM, ISM, REPRESENTATIONS
 from runtrace.represent.normalise import Normalisation, api_token, normalise_instruction
-from runtrace.trace.model import Trace
+from runtrace.trace.model import ApiCall, Trace
 
 
 @dataclass
@@ -85,18 +86,40 @@ def _visible_visits(trace: Trace, max_visits: int | None) -> np.ndarray:
     return visits if max_visits is None else visits[:max_visits]
 
 
-def _api_calls(trace: Trace, n_visits: int) -> tuple[np.ndarray, list[str]]:
-    """Positions (visit index) and tokens of the API calls made within the first n_visits visits."""
-    calls = sorted(
-        (c for c in trace.api_calls if 0 <= c.position < n_visits), key=lambda c: c.position
-    )  # sorted() is stable: calls at one position keep their recorded order
-    return np.fromiter((c.position for c in calls), dtype=np.int64, count=len(calls)), [
-        api_token(c.name) for c in calls
-    ]
+def sequence_calls(trace: Trace, n_visits: int) -> list[ApiCall]:
+    """The API calls made within the first n_visits visits, in the order the encoders insert them: by
+    position, calls at one position in their recorded order (sorted() is stable)."""
+    return sorted((c for c in trace.api_calls if 0 <= c.position < n_visits), key=lambda c: c.position)
+
+
+def api_items(
+    trace: Trace, n_visits: int, api_args: bool = False
+) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """What the API calls within the first n_visits visits add to a sequence: per inserted token, the
+    visit index it follows, the token, and the index of its call in `sequence_calls` order.
+
+    One token per call (`api_token`), followed with `api_args` by its argument classes
+    (`runtrace.represent.apiargs`)."""
+    calls = sequence_calls(trace, n_visits)
+    if not api_args:
+        positions = np.fromiter((c.position for c in calls), dtype=np.int64, count=len(calls))
+        return positions, [api_token(c.name) for c in calls], np.arange(len(calls), dtype=np.int64)
+    positions, tokens, owners = [], [], []
+    for k, call in enumerate(calls):
+        items = [api_token(call.name), *argument_tokens(call.name, call.args)]
+        tokens += items
+        positions += [call.position] * len(items)
+        owners += [k] * len(items)
+    return np.asarray(positions, dtype=np.int64), tokens, np.asarray(owners, dtype=np.int64)
 
 
 def encode_ism(
-    trace: Trace, mode: Normalisation | str, *, api: bool = True, max_tokens: int | None = None
+    trace: Trace,
+    mode: Normalisation | str,
+    *,
+    api: bool = True,
+    api_args: bool = False,
+    max_tokens: int | None = None,
 ) -> EncodedTrace:
     visits = trace.visits
     if max_tokens is not None:
@@ -123,24 +146,30 @@ def encode_ism(
 
     n_api = 0
     if api:
-        positions, names = _api_calls(trace, len(visits))
+        positions, names, owners = api_items(trace, len(visits), api_args)
         if len(positions):
             # An API call happens after its visit's last instruction: insert before the next visit.
             visit_ends = np.cumsum(counts[visits])
             ids = np.fromiter((index.setdefault(t, len(index)) for t in names), dtype=np.int32)
             lexicon = list(index)
             sequence = insert_at(sequence, visit_ends[positions], ids)
-            n_api = len(positions)
+            n_api = int(owners[-1]) + 1
     if max_tokens is not None and len(sequence) > max_tokens:
         sequence = sequence[:max_tokens]
     return EncodedTrace(lexicon, sequence.astype(np.int32, copy=False), n_api)
 
 
 def encode_bsm(
-    trace: Trace, mode: Normalisation | str, *, api: bool = True, max_tokens: int | None = None
+    trace: Trace,
+    mode: Normalisation | str,
+    *,
+    api: bool = True,
+    api_args: bool = False,
+    max_tokens: int | None = None,
 ) -> EncodedTrace:
     """Blocks keyed by normalised content; an API call is a pseudo-block whose only token is the call,
-    so the block encoder reads it like any other block."""
+    so the block encoder reads it like any other block (with `api_args`, each argument class follows it
+    as a pseudo-block of its own, as in ISM)."""
     visits = _visible_visits(trace, max_tokens)
     distinct = distinct_blocks(visits, len(trace.blocks))
     tokens_of = block_token_lists(trace, mode, distinct)
@@ -158,7 +187,7 @@ def encode_bsm(
 
     n_api = 0
     if api:
-        positions, names = _api_calls(trace, len(visits))
+        positions, names, owners = api_items(trace, len(visits), api_args)
         if len(positions):
             ids = []
             for name in names:
@@ -167,7 +196,7 @@ def encode_bsm(
                     contents.append((name,))
                 ids.append(index[name])
             sequence = insert_at(sequence, positions + 1, np.asarray(ids, dtype=np.int32))
-            n_api = len(positions)
+            n_api = int(owners[-1]) + 1
     if max_tokens is not None and len(sequence) > max_tokens:
         sequence = sequence[:max_tokens]
     return EncodedTrace(list(index), sequence.astype(np.int32, copy=False), n_api, contents)
@@ -179,12 +208,15 @@ def encode_trace(
     mode: Normalisation | str,
     *,
     api: bool = True,
+    api_args: bool = False,
     max_tokens: int | None = None,
 ) -> EncodedTrace:
+    """`api`: API calls as tokens after the block that made them; `api_args` (needs `api`): each followed
+    by its arguments' class tokens (off by default: the paper's ISM and BSM have neither)."""
     if representation == ISM:
-        return encode_ism(trace, mode, api=api, max_tokens=max_tokens)
+        return encode_ism(trace, mode, api=api, api_args=api_args, max_tokens=max_tokens)
     if representation == BSM:
-        return encode_bsm(trace, mode, api=api, max_tokens=max_tokens)
+        return encode_bsm(trace, mode, api=api, api_args=api_args, max_tokens=max_tokens)
     raise ValueError(
         f"unknown representation {representation!r} (expected one of {', '.join(REPRESENTATIONS)})"
     )

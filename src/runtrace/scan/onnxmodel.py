@@ -59,6 +59,7 @@ class OnnxModel:
         self.representation = spec.representation
         data = spec.data_spec
         self.normalisation, self.api, self.max_tokens = data.normalisation, data.api, data.max_tokens
+        self.api_args = data.api_args  # API calls followed by their argument-class tokens
         self.min_instructions = spec.min_instructions  # shorter traces were never in its training data
         self.tracer_versions = data.tracer_versions  # the tracer revisions of its training traces
         self.window = dict(spec.window)

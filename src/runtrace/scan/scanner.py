@@ -169,7 +169,9 @@ class Scanner(TraceRunner[FileResult]):
         `unknown` without a probability (the model is not asked)."""
         m = self.model
         started = time.perf_counter()
-        seq = encode_for_model(trace, m.representation, m.normalisation, m.api, m.max_tokens, m.window)
+        seq = encode_for_model(
+            trace, m.representation, m.normalisation, m.api, m.max_tokens, m.window, m.api_args
+        )
         n_instructions = trace.instruction_count
         judged = n_instructions >= self.min_instructions
         score = score_sequence(m, seq) if judged else None

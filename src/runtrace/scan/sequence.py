@@ -3,8 +3,9 @@
 The representation package turns a trace into a token (ISM) or block (BSM) sequence with
 `encode_trace`; scanning also needs to know, for every position of that sequence, which executed basic
 block (visit) or which API call produced it, so an explanation can name addresses.  `origins` rebuilds
-that map with the same rules `encode_ism` / `encode_bsm` follow (an API call is inserted after the
-visit that made it; ISM expands each visit into its instructions; `max_tokens` cuts the sequence), and
+that map with the same rules `encode_ism` / `encode_bsm` follow (an API call, with its argument classes
+when the model reads them, is inserted after the visit that made it, as `api_items` lists them; ISM
+expands each visit into its instructions; `max_tokens` cuts the sequence), and
 checks its length against the encoder's output so a change there fails loudly instead of mislabelling.
 
 A dataset with one file is not needed for this: the sequence is scored straight from the encoding.
@@ -16,7 +17,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtrace.represent.encode import BSM, ISM, EncodedTrace, encode_trace, insert_at
+from runtrace.represent.encode import (
+    BSM,
+    ISM,
+    EncodedTrace,
+    api_items,
+    encode_trace,
+    insert_at,
+    sequence_calls,
+)
 from runtrace.represent.windows import WindowConfig, window_starts
 from runtrace.trace.model import ApiCall, Trace
 
@@ -41,12 +50,6 @@ class ModelSequence:
         return np.where(steps[None, :] < self.lengths[:, None], positions, -1)
 
 
-def sequence_calls(trace: Trace, n_visits: int) -> list[ApiCall]:
-    """The API calls within the first n_visits visits, ordered as the encoders insert them (by position;
-    calls at one position keep their recorded order)."""
-    return sorted((c for c in trace.api_calls if 0 <= c.position < n_visits), key=lambda c: c.position)
-
-
 def _ism_visit_count(trace: Trace, max_tokens: int | None) -> int:
     visits = trace.visits
     if max_tokens is None or not len(visits):
@@ -55,8 +58,11 @@ def _ism_visit_count(trace: Trace, max_tokens: int | None) -> int:
     return min(len(visits), int(np.searchsorted(ends, max_tokens)) + 1)
 
 
-def origins(trace: Trace, representation: str, api: bool, max_tokens: int | None) -> tuple:
-    """(origin per sequence position, the calls in sequence order)."""
+def origins(
+    trace: Trace, representation: str, api: bool, max_tokens: int | None, api_args: bool = False
+) -> tuple:
+    """(origin per sequence position, the calls in sequence order).  A call's argument-class tokens
+    (`api_args`) have the call as their origin: an explanation names the call, masking it masks them."""
     if representation == ISM:
         n_visits = _ism_visit_count(trace, max_tokens)
         counts = trace.block_insn_counts[trace.visits[:n_visits]] if n_visits else np.zeros(0, np.int64)
@@ -70,8 +76,8 @@ def origins(trace: Trace, representation: str, api: bool, max_tokens: int | None
         raise ValueError(f"unknown representation {representation!r}")
     calls = sequence_calls(trace, n_visits) if api else []
     if calls:
-        positions = np.fromiter((c.position for c in calls), dtype=np.int64, count=len(calls))
-        origin = insert_at(origin, visit_ends[positions], -1 - np.arange(len(calls), dtype=np.int64))
+        positions, _, owners = api_items(trace, n_visits, api_args)
+        origin = insert_at(origin, visit_ends[positions], -1 - owners)
     if max_tokens is not None:
         origin = origin[:max_tokens]
     return origin, calls
@@ -84,9 +90,12 @@ def encode_for_model(
     api: bool,
     max_tokens: int | None,
     window: dict,
+    api_args: bool = False,
 ) -> ModelSequence:
-    encoded = encode_trace(trace, representation, normalisation, api=api, max_tokens=max_tokens)
-    origin, calls = origins(trace, representation, api, max_tokens)
+    encoded = encode_trace(
+        trace, representation, normalisation, api=api, api_args=api_args, max_tokens=max_tokens
+    )
+    origin, calls = origins(trace, representation, api, max_tokens, api_args)
     if len(origin) != len(encoded.sequence):
         raise RuntimeError(
             f"scan's position map ({len(origin)}) disagrees with the {representation} encoder "
