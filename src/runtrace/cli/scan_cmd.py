@@ -69,8 +69,6 @@ def scan(
     if explain < 0 or (min_instructions is not None and min_instructions < 0):
         raise fail("--explain and --min-instructions must not be negative")
 
-    from rich.markup import escape
-
     from runtrace.scan.inputs import iter_inputs
     from runtrace.scan.scanner import Scanner, ScannerError, ScanOptions
 
@@ -94,13 +92,21 @@ def scan(
         from runtrace.scan.render import render_report
 
         render_report(report, console)
+    finish(report, "scanned")
+
+
+def finish(report, done: str) -> None:
+    """The end of a `scan` or `similar` run: each failed input in one line on stderr, a word when the
+    run was interrupted, and the report's exit status."""
+    from rich.markup import escape
+
     for r in report.results:
         if r.status == "error":
             message = r.reason if r.name in (r.reason or "") else f"{r.name}: {r.reason}"
             err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     if report.exit_code == INTERRUPTED:
         err_console.print(
-            f"[yellow]interrupted:[/] {len(report.results)} of {report.inputs} inputs scanned (reported "
+            f"[yellow]interrupted:[/] {len(report.results)} of {report.inputs} inputs {done} (reported "
             "above); the others were not",
             highlight=False,
             soft_wrap=True,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from runtrace.cli.app import INTERRUPTED, app, console, err_console, fail
+from runtrace.cli.app import INTERRUPTED, app, console, fail
 from runtrace.cli.options import TracerRun, tracer_options
 
 
@@ -49,9 +49,7 @@ def similar(
     if not paths:
         raise fail("give at least one PATH (a PE file, directory, zip archive or trace file)")
 
-    from rich.markup import escape
-
-    from runtrace.cli.scan_cmd import run_with_progress
+    from runtrace.cli.scan_cmd import finish, run_with_progress
     from runtrace.scan.inputs import iter_inputs
     from runtrace.scan.neighbours import NeighbourFinder, default_index_dir, load_index
     from runtrace.scan.runner import RunOptions
@@ -77,14 +75,4 @@ def similar(
         from runtrace.scan.render import render_similar
 
         render_similar(report, console)
-    for r in report.results:
-        if r.status == "error":
-            message = r.reason if r.name in (r.reason or "") else f"{r.name}: {r.reason}"
-            err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    if report.exit_code == INTERRUPTED:
-        err_console.print(
-            f"[yellow]interrupted:[/] {len(report.results)} of {report.inputs} inputs answered (above)",
-            highlight=False,
-            soft_wrap=True,
-        )
-    raise typer.Exit(report.exit_code)
+    finish(report, "answered")
