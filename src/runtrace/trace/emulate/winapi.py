@@ -16,7 +16,7 @@ from collections.abc import Callable
 from speakeasy.profiler import Run
 from speakeasy.winenv import arch as se_arch
 
-from runtrace.trace.emulate import crtformat, gui, pyargs, startup, sysapi
+from runtrace.trace.emulate import atl, crtformat, gui, pyargs, startup, sysapi
 from runtrace.trace.emulate.callbacks import Callbacks
 from runtrace.trace.emulate.crtfuncs import CrtFunctions
 from runtrace.trace.emulate.startup import command_line_text, empty_environment
@@ -727,6 +727,7 @@ def install(se, bits: int, max_methods: int = 64, seh64=None) -> Host:
     for name, argc, hook in standard_input_hooks(startup.StandardInput()):
         for module in ("kernel32", "kernelbase"):
             se.add_api_hook(gui.guarded(hook), module=module, api_name=name, argc=argc, call_conv=STDCALL)
+    atl.install(se, bits // 8)
     window_manager = gui.Gui(scratch, callbacks)
     for name, argc, hook in gui.handlers(window_manager):
         se.add_api_hook(hook, module="user32", api_name=name, argc=argc, call_conv=STDCALL)
