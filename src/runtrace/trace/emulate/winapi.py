@@ -24,8 +24,10 @@ from runtrace.trace.emulate.startup import command_line_text, empty_environment
 CDECL = se_arch.CALL_CONV_CDECL
 STDCALL = se_arch.CALL_CONV_STDCALL
 
-# Module patterns (fnmatch, lower case) a C-runtime function may be imported from.
-_CRT = ("ucrtbase", "ucrtbased", "msvcrt", "msvcr*", "api-ms-win-crt-*")
+# Module patterns (fnmatch, lower case) a C-runtime function may be imported from.  (vcruntime140 exports
+# the string and memory functions the compiler may call, `wcsrchr`, `strstr`, ..., besides memset and
+# memcpy: Speakeasy folds it into msvcrt, as it does the others.)
+_CRT = ("ucrtbase", "ucrtbased", "msvcrt", "msvcr*", "api-ms-win-crt-*", "vcruntime*")
 _DELAYLOAD = ("kernel32", "kernelbase", "api-ms-win-core-delayload-*")
 
 
@@ -84,6 +86,7 @@ _PY_PARSE_FUNCTIONS = (
 )  # fmt: skip
 _PY_PARSE_OUTPUTS = 24  # output pointers read past the declared arguments, from the stack
 SERVICE_STATUS_HANDLE = 0x5E500001
+EVENT_SOURCE_HANDLE = 0x5E500002
 _PY_MOD_EXEC = 2  # Py_mod_exec, from CPython's moduleobject.h
 _PY_OBJECT_SIZE = 0x100
 _PY_OBJECTS = 256
@@ -265,6 +268,33 @@ class PythonHost:
         """PyObject_GetAttr / PyObject_GetAttrString(object, name): NULL (AttributeError) on the empty
         module, a stand-in object otherwise."""
         return 0 if argv[0] and argv[0] == self._empty_module else self._object()
+
+    def text(self, argv: list, wide: bool, size_at: int | None = None) -> int:
+        """PyUnicode_AsUTF8, PyUnicode_AsWideCharString, PyBytes_AsString and friends: the object's text,
+        as a C string (the emulated document's path, as `parse_arguments` gives), its length stored
+        through the optional size output.  A stand-in object's own bytes made a garbage or empty
+        string: a launcher asking for a module's `__file__` looked up a module named ""."""
+        s = self.s
+        document = startup.DOCUMENT
+        encoded = document.encode("utf-16-le") + b"\0\0" if wide else document.encode() + b"\0"
+        if size_at is not None and len(argv) > size_at and argv[size_at]:
+            s.se.mem_write(argv[size_at], len(document).to_bytes(s.ptr, "little"))
+        return s.alloc(encoded, "py_wtext" if wide else "py_text")
+
+    def get_buffer(self, argv: list) -> int:
+        """PyObject_GetBuffer(object, Py_buffer *view, flags): the object exports a one-dimensional
+        buffer of bytes (the emulated document's path, as `parse_arguments` gives for "s*"); 0,
+        success.  A stand-in object as the int status read as failure (-1 is the only one)."""
+        s, ptr = self.s, self.s.ptr
+        obj, view = argv[:2]
+        data = startup.DOCUMENT.encode()
+        # Py_buffer: buf, obj, len, itemsize (Py_ssize_t each), readonly, ndim (int each), then format,
+        # shape, strides, suboffsets, internal (pointers): NULL format and shape mean plain bytes.
+        head = b"".join(
+            v.to_bytes(ptr, "little") for v in (s.alloc(data + b"\0", "py_text"), obj, len(data), 1)
+        )
+        s.se.mem_write(view, head + (1).to_bytes(4, "little") + (1).to_bytes(4, "little") + bytes(5 * ptr))
+        return 0
 
     def _pointer(self, address: int) -> int:
         return int.from_bytes(bytes(self.s.se.mem_read(address, self.s.ptr)), "little")
@@ -516,6 +546,12 @@ def _handlers(
             STDCALL,
             lambda a: SERVICE_STATUS_HANDLE,
         ),
+        # The event log: a service registers its event source at start and gives up without one.
+        (("advapi32",), "RegisterEventSourceW", 2, STDCALL, lambda a: EVENT_SOURCE_HANDLE),
+        (("advapi32",), "RegisterEventSourceA", 2, STDCALL, lambda a: EVENT_SOURCE_HANDLE),
+        (("advapi32",), "ReportEventW", 9, STDCALL, one),
+        (("advapi32",), "ReportEventA", 9, STDCALL, one),
+        (("advapi32",), "DeregisterEventSource", 1, STDCALL, one),
         (("user32",), "InitCommonControls", 0, STDCALL, zero),
         # MFC's AfxWinInit (exported by ordinal): stubbed, its 0 says "initialisation failed" and an MFC
         # program gives up at once.  AfxWinMain (1576), a GUI program's whole life inside MFC, returns
@@ -533,6 +569,17 @@ def _handlers(
         (("python*",), "PyImport_AddModule", 1, CDECL, python.add_module),
         (("python*",), "PyObject_GetAttrString", 2, CDECL, python.get_attribute),
         (("python*",), "PyObject_GetAttr", 2, CDECL, python.get_attribute),
+        # "Is this module already initialised in this interpreter?"  Not in a fresh one: NULL, and the
+        # module's initialisation goes on to create it (a stand-in object made it return that at once).
+        (("python*",), "PyState_FindModule", 1, CDECL, zero),
+        (("python*",), "PyUnicode_AsUTF8", 1, CDECL, lambda a: python.text(a, wide=False)),
+        (("python*",), "PyUnicode_AsUTF8AndSize", 2, CDECL, lambda a: python.text(a, False, 1)),
+        (("python*",), "PyUnicode_AsWideCharString", 2, CDECL, lambda a: python.text(a, True, 1)),
+        (("python*",), "PyUnicode_AsUnicode", 1, CDECL, lambda a: python.text(a, wide=True)),
+        (("python*",), "PyUnicode_AsUnicodeAndSize", 2, CDECL, lambda a: python.text(a, True, 1)),
+        (("python*",), "PyString_AsString", 1, CDECL, lambda a: python.text(a, wide=False)),
+        (("python*",), "PyObject_GetBuffer", 3, CDECL, python.get_buffer),
+        (("python*",), "PyBytes_AsString", 1, CDECL, lambda a: python.text(a, wide=False)),
         # "Is the pending error the expected kind?"  Asked after a failure the caller can live with (an
         # AttributeError, StopIteration, KeyError): yes, so it goes on rather than giving up.
         (("python*",), "PyErr_ExceptionMatches", 1, CDECL, one),
