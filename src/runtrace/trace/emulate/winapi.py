@@ -16,7 +16,7 @@ from collections.abc import Callable
 from speakeasy.profiler import Run
 from speakeasy.winenv import arch as se_arch
 
-from runtrace.trace.emulate import atl, crtformat, gui, pyargs, startup, sysapi
+from runtrace.trace.emulate import atl, crtformat, gui, pyargs, pycapi, startup, sysapi
 from runtrace.trace.emulate.callbacks import Callbacks
 from runtrace.trace.emulate.crtfuncs import CrtFunctions
 from runtrace.trace.emulate.startup import command_line_text, empty_environment
@@ -129,6 +129,7 @@ class PythonHost:
         self.max_methods = max_methods
         self._queued: set[int] = set()
         self._empty_module = 0
+        self.capsules = pycapi.Capsules(scratch.se, scratch.ptr, self._object)
 
     def module_def_init(self, argv: list) -> int:
         """PyModuleDef_Init(def): multi-phase initialisation (every Cython module).
@@ -264,10 +265,24 @@ class PythonHost:
             self._empty_module = self.s.alloc(self._object_bytes(type_obj, 0), "py_empty_module")
         return self._empty_module
 
-    def get_attribute(self, argv: list) -> int:
+    def get_attribute(self, argv: list, by_string: bool = False) -> int:
         """PyObject_GetAttr / PyObject_GetAttrString(object, name): NULL (AttributeError) on the empty
-        module, a stand-in object otherwise."""
-        return 0 if argv[0] and argv[0] == self._empty_module else self._object()
+        module, a capsule for a C-API table's name (pycapi.py), a stand-in object otherwise."""
+        if argv[0] and argv[0] == self._empty_module:
+            return 0
+        if by_string:
+            try:
+                name = self.s.se.read_mem_string(argv[1], 1)
+            except Exception:
+                name = ""
+            if pycapi.is_capsule_name(name):
+                return self.capsules.attribute(name)
+        return self._object()
+
+    def capsule_pointer(self, api_name: str, argv: list) -> int:
+        """PyCapsule_GetPointer(capsule, name): a C-API capsule's table, or a stand-in pointer."""
+        table = self.capsules.pointer(api_name, argv)
+        return self._object() if table is None else table
 
     def text(self, argv: list, wide: bool, size_at: int | None = None) -> int:
         """PyUnicode_AsUTF8, PyUnicode_AsWideCharString, PyBytes_AsString and friends: the object's text,
@@ -353,7 +368,7 @@ class Host:
         self.python = python
 
     def stub_value(self, emu, dll: str, name: str) -> int:
-        if dll.lower().startswith("python"):
+        if dll.lower().startswith("python") or pycapi.is_capsule_name(dll):  # ... or a C-API table's
             return self.python.value(name)
         if dll.lower().startswith("msvcp") and name.startswith(_CPP_RETURNS_ITS_STREAM):
             return stream_argument(emu, name)
@@ -567,7 +582,7 @@ def _handlers(
         (("python*",), "PyCFunction_New", 2, CDECL, python.new_function),
         (("python*",), "PyCMethod_New", 4, CDECL, python.new_function),
         (("python*",), "PyImport_AddModule", 1, CDECL, python.add_module),
-        (("python*",), "PyObject_GetAttrString", 2, CDECL, python.get_attribute),
+        (("python*",), "PyObject_GetAttrString", 2, CDECL, lambda a: python.get_attribute(a, by_string=True)),
         (("python*",), "PyObject_GetAttr", 2, CDECL, python.get_attribute),
         # "Is this module already initialised in this interpreter?"  Not in a fresh one: NULL, and the
         # module's initialisation goes on to create it (a stand-in object made it return that at once).
@@ -750,6 +765,16 @@ def install(se, bits: int, max_methods: int = 64, seh64=None) -> Host:
     for modules, name, argc, conv, fn in entries:
         for module in modules:
             se.add_api_hook(_adapt(fn), module=module, api_name=name, argc=argc, call_conv=conv)
+    se.add_api_hook(
+        gui.guarded(lambda emu, api_name, func, argv: python.capsule_pointer(api_name, argv)),
+        module="python*",
+        api_name="PyCapsule_GetPointer",
+        argc=2,
+        call_conv=CDECL,
+    )
+    for slot, name in ((s, pycapi.slot_name("_ARRAY_API", s)) for s in pycapi.NUMPY_START_SLOTS):
+        hook = lambda emu, api_name, func, argv, slot=slot: python.capsules.numpy_slot(slot)  # noqa: E731
+        se.add_api_hook(hook, module="_ARRAY_API", api_name=name, argc=0, call_conv=CDECL)
     for name, fmt, first in _PY_PARSE_FUNCTIONS:
         hook = gui.guarded(_parser(python, fmt, first, "SizeT" in name))
         se.add_api_hook(hook, module="python*", api_name=name, argc=first, call_conv=CDECL)
