@@ -29,6 +29,7 @@ from runtrace.trace.emulate import (
     imageload,
     memlimits,
     memranges,
+    pycapi,
     repeatable,
     seh64,
     startup,
@@ -104,6 +105,7 @@ class _Session:
         imageload.install()
         memranges.install()
         winapi.install_crt_data()
+        pycapi.install_data()
         self.se = _Speakeasy(config=_speakeasy_config(settings), logger=_quiet_logger())
         try:
             self.module = self.se.load_module(data=data)

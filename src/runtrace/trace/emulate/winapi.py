@@ -16,7 +16,7 @@ from collections.abc import Callable
 from speakeasy.profiler import Run
 from speakeasy.winenv import arch as se_arch
 
-from runtrace.trace.emulate import crtformat, gui, pyargs, startup, sysapi
+from runtrace.trace.emulate import atl, crtformat, gui, pyargs, pycapi, startup, sysapi
 from runtrace.trace.emulate.callbacks import Callbacks
 from runtrace.trace.emulate.crtfuncs import CrtFunctions
 from runtrace.trace.emulate.startup import command_line_text, empty_environment
@@ -24,8 +24,10 @@ from runtrace.trace.emulate.startup import command_line_text, empty_environment
 CDECL = se_arch.CALL_CONV_CDECL
 STDCALL = se_arch.CALL_CONV_STDCALL
 
-# Module patterns (fnmatch, lower case) a C-runtime function may be imported from.
-_CRT = ("ucrtbase", "ucrtbased", "msvcrt", "msvcr*", "api-ms-win-crt-*")
+# Module patterns (fnmatch, lower case) a C-runtime function may be imported from.  (vcruntime140 exports
+# the string and memory functions the compiler may call, `wcsrchr`, `strstr`, ..., besides memset and
+# memcpy: Speakeasy folds it into msvcrt, as it does the others.)
+_CRT = ("ucrtbase", "ucrtbased", "msvcrt", "msvcr*", "api-ms-win-crt-*", "vcruntime*")
 _DELAYLOAD = ("kernel32", "kernelbase", "api-ms-win-core-delayload-*")
 
 
@@ -84,6 +86,7 @@ _PY_PARSE_FUNCTIONS = (
 )  # fmt: skip
 _PY_PARSE_OUTPUTS = 24  # output pointers read past the declared arguments, from the stack
 SERVICE_STATUS_HANDLE = 0x5E500001
+EVENT_SOURCE_HANDLE = 0x5E500002
 _PY_MOD_EXEC = 2  # Py_mod_exec, from CPython's moduleobject.h
 _PY_OBJECT_SIZE = 0x100
 _PY_OBJECTS = 256
@@ -126,6 +129,7 @@ class PythonHost:
         self.max_methods = max_methods
         self._queued: set[int] = set()
         self._empty_module = 0
+        self.capsules = pycapi.Capsules(scratch.se, scratch.ptr, self._object)
 
     def module_def_init(self, argv: list) -> int:
         """PyModuleDef_Init(def): multi-phase initialisation (every Cython module).
@@ -261,10 +265,51 @@ class PythonHost:
             self._empty_module = self.s.alloc(self._object_bytes(type_obj, 0), "py_empty_module")
         return self._empty_module
 
-    def get_attribute(self, argv: list) -> int:
+    def get_attribute(self, argv: list, by_string: bool = False) -> int:
         """PyObject_GetAttr / PyObject_GetAttrString(object, name): NULL (AttributeError) on the empty
-        module, a stand-in object otherwise."""
-        return 0 if argv[0] and argv[0] == self._empty_module else self._object()
+        module, a capsule for a C-API table's name (pycapi.py), a stand-in object otherwise."""
+        if argv[0] and argv[0] == self._empty_module:
+            return 0
+        if by_string:
+            try:
+                name = self.s.se.read_mem_string(argv[1], 1)
+            except Exception:
+                name = ""
+            if pycapi.is_capsule_name(name):
+                return self.capsules.attribute(name)
+        return self._object()
+
+    def capsule_pointer(self, api_name: str, argv: list) -> int:
+        """PyCapsule_GetPointer(capsule, name): a C-API capsule's table, or a stand-in pointer."""
+        table = self.capsules.pointer(api_name, argv)
+        return self._object() if table is None else table
+
+    def text(self, argv: list, wide: bool, size_at: int | None = None) -> int:
+        """PyUnicode_AsUTF8, PyUnicode_AsWideCharString, PyBytes_AsString and friends: the object's text,
+        as a C string (the emulated document's path, as `parse_arguments` gives), its length stored
+        through the optional size output.  A stand-in object's own bytes made a garbage or empty
+        string: a launcher asking for a module's `__file__` looked up a module named ""."""
+        s = self.s
+        document = startup.DOCUMENT
+        encoded = document.encode("utf-16-le") + b"\0\0" if wide else document.encode() + b"\0"
+        if size_at is not None and len(argv) > size_at and argv[size_at]:
+            s.se.mem_write(argv[size_at], len(document).to_bytes(s.ptr, "little"))
+        return s.alloc(encoded, "py_wtext" if wide else "py_text")
+
+    def get_buffer(self, argv: list) -> int:
+        """PyObject_GetBuffer(object, Py_buffer *view, flags): the object exports a one-dimensional
+        buffer of bytes (the emulated document's path, as `parse_arguments` gives for "s*"); 0,
+        success.  A stand-in object as the int status read as failure (-1 is the only one)."""
+        s, ptr = self.s, self.s.ptr
+        obj, view = argv[:2]
+        data = startup.DOCUMENT.encode()
+        # Py_buffer: buf, obj, len, itemsize (Py_ssize_t each), readonly, ndim (int each), then format,
+        # shape, strides, suboffsets, internal (pointers): NULL format and shape mean plain bytes.
+        head = b"".join(
+            v.to_bytes(ptr, "little") for v in (s.alloc(data + b"\0", "py_text"), obj, len(data), 1)
+        )
+        s.se.mem_write(view, head + (1).to_bytes(4, "little") + (1).to_bytes(4, "little") + bytes(5 * ptr))
+        return 0
 
     def _pointer(self, address: int) -> int:
         return int.from_bytes(bytes(self.s.se.mem_read(address, self.s.ptr)), "little")
@@ -323,7 +368,7 @@ class Host:
         self.python = python
 
     def stub_value(self, emu, dll: str, name: str) -> int:
-        if dll.lower().startswith("python"):
+        if dll.lower().startswith("python") or pycapi.is_capsule_name(dll):  # ... or a C-API table's
             return self.python.value(name)
         if dll.lower().startswith("msvcp") and name.startswith(_CPP_RETURNS_ITS_STREAM):
             return stream_argument(emu, name)
@@ -516,6 +561,12 @@ def _handlers(
             STDCALL,
             lambda a: SERVICE_STATUS_HANDLE,
         ),
+        # The event log: a service registers its event source at start and gives up without one.
+        (("advapi32",), "RegisterEventSourceW", 2, STDCALL, lambda a: EVENT_SOURCE_HANDLE),
+        (("advapi32",), "RegisterEventSourceA", 2, STDCALL, lambda a: EVENT_SOURCE_HANDLE),
+        (("advapi32",), "ReportEventW", 9, STDCALL, one),
+        (("advapi32",), "ReportEventA", 9, STDCALL, one),
+        (("advapi32",), "DeregisterEventSource", 1, STDCALL, one),
         (("user32",), "InitCommonControls", 0, STDCALL, zero),
         # MFC's AfxWinInit (exported by ordinal): stubbed, its 0 says "initialisation failed" and an MFC
         # program gives up at once.  AfxWinMain (1576), a GUI program's whole life inside MFC, returns
@@ -531,8 +582,19 @@ def _handlers(
         (("python*",), "PyCFunction_New", 2, CDECL, python.new_function),
         (("python*",), "PyCMethod_New", 4, CDECL, python.new_function),
         (("python*",), "PyImport_AddModule", 1, CDECL, python.add_module),
-        (("python*",), "PyObject_GetAttrString", 2, CDECL, python.get_attribute),
+        (("python*",), "PyObject_GetAttrString", 2, CDECL, lambda a: python.get_attribute(a, by_string=True)),
         (("python*",), "PyObject_GetAttr", 2, CDECL, python.get_attribute),
+        # "Is this module already initialised in this interpreter?"  Not in a fresh one: NULL, and the
+        # module's initialisation goes on to create it (a stand-in object made it return that at once).
+        (("python*",), "PyState_FindModule", 1, CDECL, zero),
+        (("python*",), "PyUnicode_AsUTF8", 1, CDECL, lambda a: python.text(a, wide=False)),
+        (("python*",), "PyUnicode_AsUTF8AndSize", 2, CDECL, lambda a: python.text(a, False, 1)),
+        (("python*",), "PyUnicode_AsWideCharString", 2, CDECL, lambda a: python.text(a, True, 1)),
+        (("python*",), "PyUnicode_AsUnicode", 1, CDECL, lambda a: python.text(a, wide=True)),
+        (("python*",), "PyUnicode_AsUnicodeAndSize", 2, CDECL, lambda a: python.text(a, True, 1)),
+        (("python*",), "PyString_AsString", 1, CDECL, lambda a: python.text(a, wide=False)),
+        (("python*",), "PyObject_GetBuffer", 3, CDECL, python.get_buffer),
+        (("python*",), "PyBytes_AsString", 1, CDECL, lambda a: python.text(a, wide=False)),
         # "Is the pending error the expected kind?"  Asked after a failure the caller can live with (an
         # AttributeError, StopIteration, KeyError): yes, so it goes on rather than giving up.
         (("python*",), "PyErr_ExceptionMatches", 1, CDECL, one),
@@ -703,6 +765,16 @@ def install(se, bits: int, max_methods: int = 64, seh64=None) -> Host:
     for modules, name, argc, conv, fn in entries:
         for module in modules:
             se.add_api_hook(_adapt(fn), module=module, api_name=name, argc=argc, call_conv=conv)
+    se.add_api_hook(
+        gui.guarded(lambda emu, api_name, func, argv: python.capsule_pointer(api_name, argv)),
+        module="python*",
+        api_name="PyCapsule_GetPointer",
+        argc=2,
+        call_conv=CDECL,
+    )
+    for slot, name in ((s, pycapi.slot_name("_ARRAY_API", s)) for s in pycapi.NUMPY_START_SLOTS):
+        hook = lambda emu, api_name, func, argv, slot=slot: python.capsules.numpy_slot(slot)  # noqa: E731
+        se.add_api_hook(hook, module="_ARRAY_API", api_name=name, argc=0, call_conv=CDECL)
     for name, fmt, first in _PY_PARSE_FUNCTIONS:
         hook = gui.guarded(_parser(python, fmt, first, "SizeT" in name))
         se.add_api_hook(hook, module="python*", api_name=name, argc=first, call_conv=CDECL)
@@ -727,6 +799,7 @@ def install(se, bits: int, max_methods: int = 64, seh64=None) -> Host:
     for name, argc, hook in standard_input_hooks(startup.StandardInput()):
         for module in ("kernel32", "kernelbase"):
             se.add_api_hook(gui.guarded(hook), module=module, api_name=name, argc=argc, call_conv=STDCALL)
+    atl.install(se, bits // 8)
     window_manager = gui.Gui(scratch, callbacks)
     for name, argc, hook in gui.handlers(window_manager):
         se.add_api_hook(hook, module="user32", api_name=name, argc=argc, call_conv=STDCALL)
