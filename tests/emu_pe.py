@@ -57,6 +57,8 @@ def _import_section(rva: int, imports: dict[str, list[str]], pe64: bool) -> tupl
         strings += dll.encode() + b"\0"
         strings += b"\0" * (len(strings) % 2)
         for name in imports[dll]:
+            if name.startswith("#"):  # imported by ordinal: no hint/name entry
+                continue
             hint_off[(dll, name)] = offset + len(strings)
             strings += b"\0\0" + name.encode() + b"\0"
             strings += b"\0" * (len(strings) % 2)
@@ -64,7 +66,11 @@ def _import_section(rva: int, imports: dict[str, list[str]], pe64: bool) -> tupl
     desc, thunks, slots = b"", b"", {}
     for dll, (ilt, iat) in zip(dlls, tables, strict=True):
         desc += struct.pack("<IIIII", rva + ilt, 0, 0, rva + dll_name_off[dll], rva + iat)
-        names = b"".join(struct.pack(fmt, rva + hint_off[(dll, n)]) for n in imports[dll]) + bytes(thunk)
+        by_ordinal = 1 << (8 * thunk - 1)  # IMAGE_ORDINAL_FLAG
+        names = b"".join(
+            struct.pack(fmt, by_ordinal | int(n[1:]) if n.startswith("#") else rva + hint_off[(dll, n)])
+            for n in imports[dll]
+        ) + bytes(thunk)
         thunks += names + names
         for i, name in enumerate(imports[dll]):
             slots[f"{dll.lower()}!{name}"] = rva + iat + i * thunk
@@ -190,10 +196,11 @@ def calls(
 ) -> bytes:
     """An i386 EXE that makes the calls of `steps` in order, then returns.
 
-    A step is ("dll!Name", [arguments], *options): an option "cdecl" pops the arguments after the
-    call, a `Data` offset stores the result (eax) there.  An argument is an integer, a `Data`
-    offset (an address in the data area), a `Word` offset (a value read from it then, so a test can
-    pass what one API wrote to the next, whose recorded arguments show it) or a `Text` offset.
+    A step is ("dll!Name", [arguments], *options) ("dll!#N" imports ordinal N): an option "cdecl"
+    pops the arguments after the call, a `Data` offset stores the result (eax) there.  An argument is
+    an integer, a `Data` offset (an address in the data area), a `Word` offset (a value read from it
+    then, so a test can pass what one API wrote to the next, whose recorded arguments show it) or a
+    `Text` offset.
     `code_at` places more code (functions the APIs call back, given as functions of the layout) at
     offsets of the code section from 0x800 on; the APIs they call are named in `extra_imports`.
     """

@@ -91,3 +91,20 @@ def test_printf_returns_the_formatted_length():
     data = b"%s=%d %x\n\0".ljust(0x10, b"\0") + b"key\0"
     trace = _run([("msvcrt.dll!printf", [Data(0), Data(0x10), 1234, 0xBEEF])], data)
     assert _results(trace) == [len("key=1234 beef\n")]
+
+
+def test_integers_are_written_as_text_and_the_buffer_returned():
+    # Speakeasy's _itoa wrote nothing and returned nothing (eax as it was): a program naming a file after
+    # a random number used that as a pointer (revision 17).
+    trace = _run([
+        ("msvcrt.dll!_itoa", [0xFFFFFFD6, Data(0), 10], Data(0x40)),  # -42
+        ("kernel32.dll!lstrcmpA", [Word(0x40), Data(0)]),  # the buffer came back
+        ("msvcrt.dll!_ultoa", [0xFF, Data(0x10), 16]),
+        ("kernel32.dll!lstrlenA", [Data(0x10)]),
+        ("msvcrt.dll!_itow", [1234, Data(0x20), 10]),
+        ("kernel32.dll!lstrlenW", [Data(0x20)]),
+    ])  # fmt: skip
+    itoa, compare, ultoa, hex_text, _, wide_text = trace.api_calls
+    assert itoa.result == itoa.args[1] and compare.args == ("-42", "-42") and compare.result == 0
+    assert ultoa.result == ultoa.args[1] and hex_text.args[0] == "ff"
+    assert wide_text.args[0] == "1234" and wide_text.result == 4

@@ -63,7 +63,9 @@ def test_every_returning_api_call_is_followed_by_its_return_address(name):
     trace = emulate(data, "x", name, TracerSettings())
     counts = api_returns(trace)
     assert counts.returning >= 15
-    assert counts.followed == counts.returning
+    # The C runtime's `_initterm` is followed by the first initialiser it calls, not by its return.
+    initialisers = sum(c.name.split(".")[-1] in ("_initterm", "_initterm_e") for c in trace.api_calls)
+    assert counts.followed >= counts.returning - initialisers
 
 
 @needs_shared

@@ -14,7 +14,7 @@ one, `winapi.add_handler`).
 
 from __future__ import annotations  # noqa: I001  (speakeasy_loader must come before speakeasy)
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from runtrace.trace.emulate import speakeasy_loader  # noqa: F401  (first: lean imports of unicorn and speakeasy)
 from speakeasy.windows.common import EMU_RETURN_ADDR
@@ -30,8 +30,9 @@ _RESULT = {4: se_arch.X86_REG_EAX, 8: se_arch.AMD64_REG_RAX}
 class Callbacks:
     def __init__(self, ptr_size: int) -> None:
         self.ptr = ptr_size
-        # (run, function, more argument tuples, return address, stack pointer, the API's argc)
-        self._pending: list[tuple[object, int, Iterator, int, int, int]] = []
+        # (run, more (function, arguments) pairs, go on after a result?, return address, stack pointer,
+        # the bytes of arguments the API pops)
+        self._pending: list[tuple[object, Iterator, Callable[[int], bool], int, int, int]] = []
 
     def call(
         self, emu, function: int, calls: Iterator[tuple[int, ...]] | tuple[int, ...], caller_argv
@@ -39,22 +40,36 @@ class Callbacks:
         """Call `function` with one argument tuple, or with each tuple of an iterator in turn until it
         returns 0 (an enumeration callback asking to stop), when the current API returns.  False when
         nothing is called (no run, too deeply nested, no arguments)."""
+        calls = iter([calls]) if isinstance(calls, tuple) else iter(calls)
+        pops = self.ptr * len(caller_argv) if self.ptr == 4 else 0  # stdcall pops its arguments on x86
+        return self.call_each(emu, ((function, args) for args in calls), bool, pops)
+
+    def call_each(self, emu, calls: Iterator[tuple], go_on: Callable[[int], bool], pops: int = 0) -> bool:
+        """Call each (function, arguments[, this]) of `calls` in turn, while `go_on(result)` holds for the
+        result of the one before, when the current API returns; the API then returns the last result
+        and pops `pops` bytes of arguments (0 for cdecl).  False when nothing is called."""
         run = emu.get_current_run()
         if run is None or len(self._pending) >= MAX_NESTED:
             return False
-        calls = iter([calls]) if isinstance(calls, tuple) else iter(calls)
+        calls = iter(calls)
         first = next(calls, None)
         if first is None:
             return False
         ret, sp = emu.get_ret_address(), emu.get_stack_ptr()
-        self._pending.append((run, function, calls, ret, sp, len(caller_argv)))
-        self._start(emu, function, first, sp)
+        self._pending.append((run, calls, go_on, ret, sp, pops))
+        self._start(emu, first[0], first[1], sp, *first[2:])
         return True
 
-    def _start(self, emu, function: int, args: tuple[int, ...], sp: int) -> None:
+    def _start(self, emu, function: int, args: tuple[int, ...], sp: int, this: int | None = None) -> None:
+        """Start `function(args)`; with `this`, as a C++ member function (thiscall: `this` in ecx on
+        x86, the first argument on amd64)."""
+        if this is not None and self.ptr == 8:
+            args = (this, *args)
         # Four arguments at most: on amd64 all in registers (Speakeasy's set_func_args would put a fifth
         # below the home space, where the callee does not look).
         assert len(args) <= 4
+        if this is not None and self.ptr == 4:
+            emu.reg_write(se_arch.X86_REG_ECX, this)
         if self.ptr == 4:
             emu.set_func_args(sp, CALLBACK_RETURN, *args)
         else:
@@ -78,14 +93,14 @@ class Callbacks:
             self._pending.pop()
         if not self._pending:
             return False
-        _, function, calls, ret, sp, argc = self._pending[-1]
-        following = next(calls, None) if emu.reg_read(_RESULT[self.ptr]) else None
+        _, calls, go_on, ret, sp, pops = self._pending[-1]
+        following = next(calls, None) if go_on(emu.reg_read(_RESULT[self.ptr])) else None
         if following is not None:
-            self._start(emu, function, following, sp)
+            self._start(emu, following[0], following[1], sp, *following[2:])
         else:
             self._pending.pop()
-            # As the API itself would have returned: stdcall pops its arguments on x86.
-            emu.reg_write(_SP[self.ptr], sp + self.ptr + (self.ptr * argc if self.ptr == 4 else 0))
+            # As the API itself would have returned, with the last callee's result.
+            emu.reg_write(_SP[self.ptr], sp + self.ptr + pops)
             emu.set_pc(ret)
         emu._unset_emu_hooks()  # as Speakeasy does after its own callbacks
         return True

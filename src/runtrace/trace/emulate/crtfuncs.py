@@ -73,6 +73,12 @@ class CrtFunctions:
             ("wcschr", 2, lambda a: self.find_char(a, True, last=False)),
             ("wcsrchr", 2, lambda a: self.find_char(a, True, last=True)),
             ("_strdup", 1, lambda a: self.strdup(a, False)),
+            ("_itoa", 3, lambda a: self.int_to_text(a, False, signed=True)),
+            ("_ltoa", 3, lambda a: self.int_to_text(a, False, signed=True)),
+            ("_ultoa", 3, lambda a: self.int_to_text(a, False, signed=False)),
+            ("_itow", 3, lambda a: self.int_to_text(a, True, signed=True)),
+            ("_ltow", 3, lambda a: self.int_to_text(a, True, signed=True)),
+            ("_ultow", 3, lambda a: self.int_to_text(a, True, signed=False)),
             ("_wcsdup", 1, lambda a: self.strdup(a, True)),
             ("fopen", 2, lambda a: self.fopen(a, False)),
             ("_wfopen", 2, lambda a: self.fopen(a, True)),
@@ -137,6 +143,26 @@ class CrtFunctions:
         copy = self._alloc((len(value) + 1) * (2 if wide else 1))
         self._write_string(copy, value, wide)
         return copy
+
+    def int_to_text(self, argv: list, wide: bool, signed: bool) -> int:
+        """_itoa/_ltoa/_ultoa(value, buffer, radix) and the wide forms: the digits of a 32-bit value
+        (negative only in base 10, as the runtime does) written to the buffer; returns the buffer.
+        Speakeasy's `_itoa` wrote nothing and returned nothing."""
+        value, buffer, radix = self._args(argv, 3)
+        value &= 0xFFFFFFFF
+        if not buffer or not 2 <= radix <= 36:
+            return buffer
+        negative = signed and radix == 10 and value >= 0x80000000
+        if negative:
+            value = 0x100000000 - value
+        digits = ""
+        while True:
+            value, digit = divmod(value, radix)
+            digits = "0123456789abcdefghijklmnopqrstuvwxyz"[digit] + digits
+            if not value:
+                break
+        self._write_string(buffer, ("-" if negative else "") + digits, wide)
+        return buffer
 
     # -- streams -----------------------------------------------------------------------------------------
 

@@ -204,6 +204,9 @@ class _Session:
                 return emu._exec_next_run()
 
         def handle_import_func(dll, name):
+            own = self.host.own_handler(dll, name)
+            if own is not None:
+                return self._own_call(dll, name, *own)
             _, attrs = emu.api.get_export_func_handler(dll, name)
             if not attrs:
                 _, attrs = emu.normalize_import_miss(dll, name)
@@ -372,6 +375,24 @@ class _Session:
 
         emu._handle_invalid_fetch = lambda uc, a, *rest: null_call(a) or orig_fetch(uc, a, *rest)
         emu._handle_prot_fetch = lambda uc, a, *rest: null_call(a) or orig_prot_fetch(uc, a, *rest)
+
+    def _own_call(self, dll: str, name: str, argc: int, handler) -> None:
+        """An API of a DLL Speakeasy has no module for, with a handler of runtrace's (winapi.Host): its
+        arguments popped as stdcall (thiscall) pops them, unless the handler moved execution on (to the
+        program's code, which returns through `callbacks`)."""
+        emu = self.emu
+        ret, pc = emu.get_ret_address(), emu.get_pc()
+        argv = emu.get_func_argv(se_arch.CALL_CONV_STDCALL, argc)
+        try:
+            value = handler(emu, argv)
+        except Exception as e:
+            key = f"{dll}.{name}: {type(e).__name__}"
+            self.handler_errors[key] = self.handler_errors.get(key, 0) + 1
+            value = 0
+        self.api_calls.append((self.recorder.visit_count - 1, f"{dll}.{name}", ret, True, tuple(argv), value))
+        emu.curr_run.num_apis += 1
+        if emu.get_pc() == pc and emu.get_ret_address() == ret:
+            emu.do_call_return(argc, ret, value, conv=se_arch.CALL_CONV_STDCALL)
 
     def _stub(self, dll: str, name: str) -> None:
         """An API without a handler: return the host's stand-in value (mostly 0) and carry on.

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import fnmatch
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from speakeasy.profiler import Run
 from speakeasy.winenv import arch as se_arch
 
-from runtrace.trace.emulate import atl, crtformat, gui, pyargs, pycapi, startup, sysapi
+from runtrace.trace.emulate import atl, crtformat, gui, mfc, pyargs, pycapi, startup, sysapi
 from runtrace.trace.emulate.callbacks import Callbacks
 from runtrace.trace.emulate.crtfuncs import CrtFunctions
 from runtrace.trace.emulate.startup import command_line_text, empty_environment
@@ -362,10 +362,18 @@ class PythonHost:
 
 
 class Host:
-    """What an API without a handler returns: 0, except where a stand-in host gives a better value."""
+    """What an API without a handler returns: 0, except where a stand-in host gives a better value;
+    and the handlers for DLLs Speakeasy has no module for (MFC), which may call the program's code."""
 
-    def __init__(self, python: PythonHost) -> None:
+    def __init__(
+        self, python: PythonHost, own: dict[tuple[str, str], tuple[int, Callable]] | None = None
+    ) -> None:
         self.python = python
+        self._own = own or {}
+
+    def own_handler(self, dll: str, name: str) -> tuple[int, Callable] | None:
+        """(stdcall argc, handler(emu, argv)) for an API of a DLL Speakeasy does not know, or None."""
+        return self._own.get((dll.lower(), name))
 
     def stub_value(self, emu, dll: str, name: str) -> int:
         if dll.lower().startswith("python") or pycapi.is_capsule_name(dll):  # ... or a C-API table's
@@ -466,6 +474,14 @@ def _overrides(s: _Scratch, seh64=None) -> list[tuple[tuple[str, ...], str, int,
         # program at its first fault).
         out += [(_CRT, name, argc, CDECL, lambda a: 0) for name, argc in
                 (("_seh_filter_exe", 2), ("_seh_filter_dll", 2), ("_XcptFilter", 2))]  # fmt: skip
+    # Speakeasy's handlers of these return nothing (eax as it was) where the runtime returns 0 for
+    # success; with the C runtime's initialisers run (`_initterm_e`), the universal CRT's
+    # `pre_c_initialization` checks them and ends the program with `__fastfail` on a non-zero one.
+    out += [(_CRT, name, argc, CDECL, lambda a: 0) for name, argc in (
+        ("_configure_narrow_argv", 1), ("_configure_wide_argv", 1), ("_initialize_narrow_environment", 0),
+        ("_initialize_wide_environment", 0), ("_set_fmode", 1), ("_crt_atexit", 1), ("_controlfp_s", 3),
+        ("_configthreadlocale", 1), ("_set_new_mode", 1),
+    )]  # fmt: skip
     return out + [
         (("kernel32", "kernelbase"), "RaiseException", 4, STDCALL, lambda a: raise_exception(s, a, seh64)),
         (_CRT, "__getmainargs", 5, CDECL, lambda a: get_main_args(s, a, wide=False)),
@@ -568,11 +584,6 @@ def _handlers(
         (("advapi32",), "ReportEventA", 9, STDCALL, one),
         (("advapi32",), "DeregisterEventSource", 1, STDCALL, one),
         (("user32",), "InitCommonControls", 0, STDCALL, zero),
-        # MFC's AfxWinInit (exported by ordinal): stubbed, its 0 says "initialisation failed" and an MFC
-        # program gives up at once.  AfxWinMain (1576), a GUI program's whole life inside MFC, returns
-        # (with its four arguments popped, which a stub cannot know to do).
-        (("mfc42", "mfc42u"), "ordinal_1575", 4, STDCALL, one),
-        (("mfc42", "mfc42u"), "ordinal_1576", 4, STDCALL, zero),
         (("python*",), "PyModuleDef_Init", 1, CDECL, python.module_def_init),
         (("python*",), "PyModule_Create2", 2, CDECL, python.module_create),
         (("python*",), "Py_InitModule4", 5, CDECL, python.init_module4),
@@ -703,6 +714,40 @@ def enum_resource_names(callbacks: Callbacks, emu, argv: list, ctx: dict) -> int
     return 1 if callbacks.call(emu, callback, calls, argv) else 0
 
 
+_MAX_INITIALISERS = 0x4000
+
+
+def initialiser_table(emu, begin: int, end: int) -> Iterator[tuple[int, tuple]]:
+    """The functions of a C-runtime initialiser table [begin, end), NULL entries skipped, each read
+    when the one before has run (an initialiser may fill a later entry)."""
+    ptr = emu.get_ptr_size()
+    for address in range(begin, min(end, begin + _MAX_INITIALISERS * ptr), ptr):
+        try:
+            function = int.from_bytes(bytes(emu.mem_read(address, ptr)), "little")
+        except Exception:  # an unreadable table ends it
+            return
+        if function:
+            yield function, ()
+
+
+def initterm_hook(callbacks: Callbacks, stop_on_error: bool):
+    """The C runtime's `_initterm(begin, end)` and `_initterm_e(begin, end)`: call each initialiser of
+    the table (a C++ program's global constructors, the runtime's own set-up); `_initterm_e` stops at
+    the first that returns non-zero and returns that.  Speakeasy's handlers call none of them, so no
+    global object of a C++ program was ever constructed (an MFC program's application object among
+    them).  (A user32-style hook: (emu, api_name, orig, argv).)"""
+
+    def go_on(result: int) -> bool:
+        return not stop_on_error or not result & 0xFFFFFFFF
+
+    def hook(emu, api_name, orig, argv):
+        begin, end = argv[:2]
+        callbacks.call_each(emu, initialiser_table(emu, begin, end), go_on)
+        return 0
+
+    return hook
+
+
 STD_INPUT_HANDLE = 0xFFFFFFF6
 
 
@@ -756,6 +801,13 @@ def install(se, bits: int, max_methods: int = 64, seh64=None) -> Host:
         # Speakeasy files its C-runtime handlers under msvcrt.
         return bool(api.get_export_func_handler("msvcrt" if modules is _CRT else modules[0], name)[1])
 
+    # Speakeasy files these C-runtime functions as stdcall: on x86 its return popped the five arguments
+    # the caller pops again, and a start-up function without a frame pointer returned 20 bytes off.
+    crt_handlers = api.load_api_handler("msvcrt")
+    for name in ("__getmainargs", "__wgetmainargs", "__p__acmdln"):
+        entry = crt_handlers.funcs.get(name)
+        if entry is not None:
+            crt_handlers.funcs[name] = (*entry[:3], CDECL, *entry[4:])
     callbacks = Callbacks(bits // 8)
     system = sysapi.SystemApis(se, bits // 8, callbacks)
     # Speakeasy's own handler wins where it has one, except for the overrides.
@@ -800,10 +852,16 @@ def install(se, bits: int, max_methods: int = 64, seh64=None) -> Host:
         for module in ("kernel32", "kernelbase"):
             se.add_api_hook(gui.guarded(hook), module=module, api_name=name, argc=argc, call_conv=STDCALL)
     atl.install(se, bits // 8)
+    for name, stop_on_error in (("_initterm", False), ("_initterm_e", True)):
+        hook = gui.guarded(initterm_hook(callbacks, stop_on_error))
+        # (Not msvcrt as well as msvcr*: Speakeasy calls every hook whose pattern matches, and this one
+        # must run once per call.)
+        for module in ("ucrtbase", "ucrtbased", "msvcr*", "api-ms-win-crt-*"):
+            se.add_api_hook(hook, module=module, api_name=name, argc=2, call_conv=CDECL)
     window_manager = gui.Gui(scratch, callbacks)
     for name, argc, hook in gui.handlers(window_manager):
         se.add_api_hook(hook, module="user32", api_name=name, argc=argc, call_conv=STDCALL)
-    return Host(python)
+    return Host(python, mfc.MfcApplication(se, bits // 8, callbacks).handlers())
 
 
 def _parser(python: PythonHost, fmt: int, first: int, ssize: bool):
