@@ -22,13 +22,14 @@ def test_the_command_table_names_the_module_of_every_command() -> None:
 
 def _run(*args: str) -> subprocess.CompletedProcess:
     """The command line in a fresh interpreter; on stderr, after its own output, the modules it had
-    imported when it ended (one JSON line)."""
+    imported when it ended and how many objects it had frozen (one JSON line)."""
     code = (
-        "import json, sys\n"
+        "import gc, json, sys\n"
         "import runtrace.cli as cli\n"
         "leave = cli._exit_without_teardown\n"
         "def report(code):\n"
-        "    sys.stderr.write('\\n' + json.dumps(sorted(sys.modules)) + '\\n')\n"
+        "    state = {'modules': sorted(sys.modules), 'frozen': gc.get_freeze_count()}\n"
+        "    sys.stderr.write('\\n' + json.dumps(state) + '\\n')\n"
         "    leave(code)\n"
         "cli._exit_without_teardown = report\n"
         "cli.main()\n"
@@ -41,10 +42,12 @@ def test_a_scan_imports_neither_the_other_commands_nor_rich() -> None:
     """`runtrace scan --json` of a PE file with the default model (explanation and neighbours on) imports
     its own command's module only, no rich (nothing is printed but JSON), no numpy.ma, no torch."""
     done = _run("scan", "--json", "--workers", "1", str(FIXTURES / "benign" / "cli-32.exe"))
-    *output, modules = done.stderr.rstrip("\n").split("\n")
+    *output, state = done.stderr.rstrip("\n").split("\n")
     result = json.loads(done.stdout)["results"][0]
     assert result["status"] == "ok" and result["explanation"] and result["neighbours"], done.stderr
-    loaded = set(json.loads(modules))
+    state = json.loads(state)
+    assert state["frozen"] > 10_000  # start-up's objects, out of the collector's way (app.start_up)
+    loaded = set(state["modules"])
     other_commands = {f"runtrace.cli.{m}" for m in COMMANDS.values()} - {"runtrace.cli.scan_cmd"}
     assert not loaded & other_commands, loaded & other_commands
     assert not {m for m in loaded if m == "rich" or m.startswith("rich.")}
@@ -58,3 +61,15 @@ def test_help_lists_every_command() -> None:
     assert done.returncode == 0, done.stderr
     shown = done.stdout.split("Commands")[-1]
     assert all(name in shown for name in COMMANDS), shown
+
+
+def test_start_up_pauses_the_collector_and_freezes_nothing_of_a_callers_process() -> None:
+    import gc
+
+    from runtrace.cli.app import start_up
+
+    assert gc.isenabled()
+    frozen = gc.get_freeze_count()
+    with start_up():
+        assert not gc.isenabled()
+    assert gc.isenabled() and gc.get_freeze_count() == frozen

@@ -14,12 +14,13 @@ import sys
 # value the user set wins.
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
-from runtrace.cli.app import UserError, app, fail  # noqa: E402  (after the environment above)
+from runtrace.cli.app import UserError, app, fail, running_as_own_process  # noqa: E402  (after the environment above)
 
 
 def main() -> None:
     from typer.main import get_group
 
+    running_as_own_process()  # this process ends with the command (see app.start_up)
     # Only the module of the command named, when it names one (a typo or `--help` loads them all).
     app.load_only(sys.argv[1] if len(sys.argv) > 1 else "")
     try:

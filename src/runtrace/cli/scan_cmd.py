@@ -15,9 +15,10 @@ from pathlib import Path
 
 import typer
 
-from runtrace.cli.app import INTERRUPTED, app, fail, one_blas_thread, stderr_may_be_a_terminal
+from runtrace.cli.app import INTERRUPTED, app, fail, one_blas_thread, start_up, stderr_may_be_a_terminal
 from runtrace.cli.options import TracerRun, tracer_options
 from runtrace.scan.defaults import DEFAULT_EXPLAIN
+from runtrace.trace.emulate.inputs import Sample
 
 
 @app.command()
@@ -70,19 +71,22 @@ def scan(
     if explain < 0 or (min_instructions is not None and min_instructions < 0):
         raise fail("--explain and --min-instructions must not be negative")
 
-    from runtrace.scan.inputs import iter_inputs
-    from runtrace.scan.scanner import Scanner, ScannerError, ScanOptions
+    with start_up():
+        from runtrace.scan.inputs import iter_inputs
+        from runtrace.scan.scanner import Scanner, ScannerError, ScanOptions
 
-    options = ScanOptions(min_instructions=min_instructions, explain=explain, workers=tracer.workers,
-                          tracer=tracer.settings, dask=tracer.dask, neighbours=neighbours)  # fmt: skip
-    try:
-        scanner = Scanner.load(model, options, threshold, index)
-    except ScannerError as e:
-        raise fail(str(e)) from None
-    try:
-        inputs = list(iter_inputs(paths, password, tracer.max_bytes))
-    except KeyboardInterrupt:
-        raise fail("interrupted while listing the inputs; nothing was scanned", INTERRUPTED) from None
+        options = ScanOptions(min_instructions=min_instructions, explain=explain, workers=tracer.workers,
+                              tracer=tracer.settings, dask=tracer.dask, neighbours=neighbours)  # fmt: skip
+        try:
+            scanner = Scanner.load(model, options, threshold, index)
+        except ScannerError as e:
+            raise fail(str(e)) from None
+        try:
+            inputs = list(iter_inputs(paths, password, tracer.max_bytes))
+        except KeyboardInterrupt:
+            raise fail("interrupted while listing the inputs; nothing was scanned", INTERRUPTED) from None
+        if not tracer.dask and any(isinstance(item, Sample) for item in inputs):
+            import runtrace.trace.emulate.batch  # noqa: F401  (the tracer: Speakeasy and unicorn, here in start-up)
     try:
         report = run_with_progress(scanner, inputs)
     except OSError as e:  # no room for the temporary traces, no Dask scheduler: the run cannot go on
