@@ -4,6 +4,7 @@ import json
 import struct
 import subprocess
 import sys
+import zipfile
 
 from conftest import FIXTURES
 from emu_pe import Layout, program
@@ -55,6 +56,13 @@ def test_arguments_results_and_behaviour_survive_the_native_format(tmp_path):
     back = load_trace(save_trace(trace, tmp_path / "t.rtrace"))
     assert back.api_calls == trace.api_calls
     assert back.meta.behaviour == trace.meta.behaviour
+    # Stored uncompressed (scan's temporary traces), the same trace comes back.
+    plain = save_trace(trace, tmp_path / "plain.rtrace", compress=False)
+    with zipfile.ZipFile(plain) as members:
+        assert {m.compress_type for m in members.infolist()} == {zipfile.ZIP_STORED}
+    again = load_trace(plain)
+    assert again.api_calls == trace.api_calls and again.blocks == trace.blocks
+    assert (again.visits == trace.visits).all() and again.meta == back.meta
 
 
 def test_version_1_traces_still_load_without_arguments():

@@ -36,7 +36,10 @@ def test_choices_match_the_stages() -> None:
 
 def test_building_the_command_line_loads_neither_numpy_nor_torch() -> None:
     code = (
-        "import sys, runtrace.cli\n"
+        "import sys, typer.main\n"
+        "from runtrace.cli.app import app\n"
+        "typer.main.get_command(app)  # every command registered, every option built\n"
+        "assert 'runtrace.cli.corpus_cmd' in sys.modules\n"
         "heavy = {'numpy', 'torch', 'sklearn', 'pyarrow'} & set(sys.modules)\n"
         "assert not heavy, heavy\n"
     )

@@ -1,6 +1,7 @@
 """`runtrace` command line: a thin layer over the stage packages.
 
-Each command lives in its own module and registers itself on `app`; importing the module is enough.
+Each command lives in its own module and registers itself on `app` when imported; `app` imports the
+modules when it is first built (`runtrace.cli.app.RuntraceTyper`), and `main` only the one it runs.
 """
 
 from __future__ import annotations
@@ -13,25 +14,19 @@ import sys
 # value the user set wins.
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
-import runtrace.cli.calibrate_cmd  # noqa: F401  (registers commands)
-import runtrace.cli.convert_cmd  # noqa: F401  (registers commands)
-import runtrace.cli.corpus_cmd  # noqa: F401  (registers commands)
-import runtrace.cli.dataset_cmd  # noqa: F401  (registers commands)
-import runtrace.cli.demo_cmd  # noqa: F401  (registers commands)
-import runtrace.cli.evaluate_cmd  # noqa: F401  (registers commands)
-import runtrace.cli.export_cmd  # noqa: F401  (registers commands)
-import runtrace.cli.results_cmd  # noqa: F401  (registers commands)
-import runtrace.cli.scan_cmd  # noqa: F401  (registers commands)
-import runtrace.cli.serve_cmd  # noqa: F401  (registers commands)
-import runtrace.cli.similar_cmd  # noqa: F401  (registers commands)
-import runtrace.cli.train_cmd  # noqa: F401  (registers commands)
-from runtrace.cli import trace_cmd  # noqa: F401  (registers commands)
-from runtrace.cli.app import UserError, app, fail
+from runtrace.cli.app import UserError, app, fail, running_as_own_process  # noqa: E402  (after the environment above)
 
 
 def main() -> None:
+    from typer.main import get_group
+
+    running_as_own_process()  # this process ends with the command (see app.start_up)
+    # Only the module of the command named, when it names one (a typo or `--help` loads them all).
+    app.load_only(sys.argv[1] if len(sys.argv) > 1 else "")
     try:
-        app()  # typer's standalone mode ends with SystemExit, always
+        # The group, as `app()` builds it with every command registered; `get_group` keeps it a group
+        # when only one command is (typer would otherwise make that command the whole program).
+        get_group(app)()  # standalone mode ends with SystemExit, always
     except SystemExit as e:
         code = e.code
     except UserError as e:

@@ -1,10 +1,11 @@
 """`runtrace scan`: is this program malicious, how sure is the model, and why.
 
 Parses the options, hands the inputs to `runtrace.scan.scanner.Scanner` (which builds the result
-document) and prints it.  Start-up is kept lean on purpose (the whole process should answer in about a
-second): at load time this module imports typer and import-free modules only (the shared options,
-`scan.defaults`); the scanner, numpy and the emulator are imported when the command runs, and torch never
-is (inference runs on ONNX Runtime).
+document) and prints it.  Start-up is kept lean on purpose (the whole process should answer in well
+under a second): at load time this module imports typer and import-free modules only (the shared
+options, `scan.defaults`); the scanner, numpy and the emulator are imported when the command runs, rich
+only to print something other than JSON (the table, an error, a progress bar on a terminal), and torch
+never (inference runs on ONNX Runtime).
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from pathlib import Path
 
 import typer
 
-from runtrace.cli.app import INTERRUPTED, app, console, err_console, fail, one_blas_thread
+from runtrace.cli.app import INTERRUPTED, app, fail, one_blas_thread, start_up, stderr_may_be_a_terminal
 from runtrace.cli.options import TracerRun, tracer_options
 from runtrace.scan.defaults import DEFAULT_EXPLAIN
+from runtrace.trace.emulate.inputs import Sample
 
 
 @app.command()
@@ -69,19 +71,22 @@ def scan(
     if explain < 0 or (min_instructions is not None and min_instructions < 0):
         raise fail("--explain and --min-instructions must not be negative")
 
-    from runtrace.scan.inputs import iter_inputs
-    from runtrace.scan.scanner import Scanner, ScannerError, ScanOptions
+    with start_up():
+        from runtrace.scan.inputs import iter_inputs
+        from runtrace.scan.scanner import Scanner, ScannerError, ScanOptions
 
-    options = ScanOptions(min_instructions=min_instructions, explain=explain, workers=tracer.workers,
-                          tracer=tracer.settings, dask=tracer.dask, neighbours=neighbours)  # fmt: skip
-    try:
-        scanner = Scanner.load(model, options, threshold, index)
-    except ScannerError as e:
-        raise fail(str(e)) from None
-    try:
-        inputs = list(iter_inputs(paths, password, tracer.max_bytes))
-    except KeyboardInterrupt:
-        raise fail("interrupted while listing the inputs; nothing was scanned", INTERRUPTED) from None
+        options = ScanOptions(min_instructions=min_instructions, explain=explain, workers=tracer.workers,
+                              tracer=tracer.settings, dask=tracer.dask, neighbours=neighbours)  # fmt: skip
+        try:
+            scanner = Scanner.load(model, options, threshold, index)
+        except ScannerError as e:
+            raise fail(str(e)) from None
+        try:
+            inputs = list(iter_inputs(paths, password, tracer.max_bytes))
+        except KeyboardInterrupt:
+            raise fail("interrupted while listing the inputs; nothing was scanned", INTERRUPTED) from None
+        if not tracer.dask and any(isinstance(item, Sample) for item in inputs):
+            import runtrace.trace.emulate.batch  # noqa: F401  (the tracer: Speakeasy and unicorn, here in start-up)
     try:
         report = run_with_progress(scanner, inputs)
     except OSError as e:  # no room for the temporary traces, no Dask scheduler: the run cannot go on
@@ -89,6 +94,7 @@ def scan(
     if json_output:
         sys.stdout.write(report.model_dump_json(indent=1) + "\n")
     else:
+        from runtrace.cli.app import console
         from runtrace.scan.render import render_report
 
         render_report(report, console)
@@ -98,12 +104,14 @@ def scan(
 def finish(report, done: str) -> None:
     """The end of a `scan` or `similar` run: each failed input in one line on stderr, a word when the
     run was interrupted, and the report's exit status."""
-    from rich.markup import escape
+    failed = [r for r in report.results if r.status == "error"]
+    if failed or report.exit_code == INTERRUPTED:  # rich is imported only to say something
+        from rich.markup import escape
 
-    for r in report.results:
-        if r.status == "error":
-            message = r.reason if r.name in (r.reason or "") else f"{r.name}: {r.reason}"
-            err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+        from runtrace.cli.app import err_console
+    for r in failed:
+        message = r.reason if r.name in (r.reason or "") else f"{r.name}: {r.reason}"
+        err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     if report.exit_code == INTERRUPTED:
         err_console.print(
             f"[yellow]interrupted:[/] {len(report.results)} of {report.inputs} inputs {done} (reported "
@@ -116,6 +124,10 @@ def finish(report, done: str) -> None:
 
 def run_with_progress(runner, inputs: list, label: str = "scanning"):
     """`runner.run(inputs)` (a Scanner's or a NeighbourFinder's), with a progress bar on a terminal."""
+    if not stderr_may_be_a_terminal():
+        return runner.run(inputs)
+    from runtrace.cli.app import err_console
+
     if not err_console.is_terminal:
         return runner.run(inputs)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

@@ -145,21 +145,22 @@ class TraceRunner(Generic[R]):
                 # The same bytes under another name (a copy, an archive member): the same analysis.
                 done(index, result if k == 0 else result.model_copy(update={"name": inputs[index].name}))
 
-        def run(out: Path) -> None:
+        def run(out: Path, keep: bool) -> None:
             if o.dask:
                 from runtrace.trace.emulate.dask_runner import trace_batch_dask
 
                 trace_batch_dask(samples, out, o.dask, settings, on_done=finished)
             else:
-                trace_batch(samples, out, settings, workers, on_done=finished, stop=stop)
+                # A trace read once and deleted is not worth compressing (see save_trace).
+                trace_batch(samples, out, settings, workers, on_done=finished, stop=stop, compress=keep)
 
         if o.keep_traces is not None:  # the service: traces kept for download, reused by sha256
-            run(o.keep_traces)
+            run(o.keep_traces, keep=True)
             return
         # Traces go to a private temporary directory outside the project and are deleted as soon as
         # they are scored; nothing is reused between runs (a scan always traces afresh).
         with tempfile.TemporaryDirectory(prefix="runtrace-scan-") as tmp:
-            run(Path(tmp))
+            run(Path(tmp), keep=False)
 
     def _analyse_saved(self, outcome, name: str, load_trace) -> R:
         path = Path(outcome.path)

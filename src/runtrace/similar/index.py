@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,6 +79,47 @@ def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
             folded = (part * _FOLD[:rows]).sum(axis=1, dtype=np.uint64)
             keys[b] = folded ^ (folded >> np.uint64(29)) ^ np.uint64(b)
     return keys
+
+
+class Entries(Sequence):
+    """The known files of a loaded index, kept as entries.json's columns; a row becomes a dict only when
+    asked for (a scan shows five of them: making all ten thousand dicts was most of loading the index)."""
+
+    def __init__(self, columns: dict[str, list]) -> None:
+        if not isinstance(columns, dict) or not all(isinstance(c, list) for c in columns.values()):
+            raise TypeError("not a JSON object of columns")
+        if len({len(c) for c in columns.values()}) > 1:
+            raise ValueError("columns of different lengths")
+        self._columns = columns
+        self._n = len(next(iter(columns.values()))) if columns else 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(self._n))]
+        if not -self._n <= i < self._n:
+            raise IndexError("entry index out of range")
+        return {name: column[i] for name, column in self._columns.items()}
+
+
+def _array(data: bytes) -> np.ndarray:
+    """The array a .npy file's bytes hold, read-only over those bytes: np.load would copy all of them
+    (the bytes are read whole anyway, to check their sha256 first)."""
+    from numpy.lib import format as npy
+
+    buffer = io.BytesIO(data)
+    version = npy.read_magic(buffer)
+    if version not in ((1, 0), (2, 0)):  # what np.save writes; anything else the slower way
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    read_header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+    shape, fortran, dtype = read_header(buffer)
+    if dtype.hasobject:
+        raise ValueError("Object arrays cannot be loaded when allow_pickle=False")
+    count = int(np.prod(shape, dtype=np.int64))
+    flat = np.frombuffer(data, dtype=dtype, count=count, offset=buffer.tell())
+    return flat.reshape(shape, order="F" if fortran else "C")
 
 
 class SimilarityIndex:
@@ -136,7 +178,10 @@ class SimilarityIndex:
                 found.append(self.band_order[b, lo:hi])
         if not found:
             return np.zeros(0, dtype=np.int64)
-        return np.unique(np.concatenate(found))
+        # Sorted and distinct, as np.unique would give them; numpy 2.4's np.unique imports numpy.ma on
+        # its first call (about 8 ms of CPU of a one-file `runtrace scan`, measured).
+        found = np.sort(np.concatenate(found))
+        return found[np.concatenate(([True], found[1:] != found[:-1]))]
 
     def nearest(
         self,
@@ -235,7 +280,7 @@ class SimilarityIndex:
                 raise IndexFileError(f"{directory}: {path.name} is missing ({e.strerror})") from None
             if hashlib.sha256(data).hexdigest() != meta["sha256"].get(name):
                 raise IndexFileError(f"{directory}: {path.name} does not match its sha256 in index.json")
-            arrays[name] = np.load(io.BytesIO(data), allow_pickle=False)
+            arrays[name] = _array(data)
         try:
             data = (directory / "entries.json").read_bytes()
         except OSError as e:
@@ -243,8 +288,7 @@ class SimilarityIndex:
         if hashlib.sha256(data).hexdigest() != meta["sha256"].get("entries"):
             raise IndexFileError(f"{directory}: entries.json does not match its sha256 in index.json")
         try:
-            columns = json.loads(data)
-            entries = [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+            entries = Entries(json.loads(data))
         except (ValueError, TypeError, AttributeError) as e:
             raise IndexFileError(f"{directory}: entries.json is not a table of known files ({e})") from None
         index = cls.__new__(cls)

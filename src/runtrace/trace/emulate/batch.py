@@ -123,17 +123,20 @@ def truncation(data: bytes) -> str | None:
     return None
 
 
-def trace_one(sample: Sample, settings: TracerSettings, out_dir: Path, extra=None) -> dict:
+def trace_one(
+    sample: Sample, settings: TracerSettings, out_dir: Path, extra=None, compress: bool = True
+) -> dict:
     """Read, emulate and save one sample; returns the outcome as a dict (an "error" key when it failed).
 
     The unit of work of a batch, run in a child process: it takes only a small picklable descriptor
-    and reads the bytes itself, so it can run wherever the sample's path can be read.
+    and reads the bytes itself, so it can run wherever the sample's path can be read.  `compress`:
+    see `save_trace`.
     """
     try:
         data = _read_sample(sample)
         trace = emulate(data, sample.sha256, sample.name, settings)
         del data
-        path = save_trace(trace, trace_path(out_dir, sample.sha256))
+        path = save_trace(trace, trace_path(out_dir, sample.sha256), compress=compress)
         if extra is not None:
             extra(trace, out_dir)
         outcome = _outcome_of(trace, sample.name, path)
@@ -147,12 +150,12 @@ def trace_one(sample: Sample, settings: TracerSettings, out_dir: Path, extra=Non
         return {"error": f"tracer failed: {type(e).__name__}: {str(e)[:200]}"}
 
 
-def _child_main(conn, sample: Sample, settings: TracerSettings, out_dir: Path, extra) -> None:
+def _child_main(conn, sample: Sample, settings: TracerSettings, out_dir: Path, extra, compress: bool) -> None:
     # Ctrl-C in a terminal reaches the whole process group; the parent decides what happens to the
     # children (it stops them), so a child never dies half-way through writing with a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        conn.send(trace_one(sample, settings, out_dir, extra))
+        conn.send(trace_one(sample, settings, out_dir, extra, compress))
     finally:
         conn.close()
 
@@ -237,6 +240,7 @@ def trace_batch(
     retry_errors: bool = False,
     extra_writer: Callable | None = None,
     stop: Callable[[], bool] | None = None,
+    compress: bool = True,
 ) -> list[TraceOutcome]:
     """Trace every sample into out_dir; returns one outcome per input, in completion order.
 
@@ -244,7 +248,8 @@ def trace_batch(
     child after the native trace is saved (e.g. to also write an x64dbg file), and in this process as
     `extra_writer(trace, out_dir, replace=False)` for a trace reused from an earlier run.  `stop` is
     polled while children run: when it returns True the batch ends as Ctrl-C ends it (children killed,
-    `BatchInterrupted`), which is how the scanning service stops a deleted scan.
+    `BatchInterrupted`), which is how the scanning service stops a deleted scan.  `compress=False`
+    stores the traces uncompressed, for a caller that reads each one once and deletes it (`scan`).
     """
     settings = settings or TracerSettings()
     workers = max(1, workers or os.cpu_count() or 1)
@@ -279,7 +284,7 @@ def trace_batch(
                         on_done(reused)
                 else:
                     pending.append(item)
-        _run(pending, running, workers, settings, out_dir, extra_writer, finish, stop)
+        _run(pending, running, workers, settings, out_dir, extra_writer, finish, stop, compress)
     except KeyboardInterrupt:
         unfinished = len(pending) + len(running)
         for proc in running:
@@ -293,7 +298,9 @@ def trace_batch(
     return outcomes
 
 
-def _run(pending: deque, running: dict, workers: int, settings, out_dir, extra_writer, finish, stop) -> None:
+def _run(
+    pending: deque, running: dict, workers: int, settings, out_dir, extra_writer, finish, stop, compress
+) -> None:
     hard_limit = settings.timeout_s + HARD_TIMEOUT_GRACE_S if settings.timeout_s > 0 else None
     while pending or running:
         if stop is not None and stop():
@@ -301,7 +308,7 @@ def _run(pending: deque, running: dict, workers: int, settings, out_dir, extra_w
         while pending and len(running) < workers:
             sample = pending.popleft()
             receiver, sender = Pipe(duplex=False)
-            proc = ForkedChild(_child_main, (sender, sample, settings, out_dir, extra_writer))
+            proc = ForkedChild(_child_main, (sender, sample, settings, out_dir, extra_writer, compress))
             proc.start()
             sender.close()
             running[proc] = (sample, time.monotonic(), receiver)
