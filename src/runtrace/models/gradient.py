@@ -32,6 +32,7 @@ from runtrace.models.bsm_transformer import (
     attention_weights,
     gelu,
     merge_heads,
+    padding_bias,
     split_heads,
 )
 from runtrace.models.layers import reverse_padded
@@ -236,13 +237,13 @@ class TransformerGradient(nn.Module):
         """As `WindowGradient.forward`: (B, T, D) d(weighted outputs) / dx."""
         body = self.body
         steps = torch.arange(x.shape[1], device=x.device)
-        keep = steps[None, :] < lengths[:, None]
+        bias = padding_bias(steps[None, :] < lengths[:, None])
         h = x + body.positions(steps)
         kept = []
         for layer in body.layers:
             a, norm1 = _norm(layer.norm1, h)
             q, k, v = split_heads(layer.attention.qkv(a), layer.attention.heads)
-            p = attention_weights(q, k, keep)
+            p = attention_weights(q, k, bias)
             h = h + layer.attention.out(merge_heads(p @ v))
             c, norm2 = _norm(layer.norm2, h)
             u = layer.ff1(c)
