@@ -62,7 +62,7 @@ def test_evaluate_writes_a_report(datasets, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["-m", "ngram-lr,transformer"], "unknown model"),
+        (["-m", "ngram-lr,gru"], "unknown model"),
         (["-p", "random"], "--protocol"),
         (["-r", "bsm"], "no BSM dataset"),
         (["--target-fpr", "2"], "--target-fpr"),
