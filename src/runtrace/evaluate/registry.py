@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from runtrace.evaluate.baselines import MetadataBaseline, NgramCache, NgramLightGBM, NgramLogisticRegression
-from runtrace.evaluate.names import BY_ORIGIN, HOLDOUT, INNER_CV
+from runtrace.evaluate.names import BY_ORIGIN, HOLDOUT, INNER_CV, SEQUENCE_MODELS
 from runtrace.models.interface import FileClassifier
 
 
@@ -47,13 +47,13 @@ def _build_neighbours(ctx: BuildContext) -> FileClassifier:
     return NeighbourVote(cache=ctx.shared.setdefault("signature_cache", SignatureCache()))
 
 
-def _build_sequence_model(name: str, kinds: dict[str, str]) -> Callable[[BuildContext], FileClassifier]:
-    """A builder of the model of `kinds[representation]` (a `runtrace.models.names.KINDS` kind)."""
+def _build_sequence_model(name: str) -> Callable[[BuildContext], FileClassifier]:
+    """A builder of the model kind `SEQUENCE_MODELS[name]` names for the representation."""
 
     def build(ctx: BuildContext) -> FileClassifier:
         from runtrace.models.estimator import CLASSIFIERS  # here: torch is imported only when asked for
 
-        kind = kinds.get(ctx.representation)
+        kind = SEQUENCE_MODELS[name].get(ctx.representation)
         if kind is None:
             raise ModelUnavailable(f"{name}: none for representation {ctx.representation!r}")
         # Early stopping draws its validation files from the training fold; under by-origin it must draw
@@ -71,13 +71,13 @@ MODELS: dict[str, ModelSpec] = {
             "lstm",
             "LSTM over the token sequence (IsmLstm / BsmLstm)",
             HOLDOUT,
-            _build_sequence_model("lstm", {"ism": "ism-lstm", "bsm": "bsm-lstm"}),
+            _build_sequence_model("lstm"),
         ),
         ModelSpec(
             "transformer",
             "BSM only: the BSM block encoder, a small pre-norm transformer over blocks (BsmTransformer)",
             HOLDOUT,
-            _build_sequence_model("transformer", {"bsm": "bsm-transformer"}),
+            _build_sequence_model("transformer"),
         ),
         ModelSpec(
             "ngram-lr",
