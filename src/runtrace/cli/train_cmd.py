@@ -1,6 +1,6 @@
 """`runtrace train`: fit an ISM or BSM LSTM (or, `--kind bsm-transformer`, the BSM transformer) on a
-dataset and save it (safetensors + JSON), with the ONNX
-graphs `scan` and `serve` run (`runtrace.models.export`).
+dataset and save it (safetensors + JSON), with the ONNX graphs `scan` and `serve` run
+(`runtrace.models.export`).
 
 Runs on one process by default; `torchrun --nproc_per_node N runtrace train ...` trains with
 DistributedDataParallel (gloo on CPU, nccl on CUDA) and rank 0 writes the model.
