@@ -1,10 +1,12 @@
-"""Training throughput of the LSTM models at default sizes, with and without length bucketing and
-sequence packing, on synthetic data (so the figure measures the models, not a corpus).
+"""Training throughput of the sequence models at default sizes — the LSTMs with and without length
+bucketing and sequence packing, and the BSM transformer beside the BSM LSTM — on synthetic data (so the
+figure measures the models, not a corpus).
 
 Windows are cut the way training cuts them (sliding, the default window length), from files of very
 different lengths, so batches mix long and short windows: that is where bucketing and packing matter.
 "Padded+exact" runs the fused LSTM kernel over the padded batch (exact: see `SequenceLstm`); "packed"
-uses `pack_padded_sequence`, which on CPU drops to a much slower kernel.
+uses `pack_padded_sequence`, which on CPU drops to a much slower kernel.  The transformer has no
+packed path; it runs on the same BSM data, windows and batches as the BSM LSTM's default row.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ def _padding_share(lengths: np.ndarray, batch_size: int, bucket: bool) -> float:
     return 1.0 - float(lengths.sum()) / padded
 
 
-def _measure(representation: str, bucket: bool, pack: bool, files: int, epochs: int) -> dict:
+def _measure(
+    representation: str, bucket: bool, pack: bool, files: int, epochs: int, kind: str | None = None
+) -> dict:
     data = synthetic_dataset(
         representation,
         files,
@@ -49,10 +53,11 @@ def _measure(representation: str, bucket: bool, pack: bool, files: int, epochs: 
         n_blocks=2000,
         seed=0,
     )
-    clf = make_classifier(representation)
+    clf = make_classifier(representation, kind)
     length = 512 if representation == "ism" else 256
     clf.config.window = WindowConfig("sliding", length=length)
-    clf.config.model = type(clf.config.model)(**{**clf.config.model.to_json(), "pack": pack})
+    if kind is None:
+        clf.config.model = type(clf.config.model)(**{**clf.config.model.to_json(), "pack": pack})
     clf.config.train = TrainConfig(epochs=epochs, val_fraction=0.0, bucket=bucket, progress=False, seed=0)
     started = time.perf_counter()
     clf.fit(data, np.arange(len(data)))
@@ -61,6 +66,8 @@ def _measure(representation: str, bucket: bool, pack: bool, files: int, epochs: 
     windows = clf.windows(data, np.arange(len(data)))
     return {
         "tokens_per_s": last["tokens_per_s"],
+        # Every window is a training sample once per epoch (no validation split here).
+        "windows_per_s": len(windows) / max(last["seconds"], 1e-9),
         "epoch_s": last["seconds"],
         "tokens": last["tokens"],
         "padding": _padding_share(windows.lengths, clf.config.train.batch_size, bucket),
@@ -82,7 +89,21 @@ def run(threads: int = 1) -> dict:
 def _run(threads: int) -> dict:
     for representation in ("ism", "bsm"):  # process-wide one-off costs (lazy imports) out of the figures
         _measure(representation, True, False, files=8, epochs=1)
+    _measure("bsm", True, False, files=8, epochs=1, kind="bsm-transformer")
     rows, headline = [], {}
+
+    def row(name: str, label: str, m: dict, base: float, pack: bool = False) -> dict:
+        return {
+            "model": name,
+            "batching": label,
+            "tokens/s": f"{m['tokens_per_s']:,.0f}",
+            "windows/s": f"{m['windows_per_s']:,.1f}",
+            "relative": f"{m['tokens_per_s'] / base:.2f}",
+            "padding": "skipped" if pack else f"{m['padding']:.0%}",
+            "epoch s": f"{m['epoch_s']:.2f}",
+            "tokens/epoch": f"{m['tokens']:,}",
+        }
+
     for representation, name in (("ism", "IsmLstm"), ("bsm", "BsmLstm")):
         base = None
         for label, bucket, pack, files, epochs in SETTINGS:
@@ -90,23 +111,25 @@ def _run(threads: int) -> dict:
             runs = [_measure(representation, bucket, pack, files, epochs) for _ in range(repeats)]
             m = max(runs, key=lambda r: r["tokens_per_s"])
             base = base or m["tokens_per_s"]
-            rows.append(
-                {
-                    "model": name,
-                    "batching": label,
-                    "tokens/s": f"{m['tokens_per_s']:,.0f}",
-                    "relative": f"{m['tokens_per_s'] / base:.2f}",
-                    "padding": "skipped" if pack else f"{m['padding']:.0%}",
-                    "epoch s": f"{m['epoch_s']:.2f}",
-                    "tokens/epoch": f"{m['tokens']:,}",
-                }
-            )
+            rows.append(row(name, label, m, base, pack))
             if (bucket, pack) == (True, False):
+                unit = "tokens" if representation == "ism" else "blocks"
                 headline[f"{name} training throughput (default sizes and batching)"] = (
-                    f"{m['tokens_per_s']:,.0f} {'tokens' if representation == 'ism' else 'blocks'}/s"
+                    f"{m['tokens_per_s']:,.0f} {unit}/s, {m['windows_per_s']:,.1f} windows/s"
                 )
+        if representation == "bsm":
+            # The same data, windows and batching as the BSM LSTM's default row; relative to that row.
+            label, bucket, pack, files, epochs = SETTINGS[0]
+            runs = [_measure("bsm", bucket, pack, files, epochs, "bsm-transformer") for _ in range(REPEATS)]
+            m = max(runs, key=lambda r: r["tokens_per_s"])
+            rows.append(row("BsmTransformer", "bucketing, padded (CPU default)", m, base))
+            headline["BsmTransformer training throughput (default sizes and batching)"] = (
+                f"{m['tokens_per_s']:,.0f} blocks/s, {m['windows_per_s']:,.1f} windows/s "
+                f"({m['tokens_per_s'] / base:.2f} x the BsmLstm's)"
+            )
     headline["setting"] = (
-        f"CPU, {threads} torch threads, batch 32, default model sizes (embed 32, hidden 64, 1 layer); "
+        f"CPU, {threads} torch threads, batch 32, default model sizes (LSTMs: embed 32, hidden 64, 1 layer; "
+        "transformer: block vectors 64, 2 layers, 4 heads, feed-forward 128); "
         "synthetic files of 10-3000 items (log-uniform), "
         "sliding windows (ISM 512 tokens, BSM 256 blocks); "
         f"last epoch timed (best of {REPEATS}), forward + backward + AdamW step"
@@ -116,7 +139,9 @@ def _run(threads: int) -> dict:
         "rows": rows,
         "notes": [
             "BSM throughput counts blocks (sequence steps); each block also runs the block encoder over its "
-            "instructions, once per distinct block in a batch."
+            "instructions, once per distinct block in a batch.",
+            "windows/s: training samples per second (every window of the epoch is one sample; windows are "
+            "up to 512 tokens or 256 blocks, shorter where a file is).",
         ],
     }
 

@@ -43,3 +43,26 @@ def test_missing_model_directory_is_one_line(tmp_path):
     result = CliRunner().invoke(app, ["calibrate", str(tmp_path / "nope"), "--report", str(tmp_path)])
     assert result.exit_code == 2
     assert "not a model directory" in result.output
+
+
+def test_a_transformer_is_calibrated_on_the_transformers_scores(tmp_path):
+    rng = np.random.default_rng(1)
+    y = np.array([0] * 100 + [1] * 20)
+    lstm = rng.uniform(0, 1, len(y))
+    transformer = np.where(y == 1, rng.uniform(0.6, 1, len(y)), rng.uniform(0, 0.8, len(y)))
+    n = len(y)
+    rows = {"representation": ["bsm"] * 2 * n, "protocol": ["by-file"] * 2 * n,
+            "model": ["lstm"] * n + ["transformer"] * n, "unit": ["file"] * 2 * n,
+            "label": [*y.tolist(), *y.tolist()],
+            "score": [*lstm.tolist(), *transformer.tolist()]}  # fmt: skip
+    report = tmp_path / "report"
+    report.mkdir()
+    pq.write_table(pa.table(rows), report / "predictions.parquet")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"kind": "bsm-transformer"}))
+    result = CliRunner().invoke(app, ["calibrate", str(model), "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    cal = json.loads((model / "calibration.json").read_text())
+    assert cal["threshold"] == threshold_for_fpr(y, transformer, 0.01)
+    assert "transformer scores" in cal["source"]

@@ -23,6 +23,7 @@ def values(enum) -> tuple[str, ...]:
 
 def test_choices_match_the_stages() -> None:
     assert values(choices.Representation) == REPRESENTATIONS
+    assert values(choices.ModelKind) == tuple(KINDS)
     assert values(choices.RepresentationOrAll) == (*REPRESENTATIONS, "all")
     assert values(choices.Protocol) == PROTOCOLS
     assert values(choices.ProtocolOrAll) == (*PROTOCOLS, "all")
@@ -49,9 +50,10 @@ def test_building_the_command_line_loads_neither_numpy_nor_torch() -> None:
 
 def test_the_checkpoint_spec_names_the_estimators_kinds() -> None:
     """`models/spec.py` (read by the torch-free scanner) and the estimators agree on the model kinds."""
-    from runtrace.models.estimator import BsmLstm, IsmLstm
+    from runtrace.models.estimator import CLASSIFIERS
 
-    assert {c.kind: c.representation for c in (IsmLstm, BsmLstm)} == KINDS
+    assert {kind: c.representation for kind, c in CLASSIFIERS.items()} == KINDS
+    assert all(c.kind == kind for kind, c in CLASSIFIERS.items())
 
 
 def test_a_value_outside_the_choices_is_one_line_naming_the_option() -> None:

@@ -62,7 +62,7 @@ def test_evaluate_writes_a_report(datasets, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["-m", "ngram-lr,transformer"], "unknown model"),
+        (["-m", "ngram-lr,gru"], "unknown model"),
         (["-p", "random"], "--protocol"),
         (["-r", "bsm"], "no BSM dataset"),
         (["--target-fpr", "2"], "--target-fpr"),
@@ -114,6 +114,22 @@ def test_real_lstm_runs_inside_the_guard(datasets, tmp_path):
     metrics = json.loads((tmp_path / "lstm" / "metrics.json").read_text())
     assert metrics["results"][0]["per_file"]["counts"]["n"] == 30
     assert (tmp_path / "lstm" / "plots" / "bsm-by-origin-lstm-training.png").exists()
+
+
+@pytest.mark.slow
+def test_the_transformer_runs_on_bsm_and_is_skipped_on_ism(datasets, tmp_path):
+    result = _evaluate(
+        "-d", str(datasets[0]), "-d", str(datasets[1]), "-p", "by-origin", "-m", "transformer",
+        "--folds", "3", "--lstm-epochs", "1", "--threads", "1", "-o", str(tmp_path / "t"),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "not run: ism by-origin transformer: transformer: none for representation 'ism'" in " ".join(
+        result.output.split()
+    )
+    metrics = json.loads((tmp_path / "t" / "metrics.json").read_text())
+    [entry] = metrics["results"]
+    assert (entry["representation"], entry["model"]) == ("bsm", "transformer")
+    assert entry["per_file"]["counts"]["n"] == 30
 
 
 def test_evaluate_resumes_after_ctrl_c(datasets, tmp_path, monkeypatch):

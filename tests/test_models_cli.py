@@ -70,8 +70,11 @@ def corpus(tmp_path_factory) -> tuple[Path, Path]:
     return traces, manifest
 
 
-@pytest.mark.parametrize("representation", ["ism", "bsm"])
-def test_dataset_build_and_train(tmp_path: Path, corpus, representation: str) -> None:
+@pytest.mark.parametrize(
+    ("representation", "kind"),
+    [("ism", None), ("bsm", None), pytest.param("bsm", "bsm-transformer", marks=pytest.mark.slow)],
+)
+def test_dataset_build_and_train(tmp_path: Path, corpus, representation: str, kind: str | None) -> None:
     torch.set_num_threads(1)
     traces, manifest = corpus
     ds = tmp_path / "ds"
@@ -101,6 +104,7 @@ def test_dataset_build_and_train(tmp_path: Path, corpus, representation: str) ->
             "--no-progress",
             "--lr",
             "0.01",
+            *(["--kind", kind] if kind else []),
         ],
     )
     assert result.exit_code == 0, result.output
@@ -115,7 +119,7 @@ def test_dataset_build_and_train(tmp_path: Path, corpus, representation: str) ->
     config = json.loads((model_dir / "config.json").read_text())
     assert set(config["onnx"]["graphs"]) == {"items", "windows", "gradient"}
     assert max(config["onnx"]["max_difference_from_torch"].values()) < 1e-4
-    assert OnnxModel.load(model_dir).kind == f"{representation}-lstm"
+    assert OnnxModel.load(model_dir).kind == (kind or f"{representation}-lstm")
     log = [json.loads(line) for line in (model_dir / "training_log.jsonl").read_text().splitlines()]
     assert len(log) == 2
 
@@ -197,6 +201,10 @@ def test_train_refuses_the_wrong_representation(tmp_path: Path, corpus) -> None:
     )
     result = runner.invoke(app, ["train", "-d", str(tmp_path), "-r", "bsm", "-o", str(tmp_path / "m")])
     assert result.exit_code == 2 and "ISM dataset" in result.output
+    result = runner.invoke(
+        app, ["train", "-d", str(tmp_path), "--kind", "bsm-transformer", "-o", str(tmp_path / "m")]
+    )
+    assert result.exit_code == 2 and "bsm-transformer reads BSM datasets" in result.output
 
 
 def test_export_refuses_what_is_not_a_model_in_one_line(tmp_path: Path) -> None:

@@ -332,6 +332,20 @@ def test_an_ism_model_scans_and_explains(traces) -> None:
     assert kinds <= {"block", "api"} and r.explanation.units_exact > 0
 
 
+def test_a_bsm_transformer_scans_and_explains(tmp_path) -> None:
+    from scan_support import parity_model_dir
+
+    model = parity_model_dir("bsm-transformer-mean")
+    # Long enough to be judged: the model's training traces were at least 1,195 instructions.
+    trace = write_traces(tmp_path, {"long": (True, 731, {"n_visits": 1500})})["long"]
+    result = CliRunner().invoke(app, ["scan", "--model", str(model), "--json", str(trace)])
+    report = ScanReport.model_validate_json(result.stdout)
+    assert report.model.representation == "bsm" and report.model.kind == "bsm-transformer"
+    r = report.results[0]
+    assert r.status == "ok" and r.trace.sequence_length == r.trace.visits + r.trace.api_calls
+    assert 0.0 < r.probability < 1.0 and r.explanation.units_exact > 0
+
+
 def test_ctrl_c_reports_the_files_finished_and_exits_130(traces, monkeypatch) -> None:
     from runtrace.scan.scanner import Scanner
 

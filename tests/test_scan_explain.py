@@ -49,7 +49,12 @@ def test_occlusion_puts_the_planted_block_first(model: OnnxModel, seed: int) -> 
 
 
 # Random-weight models (committed, tests/fixtures/models/parity/) beside the trained one.
-RANDOM_MODELS = ("bsm-bi-attention", "bsm-uni2-max-max", "ism-bi2-last-attention")
+RANDOM_MODELS = (
+    "bsm-bi-attention",
+    "bsm-uni2-max-max",
+    "ism-bi2-last-attention",
+    "bsm-transformer-conv-1layer-max-attention",
+)
 
 
 @pytest.mark.parametrize(

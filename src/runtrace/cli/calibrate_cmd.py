@@ -6,20 +6,23 @@ protocol): `runtrace.evaluate.thresholds.threshold_from_report` says why.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
 
 from runtrace.cli.app import app, console, fail
 from runtrace.cli.choices import Protocol, Representation
-from runtrace.evaluate.names import DEFAULT_TARGET_FPR
+from runtrace.evaluate.names import DEFAULT_TARGET_FPR, SEQUENCE_MODELS
 
 
 @app.command()
 def calibrate(
     model: Path = typer.Argument(..., help="Model directory (runtrace train)."),
     report: Path = typer.Option(..., "--report", help="Evaluation report directory (predictions.parquet)."),
-    representation: Representation = typer.Option(Representation.BSM, help="Which model's predictions."),
+    representation: Representation = typer.Option(
+        None, help="Which representation's predictions (default: the model's, else bsm)."
+    ),
     protocol: Protocol = typer.Option(Protocol.BY_FILE, help="Protocol whose out-of-fold scores are used."),
     target_fpr: float = typer.Option(
         DEFAULT_TARGET_FPR, help="False-positive rate the threshold is chosen for."
@@ -34,7 +37,16 @@ def calibrate(
     if not (model / CONFIG).exists():
         raise fail(f"{model}: not a model directory (no {CONFIG})")
     try:
-        chosen = threshold_from_report(report, representation, protocol, target_fpr)
+        kind = json.loads((model / CONFIG).read_text()).get("kind")
+    except (OSError, ValueError, AttributeError) as e:
+        raise fail(f"{model}/{CONFIG}: unreadable ({e})") from None
+    # The out-of-fold scores of the model's own kind: a transformer is not calibrated on LSTM scores.
+    evaluated = {k: (name, rep) for name, kinds in SEQUENCE_MODELS.items() for rep, k in kinds.items()}
+    name, own_representation = evaluated.get(kind, ("lstm", "bsm"))
+    try:
+        chosen = threshold_from_report(
+            report, representation or own_representation, protocol, target_fpr, model=name
+        )
     except ValueError as e:
         raise fail(str(e)) from None
     written = write_calibration(model, chosen.threshold, target_fpr, chosen.source, version)

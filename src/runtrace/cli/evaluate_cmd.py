@@ -63,7 +63,10 @@ def evaluate(
     representation: RepresentationOrAll = typer.Option(RepresentationOrAll.ALL, "--representation", "-r"),
     protocol: ProtocolOrAll = typer.Option(ProtocolOrAll.ALL, "--protocol", "-p"),
     models: str = typer.Option(
-        "lstm,ngram-lr,ngram-lgbm,metadata", "--models", "-m", help="Comma-separated: lstm, ngram-lr, ..."
+        "lstm,ngram-lr,ngram-lgbm,metadata",
+        "--models",
+        "-m",
+        help="Comma-separated: lstm, transformer, ngram-lr, ...",
     ),
     out: Path = typer.Option(..., "-o", "--out", help="Report directory, e.g. reports/RUN."),
     folds: int = typer.Option(DEFAULT_FOLDS, help="k of the k-fold protocols."),
@@ -90,9 +93,11 @@ def evaluate(
     ),
     window: int = typer.Option(None, help="Leaky protocol: window length (default: the LSTM's)."),
     windows_per_file: int = typer.Option(None, help="Leaky protocol: sampled windows per file."),
-    lstm_epochs: int = typer.Option(None, help="LSTM: at most this many epochs (default: the model's)."),
-    device: Device = typer.Option(Device.AUTO, help="LSTM: where to train."),
-    threads: int = typer.Option(None, help="LSTM: torch CPU threads."),
+    lstm_epochs: int = typer.Option(
+        None, help="LSTM and transformer: at most this many epochs (default: the model's)."
+    ),
+    device: Device = typer.Option(Device.AUTO, help="LSTM and transformer: where to train."),
+    threads: int = typer.Option(None, help="LSTM and transformer: torch CPU threads."),
     overwrite: bool = typer.Option(
         False, help="Start afresh: replace an existing report and forget folds saved by an earlier run."
     ),
@@ -141,7 +146,7 @@ def evaluate(
         target_fpr=target_fpr,
         threshold_fit=threshold_fit,
         window={k: v for k, v in window_overrides.items() if v is not None},
-        model_options={"lstm": lstm_options},
+        model_options={"lstm": lstm_options, "transformer": lstm_options},
         family_cap=family_cap,
         temporal_cut=temporal_cut,
     )

@@ -1,5 +1,6 @@
-"""`runtrace train`: fit an ISM or BSM LSTM on a dataset and save it (safetensors + JSON), with the ONNX
-graphs `scan` and `serve` run (`runtrace.models.export`).
+"""`runtrace train`: fit an ISM or BSM LSTM (or, `--kind bsm-transformer`, the BSM transformer) on a
+dataset and save it (safetensors + JSON), with the ONNX graphs `scan` and `serve` run
+(`runtrace.models.export`).
 
 Runs on one process by default; `torchrun --nproc_per_node N runtrace train ...` trains with
 DistributedDataParallel (gloo on CPU, nccl on CUDA) and rank 0 writes the model.
@@ -16,16 +17,24 @@ from runtrace.cli.choices import (
     Aggregation,
     BlockEncoder,
     Device,
+    ModelKind,
     Pooling,
     Representation,
     ValidationBy,
     Windowing,
 )
 from runtrace.cli.export_cmd import report_export
-from runtrace.models.hyperparameters import BsmLstmConfig, IsmLstmConfig, TrainConfig, VocabularyConfig
+from runtrace.models.hyperparameters import (
+    BsmLstmConfig,
+    BsmTransformerConfig,
+    IsmLstmConfig,
+    TrainConfig,
+    VocabularyConfig,
+)
+from runtrace.models.names import KINDS
 
 # Defaults come from the settings dataclasses (torch-free), so each is written once.
-_T, _I, _B, _V = TrainConfig, IsmLstmConfig, BsmLstmConfig, VocabularyConfig
+_T, _I, _B, _X, _V = TrainConfig, IsmLstmConfig, BsmLstmConfig, BsmTransformerConfig, VocabularyConfig
 
 
 @app.command()
@@ -34,6 +43,9 @@ def train(
     out: Path = typer.Option(..., "-o", "--out", help="Model directory to write."),
     representation: Representation = typer.Option(
         None, "--representation", "-r", help="Default: the dataset's."
+    ),
+    kind: ModelKind = typer.Option(
+        None, "--kind", help="Model kind (default: the LSTM of the dataset's representation)."
     ),
     epochs: int = typer.Option(_T.epochs, help="At most this many epochs (early stopping may end sooner)."),
     batch_size: int = typer.Option(_T.batch_size, help="Windows per step."),
@@ -58,9 +70,13 @@ def train(
     aggregation: Aggregation = typer.Option(Aggregation.MEAN, help="Window scores -> file score."),
     embed: int = typer.Option(_I.embed_dim, help="Instruction embedding size."),
     hidden: int = typer.Option(_I.hidden_size, help="LSTM hidden size."),
-    layers: int = typer.Option(_I.num_layers, help="LSTM layers."),
-    bidirectional: bool = typer.Option(_I.bidirectional, "--bidirectional/--unidirectional"),
-    pooling: Pooling = typer.Option(Pooling(_I.pooling), help="Over LSTM outputs."),
+    layers: int = typer.Option(
+        None, help=f"LSTM layers (default {_I.num_layers}) or transformer layers ({_X.num_layers})."
+    ),
+    bidirectional: bool = typer.Option(_I.bidirectional, "--bidirectional/--unidirectional", help="LSTM."),
+    heads: int = typer.Option(_X.num_heads, help="Transformer: attention heads."),
+    ff_dim: int = typer.Option(_X.ff_dim, help="Transformer: feed-forward width."),
+    pooling: Pooling = typer.Option(Pooling(_I.pooling), help="Over the sequence model's outputs."),
     dropout: float = typer.Option(_I.dropout),
     block_encoder: BlockEncoder = typer.Option(
         BlockEncoder(_B.block_encoder), help="BSM: over a block's instructions."
@@ -75,8 +91,8 @@ def train(
     log: Path = typer.Option(None, help="Epoch log (JSON lines); default: OUT/training_log.jsonl."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Train an LSTM on all files of a dataset (validation split drawn from them) and save it, with the
-    ONNX graphs `runtrace scan` runs."""
+    """Train a sequence model (an LSTM, or the BSM transformer) on all files of a dataset (validation
+    split drawn from them) and save it, with the ONNX graphs `runtrace scan` runs."""
     from runtrace.models.estimator import make_classifier
     from runtrace.models.training_run import train_and_save
     from runtrace.represent.dataset import DatasetError, SequenceDataset
@@ -90,6 +106,9 @@ def train(
         raise fail(f"{dataset} is a {data.representation.upper()} dataset, not {representation}")
     if len(data) == 0:
         raise fail(f"{dataset}: no files")
+    kind = kind or f"{data.representation}-lstm"
+    if KINDS[kind] != data.representation:
+        raise fail(f"{kind} reads {KINDS[kind].upper()} datasets; {dataset} is {data.representation.upper()}")
 
     window_settings = {
         "mode": windowing,
@@ -99,16 +118,17 @@ def train(
         "max_windows": max_windows,
     }
     window_settings = {k: v for k, v in window_settings.items() if v is not None}
-    common = dict(
-        hidden_size=hidden, num_layers=layers, bidirectional=bidirectional, pooling=pooling, dropout=dropout
-    )
+    layers = {} if layers is None else {"num_layers": layers}
+    common = dict(pooling=pooling, dropout=dropout, **layers)
+    lstm = dict(hidden_size=hidden, bidirectional=bidirectional, **common)
+    blocks = dict(insn_embed_dim=embed, block_encoder=block_encoder, block_id_embedding=block_ids)
     try:
-        if data.representation == "ism":
-            model = IsmLstmConfig(embed_dim=embed, **common)
+        if kind == "ism-lstm":
+            model = IsmLstmConfig(embed_dim=embed, **lstm)
+        elif kind == "bsm-lstm":
+            model = BsmLstmConfig(**blocks, **lstm)
         else:
-            model = BsmLstmConfig(
-                insn_embed_dim=embed, block_encoder=block_encoder, block_id_embedding=block_ids, **common
-            )
+            model = BsmTransformerConfig(num_heads=heads, ff_dim=ff_dim, **blocks, **common)
         train_config = TrainConfig(
             epochs=epochs,
             batch_size=batch_size,
@@ -125,6 +145,7 @@ def train(
         vocabulary = VocabularyConfig(min_documents=min_documents, max_size=max_vocab)
         clf = make_classifier(
             data.representation,
+            kind,
             model=model,
             # Options given on the command line change the dataset's own window settings.
             window=WindowConfig.from_json({**data.window_defaults, **window_settings})

@@ -18,6 +18,11 @@ HOLDOUT = "holdout"
 THRESHOLD_FITS = (AUTO, INNER_CV, HOLDOUT)
 DEFAULT_TARGET_FPR = 0.01  # the FPR a threshold is chosen for (per training fold; `runtrace calibrate`)
 
+# The sequence models `--models` can name: per representation, the model kind (`models.names.KINDS`) each
+# trains.  `runtrace calibrate` reads it the other way round, to take a trained model's threshold from the
+# evaluation of its own kind.
+SEQUENCE_MODELS = {"lstm": {"ism": "ism-lstm", "bsm": "bsm-lstm"}, "transformer": {"bsm": "bsm-transformer"}}
+
 DEFAULT_FOLDS = 5  # k of the k-fold protocols
 DEFAULT_SEED = 0  # of the folds, the models and the bootstrap
 DEFAULT_BOOTSTRAP = 1000  # resamples per interval

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from runtrace.evaluate.baselines import MetadataBaseline, NgramCache, NgramLightGBM, NgramLogisticRegression
-from runtrace.evaluate.names import BY_ORIGIN, HOLDOUT, INNER_CV
+from runtrace.evaluate.names import BY_ORIGIN, HOLDOUT, INNER_CV, SEQUENCE_MODELS
 from runtrace.models.interface import FileClassifier
 
 
@@ -47,22 +47,38 @@ def _build_neighbours(ctx: BuildContext) -> FileClassifier:
     return NeighbourVote(cache=ctx.shared.setdefault("signature_cache", SignatureCache()))
 
 
-def _build_lstm(ctx: BuildContext) -> FileClassifier:
-    from runtrace.models import BsmLstm, IsmLstm  # here: torch is imported only when an LSTM is asked for
+def _build_sequence_model(name: str) -> Callable[[BuildContext], FileClassifier]:
+    """A builder of the model kind `SEQUENCE_MODELS[name]` names for the representation."""
 
-    cls = {"ism": IsmLstm, "bsm": BsmLstm}.get(ctx.representation)
-    if cls is None:
-        raise ModelUnavailable(f"lstm: no LSTM for representation {ctx.representation!r}")
-    # Early stopping draws its validation files from the training fold; under by-origin it must draw
-    # whole groups, or it would stop on families the network is already training on.
-    val_by = "group" if ctx.protocol == BY_ORIGIN else "file"
-    return cls(**{"seed": ctx.seed, "val_by": val_by, **ctx.options})
+    def build(ctx: BuildContext) -> FileClassifier:
+        from runtrace.models.estimator import CLASSIFIERS  # here: torch is imported only when asked for
+
+        kind = SEQUENCE_MODELS[name].get(ctx.representation)
+        if kind is None:
+            raise ModelUnavailable(f"{name}: none for representation {ctx.representation!r}")
+        # Early stopping draws its validation files from the training fold; under by-origin it must draw
+        # whole groups, or it would stop on families the network is already training on.
+        val_by = "group" if ctx.protocol == BY_ORIGIN else "file"
+        return CLASSIFIERS[kind](**{"seed": ctx.seed, "val_by": val_by, **ctx.options})
+
+    return build
 
 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
-        ModelSpec("lstm", "LSTM over the token sequence (IsmLstm / BsmLstm)", HOLDOUT, _build_lstm),
+        ModelSpec(
+            "lstm",
+            "LSTM over the token sequence (IsmLstm / BsmLstm)",
+            HOLDOUT,
+            _build_sequence_model("lstm"),
+        ),
+        ModelSpec(
+            "transformer",
+            "BSM only: the BSM block encoder, a small pre-norm transformer over blocks (BsmTransformer)",
+            HOLDOUT,
+            _build_sequence_model("transformer"),
+        ),
         ModelSpec(
             "ngram-lr",
             "token 1-3-gram counts, tf-idf, logistic regression",

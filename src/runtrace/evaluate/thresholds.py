@@ -38,7 +38,7 @@ def threshold_for_fpr(y: np.ndarray, score: np.ndarray, target_fpr: float = DEFA
 
 @dataclass(frozen=True)
 class ReportThreshold:
-    """A deployed model's threshold, chosen on an evaluation's out-of-fold LSTM scores (`runtrace
+    """A deployed model's threshold, chosen on an evaluation's out-of-fold scores of its kind (`runtrace
     calibrate`): every benign file was scored by a model that never saw it, the closest estimate of how
     the model trained on all files scores benign files it has not seen."""
 
@@ -48,10 +48,11 @@ class ReportThreshold:
 
 
 def threshold_from_report(
-    report: Path, representation: str, protocol: str, target_fpr: float
+    report: Path, representation: str, protocol: str, target_fpr: float, model: str = "lstm"
 ) -> ReportThreshold:
-    """The threshold for `target_fpr` on the file-level out-of-fold LSTM scores in a report directory's
-    predictions.parquet; ValueError (one line, naming the file) when there are none."""
+    """The threshold for `target_fpr` on the file-level out-of-fold scores of `model` (an evaluation
+    model name: "lstm", "transformer") in a report directory's predictions.parquet; ValueError (one line,
+    naming the file) when there are none."""
     import pyarrow.parquet as pq
 
     path = Path(report) / "predictions.parquet"
@@ -59,17 +60,17 @@ def threshold_from_report(
         table = pq.read_table(path).to_pydict()
     except (OSError, ValueError) as e:
         raise ValueError(f"{path}: cannot read predictions ({e})") from None
-    wanted = {"representation": representation, "protocol": protocol, "model": "lstm", "unit": "file"}
+    wanted = {"representation": representation, "protocol": protocol, "model": model, "unit": "file"}
     keep = [i for i in range(len(table["score"])) if all(table[k][i] == v for k, v in wanted.items())]
     if not keep:
-        raise ValueError(f"{path}: no file-level lstm predictions for {representation} / {protocol}")
+        raise ValueError(f"{path}: no file-level {model} predictions for {representation} / {protocol}")
     y = np.array([table["label"][i] for i in keep], dtype=np.int64)
     score = np.array([table["score"][i] for i in keep], dtype=np.float64)
     threshold = threshold_for_fpr(y, score, target_fpr)
     benign = int((y == 0).sum())
     tpr = float((score[y == 1] >= threshold).mean()) if (y == 1).any() else float("nan")
     source = (
-        f"out-of-fold {representation} LSTM scores ({protocol}, {benign} benign, {len(y) - benign} "
+        f"out-of-fold {representation} {model} scores ({protocol}, {benign} benign, {len(y) - benign} "
         f"malicious files) in {Path(report).name}; out-of-fold TPR at this threshold {tpr:.3f}"
     )
     return ReportThreshold(threshold, target_fpr, source)

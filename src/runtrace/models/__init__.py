@@ -1,11 +1,12 @@
-"""The LSTM models (ISM, BSM), their training loop, safe checkpoints and ONNX export, behind
-`FileClassifier`, reading `SequenceData` (`interface`).
+"""The sequence models (the ISM and BSM LSTMs, the BSM transformer), their training loop, safe
+checkpoints and ONNX export, behind `FileClassifier`, reading `SequenceData` (`interface`).
 
-`IsmLstm` / `BsmLstm` are the estimators (fit / predict_proba / save / load); `IsmLstmNet` / `BsmLstmNet`
-are the torch modules inside them.  `spec` (the checkpoint format) and `aggregation` (window outputs ->
-file score) need no torch: the scanner imports them; nor do `interface`, `names` and `windowing`, which
-the evaluation and the command line read.  So this package imports torch only when a name that needs it
-is first used (PEP 562), never on `import runtrace.models.spec`.
+`IsmLstm` / `BsmLstm` / `BsmTransformer` are the estimators (fit / predict_proba / save / load);
+`IsmLstmNet` / `BsmLstmNet` / `BsmTransformerNet` are the torch modules inside them.  `spec` (the
+checkpoint format) and `aggregation` (window outputs -> file score) need no torch: the scanner imports
+them; nor do `interface`, `names` and `windowing`, which the evaluation and the command line read.  So
+this package imports torch only when a name that needs it is first used (PEP 562), never on
+`import runtrace.models.spec`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ _EXPORTS = {
     "SequenceData": "interface",
     "BsmLstmConfig": "hyperparameters",
     "BsmLstmNet": "bsm",
+    "BsmTransformerConfig": "hyperparameters",
+    "BsmTransformerNet": "bsm_transformer",
+    "BsmTransformer": "estimator",
     "IsmLstmConfig": "hyperparameters",
     "IsmLstmNet": "ism",
     "BsmLstm": "estimator",

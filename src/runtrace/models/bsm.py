@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from runtrace.models.hyperparameters import BsmLstmConfig
+from runtrace.models.hyperparameters import BsmLstmConfig, BsmTransformerConfig
 from runtrace.models.layers import SequenceLstm, pool_outputs
 from runtrace.models.spec import PAD
 
@@ -21,7 +21,7 @@ from runtrace.models.spec import PAD
 class BlockEncoder(nn.Module):
     """(U, L) instruction ids of U distinct blocks -> (U, block_dim)."""
 
-    def __init__(self, config: BsmLstmConfig) -> None:
+    def __init__(self, config: BsmLstmConfig | BsmTransformerConfig) -> None:
         super().__init__()
         self.config = config
         self.embed = nn.Embedding(config.insn_vocab_size, config.insn_embed_dim, padding_idx=PAD)
@@ -53,19 +53,11 @@ class BlockEncoder(nn.Module):
         return torch.tanh(v)
 
 
-class BsmLstmNet(nn.Module):
-    def __init__(self, config: BsmLstmConfig) -> None:
-        super().__init__()
-        if config.insn_vocab_size < 2 or (config.block_id_embedding and config.block_vocab_size < 2):
-            raise ValueError("BsmLstmNet needs insn_vocab_size (and block_vocab_size) of at least 2")
-        self.config = config
-        self.blocks = BlockEncoder(config)
-        self.lstm = SequenceLstm(
-            config.block_dim, config.hidden_size, config.num_layers, config.bidirectional, config.dropout
-        )
-        self.drop = nn.Dropout(config.dropout)
-        self.feature_dim = config.hidden_size * (2 if config.bidirectional else 1)
-        self.head = nn.Linear(self.feature_dim, 1)
+class BlockSequenceNet(nn.Module):
+    """What every BSM network shares: the block encoder runs once per distinct block of the batch, and a
+    subclass's `windows` reads the window of block vectors gathered from that table."""
+
+    blocks: BlockEncoder
 
     def forward(
         self,
@@ -84,8 +76,26 @@ class BsmLstmNet(nn.Module):
         return self.windows(table[positions], lengths)
 
     def items(self, insn: torch.Tensor, insn_lengths: torch.Tensor, block_ids: torch.Tensor) -> torch.Tensor:
-        """The LSTM's input vector of each distinct block -> (U, block_dim)."""
+        """The sequence model's input vector of each distinct block -> (U, block_dim)."""
         return self.blocks(insn, insn_lengths, block_ids)
+
+    def windows(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+class BsmLstmNet(BlockSequenceNet):
+    def __init__(self, config: BsmLstmConfig) -> None:
+        super().__init__()
+        if config.insn_vocab_size < 2 or (config.block_id_embedding and config.block_vocab_size < 2):
+            raise ValueError("BsmLstmNet needs insn_vocab_size (and block_vocab_size) of at least 2")
+        self.config = config
+        self.blocks = BlockEncoder(config)
+        self.lstm = SequenceLstm(
+            config.block_dim, config.hidden_size, config.num_layers, config.bidirectional, config.dropout
+        )
+        self.drop = nn.Dropout(config.dropout)
+        self.feature_dim = config.hidden_size * (2 if config.bidirectional else 1)
+        self.head = nn.Linear(self.feature_dim, 1)
 
     def windows(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, T, block_dim) input vectors, each row's real steps first -> (logits, features)."""

@@ -1,17 +1,24 @@
-"""An LSTM classifier's whole configuration, as saved beside its weights (`config.json`)."""
+"""A window classifier's (LSTM or transformer) whole configuration, as saved beside its weights
+(`config.json`)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from runtrace.models.hyperparameters import BsmLstmConfig, IsmLstmConfig, TrainConfig, VocabularyConfig
+from runtrace.models.hyperparameters import (
+    BsmLstmConfig,
+    BsmTransformerConfig,
+    IsmLstmConfig,
+    TrainConfig,
+    VocabularyConfig,
+)
 from runtrace.models.spec import AGGREGATIONS
 from runtrace.represent.windows import WindowConfig
 
 
 @dataclass
 class LstmClassifierConfig:
-    model: IsmLstmConfig | BsmLstmConfig
+    model: IsmLstmConfig | BsmLstmConfig | BsmTransformerConfig
     window: WindowConfig | None = None  # None: the dataset's build-time defaults, else DEFAULT_WINDOWS
     aggregation: str = "mean"  # window probabilities -> file: "mean", "max", or learned "attention"
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -36,7 +43,7 @@ class LstmClassifierConfig:
 
     @classmethod
     def from_json(
-        cls, config: dict, model_config: type[IsmLstmConfig] | type[BsmLstmConfig]
+        cls, config: dict, model_config: type[IsmLstmConfig | BsmLstmConfig | BsmTransformerConfig]
     ) -> LstmClassifierConfig:
         """The inverse of to_json; KeyError / TypeError / ValueError when a field is missing or wrong."""
         return cls(

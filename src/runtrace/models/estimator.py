@@ -1,4 +1,5 @@
-"""`IsmLstm` and `BsmLstm`: the LSTM networks as file classifiers (`fit` / `predict_proba`).
+"""`IsmLstm`, `BsmLstm` and `BsmTransformer`: the window networks as file classifiers (`fit` /
+`predict_proba`).
 
 What happens inside `fit(data, train_idx)`:
 1. a validation split is drawn from the training files only (by file, or by origin group);
@@ -34,9 +35,10 @@ from torch import nn
 from runtrace.models.aggregation import aggregate_windows
 from runtrace.models.batching import DatasetTables, WindowEncoder, WindowStore
 from runtrace.models.bsm import BsmLstmNet
+from runtrace.models.bsm_transformer import BsmTransformerNet
 from runtrace.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from runtrace.models.config import LstmClassifierConfig
-from runtrace.models.hyperparameters import BsmLstmConfig, IsmLstmConfig
+from runtrace.models.hyperparameters import BsmLstmConfig, BsmTransformerConfig, IsmLstmConfig
 from runtrace.models.interface import SequenceData
 from runtrace.models.ism import IsmLstmNet
 from runtrace.models.spec import AGGREGATIONS, MAX_BLOCK_TOKENS, DataSpec
@@ -52,6 +54,7 @@ __all__ = [  # the configuration and window helpers are re-exported: callers imp
     "AGGREGATIONS",
     "DEFAULT_WINDOWS",
     "BsmLstm",
+    "BsmTransformer",
     "IsmLstm",
     "LstmClassifier",
     "LstmClassifierConfig",
@@ -64,7 +67,8 @@ __all__ = [  # the configuration and window helpers are re-exported: callers imp
 
 
 class WindowNet(nn.Module):
-    """The network the loop trains: an ISM/BSM body plus, for attention aggregation, the scorer."""
+    """The network the loop trains: an ISM/BSM body (LSTM or transformer) plus, for attention
+    aggregation, the scorer."""
 
     def __init__(self, body: nn.Module, attention: bool) -> None:
         super().__init__()
@@ -75,7 +79,7 @@ class WindowNet(nn.Module):
         return self._scored(*self.body(**inputs))
 
     def windows(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Window logits (and attention scores) from the LSTM's input vectors x (B, T, D): the part of
+        """Window logits (and attention scores) from the body's input vectors x (B, T, D): the part of
         `forward` after the items are encoded, which the scanner runs as an ONNX graph."""
         return self._scored(*self.body.windows(x, lengths))
 
@@ -107,7 +111,8 @@ def tracer_versions(data: SequenceData) -> list[str] | None:
 
 
 class LstmClassifier:
-    """Common machinery of the two LSTM classifiers; use `IsmLstm` or `BsmLstm`.
+    """Common machinery of the window classifiers; use `IsmLstm`, `BsmLstm` or `BsmTransformer` (the
+    name is the LSTMs', which came first: the transformer differs only in its network).
 
     scikit-learn's rules: the constructor stores its configuration and `fit` never changes it (one
     config object may serve many models); what fitting learns is in attributes with a trailing
@@ -125,6 +130,7 @@ class LstmClassifier:
 
     representation: ClassVar[str] = ""
     kind: ClassVar[str] = ""
+    model_config: ClassVar[type] = object  # the network's configuration dataclass
 
     config_: LstmClassifierConfig
     vocabulary_: Vocabulary
@@ -214,7 +220,7 @@ class LstmClassifier:
             config.block_vocabulary,
             block_ids=tables.representation == BSM and config.model.block_id_embedding,
         )
-        fitted = replace(config, window=window, model=self._sized(vocabulary, block_vocabulary))
+        fitted = replace(config, window=window, model=self._sized(vocabulary, block_vocabulary, window))
         net = WindowNet(self._body(fitted.model), attention=fitted.aggregation == "attention").to(ctx.device)
         task = WindowTraining(
             fit,
@@ -243,13 +249,12 @@ class LstmClassifier:
         return self
 
     # --- networks -----------------------------------------------------------------------------------
-    def _sized(
-        self, vocabulary: Vocabulary, block_vocabulary: Vocabulary | None
-    ) -> IsmLstmConfig | BsmLstmConfig:
-        """The network configuration with the fitted vocabularies' sizes."""
+    def _sized(self, vocabulary: Vocabulary, block_vocabulary: Vocabulary | None, window: WindowConfig):
+        """The network configuration with the fitted vocabularies' sizes (and, where the network needs
+        it, the window length)."""
         raise NotImplementedError
 
-    def _body(self, model: IsmLstmConfig | BsmLstmConfig) -> nn.Module:
+    def _body(self, model) -> nn.Module:
         raise NotImplementedError
 
     def _check_data(self, data: SequenceData, fitting: bool = False) -> None:
@@ -319,15 +324,13 @@ class LstmClassifier:
         """Load a saved model (of either kind when called on LstmClassifier).  Executes nothing from the
         files: JSON and safetensors only."""
         config, vocabularies, state, training_log = load_checkpoint(path)
-        kinds = {c.kind: c for c in (IsmLstm, BsmLstm)}
-        target = kinds.get(config.get("kind"))
+        target = CLASSIFIERS.get(config.get("kind"))
         if target is None or (cls is not LstmClassifier and target is not cls):
             raise CheckpointError(
-                f"{path}: model kind {config.get('kind')!r} is not a {cls.kind or 'LSTM'} model"
+                f"{path}: model kind {config.get('kind')!r} is not a {cls.kind or 'runtrace'} model"
             )
         try:
-            model_config = IsmLstmConfig if target is IsmLstm else BsmLstmConfig
-            fitted = LstmClassifierConfig.from_json(config, model_config)
+            fitted = LstmClassifierConfig.from_json(config, target.model_config)
             clf = target(fitted)
             blocks = vocabularies.get("blocks")
             clf.vocabulary_ = Vocabulary.from_json(vocabularies["instructions"])
@@ -346,11 +349,11 @@ class LstmClassifier:
 
 def _encoder(
     tables: DatasetTables,
-    model: IsmLstmConfig | BsmLstmConfig,
+    model: IsmLstmConfig | BsmLstmConfig | BsmTransformerConfig,
     vocabulary: Vocabulary,
     block_vocabulary: Vocabulary | None,
 ) -> WindowEncoder:
-    max_block = model.max_block_tokens if isinstance(model, BsmLstmConfig) else MAX_BLOCK_TOKENS
+    max_block = getattr(model, "max_block_tokens", MAX_BLOCK_TOKENS)  # BSM only
     return WindowEncoder(tables, vocabulary, block_vocabulary, max_block)
 
 
@@ -360,12 +363,15 @@ class IsmLstm(LstmClassifier):
 
     representation = ISM
     kind = "ism-lstm"
+    model_config = IsmLstmConfig
 
     @classmethod
     def default_config(cls) -> LstmClassifierConfig:
         return LstmClassifierConfig(model=IsmLstmConfig())
 
-    def _sized(self, vocabulary: Vocabulary, block_vocabulary: Vocabulary | None) -> IsmLstmConfig:
+    def _sized(
+        self, vocabulary: Vocabulary, block_vocabulary: Vocabulary | None, window: WindowConfig
+    ) -> IsmLstmConfig:
         return replace(self.config.model, vocab_size=len(vocabulary))
 
     def _body(self, model: IsmLstmConfig) -> nn.Module:
@@ -378,12 +384,15 @@ class BsmLstm(LstmClassifier):
 
     representation = BSM
     kind = "bsm-lstm"
+    model_config = BsmLstmConfig
 
     @classmethod
     def default_config(cls) -> LstmClassifierConfig:
         return LstmClassifierConfig(model=BsmLstmConfig())
 
-    def _sized(self, vocabulary: Vocabulary, block_vocabulary: Vocabulary | None) -> BsmLstmConfig:
+    def _sized(
+        self, vocabulary: Vocabulary, block_vocabulary: Vocabulary | None, window: WindowConfig
+    ) -> BsmLstmConfig:
         return replace(
             self.config.model,
             insn_vocab_size=len(vocabulary),
@@ -394,12 +403,49 @@ class BsmLstm(LstmClassifier):
         return BsmLstmNet(model)
 
 
-def make_classifier(representation: str, **config) -> LstmClassifier:
-    """An unfitted classifier for a representation; keyword arguments replace `LstmClassifierConfig`
-    fields (model=, window=, aggregation=, train=, vocabulary=, ...)."""
-    cls = {ISM: IsmLstm, BSM: BsmLstm}.get(representation)
-    if cls is None:
+class BsmTransformer(LstmClassifier):
+    """BSM transformer: executed basic blocks -> the BSM block encoder -> pre-norm transformer encoder
+    over the window's blocks -> pooling -> P(malicious), per window; a file's score aggregates its
+    windows as the LSTMs' do (`runtrace.models.bsm_transformer` says why this model)."""
+
+    representation = BSM
+    kind = "bsm-transformer"
+    model_config = BsmTransformerConfig
+
+    @classmethod
+    def default_config(cls) -> LstmClassifierConfig:
+        return LstmClassifierConfig(model=BsmTransformerConfig())
+
+    def _sized(
+        self, vocabulary: Vocabulary, block_vocabulary: Vocabulary | None, window: WindowConfig
+    ) -> BsmTransformerConfig:
+        return replace(
+            self.config.model,
+            insn_vocab_size=len(vocabulary),
+            block_vocab_size=len(block_vocabulary) if block_vocabulary is not None else 0,
+            max_positions=window.length,  # no window is longer
+        )
+
+    def _body(self, model: BsmTransformerConfig) -> nn.Module:
+        return BsmTransformerNet(model)
+
+
+# Every kind `names.KINDS` lists (tests/test_models_transformer.py checks that they agree).
+CLASSIFIERS: dict[str, type[LstmClassifier]] = {c.kind: c for c in (IsmLstm, BsmLstm, BsmTransformer)}
+
+
+def make_classifier(representation: str, kind: str | None = None, **config) -> LstmClassifier:
+    """An unfitted classifier of `kind` (default: the representation's LSTM), which must read
+    `representation`; keyword arguments replace `LstmClassifierConfig` fields (model=, window=,
+    aggregation=, train=, vocabulary=, ...)."""
+    if representation not in (ISM, BSM):
         raise ValueError(f"unknown representation {representation!r}")
+    kind = kind or f"{representation}-lstm"
+    cls = CLASSIFIERS.get(kind)
+    if cls is None:
+        raise ValueError(f"unknown model kind {kind!r}; choose from {', '.join(CLASSIFIERS)}")
+    if cls.representation != representation:
+        raise ValueError(f"{kind} reads {cls.representation.upper()} datasets, not {representation.upper()}")
     return cls(replace(cls.default_config(), **config))
 
 

@@ -1,12 +1,14 @@
-"""A saved LSTM as the ONNX graphs the scanner runs with ONNX Runtime (docs/scan.md, "Inference").
+"""A saved model (LSTM or transformer) as the ONNX graphs the scanner runs with ONNX Runtime
+(docs/scan.md, "Inference").
 
 `export_onnx(model_dir)` loads the checkpoint in `model_dir` (its safetensors weights, with torch) and
 writes three graphs beside it, each exported by `torch.onnx.export` from the torch code training runs:
 
-- `model.items.onnx` — sequence items to LSTM input vectors: `IsmLstmNet.items` (token ids -> the
-  embedding) or `BsmLstmNet.items` (a block's instruction ids and identity -> the block encoder);
+- `model.items.onnx` — sequence items to the sequence model's input vectors: `IsmLstmNet.items` (token
+  ids -> the embedding) or `BsmLstmNet.items` / `BsmTransformerNet.items` (a block's instruction ids and
+  identity -> the block encoder);
 - `model.windows.onnx` — windows of input vectors to window logits and attention scores:
-  `WindowNet.windows` (LSTM, pooling, head, scorer);
+  `WindowNet.windows` (LSTM or transformer, pooling, head, scorer);
 - `model.gradient.onnx` — the gradient of chosen window outputs w.r.t. the input vectors
   (`runtrace.models.gradient`), which the explanation ranks blocks with.
 
@@ -32,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from runtrace.models.gradient import WindowGradient
+from runtrace.models.gradient import window_gradient
 from runtrace.models.spec import CONFIG, GRAPHS, ONNX_OPSET, OOV, VOCABULARY, WEIGHTS
 
 # Largest difference allowed between a graph run by ONNX Runtime and the torch module it came from, on
@@ -108,7 +110,11 @@ def _graphs(net: nn.Module, representation: str, rng: np.random.Generator) -> di
             [block_inputs(1, 1), block_inputs(30, 7)],
         )
 
+    # A transformer has learned positions for windows up to its window length only.
+    longest = getattr(body.config, "max_positions", None)
+
     def window_inputs(b: int, t: int, extra: bool) -> dict:
+        t = min(t, longest) if longest else t
         lengths = rng.integers(1, t + 1, size=b)
         lengths[0] = t
         inputs = {
@@ -132,7 +138,7 @@ def _graphs(net: nn.Module, representation: str, rng: np.random.Generator) -> di
             [window_inputs(1, 1, False), window_inputs(5, 37, False)],
         ),
         "gradient": (
-            WindowGradient(net),
+            window_gradient(net),
             window_inputs(3, 6, True),
             {**window_axes, "d_logits": {0: batch}, "d_scores": {0: batch}},
             ["d_x"],

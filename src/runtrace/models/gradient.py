@@ -13,6 +13,10 @@ rest of the network (pooling, head, attention scorer) is linear or elementwise a
 few lines.  `tests/test_models_export.py` checks the result against torch autograd through the very
 `WindowNet` it mirrors, for every layer, direction and pooling the models have.
 
+The transformer (`BsmTransformerNet`) has no loop over time; `TransformerGradient` states its backward
+(LayerNorm, softmax attention, the GELU feed-forward sublayer) the same way, checked the same way.
+`window_gradient(net)` picks the one a network needs.
+
 Layout: PyTorch's gate order (i, f, g, o); batch-first inputs; padding after each row's real steps, as
 `SequenceLstm`'s padded path runs, so padding never reaches a real output and gets no gradient.
 """
@@ -23,6 +27,14 @@ import torch
 from torch import nn
 from torch._higher_order_ops.scan import scan
 
+from runtrace.models.bsm_transformer import (
+    BsmTransformerNet,
+    attention_weights,
+    gelu,
+    merge_heads,
+    padding_bias,
+    split_heads,
+)
 from runtrace.models.layers import reverse_padded
 
 
@@ -178,3 +190,89 @@ class WindowGradient(nn.Module):
                 gates, cells = kept[k]
                 d = lstm_backward(d, gates, cells, w_ih, w_hh)
         return d
+
+
+# --- the transformer (runtrace.models.bsm_transformer) ------------------------------------------------
+# No loop over time here: the layers are stated once, forward keeping what the backward needs, backward
+# with the standard gradients of LayerNorm, softmax attention and the GELU feed-forward sublayer.
+# Dropout is the identity in evaluation mode, and the learned positions are added, so the gradient
+# w.r.t. the block vectors is the gradient w.r.t. the sum.
+
+
+def _norm(norm: nn.LayerNorm, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """`norm(x)`, and the normalised input and reciprocal deviation its backward reads."""
+    centred = x - x.mean(dim=-1, keepdim=True)
+    rstd = torch.rsqrt(centred.pow(2).mean(dim=-1, keepdim=True) + norm.eps)
+    normalised = centred * rstd
+    return normalised * norm.weight + norm.bias, (normalised, rstd)
+
+
+def _norm_backward(
+    norm: nn.LayerNorm, kept: tuple[torch.Tensor, torch.Tensor], d_y: torch.Tensor
+) -> torch.Tensor:
+    normalised, rstd = kept
+    g = d_y * norm.weight
+    mean_g = g.mean(dim=-1, keepdim=True)
+    return rstd * (g - mean_g - normalised * (g * normalised).mean(dim=-1, keepdim=True))
+
+
+def _gelu_derivative(u: torch.Tensor) -> torch.Tensor:
+    """d/du of the exact GELU u * Phi(u): Phi(u) + u * phi(u)."""
+    cdf = 0.5 * (1.0 + torch.erf(u * 0.5**0.5))
+    pdf = torch.exp(-0.5 * u * u) * (2.0 * torch.pi) ** -0.5
+    return cdf + u * pdf
+
+
+class TransformerGradient(nn.Module):
+    """The vector-Jacobian product of `net.windows` for a `BsmTransformerNet` body, in evaluation mode."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.body = net.body
+        self.scorer = net.attention
+
+    def forward(
+        self, x: torch.Tensor, lengths: torch.Tensor, d_logits: torch.Tensor, d_scores: torch.Tensor
+    ) -> torch.Tensor:
+        """As `WindowGradient.forward`: (B, T, D) d(weighted outputs) / dx."""
+        body = self.body
+        steps = torch.arange(x.shape[1], device=x.device)
+        bias = padding_bias(steps[None, :] < lengths[:, None])
+        h = x + body.positions(steps)
+        kept = []
+        for layer in body.layers:
+            a, norm1 = _norm(layer.norm1, h)
+            q, k, v = split_heads(layer.attention.qkv(a), layer.attention.heads)
+            p = attention_weights(q, k, bias)
+            h = h + layer.attention.out(merge_heads(p @ v))
+            c, norm2 = _norm(layer.norm2, h)
+            u = layer.ff1(c)
+            h = h + layer.ff2(gelu(u))
+            kept.append((norm1, q, k, v, p, norm2, u))
+        z, final = _norm(body.norm, h)
+
+        d_features = d_logits[:, None] * body.head.weight[0][None, :]
+        if self.scorer is not None:
+            d_features = d_features + d_scores[:, None] * self.scorer.weight[0][None, :]
+        d = pool_backward(z, lengths, body.config.pooling, False, d_features)
+        d = _norm_backward(body.norm, final, d)
+        for layer, (norm1, q, k, v, p, norm2, u) in zip(reversed(body.layers), reversed(kept), strict=True):
+            # h = h1 + ff2(gelu(ff1(norm2(h1))))
+            d_u = (d @ layer.ff2.weight) * _gelu_derivative(u)
+            d = d + _norm_backward(layer.norm2, norm2, d_u @ layer.ff1.weight)
+            # h1 = h0 + out(merge(softmax(q k^T / sqrt(w)) v)), q k v = split(qkv(norm1(h0)))
+            heads = layer.attention.heads
+            d_o = (d @ layer.attention.out.weight).unflatten(-1, (heads, -1)).transpose(1, 2)
+            d_p = d_o @ v.transpose(-1, -2)
+            d_v = p.transpose(-1, -2) @ d_o
+            d_s = p * (d_p - (d_p * p).sum(dim=-1, keepdim=True)) * q.shape[-1] ** -0.5
+            d_qkv = torch.cat(
+                [merge_heads(d_s @ k), merge_heads(d_s.transpose(-1, -2) @ q), merge_heads(d_v)], -1
+            )
+            d = d + _norm_backward(layer.norm1, norm1, d_qkv @ layer.attention.qkv.weight)
+        return d
+
+
+def window_gradient(net: nn.Module) -> nn.Module:
+    """The gradient module of a fitted `WindowNet`, whichever sequence model its body is."""
+    return TransformerGradient(net) if isinstance(net.body, BsmTransformerNet) else WindowGradient(net)

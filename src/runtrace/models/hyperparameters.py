@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from runtrace.models.names import BLOCK_ENCODERS, MAX_BLOCK_TOKENS, POOLINGS, VAL_BY
+from runtrace.models.names import BLOCK_ENCODERS, MAX_BLOCK_TOKENS, POOLINGS, TRANSFORMER_POOLINGS, VAL_BY
 
 
 @dataclass
@@ -49,6 +49,41 @@ class BsmLstmConfig:
             raise ValueError(f"block_encoder must be one of {', '.join(BLOCK_ENCODERS)}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class BsmTransformerConfig:
+    """The BSM block encoder (the fields it shares with `BsmLstmConfig` mean the same) feeding a small
+    pre-norm transformer encoder over the blocks of a window (`runtrace.models.bsm_transformer`)."""
+
+    insn_vocab_size: int = 0  # set from the instruction vocabulary fitted on the training files
+    block_vocab_size: int = 0  # set from the block vocabulary; used when block_id_embedding is on
+    insn_embed_dim: int = 32
+    block_dim: int = 64  # the block vectors' size, which is also the transformer's width
+    block_encoder: str = "mean"
+    block_id_embedding: bool = True
+    max_block_tokens: int = MAX_BLOCK_TOKENS
+    num_layers: int = 2
+    num_heads: int = 4  # block_dim must be a multiple of it
+    ff_dim: int = 128  # the feed-forward sublayer's hidden width
+    max_positions: int = 0  # learned positions; set to the window length when fitting
+    dropout: float = 0.1
+    pooling: str = "mean"  # "mean" | "max" over the window's real blocks
+
+    def __post_init__(self) -> None:
+        if self.block_encoder not in BLOCK_ENCODERS:
+            raise ValueError(f"block_encoder must be one of {', '.join(BLOCK_ENCODERS)}")
+        if self.pooling not in TRANSFORMER_POOLINGS:
+            raise ValueError(f"transformer pooling must be one of {', '.join(TRANSFORMER_POOLINGS)}")
+        if self.num_heads < 1 or self.block_dim % self.num_heads:
+            raise ValueError(
+                f"block_dim ({self.block_dim}) must be a multiple of num_heads ({self.num_heads})"
+            )
+        if self.num_layers < 1 or self.ff_dim < 1:
+            raise ValueError("num_layers and ff_dim must be at least 1")
 
     def to_json(self) -> dict:
         return asdict(self)

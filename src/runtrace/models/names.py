@@ -5,9 +5,11 @@ at start-up, where loading numpy (as `spec` does) would cost about 0.2 s of ever
 
 from runtrace.represent.names import BSM, ISM
 
-KINDS = {"ism-lstm": ISM, "bsm-lstm": BSM}  # model kind -> the representation it reads
+# model kind -> the representation it reads; the first of each representation is its default
+KINDS = {"ism-lstm": ISM, "bsm-lstm": BSM, "bsm-transformer": BSM}
 AGGREGATIONS = ("mean", "max", "attention")  # window outputs -> file score
 POOLINGS = ("last", "mean", "max")  # LSTM outputs of a window -> its features
+TRANSFORMER_POOLINGS = ("mean", "max")  # a transformer's outputs have no "last" that saw the window
 BLOCK_ENCODERS = ("mean", "max", "conv")  # BSM: a block's instructions -> its vector
 VAL_BY = ("file", "group")  # early stopping's validation files drawn by file or by origin group
 MAX_BLOCK_TOKENS = 32  # BSM: longer blocks keep their head and last instruction (`spec.block_rows`)

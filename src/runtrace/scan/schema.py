@@ -34,7 +34,7 @@ class Tool(_Strict):
 class ModelId(_Strict):
     """Which model produced a result: enough to tell two models apart and find the right one."""
 
-    kind: str = Field(description="bsm-lstm or ism-lstm")
+    kind: str = Field(description="bsm-lstm, ism-lstm or bsm-transformer")
     version: str | None = Field(description="model_version from calibration.json, when given")
     weights_sha256: str = Field(description="sha256 of model.safetensors: the model's identity")
 

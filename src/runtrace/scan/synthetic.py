@@ -100,16 +100,22 @@ def train_tiny_model(
     epochs: int = 12,
     seed: int = 0,
     small: bool = True,
+    kind: str | None = None,
     **model_overrides,
 ):
-    """Train an LSTM on synthetic traces and save it with its ONNX graphs, as `runtrace train` does
-    (needs torch).  `small=False` keeps the default layer sizes (for latency measurements, where what
-    matters is the size, not the accuracy)."""
+    """Train a model of `kind` (default: the representation's LSTM) on synthetic traces and save it with
+    its ONNX graphs, as `runtrace train` does (needs torch).  `small=False` keeps the default layer sizes
+    (for latency measurements, where what matters is the size, not the accuracy)."""
     import torch
 
     from runtrace.models.estimator import make_classifier
     from runtrace.models.export import export_onnx
-    from runtrace.models.hyperparameters import BsmLstmConfig, IsmLstmConfig, TrainConfig
+    from runtrace.models.hyperparameters import (
+        BsmLstmConfig,
+        BsmTransformerConfig,
+        IsmLstmConfig,
+        TrainConfig,
+    )
     from runtrace.represent.dataset import build_dataset
     from runtrace.represent.windows import WindowConfig
 
@@ -117,7 +123,10 @@ def train_tiny_model(
     if traces is None:
         traces, labels = synthetic_corpus(40, seed)
     data = build_dataset(traces, labels, representation=representation)
-    if representation == "bsm":
+    if kind == "bsm-transformer":
+        sizes = dict(insn_embed_dim=8, block_dim=16, num_heads=2, ff_dim=32) if small else {}
+        model = BsmTransformerConfig(**{"dropout": 0.0, **sizes, **model_overrides})
+    elif representation == "bsm":
         sizes = dict(insn_embed_dim=8, block_dim=16, hidden_size=16) if small else {}
         model = BsmLstmConfig(**{"dropout": 0.0, **sizes, **model_overrides})
     else:
@@ -125,7 +134,7 @@ def train_tiny_model(
         model = IsmLstmConfig(**{"dropout": 0.0, **sizes, **model_overrides})
     window = WindowConfig("sampled", length=64, count=4) if small else None
     train = TrainConfig(epochs=epochs, batch_size=8, lr=1e-2, patience=epochs, seed=seed, progress=False)
-    clf = make_classifier(representation, model=model, window=window, train=train)
+    clf = make_classifier(representation, kind, model=model, window=window, train=train)
     clf.fit(data, np.arange(len(data)))
     clf.save(out_dir)
     export_onnx(out_dir)
@@ -133,7 +142,8 @@ def train_tiny_model(
 
 
 MODEL_KEYS = {"embed_dim", "insn_embed_dim", "block_dim", "hidden_size", "num_layers", "bidirectional",
-              "pooling", "block_encoder", "block_id_embedding", "max_block_tokens"}  # fmt: skip
+              "pooling", "block_encoder", "block_id_embedding", "max_block_tokens", "num_heads",
+              "ff_dim"}  # fmt: skip
 
 
 def random_weight_model(
@@ -144,6 +154,7 @@ def random_weight_model(
     seed: int = 0,
     export: bool = True,
     max_vocabulary: int | None = None,
+    kind: str | None = None,
     **config,
 ):
     """A model with the given configuration and random (not trained) weights, large enough that its
@@ -151,12 +162,18 @@ def random_weight_model(
 
     One epoch of fitting on `traces` (default: 8 synthetic ones) gives it real vocabularies; the weights
     are then drawn again, so every embedding row and gate matters.  `config`: layer settings
-    (`MODEL_KEYS`), `window` and `aggregation`.  For the tests that compare the exported graphs with
+    (`MODEL_KEYS`), `window` and `aggregation`; `kind`: the model kind (default: the representation's
+    LSTM).  For the tests that compare the exported graphs with
     torch, where a random network exercises more of the arithmetic than a trained one."""
     import torch
 
     from runtrace.models.estimator import VocabularyConfig, make_classifier
-    from runtrace.models.hyperparameters import BsmLstmConfig, IsmLstmConfig, TrainConfig
+    from runtrace.models.hyperparameters import (
+        BsmLstmConfig,
+        BsmTransformerConfig,
+        IsmLstmConfig,
+        TrainConfig,
+    )
     from runtrace.models.layers import redraw_weights
     from runtrace.represent.dataset import build_dataset
     from runtrace.represent.windows import WindowConfig
@@ -167,13 +184,17 @@ def random_weight_model(
     data = build_dataset(traces, labels, representation=representation)
     model_args = {k: v for k, v in config.items() if k in MODEL_KEYS}
     sizes = {"hidden_size": 8}
-    if representation == "bsm":
+    if kind == "bsm-transformer":
+        sizes = {"insn_embed_dim": 6, "block_dim": 12, "num_heads": 2, "ff_dim": 16}
+        model = BsmTransformerConfig(**{**sizes, **model_args})
+    elif representation == "bsm":
         model = BsmLstmConfig(**{"insn_embed_dim": 6, "block_dim": 10, **sizes, **model_args})
     else:
         model = IsmLstmConfig(**{"embed_dim": 6, **sizes, **model_args})
     vocabulary = VocabularyConfig(min_documents=1, max_size=max_vocabulary)
     clf = make_classifier(
         representation,
+        kind,
         model=model,
         window=config.get("window", WindowConfig("sampled", length=48, count=3)),
         aggregation=config.get("aggregation", "mean"),
