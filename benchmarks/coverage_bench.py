@@ -1,9 +1,15 @@
 """How far emulation gets, for malware and for benign programs, at default tracer settings.
 
 Malicious: the native user-mode samples of ../shared/samples/capa-testfiles.zip (not .NET, not drivers).
-Benign: a fixed, seeded selection from the corpus manifest (`runtrace corpus build`): Wine's programs and
-DLLs from Debian's libwine (i386 and amd64) and files from PyPI Windows wheels, EXEs and DLLs of both.
-`RUNTRACE_COVERAGE_CORPUS` names another corpus folder than ~/.cache/runtrace/corpus (a copy of it).
+Benign: the 200 files listed in `coverage_benign.csv` beside this module (sha256, source, origin group,
+name): Wine's programs and DLLs from Debian's libwine (i386 and amd64) and files from PyPI Windows
+wheels, EXEs and DLLs of both.  The list is fixed so that every run measures the same files: a seeded
+draw from a rebuilt corpus is not stable (the registries' newest wheels change, and a corpus built on
+2026-12-06 drew only 27 of the 64 files an earlier draw had found short).  They are read from the store
+of the corpus built from the first corpus's sources (`runtrace corpus build --sources` with
+sources.toml as of commit 482ceaa^, `--no-pypi-history`), ~/.cache/runtrace/corpus-v1 by default;
+`RUNTRACE_COVERAGE_CORPUS` names another corpus folder.  `python -m benchmarks.coverage_bench --choose`
+draws a new list from that corpus's manifest (seeded; only when the set is meant to change).
 Traces are cached (resumable), so a rerun only traces what is new.
 
 Figures are given per class, and per class and kind (EXE, DLL, PYD: a DLL exporting `PyInit_*`) and per
@@ -29,9 +35,11 @@ from runtrace.trace.emulate.inputs import Sample, iter_samples
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "samples"
 CACHE = Path.home() / ".cache" / "runtrace"
-# The corpus the benign files are drawn from; RUNTRACE_COVERAGE_CORPUS names a copy of it elsewhere.
-CORPUS = Path(os.environ.get("RUNTRACE_COVERAGE_CORPUS", CACHE / "corpus"))
+# The corpus whose store holds the listed benign files; RUNTRACE_COVERAGE_CORPUS names another.
+CORPUS = Path(os.environ.get("RUNTRACE_COVERAGE_CORPUS", CACHE / "corpus-v1"))
 MANIFEST = CORPUS / "manifest.parquet"
+BENIGN_LIST = Path(__file__).with_name("coverage_benign.csv")
+BENIGN_FIELDS = ("sha256", "source", "origin_group", "file_name", "size")
 BENIGN_PER_SOURCE = 100  # debian and pypi each, half EXEs where there are enough
 THRESHOLD = 1000
 
@@ -47,7 +55,8 @@ def _malicious() -> list[Sample]:
             if isinstance(s, Sample) and s.sha256 in keep]  # fmt: skip
 
 
-def _benign() -> list[Sample]:
+def _choose_benign() -> list[dict]:
+    """A seeded draw from the corpus manifest: per source (debian, pypi), half EXEs and half DLLs."""
     import pyarrow.parquet as pq
 
     rows = [r for r in pq.read_table(MANIFEST).to_pylist()
@@ -61,16 +70,28 @@ def _benign() -> list[Sample]:
                 (r for r in rows if r["source"] == source and r["kind"] == kind), key=lambda r: r["sha256"]
             )
             chosen += rng.sample(pool, min(len(pool), BENIGN_PER_SOURCE // 2))
+    return [{f: r[f] for f in BENIGN_FIELDS} for r in chosen]
+
+
+def _benign() -> list[Sample]:
+    """The listed benign files, from the corpus store; a file the store lacks is a one-line error."""
+    rows = list(csv.DictReader(BENIGN_LIST.read_text().splitlines()))
     # Stored files are found under the corpus folder (the manifest's absolute path is where it was built).
     store = SampleStore(CORPUS)
+    missing = [r["sha256"] for r in rows if not store.path_for(r["sha256"]).exists()]
+    if missing:
+        raise SystemExit(
+            f"{CORPUS}: {len(missing)} of the {len(rows)} benign files of {BENIGN_LIST.name} are not in "
+            f"this corpus (first {missing[0]}); build the first corpus's sources there (module docstring)"
+        )
     return [
         Sample(
             r["sha256"],
             f"{r['origin_group']}/{r['file_name']}",
             str(store.path_for(r["sha256"])),
-            size=r["size"] or 0,
+            size=int(r["size"] or 0),
         )
-        for r in chosen
+        for r in rows
     ]
 
 
@@ -171,8 +192,20 @@ def run() -> dict:
     for label, samples in classes:
         rows += _breakdown(label, samples, trace_batch(samples, traces, settings, workers=2))
     notes = (
-        [] if MANIFEST.exists() else ["Benign figures need the corpus: run `runtrace corpus build` first."]
+        [] if MANIFEST.exists() else [f"Benign figures need the first corpus's files in {CORPUS} (module docstring)."]
     )
     if n:
         notes.append(f"A seeded subset of at most {n} files per class (RUNTRACE_COVERAGE_SUBSET).")
     return {"settings": str(settings.key()), "rows": rows, "notes": notes}
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--choose"]:
+        raise SystemExit("usage: python -m benchmarks.coverage_bench --choose  (writes coverage_benign.csv)")
+    with BENIGN_LIST.open("w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=BENIGN_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(_choose_benign())
+    print(f"wrote {BENIGN_LIST}")
