@@ -191,9 +191,7 @@ def run() -> dict:
     rows = []
     for label, samples in classes:
         rows += _breakdown(label, samples, trace_batch(samples, traces, settings, workers=2))
-    notes = (
-        [] if MANIFEST.exists() else [f"Benign figures need the first corpus's files in {CORPUS} (module docstring)."]
-    )
+    notes = [] if MANIFEST.exists() else [f"Benign figures need the first corpus's files in {CORPUS}."]
     if n:
         notes.append(f"A seeded subset of at most {n} files per class (RUNTRACE_COVERAGE_SUBSET).")
     return {"settings": str(settings.key()), "rows": rows, "notes": notes}
