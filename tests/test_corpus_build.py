@@ -11,6 +11,7 @@ import json
 import os
 import urllib.error
 import zipfile
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -212,6 +213,23 @@ def test_group_cap_keeps_the_arch_kind_mix():
     }
     assert len(kept) == 11
     assert apply_group_cap(rows, 0) == (rows, {})
+
+
+def test_programs_can_have_a_group_cap_of_their_own():
+    # 30 programs and 30 DLLs in one group; malware is never capped.
+    rows = [_row(i, "benign", "tool", ("i386", "amd64")[i % 2], ("exe", "dll")[i >= 30]) for i in range(60)]
+    rows.append(_row(999, "malicious", "tool"))
+    kept, dropped = apply_group_cap(rows, 10, exe_cap=20)
+    kinds = Counter(r["kind"] for r in kept if r["label"] == "benign")
+    assert kinds == {"exe": 20, "dll": 10} and dropped == {"tool": 30}
+    assert {r["arch"] for r in kept if r["kind"] == "exe"} == {"i386", "amd64"}
+    assert sum(r["label"] == "malicious" for r in kept) == 1
+    # Without a cap for programs they share the group's one cap, as before.
+    kept, _ = apply_group_cap(rows, 10)
+    assert sum(r["label"] == "benign" for r in kept) == 10
+    # Programs capped, the rest not.
+    kept, dropped = apply_group_cap(rows, 0, exe_cap=5)
+    assert Counter(r["kind"] for r in kept if r["label"] == "benign") == {"exe": 5, "dll": 30}
 
 
 def _looks(

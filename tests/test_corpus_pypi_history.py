@@ -67,6 +67,28 @@ def test_windows_files_within_the_years():
     assert first.upload_date == "2009-03-01" and first.licence == "MIT" and first.project == "demo"
 
 
+def test_a_project_can_have_its_own_years_and_its_platform_independent_wheels():
+    meta = _meta()
+    meta["releases"]["4.0"] = [
+        _file("demo-4.0-py3-none-any.whl", "bdist_wheel", "2024-02-01", "py3"),
+        _file("demo-4.0-py3-none-win_amd64.whl", "bdist_wheel", "2024-02-01", "py3"),
+    ]
+    cfg = PypiHistorySources()  # 2005-2018
+    late = HistoryProject(name="demo", first_year=2016, last_year=2025)
+    assert [f.filename for f in ph.windows_files(meta, late, cfg)] == [
+        "demo-2.0-cp27-none-win_amd64.whl",
+        "demo-3.0-cp37-cp37m-win32.whl",
+        "demo-4.0-py3-none-win_amd64.whl",
+    ]
+    with_any = HistoryProject(name="demo", first_year=2024, last_year=2024, any_wheels=True)
+    assert [f.filename for f in ph.windows_files(meta, with_any, cfg)] == [
+        "demo-4.0-py3-none-any.whl",
+        "demo-4.0-py3-none-win_amd64.whl",
+    ]
+    # The section's years still hold for every project that does not set its own.
+    assert ph.years(HistoryProject(name="demo", last_year=2020), cfg) == (2005, 2020)
+
+
 def test_relative_registry_urls_are_made_absolute():
     meta = _meta()
     meta["releases"]["1.0"][0]["url"] = "../../packages/packages/82/cb/abc/demo-1.0.win32-py2.7.exe"
@@ -119,6 +141,21 @@ def test_sdist_members_and_unreadable_archives(tmp_path):
     broken.write_bytes(b"not a zip")
     (problem,) = ph.file_candidates(_release(broken.name, "bdist_egg"), broken, "pypi/demo")
     assert isinstance(problem, Problem) and "unreadable archive" in problem.reason
+
+
+def test_programs_only_leaves_out_the_dlls_and_modules(tmp_path, monkeypatch):
+    wheel = tmp_path / "pypi-history" / "demo" / "demo-1.0-py3-none-win_amd64.whl"
+    wheel.parent.mkdir(parents=True)
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("demo-1.0.data/scripts/demo.exe", STUB)
+        zf.writestr("demo/runtime.dll", PYD)
+        zf.writestr("demo/_speedups.pyd", PYD)
+    f = ph.ReleaseFile("demo", "1.0", wheel.name, "", "", 0, "2024-03-01", "bdist_wheel", "py3", "MIT")
+    everything = ph.HistoryJob(HistoryProject(name="demo"), [f])
+    programs = ph.HistoryJob(HistoryProject(name="demo", programs_only=True), [f])
+    assert sorted(c.file_name for c in ph.history_candidates(everything, tmp_path)) == [
+        "_speedups.pyd", "demo.exe", "runtime.dll"]  # fmt: skip
+    assert [c.file_name for c in ph.history_candidates(programs, tmp_path)] == ["demo.exe"]
 
 
 def test_plan_refuses_reserved_projects_before_any_request(tmp_path, monkeypatch):

@@ -109,6 +109,7 @@ def build(
         downloads_dir=default_downloads_dir(),
         sources=config,
         max_per_group=config.build.max_per_group if max_per_group is None else max_per_group,
+        max_exes_per_group=config.build.max_exes_per_group,
         max_per_code_group=config.build.max_per_code_group,
         match_caliper=match_caliper,
         download_workers=download_workers,
@@ -133,9 +134,10 @@ def build(
         err_console.print(f"... {len(result.undated)} files not dated in all", highlight=False)
     if result.capped:
         dropped = ", ".join(f"{g} -{n}" for g, n in result.capped.most_common())
-        console.print(
-            f"per-group cap {opts.max_per_group}: {sum(result.capped.values())} files dropped ({dropped})"
-        )
+        caps = str(opts.max_per_group)
+        if opts.max_exes_per_group:
+            caps += f", programs {opts.max_exes_per_group}"
+        console.print(f"per-group cap {caps}: {sum(result.capped.values())} files dropped ({dropped})")
     console.print(composition_rich(result.rows))
     console.print(summary_rich(result.rows))
     matched = [r for r in result.rows if r["matched"]]

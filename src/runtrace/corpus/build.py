@@ -63,6 +63,7 @@ class BuildOptions:
     downloads_dir: Path
     sources: SourcesConfig
     max_per_group: int = 0
+    max_exes_per_group: int = 0  # 0: programs share `max_per_group` with the rest
     max_per_code_group: int = 0
     match_caliper: float = MATCH_CALIPER
     download_workers: int = 4
@@ -341,31 +342,36 @@ def _round_robin(buckets: dict[object, list[dict]]) -> list[dict]:
     return out
 
 
-def apply_group_cap(rows: list[dict], cap: int) -> tuple[list[dict], Counter]:
-    """Keep at most `cap` benign rows per origin group, spread over the group's arch x kind mix.
+def apply_group_cap(rows: list[dict], cap: int, exe_cap: int = 0) -> tuple[list[dict], Counter]:
+    """Keep at most `cap` benign rows per origin group, spread over the group's arch x kind mix; with
+    `exe_cap`, a group's programs are capped apart, at `exe_cap` (spread over arch), and `cap` holds
+    for the rest of it.
 
     Malware is never capped: every sample of the archives stays in the corpus (a family of hundreds,
     like APT1, is weighed down by the evaluation's by-family protocol, not dropped here)."""
-    if cap <= 0:
+    if cap <= 0 and exe_cap <= 0:
         return rows, Counter()
-    by_group: dict[str, list[dict]] = defaultdict(list)
+    by_group: dict[tuple, list[dict]] = defaultdict(list)
     kept: list[dict] = []
     for row in rows:
-        if row["label"] == "benign":
-            by_group[row["origin_group"]].append(row)
-        else:
+        if row["label"] != "benign":
             kept.append(row)
+        elif exe_cap > 0:
+            by_group[(row["origin_group"], row["kind"] == "exe")].append(row)
+        else:
+            by_group[(row["origin_group"], False)].append(row)
     dropped: Counter = Counter()
-    for group, members in by_group.items():
-        if len(members) <= cap:
+    for (group, programs), members in by_group.items():
+        limit = exe_cap if programs else cap
+        if limit <= 0 or len(members) <= limit:
             kept.extend(members)
             continue
         strata: dict[tuple, list[dict]] = defaultdict(list)
         for row in members:
             strata[(row["arch"], row["kind"])].append(row)
-        chosen = _round_robin(strata)[:cap]
+        chosen = _round_robin(strata)[:limit]
         kept.extend(chosen)
-        dropped[group] = len(members) - len(chosen)
+        dropped[group] += len(members) - len(chosen)
     return kept, dropped
 
 
@@ -450,7 +456,7 @@ def build_corpus(opts: BuildOptions, progress: Progress | None = None) -> BuildR
     mf.write_manifest(rows, opts.corpus_dir / PARSED_NAME)
     spread = code_group_origins(rows)  # before the caps: who shared each code, even if capped away
     rows, code_capped = apply_code_cap(rows, opts.max_per_code_group)
-    rows, capped = apply_group_cap(rows, opts.max_per_group)
+    rows, capped = apply_group_cap(rows, opts.max_per_group, opts.max_exes_per_group)
     for row, group in zip(rows, cv_groups(rows, spread=spread), strict=True):
         row["cv_group"] = group
     archives = {row["path"] for row in rows if row.get("storage") == "zip"}

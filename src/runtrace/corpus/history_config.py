@@ -14,6 +14,16 @@ class HistoryProject(BaseModel):
     max_files: int | None = Field(default=None, ge=1)
     max_file_mb: int | None = Field(default=None, ge=1)
     group: str = ""  # origin group, when several projects ship one program (default: pypi/<name>)
+    # The section's years, for this project only: a tool whose Windows programs were first shipped
+    # after 2018 (ruff, clang-format, Qt's tool wheels) is read from its own years.
+    first_year: int | None = None
+    last_year: int | None = None
+    # Only the programs (.exe) inside its downloads, not their DLLs and extension modules: for tool
+    # wheels that bundle a runtime of DLLs beside a few programs, which the corpus has plenty of.
+    programs_only: bool = False
+    # Also read platform-independent wheels (`-none-any.whl`): some projects ship their Windows program
+    # inside one wheel for every platform (Selenium's selenium-manager.exe).
+    any_wheels: bool = False
 
 
 class PypiHistorySources(BaseModel):

@@ -35,9 +35,11 @@ FILES_URL = "https://files.pythonhosted.org/packages/"
 USER_AGENT = "runtrace-corpus (+https://pypi.org/project/runtrace/; one request at a time)"
 # PE suffixes looked for inside archives; the installer EXE itself is always a candidate.
 PE_SUFFIXES = (".exe", ".dll", ".pyd", ".ocx", ".cpl", ".scr")
+PROGRAM_SUFFIXES = (".exe",)  # what a `programs_only` project yields
 SDIST_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".zip")
 # Python 2's distutils wrote installers for these platforms only; anything else (arm, ia64) is left out.
 _WHEEL_PLATFORM = re.compile(r"-(win32|win_amd64)\.whl$")
+_ANY_WHEEL = re.compile(r"-none-any\.whl$")
 _EGG_PLATFORM = re.compile(r"-(win32|win-amd64)\.egg$")
 _WININST_PLATFORM = re.compile(r"\.(win32|win-amd64)(-py\d\.\d+)?\.exe$")
 
@@ -122,7 +124,7 @@ def _absolute(url: str) -> str:
     return FILES_URL + url.rsplit("packages/", 1)[-1]
 
 
-def _is_windows_binary(f: dict, sdists: bool) -> bool:
+def _is_windows_binary(f: dict, entry: HistoryProject) -> bool:
     name = f["filename"].lower()
     kind = f.get("packagetype", "")
     if kind == "bdist_wininst":
@@ -130,22 +132,28 @@ def _is_windows_binary(f: dict, sdists: bool) -> bool:
     if kind == "bdist_egg":
         return bool(_EGG_PLATFORM.search(name))
     if kind == "bdist_wheel":
-        return bool(_WHEEL_PLATFORM.search(name))
+        return bool(_WHEEL_PLATFORM.search(name) or (entry.any_wheels and _ANY_WHEEL.search(name)))
     if kind == "sdist":
-        return sdists and name.endswith(SDIST_SUFFIXES)
+        return entry.sdists and name.endswith(SDIST_SUFFIXES)
     return False  # bdist_msi: an MSI database, which no reachable tool here unpacks
+
+
+def years(entry: HistoryProject, cfg: PypiHistorySources) -> tuple[int, int]:
+    """The upload years read for one project: its own where it sets them, else the section's."""
+    return entry.first_year or cfg.first_year, entry.last_year or cfg.last_year
 
 
 def windows_files(meta: dict, entry: HistoryProject, cfg: PypiHistorySources) -> list[ReleaseFile]:
     """Every Windows binary (and, if asked, sdist) the project uploaded within the years, oldest first."""
     licence = licence_of(meta.get("info") or {})
+    first, last = years(entry, cfg)
     out = []
     for version, files in (meta.get("releases") or {}).items():
         for f in files:
             uploaded = (f.get("upload_time") or "")[:10]
-            if not uploaded or not (cfg.first_year <= int(uploaded[:4]) <= cfg.last_year):
+            if not uploaded or not (first <= int(uploaded[:4]) <= last):
                 continue
-            if f.get("yanked") or not _is_windows_binary(f, entry.sdists):
+            if f.get("yanked") or not _is_windows_binary(f, entry):
                 continue
             out.append(
                 ReleaseFile(
@@ -242,34 +250,37 @@ def _candidate(f: ReleaseFile, group: str, member: str, read: Callable[[], bytes
     )
 
 
-def _zip_members(path: Path) -> tuple[zipfile.ZipFile, list[zipfile.ZipInfo]]:
+def _zip_members(path: Path, suffixes: tuple[str, ...]) -> tuple[zipfile.ZipFile, list[zipfile.ZipInfo]]:
     zf = zipfile.ZipFile(path)  # also opens a zip appended to an installer stub
-    wanted = [i for i in zf.infolist() if not i.is_dir() and i.filename.lower().endswith(PE_SUFFIXES)]
+    wanted = [i for i in zf.infolist() if not i.is_dir() and i.filename.lower().endswith(suffixes)]
     return zf, wanted
 
 
-def file_candidates(f: ReleaseFile, path: Path, group: str) -> Iterator[Candidate | Problem]:
-    """The PE files a downloaded file holds: an installer and its payload, or an archive's members."""
+def file_candidates(
+    f: ReleaseFile, path: Path, group: str, suffixes: tuple[str, ...] = PE_SUFFIXES
+) -> Iterator[Candidate | Problem]:
+    """The PE files a downloaded file holds: an installer and its payload, or an archive's members
+    whose names end with one of `suffixes`."""
     name = f.filename.lower()
     if f.packagetype == "bdist_wininst":
         # The installer itself is a program (the distutils stub, with the package zipped after it).
         yield _candidate(f, group, "", path.read_bytes, "bdist_wininst installer (stub + payload zip)")
     try:
         if name.endswith((".exe", ".whl", ".egg", ".zip")):
-            zf, infos = _zip_members(path)
+            zf, infos = _zip_members(path, suffixes)
             for info in infos:
                 yield _candidate(f, group, info.filename, (lambda i=info: zf.read(i)), "")
         elif name.endswith((".tar.gz", ".tgz", ".tar.bz2")):
-            yield from _tar_candidates(f, path, group)
+            yield from _tar_candidates(f, path, group, suffixes)
     except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError) as e:
         yield Problem(f"pypi-history {f.filename}", f"unreadable archive ({type(e).__name__}: {e})")
 
 
-def _tar_candidates(f: ReleaseFile, path: Path, group: str) -> Iterator[Candidate]:
+def _tar_candidates(f: ReleaseFile, path: Path, group: str, suffixes: tuple[str, ...]) -> Iterator[Candidate]:
     # Members are read now (a tar has no random access); only PE-named members are kept in memory.
     with tarfile.open(path) as tf:
         for info in tf:
-            if info.isfile() and info.name.lower().endswith(PE_SUFFIXES) and info.size < (64 << 20):
+            if info.isfile() and info.name.lower().endswith(suffixes) and info.size < (64 << 20):
                 handle = tf.extractfile(info)
                 if handle is None:
                     continue
@@ -304,7 +315,8 @@ def plan(
             time.sleep(pause_s)  # one request at a time, gently
         files = windows_files(meta, entry, cfg)
         if not files:
-            yield Problem(f"pypi-history {entry.name}", f"no Windows files {cfg.first_year}-{cfg.last_year}")
+            first, last = years(entry, cfg)
+            yield Problem(f"pypi-history {entry.name}", f"no Windows files {first}-{last}")
             continue
         cap = entry.max_files or cfg.max_files
         yield HistoryJob(entry, select_files(files, cap, (entry.max_file_mb or cfg.max_file_mb) << 20))
@@ -319,6 +331,7 @@ def history_candidates(
     """The PE files of a project's selected downloads: at most `max_members`, taken from each download
     in turn and programs (EXEs) first within each, so the cap keeps every release and toolchain."""
     group = job.entry.group or f"pypi/{normalise_project(job.entry.name)}"
+    suffixes = PROGRAM_SUFFIXES if job.entry.programs_only else PE_SUFFIXES
     queues: list[list[Candidate]] = []
     for f in job.files:
         try:
@@ -328,7 +341,7 @@ def history_candidates(
             advance(1)
             continue
         found: list[Candidate] = []
-        for item in file_candidates(f, path, group):
+        for item in file_candidates(f, path, group, suffixes):
             if isinstance(item, Problem):
                 yield item
             else:

@@ -69,6 +69,10 @@ class PypiSources(_Strict):
 
 class BuildSettings(_Strict):
     max_per_group: int = Field(default=0, ge=0)
+    # Programs (kind exe) per origin group, capped apart from the group's DLLs when set: programs are
+    # what the benign side lacks, and a tool rebuilt for every release is not a flood of one module.
+    # 0: programs count against `max_per_group` with everything else.
+    max_exes_per_group: int = Field(default=0, ge=0)
     max_per_code_group: int = Field(default=0, ge=0)  # files of one code identity (see codeid.py)
 
 
