@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from speakeasy.profiler import Run
 from speakeasy.winenv import arch as se_arch
 
-from runtrace.trace.emulate import atl, crtformat, gui, mfc, pyargs, pycapi, startup, sysapi
+from runtrace.trace.emulate import atl, cmdline, crtformat, gui, mfc, pyargs, pycapi, startup, sysapi
 from runtrace.trace.emulate.callbacks import Callbacks
 from runtrace.trace.emulate.crtfuncs import CrtFunctions
 from runtrace.trace.emulate.startup import command_line_text, empty_environment
@@ -813,7 +813,8 @@ def install(se, bits: int, max_methods: int = 64, seh64=None) -> Host:
     # Speakeasy's own handler wins where it has one, except for the overrides.
     entries = [e for e in _handlers(scratch, python) if not speakeasy_has(e[0], e[1])]
     entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in system.simple() if not speakeasy_has(m, n)]
-    entries += _overrides(scratch, seh64) + [(m, n, c, v, _safe(f)) for m, n, c, v, f in system.overriding()]
+    overriding = system.overriding() + cmdline.CommandLineToArgv(se, bits // 8).overriding()
+    entries += _overrides(scratch, seh64) + [(m, n, c, v, _safe(f)) for m, n, c, v, f in overriding]
     for modules, name, argc, conv, fn in entries:
         for module in modules:
             se.add_api_hook(_adapt(fn), module=module, api_name=name, argc=argc, call_conv=conv)
