@@ -32,6 +32,7 @@ from runtrace.trace.emulate import (
     pycapi,
     repeatable,
     seh64,
+    stack,
     startup,
     sysapi,
     winapi,
@@ -82,6 +83,11 @@ class _Speakeasy(speakeasy.Speakeasy):
 
     def _init_config(self, config: dict) -> None:
         self.config = config
+
+    def _init_emulator(self, path=None, data=None, is_raw_code=False) -> None:
+        super()._init_emulator(path=path, data=data, is_raw_code=is_raw_code)
+        if data is not None and not is_raw_code:
+            stack.install(self.emu, stack.main_stack_size(data))
 
 
 def _quiet_logger() -> logging.Logger:
