@@ -26,6 +26,7 @@ from runtrace.trace.emulate import (
     behaviour,
     decoys,
     exportargs,
+    guardpage,
     imageload,
     memlimits,
     memranges,
@@ -144,6 +145,7 @@ class _Session:
         self._patch_memory_faults()
         self._install_code_hook()
         self.host = winapi.install(self.se, self.bits, settings.max_exports, self.seh64)
+        guardpage.GuardPages(self.emu, self.seh64).install(self.se)
         if self.seh64 is not None:
             self.seh64.install()  # last: its hooks see every fault and fetch first
 
