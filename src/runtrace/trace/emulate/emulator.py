@@ -32,6 +32,7 @@ from runtrace.trace.emulate import (
     memranges,
     pycapi,
     repeatable,
+    seh32,
     seh64,
     stack,
     startup,
@@ -146,6 +147,8 @@ class _Session:
         self._install_code_hook()
         self.host = winapi.install(self.se, self.bits, settings.max_exports, self.seh64)
         guardpage.GuardPages(self.emu, self.seh64).install(self.se)
+        if self.seh64 is None:
+            seh32.install(self.se)
         if self.seh64 is not None:
             self.seh64.install()  # last: its hooks see every fault and fetch first
 
