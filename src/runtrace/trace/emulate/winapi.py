@@ -463,8 +463,12 @@ def get_main_args(s: _Scratch, argv: list, wide: bool) -> int:
 
 def _overrides(s: _Scratch, seh64=None) -> list[tuple[tuple[str, ...], str, int, int, Callable[[list], int]]]:
     """Handlers that replace Speakeasy's own."""
-    printf = crtformat.Formatter(s.se, s.ptr * 8).handlers()
-    out = [(_CRT, name, argc, CDECL, fn) for name, argc, fn in printf]
+    formatter = crtformat.Formatter(s.se, s.ptr * 8)
+    out = [
+        (_CRT, name, argc, CDECL, fn)
+        for name, argc, fn in formatter.handlers() + formatter.variadic_handlers()
+    ]
+    out += [(("user32",), name, argc, CDECL, fn) for name, argc, fn in formatter.wsprintf_handlers()]
     # Speakeasy's operator new returns nothing; it lacks the rest (crtfuncs.py).
     out += [(_CRT, name, argc, CDECL, _safe(fn)) for name, argc, fn in CrtFunctions(s.se, s.ptr).handlers()]
     if seh64 is not None:
@@ -543,8 +547,6 @@ def _handlers(
         ("_invalid_parameter_noinfo_noreturn", 0, zero),
         ("__std_type_info_destroy_list", 1, zero),
         ("_free_base", 1, zero),
-        ("getenv", 1, zero),
-        ("_wgetenv", 1, zero),
         ("terminate", 0, zero),
     ]
     out = [(_CRT, name, argc, CDECL, fn) for name, argc, fn in crt]
