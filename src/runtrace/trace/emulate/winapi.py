@@ -16,7 +16,18 @@ from collections.abc import Callable, Iterator
 from speakeasy.profiler import Run
 from speakeasy.winenv import arch as se_arch
 
-from runtrace.trace.emulate import atl, cmdline, crtformat, gui, mfc, pyargs, pycapi, startup, sysapi
+from runtrace.trace.emulate import (
+    atl,
+    cmdline,
+    crtformat,
+    gui,
+    mfc,
+    pyargs,
+    pycapi,
+    startup,
+    stubnames,
+    sysapi,
+)
 from runtrace.trace.emulate.callbacks import Callbacks
 from runtrace.trace.emulate.crtfuncs import CrtFunctions
 from runtrace.trace.emulate.startup import command_line_text, empty_environment
@@ -380,7 +391,7 @@ class Host:
             return self.python.value(name)
         if dll.lower().startswith("msvcp") and name.startswith(_CPP_RETURNS_ITS_STREAM):
             return stream_argument(emu, name)
-        return 0
+        return stubnames.value(emu, name)
 
 
 # The C++ library's stream operators and manipulators (`operator<<`, `operator>>`, `endl`, ...) return
