@@ -339,7 +339,19 @@ class _Session:
             else:
                 emu.dispatch_seh(STATUS_ACCESS_VIOLATION, address)
 
+        def loader_data(address: int) -> bool:
+            # Speakeasy maps the PEB's loader data (PEB.Ldr) at its first read, but tests
+            # `address > Ldr`: a read of its first field (Length) was an unmapped read.
+            p = emu.get_current_process()
+            if p is None or address != p.get_peb_ldr().address:
+                return False
+            emu.mem_map_reserve(address)
+            emu.init_peb(emu.get_user_modules())
+            return True
+
         def invalid_read(uc, address, size, value, ctx):
+            if loader_data(address):
+                return True
             # The page is mapped before any SEH dispatch: unicorn retries the access when the hook
             # returns, and an unmapped retry ends emulation even when a handler took the exception.
             if not lenient(address) or not map_zero_page(address & ~(PAGE - 1)):
