@@ -12,11 +12,12 @@ HANDLER_AT = 0x200
 CONTEXT_EIP, CONTEXT_ESP = 0xB8, 0xC4
 
 
-def _guard_check(protection: int) -> bytes:
+def _guard_check(protection: int, target: int = 0) -> bytes:
     """An x86 program that installs a raw SEH handler, allocates a page holding `ret`, gives it
     `protection` and calls it.  The handler stores the exception code at data+0x100 and resumes at
     `after` (the call's return address popped); reached without an exception, the code stores 1 at
-    data+0x104 ("watched").  Both go to Sleep, whose recorded arguments show them."""
+    data+0x104 ("watched").  Both go to Sleep, whose recorded arguments show them.  With `target`, the
+    call goes there instead."""
 
     def code(lay) -> bytes:
         def call(name: str) -> bytes:
@@ -35,6 +36,7 @@ def _guard_check(protection: int) -> bytes:
             + b"\x68" + struct.pack("<I", protection)  # push protection
             + b"\x68\x00\x10\x00\x00\x50"  # push 0x1000; push eax
             + call("VirtualProtect")
+            + (b"\xc7\x05" + struct.pack("<II", d, target) if target else b"")  # mov dword ptr [data], target
             + b"\xff\x15" + struct.pack("<I", d)  # call dword ptr [data]
             + b"\xc7\x05" + struct.pack("<II", d + 0x104, 1)  # mov dword ptr [data+0x104], 1
         )  # fmt: skip
@@ -75,3 +77,11 @@ def test_without_the_guard_the_ret_runs():
     trace = emulate(_guard_check(0x20), "x", "guard")  # PAGE_EXECUTE_READ
     assert trace.meta.stop_reason is StopReason.EXITED, trace.meta.stop_detail
     assert _sleeps(trace) == [0, 1]
+
+
+def test_a_call_to_unmapped_memory_reaches_the_handler():
+    # Speakeasy sent the fault to the handler, but unicorn's retried fetch from the unmapped address
+    # ended the run (emulator.py maps a non-executable page there for the retry).
+    trace = emulate(_guard_check(0x20, target=0x20000000), "x", "fetch")
+    assert trace.meta.stop_reason is StopReason.EXITED, trace.meta.stop_detail
+    assert _sleeps(trace) == [0xC0000005, 0]

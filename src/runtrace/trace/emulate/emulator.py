@@ -8,6 +8,7 @@ default: it is stubbed (returns 0), recorded as an event and the program goes on
 
 from __future__ import annotations  # noqa: I001  (speakeasy_loader must come before unicorn and speakeasy)
 
+import contextlib
 import json
 import logging
 import threading
@@ -396,7 +397,22 @@ class _Session:
         orig_fetch, orig_prot_fetch = emu._handle_invalid_fetch, emu._handle_prot_fetch
         emu._handle_invalid_read, emu._handle_invalid_write = invalid_read, invalid_write
 
-        emu._handle_invalid_fetch = lambda uc, a, *rest: null_call(a) or orig_fetch(uc, a, *rest)
+        def invalid_fetch(uc, address, *rest):
+            if null_call(address):
+                return True
+            if self.seh64 is None and emu.dispatch_handlers and not reserved[0] <= address <= reserved[1]:
+                # Speakeasy's handler sends the fault to the program's SEH handler, but unicorn fetches
+                # from the address again when the hook returns and stops if that fails, whatever the
+                # program counter is by then: a page must be there (not executable: nothing runs from
+                # it), unmapped again at the next instruction, as amd64's dispatch does (seh64.py).
+                page = address & ~(PAGE - 1)
+                if emu.get_address_map(page) is None:
+                    with contextlib.suppress(Exception):  # (a page Speakeasy reserved: the run ends)
+                        emu.emu_eng.mem_map(page, PAGE, perms=PERM_RW)
+                        emu.tmp_maps.append((page, PAGE))
+            return orig_fetch(uc, address, *rest)
+
+        emu._handle_invalid_fetch = invalid_fetch
         emu._handle_prot_fetch = lambda uc, a, *rest: null_call(a) or orig_prot_fetch(uc, a, *rest)
 
     def _own_call(self, dll: str, name: str, argc: int, handler) -> None:
