@@ -36,3 +36,19 @@ def test_a_missing_allocator_gives_a_block_the_program_can_use():
     assert by_name["libgc-1.GC_malloc"].result >= 0x10000
     assert by_name["libgc-1.GC_free"].result == 0
     assert by_name["kernel32.lstrlenA"].args[0] == "hello" and by_name["kernel32.lstrlenA"].result == 5
+
+
+def test_pywin32_answers_follow_the_mangled_return_type():
+    from runtrace.trace.emulate.stubnames import cpp_value, is_pywin32
+
+    obj = lambda name: 0x5000  # noqa: E731  (the Python host's object)
+    assert is_pywin32("pythoncom39", "?PyCom_RegisterClientType@@YAHPAU_typeobject@@PBU_GUID@@@Z")
+    assert is_pywin32("PyWinTypes39", "?PyWinObject_AsIID@@YAHPAU_object@@PAU_GUID@@@Z")
+    assert not is_pywin32("kernel32", "?x@@YAHXZ") and not is_pywin32("python39", "Py_Initialize")
+    assert cpp_value("?PyCom_RegisterClientType@@YAHPAU_typeobject@@PBU_GUID@@@Z", obj) == 0  # status
+    assert cpp_value("?PyWinObject_AsIID@@YAHPAU_object@@PAU_GUID@@@Z", obj) == 1  # a BOOL converter
+    assert cpp_value("?PyWinLong_AsULONG_PTR@@YAHPEAU_object@@PEA_K@Z", obj) == 1
+    assert cpp_value("?PyWinObject_FromIID@@YAPAU_object@@ABU_GUID@@@Z", obj) == 0x5000  # a pointer
+    assert cpp_value("?PyWin_SetAPIError@@YAPAU_object@@PBDJ@Z", obj) == 0x5000
+    assert cpp_value("?PyCom_LogF@@YAXPBDZZ", obj) == 0  # void
+    assert cpp_value("?IsOK@@YA_NXZ", obj) == 1  # bool

@@ -43,3 +43,33 @@ def value(emu, name: str) -> int:
         return emu.mem_map(size, tag=f"runtrace.stub_alloc.{name}")
     except Exception:
         return 0
+
+
+# pywin32's DLLs (pythoncomXY, pywintypesXY) export C++ functions under Visual C++ mangled names,
+# `?Name@@Y<convention><return type><parameters>@Z`; the return type says what a stub should answer:
+# `int` (BOOL is an int) is a status, 0 for success as in Python's C API, except the `PyWinObject_As*`
+# / `PyWin*_As*` converters, whose int is a BOOL, TRUE for success; C++ `bool` is true; `void` 0; a
+# pointer an object from the Python host.  Before, a pythoncom stub returned an object pointer where
+# `PyCom_RegisterClientType` returns 0, and a pywintypes converter 0 (FALSE), so module set-up failed.
+_MANGLED = re.compile(r"^\?(?P<name>[A-Za-z_]\w*)@@Y[A-Z](?P<ret>_N|[A-Z])")
+_INTEGERS = set("CDEFGHIJK")  # signed/unsigned char, short, int, long
+_CONVERTER = re.compile(r"^PyWin\w*?_As[A-Z]")
+
+
+def is_pywin32(dll: str, name: str) -> bool:
+    return name.startswith("?") and dll.lower().startswith(("python", "pywintypes"))
+
+
+def cpp_value(name: str, object_value) -> int:
+    """A stub's answer for a mangled C++ export; `object_value(name)` gives an object pointer."""
+    match = _MANGLED.match(name)
+    if match is None:
+        return object_value(name)
+    ret = match["ret"]
+    if ret == "_N":
+        return 1
+    if ret == "X":
+        return 0
+    if ret in _INTEGERS:
+        return 1 if _CONVERTER.match(match["name"]) else 0
+    return object_value(name)

@@ -387,6 +387,8 @@ class Host:
         return self._own.get((dll.lower(), name))
 
     def stub_value(self, emu, dll: str, name: str) -> int:
+        if stubnames.is_pywin32(dll, name):
+            return stubnames.cpp_value(name, self.python.value)
         if dll.lower().startswith("python") or pycapi.is_capsule_name(dll):  # ... or a C-API table's
             return self.python.value(name)
         if dll.lower().startswith("msvcp") and name.startswith(_CPP_RETURNS_ITS_STREAM):
