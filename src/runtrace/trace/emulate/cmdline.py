@@ -18,11 +18,8 @@ from __future__ import annotations
 
 import struct
 
-from speakeasy.winenv import arch as se_arch
-
 from runtrace.trace.emulate.startup import PROGRAM
 
-STDCALL = se_arch.CALL_CONV_STDCALL
 _BLANKS = " \t"
 
 
@@ -100,7 +97,3 @@ class CommandLineToArgv:
         if p_count:
             self.se.mem_write(p_count, struct.pack("<i", len(args)))
         return block
-
-    def overriding(self) -> list[tuple[tuple[str, ...], str, int, int, object]]:
-        """(modules, name, argc, convention, fn(argv)) replacing Speakeasy's handler."""
-        return [(("shell32",), "CommandLineToArgvW", 2, STDCALL, self)]

@@ -204,10 +204,10 @@ class Formatter:
                     return -1
 
             out.append((name, len(slots), handler))
-        return out
+        return out + self.variadic_handlers()
 
     def variadic_handlers(self) -> list[tuple[str, int, Callable[[list], int]]]:
-        """(name, argc, handler(argv)) for the C runtime's variadic sprintf family."""
+        """(name, argc, handler(argv)) for the C runtime's variadic sprintf family (in `handlers`)."""
         out = []
         for name, (layout, bound) in _VARIADIC.items():
             wide = "wprintf" in name

@@ -17,6 +17,7 @@ emulated files and registry), not a full reimplementation (docs/tracer.md, revis
   pointer it should have set stayed NULL and was called), and its two-step form;
 - fibers (`ConvertThreadToFiber`, `CreateFiber[Ex]`, `SwitchToFiber`): a shellcode runner's usual way
   to start its payload;
+- `CommandLineToArgvW` split by Windows' rules (`cmdline.py`; Speakeasy's used POSIX `shlex`);
 - KUSER_SHARED_DATA at 0x7FFE0000, the page every user-mode process can read (Windows version,
   processor count, memory size, debugger flag, time): Speakeasy maps only its kernel-mode alias, so a
   version check read an unmapped page.
@@ -31,7 +32,7 @@ from collections.abc import Callable
 
 from speakeasy.winenv import arch as se_arch
 
-from runtrace.trace.emulate import repeatable
+from runtrace.trace.emulate import cmdline, repeatable
 
 STDCALL = se_arch.CALL_CONV_STDCALL
 ERROR_SUCCESS, ERROR_FILE_NOT_FOUND = 0, 2
@@ -170,6 +171,7 @@ class SystemApis:
             (("user32",), "GetCursorPos", 1, STDCALL, self.cursor_position),
             (k32, "WaitForSingleObject", 2, STDCALL, self.wait),
             (k32, "WaitForSingleObjectEx", 3, STDCALL, self.wait),
+            (("shell32",), "CommandLineToArgvW", 2, STDCALL, cmdline.CommandLineToArgv(self.se, self.ptr)),
         ]
 
     def redirecting(self) -> list[tuple[str, str, int, Callable]]:

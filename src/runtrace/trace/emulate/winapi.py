@@ -16,18 +16,7 @@ from collections.abc import Callable, Iterator
 from speakeasy.profiler import Run
 from speakeasy.winenv import arch as se_arch
 
-from runtrace.trace.emulate import (
-    atl,
-    cmdline,
-    crtformat,
-    gui,
-    mfc,
-    pyargs,
-    pycapi,
-    startup,
-    stubnames,
-    sysapi,
-)
+from runtrace.trace.emulate import atl, crtformat, gui, mfc, pyargs, pycapi, startup, stubnames, sysapi
 from runtrace.trace.emulate.callbacks import Callbacks
 from runtrace.trace.emulate.crtfuncs import CrtFunctions
 from runtrace.trace.emulate.startup import command_line_text, empty_environment
@@ -477,10 +466,7 @@ def get_main_args(s: _Scratch, argv: list, wide: bool) -> int:
 def _overrides(s: _Scratch, seh64=None) -> list[tuple[tuple[str, ...], str, int, int, Callable[[list], int]]]:
     """Handlers that replace Speakeasy's own."""
     formatter = crtformat.Formatter(s.se, s.ptr * 8)
-    out = [
-        (_CRT, name, argc, CDECL, fn)
-        for name, argc, fn in formatter.handlers() + formatter.variadic_handlers()
-    ]
+    out = [(_CRT, name, argc, CDECL, fn) for name, argc, fn in formatter.handlers()]
     out += [(("user32",), name, argc, CDECL, fn) for name, argc, fn in formatter.wsprintf_handlers()]
     # Speakeasy's operator new returns nothing; it lacks the rest (crtfuncs.py).
     out += [(_CRT, name, argc, CDECL, _safe(fn)) for name, argc, fn in CrtFunctions(s.se, s.ptr).handlers()]
@@ -828,8 +814,7 @@ def install(se, bits: int, max_methods: int = 64, seh64=None) -> Host:
     # Speakeasy's own handler wins where it has one, except for the overrides.
     entries = [e for e in _handlers(scratch, python) if not speakeasy_has(e[0], e[1])]
     entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in system.simple() if not speakeasy_has(m, n)]
-    overriding = system.overriding() + cmdline.CommandLineToArgv(se, bits // 8).overriding()
-    entries += _overrides(scratch, seh64) + [(m, n, c, v, _safe(f)) for m, n, c, v, f in overriding]
+    entries += _overrides(scratch, seh64) + [(m, n, c, v, _safe(f)) for m, n, c, v, f in system.overriding()]
     for modules, name, argc, conv, fn in entries:
         for module in modules:
             se.add_api_hook(_adapt(fn), module=module, api_name=name, argc=argc, call_conv=conv)
