@@ -18,6 +18,7 @@ import re
 import struct
 from collections.abc import Callable
 
+from speakeasy.winenv.arch import AMD64_REG_R8, AMD64_REG_R9, AMD64_REG_RCX, AMD64_REG_RDX
 from speakeasy.winenv.arch import CALL_CONV_CDECL as CDECL
 
 MAX_STRING = 4096  # a %s argument longer than this is cut (an unterminated buffer)
@@ -159,6 +160,23 @@ _FAMILY: dict[str, tuple[tuple[str, ...], str]] = {
     "__stdio_common_vfprintf": (("opt", "file", "fmt", "locale", "va"), "count"),
     "__stdio_common_vfwprintf": (("opt", "file", "fmt", "locale", "va"), "count"),
 }
+# The variadic forms (older runtimes export them; the universal CRT's are inline over the above): the
+# same, with the arguments after the named ones where a `va_list` would find them.  user32's wsprintf
+# formats as the C runtime does for the conversions it has, into a buffer of at most 1024 characters.
+_VARIADIC: dict[str, tuple[tuple[str, ...], str]] = {
+    "sprintf": (("buf", "fmt"), "all"),
+    "swprintf": (("buf", "fmt"), "all"),
+    "_swprintf": (("buf", "fmt"), "all"),
+    "_snprintf": (("buf", "count", "fmt"), "legacy"),
+    "_snwprintf": (("buf", "count", "fmt"), "legacy"),
+    "_scprintf": (("fmt",), "count"),
+    "_scwprintf": (("fmt",), "count"),
+    "sprintf_s": (("buf", "size", "fmt"), "secure"),
+    "swprintf_s": (("buf", "size", "fmt"), "secure"),
+    "_snprintf_s": (("buf", "size", "count", "fmt"), "secure"),
+    "_snwprintf_s": (("buf", "size", "count", "fmt"), "secure"),
+}
+_WSPRINTF_MAX = 1024
 _UCRT_STANDARD_SNPRINTF = 2  # _CRT_INTERNAL_PRINTF_STANDARD_SNPRINTF_BEHAVIOR
 _TRUNCATE = (1 << 32) - 1  # _TRUNCATE as a size_t count, low 32 bits
 
@@ -186,7 +204,37 @@ class Formatter:
                     return -1
 
             out.append((name, len(slots), handler))
+        return out + self.variadic_handlers()
+
+    def variadic_handlers(self) -> list[tuple[str, int, Callable[[list], int]]]:
+        """(name, argc, handler(argv)) for the C runtime's variadic sprintf family (in `handlers`)."""
+        out = []
+        for name, (layout, bound) in _VARIADIC.items():
+            wide = "wprintf" in name
+
+            def handler(argv, layout=layout, bound=bound, wide=wide):
+                return self._variadic(layout, bound, wide)
+
+            out.append((name, len(layout), handler))
         return out
+
+    def wsprintf_handlers(self) -> list[tuple[str, int, Callable[[list], int]]]:
+        """user32's wsprintfA/W (buffer, format, ...): cdecl, NUL-terminated, at most 1024 characters."""
+        return [
+            (name, 2, lambda argv, wide=wide: self._variadic(("buf", "fmt"), "wsprintf", wide))
+            for name, wide in (("wsprintfA", False), ("wsprintfW", True))
+        ]
+
+    def _variadic(self, layout: tuple[str, ...], bound: str, wide: bool) -> int:
+        try:
+            argv, va = variadic_frame(self.mem.emu, self.ptr, len(layout))
+            named = dict(zip(layout, argv, strict=True))
+            named["va"] = va
+            if bound == "wsprintf":
+                named["size"], bound = _WSPRINTF_MAX, "wsprintf"
+            return self.call(named, argv, list(layout), bound, wide)
+        except Exception:  # an unreadable format or argument: the C runtime's error return
+            return -1
 
     def call(self, named: dict, argv: list, slots: list, bound: str, wide: bool) -> int:
         if "opt" in named:  # the low word (x86: the first of its two slots)
@@ -213,6 +261,8 @@ class Formatter:
             if count:
                 self._put(buf, text[: count - 1], True, wide)
             return n
+        if bound == "wsprintf":  # cut to the buffer's 1024 characters, terminated; the count written
+            return self._put(buf, text[: size - 1], True, wide) or min(n, size - 1)
         limit = size - 1 if size else 0  # secure
         if count is not None and (count & 0xFFFFFFFF) != _TRUNCATE:
             limit = min(limit, count)
@@ -233,3 +283,15 @@ class Formatter:
             return self.mem.read_mem_string(address, 2 if wide else 1, max_chars=MAX_STRING)
         except Exception:  # an unreadable string argument formats as nothing rather than ending the run
             return ""
+
+
+def variadic_frame(emu, ptr: int, fixed: int) -> tuple[list[int], int]:
+    """At a variadic cdecl function's first instruction: its `fixed` named arguments and the address
+    where a `va_list` over the rest starts.  On amd64 the register arguments are first written to the
+    callee's home space, as a variadic function's prolog does, so that the list runs on through them."""
+    sp = emu.get_stack_ptr()
+    if ptr == 8:
+        regs = [emu.reg_read(r) for r in (AMD64_REG_RCX, AMD64_REG_RDX, AMD64_REG_R8, AMD64_REG_R9)]
+        emu.mem_write(sp + 8, b"".join(r.to_bytes(8, "little") for r in regs))
+    args = [int.from_bytes(bytes(emu.mem_read(sp + ptr * (i + 1), ptr)), "little") for i in range(fixed)]
+    return args, sp + ptr * (fixed + 1)

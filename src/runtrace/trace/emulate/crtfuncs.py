@@ -20,7 +20,7 @@ import io
 
 from speakeasy.winenv import arch as se_arch
 
-from runtrace.trace.emulate.crtformat import VaList, format_va
+from runtrace.trace.emulate.crtformat import VaList, format_va, variadic_frame
 
 CDECL = se_arch.CALL_CONV_CDECL
 _FILE_SIZE = 0x40
@@ -32,6 +32,7 @@ class CrtFunctions:
     def __init__(self, se, ptr: int) -> None:
         self.se, self.ptr = se, ptr
         self.files: dict[int, object] = {}  # FILE * -> Speakeasy File
+        self.environment: dict[tuple[str, bool], int] = {}  # (name, wide) -> getenv's string
 
     # -- helpers ---------------------------------------------------------------------------------------
 
@@ -80,6 +81,8 @@ class CrtFunctions:
             ("_ltow", 3, lambda a: self.int_to_text(a, True, signed=True)),
             ("_ultow", 3, lambda a: self.int_to_text(a, True, signed=False)),
             ("_wcsdup", 1, lambda a: self.strdup(a, True)),
+            ("getenv", 1, lambda a: self.getenv(a, False)),
+            ("_wgetenv", 1, lambda a: self.getenv(a, True)),
             ("fopen", 2, lambda a: self.fopen(a, False)),
             ("_wfopen", 2, lambda a: self.fopen(a, True)),
             ("_fsopen", 3, lambda a: self.fopen(a, False)),
@@ -121,6 +124,20 @@ class CrtFunctions:
         return self._alloc(size & ((1 << (8 * self.ptr)) - 1))
 
     # -- strings -----------------------------------------------------------------------------------------
+
+    def getenv(self, argv: list, wide: bool) -> int:
+        """The value of an environment variable Speakeasy's environment has (`windir`, `temp`, ...; the
+        same values GetEnvironmentVariable gives), as a string the runtime owns; NULL for others."""
+        (name,) = self._args(argv, 1)
+        key = (self._string(name, wide).lower(), wide)
+        value = self.emu.get_env().get(key[0])
+        if value is None:
+            return 0
+        if key not in self.environment:
+            address = self._alloc((len(value) + 1) * (2 if wide else 1))
+            self._write_string(address, value, wide)
+            self.environment[key] = address
+        return self.environment[key]
 
     def strncat(self, argv: list, wide: bool) -> int:
         dst, src, count = self._args(argv, 3)
@@ -309,16 +326,8 @@ class CrtFunctions:
         """printf(fmt, ...) (fixed 0) and fprintf(stream, fmt, ...) (fixed 1): the variadic arguments
         are read where a `va_list` would find them (amd64: the register arguments are written to the
         callee's home space first, as a variadic function's prolog does)."""
-        emu, ptr = self.emu, self.ptr
-        sp = emu.get_stack_ptr()
-        if ptr == 8:
-            regs = [emu.reg_read(r) for r in (se_arch.AMD64_REG_RCX, se_arch.AMD64_REG_RDX,
-                                               se_arch.AMD64_REG_R8, se_arch.AMD64_REG_R9)]  # fmt: skip
-            emu.mem_write(sp + 8, b"".join(r.to_bytes(8, "little") for r in regs))
-        args = [
-            int.from_bytes(bytes(emu.mem_read(sp + ptr * (i + 1), ptr)), "little") for i in range(fixed + 1)
-        ]
-        return self._print(args[:fixed], args[fixed], sp + ptr * (fixed + 2), wide)
+        args, va = variadic_frame(self.emu, self.ptr, fixed + 1)
+        return self._print(args[:fixed], args[fixed], va, wide)
 
     def vprintf(self, argv: list, fixed: int, wide: bool) -> int:
         args = self._args(argv, fixed + 2)

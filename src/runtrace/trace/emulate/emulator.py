@@ -8,6 +8,7 @@ default: it is stubbed (returns 0), recorded as an event and the program goes on
 
 from __future__ import annotations  # noqa: I001  (speakeasy_loader must come before unicorn and speakeasy)
 
+import contextlib
 import json
 import logging
 import threading
@@ -26,12 +27,15 @@ from runtrace.trace.emulate import (
     behaviour,
     decoys,
     exportargs,
+    guardpage,
     imageload,
     memlimits,
     memranges,
     pycapi,
     repeatable,
+    seh32,
     seh64,
+    stack,
     startup,
     sysapi,
     winapi,
@@ -82,6 +86,11 @@ class _Speakeasy(speakeasy.Speakeasy):
 
     def _init_config(self, config: dict) -> None:
         self.config = config
+
+    def _init_emulator(self, path=None, data=None, is_raw_code=False) -> None:
+        super()._init_emulator(path=path, data=data, is_raw_code=is_raw_code)
+        if data is not None and not is_raw_code:
+            stack.install(self.emu, stack.main_stack_size(data))
 
 
 def _quiet_logger() -> logging.Logger:
@@ -138,6 +147,9 @@ class _Session:
         self._patch_memory_faults()
         self._install_code_hook()
         self.host = winapi.install(self.se, self.bits, settings.max_exports, self.seh64)
+        guardpage.GuardPages(self.emu, self.seh64).install(self.se)
+        if self.seh64 is None:
+            seh32.install(self.se)
         if self.seh64 is not None:
             self.seh64.install()  # last: its hooks see every fault and fetch first
 
@@ -328,7 +340,19 @@ class _Session:
             else:
                 emu.dispatch_seh(STATUS_ACCESS_VIOLATION, address)
 
+        def loader_data(address: int) -> bool:
+            # Speakeasy maps the PEB's loader data (PEB.Ldr) at its first read, but tests
+            # `address > Ldr`: a read of its first field (Length) was an unmapped read.
+            p = emu.get_current_process()
+            if p is None or address != p.get_peb_ldr().address:
+                return False
+            emu.mem_map_reserve(address)
+            emu.init_peb(emu.get_user_modules())
+            return True
+
         def invalid_read(uc, address, size, value, ctx):
+            if loader_data(address):
+                return True
             # The page is mapped before any SEH dispatch: unicorn retries the access when the hook
             # returns, and an unmapped retry ends emulation even when a handler took the exception.
             if not lenient(address) or not map_zero_page(address & ~(PAGE - 1)):
@@ -373,7 +397,22 @@ class _Session:
         orig_fetch, orig_prot_fetch = emu._handle_invalid_fetch, emu._handle_prot_fetch
         emu._handle_invalid_read, emu._handle_invalid_write = invalid_read, invalid_write
 
-        emu._handle_invalid_fetch = lambda uc, a, *rest: null_call(a) or orig_fetch(uc, a, *rest)
+        def invalid_fetch(uc, address, *rest):
+            if null_call(address):
+                return True
+            if self.seh64 is None and emu.dispatch_handlers and not reserved[0] <= address <= reserved[1]:
+                # Speakeasy's handler sends the fault to the program's SEH handler, but unicorn fetches
+                # from the address again when the hook returns and stops if that fails, whatever the
+                # program counter is by then: a page must be there (not executable: nothing runs from
+                # it), unmapped again at the next instruction, as amd64's dispatch does (seh64.py).
+                page = address & ~(PAGE - 1)
+                if emu.get_address_map(page) is None:
+                    with contextlib.suppress(Exception):  # (a page Speakeasy reserved: the run ends)
+                        emu.emu_eng.mem_map(page, PAGE, perms=PERM_RW)
+                        emu.tmp_maps.append((page, PAGE))
+            return orig_fetch(uc, address, *rest)
+
+        emu._handle_invalid_fetch = invalid_fetch
         emu._handle_prot_fetch = lambda uc, a, *rest: null_call(a) or orig_prot_fetch(uc, a, *rest)
 
     def _own_call(self, dll: str, name: str, argc: int, handler) -> None:

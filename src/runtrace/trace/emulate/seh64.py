@@ -48,6 +48,7 @@ from runtrace.trace.emulate.unwind import Context, FunctionTables, UnwindError
 SENTINEL = EMU_RETURN_ADDR + 3  # between Speakeasy's EXIT (+1), runtrace's callbacks (+2) and SEH (+4)
 
 STATUS_ACCESS_VIOLATION = 0xC0000005
+STATUS_GUARD_PAGE_VIOLATION = 0x80000001
 STATUS_BREAKPOINT = 0x80000003
 STATUS_INTEGER_DIVIDE_BY_ZERO = 0xC0000094
 STATUS_ILLEGAL_INSTRUCTION = 0xC000001D
@@ -196,7 +197,16 @@ class Seh64:
 
     # -- where exceptions come from -----------------------------------------------------------------
 
-    def access_violation(self, address: int, access: int, go_on: bool) -> bool:
+    def guard_page_violation(self, address: int, access: int) -> bool:
+        """A first touch of a guard page (guardpage.py; the guard already lifted): dispatched like an
+        access violation, with STATUS_GUARD_PAGE_VIOLATION; unhandled, it ends the run."""
+        if access == 8:
+            return self._fetch_fault(address, STATUS_GUARD_PAGE_VIOLATION)
+        return self.access_violation(address, access, go_on=False, code=STATUS_GUARD_PAGE_VIOLATION)
+
+    def access_violation(
+        self, address: int, access: int, go_on: bool, code: int = STATUS_ACCESS_VIOLATION
+    ) -> bool:
         """A read or write of unmapped memory (in a memory hook): dispatched from the next instruction,
         once unicorn has finished the access (the tracer mapped a page for it).  `go_on`: when no
         handler takes it, the program goes on from there (a zero page); otherwise the run ends."""
@@ -214,7 +224,7 @@ class Seh64:
         def start() -> None:
             after = self.capture()  # where the program is now, the faulting access done
             fallback = (lambda: self._resume(after)) if go_on else unhandled_ends_run
-            self._begin(STATUS_ACCESS_VIOLATION, params, context, fallback)
+            self._begin(code, params, context, fallback)
 
         self._deferred = start
         self.emu.enable_code_hook()
@@ -260,7 +270,7 @@ class Seh64:
         )
         return True
 
-    def _fetch_fault(self, address: int) -> bool:
+    def _fetch_fault(self, address: int, code: int = STATUS_ACCESS_VIOLATION) -> bool:
         """A jump or call to unmapped memory: the context is the jump's target (as Windows reports
         it); dispatched at once (the fetch never happens)."""
         context = self.capture()
@@ -274,9 +284,7 @@ class Seh64:
         if self.emu.get_address_map(page) is None:
             self.emu.emu_eng.mem_map(page, 0x1000, perms=PERM_MEM_RW)
             self.emu.tmp_maps.append((page, 0x1000))
-        self._begin(
-            STATUS_ACCESS_VIOLATION, (8, address), context, lambda: self._end_run("invalid_fetch", address)
-        )
+        self._begin(code, (8, address), context, lambda: self._end_run("invalid_fetch", address))
         return True
 
     def _unhandled_filter_only(self, code: int, context: Context, params: tuple = ()) -> bool:

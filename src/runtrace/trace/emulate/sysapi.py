@@ -17,6 +17,8 @@ emulated files and registry), not a full reimplementation (docs/tracer.md, revis
   pointer it should have set stayed NULL and was called), and its two-step form;
 - fibers (`ConvertThreadToFiber`, `CreateFiber[Ex]`, `SwitchToFiber`): a shellcode runner's usual way
   to start its payload;
+- `SHGetKnownFolderPath` (`knownfolders.py`; the stub's S_OK wrote no path);
+- `CommandLineToArgvW` split by Windows' rules (`cmdline.py`; Speakeasy's used POSIX `shlex`);
 - KUSER_SHARED_DATA at 0x7FFE0000, the page every user-mode process can read (Windows version,
   processor count, memory size, debugger flag, time): Speakeasy maps only its kernel-mode alias, so a
   version check read an unmapped page.
@@ -31,7 +33,7 @@ from collections.abc import Callable
 
 from speakeasy.winenv import arch as se_arch
 
-from runtrace.trace.emulate import repeatable
+from runtrace.trace.emulate import cmdline, knownfolders, repeatable
 
 STDCALL = se_arch.CALL_CONV_STDCALL
 ERROR_SUCCESS, ERROR_FILE_NOT_FOUND = 0, 2
@@ -62,7 +64,8 @@ class SystemApis:
     def simple(self) -> list[tuple[tuple[str, ...], str, int, int, Callable[[list], int]]]:
         """Handlers that return to their caller: (modules, name, argc, convention, fn(argv))."""
         k32 = ("kernel32", "kernelbase")
-        out = []
+        folders = knownfolders.KnownFolders(self.se, self.ptr)
+        out = [(("shell32",), "SHGetKnownFolderPath", 4, STDCALL, folders.get_path)]
         for prefix, modules in (("", ("psapi",)), ("K32", k32)):
             out += [
                 (modules, prefix + "EnumProcesses", 3, STDCALL, self.enum_processes),
@@ -170,6 +173,7 @@ class SystemApis:
             (("user32",), "GetCursorPos", 1, STDCALL, self.cursor_position),
             (k32, "WaitForSingleObject", 2, STDCALL, self.wait),
             (k32, "WaitForSingleObjectEx", 3, STDCALL, self.wait),
+            (("shell32",), "CommandLineToArgvW", 2, STDCALL, cmdline.CommandLineToArgv(self.se, self.ptr)),
         ]
 
     def redirecting(self) -> list[tuple[str, str, int, Callable]]:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from speakeasy.profiler import Run
 from speakeasy.winenv import arch as se_arch
 
-from runtrace.trace.emulate import atl, crtformat, gui, mfc, pyargs, pycapi, startup, sysapi
+from runtrace.trace.emulate import atl, crtformat, gui, mfc, pyargs, pycapi, startup, stubnames, sysapi
 from runtrace.trace.emulate.callbacks import Callbacks
 from runtrace.trace.emulate.crtfuncs import CrtFunctions
 from runtrace.trace.emulate.startup import command_line_text, empty_environment
@@ -376,11 +376,13 @@ class Host:
         return self._own.get((dll.lower(), name))
 
     def stub_value(self, emu, dll: str, name: str) -> int:
+        if stubnames.is_pywin32(dll, name):
+            return stubnames.cpp_value(name, self.python.value)
         if dll.lower().startswith("python") or pycapi.is_capsule_name(dll):  # ... or a C-API table's
             return self.python.value(name)
         if dll.lower().startswith("msvcp") and name.startswith(_CPP_RETURNS_ITS_STREAM):
             return stream_argument(emu, name)
-        return 0
+        return stubnames.value(emu, name)
 
 
 # The C++ library's stream operators and manipulators (`operator<<`, `operator>>`, `endl`, ...) return
@@ -463,8 +465,9 @@ def get_main_args(s: _Scratch, argv: list, wide: bool) -> int:
 
 def _overrides(s: _Scratch, seh64=None) -> list[tuple[tuple[str, ...], str, int, int, Callable[[list], int]]]:
     """Handlers that replace Speakeasy's own."""
-    printf = crtformat.Formatter(s.se, s.ptr * 8).handlers()
-    out = [(_CRT, name, argc, CDECL, fn) for name, argc, fn in printf]
+    formatter = crtformat.Formatter(s.se, s.ptr * 8)
+    out = [(_CRT, name, argc, CDECL, fn) for name, argc, fn in formatter.handlers()]
+    out += [(("user32",), name, argc, CDECL, fn) for name, argc, fn in formatter.wsprintf_handlers()]
     # Speakeasy's operator new returns nothing; it lacks the rest (crtfuncs.py).
     out += [(_CRT, name, argc, CDECL, _safe(fn)) for name, argc, fn in CrtFunctions(s.se, s.ptr).handlers()]
     if seh64 is not None:
@@ -543,8 +546,6 @@ def _handlers(
         ("_invalid_parameter_noinfo_noreturn", 0, zero),
         ("__std_type_info_destroy_list", 1, zero),
         ("_free_base", 1, zero),
-        ("getenv", 1, zero),
-        ("_wgetenv", 1, zero),
         ("terminate", 0, zero),
     ]
     out = [(_CRT, name, argc, CDECL, fn) for name, argc, fn in crt]
