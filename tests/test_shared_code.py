@@ -113,7 +113,7 @@ def test_a_block_found_only_in_test_files_is_never_removed():
 
 def test_the_removed_set_depends_on_training_labels_only():
     # CRT blocks in every malicious file but only in the benign files of the test fold.
-    train, test = np.arange(30), np.arange(30, 40)
+    train = np.arange(30)
     data = _corpus(crt_in=lambda i, label: label == 1 or i >= 30)
     assert not set(CRT) & _removed(data, train)  # in no benign *training* file: not shared
     # Flipping every test label changes nothing (a guarded view hides them anyway; here they are shown).
