@@ -66,12 +66,23 @@ def test_evaluate_writes_a_report(datasets, tmp_path):
         (["-p", "random"], "--protocol"),
         (["-r", "bsm"], "no BSM dataset"),
         (["--target-fpr", "2"], "--target-fpr"),
+        (["--shared-min-share", "0"], "--shared-min-share"),
     ],
 )
 def test_bad_options_fail_in_one_line(datasets, tmp_path, args, message):
     result = _evaluate("-d", str(datasets[0]), "-o", str(tmp_path / "x"), *args)
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_the_toolchain_ablation_takes_its_share_from_the_command_line(datasets, tmp_path):
+    out = tmp_path / "run"
+    args = ["-d", str(datasets[1]), "-p", "by-file", "-m", "ngram-lr-noshared", "--folds", "3"]
+    result = _evaluate(*args, "--shared-min-share", "0.3", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    (entry,) = json.loads((out / "metrics.json").read_text())["results"]
+    assert [f["shared_code"]["min_share"] for f in entry["folds"]] == [0.3] * 3
+    assert "### Toolchain ablation" in (out / "report.md").read_text()
 
 
 def test_missing_dataset_fails_in_one_line(tmp_path):
