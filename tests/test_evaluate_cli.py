@@ -143,6 +143,19 @@ def test_the_transformer_runs_on_bsm_and_is_skipped_on_ism(datasets, tmp_path):
     assert entry["per_file"]["counts"]["n"] == 30
 
 
+@pytest.mark.slow
+def test_the_lstm_runs_without_shared_code_inside_the_guard(datasets, tmp_path):
+    # The LSTM options reach the wrapped LSTM, which trains on filtered sequences inside the guard.
+    result = _evaluate(
+        "-d", str(datasets[1]), "-p", "by-file", "-m", "lstm-noshared", "--folds", "3",
+        "--lstm-epochs", "1", "--threads", "1", "--shared-min-share", "0.2", "-o", str(tmp_path / "lstm"),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (entry,) = json.loads((tmp_path / "lstm" / "metrics.json").read_text())["results"]
+    assert entry["per_file"]["counts"]["n"] == 30
+    assert all(f["shared_code"]["removed_blocks"] > 0 for f in entry["folds"])
+
+
 def test_evaluate_resumes_after_ctrl_c(datasets, tmp_path, monkeypatch):
     from runtrace.evaluate import runner as evaluation
 
