@@ -195,6 +195,10 @@ def test_the_report_figures_count_positions_and_instructions():
     instructions = sum(int(sizes[s].sum()) for s in seqs)
     crt_instructions = 10 * int(sizes[list(CRT)].sum())
     assert model.shared_code_["train_instructions_removed"] == pytest.approx(crt_instructions / instructions)
+    # Each CRT block runs once per file; block 20 holds one instruction, "insn6" (see `_bsm`).
+    top = model.shared_code_["top_removed"]
+    assert [t["share"] for t in top] == pytest.approx([10 / total] * 3)
+    assert top[0]["block"] == "insn6"
 
 
 def test_scikit_learn_conventions():
@@ -246,3 +250,4 @@ def test_evaluate_runs_the_noshared_variants_and_reports_what_they_removed(tmp_p
     report = paths["report"].read_text()
     assert "### Toolchain ablation" in report
     assert "| by-file | ngram-lr-noshared |" in report
+    assert "took the most executed positions" in report

@@ -391,7 +391,7 @@ def _pair(summary: dict, key: str) -> str:
 def _shared_code_section(runs: list[ProtocolRunInfo], results: EvaluationResults) -> list[str]:
     """The toolchain ablation ("-noshared" models): each beside the model it wraps, then what each fold
     removed."""
-    compared, removed = [], []
+    compared, removed, examples = [], [], []
     for run in sorted(runs, key=lambda r: (PROTOCOL_ORDER.get(r.protocol, 9), r.protocol)):
         models = results.models(run.dataset, run.protocol)
         for model in models:
@@ -418,6 +418,11 @@ def _shared_code_section(runs: list[ProtocolRunInfo], results: EvaluationResults
                 else:
                     row += [f"n/a ({base} not run)", _fmt(without, key), "n/a"]
             compared.append(row)
+            top = folds[0].shared_code.get("top_removed") or []
+            examples.append(
+                f"- {run.protocol}, {model}, fold {folds[0].fold + 1}: "
+                + (", ".join(f"`{t['block']}` {_share(t['share'])}" for t in top) or "none")
+            )
             for f in folds:
                 c = f.shared_code
                 removed.append(
@@ -477,6 +482,13 @@ def _shared_code_section(runs: list[ProtocolRunInfo], results: EvaluationResults
             ],
             removed,
         )
+        + [
+            "The removed blocks that took the most executed positions of the training files (share of "
+            "those positions), in each model's first fold:",
+            "",
+            *examples,
+            "",
+        ]
     )
 
 

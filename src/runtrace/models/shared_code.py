@@ -41,6 +41,7 @@ from runtrace.models.names import DEFAULT_MIN_SHARE
 from runtrace.represent.names import BSM
 
 BLOCK_PREFIX = "b:"  # `represent.encode.block_key`: what names a code block in a BSM lexicon
+TOP_REMOVED = 5  # removed blocks listed in the summary, the most executed first
 
 
 def code_blocks(lexicon) -> np.ndarray:
@@ -111,7 +112,7 @@ class SharedCodeFilter(BaseEstimator):
         sizes = np.diff(data.block_offsets) if data.block_offsets is not None else None
         self._sizes = None if sizes is None else np.where(code, sizes, 0)
 
-        lengths, measured = self._measure(data, train_idx, "train")
+        lengths, measured, hits = self._measure(data, train_idx, "train")
         empty = lengths == 0
         prior = float(y.mean()) if len(y) else 0.5
         self.empty_score_ = float((y[empty].sum() + prior) / (empty.sum() + 1))
@@ -124,6 +125,7 @@ class SharedCodeFilter(BaseEstimator):
             "code_blocks_seen": int((code & (present.sum(axis=0) > 0)).sum()),
             "removed_blocks": len(self.removed_),
             **measured,
+            "top_removed": _top_removed(data, self.removed_, hits, measured["train_positions"]),
         }
         return self
 
@@ -131,7 +133,7 @@ class SharedCodeFilter(BaseEstimator):
         idx = np.asarray(idx, dtype=np.int64)
         if len(data.lexicon) != len(self._mask):
             raise ValueError("predict_proba on data with another lexicon than the one fitted on")
-        lengths, measured = self._measure(data, idx, "scored")
+        lengths, measured, _ = self._measure(data, idx, "scored")
         scores = np.full(len(idx), self.empty_score_, dtype=np.float64)
         kept = lengths > 0
         if self.inner_fitted_ and kept.any():
@@ -140,11 +142,15 @@ class SharedCodeFilter(BaseEstimator):
         self.shared_code_ = {**self.shared_code_, **measured}
         return scores
 
-    def _measure(self, data: SequenceData, rows: np.ndarray, which: str) -> tuple[np.ndarray, dict]:
-        """Each row's length once filtered, and how much of the rows' sequences the removal took: the
-        share of their positions (executed blocks and API items), the share of the instructions those
-        executed blocks hold (where the data has block contents), and how many files it emptied."""
+    def _measure(
+        self, data: SequenceData, rows: np.ndarray, which: str
+    ) -> tuple[np.ndarray, dict, np.ndarray]:
+        """Each row's length once filtered; how much of the rows' sequences the removal took: the share
+        of their positions (executed blocks and API items), the share of the instructions those executed
+        blocks hold (where the data has block contents), and how many files it emptied; and how many
+        positions each removed block (in `removed_` order) accounts for."""
         lengths = np.zeros(len(rows), dtype=np.int64)
+        hits = np.zeros(len(self.removed_), dtype=np.int64)
         positions = removed_positions = 0
         instructions = removed_instructions = 0
         sizes = self._sizes
@@ -153,14 +159,37 @@ class SharedCodeFilter(BaseEstimator):
             hit = self._mask[seq]
             n_hit = int(hit.sum())
             lengths[j] = len(seq) - n_hit
+            hits += np.bincount(np.searchsorted(self.removed_, seq[hit]), minlength=len(hits))
             positions += len(seq)
             removed_positions += n_hit
             if sizes is not None:
                 instructions += int(sizes[seq].sum())
                 removed_instructions += int(sizes[seq[hit]].sum())
-        return lengths, {
-            f"{which}_files": len(rows),
-            f"{which}_positions_removed": removed_positions / positions if positions else 0.0,
-            f"{which}_instructions_removed": removed_instructions / instructions if instructions else None,
-            f"{which}_files_emptied": int((lengths == 0).sum()),
-        }
+        return (
+            lengths,
+            {
+                f"{which}_files": len(rows),
+                f"{which}_positions": positions,
+                f"{which}_positions_removed": removed_positions / positions if positions else 0.0,
+                f"{which}_instructions_removed": (
+                    removed_instructions / instructions if instructions else None
+                ),
+                f"{which}_files_emptied": int((lengths == 0).sum()),
+            },
+            hits,
+        )
+
+
+def _top_removed(data: SequenceData, removed: np.ndarray, hits: np.ndarray, positions: int) -> list[dict]:
+    """The removed blocks that took the most training positions: their instructions and that share."""
+    out = []
+    for j in np.argsort(-hits, kind="stable")[:TOP_REMOVED].tolist():
+        if hits[j] == 0:
+            break
+        k = int(removed[j])
+        code = data.lexicon[k]
+        if data.block_offsets is not None:
+            tokens = data.block_flat[data.block_offsets[k] : data.block_offsets[k + 1]]
+            code = "; ".join(data.instruction_lexicon[int(t)] for t in tokens)
+        out.append({"block": code, "share": float(hits[j] / positions)})
+    return out
