@@ -66,12 +66,23 @@ def test_evaluate_writes_a_report(datasets, tmp_path):
         (["-p", "random"], "--protocol"),
         (["-r", "bsm"], "no BSM dataset"),
         (["--target-fpr", "2"], "--target-fpr"),
+        (["--shared-min-share", "0"], "--shared-min-share"),
     ],
 )
 def test_bad_options_fail_in_one_line(datasets, tmp_path, args, message):
     result = _evaluate("-d", str(datasets[0]), "-o", str(tmp_path / "x"), *args)
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_the_toolchain_ablation_takes_its_share_from_the_command_line(datasets, tmp_path):
+    out = tmp_path / "run"
+    args = ["-d", str(datasets[1]), "-p", "by-file", "-m", "ngram-lr-noshared", "--folds", "3"]
+    result = _evaluate(*args, "--shared-min-share", "0.3", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    (entry,) = json.loads((out / "metrics.json").read_text())["results"]
+    assert [f["shared_code"]["min_share"] for f in entry["folds"]] == [0.3] * 3
+    assert "### Toolchain ablation" in (out / "report.md").read_text()
 
 
 def test_missing_dataset_fails_in_one_line(tmp_path):
@@ -130,6 +141,19 @@ def test_the_transformer_runs_on_bsm_and_is_skipped_on_ism(datasets, tmp_path):
     [entry] = metrics["results"]
     assert (entry["representation"], entry["model"]) == ("bsm", "transformer")
     assert entry["per_file"]["counts"]["n"] == 30
+
+
+@pytest.mark.slow
+def test_the_lstm_runs_without_shared_code_inside_the_guard(datasets, tmp_path):
+    # The LSTM options reach the wrapped LSTM, which trains on filtered sequences inside the guard.
+    result = _evaluate(
+        "-d", str(datasets[1]), "-p", "by-file", "-m", "lstm-noshared", "--folds", "3",
+        "--lstm-epochs", "1", "--threads", "1", "--shared-min-share", "0.2", "-o", str(tmp_path / "lstm"),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (entry,) = json.loads((tmp_path / "lstm" / "metrics.json").read_text())["results"]
+    assert entry["per_file"]["counts"]["n"] == 30
+    assert all(f["shared_code"]["removed_blocks"] > 0 for f in entry["folds"])
 
 
 def test_evaluate_resumes_after_ctrl_c(datasets, tmp_path, monkeypatch):

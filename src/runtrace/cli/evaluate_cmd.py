@@ -17,8 +17,10 @@ from runtrace.evaluate.names import (
     DEFAULT_FOLDS,
     DEFAULT_SEED,
     DEFAULT_TARGET_FPR,
+    NOSHARED_SUFFIX,
     PROTOCOLS,
 )
+from runtrace.models.names import DEFAULT_MIN_SHARE
 
 ALL = "all"
 
@@ -96,6 +98,11 @@ def evaluate(
     lstm_epochs: int = typer.Option(
         None, help="LSTM and transformer: at most this many epochs (default: the model's)."
     ),
+    shared_min_share: float = typer.Option(
+        None,
+        help="Toolchain ablation (*-noshared models, BSM): remove the code blocks at least this share of "
+        f"each class's training files executes (default {DEFAULT_MIN_SHARE}).",
+    ),
     device: Device = typer.Option(Device.AUTO, help="LSTM and transformer: where to train."),
     threads: int = typer.Option(None, help="LSTM and transformer: torch CPU threads."),
     overwrite: bool = typer.Option(
@@ -139,6 +146,17 @@ def evaluate(
         lstm_options["epochs"] = lstm_epochs
     if threads is not None:
         lstm_options["num_threads"] = threads
+    if shared_min_share is not None and not 0.0 < shared_min_share <= 1.0:
+        raise fail("--shared-min-share must be in (0, 1]")
+    model_options = {"lstm": lstm_options, "transformer": lstm_options}
+    for spec in specs:
+        if spec.name.endswith(NOSHARED_SUFFIX):
+            base = spec.name.removesuffix(NOSHARED_SUFFIX)
+            options = dict(model_options.get(base, {}))
+            if shared_min_share is not None:
+                options["min_share"] = shared_min_share
+            if options:  # (an empty entry would still change the saved folds' settings key)
+                model_options[spec.name] = options
     window_overrides = {"length": window, "count": windows_per_file}
     config = RunConfig(
         folds=folds,
@@ -146,7 +164,7 @@ def evaluate(
         target_fpr=target_fpr,
         threshold_fit=threshold_fit,
         window={k: v for k, v in window_overrides.items() if v is not None},
-        model_options={"lstm": lstm_options, "transformer": lstm_options},
+        model_options=model_options,
         family_cap=family_cap,
         temporal_cut=temporal_cut,
     )

@@ -107,6 +107,7 @@ def _fold_figures(run: ProtocolRun, pred: Predictions) -> list[FoldResult]:
                 fit_seconds=round(record.fit_seconds, 3),
                 unit=run.unit,
                 features=record.features,
+                shared_code=record.shared_code,
                 **{k: (None if np.isnan(v) else v) for k, v in figures.items()},
             )
         )

@@ -27,3 +27,6 @@ DEFAULT_FOLDS = 5  # k of the k-fold protocols
 DEFAULT_SEED = 0  # of the folds, the models and the bootstrap
 DEFAULT_BOOTSTRAP = 1000  # resamples per interval
 DEFAULT_FAMILY_CAP = 40  # by-family: most files any one family keeps (0: no cap)
+
+# A model name with this suffix is the toolchain ablation of the model without it (`registry`).
+NOSHARED_SUFFIX = "-noshared"

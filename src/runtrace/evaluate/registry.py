@@ -6,8 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from runtrace.evaluate.baselines import MetadataBaseline, NgramCache, NgramLightGBM, NgramLogisticRegression
-from runtrace.evaluate.names import BY_ORIGIN, HOLDOUT, INNER_CV, SEQUENCE_MODELS
+from runtrace.evaluate.names import BY_ORIGIN, HOLDOUT, INNER_CV, NOSHARED_SUFFIX, SEQUENCE_MODELS
 from runtrace.models.interface import FileClassifier
+from runtrace.represent.names import BSM
 
 
 class ModelUnavailable(RuntimeError):
@@ -64,6 +65,36 @@ def _build_sequence_model(name: str) -> Callable[[BuildContext], FileClassifier]
     return build
 
 
+# Option of the "-noshared" variants (`runtrace evaluate --shared-min-share`): a block is toolchain code
+# when at least this share of each class's training files executes it.
+MIN_SHARE_OPTION = "min_share"
+
+
+def _without_shared_code(name: str, build: Callable[[BuildContext], FileClassifier]) -> ModelSpec:
+    """The toolchain ablation of model `name`: `models.shared_code.SharedCodeFilter` around it."""
+
+    def build_filtered(ctx: BuildContext) -> FileClassifier:
+        from runtrace.models.names import DEFAULT_MIN_SHARE
+        from runtrace.models.shared_code import SharedCodeFilter
+
+        if ctx.representation != BSM:
+            # An ISM token is one instruction, shared by nearly every file of both classes: removing
+            # the shared ones would remove the representation, not the toolchain (models/shared_code.py).
+            raise ModelUnavailable(f"{name}{NOSHARED_SUFFIX}: BSM only (blocks are what it removes)")
+        options = dict(ctx.options)
+        min_share = options.pop(MIN_SHARE_OPTION, DEFAULT_MIN_SHARE)
+        inner = build(BuildContext(ctx.representation, ctx.protocol, ctx.seed, ctx.shared, options))
+        return SharedCodeFilter(inner, min_share=min_share)
+
+    return ModelSpec(
+        f"{name}{NOSHARED_SUFFIX}",
+        f"{name} without the code blocks most training files of both classes execute "
+        "(toolchain ablation; BSM only)",
+        MODELS[name].threshold_fit,
+        build_filtered,
+    )
+
+
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
@@ -106,6 +137,17 @@ MODELS: dict[str, ModelSpec] = {
         ),
     )
 }
+# The toolchain ablations.  Their n-gram models count without the shared cache: a filtered file's
+# n-grams depend on the fold's removed set, so counts cannot be shared between folds.
+MODELS.update(
+    (spec.name, spec)
+    for spec in (
+        _without_shared_code("lstm", _build_sequence_model("lstm")),
+        _without_shared_code("transformer", _build_sequence_model("transformer")),
+        _without_shared_code("ngram-lr", lambda ctx: NgramLogisticRegression(seed=ctx.seed)),
+        _without_shared_code("ngram-lgbm", lambda ctx: NgramLightGBM(seed=ctx.seed)),
+    )
+)
 
 
 def resolve_models(names: list[str]) -> list[ModelSpec]:

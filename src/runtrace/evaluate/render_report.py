@@ -4,6 +4,7 @@ split's inflation, the shortcut audit, slices, folds and plots, each section lab
 from __future__ import annotations
 
 from runtrace.evaluate.build_results import FAMILY_DIMENSION, YEAR_DIMENSION
+from runtrace.evaluate.names import NOSHARED_SUFFIX
 from runtrace.evaluate.paper import PAPER
 from runtrace.evaluate.protocols import BY_FAMILY, BY_FILE, BY_ORIGIN, LEAKY, TEMPORAL
 from runtrace.evaluate.result_document import (
@@ -138,6 +139,7 @@ def render_report(results: EvaluationResults, plot_paths: dict, keys: dict) -> s
         lines += _paper_section(d, runs, results)
         lines += _inflation_section(runs, results)
         lines += _audit_section(runs, results)
+        lines += _shared_code_section(runs, results)
         lines += _lineage_section(runs, results)
         lines += _slice_section(runs, results)
         lines += _fold_section(runs, results)
@@ -375,6 +377,119 @@ def _audit_section(runs: list[ProtocolRunInfo], results: EvaluationResults) -> l
             f"{_fmt(others[best], 'roc_auc')} (gap {gap:+.3f}): {verdict}."
         )
     return ["### Shortcut audit", ""] + lines + [""] if lines else []
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f} %"
+
+
+def _pair(summary: dict, key: str) -> str:
+    """A training share and the test fold's, "a / b"."""
+    return f"{_share(summary.get('train_' + key))} / {_share(summary.get('scored_' + key))}"
+
+
+def _shared_code_section(runs: list[ProtocolRunInfo], results: EvaluationResults) -> list[str]:
+    """The toolchain ablation ("-noshared" models): each beside the model it wraps, then what each fold
+    removed."""
+    compared, removed, examples = [], [], []
+    for run in sorted(runs, key=lambda r: (PROTOCOL_ORDER.get(r.protocol, 9), r.protocol)):
+        models = results.models(run.dataset, run.protocol)
+        for model in models:
+            result = results.result(run.dataset, run.protocol, model)
+            folds = [f for f in result.folds if f.shared_code]
+            if not folds:
+                continue
+            base = model.removesuffix(NOSHARED_SUFFIX)
+            row = [run.protocol, model]
+            for key in ("roc_auc", "tpr_at_fpr_1pct"):
+                without = result.per_file[key]
+                if base in models:
+                    with_ = results.result(run.dataset, run.protocol, base).per_file[key]
+                    delta = (
+                        "n/a"
+                        if with_.value is None or without.value is None
+                        else (
+                            f"{without.value - with_.value:+.3f}"
+                            if key == "roc_auc"
+                            else f"{100 * (without.value - with_.value):+.1f} pts"
+                        )
+                    )
+                    row += [_fmt(with_, key), _fmt(without, key), delta]
+                else:
+                    row += [f"n/a ({base} not run)", _fmt(without, key), "n/a"]
+            compared.append(row)
+            top = folds[0].shared_code.get("top_removed") or []
+            examples.append(
+                f"- {run.protocol}, {model}, fold {folds[0].fold + 1}: "
+                + (", ".join(f"`{t['block']}` {_share(t['share'])}" for t in top) or "none")
+            )
+            for f in folds:
+                c = f.shared_code
+                removed.append(
+                    [
+                        run.protocol,
+                        model,
+                        str(f.fold + 1),
+                        f"{100 * c['min_share']:g} %",
+                        f"{c['removed_blocks']} / {c['code_blocks_seen']}",
+                        _pair(c, "positions_removed"),
+                        _pair(c, "instructions_removed"),
+                        f"{c['train_files_emptied']} / {c.get('scored_files_emptied', 'n/a')}",
+                    ]
+                )
+    if not compared:
+        return []
+    return (
+        [
+            "### Toolchain ablation",
+            "",
+            "A `-noshared` model is its base model fitted and scored on sequences without the code blocks "
+            "that at least the given share of *each* class's training files executes (runtime start-up "
+            "and library code both classes share), learned per fold from the training files alone "
+            "(`docs/evaluation.md`).",
+            "",
+        ]
+        + _table(
+            [
+                "protocol",
+                "model",
+                "ROC-AUC with",
+                "without",
+                "change",
+                "TPR@FPR 1 % with",
+                "without",
+                "change",
+            ],
+            compared,
+        )
+        + [
+            "Removed per fold (training files / test files): blocks removed of the distinct code blocks "
+            "the training files executed; share of executed positions (blocks and API calls); share of "
+            "executed instructions; files left empty (scored with the emptied training files' malicious "
+            "share).",
+            "",
+        ]
+        + _table(
+            [
+                "protocol",
+                "model",
+                "fold",
+                "min. share",
+                "blocks removed",
+                "positions removed",
+                "instructions removed",
+                "files emptied",
+            ],
+            removed,
+        )
+        + [
+            "The removed blocks that took the most executed positions of the training files (share of "
+            "those positions), in each model's first fold:",
+            "",
+            *examples,
+            "",
+        ]
+    )
 
 
 def _slice_section(runs: list[ProtocolRunInfo], results: EvaluationResults) -> list[str]:

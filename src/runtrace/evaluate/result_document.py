@@ -104,6 +104,7 @@ class FoldResult(_Schema):
     tpr_at_fpr_1pct: float | None = None
     tpr_at_fpr_0_1pct: float | None = Field(None, alias="tpr_at_fpr_0.1pct")
     features: list[str] | None = None  # metadata model only: the manifest columns it found
+    shared_code: dict | None = None  # "-noshared" models only: what the toolchain ablation removed
 
 
 class ModelResult(_Schema):

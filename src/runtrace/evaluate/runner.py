@@ -64,6 +64,9 @@ class FoldRecord:
     test_rows: np.ndarray
     history: list[dict] | None = None  # per-epoch figures when the model logged them
     features: list[str] | None = None  # the metadata columns a metadata model found (features_available_)
+    # Toolchain ablation (models.shared_code): blocks removed, shares of the training and test files
+    # they took (`shared_code_`).
+    shared_code: dict | None = None
 
 
 @dataclass
@@ -184,6 +187,7 @@ def run_fold(
         test_rows=fold.test,
         history=list(history) if history else None,
         features=getattr(model, "features_available_", None),
+        shared_code=getattr(model, "shared_code_", None),
     )
     return scores, record
 

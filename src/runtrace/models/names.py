@@ -13,3 +13,6 @@ TRANSFORMER_POOLINGS = ("mean", "max")  # a transformer's outputs have no "last"
 BLOCK_ENCODERS = ("mean", "max", "conv")  # BSM: a block's instructions -> its vector
 VAL_BY = ("file", "group")  # early stopping's validation files drawn by file or by origin group
 MAX_BLOCK_TOKENS = 32  # BSM: longer blocks keep their head and last instruction (`spec.block_rows`)
+# Toolchain ablation (`shared_code`): a code block is shared when at least this share of the training
+# files of each class executes it.
+DEFAULT_MIN_SHARE = 0.5
