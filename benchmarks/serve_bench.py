@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -43,6 +44,11 @@ BEFORE_IN_PROCESS = (
     "version reached 0.86 (3.45 against 4.01 files/s). It was 0.38 on 2026-12-02."
 )
 LIMITS = ["--max-instructions", "1000000", "--timeout", "60"]
+
+
+def _seconds(iso: str) -> float:
+    """The service's ISO 8601 UTC times ("2026-12-06T14:16:21.123Z") as seconds since the epoch."""
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 def _variants(directory: Path) -> list[Path]:
@@ -114,7 +120,7 @@ def run() -> dict:
         accepted = len(ids)
         with_result = [s for s in finished.values() if s.get("result")]
         lost = N_UPLOADS - len(with_result)
-        end_to_end = [s["finished"] - s["created"] for s in with_result]
+        end_to_end = [_seconds(s["finished"]) - _seconds(s["created"]) for s in with_result]
         upload_s = [elapsed for status, _, elapsed in answers if status == 202]
         verdicts = {}
         for s in with_result:
