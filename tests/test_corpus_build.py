@@ -175,6 +175,32 @@ def test_rebuild_reuses_the_manifest_and_keeps_trace_columns(sources, monkeypatc
     assert all(r["instruction_count"] == 1234 for r in second.rows)
 
 
+def test_a_moved_corpus_folder_still_finds_its_samples_and_traces(sources):
+    import pyarrow.parquet as pq
+
+    from runtrace.corpus.manifest import write_manifest
+
+    opts, tmp = sources
+    first = build_corpus(opts)
+    rows = read_manifest(first.manifest_path).to_pylist()
+    for row in rows:
+        row["trace_path"] = str(opts.corpus_dir / "traces" / f"{row['sha256']}.rtrace")
+    write_manifest(rows, first.manifest_path)
+    stored = pq.read_table(first.manifest_path).to_pylist()
+    ben = next(r for r in stored if r["sha256"] == sha(WINE_DLL))
+    # On disk the corpus's own files are named relative to the manifest; archives outside it stay absolute.
+    assert ben["path"] == f"samples/{sha(WINE_DLL)[:2]}/{sha(WINE_DLL)}"
+    assert ben["trace_path"] == f"traces/{sha(WINE_DLL)}.rtrace"
+    assert Path(next(r for r in stored if r["storage"] == "zip")["path"]).is_absolute()
+
+    moved = tmp / "elsewhere" / "corpus"
+    moved.parent.mkdir()
+    opts.corpus_dir.rename(moved)
+    again = {r["sha256"]: r for r in read_manifest(moved / first.manifest_path.name).to_pylist()}
+    assert Path(again[sha(WINE_DLL)]["path"]).read_bytes() == WINE_DLL
+    assert again[sha(WINE_DLL)]["trace_path"] == str(moved / "traces" / f"{sha(WINE_DLL)}.rtrace")
+
+
 def test_label_conflicts_are_dropped(sources):
     opts, tmp = sources
     # The same bytes shipped as benign in a wheel and listed as malware in the archive.

@@ -114,8 +114,21 @@ def rows_to_table(rows: list[dict]) -> pa.Table:
     return table.replace_schema_metadata({b"runtrace.manifest_version": str(MANIFEST_VERSION).encode()})
 
 
+# Columns naming files of the corpus itself (stored samples, traces). Inside the manifest's folder they are
+# written relative to it, so a corpus folder can be moved or copied to another disk and still work.
+LOCAL_PATH_COLUMNS = ("path", "trace_path")
+
+
+def _relative_to(folder: Path, value: str | None) -> str | None:
+    if not value or not Path(value).is_absolute() or not Path(value).is_relative_to(folder):
+        return value
+    return Path(value).relative_to(folder).as_posix()
+
+
 def write_manifest(rows: list[dict], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
+    folder = path.parent.absolute()
+    rows = [row | {c: _relative_to(folder, row.get(c)) for c in LOCAL_PATH_COLUMNS} for row in rows]
     tmp = path.with_name(path.name + ".partial")
     pq.write_table(rows_to_table(rows), tmp)
     tmp.replace(path)  # readers never see a half-written manifest
@@ -132,6 +145,18 @@ def read_manifest(path: Path) -> pa.Table:
     missing = {"sha256", "label", "origin_group", "arch", "kind"} - set(table.column_names)
     if missing:
         raise ManifestError(f"{path}: not a runtrace manifest (missing {', '.join(sorted(missing))})")
+    return _absolute_paths(table, path.parent.absolute())
+
+
+def _absolute_paths(table: pa.Table, folder: Path) -> pa.Table:
+    """The manifest with its relative sample and trace paths joined to its folder (readers get paths
+    they can open, whatever folder the corpus now lives in)."""
+    for name in LOCAL_PATH_COLUMNS:
+        if name not in table.column_names:
+            continue
+        values = table.column(name).to_pylist()
+        values = [v if not v or Path(v).is_absolute() else str(folder / v) for v in values]
+        table = table.set_column(table.column_names.index(name), name, pa.array(values, pa.string()))
     return table
 
 
