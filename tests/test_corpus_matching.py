@@ -88,6 +88,20 @@ def test_match_pool_puts_the_malware_then_the_likeliest_partners_first():
     assert order[0] == "m1" and set(order[1:3]) == {"b0", "b1"} and len(order) == 7
 
 
+def test_trace_selection_of_the_match_preview_is_the_draw_in_its_order():
+    from runtrace.corpus.tracing import select_rows
+
+    rows = [
+        _row("m1", "malicious", 100_000),
+        _row("b1", "benign", 110_000),
+        _row("b2", "benign", 180_000),
+        _row("m2", "malicious", 100_000, linker=(6, 0)),  # no look-alike: not traced by this selection
+    ]
+    chosen = select_rows(rows, False, None, 0, match_preview=True)
+    assert [r["sha256"] for r in chosen] == [r["sha256"] for r in match_rows(rows).rows] == ["m1", "b1"]
+    assert [r["sha256"] for r in select_rows(rows, False, "benign", 0, match_preview=True)] == ["b1"]
+
+
 def test_trace_coverage_counts_files_long_enough_per_source():
     from runtrace.corpus.report import trace_coverage_markdown
 

@@ -282,6 +282,11 @@ def trace(
     match_pool: bool = typer.Option(
         False, help="Trace only the malware and the benign files `dataset build --match` could draw."
     ),
+    match_preview: bool = typer.Option(
+        False,
+        help="Trace only the malware and benign partners of the metadata-only --match draw "
+        "(what `corpus audit --match-preview` audits): the smallest set for a matched dataset.",
+    ),
     label: Label = typer.Option(None, help="Trace only this class."),
     limit: int = typer.Option(0, help="Trace at most this many samples, alternating classes (0: all)."),
     retry_errors: bool = typer.Option(False, help="Trace again samples that failed before."),
@@ -320,7 +325,7 @@ def trace(
                 manifest_path, out_dir, tracer.settings, tracer.workers or os.cpu_count(), on_done=done,
                 retry_errors=retry_errors, only_matched=only_matched, label=label, limit=limit,
                 on_start=lambda n: progress.update(task, total=n), dask_address=tracer.dask,
-                max_bytes=tracer.max_bytes, match_pool=match_pool,
+                max_bytes=tracer.max_bytes, match_pool=match_pool, match_preview=match_preview,
             )  # fmt: skip
         except (ManifestError, DaskUnavailable) as e:
             raise fail(str(e)) from None

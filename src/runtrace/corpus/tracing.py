@@ -50,16 +50,27 @@ def outcome_columns(outcome) -> dict:
 
 
 def select_rows(
-    rows: list[dict], only_matched: bool, label: str | None, limit: int, match_pool: bool = False
+    rows: list[dict],
+    only_matched: bool,
+    label: str | None,
+    limit: int,
+    match_pool: bool = False,
+    match_preview: bool = False,
 ) -> list[dict]:
     if match_pool:
         from runtrace.corpus.matching import match_pool as pool
 
         rows = pool(rows)
+    elif match_preview:
+        # The draw `dataset build --match` would make if every file traced long enough: the cheapest
+        # way to a matched dataset (partners whose trace turns out short are replaced from the pool).
+        from runtrace.corpus.matching import match_rows
+
+        rows = match_rows(rows).rows
     chosen = [
         r for r in rows if (not only_matched or r.get("matched")) and (not label or r["label"] == label)
     ]
-    if match_pool:  # the pool comes in priority order: keep it
+    if match_pool or match_preview:  # both come in priority order: keep it
         return chosen[:limit] if limit > 0 else chosen
     if limit > 0:
         # Alternate the classes so a partial run still has both of them, each class in a fixed shuffled
@@ -89,6 +100,7 @@ def trace_corpus(
     dask_address: str | None = None,
     max_bytes: int | None = None,
     match_pool: bool = False,
+    match_preview: bool = False,
 ) -> list:
     """Trace the selected manifest rows; the manifest is updated even if the run is interrupted.
     With `dask_address` the emulation runs on that Dask cluster (the samples are read here)."""
@@ -96,7 +108,7 @@ def trace_corpus(
     from runtrace.trace.emulate.dask_runner import trace_batch_dask
 
     rows = mf.read_manifest_rows(manifest_path)
-    chosen = select_rows(rows, only_matched, label, limit, match_pool)
+    chosen = select_rows(rows, only_matched, label, limit, match_pool, match_preview)
     if on_start:
         on_start(len(chosen))
     outcomes: list = []
