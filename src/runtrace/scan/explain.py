@@ -137,7 +137,7 @@ def attribute(
     count = np.bincount(keys // stride, minlength=n_units)
     in_window = np.zeros((n_units, codes.shape[0]), dtype=bool)
     in_window[codes[present], np.nonzero(present)[0]] = True
-    first_visit = _first_visits(seq, batch.positions, codes, n_units)
+    first_visit = first_visits(seq, batch.positions, codes, n_units)
 
     seen = np.flatnonzero(count)
     chosen = seen[np.argsort(-np.abs(estimate[seen]), kind="stable")][: max(candidates, 0)]
@@ -170,7 +170,7 @@ def attribute(
     return Attribution(out, score.probability, mask(seen), mask)
 
 
-def _first_visits(seq: ModelSequence, positions: np.ndarray, codes: np.ndarray, n_units: int) -> np.ndarray:
+def first_visits(seq: ModelSequence, positions: np.ndarray, codes: np.ndarray, n_units: int) -> np.ndarray:
     """Per unit, the first visit index at which it occurs in the windows (API calls: their call's
     visit), for locating it in the trace."""
     first = np.full(n_units, np.iinfo(np.int64).max, dtype=np.int64)

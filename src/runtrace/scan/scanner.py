@@ -18,9 +18,10 @@ from runtrace.models.spec import CONFIG
 from runtrace.paths import default_model_dir
 from runtrace.scan.calibration import Calibration, CalibrationError, read_calibration
 from runtrace.scan.defaults import DEFAULT_EXPLAIN
-from runtrace.scan.explain import DEFAULT_CANDIDATES, Attribution, UnitAttribution, attribute
+from runtrace.scan.explain import DEFAULT_CANDIDATES, Attribution, UnitAttribution
+from runtrace.scan.kinds import ScanModel, explain, load_model, score
 from runtrace.scan.neighbours import DEFAULT_NEIGHBOURS, default_index_dir, find_neighbours, load_index
-from runtrace.scan.onnxmodel import ModelError, OnnxModel
+from runtrace.scan.onnxmodel import ModelError
 from runtrace.scan.report import api_call_log, behaviour, contribution, trace_facts
 from runtrace.scan.runner import RunOptions, TraceRunner
 from runtrace.scan.schema import (
@@ -33,7 +34,6 @@ from runtrace.scan.schema import (
     Summary,
     Timing,
 )
-from runtrace.scan.score import score_sequence
 from runtrace.scan.sequence import encode_for_model
 from runtrace.similar.index import IndexFileError, SimilarityIndex
 from runtrace.trace.model import Trace
@@ -66,7 +66,7 @@ class ScanOptions(RunOptions):
 
 @dataclass
 class Scanner(TraceRunner[FileResult]):
-    model: OnnxModel
+    model: ScanModel
     calibration: Calibration
     options: ScanOptions = field(default_factory=ScanOptions)
     similar: SimilarityIndex | None = None  # known programs, for the nearest ones beside each verdict
@@ -93,7 +93,7 @@ class Scanner(TraceRunner[FileResult]):
                     "pass --model DIR with a model directory written by `runtrace train`"
                 )
         try:
-            model = OnnxModel.load(model_dir)
+            model = load_model(model_dir)
             calibration = read_calibration(model_dir)
         except (ModelError, CalibrationError) as e:
             raise ScannerError(str(e)) from None
@@ -174,15 +174,15 @@ class Scanner(TraceRunner[FileResult]):
         )
         n_instructions = trace.instruction_count
         judged = n_instructions >= self.min_instructions
-        score = score_sequence(m, seq) if judged else None
+        scored = score(m, seq) if judged else None
         scored_at = time.perf_counter()
         explanation = None
         if judged and self.options.explain > 0:
-            explanation = self._explanation(trace, attribute(m, trace, seq, score, self.options.candidates))
+            explanation = self._explanation(trace, explain(m, trace, seq, scored, self.options.candidates))
         done = time.perf_counter()
 
         if judged:
-            probability, reason = score.probability, None
+            probability, reason = scored.probability, None
             verdict = "malicious" if probability >= self.calibration.threshold else "benign"
         else:
             probability, verdict = None, "unknown"
@@ -202,7 +202,7 @@ class Scanner(TraceRunner[FileResult]):
             decision=self.decision,
             reason=reason,
             traced_sample_sha256=trace.meta.sha256 or None,
-            trace=trace_facts(trace, seq, score),
+            trace=trace_facts(trace, seq, scored),
             behaviour=behaviour(trace),
             api_calls=api_call_log(trace),
             explanation=explanation,
@@ -258,13 +258,8 @@ class Scanner(TraceRunner[FileResult]):
         def rows(chosen: list[UnitAttribution]):
             return [contribution(rank, trace, u, calls, call_positions) for rank, u in enumerate(chosen, 1)]
 
-        baseline = (
-            "the OOV token"
-            if self.model.representation == "ism"
-            else "a block of one OOV instruction, OOV identity"
-        )
         return Explanation(
-            baseline=baseline,
+            baseline=self.model.baseline_description,
             units_total=len(units),
             units_exact=sum(u.contribution is not None for u in units),
             towards_malicious=rows(towards_malicious),

@@ -34,9 +34,12 @@ class Tool(_Strict):
 class ModelId(_Strict):
     """Which model produced a result: enough to tell two models apart and find the right one."""
 
-    kind: str = Field(description="bsm-lstm, ism-lstm or bsm-transformer")
+    kind: str = Field(description="bsm-lstm, ism-lstm, bsm-transformer or ngram-lgbm")
     version: str | None = Field(description="model_version from calibration.json, when given")
-    weights_sha256: str = Field(description="sha256 of model.safetensors: the model's identity")
+    weights_sha256: str = Field(
+        description="sha256 of model.safetensors (ngram-lgbm: of model.lgbm.txt, its trees): "
+        "the model's identity"
+    )
 
 
 class ModelInfo(ModelId):
@@ -44,8 +47,13 @@ class ModelInfo(ModelId):
     representation: Literal["ism", "bsm"]
     normalisation: str
     api_tokens: bool
-    window: dict = Field(description="window settings: mode, length, count/stride")
-    aggregation: str = Field(description="how window scores make the file score: mean, max, attention")
+    window: dict = Field(
+        description="window settings: mode, length, count/stride; {mode: whole} for ngram-lgbm, which "
+        "counts the n-grams of the whole sequence"
+    )
+    aggregation: str = Field(
+        description="how window scores make the file score: mean, max, attention; none for ngram-lgbm"
+    )
     trained_tracer_versions: list[str] | None = Field(
         default=None,
         description="the tracer revisions that wrote the model's training traces; None: not recorded (2.2)",
