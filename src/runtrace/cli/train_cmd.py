@@ -195,6 +195,7 @@ def _train_ngram(data, out: Path, seed: int, threads: int | None) -> None:
         f"counted, {summary.used:,} of them split on ({summary.tokens:,} distinct tokens); fitted in "
         f"{summary.seconds:.1f} s, {summary.tokens_per_s:,.0f} tokens/s",
         highlight=False,
+        soft_wrap=True,
     )
     console.print(f"model written to {out}", highlight=False)
     report_export(out)
