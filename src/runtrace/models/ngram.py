@@ -13,11 +13,12 @@ LightGBM are imported inside the functions that need them, never here.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from runtrace.models.interface import SequenceData
+if TYPE_CHECKING:  # the interface imports pyarrow, which scanning does without (about 0.1 s)
+    from runtrace.models.interface import SequenceData
 
 ORDERS = (1, 2, 3)
 MAX_FEATURES = 20_000
