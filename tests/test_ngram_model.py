@@ -415,3 +415,21 @@ def test_the_service_scans_with_an_n_gram_model(real, tmp_path: Path) -> None:
     model = NgramModel.load(real["dir"])
     seq = encode_for_model(load_trace(trace), "bsm", model.normalisation, model.api, None, model.window)
     assert result["probability"] == score_ngrams(model, seq).probability
+
+
+def test_the_share_of_the_score_is_weighed_on_logits(synthetic: Path) -> None:
+    """Boosted trees saturate (the rev-17 corpus model's 1 % FPR threshold was 0.9988), so an n-gram
+    model's explanation weighs the shown rows' share on the logit scale, and says so when weak."""
+    from runtrace.scan.explain import logit
+
+    model = NgramModel.load(synthetic)
+    scanner = Scanner(model, read_calibration(synthetic), ScanOptions(min_instructions=1, explain=2))
+    for seed in (611, 612):
+        result = scanner.analyse_trace(synthetic_trace(bool(seed % 2), seed), "t", None, "trace")
+        e, p = result.explanation, result.probability
+        at, ref, without = logit(p), logit(e.reference_probability), logit(e.without_shown)
+        assert abs(at - ref) >= 0.1
+        assert e.shown_share == pytest.approx((at - without) / (at - ref), abs=2e-3)
+        rows = e.towards_malicious + e.towards_benign
+        assert all(r.estimate == pytest.approx(logit(p) - logit(p - r.contribution), abs=1e-6) for r in rows)
+        assert e.note is None or "logit" in e.note

@@ -24,13 +24,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtrace.scan.explain import Attribution, UnitAttribution, first_visits, unit_map
+from runtrace.scan.explain import LOGIT, Attribution, UnitAttribution, first_visits, logit, unit_map
 from runtrace.scan.ngrammodel import MAX_ROWS_PER_RUN, NgramModel, NgramOccurrences
 from runtrace.scan.sequence import ModelSequence
 from runtrace.trace.model import Trace
-
-# Probabilities are clipped this far from 0 and 1 before the logit (float32 P can reach 1.0).
-_EPS = 1e-7
 
 
 @dataclass
@@ -54,16 +51,11 @@ def score_ngrams(model: NgramModel, seq: ModelSequence) -> NgramScore:
     return NgramScore(float(model.probabilities(x[None, :])[0]), ids, occurrences, x)
 
 
-def _logit(p: np.ndarray | float) -> np.ndarray:
-    p = np.clip(np.asarray(p, dtype=np.float64), _EPS, 1 - _EPS)
-    return np.log(p) - np.log1p(-p)
-
-
 def attribute_ngrams(model: NgramModel, trace: Trace, seq: ModelSequence, score: NgramScore) -> Attribution:
     """Every unit of the sequence with its exact occlusion, largest contribution first."""
     n = len(score.ids)
     if n == 0:
-        return Attribution([], score.probability, score.probability)
+        return Attribution([], score.probability, score.probability, scale=LOGIT)
     positions = np.arange(n, dtype=np.int64)[None, :]
     units = unit_map(trace, seq, positions)
     code = units.codes[0]  # unit of each sequence position
@@ -85,7 +77,7 @@ def attribute_ngrams(model: NgramModel, trace: Trace, seq: ModelSequence, score:
     contribution = np.zeros(n_units)
     contribution[touched] = p - masked_p
     estimate = np.zeros(n_units)
-    estimate[touched] = _logit(p) - _logit(masked_p)
+    estimate[touched] = logit(p) - logit(masked_p)
     count = np.bincount(code[code >= 0], minlength=n_units)
     first = first_visits(seq, positions, units.codes, n_units)
     seen = np.flatnonzero(count)
@@ -112,7 +104,7 @@ def attribute_ngrams(model: NgramModel, trace: Trace, seq: ModelSequence, score:
         row = score.x - np.bincount(occ.columns[lost], minlength=model.n_features)
         return float(model.probabilities(row[None, :])[0])
 
-    return Attribution(out, p, mask(seen), mask)
+    return Attribution(out, p, mask(seen), mask, scale=LOGIT)
 
 
 def _unit_losses(code: np.ndarray, occ: NgramOccurrences, n_units: int):
