@@ -359,7 +359,7 @@ def test_calibrate_takes_the_n_gram_models_out_of_fold_scores(real, tmp_path: Pa
 
 def test_the_scan_path_never_imports_lightgbm(real, tmp_path: Path) -> None:
     """A fresh interpreter loads the n-gram model through the scanner's seam and scans a trace file with
-    explanations: LightGBM, scikit-learn, scipy, torch and onnxmltools are never imported."""
+    explanations: LightGBM, scikit-learn, scipy, pyarrow, torch and onnx(mltools) are never imported."""
     trace = _trace_path(_demo_rows()[1][0])
     code = (
         "import sys\n"
@@ -371,7 +371,7 @@ def test_the_scan_path_never_imports_lightgbm(real, tmp_path: Path) -> None:
         f"results = scanner.scan(list(iter_inputs([Path({str(trace)!r})])))\n"
         "assert [r.status for r in results] == ['ok'], [r.reason for r in results]\n"
         "assert results[0].explanation.towards_malicious or results[0].explanation.towards_benign\n"
-        "heavy = {'lightgbm', 'sklearn', 'scipy', 'torch', 'onnxmltools', 'onnx', 'skl2onnx'}\n"
+        "heavy = {'lightgbm', 'sklearn', 'scipy', 'pyarrow', 'torch', 'onnxmltools', 'onnx', 'skl2onnx'}\n"
         "loaded = heavy & set(sys.modules)\n"
         "assert not loaded, loaded\n"
         "assert 'onnxruntime' in sys.modules\n"
