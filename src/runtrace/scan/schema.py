@@ -103,7 +103,10 @@ class Contribution(_Strict):
     contribution: float | None = Field(
         description="exact occlusion: P(malicious) minus P with every occurrence masked; None: estimated only"
     )
-    estimate: float = Field(description="first-order estimate (file-logit units), used for ranking")
+    estimate: float = Field(
+        description="first-order estimate (file-logit units), used for ranking; ngram-lgbm: the exact "
+        "occlusion on the logit scale"
+    )
     occurrences: int = Field(description="occurrences in the scored windows")
     windows: int = Field(description="scored windows it occurs in")
     first_visit: int = Field(description="first visit index in the trace (where to look)")
@@ -132,7 +135,8 @@ class Explanation(_Strict):
     )
     shown_share: float | None = Field(
         description="(probability - without_shown) / (probability - reference_probability): the share of "
-        "the score the rows shown account for; None when the score is within 0.01 of the reference (2.0)"
+        "the score the rows shown account for; None when the score is within 0.01 of the reference (2.0); "
+        "ngram-lgbm: the same on logits, None within 0.1"
     )
     weak: bool = Field(description="the rows shown explain little of the score; `note` says why (2.0)")
     note: str | None = Field(description="a plain sentence when the explanation is weak (2.0)")
