@@ -53,7 +53,10 @@ MIN_INSTRUCTIONS ?= 1000
 # era and size (`dataset build --match`); MATCH= trains on every labelled trace instead.
 MATCH ?= --match
 WORK ?= work
-# The default model's version string and the false-positive rate its scan threshold is chosen for.
+# The default model's kind (`runtrace train --kind`: bsm-lstm or ngram-lgbm, the kinds reproduce-bsm
+# evaluates, whose out-of-fold scores calibrate it), version string and the false-positive rate its scan
+# threshold is chosen for.
+DEFAULT_KIND ?= bsm-lstm
 MODEL_VERSION ?= $(shell date +%Y.%m)-bsm-reproduce
 SCAN_TARGET_FPR ?= 0.05
 CORPUS ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/runtrace/corpus
@@ -67,7 +70,8 @@ reproduce: install src/runtrace/trace/emulate/_blockrec.built
 	$(VENV)/bin/runtrace corpus lineage --corpus-dir $(CORPUS) --write-doc docs/corpus.md
 	$(VENV)/bin/runtrace results reports/reproduce-ism reports/reproduce-bsm \
 		--notes docs/results-notes.md -o docs/results.md
-	$(VENV)/bin/runtrace train -r bsm --dataset $(WORK)/datasets/bsm -o $(WORK)/models/default --threads 1 --no-progress
+	$(VENV)/bin/runtrace train -r bsm --kind $(DEFAULT_KIND) --dataset $(WORK)/datasets/bsm -o $(WORK)/models/default \
+		--threads 1 --no-progress
 	$(VENV)/bin/runtrace calibrate $(WORK)/models/default --report reports/reproduce-bsm --representation bsm \
 		--protocol by-file --target-fpr $(SCAN_TARGET_FPR) --version $(MODEL_VERSION)
 	@echo "default model candidate: $(WORK)/models/default (make install-default-model ships it)"
@@ -81,19 +85,12 @@ reproduce-ism reproduce-bsm: reproduce-%:
 		--models lstm,ngram-lr,ngram-lgbm,metadata,neighbours --manifest $(CORPUS)/manifest.parquet --threads 1 \
 		--no-progress -o reports/reproduce-$* $(if $(FRESH),--overwrite)
 
-# Ships the model `make reproduce` trained as the scanner's default, with the ONNX graphs `runtrace train`
-# exported and the similarity index of the traced corpus (then update docs/model-card.md and the index's
-# PROVENANCE.md).
+# Ships the model `make reproduce` trained as the scanner's default: the files its kind needs (a sequence
+# model's or an n-gram model's, with the ONNX graphs `runtrace train` exported), its calibration and the
+# similarity index of the traced corpus (then update docs/model-card.md and the index's PROVENANCE.md).
 install-default-model:
 	test -f $(WORK)/models/default/calibration.json
-	rm -rf src/runtrace/data/models/default
-	mkdir -p src/runtrace/data/models/default
-	cp $(WORK)/models/default/model.safetensors $(WORK)/models/default/config.json \
-		$(WORK)/models/default/vocabulary.json $(WORK)/models/default/calibration.json \
-		$(WORK)/models/default/history.json $(WORK)/models/default/model.items.onnx \
-		$(WORK)/models/default/model.windows.onnx $(WORK)/models/default/model.gradient.onnx \
-		src/runtrace/data/models/default/
-	cp -r $(WORK)/models/default/similar src/runtrace/data/models/default/similar
+	$(PY) scripts/install_model.py $(WORK)/models/default src/runtrace/data/models/default
 
 clean:
 	rm -rf build src/*.egg-info src/runtrace/trace/emulate/*.so src/runtrace/trace/emulate/_blockrec.built .pytest_cache

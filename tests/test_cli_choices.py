@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from runtrace.cli import choices
 from runtrace.cli.app import app
 from runtrace.evaluate.names import AUTO, HOLDOUT, INNER_CV, PROTOCOLS
-from runtrace.models.names import VAL_BY
+from runtrace.models.names import NGRAM_KINDS, VAL_BY
 from runtrace.models.spec import AGGREGATIONS, BLOCK_ENCODERS, KINDS, POOLINGS
 from runtrace.represent.encode import REPRESENTATIONS
 from runtrace.represent.windows import WINDOW_MODES
@@ -23,7 +23,7 @@ def values(enum) -> tuple[str, ...]:
 
 def test_choices_match_the_stages() -> None:
     assert values(choices.Representation) == REPRESENTATIONS
-    assert values(choices.ModelKind) == tuple(KINDS)
+    assert values(choices.ModelKind) == (*KINDS, *NGRAM_KINDS)
     assert values(choices.RepresentationOrAll) == (*REPRESENTATIONS, "all")
     assert values(choices.Protocol) == PROTOCOLS
     assert values(choices.ProtocolOrAll) == (*PROTOCOLS, "all")
@@ -54,6 +54,18 @@ def test_the_checkpoint_spec_names_the_estimators_kinds() -> None:
 
     assert {kind: c.representation for kind, c in CLASSIFIERS.items()} == KINDS
     assert all(c.kind == kind for kind, c in CLASSIFIERS.items())
+
+
+def test_the_n_gram_kinds_are_the_evaluations_models() -> None:
+    """`runtrace train --kind ngram-lgbm` fits the evaluation's `ngram-lgbm`, and `runtrace calibrate`
+    reads that model's out-of-fold scores for it."""
+    from runtrace.evaluate.names import NGRAM_MODELS
+    from runtrace.evaluate.registry import MODELS, BuildContext
+    from runtrace.models.ngram import NgramLightGBM
+
+    assert set(NGRAM_MODELS) == set(NGRAM_KINDS) == {NgramLightGBM.kind}
+    built = MODELS[NGRAM_MODELS[NgramLightGBM.kind]].build(BuildContext("bsm", "by-file", 0, {}))
+    assert type(built) is NgramLightGBM
 
 
 def test_a_value_outside_the_choices_is_one_line_naming_the_option() -> None:

@@ -13,7 +13,7 @@ import typer
 
 from runtrace.cli.app import app, console, fail
 from runtrace.cli.choices import Protocol, Representation
-from runtrace.evaluate.names import DEFAULT_TARGET_FPR, SEQUENCE_MODELS
+from runtrace.evaluate.names import DEFAULT_TARGET_FPR, NGRAM_MODELS, SEQUENCE_MODELS
 
 
 @app.command()
@@ -37,11 +37,14 @@ def calibrate(
     if not (model / CONFIG).exists():
         raise fail(f"{model}: not a model directory (no {CONFIG})")
     try:
-        kind = json.loads((model / CONFIG).read_text()).get("kind")
+        config = json.loads((model / CONFIG).read_text())
+        kind = config.get("kind")
     except (OSError, ValueError, AttributeError) as e:
         raise fail(f"{model}/{CONFIG}: unreadable ({e})") from None
-    # The out-of-fold scores of the model's own kind: a transformer is not calibrated on LSTM scores.
+    # The out-of-fold scores of the model's own kind: a transformer is not calibrated on LSTM scores, an
+    # n-gram model on the n-gram model's of its representation.
     evaluated = {k: (name, rep) for name, kinds in SEQUENCE_MODELS.items() for rep, k in kinds.items()}
+    evaluated.update((k, (name, config.get("representation", "bsm"))) for k, name in NGRAM_MODELS.items())
     name, own_representation = evaluated.get(kind, ("lstm", "bsm"))
     try:
         chosen = threshold_from_report(

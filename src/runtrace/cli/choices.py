@@ -13,7 +13,7 @@ import enum
 from collections.abc import Iterable
 
 from runtrace.evaluate.names import PROTOCOLS, THRESHOLD_FITS
-from runtrace.models.names import AGGREGATIONS, BLOCK_ENCODERS, KINDS, POOLINGS, VAL_BY
+from runtrace.models.names import AGGREGATIONS, BLOCK_ENCODERS, KINDS, NGRAM_KINDS, POOLINGS, VAL_BY
 from runtrace.represent.names import REPRESENTATIONS, WINDOW_MODES
 from runtrace.represent.normalise import Normalisation  # noqa: F401  (a choice too; light to import)
 
@@ -24,7 +24,7 @@ def _choices(name: str, values: Iterable[str]) -> type[enum.StrEnum]:
 
 
 Representation = _choices("Representation", REPRESENTATIONS)
-ModelKind = _choices("ModelKind", KINDS)
+ModelKind = _choices("ModelKind", (*KINDS, *NGRAM_KINDS))
 RepresentationOrAll = _choices("RepresentationOrAll", (*REPRESENTATIONS, "all"))
 Windowing = _choices("Windowing", WINDOW_MODES)
 Aggregation = _choices("Aggregation", AGGREGATIONS)

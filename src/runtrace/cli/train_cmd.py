@@ -1,6 +1,7 @@
 """`runtrace train`: fit an ISM or BSM LSTM (or, `--kind bsm-transformer`, the BSM transformer) on a
 dataset and save it (safetensors + JSON), with the ONNX graphs `scan` and `serve` run
-(`runtrace.models.export`).
+(`runtrace.models.export`).  `--kind ngram-lgbm` fits the evaluation's n-gram LightGBM instead
+(`runtrace.models.ngram_checkpoint`; LightGBM's text model + JSON, and its trees converted to ONNX).
 
 Runs on one process by default; `torchrun --nproc_per_node N runtrace train ...` trains with
 DistributedDataParallel (gloo on CPU, nccl on CUDA) and rank 0 writes the model.
@@ -31,7 +32,7 @@ from runtrace.models.hyperparameters import (
     TrainConfig,
     VocabularyConfig,
 )
-from runtrace.models.names import KINDS
+from runtrace.models.names import KINDS, NGRAM_KINDS
 
 # Defaults come from the settings dataclasses (torch-free), so each is written once.
 _T, _I, _B, _X, _V = TrainConfig, IsmLstmConfig, BsmLstmConfig, BsmTransformerConfig, VocabularyConfig
@@ -45,7 +46,10 @@ def train(
         None, "--representation", "-r", help="Default: the dataset's."
     ),
     kind: ModelKind = typer.Option(
-        None, "--kind", help="Model kind (default: the LSTM of the dataset's representation)."
+        None,
+        "--kind",
+        help="Model kind (default: the LSTM of the dataset's representation). ngram-lgbm reads either "
+        "representation and takes only --seed and --threads of the options below.",
     ),
     epochs: int = typer.Option(_T.epochs, help="At most this many epochs (early stopping may end sooner)."),
     batch_size: int = typer.Option(_T.batch_size, help="Windows per step."),
@@ -59,9 +63,9 @@ def train(
     val_by: ValidationBy = typer.Option(
         ValidationBy.FILE, help="Draw validation files by file or by origin group."
     ),
-    seed: int = typer.Option(_T.seed),
+    seed: int = typer.Option(_T.seed, help="Of the validation split and the weights (ngram-lgbm: trees)."),
     device: Device = typer.Option(Device.AUTO),
-    threads: int = typer.Option(None, help="torch CPU threads per process."),
+    threads: int = typer.Option(None, help="torch CPU threads per process (ngram-lgbm: LightGBM's, 1)."),
     windowing: Windowing = typer.Option(None, help="Default: the dataset's, else sampled."),
     window: int = typer.Option(None, help="Window length in tokens (ISM) or blocks (BSM)."),
     stride: int = typer.Option(None, help="Stride of sliding windows (default: the window length)."),
@@ -91,8 +95,8 @@ def train(
     log: Path = typer.Option(None, help="Epoch log (JSON lines); default: OUT/training_log.jsonl."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Train a sequence model (an LSTM, or the BSM transformer) on all files of a dataset (validation
-    split drawn from them) and save it, with the ONNX graphs `runtrace scan` runs."""
+    """Train a sequence model (an LSTM, or the BSM transformer; validation split drawn from the files) or
+    the n-gram LightGBM on all files of a dataset and save it, with the ONNX graphs `runtrace scan` runs."""
     from runtrace.models.estimator import make_classifier
     from runtrace.models.training_run import train_and_save
     from runtrace.represent.dataset import DatasetError, SequenceDataset
@@ -107,6 +111,9 @@ def train(
     if len(data) == 0:
         raise fail(f"{dataset}: no files")
     kind = kind or f"{data.representation}-lstm"
+    if kind in NGRAM_KINDS:
+        _train_ngram(data, out, seed, threads)
+        return
     if KINDS[kind] != data.representation:
         raise fail(f"{kind} reads {KINDS[kind].upper()} datasets; {dataset} is {data.representation.upper()}")
 
@@ -171,5 +178,24 @@ def train(
     if summary.processes > 1:
         text += f"; {summary.processes} processes"
     console.print(text, highlight=False)
+    console.print(f"model written to {out}", highlight=False)
+    report_export(out)
+
+
+def _train_ngram(data, out: Path, seed: int, threads: int | None) -> None:
+    """`--kind ngram-lgbm`: the evaluation's n-gram LightGBM on every file, saved and converted to ONNX."""
+    from runtrace.models.ngram_checkpoint import train_and_save
+
+    try:
+        summary = train_and_save(data, out, seed=seed, n_jobs=threads or 1)
+    except ValueError as e:
+        raise fail(str(e)) from None
+    console.print(
+        f"{summary.kind}: {summary.trees} trees on {summary.files:,} files; {summary.vocabulary:,} n-grams "
+        f"counted, {summary.used:,} of them split on ({summary.tokens:,} distinct tokens); fitted in "
+        f"{summary.seconds:.1f} s, {summary.tokens_per_s:,.0f} tokens/s",
+        highlight=False,
+        soft_wrap=True,
+    )
     console.print(f"model written to {out}", highlight=False)
     report_export(out)

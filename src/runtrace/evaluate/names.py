@@ -22,6 +22,9 @@ DEFAULT_TARGET_FPR = 0.01  # the FPR a threshold is chosen for (per training fol
 # trains.  `runtrace calibrate` reads it the other way round, to take a trained model's threshold from the
 # evaluation of its own kind.
 SEQUENCE_MODELS = {"lstm": {"ism": "ism-lstm", "bsm": "bsm-lstm"}, "transformer": {"bsm": "bsm-transformer"}}
+# The n-gram models `runtrace train` also ships (`models.names.NGRAM_KINDS`), by kind: the evaluation's
+# model of that name (it reads either representation, so the trained model's own is its calibration's).
+NGRAM_MODELS = {"ngram-lgbm": "ngram-lgbm"}
 
 DEFAULT_FOLDS = 5  # k of the k-fold protocols
 DEFAULT_SEED = 0  # of the folds, the models and the bootstrap

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from runtrace.evaluate.baselines import MetadataBaseline, NgramCache, NgramLightGBM, NgramLogisticRegression
+from runtrace.evaluate.baselines import MetadataBaseline, NgramCache, NgramLogisticRegression
 from runtrace.evaluate.names import BY_ORIGIN, HOLDOUT, INNER_CV, NOSHARED_SUFFIX, SEQUENCE_MODELS
 from runtrace.models.interface import FileClassifier
+from runtrace.models.ngram import NgramLightGBM
 from runtrace.represent.names import BSM
 
 

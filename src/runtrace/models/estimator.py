@@ -41,7 +41,8 @@ from runtrace.models.config import LstmClassifierConfig
 from runtrace.models.hyperparameters import BsmLstmConfig, BsmTransformerConfig, IsmLstmConfig
 from runtrace.models.interface import SequenceData
 from runtrace.models.ism import IsmLstmNet
-from runtrace.models.spec import AGGREGATIONS, MAX_BLOCK_TOKENS, DataSpec
+from runtrace.models.provenance import training_data_spec
+from runtrace.models.spec import AGGREGATIONS, MAX_BLOCK_TOKENS
 from runtrace.models.train import distributed_context, fit_loop, resolve_device, split_validation
 from runtrace.models.vocabularies import VocabularyConfig, fit_vocabularies
 from runtrace.models.window_training import WindowTraining, window_outputs
@@ -88,26 +89,6 @@ class WindowNet(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         scores = self.attention(features).squeeze(-1) if self.attention is not None else None
         return logits, scores
-
-
-def shortest_trace(data: SequenceData) -> int | None:
-    """Executed instructions of the dataset's shortest trace: its `--min-instructions` floor, or the
-    shortest file when that is longer; None when the dataset says neither (a stand-in dataset)."""
-    floor = data.min_instructions
-    files = data.files
-    if "n_instructions" not in files.column_names or files.num_rows == 0:
-        return floor
-    return max(int(np.asarray(files.column("n_instructions")).min()), floor or 0)
-
-
-def tracer_versions(data: SequenceData) -> list[str] | None:
-    """The distinct tracer revisions that wrote the dataset's traces; None when it does not record them
-    (a dataset built before it did, a stand-in dataset)."""
-    files = data.files
-    if "tracer_version" not in files.column_names:
-        return None
-    versions = {v for v in files.column("tracer_version").to_pylist() if v}
-    return sorted(versions) or None
 
 
 class LstmClassifier:
@@ -237,15 +218,7 @@ class LstmClassifier:
         self.config_, self.net_, self.device_ = fitted, net, ctx.device
         self.vocabulary_, self.block_vocabulary_ = vocabulary, block_vocabulary
         # The scanner judges no trace shorter than any the model was trained on.
-        shortest = shortest_trace(data)
-        self.data_spec_ = DataSpec(
-            normalisation=data.normalisation,
-            api=data.api,
-            api_args=data.api_args,
-            max_tokens=data.max_tokens,
-            min_instructions=shortest,
-            tracer_versions=tracer_versions(data),
-        ).to_json()
+        self.data_spec_ = training_data_spec(data).to_json()
         return self
 
     # --- networks -----------------------------------------------------------------------------------

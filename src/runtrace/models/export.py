@@ -35,15 +35,11 @@ import torch
 from torch import nn
 
 from runtrace.models.gradient import window_gradient
-from runtrace.models.spec import CONFIG, GRAPHS, ONNX_OPSET, OOV, VOCABULARY, WEIGHTS
+from runtrace.models.spec import CONFIG, GRAPHS, ONNX_OPSET, OOV, VOCABULARY, WEIGHTS, ExportError
 
 # Largest difference allowed between a graph run by ONNX Runtime and the torch module it came from, on
 # the random inputs of `_check` (float32 throughout; the LSTM kernels differ in summation order).
 TOLERANCE = 1e-4
-
-
-class ExportError(RuntimeError):
-    """The graphs could not be written (one line)."""
 
 
 class _TokenItems(nn.Module):

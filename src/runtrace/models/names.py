@@ -5,8 +5,11 @@ at start-up, where loading numpy (as `spec` does) would cost about 0.2 s of ever
 
 from runtrace.represent.names import BSM, ISM
 
-# model kind -> the representation it reads; the first of each representation is its default
+# sequence model kind -> the representation it reads; the first of each representation is its default
 KINDS = {"ism-lstm": ISM, "bsm-lstm": BSM, "bsm-transformer": BSM}
+# Models of n-gram counts (`runtrace.models.ngram`): they read either representation, the training
+# dataset's (`config.json` records which).
+NGRAM_KINDS = ("ngram-lgbm",)
 AGGREGATIONS = ("mean", "max", "attention")  # window outputs -> file score
 POOLINGS = ("last", "mean", "max")  # LSTM outputs of a window -> its features
 TRANSFORMER_POOLINGS = ("mean", "max")  # a transformer's outputs have no "last" that saw the window

@@ -16,6 +16,18 @@ A model directory holds:
 writes the graphs and records their sha256 in `config.json` under `onnx`; `runtrace.scan` reads this
 module, the JSON files and the graphs, never torch.  Graph file names are fixed here, not read from
 `config.json`, so a model directory cannot point the scanner at a file outside itself.
+
+An n-gram model (`ngram-lgbm`, `runtrace.models.ngram`) holds other files:
+
+| file                   | written by            | content                                              |
+| ---------------------- | --------------------- | ---------------------------------------------------- |
+| `config.json`          | training, export      | as above, with `featurizer` in place of the network  |
+| `vocabulary.json`      | training              | tokens (strings and ids) and n-grams (keys) it reads |
+| `model.lgbm.txt`       | training              | the trees, in LightGBM's text format                 |
+| `model.onnx`           | export                | n-gram counts -> P(benign), P(malicious)             |
+
+`runtrace.models.ngram_checkpoint` writes the first three, `runtrace.models.ngram_export` (onnxmltools)
+the graph; the scanner reads the JSON files and the graph, never LightGBM.
 """
 
 from __future__ import annotations
@@ -26,7 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtrace.models.names import AGGREGATIONS, BLOCK_ENCODERS, KINDS, MAX_BLOCK_TOKENS, POOLINGS
+from runtrace.models.names import AGGREGATIONS, BLOCK_ENCODERS, KINDS, MAX_BLOCK_TOKENS, NGRAM_KINDS, POOLINGS
+from runtrace.represent.names import REPRESENTATIONS
 from runtrace.represent.normalise import Normalisation
 from runtrace.represent.vocabulary import Vocabulary
 
@@ -45,6 +58,11 @@ GRAPHS = {
 }
 # The newest opset the pinned onnxruntime (1.32) implements; torch's exporter converts its graphs to it.
 ONNX_OPSET = 28
+# An n-gram model's one graph, its trees (LightGBM's text model: what export reads, and the model's
+# identity), and the opset onnxmltools' LightGBM converter writes (15 is the newest it accepts).
+NGRAM_GRAPHS = {"trees": "model.onnx"}
+NGRAM_WEIGHTS = "model.lgbm.txt"
+NGRAM_ONNX_OPSET = 15
 
 PAD, OOV = Vocabulary.PAD, Vocabulary.OOV  # fixed ids of every runtrace vocabulary
 # The names a configuration's choices take (model kinds, aggregations, poolings, block encoders) are in
@@ -57,6 +75,10 @@ UNRECORDED_MIN_INSTRUCTIONS = 1000
 
 class SpecError(ValueError):
     """A model directory whose files do not make a usable model (one line, naming the directory)."""
+
+
+class ExportError(RuntimeError):
+    """A model's ONNX graphs could not be written (one line; `runtrace.models.export`, `ngram_export`)."""
 
 
 # Plain dataclasses rather than pydantic models: this module is on the scanner's start-up path, where
@@ -108,9 +130,26 @@ class OnnxSpec:
     graphs: dict  # role -> sha256 of GRAPHS[role]
 
 
+class _TrainingData:
+    """What both kinds of `config.json` say about their training data."""
+
+    data: DataSpec | None
+
+    @property
+    def data_spec(self) -> DataSpec:
+        return self.data or DataSpec()
+
+    @property
+    def min_instructions(self) -> int:
+        """The shortest trace the model was trained on (executed instructions)."""
+        recorded = self.data_spec.min_instructions
+        return UNRECORDED_MIN_INSTRUCTIONS if recorded is None else recorded
+
+
 @dataclass(frozen=True)
-class CheckpointSpec:
-    """`config.json` as every reader sees it (training adds its own fields, ignored here)."""
+class CheckpointSpec(_TrainingData):
+    """`config.json` of a sequence model as every reader sees it (training adds its own fields, ignored
+    here)."""
 
     format: str
     version: int
@@ -124,16 +163,6 @@ class CheckpointSpec:
     @property
     def representation(self) -> str:
         return KINDS[self.kind]
-
-    @property
-    def data_spec(self) -> DataSpec:
-        return self.data or DataSpec()
-
-    @property
-    def min_instructions(self) -> int:
-        """The shortest trace the model was trained on (executed instructions)."""
-        recorded = self.data_spec.min_instructions
-        return UNRECORDED_MIN_INSTRUCTIONS if recorded is None else recorded
 
     @classmethod
     def from_json(cls, obj: dict) -> CheckpointSpec:
@@ -156,8 +185,50 @@ class CheckpointSpec:
         return spec
 
 
-_NESTED = {"model", "data", "onnx"}
-_TYPES = {"str": str, "int": int, "bool": bool, "dict": dict, "list[str]": list}
+@dataclass(frozen=True)
+class FeaturizerSpec:
+    """How an n-gram model counts (`runtrace.models.ngram.NgramFeaturizer`, as fitted)."""
+
+    orders: list[int]  # n-gram orders counted
+    token_space: int  # token ids are digits of this radix (`ngram_keys`); the last one is "unknown"
+    max_features: int  # the vocabulary's size before the trees chose from it
+    min_df: int
+
+
+@dataclass(frozen=True)
+class NgramSpec(_TrainingData):
+    """`config.json` of an n-gram model (`NGRAM_KINDS`)."""
+
+    format: str
+    version: int
+    kind: str
+    representation: str
+    featurizer: FeaturizerSpec
+    data: DataSpec | None = None
+    onnx: OnnxSpec | None = None
+
+    @classmethod
+    def from_json(cls, obj: dict) -> NgramSpec:
+        """From parsed `config.json`; ValueError naming the first field that is missing or wrong."""
+        top = _fields(cls, obj, "")
+        top["featurizer"] = FeaturizerSpec(**_fields(FeaturizerSpec, obj.get("featurizer"), "featurizer."))
+        if obj.get("data") is not None:
+            top["data"] = DataSpec(**_fields(DataSpec, obj["data"], "data."))
+        if obj.get("onnx") is not None:
+            top["onnx"] = OnnxSpec(**_fields(OnnxSpec, obj["onnx"], "onnx."))
+        spec = cls(**top)
+        if spec.kind not in NGRAM_KINDS:
+            raise ValueError(f"model kind {spec.kind!r} is not an n-gram model")
+        if spec.representation not in REPRESENTATIONS:
+            raise ValueError(f"unknown representation {spec.representation!r}")
+        f = spec.featurizer
+        if not f.orders or any(not isinstance(n, int) or n < 1 for n in f.orders) or f.token_space < 2:
+            raise ValueError(f"featurizer: orders {f.orders} and token_space {f.token_space} cannot count")
+        return spec
+
+
+_NESTED = {"model", "data", "onnx", "featurizer"}
+_TYPES = {"str": str, "int": int, "bool": bool, "dict": dict, "list[str]": list, "list[int]": list}
 
 
 def _fields(cls, obj, prefix: str) -> dict:
@@ -180,8 +251,9 @@ def _fields(cls, obj, prefix: str) -> dict:
     return out
 
 
-def read_spec(model_dir: Path) -> CheckpointSpec:
-    """The checked `config.json` of a model directory; SpecError (one line) when it is not one."""
+def read_spec(model_dir: Path) -> CheckpointSpec | NgramSpec:
+    """The checked `config.json` of a model directory: a `NgramSpec` for the n-gram kinds, else a
+    `CheckpointSpec`; SpecError (one line) when it is not one."""
     root = Path(model_dir)
     if not root.is_dir():
         raise SpecError(f"{root}: no such model directory")
@@ -195,9 +267,18 @@ def read_spec(model_dir: Path) -> CheckpointSpec:
         got = raw if isinstance(raw, dict) else {}
         raise SpecError(f"{root}: unsupported model format {got.get('format')} v{got.get('version')}")
     try:
-        return CheckpointSpec.from_json(raw)
+        return (NgramSpec if raw.get("kind") in NGRAM_KINDS else CheckpointSpec).from_json(raw)
     except (TypeError, ValueError) as e:
         raise SpecError(f"{root}/{CONFIG}: {one_line(e)}") from None
+
+
+def model_files(spec: CheckpointSpec | NgramSpec) -> list[str]:
+    """The files of a model directory of this kind that training and export write, the scanner reads or
+    a reader needs to know how it was made (`make install-default-model` ships them; calibration and the
+    similarity index are the scanner's own, beside them)."""
+    if isinstance(spec, NgramSpec):
+        return [CONFIG, VOCABULARY, NGRAM_WEIGHTS, *NGRAM_GRAPHS.values()]
+    return [CONFIG, VOCABULARY, WEIGHTS, HISTORY, *GRAPHS.values()]
 
 
 def block_rows(

@@ -44,6 +44,10 @@ from runtrace.scan.sequence import ModelSequence
 from runtrace.trace.model import Trace
 
 DEFAULT_CANDIDATES = 32
+# The scale an attribution's share of the score and the size of its rows are weighed on (`Attribution.scale`).
+PROBABILITY, LOGIT = "probability", "logit"
+# Probabilities are clipped this far from 0 and 1 before a logit (float32 P can reach 1.0).
+LOGIT_EPS = 1e-7
 # Window variants per batched forward pass.  It bounds memory: a pass copies its windows' input vectors
 # and ONNX Runtime holds every step's gates for every row.  32 rather than 256: a one-file scan touched
 # 7,000 fewer fresh pages (28 MB) and spent about 4 % less CPU analysing its trace (3 capa files, min of
@@ -70,6 +74,13 @@ class UnitMap:
     kinds: list[str]
     block_ids: list[int]
     apis: list[str]
+
+
+def logit(p):
+    """log(p / (1 - p)), with p clipped LOGIT_EPS away from 0 and 1 (float or array)."""
+    p = np.clip(np.asarray(p, dtype=np.float64), LOGIT_EPS, 1 - LOGIT_EPS)
+    out = np.log(p) - np.log1p(-p)
+    return float(out) if out.ndim == 0 else out
 
 
 def unit_map(trace: Trace, seq: ModelSequence, positions: np.ndarray) -> UnitMap:
@@ -100,6 +111,7 @@ class Attribution:
     probability: float  # the file's P(malicious)
     reference_probability: float  # P with every unit masked: the model knowing nothing of the trace
     _mask: Callable[[np.ndarray], float] | None = None  # unit codes -> P with them masked together
+    scale: str = PROBABILITY  # what the scanner weighs the share and the rows on (LOGIT: `estimate`s)
 
     def masked_probability(self, unit_codes) -> float:
         codes = np.asarray(sorted(set(unit_codes)), dtype=np.int64)
@@ -137,7 +149,7 @@ def attribute(
     count = np.bincount(keys // stride, minlength=n_units)
     in_window = np.zeros((n_units, codes.shape[0]), dtype=bool)
     in_window[codes[present], np.nonzero(present)[0]] = True
-    first_visit = _first_visits(seq, batch.positions, codes, n_units)
+    first_visit = first_visits(seq, batch.positions, codes, n_units)
 
     seen = np.flatnonzero(count)
     chosen = seen[np.argsort(-np.abs(estimate[seen]), kind="stable")][: max(candidates, 0)]
@@ -170,7 +182,7 @@ def attribute(
     return Attribution(out, score.probability, mask(seen), mask)
 
 
-def _first_visits(seq: ModelSequence, positions: np.ndarray, codes: np.ndarray, n_units: int) -> np.ndarray:
+def first_visits(seq: ModelSequence, positions: np.ndarray, codes: np.ndarray, n_units: int) -> np.ndarray:
     """Per unit, the first visit index at which it occurs in the windows (API calls: their call's
     visit), for locating it in the trace."""
     first = np.full(n_units, np.iinfo(np.int64).max, dtype=np.int64)

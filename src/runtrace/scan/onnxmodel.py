@@ -83,6 +83,8 @@ class OnnxModel:
             spec = read_spec(root)
         except SpecError as e:
             raise ModelError(str(e)) from None
+        if not isinstance(spec, CheckpointSpec):
+            raise ModelError(f"{root}: a {spec.kind} model, not a sequence model")
         if spec.onnx is None:
             raise ModelError(f"{root}: no ONNX graphs recorded in config.json; run `runtrace export {root}`")
         try:
@@ -97,7 +99,9 @@ class OnnxModel:
                 f"{root}: the ONNX graphs were exported with another {VOCABULARY} than this one; "
                 f"run `runtrace export {root}`"
             )
-        sessions = {role: _session(root, role, spec.onnx.graphs.get(role)) for role in GRAPHS}
+        sessions = {
+            role: graph_session(root, name, role, spec.onnx.graphs.get(role)) for role, name in GRAPHS.items()
+        }
         try:
             # The model's identity is the weights the graphs were exported from; the scanner never reads
             # the weights file itself (training and `runtrace export` do, and record its sha256).
@@ -143,6 +147,13 @@ class OnnxModel:
     def baseline_vector(self) -> np.ndarray:
         return self.baseline.copy()
 
+    @property
+    def baseline_description(self) -> str:
+        """What an occluded unit reads as, in words (docs/scan.md, "Explanations")."""
+        if self.representation == "ism":
+            return "the OOV token"
+        return "a block of one OOV instruction, OOV identity"
+
     # --- windows -----------------------------------------------------------------------------------
     def window_outputs(self, x: np.ndarray, lengths: np.ndarray) -> WindowOutputs:
         """x (B, T, in_dim) input vectors, each row's real steps first; lengths (B,) >= 1."""
@@ -186,10 +197,11 @@ class OnnxModel:
         return self._sessions[role].run(None, {k: v for k, v in feeds.items() if k in wanted})
 
 
-def _session(root: Path, role: str, expected_sha256: str | None):
+def graph_session(root: Path, name: str, role: str, expected_sha256: str | None):
     """An ONNX Runtime session for one of the model's graphs, read from the model directory by its fixed
-    name and checked against the recorded sha256 before ONNX Runtime sees a byte of it."""
-    path = root / GRAPHS[role]
+    `name` (`runtrace.models.spec`) and checked against the recorded sha256 before ONNX Runtime sees a
+    byte of it."""
+    path = root / name
     if expected_sha256 is None:
         raise ModelError(f"{root}: config.json records no {role} graph; run `runtrace export {root}`")
     try:

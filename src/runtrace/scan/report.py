@@ -23,10 +23,9 @@ def trace_facts(trace: Trace, seq, score=None) -> TraceFacts:
     counts = Counter(c.name for c in trace.api_calls)
     scored = {}
     if score is not None:
-        positions = score.batch.positions
-        probabilities = 1.0 / (1.0 + np.exp(-score.outputs.logits))
+        probabilities = score.window_probabilities()
         scored = dict(
-            positions_scored=int(np.count_nonzero(np.bincount(positions[positions >= 0]))),  # distinct
+            positions_scored=score.positions_scored(),
             # Each window's own probability, so a reader (the service's page) can see where in the run
             # the model grew suspicious; the file's probability aggregates these.
             window_starts=[int(s) for s in seq.starts],

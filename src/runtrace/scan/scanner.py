@@ -18,9 +18,10 @@ from runtrace.models.spec import CONFIG
 from runtrace.paths import default_model_dir
 from runtrace.scan.calibration import Calibration, CalibrationError, read_calibration
 from runtrace.scan.defaults import DEFAULT_EXPLAIN
-from runtrace.scan.explain import DEFAULT_CANDIDATES, Attribution, UnitAttribution, attribute
+from runtrace.scan.explain import DEFAULT_CANDIDATES, LOGIT, Attribution, UnitAttribution, logit
+from runtrace.scan.kinds import ScanModel, explain, load_model, score
 from runtrace.scan.neighbours import DEFAULT_NEIGHBOURS, default_index_dir, find_neighbours, load_index
-from runtrace.scan.onnxmodel import ModelError, OnnxModel
+from runtrace.scan.onnxmodel import ModelError
 from runtrace.scan.report import api_call_log, behaviour, contribution, trace_facts
 from runtrace.scan.runner import RunOptions, TraceRunner
 from runtrace.scan.schema import (
@@ -33,7 +34,6 @@ from runtrace.scan.schema import (
     Summary,
     Timing,
 )
-from runtrace.scan.score import score_sequence
 from runtrace.scan.sequence import encode_for_model
 from runtrace.similar.index import IndexFileError, SimilarityIndex
 from runtrace.trace.model import Trace
@@ -45,6 +45,11 @@ from runtrace.trace.settings import TRACER_VERSION
 WEAK_DELTA = 0.01
 WEAK_SHARE = 0.25
 MIN_DISTANCE = 0.01
+# The same on the logit scale, for models that weigh their explanations there (`Attribution.scale`; the
+# n-gram model, whose probabilities saturate: see docs/scan.md).  0.1 in logit units is a 10 % change of
+# the odds, what 0.01 is to P near 0.5 (0.025 there).
+LOGIT_WEAK_DELTA = 0.1
+LOGIT_MIN_DISTANCE = 0.1
 
 # Exit statuses (clamscan's 0/1/2, and 3 for files the model could not judge).
 CLEAN, MALICIOUS, ERRORS, UNKNOWN, INTERRUPTED = 0, 1, 2, 3, 130
@@ -66,7 +71,7 @@ class ScanOptions(RunOptions):
 
 @dataclass
 class Scanner(TraceRunner[FileResult]):
-    model: OnnxModel
+    model: ScanModel
     calibration: Calibration
     options: ScanOptions = field(default_factory=ScanOptions)
     similar: SimilarityIndex | None = None  # known programs, for the nearest ones beside each verdict
@@ -93,7 +98,7 @@ class Scanner(TraceRunner[FileResult]):
                     "pass --model DIR with a model directory written by `runtrace train`"
                 )
         try:
-            model = OnnxModel.load(model_dir)
+            model = load_model(model_dir)
             calibration = read_calibration(model_dir)
         except (ModelError, CalibrationError) as e:
             raise ScannerError(str(e)) from None
@@ -174,15 +179,15 @@ class Scanner(TraceRunner[FileResult]):
         )
         n_instructions = trace.instruction_count
         judged = n_instructions >= self.min_instructions
-        score = score_sequence(m, seq) if judged else None
+        scored = score(m, seq) if judged else None
         scored_at = time.perf_counter()
         explanation = None
         if judged and self.options.explain > 0:
-            explanation = self._explanation(trace, attribute(m, trace, seq, score, self.options.candidates))
+            explanation = self._explanation(trace, explain(m, trace, seq, scored, self.options.candidates))
         done = time.perf_counter()
 
         if judged:
-            probability, reason = score.probability, None
+            probability, reason = scored.probability, None
             verdict = "malicious" if probability >= self.calibration.threshold else "benign"
         else:
             probability, verdict = None, "unknown"
@@ -202,7 +207,7 @@ class Scanner(TraceRunner[FileResult]):
             decision=self.decision,
             reason=reason,
             traced_sample_sha256=trace.meta.sha256 or None,
-            trace=trace_facts(trace, seq, score),
+            trace=trace_facts(trace, seq, scored),
             behaviour=behaviour(trace),
             api_calls=api_call_log(trace),
             explanation=explanation,
@@ -248,9 +253,16 @@ class Scanner(TraceRunner[FileResult]):
         shown = towards_malicious + towards_benign
         p, reference = attribution.probability, attribution.reference_probability
         without = attribution.masked_probability(u.code for u in shown)
-        share = (p - without) / (p - reference) if abs(p - reference) >= MIN_DISTANCE else None
-        largest = max((abs(u.contribution) for u in shown if u.contribution is not None), default=0.0)
-        note = _weakness(p, reference, share, largest, len(shown))
+        on_logits = attribution.scale == LOGIT
+        if on_logits:  # share and size weighed on logits; every row's estimate is its exact logit change
+            at, ref_at, without_at = logit(p), logit(reference), logit(without)
+            largest = max((abs(u.estimate) for u in shown), default=0.0)
+        else:
+            at, ref_at, without_at = p, reference, without
+            largest = max((abs(u.contribution) for u in shown if u.contribution is not None), default=0.0)
+        close = abs(at - ref_at) < (LOGIT_MIN_DISTANCE if on_logits else MIN_DISTANCE)
+        share = None if close else (at - without_at) / (at - ref_at)
+        note = _weakness(p, reference, share, largest, len(shown), on_logits)
 
         calls = sorted(trace.api_calls, key=lambda c: c.position)
         call_positions = np.fromiter((c.position for c in calls), dtype=np.int64, count=len(calls))
@@ -258,13 +270,8 @@ class Scanner(TraceRunner[FileResult]):
         def rows(chosen: list[UnitAttribution]):
             return [contribution(rank, trace, u, calls, call_positions) for rank, u in enumerate(chosen, 1)]
 
-        baseline = (
-            "the OOV token"
-            if self.model.representation == "ism"
-            else "a block of one OOV instruction, OOV identity"
-        )
         return Explanation(
-            baseline=baseline,
+            baseline=self.model.baseline_description,
             units_total=len(units),
             units_exact=sum(u.contribution is not None for u in units),
             towards_malicious=rows(towards_malicious),
@@ -319,24 +326,33 @@ def _effect(unit: UnitAttribution) -> float:
     return unit.contribution if unit.contribution is not None else unit.estimate
 
 
-def _weakness(p: float, reference: float, share: float | None, largest: float, shown: int) -> str | None:
-    """A plain sentence when the rows shown explain little of the score; None when they explain it."""
+def _weakness(
+    p: float, reference: float, share: float | None, largest: float, shown: int, on_logits: bool = False
+) -> str | None:
+    """A plain sentence when the rows shown explain little of the score; None when they explain it.
+    `on_logits`: `share` and `largest` were measured on the logit scale."""
     if shown == 0:
         return "no block or API function of the scored windows changes P(malicious) at all"
+    # Saturated probabilities need their digits: 0.999995 and 0.993 both read 1.000 at three.
+    shown_p = (lambda v: f"{v:.6f}") if on_logits else (lambda v: f"{v:.3f}")
     if share is None:
+        distance = f"{LOGIT_MIN_DISTANCE} on the logit scale" if on_logits else f"{MIN_DISTANCE}"
         return (
-            f"weak explanation: P(malicious) {p:.3f} is within {MIN_DISTANCE} of {reference:.3f}, what the "
-            "model says with every block masked, so there is no score for blocks to account for"
+            f"weak explanation: P(malicious) {shown_p(p)} is within {distance} of {shown_p(reference)}, what "
+            "the model says with every block masked, so there is no score for blocks to account for"
         )
-    together = f"the {shown} rows shown together account for {share:.0%} of the score"
-    if largest < WEAK_DELTA:
+    scale = " on the logit scale" if on_logits else ""
+    together = f"the {shown} rows shown together account for {share:.0%} of the score{scale}"
+    what = "the logit of P(malicious)" if on_logits else "P(malicious)"
+    delta = LOGIT_WEAK_DELTA if on_logits else WEAK_DELTA
+    if largest < delta:
         return (
-            f"weak explanation: no row shown changes P(malicious) by more than {WEAK_DELTA} on its own "
+            f"weak explanation: no row shown changes {what} by more than {delta} on its own "
             f"(largest {largest:.1e}) and {together}: the verdict rests on many blocks at once, not on these"
         )
     if share < WEAK_SHARE:
         return (
-            f"weak explanation: {together} (P {p:.3f}; {reference:.3f} with every block masked): "
+            f"weak explanation: {together} (P {shown_p(p)}; {shown_p(reference)} with every block masked): "
             "most of it comes from blocks not shown"
         )
     return None

@@ -34,9 +34,12 @@ class Tool(_Strict):
 class ModelId(_Strict):
     """Which model produced a result: enough to tell two models apart and find the right one."""
 
-    kind: str = Field(description="bsm-lstm, ism-lstm or bsm-transformer")
+    kind: str = Field(description="bsm-lstm, ism-lstm, bsm-transformer or ngram-lgbm")
     version: str | None = Field(description="model_version from calibration.json, when given")
-    weights_sha256: str = Field(description="sha256 of model.safetensors: the model's identity")
+    weights_sha256: str = Field(
+        description="sha256 of model.safetensors (ngram-lgbm: of model.lgbm.txt, its trees): "
+        "the model's identity"
+    )
 
 
 class ModelInfo(ModelId):
@@ -44,8 +47,13 @@ class ModelInfo(ModelId):
     representation: Literal["ism", "bsm"]
     normalisation: str
     api_tokens: bool
-    window: dict = Field(description="window settings: mode, length, count/stride")
-    aggregation: str = Field(description="how window scores make the file score: mean, max, attention")
+    window: dict = Field(
+        description="window settings: mode, length, count/stride; {mode: whole} for ngram-lgbm, which "
+        "counts the n-grams of the whole sequence"
+    )
+    aggregation: str = Field(
+        description="how window scores make the file score: mean, max, attention; none for ngram-lgbm"
+    )
     trained_tracer_versions: list[str] | None = Field(
         default=None,
         description="the tracer revisions that wrote the model's training traces; None: not recorded (2.2)",
@@ -95,7 +103,10 @@ class Contribution(_Strict):
     contribution: float | None = Field(
         description="exact occlusion: P(malicious) minus P with every occurrence masked; None: estimated only"
     )
-    estimate: float = Field(description="first-order estimate (file-logit units), used for ranking")
+    estimate: float = Field(
+        description="first-order estimate (file-logit units), used for ranking; ngram-lgbm: the exact "
+        "occlusion on the logit scale"
+    )
     occurrences: int = Field(description="occurrences in the scored windows")
     windows: int = Field(description="scored windows it occurs in")
     first_visit: int = Field(description="first visit index in the trace (where to look)")
@@ -124,7 +135,8 @@ class Explanation(_Strict):
     )
     shown_share: float | None = Field(
         description="(probability - without_shown) / (probability - reference_probability): the share of "
-        "the score the rows shown account for; None when the score is within 0.01 of the reference (2.0)"
+        "the score the rows shown account for; None when the score is within 0.01 of the reference (2.0); "
+        "ngram-lgbm: the same on logits, None within 0.1"
     )
     weak: bool = Field(description="the rows shown explain little of the score; `note` says why (2.0)")
     note: str | None = Field(description="a plain sentence when the explanation is weak (2.0)")

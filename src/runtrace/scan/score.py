@@ -50,6 +50,15 @@ class Score:
     outputs: WindowOutputs
     batch: WindowBatch
 
+    def positions_scored(self) -> int:
+        """Distinct sequence positions inside the scored windows."""
+        positions = self.batch.positions
+        return int(np.count_nonzero(np.bincount(positions[positions >= 0])))
+
+    def window_probabilities(self) -> np.ndarray:
+        """Each window's own P(malicious), in window order."""
+        return 1.0 / (1.0 + np.exp(-self.outputs.logits))
+
 
 def score_sequence(model: OnnxModel, seq: ModelSequence) -> Score:
     batch = window_batch(model, seq)

@@ -9,6 +9,8 @@ expands each visit into its instructions; `max_tokens` cuts the sequence), and
 checks its length against the encoder's output so a change there fails loudly instead of mislabelling.
 
 A dataset with one file is not needed for this: the sequence is scored straight from the encoding.
+A model that reads the whole sequence at once (n-gram counts) has one "window" holding all of it
+(`WHOLE_SEQUENCE`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from runtrace.represent.encode import (
 )
 from runtrace.represent.windows import WindowConfig, window_starts
 from runtrace.trace.model import ApiCall, Trace
+
+# The window settings of a model that reads the whole sequence at once (`scan.ngrammodel`).
+WHOLE_SEQUENCE = {"mode": "whole"}
 
 
 @dataclass
@@ -101,8 +106,11 @@ def encode_for_model(
             f"scan's position map ({len(origin)}) disagrees with the {representation} encoder "
             f"({len(encoded.sequence)}): runtrace.represent.encode changed its rules"
         )
-    config = WindowConfig.from_json(window)
     n = len(encoded.sequence)
-    starts = window_starts(n, config)
-    lengths = np.minimum(n - starts, config.length)
+    if window == WHOLE_SEQUENCE:
+        starts, lengths = np.zeros(1, dtype=np.int64), np.array([n], dtype=np.int64)
+    else:
+        config = WindowConfig.from_json(window)
+        starts = window_starts(n, config)
+        lengths = np.minimum(n - starts, config.length)
     return ModelSequence(encoded, origin, calls, starts, lengths)

@@ -1,0 +1,256 @@
+"""Token n-gram counts and gradient-boosted trees on them: the `ngram-lgbm` model, defined once for the
+evaluation (`runtrace evaluate -m ngram-lgbm`), for training a shippable model (`runtrace train --kind
+ngram-lgbm`, `ngram_checkpoint`) and, through its ONNX graph (`ngram_export`), for scanning.
+
+Features: every 1-, 2- and 3-gram of a file's token sequence (ISM instruction and API tokens, or BSM
+blocks and API calls, as the dataset's lexicon ids) counted; the vocabulary is the `MAX_FEATURES`
+n-grams found in the most training files (at least `MIN_DF` of them), chosen in `fit` from the training
+rows only.  Trees: LightGBM with `LGBM_PARAMS` on the raw counts.
+
+The scanner imports this module for `ngram_keys` and `ngram_spans` (numpy only): scipy, scikit-learn and
+LightGBM are imported inside the functions that need them, never here.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:  # the interface imports pyarrow, which scanning does without (about 0.1 s)
+    from runtrace.models.interface import SequenceData
+
+ORDERS = (1, 2, 3)
+MAX_FEATURES = 20_000
+MIN_DF = 2
+# LightGBM's settings (`LGBMClassifier` keywords; the seed and thread count are the caller's).
+LGBM_PARAMS = {
+    "n_estimators": 300,
+    "learning_rate": 0.05,
+    "num_leaves": 31,
+    "min_child_samples": 5,
+    "colsample_bytree": 0.5,
+    "class_weight": "balanced",
+    "verbose": -1,
+}
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def exact_keys(token_space: int, orders: tuple[int, ...]) -> bool:
+    """Whether `ngram_keys` numbers n-grams exactly (else by a 64-bit hash) for this many token ids."""
+    return token_space ** max(orders) * len(orders) < 2**63
+
+
+def ngram_keys(tokens: np.ndarray, vocab_size: int, orders: tuple[int, ...]) -> np.ndarray:
+    """One uint64 key per n-gram occurrence, for every order in `orders` (in that order, each order's
+    n-grams in sequence order: `ngram_spans` says where each starts).
+
+    Ids at or above `vocab_size - 1` all read as `vocab_size - 1`.  Keys are exact (a mixed-radix number,
+    offset per order) when the id space allows, else a 64-bit multiplicative hash whose collisions are
+    negligible at the vocabulary sizes kept.
+    """
+    t = np.minimum(np.asarray(tokens, dtype=np.uint64), np.uint64(vocab_size - 1))
+    exact = exact_keys(vocab_size, orders)
+    parts = []
+    offset = 0
+    for n in orders:
+        if len(t) < n:
+            offset += vocab_size**n
+            continue
+        windows = [t[j : len(t) - n + 1 + j] for j in range(n)]
+        if exact:
+            key = np.zeros(len(windows[0]), dtype=np.uint64)
+            for w in windows:
+                key = key * np.uint64(vocab_size) + w
+            parts.append(key + np.uint64(offset))
+            offset += vocab_size**n
+        else:
+            key = np.full(len(windows[0]), np.uint64(n), dtype=np.uint64)
+            with np.errstate(over="ignore"):
+                for w in windows:
+                    key = (key ^ w) * _GOLDEN
+            parts.append(key)
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.uint64)
+
+
+def ngram_spans(length: int, orders: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(first position, order) of each key `ngram_keys` returns for a sequence of `length` tokens."""
+    counts = [max(length - n + 1, 0) for n in orders]
+    starts = (
+        np.concatenate([np.arange(c, dtype=np.int64) for c in counts]) if orders else np.empty(0, np.int64)
+    )
+    sizes = np.repeat(np.asarray(orders, dtype=np.int64), counts)
+    return starts, sizes
+
+
+class CountCache(Protocol):
+    """Per-row n-gram counts kept between featurizers (the evaluation's `NgramCache`)."""
+
+    def key(self, data: SequenceData, i: int): ...
+
+    def get(self, key): ...
+
+    def put(self, key, value: tuple[np.ndarray, np.ndarray]) -> None: ...
+
+
+class NgramFeaturizer:
+    """Token n-gram counts with a vocabulary chosen on the training rows: the `max_features` n-grams
+    found in the most training files (at least `min_df` of them).
+
+    Fitted: `vocabulary_` (sorted uint64 keys; a key's column is its position) and `token_space_` (the
+    training data's lexicon size + 1: ids are digits of that radix, and a token the lexicon lacks reads as
+    the last one, which no training row has)."""
+
+    def __init__(
+        self,
+        orders: tuple[int, ...] = ORDERS,
+        max_features: int = MAX_FEATURES,
+        min_df: int = MIN_DF,
+        cache: CountCache | None = None,
+    ) -> None:
+        self.orders = orders
+        self.max_features = max_features
+        self.min_df = min_df
+        self.cache = cache
+        self.vocabulary_: np.ndarray | None = None
+        self.token_space_: int | None = None
+
+    def _row_counts(self, data: SequenceData, i: int) -> tuple[np.ndarray, np.ndarray]:
+        key = self.cache.key(data, i) if self.cache is not None else None
+        hit = self.cache.get(key) if self.cache is not None else None
+        if hit is not None:
+            return hit
+        keys, counts = np.unique(
+            ngram_keys(data.sequence(int(i)), len(data.lexicon) + 1, self.orders), return_counts=True
+        )
+        value = (keys, counts.astype(np.int32))
+        if self.cache is not None:
+            self.cache.put(key, value)
+        return value
+
+    def fit(self, data: SequenceData, idx: np.ndarray) -> NgramFeaturizer:
+        # Document frequencies, merged in chunks so memory stays bounded by the distinct n-grams.
+        keys_acc = np.empty(0, dtype=np.uint64)
+        df_acc = np.empty(0, dtype=np.int64)
+        chunk: list[np.ndarray] = []
+        for n, i in enumerate(idx, 1):
+            chunk.append(self._row_counts(data, i)[0])
+            if len(chunk) == 64 or n == len(idx):
+                merged = np.concatenate([keys_acc, *chunk])
+                weights = np.concatenate([df_acc, np.ones(sum(len(c) for c in chunk), dtype=np.int64)])
+                keys_acc, inverse = np.unique(merged, return_inverse=True)
+                df_acc = np.bincount(inverse, weights=weights).astype(np.int64)
+                chunk = []
+        keep = df_acc >= min(self.min_df, max(1, len(idx) // 2))
+        keys_acc, df_acc = keys_acc[keep], df_acc[keep]
+        if len(keys_acc) > self.max_features:
+            # Most frequent first, ties broken by key so the choice is deterministic.
+            top = np.lexsort((keys_acc, -df_acc))[: self.max_features]
+            keys_acc = keys_acc[top]
+        self.vocabulary_ = np.sort(keys_acc)
+        self.token_space_ = len(data.lexicon) + 1
+        return self
+
+    def transform(self, data: SequenceData, idx: np.ndarray):
+        """scipy CSR matrix (len(idx), len(vocabulary_)) of float32 counts."""
+        import scipy.sparse as sp
+
+        if self.vocabulary_ is None:
+            raise RuntimeError("NgramFeaturizer.transform before fit")
+        vocab = self.vocabulary_
+        indptr, cols, vals = [0], [], []
+        for i in idx:
+            keys, counts = self._row_counts(data, i)
+            known = vocabulary_columns(vocab, keys)
+            hit = known >= 0
+            cols.append(known[hit])
+            vals.append(counts[hit])
+            indptr.append(indptr[-1] + int(hit.sum()))
+        return sp.csr_matrix(
+            (
+                np.concatenate(vals).astype(np.float32) if vals else np.empty(0, np.float32),
+                np.concatenate(cols) if cols else np.empty(0, np.int64),
+                np.asarray(indptr),
+            ),
+            shape=(len(idx), len(vocab)),
+        )
+
+
+def vocabulary_columns(vocabulary: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """The column (position in the sorted `vocabulary`) of each key, -1 for keys outside it."""
+    if not len(vocabulary):
+        return np.full(len(keys), -1, dtype=np.int64)
+    pos = np.searchsorted(vocabulary, keys)
+    clipped = np.minimum(pos, len(vocabulary) - 1)
+    return np.where(vocabulary[clipped] == keys, clipped, -1).astype(np.int64)
+
+
+def binary_labels(data: SequenceData, idx: np.ndarray) -> np.ndarray:
+    y = np.asarray(data.labels())[idx]
+    if np.any((y != 0) & (y != 1)):
+        raise ValueError("training rows must have labels 0 or 1")
+    return y.astype(np.int64)
+
+
+def constant_if_one_class(y: np.ndarray) -> float | None:
+    # A training fold with a single class cannot fit a classifier; predict that class's prior instead.
+    return float(y[0]) if len(np.unique(y)) < 2 else None
+
+
+class NgramClassifier:
+    """Shared by the n-gram models: labels, the train-only n-gram vocabulary, one-class folds.
+
+    Subclasses say what they do with the count matrix (`_fit_counts`, `_predict_counts`)."""
+
+    def __init__(
+        self, seed: int = 0, max_features: int = MAX_FEATURES, cache: CountCache | None = None
+    ) -> None:
+        self.seed = seed
+        self.max_features = max_features
+        self.cache = cache
+
+    def fit(self, data: SequenceData, train_idx: np.ndarray):
+        y = binary_labels(data, train_idx)
+        self.featurizer_ = NgramFeaturizer(max_features=self.max_features, cache=self.cache).fit(
+            data, train_idx
+        )
+        self.constant_ = constant_if_one_class(y)
+        if self.constant_ is None:
+            self._fit_counts(self.featurizer_.transform(data, train_idx), y)
+        return self
+
+    def predict_proba(self, data: SequenceData, idx: np.ndarray) -> np.ndarray:
+        if self.constant_ is not None:
+            return np.full(len(idx), self.constant_)
+        return self._predict_counts(self.featurizer_.transform(data, idx))
+
+    def _fit_counts(self, x, y: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _predict_counts(self, x) -> np.ndarray:
+        raise NotImplementedError
+
+
+class NgramLightGBM(NgramClassifier):
+    """The n-gram counts, raw, into gradient-boosted trees (`LGBM_PARAMS`)."""
+
+    kind = "ngram-lgbm"
+
+    def __init__(
+        self,
+        seed: int = 0,
+        max_features: int = MAX_FEATURES,
+        cache: CountCache | None = None,
+        n_jobs: int = 1,
+    ) -> None:
+        super().__init__(seed, max_features, cache)
+        self.n_jobs = n_jobs
+
+    def _fit_counts(self, x, y: np.ndarray) -> None:
+        from lightgbm import LGBMClassifier
+
+        self.model_ = LGBMClassifier(**LGBM_PARAMS, random_state=self.seed, n_jobs=self.n_jobs).fit(x, y)
+
+    def _predict_counts(self, x) -> np.ndarray:
+        return self.model_.predict_proba(x)[:, 1]
