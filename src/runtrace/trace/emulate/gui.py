@@ -150,23 +150,33 @@ class Gui:
         return orig(argv) if orig is not None else 0
 
     def dialog_box(self, emu, api_name: str, orig, argv: list) -> int:
-        """DialogBox[Indirect]Param{A,W}: the procedure gets WM_INITDIALOG, then (if it returned
-        non-zero) WM_COMMAND for the OK button, as if the user had confirmed at once; the dialog ends
-        with the procedure's last return value (TRUE, 1, is IDOK)."""
+        """DialogBox[Indirect]Param{A,W}: the procedure gets WM_INITDIALOG, then WM_COMMAND for the OK
+        button, as if the user had confirmed at once; the dialog ends with the procedure's last return
+        value (TRUE, 1, is IDOK).  WM_INITDIALOG's answer only says whether Windows should set the
+        keyboard focus (FALSE: the procedure did): the dialog runs on either way."""
         dlgproc, param = argv[3], argv[4]
         hdlg = self._handle()
+        messages = ((dlgproc, (hdlg, WM_INITDIALOG, 0, param)), (dlgproc, (hdlg, WM_COMMAND, IDOK, 0)))
+        pops = self.s.ptr * len(argv) if self.s.ptr == 4 else 0  # stdcall pops its arguments on x86
         # A callback needs Speakeasy to leave the return to it, which it does only for APIs it has a
         # handler for (DialogBoxParam; not DialogBoxIndirectParam): `orig` is None for the others.
-        if (
-            dlgproc
-            and orig is not None
-            and self.callbacks.call(
-                emu, dlgproc, iter([(hdlg, WM_INITDIALOG, 0, param), (hdlg, WM_COMMAND, IDOK, 0)]), argv
-            )
-        ):
+        go_on = lambda result: True  # noqa: E731  (every message, whatever the procedure answered)
+        if dlgproc and orig is not None and self.callbacks.call_each(emu, iter(messages), go_on, pops):
             self.windows[hdlg] = dlgproc
             return 0
         return 1  # IDOK, as if the user had confirmed at once
+
+    def create_dialog(self, emu, argv: list) -> int:
+        """CreateDialog[Indirect]Param{A,W}(hInstance, template, hWndParent, lpDialogFunc, dwInitParam): a
+        modeless dialog.  Windows sends the procedure WM_INITDIALOG (lParam: dwInitParam) before it
+        returns the dialog's handle; later messages reach the procedure through SendMessage and
+        DispatchMessage.  (Speakeasy has no handler: the program got NULL, "no dialog", and gave up.)"""
+        dlgproc, param = argv[3], argv[4]
+        hdlg = self._handle()
+        if dlgproc:
+            self.windows[hdlg] = dlgproc
+            self.callbacks.call(emu, dlgproc, (hdlg, WM_INITDIALOG, 0, param), argv, result=hdlg)
+        return hdlg
 
     # --- memory --------------------------------------------------------------------------------------
     def _write_msg(self, emu, address: int, hwnd: int, message: int, wp: int, lp: int) -> None:

@@ -16,7 +16,19 @@ from collections.abc import Callable, Iterator
 from speakeasy.profiler import Run
 from speakeasy.winenv import arch as se_arch
 
-from runtrace.trace.emulate import atl, crtformat, gui, mfc, pyargs, pycapi, startup, stubnames, sysapi
+from runtrace.trace.emulate import (
+    atl,
+    crtformat,
+    gui,
+    lsa,
+    mfc,
+    msasn1,
+    pyargs,
+    pycapi,
+    startup,
+    stubnames,
+    sysapi,
+)
 from runtrace.trace.emulate.callbacks import Callbacks
 from runtrace.trace.emulate.crtfuncs import CrtFunctions
 from runtrace.trace.emulate.startup import command_line_text, empty_environment
@@ -862,7 +874,15 @@ def install(se, bits: int, max_methods: int = 64, seh64=None) -> Host:
     window_manager = gui.Gui(scratch, callbacks)
     for name, argc, hook in gui.handlers(window_manager):
         se.add_api_hook(hook, module="user32", api_name=name, argc=argc, call_conv=STDCALL)
-    return Host(python, mfc.MfcApplication(se, bits // 8, callbacks).handlers())
+    for name in ("CreateDialogParam", "CreateDialogIndirectParam"):
+        create_dialog = lambda _handlers, emu, argv, _ctx: _safe(  # noqa: E731
+            lambda a: window_manager.create_dialog(emu, a)
+        )(argv)
+        _register_as_speakeasy_handler(se, "user32", name, 5, create_dialog)
+    # Stand-ins for DLLs (or functions) Speakeasy lacks, with their real argument counts.
+    own = mfc.MfcApplication(se, bits // 8, callbacks).handlers()
+    own |= msasn1.Msasn1(se, bits // 8).handlers() | lsa.Lsa(bits // 8).handlers()
+    return Host(python, own)
 
 
 def _parser(python: PythonHost, fmt: int, first: int, ssize: bool):
