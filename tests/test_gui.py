@@ -339,3 +339,20 @@ def test_create_dialog_param_in_an_emulated_program_runs_the_procedure_and_retur
     sleeps = [c.args[0] for c in trace.api_calls if c.name == "kernel32.Sleep"]
     dialog = next(c.result for c in trace.api_calls if c.name.endswith("CreateDialogParamW"))
     assert sleeps == [gui.WM_INITDIALOG, 0x77, dialog] and dialog
+
+
+def test_update_window_paints_a_known_window_and_succeeds_for_others(env):
+    emu, wm = env
+    wm.windows[0xA10004] = WNDPROC
+    assert wm.update_window(emu, "USER32.UpdateWindow", None, [0xA10004]) == 1
+    assert emu.regs["pc"] == WNDPROC
+    message = emu.read_ptr(emu.regs["sp"] + 4 * 2) if emu.ptr == 4 else emu.regs["rdx"]
+    assert message == gui.WM_PAINT
+    # The procedure's answer (0: painted) is not UpdateWindow's: TRUE.
+    result_reg = se_arch.AMD64_REG_RAX if emu.ptr == 8 else se_arch.X86_REG_EAX
+    emu.regs[result_reg] = 0
+    emu.regs["sp"] += emu.ptr
+    assert emu._handle_invalid_fetch(None, CALLBACK_RETURN, 1, 0, {})
+    assert emu.regs["pc"] == CALLER and emu.regs[result_reg] == 1
+    pc = emu.regs["pc"]
+    assert wm.update_window(emu, "USER32.UpdateWindow", None, [0xBAD]) == 1 and emu.regs["pc"] == pc

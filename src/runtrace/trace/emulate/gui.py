@@ -149,6 +149,16 @@ class Gui:
             return 0
         return orig(argv) if orig is not None else 0
 
+    def update_window(self, emu, api_name: str, orig, argv: list) -> int:
+        """UpdateWindow(hWnd): Windows sends WM_PAINT straight to the window procedure and returns TRUE.
+        (Speakeasy's handler looked the window's class up in its own tables, which do not know the
+        classes registered here, and failed.)"""
+        hwnd = argv[0]
+        wndproc = self.windows.get(hwnd)
+        if wndproc:
+            self.callbacks.call(emu, wndproc, (hwnd, WM_PAINT, 0, 0), argv, result=1)
+        return 1
+
     def dialog_box(self, emu, api_name: str, orig, argv: list) -> int:
         """DialogBox[Indirect]Param{A,W}: the procedure gets WM_INITDIALOG, then WM_COMMAND for the OK
         button, as if the user had confirmed at once; the dialog ends with the procedure's last return
@@ -236,4 +246,4 @@ def handlers(gui: Gui) -> list[tuple[str, int, object]]:
         ("DialogBoxIndirectParam", 5, gui.dialog_box),
     ]:
         out += [(name + suffix, argc, guarded(hook)) for suffix in ("A", "W")]
-    return out
+    return [*out, ("UpdateWindow", 1, guarded(gui.update_window))]

@@ -388,6 +388,8 @@ class Host:
         return self._own.get((dll.lower(), name))
 
     def stub_value(self, emu, dll: str, name: str) -> int:
+        if name.startswith("??0"):  # a C++ constructor returns `this`, and callers go on with it
+            return this_argument(emu)
         if stubnames.is_pywin32(dll, name):
             return stubnames.cpp_value(name, self.python.value)
         if dll.lower().startswith("python") or pycapi.is_capsule_name(dll):  # ... or a C-API table's
@@ -403,13 +405,16 @@ class Host:
 _CPP_RETURNS_ITS_STREAM = ("??6", "??5", "?endl@", "?ends@", "?flush@")
 
 
+def this_argument(emu) -> int:
+    """`this` of a stubbed C++ member function: ecx on x86 (thiscall), rcx on amd64."""
+    return emu.reg_read(se_arch.AMD64_REG_RCX if emu.get_ptr_size() == 8 else se_arch.X86_REG_ECX)
+
+
 def stream_argument(emu, mangled: str) -> int:
     """The stream a stubbed C++ stream function was called on: `this` for a member (thiscall: ecx on
     x86; a `@@Q` access code in the mangled name), otherwise the first argument (rcx on amd64)."""
-    if emu.get_ptr_size() == 8:
-        return emu.reg_read(se_arch.AMD64_REG_RCX)
-    if "@@Q" in mangled:
-        return emu.reg_read(se_arch.X86_REG_ECX)
+    if emu.get_ptr_size() == 8 or "@@Q" in mangled:
+        return this_argument(emu)
     return int.from_bytes(bytes(emu.mem_read(emu.get_stack_ptr() + 4, 4)), "little")
 
 
