@@ -9,9 +9,10 @@ ended at the message loop.  Here:
   `WM_CREATE` (with a real `CREATESTRUCT`), `WM_SHOWWINDOW`, `WM_SIZE`, `WM_PAINT`, `WM_TIMER`,
   `WM_COMMAND` (the OK button's id), `WM_CLOSE`, `WM_DESTROY`, then `WM_QUIT` ends the loop, as if a
   user had opened, used and closed it;
-- `DispatchMessage` and `SendMessage` call the window procedure; a modal dialog's procedure gets
-  `WM_INITDIALOG` and then `WM_COMMAND` for its OK button, and the dialog returns what the procedure
-  returned.
+- `DispatchMessage` and `SendMessage` call the window procedure, `UpdateWindow` with `WM_PAINT`; a
+  modal dialog's procedure gets `WM_INITDIALOG` and then `WM_COMMAND` for its OK button, and the dialog
+  returns what the procedure returned; a modeless dialog's (`CreateDialogParam`) gets `WM_INITDIALOG`
+  before its handle is returned, and later messages as a window's.
 
 A procedure is called when the API that calls it returns, and the API then returns to the program
 with the procedure's return value (`callbacks.Callbacks`).  The script is deterministic, so the same program
