@@ -7,8 +7,10 @@ import pytest
 from speakeasy.winenv import arch as se_arch
 
 from conftest import SAMPLES_ZIP, needs_shared
+from emu_pe import Data, Text, Word, calls
 from runtrace.trace.emulate import gui, winapi
 from runtrace.trace.emulate.callbacks import CALLBACK_RETURN, Callbacks
+from runtrace.trace.emulate.emulator import emulate
 from test_winapi import FakeMemory
 
 WNDPROC = 0x401230
@@ -177,8 +179,9 @@ def test_modal_dialogs_get_wm_initdialog_and_messages_for_other_windows_go_to_sp
     assert emu.regs["pc"] == 0x402000
     message = lambda: emu.read_ptr(emu.regs["sp"] + 4 * 2) if emu.ptr == 4 else emu.regs["rdx"]  # noqa: E731
     assert message() == gui.WM_INITDIALOG
-    # WM_INITDIALOG returns TRUE: the OK button's WM_COMMAND follows.
-    emu.regs[se_arch.AMD64_REG_RAX if emu.ptr == 8 else se_arch.X86_REG_EAX] = 1
+    # WM_INITDIALOG returns FALSE ("I set the focus myself"): the dialog runs on, the OK button's
+    # WM_COMMAND follows.
+    emu.regs[se_arch.AMD64_REG_RAX if emu.ptr == 8 else se_arch.X86_REG_EAX] = 0
     emu.regs["sp"] += emu.ptr
     assert emu._handle_invalid_fetch(None, CALLBACK_RETURN, 1, 0, {})
     assert emu.regs["pc"] == 0x402000 and message() == gui.WM_COMMAND
@@ -187,6 +190,28 @@ def test_modal_dialogs_get_wm_initdialog_and_messages_for_other_windows_go_to_sp
     msg = emu.mem_alloc(64)
     wm._write_msg(emu, msg, 0xBAD, gui.WM_PAINT, 0, 0)
     assert wm.dispatch_message(emu, "USER32.DispatchMessageW", lambda argv: 42, [msg]) == 42
+
+
+def test_a_modeless_dialog_gets_wm_initdialog_and_its_creator_gets_the_dialog(env):
+    emu, wm = env
+    args = [0x400000, 0x66, 0xA10004, 0x402000, 0x77]  # hInstance, template, parent, procedure, param
+    hdlg = wm.create_dialog(emu, args)
+    assert hdlg and wm.windows[hdlg] == 0x402000  # later SendMessage/DispatchMessage reach it
+    assert emu.regs["pc"] == 0x402000
+    if emu.ptr == 4:
+        sp = emu.regs["sp"]
+        assert [emu.read_ptr(sp + 4 * i) for i in (1, 2, 3, 4)] == [hdlg, gui.WM_INITDIALOG, 0, 0x77]
+    else:
+        assert [emu.regs[r] for r in ("rcx", "rdx", "r8", "r9")] == [hdlg, gui.WM_INITDIALOG, 0, 0x77]
+    # The procedure answers FALSE; CreateDialogParam still returns the dialog, to the program's caller.
+    result_reg = se_arch.AMD64_REG_RAX if emu.ptr == 8 else se_arch.X86_REG_EAX
+    emu.regs[result_reg] = 0
+    emu.regs["sp"] += emu.ptr
+    assert emu._handle_invalid_fetch(None, CALLBACK_RETURN, 1, 0, {})
+    assert emu.regs["pc"] == CALLER and emu.regs[result_reg] == hdlg
+    assert emu.regs["sp"] == STACK + emu.ptr + (4 * 5 if emu.ptr == 4 else 0)  # stdcall pops five on x86
+    # Without a procedure there is nothing to call: the handle comes back at once.
+    assert wm.create_dialog(emu, [0x400000, 0x66, 0, 0, 0]) not in (0, hdlg)
 
 
 def test_a_failing_hook_gives_the_program_zero_instead_of_ending_the_run(env):
@@ -287,3 +312,47 @@ def test_enum_resource_names_calls_back_for_each_name_until_asked_to_stop(bits):
     assert emu.regs["pc"] == CALLER and emu.regs["sp"] == STACK + emu.ptr + (16 if bits == 32 else 0)
     # No resources of the type, or no callback: FALSE at once, nothing called.
     assert winapi.enum_resource_names(callbacks, emu, [0x400000, 3, 0x401800, 0], ctx) == 0
+
+
+def test_create_dialog_param_in_an_emulated_program_runs_the_procedure_and_returns_the_dialog():
+    def procedure(lay) -> bytes:  # DLGPROC(hwnd, message, wParam, lParam), stdcall
+        sleep = struct.pack("<I", lay.slot("kernel32.dll", "Sleep"))
+        return (
+            b"\xff\x74\x24\x08"  # push dword [esp+8]   (the message)
+            + b"\xff\x15" + sleep  # call [Sleep]
+            + b"\xff\x74\x24\x10"  # push dword [esp+16]  (lParam: the creator's dwInitParam)
+            + b"\xff\x15" + sleep  # call [Sleep]
+            + b"\x31\xc0"  # xor eax, eax          (FALSE: "I set the focus")
+            + b"\xc2\x10\x00"  # ret 16
+        )  # fmt: skip
+
+    program = calls(
+        [
+            ("user32.dll!CreateDialogParamW", [0x400000, 0x66, 0, Text(0x800), 0x77], Data(0)),
+            ("kernel32.dll!Sleep", [Word(0)]),  # the dialog handle the program got
+        ],
+        code_at={0x800: procedure},
+        extra_imports=("kernel32.dll!Sleep",),
+    )
+    trace = emulate(program, "x", "dialog")
+    assert trace.meta.stop_reason.value == "exited", trace.meta.stop_detail
+    sleeps = [c.args[0] for c in trace.api_calls if c.name == "kernel32.Sleep"]
+    dialog = next(c.result for c in trace.api_calls if c.name.endswith("CreateDialogParamW"))
+    assert sleeps == [gui.WM_INITDIALOG, 0x77, dialog] and dialog
+
+
+def test_update_window_paints_a_known_window_and_succeeds_for_others(env):
+    emu, wm = env
+    wm.windows[0xA10004] = WNDPROC
+    assert wm.update_window(emu, "USER32.UpdateWindow", None, [0xA10004]) == 1
+    assert emu.regs["pc"] == WNDPROC
+    message = emu.read_ptr(emu.regs["sp"] + 4 * 2) if emu.ptr == 4 else emu.regs["rdx"]
+    assert message == gui.WM_PAINT
+    # The procedure's answer (0: painted) is not UpdateWindow's: TRUE.
+    result_reg = se_arch.AMD64_REG_RAX if emu.ptr == 8 else se_arch.X86_REG_EAX
+    emu.regs[result_reg] = 0
+    emu.regs["sp"] += emu.ptr
+    assert emu._handle_invalid_fetch(None, CALLBACK_RETURN, 1, 0, {})
+    assert emu.regs["pc"] == CALLER and emu.regs[result_reg] == 1
+    pc = emu.regs["pc"]
+    assert wm.update_window(emu, "USER32.UpdateWindow", None, [0xBAD]) == 1 and emu.regs["pc"] == pc

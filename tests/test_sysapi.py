@@ -262,3 +262,22 @@ def test_a_finite_wait_on_the_own_process_times_out():
     waits = [c.result for c in trace.api_calls if c.name.startswith("kernel32.WaitForSingleObject")]
     assert trace.api_calls[1].result  # a handle to the own process
     assert waits == [0x102, 0x102, 0x102, 0, 0]
+
+
+def test_missing_profile_keys_give_the_defaults_with_the_arguments_popped():
+    data = (
+        b"Settings\0".ljust(0x10, b"\0")
+        + b"NumFields\0".ljust(0x10, b"\0")
+        + b"  fallback \0".ljust(0x20, b"\0")
+    )
+    data += b"C:\\Users\\user\\setup.ini\0"
+    section, key, default, ini = Data(0), Data(0x10), Data(0x20), Data(0x40)
+    trace = _run([
+        ("kernel32.dll!GetPrivateProfileIntA", [section, key, 7, ini]),
+        ("kernel32.dll!GetPrivateProfileStringA", [section, key, default, Data(0x100), 0x40, ini]),
+        ("kernel32.dll!GetPrivateProfileStringA", [section, key, default, Data(0x180), 4, ini]),
+        ("kernel32.dll!lstrlenA", [Data(0x100)]),
+    ], data)  # fmt: skip
+    results = [c.result for c in trace.api_calls]
+    assert results == [7, 8, 3, 8]  # the default, "fallback" without its blanks, cut to 3 + NUL
+    assert trace.api_calls[-1].args[0] == "fallback"

@@ -31,23 +31,38 @@ class Callbacks:
     def __init__(self, ptr_size: int) -> None:
         self.ptr = ptr_size
         # (run, more (function, arguments) pairs, go on after a result?, return address, stack pointer,
-        # the bytes of arguments the API pops)
-        self._pending: list[tuple[object, Iterator, Callable[[int], bool], int, int, int]] = []
+        # the bytes of arguments the API pops, the API's own result or None)
+        self._pending: list[tuple[object, Iterator, Callable[[int], bool], int, int, int, int | None]] = []
 
     def call(
-        self, emu, function: int, calls: Iterator[tuple[int, ...]] | tuple[int, ...], caller_argv
+        self,
+        emu,
+        function: int,
+        calls: Iterator[tuple[int, ...]] | tuple[int, ...],
+        caller_argv,
+        result: int | None = None,
     ) -> bool:
         """Call `function` with one argument tuple, or with each tuple of an iterator in turn until it
-        returns 0 (an enumeration callback asking to stop), when the current API returns.  False when
-        nothing is called (no run, too deeply nested, no arguments)."""
+        returns 0 (an enumeration callback asking to stop), when the current API returns; the API then
+        returns `result`, or the callee's result when it is None.  False when nothing is called (no
+        run, too deeply nested, no arguments)."""
         calls = iter([calls]) if isinstance(calls, tuple) else iter(calls)
         pops = self.ptr * len(caller_argv) if self.ptr == 4 else 0  # stdcall pops its arguments on x86
-        return self.call_each(emu, ((function, args) for args in calls), bool, pops)
+        return self.call_each(emu, ((function, args) for args in calls), bool, pops, result)
 
-    def call_each(self, emu, calls: Iterator[tuple], go_on: Callable[[int], bool], pops: int = 0) -> bool:
+    def call_each(
+        self,
+        emu,
+        calls: Iterator[tuple],
+        go_on: Callable[[int], bool],
+        pops: int = 0,
+        result: int | None = None,
+    ) -> bool:
         """Call each (function, arguments[, this]) of `calls` in turn, while `go_on(result)` holds for the
         result of the one before, when the current API returns; the API then returns the last result
-        and pops `pops` bytes of arguments (0 for cdecl).  False when nothing is called."""
+        (or `result` when it is not None: an API whose value is not its callee's, as `CreateDialogParam`
+        returns the dialog it made) and pops `pops` bytes of arguments (0 for cdecl).  False when
+        nothing is called."""
         run = emu.get_current_run()
         if run is None or len(self._pending) >= MAX_NESTED:
             return False
@@ -56,7 +71,7 @@ class Callbacks:
         if first is None:
             return False
         ret, sp = emu.get_ret_address(), emu.get_stack_ptr()
-        self._pending.append((run, calls, go_on, ret, sp, pops))
+        self._pending.append((run, calls, go_on, ret, sp, pops, result))
         self._start(emu, first[0], first[1], sp, *first[2:])
         return True
 
@@ -93,13 +108,15 @@ class Callbacks:
             self._pending.pop()
         if not self._pending:
             return False
-        _, calls, go_on, ret, sp, pops = self._pending[-1]
+        _, calls, go_on, ret, sp, pops, result = self._pending[-1]
         following = next(calls, None) if go_on(emu.reg_read(_RESULT[self.ptr])) else None
         if following is not None:
             self._start(emu, following[0], following[1], sp, *following[2:])
         else:
             self._pending.pop()
-            # As the API itself would have returned, with the last callee's result.
+            # As the API itself would have returned, with the last callee's result or its own.
+            if result is not None:
+                emu.reg_write(_RESULT[self.ptr], result)
             emu.reg_write(_SP[self.ptr], sp + self.ptr + pops)
             emu.set_pc(ret)
         emu._unset_emu_hooks()  # as Speakeasy does after its own callbacks

@@ -31,6 +31,7 @@ from runtrace.trace.emulate import (
     imageload,
     memlimits,
     memranges,
+    msvcmangle,
     pycapi,
     repeatable,
     seh32,
@@ -436,7 +437,8 @@ class _Session:
     def _stub(self, dll: str, name: str) -> None:
         """An API without a handler: return the host's stand-in value (mostly 0) and carry on.
 
-        The x86 stdcall argument count is unknown, so none are popped.
+        A plain export's x86 stdcall argument count is unknown, so none are popped; a C++ export's
+        mangled name gives it (`msvcmangle`), and a `__thiscall` or `__stdcall` one pops its arguments.
         """
         emu = self.emu
         api = f"{dll}.{name}"
@@ -444,10 +446,15 @@ class _Session:
         conv = se_arch.CALL_CONV_STDCALL
         if dll.lower().startswith(_CDECL_DLL_PREFIXES):
             conv = se_arch.CALL_CONV_CDECL
+        argc = 0
+        if emu.get_ptr_size() == 4 and name.startswith("?"):
+            popped = msvcmangle.popped_bytes(name)
+            if popped:
+                argc, conv = popped // 4, se_arch.CALL_CONV_STDCALL
         ret = emu.get_ret_address()
         value = self.host.stub_value(emu, dll, name)
         self.api_calls.append((self.recorder.visit_count - 1, api, ret, False, (), value))
-        emu.do_call_return(0, ret, value, conv=conv)
+        emu.do_call_return(argc, ret, value, conv=conv)
 
     def run(self) -> None:
         timeout = self.settings.timeout_s

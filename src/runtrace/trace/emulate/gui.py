@@ -9,9 +9,10 @@ ended at the message loop.  Here:
   `WM_CREATE` (with a real `CREATESTRUCT`), `WM_SHOWWINDOW`, `WM_SIZE`, `WM_PAINT`, `WM_TIMER`,
   `WM_COMMAND` (the OK button's id), `WM_CLOSE`, `WM_DESTROY`, then `WM_QUIT` ends the loop, as if a
   user had opened, used and closed it;
-- `DispatchMessage` and `SendMessage` call the window procedure; a modal dialog's procedure gets
-  `WM_INITDIALOG` and then `WM_COMMAND` for its OK button, and the dialog returns what the procedure
-  returned.
+- `DispatchMessage` and `SendMessage` call the window procedure, `UpdateWindow` with `WM_PAINT`; a
+  modal dialog's procedure gets `WM_INITDIALOG` and then `WM_COMMAND` for its OK button, and the dialog
+  returns what the procedure returned; a modeless dialog's (`CreateDialogParam`) gets `WM_INITDIALOG`
+  before its handle is returned, and later messages as a window's.
 
 A procedure is called when the API that calls it returns, and the API then returns to the program
 with the procedure's return value (`callbacks.Callbacks`).  The script is deterministic, so the same program
@@ -149,24 +150,44 @@ class Gui:
             return 0
         return orig(argv) if orig is not None else 0
 
+    def update_window(self, emu, api_name: str, orig, argv: list) -> int:
+        """UpdateWindow(hWnd): Windows sends WM_PAINT straight to the window procedure and returns TRUE.
+        (Speakeasy's handler looked the window's class up in its own tables, which do not know the
+        classes registered here, and failed.)"""
+        hwnd = argv[0]
+        wndproc = self.windows.get(hwnd)
+        if wndproc:
+            self.callbacks.call(emu, wndproc, (hwnd, WM_PAINT, 0, 0), argv, result=1)
+        return 1
+
     def dialog_box(self, emu, api_name: str, orig, argv: list) -> int:
-        """DialogBox[Indirect]Param{A,W}: the procedure gets WM_INITDIALOG, then (if it returned
-        non-zero) WM_COMMAND for the OK button, as if the user had confirmed at once; the dialog ends
-        with the procedure's last return value (TRUE, 1, is IDOK)."""
+        """DialogBox[Indirect]Param{A,W}: the procedure gets WM_INITDIALOG, then WM_COMMAND for the OK
+        button, as if the user had confirmed at once; the dialog ends with the procedure's last return
+        value (TRUE, 1, is IDOK).  WM_INITDIALOG's answer only says whether Windows should set the
+        keyboard focus (FALSE: the procedure did): the dialog runs on either way."""
         dlgproc, param = argv[3], argv[4]
         hdlg = self._handle()
+        messages = ((dlgproc, (hdlg, WM_INITDIALOG, 0, param)), (dlgproc, (hdlg, WM_COMMAND, IDOK, 0)))
+        pops = self.s.ptr * len(argv) if self.s.ptr == 4 else 0  # stdcall pops its arguments on x86
         # A callback needs Speakeasy to leave the return to it, which it does only for APIs it has a
         # handler for (DialogBoxParam; not DialogBoxIndirectParam): `orig` is None for the others.
-        if (
-            dlgproc
-            and orig is not None
-            and self.callbacks.call(
-                emu, dlgproc, iter([(hdlg, WM_INITDIALOG, 0, param), (hdlg, WM_COMMAND, IDOK, 0)]), argv
-            )
-        ):
+        go_on = lambda result: True  # noqa: E731  (every message, whatever the procedure answered)
+        if dlgproc and orig is not None and self.callbacks.call_each(emu, iter(messages), go_on, pops):
             self.windows[hdlg] = dlgproc
             return 0
         return 1  # IDOK, as if the user had confirmed at once
+
+    def create_dialog(self, emu, argv: list) -> int:
+        """CreateDialog[Indirect]Param{A,W}(hInstance, template, hWndParent, lpDialogFunc, dwInitParam): a
+        modeless dialog.  Windows sends the procedure WM_INITDIALOG (lParam: dwInitParam) before it
+        returns the dialog's handle; later messages reach the procedure through SendMessage and
+        DispatchMessage.  (Speakeasy has no handler: the program got NULL, "no dialog", and gave up.)"""
+        dlgproc, param = argv[3], argv[4]
+        hdlg = self._handle()
+        if dlgproc:
+            self.windows[hdlg] = dlgproc
+            self.callbacks.call(emu, dlgproc, (hdlg, WM_INITDIALOG, 0, param), argv, result=hdlg)
+        return hdlg
 
     # --- memory --------------------------------------------------------------------------------------
     def _write_msg(self, emu, address: int, hwnd: int, message: int, wp: int, lp: int) -> None:
@@ -226,4 +247,4 @@ def handlers(gui: Gui) -> list[tuple[str, int, object]]:
         ("DialogBoxIndirectParam", 5, gui.dialog_box),
     ]:
         out += [(name + suffix, argc, guarded(hook)) for suffix in ("A", "W")]
-    return out
+    return [*out, ("UpdateWindow", 1, guarded(gui.update_window))]

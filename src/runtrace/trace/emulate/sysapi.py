@@ -40,6 +40,7 @@ ERROR_SUCCESS, ERROR_FILE_NOT_FOUND = 0, 2
 S_OK, HRESULT_FILE_NOT_FOUND = 0, 0x80070002
 STATUS_SUCCESS, STATUS_DLL_NOT_FOUND = 0, 0xC0000135
 KUSER_SHARED_DATA = 0x7FFE0000
+NT_BUILD = 19045  # the Windows 10 build the emulated system reports (22H2)
 WAIT_OBJECT_0, WAIT_TIMEOUT, INFINITE = 0, 0x102, 0xFFFFFFFF
 _EPOCH_1601 = datetime.datetime(1601, 1, 1, tzinfo=datetime.UTC)
 _FIBER_STACK = 0x10000
@@ -134,10 +135,20 @@ class SystemApis:
             (("advapi32",), "RegSetValueExA", 6, STDCALL, lambda a: self.reg_set_value(a, False)),
             (("advapi32",), "RegSetValueExW", 6, STDCALL, lambda a: self.reg_set_value(a, True)),
             (("ntdll",), "LdrGetDllHandleEx", 5, STDCALL, self.ldr_get_dll_handle_ex),
+            (("ntdll",), "RtlGetNtVersionNumbers", 3, STDCALL, self.nt_version_numbers),
             (k32, "CopyFile2", 3, STDCALL, self.copy_file2),
             (("fltlib",), "FilterUnload", 1, STDCALL, lambda a: S_OK),
             (("fltlib",), "FilterLoad", 1, STDCALL, lambda a: S_OK),
             (("gdi32",), "CreateDCA", 4, STDCALL, lambda a: self.device_context()),
+            # Initialisation files: the emulated system has none, so every key reads as missing.
+            (k32, "GetPrivateProfileIntA", 4, STDCALL, lambda a: a[2] & 0xFFFFFFFF),
+            (k32, "GetPrivateProfileIntW", 4, STDCALL, lambda a: a[2] & 0xFFFFFFFF),
+            (k32, "GetProfileIntA", 3, STDCALL, lambda a: a[2] & 0xFFFFFFFF),
+            (k32, "GetProfileIntW", 3, STDCALL, lambda a: a[2] & 0xFFFFFFFF),
+            (k32, "GetPrivateProfileStringA", 6, STDCALL, lambda a: self.profile_string(a, False)),
+            (k32, "GetPrivateProfileStringW", 6, STDCALL, lambda a: self.profile_string(a, True)),
+            (k32, "GetProfileStringA", 5, STDCALL, lambda a: self.profile_string(a, False)),
+            (k32, "GetProfileStringW", 5, STDCALL, lambda a: self.profile_string(a, True)),
             (("gdi32",), "CreateDCW", 4, STDCALL, lambda a: self.device_context()),
         ]
         # Event tracing: a REGHANDLE (and a keyword mask) is 64 bits, two stack slots on x86.
@@ -183,6 +194,22 @@ class SystemApis:
             ("kernel32", "InitOnceExecuteOnce", 4, self.init_once_execute),
             ("kernel32", "SwitchToFiber", 1, self.switch_to_fiber),
         ]
+
+    def profile_string(self, argv: list, wide: bool) -> int:
+        """Get[Private]ProfileString(section, key, default, buffer, size[, file]) for a key that is not
+        there: the default (leading and trailing blanks dropped, as Windows drops them), cut to fit;
+        the characters copied.  (Stubbed, the six stdcall arguments stayed on an x86 caller's stack.)"""
+        _section, _key, default, buffer, size = argv[:5]
+        text = self._string(default, wide).strip(" ") if default else ""
+        return self._copy_out(text, buffer, size & 0xFFFFFFFF, wide)
+
+    def nt_version_numbers(self, argv: list) -> int:
+        """ntdll.RtlGetNtVersionNumbers(&major, &minor, &build): the Windows 10 of KUSER_SHARED_DATA, the
+        build with the "free build" marks in its top bits, as Windows writes it.  (Stubbed, it popped
+        none of its three arguments and left them unwritten.)"""
+        for address, value in zip(argv[:3], (10, 0, 0xF0000000 | NT_BUILD), strict=True):
+            self._write_u32(address, value)
+        return 0
 
     # -- helpers ---------------------------------------------------------------------------------------
 
@@ -567,7 +594,7 @@ def map_user_shared_data(emu, bits: int) -> None:
     struct.pack_into("<HH", page, 0x02C, 0x8664 if bits == 64 else 0x014C, 0x8664 if bits == 64 else 0x014C)
     root = "C:\\Windows".encode("utf-16-le")
     page[0x030 : 0x030 + len(root)] = root  # NtSystemRoot
-    struct.pack_into("<IIBBH", page, 0x260, 19045, 1, 1, 0, 9 if bits == 64 else 0)  # build, workstation
+    struct.pack_into("<IIBBH", page, 0x260, NT_BUILD, 1, 1, 0, 9 if bits == 64 else 0)  # build, workstation
     struct.pack_into("<II", page, 0x26C, 10, 0)  # NtMajorVersion, NtMinorVersion
     for feature in (1, 6, 7, 10, 12, 13, 17, 20, 23):  # ProcessorFeatures: MMX, SSE, SSE2, NX, ... present
         page[0x274 + feature] = 1

@@ -16,7 +16,19 @@ from collections.abc import Callable, Iterator
 from speakeasy.profiler import Run
 from speakeasy.winenv import arch as se_arch
 
-from runtrace.trace.emulate import atl, crtformat, gui, mfc, pyargs, pycapi, startup, stubnames, sysapi
+from runtrace.trace.emulate import (
+    atl,
+    crtformat,
+    gui,
+    lsa,
+    mfc,
+    msasn1,
+    pyargs,
+    pycapi,
+    startup,
+    stubnames,
+    sysapi,
+)
 from runtrace.trace.emulate.callbacks import Callbacks
 from runtrace.trace.emulate.crtfuncs import CrtFunctions
 from runtrace.trace.emulate.startup import command_line_text, empty_environment
@@ -376,6 +388,8 @@ class Host:
         return self._own.get((dll.lower(), name))
 
     def stub_value(self, emu, dll: str, name: str) -> int:
+        if name.startswith("??0"):  # a C++ constructor returns `this`, and callers go on with it
+            return this_argument(emu)
         if stubnames.is_pywin32(dll, name):
             return stubnames.cpp_value(name, self.python.value)
         if dll.lower().startswith("python") or pycapi.is_capsule_name(dll):  # ... or a C-API table's
@@ -391,13 +405,16 @@ class Host:
 _CPP_RETURNS_ITS_STREAM = ("??6", "??5", "?endl@", "?ends@", "?flush@")
 
 
+def this_argument(emu) -> int:
+    """`this` of a stubbed C++ member function: ecx on x86 (thiscall), rcx on amd64."""
+    return emu.reg_read(se_arch.AMD64_REG_RCX if emu.get_ptr_size() == 8 else se_arch.X86_REG_ECX)
+
+
 def stream_argument(emu, mangled: str) -> int:
     """The stream a stubbed C++ stream function was called on: `this` for a member (thiscall: ecx on
     x86; a `@@Q` access code in the mangled name), otherwise the first argument (rcx on amd64)."""
-    if emu.get_ptr_size() == 8:
-        return emu.reg_read(se_arch.AMD64_REG_RCX)
-    if "@@Q" in mangled:
-        return emu.reg_read(se_arch.X86_REG_ECX)
+    if emu.get_ptr_size() == 8 or "@@Q" in mangled:
+        return this_argument(emu)
     return int.from_bytes(bytes(emu.mem_read(emu.get_stack_ptr() + 4, 4)), "little")
 
 
@@ -862,7 +879,15 @@ def install(se, bits: int, max_methods: int = 64, seh64=None) -> Host:
     window_manager = gui.Gui(scratch, callbacks)
     for name, argc, hook in gui.handlers(window_manager):
         se.add_api_hook(hook, module="user32", api_name=name, argc=argc, call_conv=STDCALL)
-    return Host(python, mfc.MfcApplication(se, bits // 8, callbacks).handlers())
+    for name in ("CreateDialogParam", "CreateDialogIndirectParam"):
+        create_dialog = lambda _handlers, emu, argv, _ctx: _safe(  # noqa: E731
+            lambda a: window_manager.create_dialog(emu, a)
+        )(argv)
+        _register_as_speakeasy_handler(se, "user32", name, 5, create_dialog)
+    # Stand-ins for DLLs (or functions) Speakeasy lacks, with their real argument counts.
+    own = mfc.MfcApplication(se, bits // 8, callbacks).handlers()
+    own |= msasn1.Msasn1(se, bits // 8).handlers() | lsa.Lsa(bits // 8).handlers()
+    return Host(python, own)
 
 
 def _parser(python: PythonHost, fmt: int, first: int, ssize: bool):
