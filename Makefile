@@ -53,12 +53,14 @@ MIN_INSTRUCTIONS ?= 1000
 # era and size (`dataset build --match`); MATCH= trains on every labelled trace instead.
 MATCH ?= --match
 WORK ?= work
-# The default model's kind (`runtrace train --kind`: bsm-lstm or ngram-lgbm, the kinds reproduce-bsm
-# evaluates, whose out-of-fold scores calibrate it), version string and the false-positive rate its scan
-# threshold is chosen for.
-DEFAULT_KIND ?= bsm-lstm
-MODEL_VERSION ?= $(shell date +%Y.%m)-bsm-reproduce
-SCAN_TARGET_FPR ?= 0.05
+# The default model's kind (`runtrace train --kind`: ngram-lgbm or bsm-lstm, the kinds reproduce-bsm
+# evaluates, whose out-of-fold scores calibrate it), version string, and the false-positive rate its scan
+# threshold is chosen for on the out-of-fold scores of CALIBRATION_PROTOCOL (by family: files of malware
+# families and benign origins the model never saw, as a user's files are).
+DEFAULT_KIND ?= ngram-lgbm
+MODEL_VERSION ?= $(shell date +%Y.%m)-$(DEFAULT_KIND)-reproduce
+SCAN_TARGET_FPR ?= 0.01
+CALIBRATION_PROTOCOL ?= by-family
 CORPUS ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/runtrace/corpus
 reproduce: install src/runtrace/trace/emulate/_blockrec.built
 	$(VENV)/bin/runtrace corpus build --corpus-dir $(CORPUS)
@@ -73,7 +75,7 @@ reproduce: install src/runtrace/trace/emulate/_blockrec.built
 	$(VENV)/bin/runtrace train -r bsm --kind $(DEFAULT_KIND) --dataset $(WORK)/datasets/bsm -o $(WORK)/models/default \
 		--threads 1 --no-progress
 	$(VENV)/bin/runtrace calibrate $(WORK)/models/default --report reports/reproduce-bsm --representation bsm \
-		--protocol by-file --target-fpr $(SCAN_TARGET_FPR) --version $(MODEL_VERSION)
+		--protocol $(CALIBRATION_PROTOCOL) --target-fpr $(SCAN_TARGET_FPR) --version $(MODEL_VERSION)
 	@echo "default model candidate: $(WORK)/models/default (make install-default-model ships it)"
 
 # One representation's dataset and evaluation (every protocol, the LSTM and the baselines). reproduce
