@@ -61,3 +61,15 @@ def test_written_file_is_plain_json(tmp_path: Path) -> None:
     assert json.loads(path.read_text())["format"] == "runtrace-calibration"
     with pytest.raises(CalibrationError):
         write_calibration(tmp_path, 1.5, 0.01, "s")
+
+
+def test_probabilities_near_0_or_1_are_printed_with_the_digits_that_tell_them_apart():
+    from runtrace.scan.render import probability_text
+
+    assert probability_text(0.5) == "0.500" and probability_text(0.123456) == "0.123"
+    # An n-gram model's 1 % FPR threshold sits this close to 1: three decimals would print 1.000 for
+    # the threshold and for a score on either side of it.
+    assert probability_text(0.9999747) == "0.999975"
+    assert probability_text(0.9999747) != probability_text(0.9999701)
+    assert probability_text(0.0004) == "0.00040"
+    assert probability_text(1.0) == "1.00000000"

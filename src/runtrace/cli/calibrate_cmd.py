@@ -54,5 +54,5 @@ def calibrate(
         raise fail(str(e)) from None
     written = write_calibration(model, chosen.threshold, target_fpr, chosen.source, version)
     console.print(
-        f"threshold {chosen.threshold:.4f} for FPR <= {target_fpr:g}: {chosen.source}\nwritten to {written}"
+        f"threshold {chosen.threshold:.6g} for FPR <= {target_fpr:g}: {chosen.source}\nwritten to {written}"
     )

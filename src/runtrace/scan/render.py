@@ -5,6 +5,8 @@ headers, no sha256 spread over lines."""
 
 from __future__ import annotations
 
+import math
+
 from rich.console import Console, Group
 from rich.markup import escape
 from rich.panel import Panel
@@ -25,6 +27,14 @@ from runtrace.scan.schema import (
 EXPLAIN_ALL_UP_TO = 5  # batches this small show every file's explanation; larger ones the malicious only
 SHOWN_INSTRUCTIONS = 6
 _STYLE = {"malicious": "bold red", "benign": "green", "unknown": "yellow", None: "red"}
+
+
+def probability_text(p: float) -> str:
+    """A probability with the digits that tell it apart from 0 or 1: three decimals in the middle, more
+    near the ends (an n-gram model's threshold can be 0.999975, which three decimals print as 1.000)."""
+    tail = min(p, 1.0 - p)
+    digits = 3 if tail >= 0.001 else min(8, 1 + math.ceil(-math.log10(tail))) if tail > 0 else 8
+    return f"{p:.{digits}f}"
 
 
 def render_report(report: ScanReport, console: Console) -> None:
@@ -75,8 +85,9 @@ def describe_decision(d: Decision | None) -> str:
         return ""
     if d.target_fpr is None:
         warning = "[yellow]not calibrated for any false-positive rate[/]"
-        return f"threshold {d.threshold:.3f}, {warning} ({escape(d.source)})"
-    return f"threshold {d.threshold:.3f}, calibrated for a false-positive rate of {d.target_fpr:.2%}"
+        return f"threshold {probability_text(d.threshold)}, {warning} ({escape(d.source)})"
+    threshold = probability_text(d.threshold)
+    return f"threshold {threshold}, calibrated for a false-positive rate of {d.target_fpr:.2%}"
 
 
 def _results_table(results: list[FileResult], names: dict[str, str]) -> Table:
@@ -93,7 +104,7 @@ def _results_table(results: list[FileResult], names: dict[str, str]) -> Table:
             continue
         t = r.trace
         stop = Text(f"{t.stop_reason} {t.stop_detail}".strip())
-        p = "–" if r.probability is None else f"{r.probability:.3f}"
+        p = "–" if r.probability is None else probability_text(r.probability)
         table.add_row(name, verdict, p, t.arch, f"{t.instructions:,}", f"{t.api_calls:,}", stop)
     return table
 
@@ -105,7 +116,7 @@ def _explanation_panel(r: FileResult, name: str) -> Panel:
         if rows:
             parts += [Text(title, style="bold"), _rows_table(rows)]
     parts.append(Text(_summary(e), style="yellow" if e.weak else "dim"))
-    title = f"{escape(name)}: [{_STYLE[r.verdict]}]{r.verdict}[/] (P = {r.probability:.3f})"
+    title = f"{escape(name)}: [{_STYLE[r.verdict]}]{r.verdict}[/] (P = {probability_text(r.probability)})"
     return Panel(Group(*parts), title=title, title_align="left")
 
 
