@@ -32,7 +32,12 @@ function el(tag, text, className) {
   return node;
 }
 
-function fmtP(p) { return p === null || p === undefined ? "–" : p.toFixed(4); }
+// Digits enough to tell a probability from 0 or 1 (an n-gram model's threshold can be 0.999975).
+function fmtP(p) {
+  if (p === null || p === undefined) return "–";
+  const tail = Math.min(p, 1 - p);
+  return p.toFixed(tail >= 0.001 ? 4 : tail > 0 ? Math.min(8, 1 + Math.ceil(-Math.log10(tail))) : 8);
+}
 function fmtTime(iso) { return iso ? new Date(iso).toLocaleString() : ""; }
 function fmtDelta(c) {
   if (c.contribution === null) return "≈" + c.estimate.toFixed(3);
@@ -234,7 +239,7 @@ function plot(trace, threshold) {
   add("text", { x: W - R, y: H - 8, "text-anchor": "end" }, "sequence position " + xMax.toLocaleString());
   if (threshold !== null) {
     add("line", { x1: L, x2: W - R, y1: y(threshold), y2: y(threshold), class: "threshold" });
-    add("text", { x: W - R, y: y(threshold) - 4, "text-anchor": "end" }, "threshold " + threshold.toFixed(2));
+    add("text", { x: W - R, y: y(threshold) - 4, "text-anchor": "end" }, "threshold " + fmtP(threshold));
   }
   const points = ps.map((p, i) => `${x(starts[i]).toFixed(1)},${y(p).toFixed(1)}`).join(" ");
   add("polyline", { points, class: "series" });
