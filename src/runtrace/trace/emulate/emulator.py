@@ -506,7 +506,9 @@ def emulate(data: bytes, sha256: str, name: str = "", settings: TracerSettings |
         session.api_calls = [
             (p, n, r, s, typed_args(a), typed_result(v)) for p, n, r, s, a, v in session.api_calls
         ]
-        blocks, visits, group_of_raw = canonicalize(session.recorder.raw_blocks, raw_visits, session.bits)
+        blocks, visits, group_of_raw = canonicalize(
+            session.recorder.raw_blocks, raw_visits, session.bits, session.recorder.raw_code
+        )
     finally:
         session.recorder.close()
 
