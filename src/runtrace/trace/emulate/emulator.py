@@ -37,6 +37,7 @@ from runtrace.trace.emulate import (
     seh64,
     stack,
     startup,
+    strings,
     sysapi,
     winapi,
 )
@@ -122,6 +123,7 @@ class _Session:
             raise EmulationError(f"emulator could not load the image: {type(e).__name__}: {e}") from None
         self.emu = self.se.emu
         memlimits.install(self.emu, self.bits)
+        strings.install(self.emu)
         sysapi.map_user_shared_data(self.emu, self.bits)
         self._read_only_code = self._read_only_code_ranges()
         self.recorder = BlockRecorder(
