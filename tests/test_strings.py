@@ -1,5 +1,6 @@
 """Strings read from emulated memory a page at a time are Speakeasy's own (trace/emulate/strings.py)."""
 
+import importlib
 import random
 from types import SimpleNamespace
 
@@ -7,10 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtrace.trace.emulate import speakeasy_loader  # noqa: F401, I001  (before unicorn and speakeasy)
-from runtrace.trace.emulate import strings
-from speakeasy.binemu import BinaryEmulator
-from unicorn import UC_ARCH_X86, UC_MODE_32, Uc, UcError
+from runtrace.trace.emulate import speakeasy_loader, strings
+
+# Through the loader, as the tracer imports them (its lean imports of unicorn and Speakeasy come first).
+unicorn = speakeasy_loader.load_unicorn()
+BinaryEmulator = importlib.import_module("speakeasy.binemu").BinaryEmulator
+UcError = unicorn.UcError
 
 PAGE = strings.PAGE
 BASE = 0x10000  # three pages mapped from here; the page after them is not
@@ -18,7 +21,7 @@ BASE = 0x10000  # three pages mapped from here; the page after them is not
 
 def _memory(content: bytes):
     """Speakeasy's string readers and runtrace's over the same unicorn memory."""
-    uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_32)
     uc.mem_map(BASE, 3 * PAGE)
     uc.mem_write(BASE, content[: 3 * PAGE])
     emu = SimpleNamespace(mem_read=lambda address, size: bytes(uc.mem_read(address, size)))
