@@ -34,7 +34,6 @@ from runtrace.trace.emulate import (
     pycapi,
     repeatable,
     seh32,
-    seh64,
     stack,
     startup,
     strings,
@@ -144,7 +143,11 @@ class _Session:
         self.data_exports: list[str] = []  # exports not run: they point outside executable sections
         self.traps = apitrap.ApiTraps(self.emu, self.recorder.instruction_counter())
         # amd64 exceptions go through the unwind tables (seh64.py); x86 ones through Speakeasy's SEH.
-        self.seh64 = seh64.Seh64(self.emu) if self.bits == 64 else None
+        self.seh64 = None
+        if self.bits == 64:
+            from runtrace.trace.emulate import seh64  # only for amd64 (its import is ~3 ms of every scan)
+
+            self.seh64 = seh64.Seh64(self.emu)
         self._patch()
         self._patch_memory_faults()
         self._install_code_hook()
