@@ -98,6 +98,7 @@ class BlockRecorder:
         self.foreign = foreign
         self.fixed = fixed
         self.raw_blocks: list[tuple[int, bytes]] = []
+        self._buffer = ctypes.create_string_buffer(0x1000)  # new blocks' bytes are read into it
         # Per raw block, its instruction lengths and last mnemonic (`disasm.executed_code`), decoded once
         # here and reused by `blocks.canonicalize`.
         self.raw_code: list[tuple[tuple[int, ...], str | None]] = []
@@ -150,13 +151,24 @@ class BlockRecorder:
         try:
             if self.foreign is not None and self.foreign(address):
                 return _IGNORED
-            data = bytes(self.uc.mem_read(address, size))
+            data = self._read(address, size)
             packed = self._raw_block(address, data)
             if self.fixed is None or not self.fixed(address, size):
                 packed |= _VOLATILE
             return packed
         except Exception:
             return -1
+
+    def _read(self, address: int, size: int) -> bytes:
+        """`bytes(uc.mem_read(address, size))` through one buffer kept for every block: the binding's
+        `mem_read` allocates and zeroes a buffer and copies it twice for each of the thousands of new
+        blocks of a trace."""
+        if size > len(self._buffer):
+            self._buffer = ctypes.create_string_buffer(size)
+        status = _uc_module._uc.uc_mem_read(self.uc._uch, ctypes.c_uint64(address), self._buffer, size)
+        if status != unicorn.UC_ERR_OK:
+            raise unicorn.UcError(status)
+        return ctypes.string_at(self._buffer, size)
 
     def _on_prefix(self, block_id: int, size: int) -> int:
         # Called from C when execution left a block part way: the part that ran, from the bytes that
