@@ -3,7 +3,9 @@
 import os
 import time
 
-from runtrace.trace.emulate import batch
+import pytest
+
+from runtrace.trace.emulate import batch, forked
 from runtrace.trace.emulate.batch import summarize, trace_batch
 from runtrace.trace.emulate.emulator import TracerSettings
 from runtrace.trace.emulate.inputs import InputProblem, iter_samples
@@ -76,3 +78,53 @@ def test_summary_counts(tmp_path, cli32):
     s = summarize(outcomes)
     assert s["by_status"] == {"error": 1, "ok": 1}
     assert s["by_stop_reason"] == {"exited": 1}
+
+
+def _child(target, *args) -> tuple[forked.ResultReader, forked.ForkedChild]:
+    """A forked child running `target(writer, *args)` with the write end of a result pipe."""
+    reader, writer = forked.result_pipe()
+    child = forked.ForkedChild(target, (writer, *args))
+    child.start()
+    writer.close()
+    return reader, child
+
+
+def test_a_result_larger_than_the_pipe_comes_back_whole():
+    payload = {"status": "ok", "data": "x" * 300_000, "events": list(range(10_000))}
+    reader, child = _child(forked.ResultWriter.send, payload)
+    assert forked.wait([reader], 30) == [reader] and reader.poll()
+    assert reader.recv() == payload
+    child.join()
+    assert child.exitcode == 0
+    reader.close()
+
+
+def _nothing(writer) -> None:
+    pass
+
+
+def _header_only(writer) -> None:  # as a child killed while writing its result leaves it
+    os.write(writer.fileno(), (1 << 20).to_bytes(8, "little"))
+
+
+@pytest.mark.parametrize("target", [_nothing, _header_only])
+def test_a_child_that_ends_without_a_whole_result_reads_as_end_of_file(target):
+    reader, child = _child(target)
+    child.join()
+    assert forked.wait([reader], 5) == [reader] and reader.poll()  # readable: the writer is gone
+    with pytest.raises(EOFError):
+        reader.recv()
+    reader.close()
+
+
+def test_wait_times_out_with_nothing_ready_and_names_what_is_ready():
+    reader, writer = forked.result_pipe()
+    started = time.monotonic()
+    assert forked.wait([reader], 0.05) == [] and not reader.poll()
+    assert time.monotonic() - started >= 0.04
+    writer.send({"a": 1})
+    other_reader, other_writer = forked.result_pipe()
+    assert forked.wait([other_reader, reader], 1) == [reader]
+    assert reader.recv() == {"a": 1}
+    for end in (reader, writer, other_reader, other_writer):
+        end.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -52,6 +53,9 @@ def test_a_scan_imports_neither_the_other_commands_nor_rich() -> None:
     assert not loaded & other_commands, loaded & other_commands
     assert not {m for m in loaded if m == "rich" or m.startswith("rich.")}
     assert not {"numpy.ma", "torch", "datasketch", "scipy", "pyarrow", "sklearn"} & loaded
+    # Nor importlib.metadata (pydantic's plugin loader and the decoy cache's key get by without it), nor
+    # multiprocessing (the tracer child is forked, its result comes back through a plain pipe).
+    assert not {"importlib.metadata", "email.message", "Crypto.Cipher.ARC4", "multiprocessing"} & loaded
     assert {"runtrace.cli.scan_cmd", "onnxruntime"} <= loaded
 
 
@@ -73,3 +77,23 @@ def test_start_up_pauses_the_collector_and_freezes_nothing_of_a_callers_process(
     with start_up():
         assert not gc.isenabled()
     assert gc.isenabled() and gc.get_freeze_count() == frozen
+
+
+def test_pydantic_plugins_still_load_when_the_user_turns_them_on() -> None:
+    """The plugin loader is imported with a stand-in for importlib.metadata (see
+    `cli._import_pydantic_plugin_loader`): with plugins on, asking for them imports the real module and
+    reads the entry points."""
+    code = (
+        "import sys\n"
+        "import runtrace.cli as cli\n"
+        "cli._import_pydantic_plugin_loader()\n"
+        "assert 'importlib.metadata' not in sys.modules\n"
+        "from pydantic.plugin._loader import get_plugins\n"
+        "assert list(get_plugins()) == []  # none installed; the entry points were read\n"
+        "assert 'importlib.metadata' in sys.modules  # the real one, imported by the stand-in's call\n"
+        "import importlib.metadata\n"
+        "assert hasattr(importlib.metadata, 'version') and 'importlib.metadata' in sys.modules\n"
+    )
+    env = dict(os.environ, PYDANTIC_DISABLE_PLUGINS="x")  # plugins on, but one named "x"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert done.returncode == 0, done.stderr

@@ -1,12 +1,14 @@
 """The native recorder on bare unicorn: what it records when unicorn's block hook alone would be wrong."""
 
 import contextlib
+import random
 
+import pytest
 import unicorn
 from unicorn import x86_const
 
 from runtrace.trace.blocks import canonicalize
-from runtrace.trace.disasm import executed_lengths
+from runtrace.trace.disasm import _one_by_one, decode_one, disassemble_run, executed_code, executed_lengths
 from runtrace.trace.emulate.recorder import BlockRecorder
 
 BASE = 0x400000
@@ -26,7 +28,10 @@ def _run(code: bytes, until: int | None = None, cap: int = 0, foreign=None, extr
     with contextlib.suppress(unicorn.UcError):  # a fault ends the run, as it would end an entry point
         uc.emu_start(BASE, until if until is not None else BASE + len(code))
     raw = recorder.visits()
-    blocks, visits, _ = canonicalize(recorder.raw_blocks, raw, 32)
+    blocks, visits, groups = canonicalize(recorder.raw_blocks, raw, 32, recorder.raw_code)
+    # What the recorder decoded while recording is what canonicalize decodes on its own.
+    again = canonicalize(recorder.raw_blocks, raw, 32)
+    assert (blocks, visits.tolist(), groups.tolist()) == (again[0], again[1].tolist(), again[2].tolist())
     return recorder, [blocks[v] for v in visits.tolist()]
 
 
@@ -75,3 +80,27 @@ def test_executed_bytes_capstone_cannot_decode_stay_one_instruction():
     assert executed_lengths(bytes.fromhex("f0394000cc"), 0x1000, 32) == (4, 1)  # lock cmp; int3
     assert executed_lengths(b"\x90\xff\xff", 0x1000, 32) == (1, 2)  # undecodable: one of the rest
     assert executed_lengths(b"\x90\x90", 0x1000, 32) == (1, 1)
+
+
+# Blocks ending in a prefix capstone refuses alone, undecodable bytes, a `repz ret`, or nothing at all.
+_TAILS = [b"\x90\xf0\xed", bytes.fromhex("f0394000cc"), b"\x90\xff\xff", b"\x90\x90", b"\x55\x8b\xec\x74\x02"]
+_TAILS += [b"\xc3", b"", bytes.fromhex("e8000000005d"), bytes.fromhex("f3c3"), bytes.fromhex("3e0f0b")]
+
+
+@pytest.mark.parametrize("bits", [32, 64])
+def test_one_pass_decoding_gives_what_decoding_each_instruction_alone_gives(bits):
+    """`executed_code`'s last mnemonic is `decode_one`'s of the last instruction (None where a prefix or
+    bytes capstone refuses end the block), and `disassemble_run`'s single pass gives `_one_by_one`'s
+    instructions, on blocks as the tracer records them and on lengths capstone would not decode to."""
+    rng = random.Random(bits)
+    blocks = _TAILS + [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 40))) for _ in range(3000)]
+    for data in blocks:
+        lengths, last = executed_code(data, 0x401000, bits)
+        assert lengths == executed_lengths(data, 0x401000, bits)
+        if last is not None:
+            end = len(data) - lengths[-1]
+            assert decode_one(data[end:], 0x401000 + end, bits).mnemonic == last
+        assert disassemble_run(data, 0x401000, lengths, bits) == _one_by_one(data, 0x401000, lengths, bits)
+        # Lengths the bytes do not decode to (a prefix taken alone): each instruction from its own bytes.
+        split = tuple(x for n in lengths for x in ((1, n - 1) if n > 1 else (n,)))
+        assert disassemble_run(data, 0x401000, split, bits) == _one_by_one(data, 0x401000, split, bits)

@@ -170,6 +170,36 @@ def test_tracing_imports_neither_setuptools_nor_jsonschema_and_leaves_the_real_o
     assert done.returncode == 0, done.stderr
 
 
+def test_the_decoy_cache_is_keyed_by_the_installed_speakeasy_release():
+    from importlib import metadata
+
+    from runtrace.trace.emulate import decoys
+
+    assert decoys._speakeasy_release() == metadata.version("speakeasy-emulator")
+    assert decoys.cache_dir().name == metadata.version("speakeasy-emulator")
+
+
+def test_tracing_runs_no_subprocess_and_imports_arc4_only_when_a_program_needs_it():
+    # pycryptodome's ARC4 asks platform.architecture(), which runs `file` in a subprocess, when it loads.
+    fixture = FIXTURES / "benign" / "cli-32.exe"
+    code = (
+        "import sys, hashlib, pathlib, subprocess\n"
+        "popen, subprocess.Popen = subprocess.Popen, None  # any subprocess would fail\n"
+        "from runtrace.trace.emulate.emulator import TracerSettings, emulate\n"
+        f"data = pathlib.Path({str(fixture)!r}).read_bytes()\n"
+        "trace = emulate(data, hashlib.sha256(data).hexdigest(), 'cli-32.exe', TracerSettings())\n"
+        "assert trace.instruction_count > 1000\n"
+        "assert 'Crypto.Cipher.ARC4' not in sys.modules\n"
+        "subprocess.Popen = popen\n"
+        "from speakeasy.winenv.api.usermode import advapi32\n"
+        "from Crypto.Cipher import ARC4\n"
+        "assert ARC4 is not advapi32.ARC4 and hasattr(ARC4, 'new')\n"
+        "assert advapi32.ARC4.new(b'key').encrypt(b'text') == ARC4.new(b'key').encrypt(b'text')\n"
+    )
+    done = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
 @pytest.mark.parametrize(
     "settings", [TracerSettings(), TracerSettings(max_instructions=10, timeout_s=0, max_api_calls=1)]
 )

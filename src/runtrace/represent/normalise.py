@@ -264,6 +264,14 @@ def _register_token(op: _Operand, mnemonic: str) -> str:
     return f"{size}{segment}[{''.join(parts)}]"
 
 
+@lru_cache(maxsize=1 << 14)
+def _parsed(mnemonic: str, op_str: str) -> tuple[str, str, tuple[_Operand, ...]]:
+    """`_split_instruction`, kept for the next normalisation of the same text in another mode (a scan
+    normalises a trace's instructions for the model and again as operand kinds for its neighbours)."""
+    prefixes, mnemonic, operands = _split_instruction(mnemonic, op_str)
+    return prefixes, mnemonic, tuple(operands)
+
+
 @lru_cache(maxsize=1 << 18)
 def normalise_instruction(mnemonic: str, op_str: str, mode: Normalisation | str) -> str:
     """The token of one instruction, from its mnemonic and operand text (any casing, any common syntax).
@@ -271,7 +279,7 @@ def normalise_instruction(mnemonic: str, op_str: str, mode: Normalisation | str)
     Cached: a corpus repeats the same few hundred thousand instruction texts millions of times.
     """
     mode = Normalisation(mode)
-    prefixes, mnemonic, operands = _split_instruction(mnemonic, op_str)
+    prefixes, mnemonic, operands = _parsed(mnemonic, op_str)
     head = f"{prefixes} {mnemonic}" if prefixes else mnemonic
     if mode is Normalisation.MNEMONIC or not operands:
         return head

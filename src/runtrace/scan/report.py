@@ -77,7 +77,9 @@ def api_call_log(trace: Trace) -> ApiCallLog:
     )
 
 
-def contribution(rank: int, trace: Trace, unit: UnitAttribution, calls, call_positions) -> Contribution:
+def contribution(
+    rank: int, trace: Trace, unit: UnitAttribution, calls: CallTexts, call_positions
+) -> Contribution:
     width = 16 if trace.arch.bits == 64 else 8
     common = dict(
         rank=rank,
@@ -104,7 +106,27 @@ def contribution(rank: int, trace: Trace, unit: UnitAttribution, calls, call_pos
     )
 
 
-def nearby_calls(trace: Trace, block_id: int, calls, call_positions: np.ndarray, limit: int = 5) -> list[str]:
+class CallTexts:
+    """A trace's API calls in visit order, each call's `short_call` text made once: the rows of an
+    explanation each list the calls near their block, and a call is near many of the blocks shown."""
+
+    def __init__(self, calls: list[ApiCall]) -> None:
+        self._calls = calls
+        self._texts: dict[int, str] = {}
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def text(self, k: int) -> str:
+        found = self._texts.get(k)
+        if found is None:
+            found = self._texts[k] = short_call(self._calls[k])
+        return found
+
+
+def nearby_calls(
+    trace: Trace, block_id: int, calls: CallTexts, call_positions: np.ndarray, limit: int = 5
+) -> list[str]:
     """API calls made within NEARBY_VISITS visits of the block's occurrences, with their arguments
     (`KERNEL32.LoadLibraryA("ws2_32.dll") (x3)`), most frequent first."""
     if not len(call_positions):
@@ -117,7 +139,7 @@ def nearby_calls(trace: Trace, block_id: int, calls, call_positions: np.ndarray,
     before = np.abs(call_positions - visits[np.clip(at - 1, 0, len(visits) - 1)])
     after = np.abs(visits[np.clip(at, 0, len(visits) - 1)] - call_positions)
     close = np.minimum(before, after) <= NEARBY_VISITS
-    shown = Counter(short_call(calls[k]) for k in np.flatnonzero(close).tolist())
+    shown = Counter(calls.text(k) for k in np.flatnonzero(close).tolist())
     return [f"{n} (x{k})" if k > 1 else n for n, k in shown.most_common(limit)]
 
 

@@ -22,7 +22,7 @@ from runtrace.scan.explain import DEFAULT_CANDIDATES, LOGIT, Attribution, UnitAt
 from runtrace.scan.kinds import ScanModel, explain, load_model, score
 from runtrace.scan.neighbours import DEFAULT_NEIGHBOURS, default_index_dir, find_neighbours, load_index
 from runtrace.scan.onnxmodel import ModelError
-from runtrace.scan.report import api_call_log, behaviour, contribution, trace_facts
+from runtrace.scan.report import CallTexts, api_call_log, behaviour, contribution, trace_facts
 from runtrace.scan.runner import RunOptions, TraceRunner
 from runtrace.scan.schema import (
     Decision,
@@ -267,8 +267,10 @@ class Scanner(TraceRunner[FileResult]):
         calls = sorted(trace.api_calls, key=lambda c: c.position)
         call_positions = np.fromiter((c.position for c in calls), dtype=np.int64, count=len(calls))
 
+        texts = CallTexts(calls)
+
         def rows(chosen: list[UnitAttribution]):
-            return [contribution(rank, trace, u, calls, call_positions) for rank, u in enumerate(chosen, 1)]
+            return [contribution(rank, trace, u, texts, call_positions) for rank, u in enumerate(chosen, 1)]
 
         return Explanation(
             baseline=self.model.baseline_description,

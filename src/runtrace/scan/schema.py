@@ -22,6 +22,13 @@ SCHEMA_VERSION = "2.2"
 Verdict = Literal["malicious", "benign", "unknown"]
 
 
+def _empty() -> list:
+    # A function rather than `list`: pydantic inspects a default factory's signature, and for a builtin
+    # that means parsing its text signature (tokenize's regular expressions compiled on first use: about
+    # 3 ms of a one-file scan's start-up, for nine fields).
+    return []
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -29,6 +36,10 @@ class _Strict(BaseModel):
 class Tool(_Strict):
     name: Literal["runtrace"] = "runtrace"
     version: str = __version__
+
+
+def _this_tool() -> Tool:
+    return Tool()  # (see _empty)
 
 
 class ModelId(_Strict):
@@ -88,10 +99,10 @@ class TraceFacts(_Strict):
     windows: int
     positions_scored: int = Field(description="sequence positions inside the scored windows")
     window_starts: list[int] = Field(
-        default_factory=list, description="sequence position where each scored window starts (1.1)"
+        default_factory=_empty, description="sequence position where each scored window starts (1.1)"
     )
     window_probabilities: list[float] = Field(
-        default_factory=list, description="P(malicious) of each window on its own, in trace order (1.1)"
+        default_factory=_empty, description="P(malicious) of each window on its own, in trace order (1.1)"
     )
 
 
@@ -166,12 +177,16 @@ class Behaviour(_Strict):
     """What the program did to the emulated machine (`runtrace show --summary`); each kind
     de-duplicated in first-seen order and capped by the tracer.  Empty for debugger traces."""
 
-    files: list[BehaviourItem] = Field(default_factory=list, description="{event, path}")
-    registry: list[BehaviourItem] = Field(default_factory=list, description="{event, key[, value]}")
-    network: list[BehaviourItem] = Field(default_factory=list, description="{event, host[, port, protocol]}")
-    processes: list[BehaviourItem] = Field(default_factory=list, description="{event, path[, command_line]}")
-    mutexes: list[str] = Field(default_factory=list)
-    strings: list[str] = Field(default_factory=list, description="strings the program passed to APIs")
+    files: list[BehaviourItem] = Field(default_factory=_empty, description="{event, path}")
+    registry: list[BehaviourItem] = Field(default_factory=_empty, description="{event, key[, value]}")
+    network: list[BehaviourItem] = Field(
+        default_factory=_empty, description="{event, host[, port, protocol]}"
+    )
+    processes: list[BehaviourItem] = Field(
+        default_factory=_empty, description="{event, path[, command_line]}"
+    )
+    mutexes: list[str] = Field(default_factory=_empty)
+    strings: list[str] = Field(default_factory=_empty, description="strings the program passed to APIs")
 
 
 class IndexInfo(_Strict):
@@ -235,7 +250,7 @@ class Timing(_Strict):
 
 class FileResult(_Strict):
     schema_version: str = SCHEMA_VERSION
-    tool: Tool = Field(default_factory=Tool)
+    tool: Tool = Field(default_factory=_this_tool)
     model: ModelId | None
     name: str = Field(description="the path, or archive.zip:member")
     sha256: str | None = Field(description="sha256 of the input file (PE or trace file)")
@@ -272,7 +287,7 @@ class SimilarResult(_Strict):
     """One input of `runtrace similar` (2.1)."""
 
     schema_version: str = SCHEMA_VERSION
-    tool: Tool = Field(default_factory=Tool)
+    tool: Tool = Field(default_factory=_this_tool)
     name: str = Field(description="the path, or archive.zip:member")
     sha256: str | None = Field(description="sha256 of the input file (PE or trace file)")
     input_kind: Literal["pe", "trace", "unknown"]
@@ -294,7 +309,7 @@ class SimilarReport(_Strict):
     """The document `runtrace similar --json` prints (2.1)."""
 
     schema_version: str = SCHEMA_VERSION
-    tool: Tool = Field(default_factory=Tool)
+    tool: Tool = Field(default_factory=_this_tool)
     index: IndexInfo
     inputs: int = Field(description="inputs given; more than len(results) only when interrupted")
     results: list[SimilarResult]
@@ -304,7 +319,7 @@ class SimilarReport(_Strict):
 
 class ScanReport(_Strict):
     schema_version: str = SCHEMA_VERSION
-    tool: Tool = Field(default_factory=Tool)
+    tool: Tool = Field(default_factory=_this_tool)
     model: ModelInfo | None
     decision: Decision | None
     min_instructions: int = Field(
@@ -315,7 +330,7 @@ class ScanReport(_Strict):
         default=TRACER_VERSION, description="the tracer this scan emulates with (2.2)"
     )
     warnings: list[str] = Field(
-        default_factory=list,
+        default_factory=_empty,
         description="what limits every result of the run, e.g. a model trained on another tracer "
         "revision's traces (2.2)",
     )

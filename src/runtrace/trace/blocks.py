@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtrace.trace.disasm import decode_one, executed_lengths, is_control_transfer
+from runtrace.trace.disasm import decode_one, executed_code, is_control_transfer
 from runtrace.trace.model import BasicBlock
 
 
@@ -196,7 +196,10 @@ class BlockBuilder:
 
 
 def canonicalize(
-    raw_blocks: list[tuple[int, bytes]], raw_visits: np.ndarray, bits: int
+    raw_blocks: list[tuple[int, bytes]],
+    raw_visits: np.ndarray,
+    bits: int,
+    raw_code: list[tuple[tuple[int, ...], str | None]] | None = None,
 ) -> tuple[list[BasicBlock], np.ndarray, np.ndarray]:
     """Merge an emulator's translation blocks into canonical blocks.
 
@@ -204,17 +207,22 @@ def canonicalize(
     only at control transfers; consecutive visits are merged where the first does not end in a
     control transfer and the second starts where the first ends.  Returns the canonical blocks, their
     visit sequence, and for every raw visit the index of the canonical visit that contains it.
+    `raw_code`: each raw block's `executed_code`, when the caller decoded it already (the recorder).
     """
     n_raw = len(raw_blocks)
-    lengths = [executed_lengths(data, addr, bits) for addr, data in raw_blocks]
+    if raw_code is None:
+        raw_code = [executed_code(data, addr, bits) for addr, data in raw_blocks]
+    lengths = [lens for lens, _ in raw_code]
     starts = np.fromiter((a for a, _ in raw_blocks), dtype=np.uint64, count=n_raw)
     ends = np.fromiter((a + len(d) for a, d in raw_blocks), dtype=np.uint64, count=n_raw)
     open_end = np.zeros(n_raw, dtype=bool)
-    for i, ((addr, data), lens) in enumerate(zip(raw_blocks, lengths, strict=True)):
+    for i, ((addr, data), (lens, last_mnemonic)) in enumerate(zip(raw_blocks, raw_code, strict=True)):
         if not lens:
             continue
-        last = decode_one(data[len(data) - lens[-1] :], addr + len(data) - lens[-1], bits)
-        open_end[i] = last is not None and not is_control_transfer(last.mnemonic)
+        if last_mnemonic is None:  # a prefix or bytes capstone refuses end the block: decode them alone
+            last = decode_one(data[len(data) - lens[-1] :], addr + len(data) - lens[-1], bits)
+            last_mnemonic = None if last is None else last.mnemonic
+        open_end[i] = last_mnemonic is not None and not is_control_transfer(last_mnemonic)
 
     v = raw_visits.astype(np.int64)
     merge = np.zeros(len(v), dtype=bool)
@@ -227,13 +235,17 @@ def canonicalize(
     index: dict[tuple[int, bytes], int] = {}
 
     def block_id(parts: list[int]) -> int:
-        addr = raw_blocks[parts[0]][0]
-        data = b"".join(raw_blocks[p][1] for p in parts)
-        key = (addr, data)
+        if len(parts) == 1:  # most blocks: the raw block as it is
+            addr, data = key = raw_blocks[parts[0]]
+        else:
+            addr = raw_blocks[parts[0]][0]
+            data = b"".join(raw_blocks[p][1] for p in parts)
+            key = (addr, data)
         found = index.get(key)
         if found is None:
             found = index[key] = len(blocks)
-            blocks.append(BasicBlock(addr, data, tuple(x for p in parts for x in lengths[p])))
+            lens = lengths[parts[0]] if len(parts) == 1 else tuple(x for p in parts for x in lengths[p])
+            blocks.append(BasicBlock(addr, data, lens))
         return found
 
     # Most visits are not merged: map those through a per-raw-block table, loop only over merges.

@@ -21,11 +21,10 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from multiprocessing.connection import Pipe, wait
 from pathlib import Path
 
 from runtrace.trace.emulate.emulator import EmulationError, emulate
-from runtrace.trace.emulate.forked import ForkedChild
+from runtrace.trace.emulate.forked import ForkedChild, result_pipe, wait
 from runtrace.trace.emulate.inputs import InputProblem, Sample, SampleReadError
 from runtrace.trace.emulate.pe import UnsupportedInput, inspect_pe
 from runtrace.trace.formats.native import SUFFIX, TraceFormatError, load_trace, read_trace_meta, save_trace
@@ -307,7 +306,7 @@ def _run(
             raise KeyboardInterrupt
         while pending and len(running) < workers:
             sample = pending.popleft()
-            receiver, sender = Pipe(duplex=False)
+            receiver, sender = result_pipe()
             proc = ForkedChild(_child_main, (sender, sample, settings, out_dir, extra_writer, compress))
             proc.start()
             sender.close()

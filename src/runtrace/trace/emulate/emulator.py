@@ -18,6 +18,7 @@ from importlib import resources
 from runtrace.trace.emulate import speakeasy_loader  # noqa: F401  (first: lean imports of unicorn and speakeasy)
 import speakeasy
 from speakeasy.common import PERM_MEM_RW as PERM_RW
+from speakeasy.errors import NotSupportedError
 from speakeasy.windows import win32 as se_win32
 from speakeasy.windows.common import EMU_RESERVE_SIZE, EMU_RESERVED
 from speakeasy.winenv import arch as se_arch
@@ -35,9 +36,9 @@ from runtrace.trace.emulate import (
     pycapi,
     repeatable,
     seh32,
-    seh64,
     stack,
     startup,
+    strings,
     sysapi,
     winapi,
 )
@@ -79,19 +80,43 @@ def _speakeasy_config(settings: TracerSettings) -> dict:
 
 
 class _Speakeasy(speakeasy.Speakeasy):
-    """Speakeasy without its per-run validation of the configuration against its JSON schema.
+    """Speakeasy without its per-run validation of the configuration against its JSON schema, and
+    parsing the program once.
 
     The configuration is `_speakeasy_config`'s, fixed by runtrace; the tests validate it with Speakeasy's
     own `validate_config`.  Validating it again in every tracer process would import jsonschema there
-    (see `speakeasy_loader`) for no information."""
+    (see `speakeasy_loader`) for no information.
+
+    Speakeasy parses the program to choose its emulator (user mode, or kernel mode for a driver; .NET
+    refused), then parses it again to load it: 4 to 34 ms each with pefile on the scan benchmark's files.
+    Here the user-mode emulator loads it, and the loaded program is asked what Speakeasy would have
+    asked first; a driver is then loaded Speakeasy's own way, a .NET assembly refused with its error."""
+
+    _chose_by_parsing = False
 
     def _init_config(self, config: dict) -> None:
         self.config = config
 
     def _init_emulator(self, path=None, data=None, is_raw_code=False) -> None:
-        super()._init_emulator(path=path, data=data, is_raw_code=is_raw_code)
+        if data is None or is_raw_code or self._chose_by_parsing:
+            super()._init_emulator(path=path, data=data, is_raw_code=is_raw_code)
+        else:
+            self.emu = speakeasy.Win32Emulator(config=self.config, logger=self.logger, argv=self.argv,
+                                               debug=self.debug, exit_event=self.exit_event)  # fmt: skip
         if data is not None and not is_raw_code:
             stack.install(self.emu, stack.main_stack_size(data))
+
+    def load_module(self, path=None, data=None):
+        module = super().load_module(path=path, data=data)
+        if data is None or self._chose_by_parsing:
+            return module
+        if module.is_dotnet():
+            raise NotSupportedError(".NET assemblies are not currently supported")  # Speakeasy's words
+        if module.is_driver():
+            self._chose_by_parsing = True
+            self.loaded_bins.pop()
+            return super().load_module(path=path, data=data)
+        return module
 
 
 def _quiet_logger() -> logging.Logger:
@@ -123,6 +148,7 @@ class _Session:
             raise EmulationError(f"emulator could not load the image: {type(e).__name__}: {e}") from None
         self.emu = self.se.emu
         memlimits.install(self.emu, self.bits)
+        strings.install(self.emu)
         sysapi.map_user_shared_data(self.emu, self.bits)
         self._read_only_code = self._read_only_code_ranges()
         self.recorder = BlockRecorder(
@@ -143,7 +169,11 @@ class _Session:
         self.data_exports: list[str] = []  # exports not run: they point outside executable sections
         self.traps = apitrap.ApiTraps(self.emu, self.recorder.instruction_counter())
         # amd64 exceptions go through the unwind tables (seh64.py); x86 ones through Speakeasy's SEH.
-        self.seh64 = seh64.Seh64(self.emu) if self.bits == 64 else None
+        self.seh64 = None
+        if self.bits == 64:
+            from runtrace.trace.emulate import seh64  # only for amd64 (its import is ~3 ms of every scan)
+
+            self.seh64 = seh64.Seh64(self.emu)
         self._patch()
         self._patch_memory_faults()
         self._install_code_hook()
@@ -513,7 +543,9 @@ def emulate(data: bytes, sha256: str, name: str = "", settings: TracerSettings |
         session.api_calls = [
             (p, n, r, s, typed_args(a), typed_result(v)) for p, n, r, s, a, v in session.api_calls
         ]
-        blocks, visits, group_of_raw = canonicalize(session.recorder.raw_blocks, raw_visits, session.bits)
+        blocks, visits, group_of_raw = canonicalize(
+            session.recorder.raw_blocks, raw_visits, session.bits, session.recorder.raw_code
+        )
     finally:
         session.recorder.close()
 

@@ -10,15 +10,24 @@ so it does not need it.  A `ForkedChild` has the parts of `multiprocessing.Proce
 The child runs `target(*args)` and leaves with `os._exit`, never returning into the parent's code (in
 a Dask worker that would be its event loop).  Its `sentinel` is the read end of a pipe whose only
 write end the child holds: it becomes readable when the child exits, however it exits, which is what
-`multiprocessing.connection.wait` needs.
+`wait` needs.
+
+A child's result comes back through a `result_pipe`: one pickled object over a plain pipe, with the
+parts of a multiprocessing `Pipe(duplex=False)` the batch used, and `wait` is
+`multiprocessing.connection.wait` for pipes.  Not multiprocessing's own: importing it (with socket,
+which it imports) was about 5 ms of CPU of every one-file `runtrace scan`.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
+import select
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+
+_HEADER = 8  # bytes: the pickled result's length, little-endian
 
 
 class ForkedChild:
@@ -69,8 +78,6 @@ class ForkedChild:
         if timeout is None:
             self._poll(block=True)
             return
-        from multiprocessing.connection import wait
-
         if wait([self.sentinel], timeout):
             self._poll(block=True)  # it has exited (or is exiting): reaping does not wait long
 
@@ -93,6 +100,79 @@ class ForkedChild:
         if self.sentinel is not None:
             os.close(self.sentinel)
             self.sentinel = None
+
+
+class ResultReader:
+    """The parent's end of a result pipe."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def poll(self) -> bool:
+        """Whether `recv` would not block: a result is there, or the writer is gone (EOFError)."""
+        return bool(wait([self._fd], 0))
+
+    def recv(self):
+        """The object the child sent; EOFError when the child's end closed before a whole one came."""
+        size = int.from_bytes(self._read(_HEADER), "little")
+        return pickle.loads(self._read(size))
+
+    def _read(self, size: int) -> bytes:
+        chunks, left = [], size
+        while left:
+            chunk = os.read(self._fd, min(left, 1 << 20))
+            if not chunk:
+                raise EOFError("the tracer child's end of the pipe closed before its result")
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class ResultWriter:
+    """The child's end of a result pipe."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def send(self, obj) -> None:
+        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        view = memoryview(len(data).to_bytes(_HEADER, "little") + data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def result_pipe() -> tuple[ResultReader, ResultWriter]:
+    read_end, write_end = os.pipe()
+    return ResultReader(read_end), ResultWriter(write_end)
+
+
+def wait(objects: Iterable, timeout: float | None = None) -> list:
+    """The objects (file descriptors, or objects with `fileno()`) that are readable, or whose other end
+    closed, waiting at most `timeout` seconds (None: until one is)."""
+    by_fd = {obj if isinstance(obj, int) else obj.fileno(): obj for obj in objects}
+    if not by_fd:
+        return []
+    poller = select.poll()
+    for fd in by_fd:
+        poller.register(fd, select.POLLIN)
+    ready = poller.poll(None if timeout is None else max(0, int(timeout * 1000)))
+    return [by_fd[fd] for fd, _ in ready]
 
 
 def _leave_the_parents_signal_handling() -> None:

@@ -13,7 +13,7 @@ import unicorn
 from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE
 from unicorn import unicorn as _uc_module
 
-from runtrace.trace.disasm import executed_lengths
+from runtrace.trace.disasm import executed_code
 
 STOPPED_INSTRUCTION_CAP = 1
 STOPPED_BY_CALLBACK = 2
@@ -77,11 +77,12 @@ class BlockRecorder:
     Raw blocks are unicorn's translation blocks, parts of them where execution left a block part way,
     and single instructions of blocks unicorn did not report (`_blockrec.c` says when that happens);
     `blocks.canonicalize` merges them into basic blocks.  Blocks get ids in order of first execution;
-    `raw_blocks[i]` is (address, bytes) of block i.  Code for which `foreign(address)` is true (the
-    emulator's own trampolines) is never recorded.  Code for which `fixed(address, size)` is true
-    cannot change (a read-only code section); any other block's bytes are checked at every visit, so
-    code rewritten in place is recorded as it ran.  The instruction cap is enforced in C, at block
-    granularity (a trace may overshoot by one block).
+    `raw_blocks[i]` is (address, bytes) of block i, `raw_code[i]` its instruction lengths and last
+    mnemonic.  Code for which `foreign(address)` is true (the emulator's own trampolines) is never
+    recorded.  Code for which `fixed(address, size)` is true cannot change (a read-only code section);
+    any other block's bytes are checked at every visit, so code rewritten in place is recorded as it
+    ran.  The instruction cap is enforced in C, at block granularity (a trace may overshoot by one
+    block).
     """
 
     def __init__(
@@ -97,6 +98,10 @@ class BlockRecorder:
         self.foreign = foreign
         self.fixed = fixed
         self.raw_blocks: list[tuple[int, bytes]] = []
+        self._buffer = ctypes.create_string_buffer(0x1000)  # new blocks' bytes are read into it
+        # Per raw block, its instruction lengths and last mnemonic (`disasm.executed_code`), decoded once
+        # here and reused by `blocks.canonicalize`.
+        self.raw_code: list[tuple[tuple[int, ...], str | None]] = []
         self._ids: dict[tuple[int, bytes], int] = {}
         # Kept alive as long as the recorder: C calls them.
         self._callback = _NEW_BLOCK(self._on_new_block)
@@ -146,13 +151,24 @@ class BlockRecorder:
         try:
             if self.foreign is not None and self.foreign(address):
                 return _IGNORED
-            data = bytes(self.uc.mem_read(address, size))
+            data = self._read(address, size)
             packed = self._raw_block(address, data)
             if self.fixed is None or not self.fixed(address, size):
                 packed |= _VOLATILE
             return packed
         except Exception:
             return -1
+
+    def _read(self, address: int, size: int) -> bytes:
+        """`bytes(uc.mem_read(address, size))` through one buffer kept for every block: the binding's
+        `mem_read` allocates and zeroes a buffer and copies it twice for each of the thousands of new
+        blocks of a trace."""
+        if size > len(self._buffer):
+            self._buffer = ctypes.create_string_buffer(size)
+        status = _uc_module._uc.uc_mem_read(self.uc._uch, ctypes.c_uint64(address), self._buffer, size)
+        if status != unicorn.UC_ERR_OK:
+            raise unicorn.UcError(status)
+        return ctypes.string_at(self._buffer, size)
 
     def _on_prefix(self, block_id: int, size: int) -> int:
         # Called from C when execution left a block part way: the part that ran, from the bytes that
@@ -170,7 +186,8 @@ class BlockRecorder:
         if block_id is None:
             block_id = self._ids[key] = len(self.raw_blocks)
             self.raw_blocks.append(key)
-        n = len(executed_lengths(data, address, self.bits))
+            self.raw_code.append(executed_code(data, address, self.bits))
+        n = len(self.raw_code[block_id][0])
         return (block_id << 16) | min(n, 0xFFFF)
 
     @property

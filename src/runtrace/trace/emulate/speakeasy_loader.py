@@ -11,9 +11,13 @@ Every `runtrace scan` process pays for these imports, so they are worth about a 
   in `Speakeasy.__init__`.  While Speakeasy is imported, `jsonschema` is a lazy stand-in that imports the
   real package on first use; the emulator's configuration is fixed by runtrace and validated against
   Speakeasy's schema by the tests, so `emulator.Speakeasy` skips the per-run validation.
+- Speakeasy's advapi32 imports pycryptodome's ARC4 for `CryptEncrypt`/`CryptDecrypt`, and loading its
+  native part asks `platform.architecture()`, which runs the `file` command in a subprocess: about 10 ms
+  of every `runtrace scan` on one core, for a cipher few programs use.  `Crypto.Cipher.ARC4` is a lazy
+  stand-in too, the real module imported at the first call that needs it.
 
-The stand-ins are removed from `sys.modules` afterwards, so a later `import pkg_resources` or
-`import jsonschema` gets the real module.
+The stand-ins are removed from `sys.modules` afterwards, so a later `import pkg_resources`,
+`import jsonschema` or `from Crypto.Cipher import ARC4` gets the real module.
 """
 
 from __future__ import annotations
@@ -54,12 +58,18 @@ class _LazyModule(types.ModuleType):
         return getattr(importlib.import_module(self.__name__), attribute)
 
 
-def _jsonschema_standins() -> dict[str, types.ModuleType]:
+def _speakeasy_standins() -> dict[str, types.ModuleType]:
     package = _LazyModule("jsonschema")
     package.__path__ = []  # a package, so that `import jsonschema.exceptions` binds the submodule
     exceptions = _LazyModule("jsonschema.exceptions")
     package.exceptions = exceptions
-    return {"jsonschema": package, "jsonschema.exceptions": exceptions}
+    # `from Crypto.Cipher import ARC4` (advapi32's CryptEncrypt/CryptDecrypt) gets the stand-in from
+    # sys.modules; Crypto.Cipher itself is imported for real.
+    return {
+        "jsonschema": package,
+        "jsonschema.exceptions": exceptions,
+        "Crypto.Cipher.ARC4": _LazyModule("Crypto.Cipher.ARC4"),
+    }
 
 
 def _import_with(standins: dict[str, types.ModuleType], name: str) -> types.ModuleType:
@@ -84,7 +94,7 @@ def load_unicorn() -> types.ModuleType:
 def load_speakeasy() -> types.ModuleType:
     """Import and return `speakeasy` (and unicorn first, see above)."""
     load_unicorn()
-    return _import_with(_jsonschema_standins(), "speakeasy")
+    return _import_with(_speakeasy_standins(), "speakeasy")
 
 
 load_speakeasy()
