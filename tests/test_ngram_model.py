@@ -433,3 +433,35 @@ def test_the_share_of_the_score_is_weighed_on_logits(synthetic: Path) -> None:
         rows = e.towards_malicious + e.towards_benign
         assert all(r.estimate == pytest.approx(logit(p) - logit(p - r.contribution), abs=1e-6) for r in rows)
         assert e.note is None or "logit" in e.note
+
+
+def test_the_bundled_default_scores_real_traces_as_its_lightgbm_model_does() -> None:
+    """The bundled default (an n-gram model since 2026-12-06): its graph, run by the scanner, against
+    LightGBM's own text model shipped beside it, on the demo's real traces; same verdicts at its
+    calibrated threshold, which lies where the scores crowd (0.999975)."""
+    import json
+
+    import lightgbm
+
+    from runtrace.paths import default_model_dir
+
+    root = default_model_dir()
+    if json.loads((root / "config.json").read_text())["kind"] != "ngram-lgbm":
+        pytest.skip("the bundled default is not an n-gram model; test_onnx_parity covers the others")
+    model = NgramModel.load(root)
+    booster = lightgbm.Booster(model_file=str(root / "model.lgbm.txt"))
+    columns = np.asarray(json.loads((root / "vocabulary.json").read_text())["columns"])
+    threshold = json.loads((root / "calibration.json").read_text())["threshold"]
+    paths = sorted((DEMO / "scan").glob("*.rtrace")) + sorted((DEMO / "traces").glob("*.rtrace"))[:30]
+    got, expected = [], []
+    for path in paths:
+        trace = load_trace(path)
+        seq = encode_for_model(trace, "bsm", model.normalisation, model.api, model.max_tokens, model.window)
+        scored = score_ngrams(model, seq)
+        full = np.zeros((1, booster.num_feature()), dtype=np.float64)
+        full[0, columns] = scored.x
+        got.append(scored.probability)
+        expected.append(float(booster.predict(full)[0]))
+    got, expected = np.asarray(got), np.asarray(expected)
+    assert np.abs(got - expected).max() <= PARITY_TOLERANCE
+    assert list(got >= threshold) == list(expected >= threshold)
