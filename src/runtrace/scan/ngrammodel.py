@@ -13,17 +13,15 @@ the model does not list reads as the unknown id), every n-gram keyed by the trai
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from runtrace.models.ngram import ngram_keys, ngram_spans, vocabulary_columns
-from runtrace.models.spec import NGRAM_GRAPHS, VOCABULARY, NgramSpec, SpecError, one_line, read_spec
+from runtrace.models.spec import NGRAM_GRAPHS, NgramSpec, one_line
 from runtrace.represent.encode import EncodedTrace
-from runtrace.scan.onnxmodel import ModelError, graph_session
+from runtrace.scan.onnxmodel import ModelError, graph_session, read_exported
 from runtrace.scan.sequence import WHOLE_SEQUENCE
 
 # Feature rows per ONNX Runtime run: a row is 4 bytes per n-gram the trees read (a few thousand).
@@ -80,26 +78,7 @@ class NgramModel:
     @classmethod
     def load(cls, path: str | Path) -> NgramModel:
         root = Path(path)
-        try:
-            spec = read_spec(root)
-        except SpecError as e:
-            raise ModelError(str(e)) from None
-        if not isinstance(spec, NgramSpec):
-            raise ModelError(f"{root}: a {spec.kind} model, not an n-gram model")
-        if spec.onnx is None:
-            raise ModelError(f"{root}: no ONNX graph recorded in config.json; run `runtrace export {root}`")
-        try:
-            raw = (root / VOCABULARY).read_bytes()
-            vocabulary = json.loads(raw)
-        except FileNotFoundError as e:
-            raise ModelError(f"{root}: not a runtrace model ({Path(e.filename).name} missing)") from None
-        except (OSError, ValueError) as e:
-            raise ModelError(f"{root}: unreadable model ({one_line(e)})") from None
-        if hashlib.sha256(raw).hexdigest() != spec.onnx.vocabulary_sha256:
-            raise ModelError(
-                f"{root}: the ONNX graph was exported with another {VOCABULARY} than this one; "
-                f"run `runtrace export {root}`"
-            )
+        spec, vocabulary = read_exported(root, NgramSpec, "an n-gram model", "graph")
         session = graph_session(root, NGRAM_GRAPHS["trees"], "trees", spec.onnx.graphs.get("trees"))
         try:
             return cls(spec, vocabulary, session, str(root), spec.onnx.weights_sha256)

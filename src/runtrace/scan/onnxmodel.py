@@ -79,26 +79,7 @@ class OnnxModel:
     @classmethod
     def load(cls, path: str | Path) -> OnnxModel:
         root = Path(path)
-        try:
-            spec = read_spec(root)
-        except SpecError as e:
-            raise ModelError(str(e)) from None
-        if not isinstance(spec, CheckpointSpec):
-            raise ModelError(f"{root}: a {spec.kind} model, not a sequence model")
-        if spec.onnx is None:
-            raise ModelError(f"{root}: no ONNX graphs recorded in config.json; run `runtrace export {root}`")
-        try:
-            vocabulary = (root / VOCABULARY).read_bytes()
-            vocabularies = json.loads(vocabulary)
-        except FileNotFoundError as e:
-            raise ModelError(f"{root}: not a runtrace model ({Path(e.filename).name} missing)") from None
-        except (OSError, ValueError) as e:
-            raise ModelError(f"{root}: unreadable model ({one_line(e)})") from None
-        if hashlib.sha256(vocabulary).hexdigest() != spec.onnx.vocabulary_sha256:
-            raise ModelError(
-                f"{root}: the ONNX graphs were exported with another {VOCABULARY} than this one; "
-                f"run `runtrace export {root}`"
-            )
+        spec, vocabularies = read_exported(root, CheckpointSpec, "a sequence model", "graphs")
         sessions = {
             role: graph_session(root, name, role, spec.onnx.graphs.get(role)) for role, name in GRAPHS.items()
         }
@@ -195,6 +176,32 @@ class OnnxModel:
     def _run(self, role: str, **feeds: np.ndarray) -> list[np.ndarray]:
         wanted = self._inputs[role]
         return self._sessions[role].run(None, {k: v for k, v in feeds.items() if k in wanted})
+
+
+def read_exported(root: Path, spec_type: type, what: str, graphs: str):
+    """A model directory's spec (of `spec_type`, else "not `what`") and its vocabulary, checked to be
+    the one its ONNX `graphs` were exported with; ModelError (one line) for anything else."""
+    try:
+        spec = read_spec(root)
+    except SpecError as e:
+        raise ModelError(str(e)) from None
+    if not isinstance(spec, spec_type):
+        raise ModelError(f"{root}: a {spec.kind} model, not {what}")
+    if spec.onnx is None:
+        raise ModelError(f"{root}: no ONNX {graphs} recorded in config.json; run `runtrace export {root}`")
+    try:
+        raw = (root / VOCABULARY).read_bytes()
+        vocabulary = json.loads(raw)
+    except FileNotFoundError as e:
+        raise ModelError(f"{root}: not a runtrace model ({Path(e.filename).name} missing)") from None
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{root}: unreadable model ({one_line(e)})") from None
+    if hashlib.sha256(raw).hexdigest() != spec.onnx.vocabulary_sha256:
+        raise ModelError(
+            f"{root}: the ONNX {graphs} {'was' if graphs == 'graph' else 'were'} exported with another "
+            f"{VOCABULARY} than this one; run `runtrace export {root}`"
+        )
+    return spec, vocabulary
 
 
 def graph_session(root: Path, name: str, role: str, expected_sha256: str | None):
