@@ -1,14 +1,17 @@
-"""`runtrace calibrate` takes the threshold from out-of-fold benign scores."""
+"""`runtrace calibrate` takes the threshold from out-of-fold benign scores, and a probability map (Platt
+scaling) from the same scores."""
 
 import json
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from typer.testing import CliRunner
 
 from runtrace.cli.app import app
-from runtrace.evaluate.thresholds import threshold_for_fpr
+from runtrace.evaluate.thresholds import platt_scaling, threshold_for_fpr
+from runtrace.scan.calibration import read_calibration
 
 
 def test_threshold_from_out_of_fold_scores(tmp_path):
@@ -33,10 +36,41 @@ def test_threshold_from_out_of_fold_scores(tmp_path):
         app, ["calibrate", str(model), "--report", str(report), "--target-fpr", "0.01"]
     )
     assert result.exit_code == 0, result.output
+    calibration = read_calibration(model)
+    raw = threshold_for_fpr(y, score, 0.01)
+    # The threshold is on the mapped scale, and flags exactly the files the raw threshold flags.
+    mapped = calibration.probability_map
+    assert mapped is not None and calibration.threshold == mapped(raw)
+    assert np.array_equal(mapped(score) >= calibration.threshold, score >= raw)
+    assert calibration.target_fpr == 0.01
+    assert (score[y == 0] >= raw).sum() <= 2  # 1 % of 200 benign
+    assert json.loads((model / "calibration.json").read_text())["version"] == 2
+    assert "log loss" in result.output
+
+    # Without the map: the raw threshold, in the version-1 file older readers understand.
+    result = CliRunner().invoke(
+        app, ["calibrate", str(model), "--report", str(report), "--target-fpr", "0.01", "--no-platt"]
+    )
+    assert result.exit_code == 0, result.output
     cal = json.loads((model / "calibration.json").read_text())
-    assert cal["threshold"] == threshold_for_fpr(y, score, 0.01)
-    assert cal["target_fpr"] == 0.01
-    assert (score[y == 0] >= cal["threshold"]).sum() <= 2  # 1 % of 200 benign
+    assert cal["threshold"] == raw and cal["version"] == 1 and "probability" not in cal
+
+
+def test_platt_scaling_tames_overconfident_scores_measured_out_of_fold():
+    # Scores of an overconfident model: right more often than not, but always near 0 or 1.
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 600)
+    right = rng.uniform(0, 1, len(y)) < 0.8
+    confident = np.where(right == (y == 1), 1 - 1e-5, 1e-5) * rng.uniform(0.999, 1, len(y))
+    fitted = platt_scaling(y, confident, folds=np.arange(len(y)) % 5)
+    assert 0 < fitted.slope < 1  # squeezes the logits
+    assert fitted.log_loss_after < 0.6 < fitted.log_loss_before
+
+
+def test_scores_that_rank_benign_files_higher_get_no_map(tmp_path):
+    y = np.array([0] * 50 + [1] * 50)
+    with pytest.raises(ValueError, match="do not rank malware above"):
+        platt_scaling(y, np.where(y == 1, 0.2, 0.8))
 
 
 def test_missing_model_directory_is_one_line(tmp_path):
@@ -63,6 +97,6 @@ def test_a_transformer_is_calibrated_on_the_transformers_scores(tmp_path):
     (model / "config.json").write_text(json.dumps({"kind": "bsm-transformer"}))
     result = CliRunner().invoke(app, ["calibrate", str(model), "--report", str(report)])
     assert result.exit_code == 0, result.output
-    cal = json.loads((model / "calibration.json").read_text())
-    assert cal["threshold"] == threshold_for_fpr(y, transformer, 0.01)
-    assert "transformer scores" in cal["source"]
+    cal = read_calibration(model)
+    assert cal.threshold == cal.probability_map(threshold_for_fpr(y, transformer, 0.01))
+    assert "transformer scores" in cal.source

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from runtrace.cli.app import app
-from runtrace.scan.calibration import write_calibration
+from runtrace.scan.calibration import ProbabilityMap, write_calibration
 from runtrace.scan.schema import SCHEMA_VERSION, ScanReport
 from runtrace.scan.synthetic import PLANTED_ADDRESS
 from scan_support import encrypted_zip, tiny_model_dir, write_traces
@@ -147,12 +147,43 @@ def test_threshold_from_the_command_line_and_from_calibration(traces, tmp_path: 
         "threshold": 0.25,
         "target_fpr": 0.01,
         "source": "synthetic held-out traces",
+        "probability": None,
     }
     assert report.results[0].model.version == "tiny-1"
 
     (model / "calibration.json").write_text('{"threshold": 2, "target_fpr": 0.01}')
     result = CliRunner().invoke(app, ["scan", "--model", str(model), str(traces["benign1"])])
     assert result.exit_code == 2 and "threshold must be between 0 and 1" in result.stderr
+
+
+def test_a_probability_map_rescales_every_probability_and_keeps_the_verdict(traces, tmp_path: Path) -> None:
+    """With Platt scaling in calibration.json, the file's P, each window's and the explanation's are
+    the model's scores mapped; the threshold is on the mapped scale, so the verdict is the same."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir(), model)
+    sample = str(traces["benign1"])
+
+    def scan(*extra: str) -> ScanReport:
+        result = CliRunner().invoke(app, ["scan", "--model", str(model), "--json", *extra, sample])
+        return ScanReport.model_validate_json(result.stdout)
+
+    write_calibration(model, 0.4, 0.01, "synthetic")
+    plain = scan().results[0]
+    mapping = ProbabilityMap(0.5, -0.3, "synthetic")
+    write_calibration(model, mapping(0.4), 0.01, "synthetic", probability_map=mapping)
+    report = scan()
+    mapped = report.results[0]
+    assert "Platt scaling" in report.decision.probability
+    assert mapped.probability == pytest.approx(mapping(plain.probability), abs=1e-9)
+    assert mapped.verdict == plain.verdict
+    assert mapped.trace.window_probabilities == pytest.approx(
+        [mapping(p) for p in plain.trace.window_probabilities], abs=2e-4
+    )
+    assert mapped.explanation.reference_probability == pytest.approx(
+        mapping(plain.explanation.reference_probability), abs=2e-6
+    )
+    # A threshold from the command line is on the scale the scan reports.
+    assert scan("--threshold", str(mapped.probability)).results[0].verdict == "malicious"
 
 
 def test_scan_names_both_tracer_revisions_and_warns_when_they_differ(traces, tmp_path: Path) -> None:
@@ -180,6 +211,41 @@ def test_scan_names_both_tracer_revisions_and_warns_when_they_differ(traces, tmp
     assert ScanReport.model_validate_json(scan_with([TRACER_VERSION], "--json").stdout).warnings == []
     unrecorded = ScanReport.model_validate_json(scan_with(None, "--json").stdout)
     assert unrecorded.model.trained_tracer_versions is None and "does not record" in unrecorded.warnings[0]
+
+
+def test_an_imported_trace_from_another_tracer_revision_gets_its_own_warning(
+    traces, tmp_path: Path, cli32
+) -> None:
+    """A trace file made by another tracer revision than the model's training traces, or by anything but
+    the emulator, is warned about in its own result; a program the scan traces itself is not."""
+    from runtrace.scan.synthetic import synthetic_trace
+    from runtrace.trace.formats.native import save_trace
+
+    old = synthetic_trace(False, 700)
+    old.meta.source, old.meta.tracer_version = "emulator", "runtrace-emu/0.1.0.12"
+    old_path = save_trace(old, tmp_path / "old.rtrace")
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir(), model)
+    config = json.loads((model / "config.json").read_text())
+
+    def scan_with(versions, *paths, json_out=True):
+        config["data"]["tracer_versions"] = versions
+        (model / "config.json").write_text(json.dumps(config))
+        args = ["scan", "--model", str(model), *(["--json"] if json_out else []), *map(str, paths)]
+        result = CliRunner().invoke(app, args)
+        if not json_out:
+            return result.stdout
+        return {Path(r.name).name: r.warnings for r in ScanReport.model_validate_json(result.stdout).results}
+
+    warned = scan_with(["runtrace-emu/0.1.0.19"], old_path, traces["benign1"], cli32)
+    assert len(warned["old.rtrace"]) == 1
+    assert "made by runtrace-emu/0.1.0.12" in warned["old.rtrace"][0]
+    assert "runtrace-emu/0.1.0.19" in warned["old.rtrace"][0]
+    assert "imported synthetic trace" in warned["benign1.rtrace"][0]  # not the emulator's
+    assert warned[cli32.name] == []  # traced by this scan: the report's own warning covers a mismatch
+    assert scan_with(["runtrace-emu/0.1.0.12"], old_path)["old.rtrace"] == []
+    text = scan_with(["runtrace-emu/0.1.0.19"], old_path, json_out=False)
+    assert "warning: old.rtrace: this trace was made by runtrace-emu/0.1.0.12" in " ".join(text.split())
 
 
 def test_json_document_round_trips_and_carries_versions(traces) -> None:

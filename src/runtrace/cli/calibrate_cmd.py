@@ -1,7 +1,8 @@
-"""`runtrace calibrate`: give a model directory its decision threshold for a target false-positive rate.
+"""`runtrace calibrate`: give a model directory its decision threshold for a target false-positive rate,
+and a map from its score to a probability one can read.
 
-The threshold comes from out-of-fold scores of an evaluation run (`runtrace evaluate`, by-file
-protocol): `runtrace.evaluate.thresholds.threshold_from_report` says why.
+Both come from out-of-fold scores of an evaluation run (`runtrace evaluate`):
+`runtrace.evaluate.thresholds` says why; `runtrace.scan.calibration` what a scan does with them.
 """
 
 from __future__ import annotations
@@ -28,11 +29,18 @@ def calibrate(
         DEFAULT_TARGET_FPR, help="False-positive rate the threshold is chosen for."
     ),
     version: str = typer.Option(None, help="Model version shown in scan results."),
+    platt: bool = typer.Option(
+        True,
+        "--platt/--no-platt",
+        help="Also fit Platt scaling on the same scores, so scans report a calibrated P(malicious) "
+        "(the threshold is then on that scale; verdicts are the same either way).",
+    ),
 ) -> None:
-    """Choose the scan threshold from out-of-fold evaluation scores and write calibration.json."""
-    from runtrace.evaluate.thresholds import threshold_from_report
+    """Choose the scan threshold (and, by default, a probability map) from out-of-fold evaluation scores
+    and write calibration.json."""
+    from runtrace.evaluate.thresholds import oof_scores, platt_scaling, threshold_from_report
     from runtrace.models.spec import CONFIG
-    from runtrace.scan.calibration import write_calibration
+    from runtrace.scan.calibration import ProbabilityMap, write_calibration
 
     if not (model / CONFIG).exists():
         raise fail(f"{model}: not a model directory (no {CONFIG})")
@@ -46,13 +54,24 @@ def calibrate(
     evaluated = {k: (name, rep) for name, kinds in SEQUENCE_MODELS.items() for rep, k in kinds.items()}
     evaluated.update((k, (name, config.get("representation", "bsm"))) for k, name in NGRAM_MODELS.items())
     name, own_representation = evaluated.get(kind, ("lstm", "bsm"))
+    chosen_representation = representation or own_representation
     try:
-        chosen = threshold_from_report(
-            report, representation or own_representation, protocol, target_fpr, model=name
+        chosen = threshold_from_report(report, chosen_representation, protocol, target_fpr, model=name)
+        fitted = (
+            platt_scaling(*oof_scores(report, chosen_representation, protocol, model=name)) if platt else None
         )
     except ValueError as e:
-        raise fail(str(e)) from None
-    written = write_calibration(model, chosen.threshold, target_fpr, chosen.source, version)
-    console.print(
-        f"threshold {chosen.threshold:.6g} for FPR <= {target_fpr:g}: {chosen.source}\nwritten to {written}"
-    )
+        raise fail(f"{report}: {e}" if str(report) not in str(e) else str(e)) from None
+    threshold, mapping = chosen.threshold, None
+    if fitted is not None:
+        mapping = ProbabilityMap(fitted.slope, fitted.intercept, f"the same scores ({protocol})")
+        threshold = mapping(chosen.threshold)
+    written = write_calibration(model, threshold, target_fpr, chosen.source, version, mapping)
+    console.print(f"threshold {threshold:.6g} for FPR <= {target_fpr:g}: {chosen.source}")
+    if fitted is not None:
+        console.print(
+            f"P(malicious) = sigmoid({fitted.slope:.4g} * logit(score) + {fitted.intercept:.4g}): log loss "
+            f"{fitted.log_loss_before:.3f} as scored, {fitted.log_loss_after:.3f} mapped (each fold by a fit "
+            f"on the others); the raw threshold {chosen.threshold:.6g} maps to {threshold:.6g}"
+        )
+    console.print(f"written to {written}")

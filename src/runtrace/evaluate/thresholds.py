@@ -47,11 +47,68 @@ class ReportThreshold:
     source: str  # what the scores were, in words (recorded in the model's calibration.json)
 
 
-def threshold_from_report(
-    report: Path, representation: str, protocol: str, target_fpr: float, model: str = "lstm"
-) -> ReportThreshold:
-    """The threshold for `target_fpr` on the file-level out-of-fold scores of `model` (an evaluation
-    model name: "lstm", "transformer") in a report directory's predictions.parquet; ValueError (one line,
+@dataclass(frozen=True)
+class PlattScaling:
+    """P = sigmoid(slope * logit(score) + intercept), fitted on out-of-fold scores (`runtrace
+    calibrate`; applied at scan time by `runtrace.scan.calibration.ProbabilityMap`)."""
+
+    slope: float
+    intercept: float
+    log_loss_before: float  # of the scores as they are, on the files it was fitted on
+    log_loss_after: float  # of the mapped scores, each fold's files mapped by a fit on the other folds
+
+
+# Scores are clipped this far from 0 and 1 before the logit (the scan side clips the same way).
+_EPS = 1e-12
+
+
+def _logits(score: np.ndarray) -> np.ndarray:
+    s = np.clip(np.asarray(score, dtype=np.float64), _EPS, 1.0 - _EPS)
+    return np.log(s) - np.log1p(-s)
+
+
+def _platt_fit(z: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    from sklearn.linear_model import LogisticRegression
+
+    # No penalty worth the name: two parameters, hundreds of files.
+    fitted = LogisticRegression(C=1e6, max_iter=1000).fit(z[:, None], y)
+    return float(fitted.coef_[0][0]), float(fitted.intercept_[0])
+
+
+def platt_scaling(y: np.ndarray, score: np.ndarray, folds: np.ndarray | None = None) -> PlattScaling:
+    """Platt scaling of out-of-fold scores (Platt 1999; a logistic regression on the score's logit).
+
+    Why Platt and not isotonic regression: two parameters fit a few hundred files without overfitting,
+    and the map stays strictly increasing, so the verdict at a threshold mapped with it is unchanged.
+    The log loss after is measured honestly when `folds` is given: each fold's scores mapped by a fit
+    on the other folds.  ValueError when the scores do not rank malware above benign files (a map would
+    have to decrease)."""
+    from sklearn.metrics import log_loss
+
+    y = np.asarray(y, dtype=np.int64)
+    if len(np.unique(y)) < 2:
+        raise ValueError("Platt scaling needs benign and malicious files")
+    z = _logits(score)
+    slope, intercept = _platt_fit(z, y)
+    if slope <= 0:
+        raise ValueError(f"the scores do not rank malware above benign files (Platt slope {slope:.3g})")
+    mapped = 1.0 / (1.0 + np.exp(-(slope * z + intercept)))
+    if folds is not None and len(np.unique(folds)) > 1:
+        for k in np.unique(folds):
+            test = folds == k
+            if len(np.unique(y[~test])) < 2:
+                continue
+            a, b = _platt_fit(z[~test], y[~test])
+            mapped[test] = 1.0 / (1.0 + np.exp(-(a * z[test] + b)))
+    before = log_loss(y, np.clip(np.asarray(score, dtype=np.float64), _EPS, 1.0 - _EPS), labels=[0, 1])
+    return PlattScaling(slope, intercept, float(before), float(log_loss(y, mapped, labels=[0, 1])))
+
+
+def oof_scores(
+    report: Path, representation: str, protocol: str, model: str = "lstm"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, scores, folds) of the file-level out-of-fold predictions of `model` (an evaluation model
+    name: "lstm", "transformer") in a report directory's predictions.parquet; ValueError (one line,
     naming the file) when there are none."""
     import pyarrow.parquet as pq
 
@@ -66,6 +123,17 @@ def threshold_from_report(
         raise ValueError(f"{path}: no file-level {model} predictions for {representation} / {protocol}")
     y = np.array([table["label"][i] for i in keep], dtype=np.int64)
     score = np.array([table["score"][i] for i in keep], dtype=np.float64)
+    folds = table.get("fold")  # absent from hand-made prediction files: one fold
+    fold = np.array([folds[i] if folds else 0 for i in keep], dtype=np.int64)
+    return y, score, fold
+
+
+def threshold_from_report(
+    report: Path, representation: str, protocol: str, target_fpr: float, model: str = "lstm"
+) -> ReportThreshold:
+    """The threshold for `target_fpr` on the file-level out-of-fold scores of `model` in a report
+    directory (`oof_scores`)."""
+    y, score, _ = oof_scores(report, representation, protocol, model)
     threshold = threshold_for_fpr(y, score, target_fpr)
     benign = int((y == 0).sum())
     tpr = float((score[y == 1] >= threshold).mean()) if (y == 1).any() else float("nan")

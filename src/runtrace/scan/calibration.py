@@ -13,6 +13,19 @@ the threshold only means something together with the FPR it was calibrated for o
 `threshold` and `target_fpr` are required; `source` and `model_version` are free text shown to the
 analyst.  The same object may instead sit under a `calibration` key of `config.json`.  A model without
 either is scanned at 0.5 and every result says the threshold is uncalibrated.
+
+Version 2 adds an optional `probability` object: Platt scaling of the model's score,
+
+    "probability": {"method": "platt", "slope": 0.27, "intercept": -0.25, "source": "..."}
+
+meaning P(malicious) = sigmoid(slope * logit(score) + intercept).  Why: a model's raw score is not a
+probability one can read.  The n-gram LightGBM's boosted trees, trained to near-zero loss, answer
+0.99999 for a file they know nothing about and put a quarter of held-out benign files above 0.5; only
+the threshold separated the classes.  The map is fitted on the same out-of-fold scores the threshold is
+chosen from (`runtrace calibrate`), so P says how often files of that score were malicious among files
+the model had not seen.  The map is increasing, so verdicts do not change; with it, `threshold` is on
+the mapped scale (the raw threshold, mapped), and every probability a scan reports (the file's, each
+window's, an explanation's) is mapped too.
 """
 
 from __future__ import annotations
@@ -22,11 +35,14 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from runtrace.models.spec import CONFIG
 
 CALIBRATION_FILE = "calibration.json"
 FORMAT_NAME = "runtrace-calibration"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 UNCALIBRATED_THRESHOLD = 0.5
 
 
@@ -35,11 +51,35 @@ class CalibrationError(ValueError):
 
 
 @dataclass(frozen=True)
+class ProbabilityMap:
+    """Platt scaling: P = sigmoid(slope * logit(score) + intercept), slope > 0 (increasing)."""
+
+    slope: float
+    intercept: float
+    source: str
+
+    def __call__(self, score):
+        """The mapped probability of a score or an array of scores (float64, same shape)."""
+        s = np.clip(np.asarray(score, dtype=np.float64), _EPS, 1.0 - _EPS)
+        z = self.slope * (np.log(s) - np.log1p(-s)) + self.intercept
+        p = 1.0 / (1.0 + np.exp(-z))
+        return float(p) if p.ndim == 0 else p
+
+    def describe(self) -> str:
+        return f"Platt scaling (slope {self.slope:.4g}, intercept {self.intercept:.4g}) of {self.source}"
+
+
+# Scores are clipped this far from 0 and 1 before the logit: float32 graphs answer exactly 1.0 at times.
+_EPS = 1e-12
+
+
+@dataclass(frozen=True)
 class Calibration:
-    threshold: float
+    threshold: float  # on the mapped scale when `probability_map` is set
     target_fpr: float | None  # None: not calibrated for any FPR
     source: str
     model_version: str | None = None
+    probability_map: ProbabilityMap | None = None  # None: the model's score is reported as P
 
     @property
     def calibrated(self) -> bool:
@@ -57,7 +97,7 @@ def _check_probability(value, what: str, where: str) -> float:
 def _from_object(obj: dict, where: str) -> Calibration:
     if not isinstance(obj, dict):
         raise CalibrationError(f"{where}: calibration must be a JSON object")
-    if "format" in obj and (obj.get("format") != FORMAT_NAME or obj.get("version") != FORMAT_VERSION):
+    if "format" in obj and (obj.get("format") != FORMAT_NAME or obj.get("version") not in READABLE_VERSIONS):
         raise CalibrationError(
             f"{where}: unsupported calibration format {obj.get('format')} v{obj.get('version')}"
         )
@@ -70,7 +110,26 @@ def _from_object(obj: dict, where: str) -> Calibration:
         target_fpr=_check_probability(obj["target_fpr"], "target_fpr", where),
         source=str(obj.get("source") or where),
         model_version=str(version) if version is not None else None,
+        probability_map=_map_from_object(obj.get("probability"), where),
     )
+
+
+def _map_from_object(obj, where: str) -> ProbabilityMap | None:
+    if obj is None:
+        return None
+    if not isinstance(obj, dict) or obj.get("method") != "platt":
+        raise CalibrationError(f"{where}: probability must be an object with method 'platt'")
+    values = []
+    for key in ("slope", "intercept"):
+        value = obj.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise CalibrationError(f"{where}: probability {key} must be a number, not {value!r}")
+        values.append(float(value))
+    if values[0] <= 0:
+        raise CalibrationError(
+            f"{where}: probability slope must be positive (an increasing map), not {values[0]}"
+        )
+    return ProbabilityMap(values[0], values[1], str(obj.get("source") or where))
 
 
 def read_calibration(model_dir: str | Path, config: dict | None = None) -> Calibration:
@@ -102,18 +161,29 @@ def write_calibration(
     target_fpr: float,
     source: str,
     model_version: str | None = None,
+    probability_map: ProbabilityMap | None = None,
 ) -> Path:
-    """Write `calibration.json` into a model directory (for whoever trains and calibrates the model)."""
+    """Write `calibration.json` into a model directory (for whoever trains and calibrates the model);
+    with a probability map, `threshold` is on the mapped scale.  Version 1 when there is no map, so
+    older readers keep reading what they understand."""
     where = str(Path(model_dir) / CALIBRATION_FILE)
     obj = {
         "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
+        "version": FORMAT_VERSION if probability_map is not None else 1,
         "threshold": _check_probability(threshold, "threshold", where),
         "target_fpr": _check_probability(target_fpr, "target_fpr", where),
         "source": source,
     }
     if model_version is not None:
         obj["model_version"] = model_version
+    if probability_map is not None:
+        m = probability_map
+        obj["probability"] = {
+            "method": "platt",
+            "slope": m.slope,
+            "intercept": m.intercept,
+            "source": m.source,
+        }
     path = Path(where)
     path.write_text(json.dumps(obj, indent=1) + "\n")
     return path

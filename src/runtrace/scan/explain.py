@@ -37,7 +37,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtrace.models.aggregation import aggregate, aggregate_rows
 from runtrace.scan.onnxmodel import OnnxModel
 from runtrace.scan.score import Score
 from runtrace.scan.sequence import ModelSequence
@@ -211,7 +210,7 @@ def _masked_probability(
         logits[part] = out.logits
         if scores is not None:
             scores[part] = out.scores
-    return aggregate(logits, scores, model.aggregation)
+    return float(model.file_probabilities(logits[None, :], None if scores is None else scores[None, :])[0])
 
 
 def _occlude(
@@ -252,5 +251,5 @@ def _occlude(
     if scores is not None:
         variant_scores = np.tile(scores, (len(chosen), 1))
         variant_scores[slot, row_of] = new_scores
-    masked_p = aggregate_rows(variant_logits, variant_scores, model.aggregation)
+    masked_p = model.file_probabilities(variant_logits, variant_scores)
     return {int(u): score.probability - float(masked_p[k]) for k, u in enumerate(units_sorted.tolist())}

@@ -44,6 +44,9 @@ class NgramModel:
     aggregation = "none"  # one score per trace, nothing to aggregate
     # What an occluded unit reads as (docs/scan.md): every n-gram through it leaves the vocabulary.
     baseline_description = "the unknown token, which no n-gram of the vocabulary contains"
+    # The calibration's map from the graph's score to the P a scan reports (`scan.calibration`); set by
+    # the scanner, None: the score itself.
+    probability_map = None
 
     def __init__(self, spec: NgramSpec, vocabulary: dict, session, path: str, weights_sha256: str) -> None:
         self.spec = spec
@@ -112,4 +115,4 @@ class NgramModel:
             part = x[begin : begin + MAX_ROWS_PER_RUN]
             (p,) = self._session.run(["probabilities"], {self._input: part})
             out[begin : begin + len(part)] = p[:, 1]
-        return out
+        return out if self.probability_map is None else self.probability_map(out)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtrace.models.aggregation import aggregate, file_gradient
+from runtrace.models.aggregation import aggregate_rows, file_gradient
 from runtrace.models.spec import (
     GRAPHS,
     OOV,
@@ -62,6 +62,9 @@ class OnnxModel:
         self.api_args = data.api_args  # API calls followed by their argument-class tokens
         self.min_instructions = spec.min_instructions  # shorter traces were never in its training data
         self.tracer_versions = data.tracer_versions  # the tracer revisions of its training traces
+        # The calibration's map from the aggregated score to the P a scan reports (`scan.calibration`);
+        # set by the scanner, None: the score itself.
+        self.probability_map = None
         self.window = dict(spec.window)
         self.aggregation = spec.aggregation
         self.insn_index = _vocabulary_index(vocabularies["instructions"])
@@ -153,7 +156,14 @@ class OnnxModel:
         )
 
     def probability(self, outputs: WindowOutputs) -> float:
-        return aggregate(outputs.logits, outputs.scores, self.aggregation)
+        scores = None if outputs.scores is None else outputs.scores[None, :]
+        return float(self.file_probabilities(outputs.logits[None, :], scores)[0])
+
+    def file_probabilities(self, logits: np.ndarray, scores: np.ndarray | None) -> np.ndarray:
+        """P(malicious) of each row of window logits (and attention scores), (R, B) -> (R,): the
+        aggregation, then the calibration's map.  Everything a scan reports goes through here."""
+        p = aggregate_rows(logits, scores, self.aggregation)
+        return p if self.probability_map is None else self.probability_map(p)
 
     def gradient(
         self, x: np.ndarray, lengths: np.ndarray, outputs: WindowOutputs, target: str = "probability"

@@ -46,6 +46,9 @@ def render_report(report: ScanReport, console: Console) -> None:
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     console.print(_results_table(report.results, names))
     for r in report.results:
+        for warning in r.warnings:
+            console.print(f"[yellow]warning:[/] {escape(names[r.name])}: {escape(warning)}",
+                          highlight=False, soft_wrap=True)  # fmt: skip
         if r.status == "ok" and r.verdict == "unknown":
             console.print(f"[yellow]unknown:[/] {escape(names[r.name])}: {escape(r.reason or '')}",
                           highlight=False, soft_wrap=True)  # fmt: skip

@@ -76,6 +76,11 @@ class Scanner(TraceRunner[FileResult]):
     options: ScanOptions = field(default_factory=ScanOptions)
     similar: SimilarityIndex | None = None  # known programs, for the nearest ones beside each verdict
 
+    def __post_init__(self) -> None:
+        # Every probability the model answers from here on is on the calibration's scale, the one its
+        # threshold is on (`scan.calibration`): the file's, each window's, the explanation's.
+        self.model.probability_map = self.calibration.probability_map
+
     @classmethod
     def load(
         cls,
@@ -104,7 +109,9 @@ class Scanner(TraceRunner[FileResult]):
             raise ScannerError(str(e)) from None
         if threshold is not None:
             source = "--threshold on the command line (no FPR calibration)"
-            calibration = Calibration(threshold, None, source, calibration.model_version)
+            calibration = Calibration(
+                threshold, None, source, calibration.model_version, calibration.probability_map
+            )
         options = options or ScanOptions()
         similar = None
         if options.neighbours > 0 and (index_dir is not None or default_index_dir(model_dir).is_dir()):
@@ -161,10 +168,32 @@ class Scanner(TraceRunner[FileResult]):
             ]
         return []
 
+    def trace_warnings(self, trace: Trace, input_kind: str) -> list[str]:
+        """What limits one imported trace's verdict beyond the scanner's own warnings: a trace made by
+        another tracer revision than the model's training traces (older revisions miss blocks, e.g.
+        the one after every API call before revision 13), or by a debugger, which the model never saw."""
+        trained = self.model.tracer_versions
+        if input_kind != "trace" or not trained:
+            return []
+        made_by = trace.meta.tracer_version
+        if trace.meta.source != "emulator":
+            return [
+                f"an imported {trace.meta.source} trace: the model was trained on the emulator's traces "
+                f"({', '.join(trained)}), which run the program differently"
+            ]
+        if made_by in trained:
+            return []
+        return [
+            f"this trace was made by {made_by or 'a tracer that did not record its revision'}, the model "
+            f"trained on traces of {', '.join(trained)}: scan the program itself to trace it with "
+            f"{TRACER_VERSION}"
+        ]
+
     @property
     def decision(self) -> Decision:
         c = self.calibration
-        return Decision(threshold=c.threshold, target_fpr=c.target_fpr, source=c.source)
+        mapped = None if c.probability_map is None else c.probability_map.describe()
+        return Decision(threshold=c.threshold, target_fpr=c.target_fpr, source=c.source, probability=mapped)
 
     # --- one trace ------------------------------------------------------------------------------------
     def analyse_trace(
@@ -212,6 +241,7 @@ class Scanner(TraceRunner[FileResult]):
             api_calls=api_call_log(trace),
             explanation=explanation,
             neighbours=neighbours,
+            warnings=self.trace_warnings(trace, input_kind),
             timing=Timing(
                 trace_s=round(trace_s, 4),
                 score_s=round(scored_at - started, 4),

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from runtrace import __version__
 from runtrace.trace.settings import TRACER_VERSION
 
-SCHEMA_VERSION = "2.2"
+SCHEMA_VERSION = "2.3"
 
 Verdict = Literal["malicious", "benign", "unknown"]
 
@@ -75,6 +75,11 @@ class Decision(_Strict):
     threshold: float = Field(description="a file is malicious when probability >= threshold")
     target_fpr: float | None = Field(description="false-positive rate the threshold was calibrated for")
     source: str = Field(description="where the threshold comes from")
+    probability: str | None = Field(
+        default=None,
+        description="how the model's score became the reported P(malicious) (Platt scaling fitted on "
+        "out-of-fold scores); None: P is the model's score itself (2.3)",
+    )
 
 
 class ApiCount(_Strict):
@@ -271,6 +276,11 @@ class FileResult(_Strict):
         default=None,
         description="the nearest known files by executed code (2.1); None on error, without an index, "
         "or with --neighbours 0",
+    )
+    warnings: list[str] = Field(
+        default_factory=_empty,
+        description="what limits this file's verdict beyond the report's warnings: an imported trace made "
+        "by another tracer revision than the model's training traces, or by a debugger (2.3)",
     )
     timing: Timing | None
 

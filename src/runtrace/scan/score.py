@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +50,7 @@ class Score:
     probability: float
     outputs: WindowOutputs
     batch: WindowBatch
+    probability_map: Callable | None = None  # the model's (`OnnxModel.probability_map`)
 
     def positions_scored(self) -> int:
         """Distinct sequence positions inside the scored windows."""
@@ -56,11 +58,12 @@ class Score:
         return int(np.count_nonzero(np.bincount(positions[positions >= 0])))
 
     def window_probabilities(self) -> np.ndarray:
-        """Each window's own P(malicious), in window order."""
-        return 1.0 / (1.0 + np.exp(-self.outputs.logits))
+        """Each window's own P(malicious), in window order (mapped as the file's is)."""
+        p = 1.0 / (1.0 + np.exp(-self.outputs.logits))
+        return p if self.probability_map is None else self.probability_map(p)
 
 
 def score_sequence(model: OnnxModel, seq: ModelSequence) -> Score:
     batch = window_batch(model, seq)
     outputs = model.window_outputs(batch.vectors(), batch.lengths)
-    return Score(model.probability(outputs), outputs, batch)
+    return Score(model.probability(outputs), outputs, batch, model.probability_map)

@@ -143,7 +143,7 @@ function render(scan) {
   // `unknown` has no probability: the model was not asked about a trace shorter than it was trained on.
   $("probability").textContent = r ? (r.verdict === "unknown" ? "not judged" : fmtP(r.probability)) : "";
   $("threshold").textContent = r && r.decision ? fmtP(r.decision.threshold) : "";
-  $("reason").textContent = r && r.reason ? r.reason : "";
+  $("reason").textContent = r ? [r.reason, ...(r.warnings || []).map((w) => "warning: " + w)].filter(Boolean).join(" ") : "";
   const done = scan.status === "done";
   $("downloads").hidden = !done;
   for (const fmt of ["native", "x64dbg", "text"]) {
