@@ -103,17 +103,20 @@ def test_onnx_graphs_score_real_traces_as_the_torch_model(model_dir: Path, trace
 def test_onnx_gradient_equals_torch_autograd(model_dir: Path, target: str, traces) -> None:
     clf = LstmClassifier.load(model_dir, device="cpu")
     model = OnnxModel.load(model_dir)
+    rng = np.random.default_rng(0)
     for trace in traces[:3]:
-        seq, score = _onnx_scores(model, trace)
+        seq, _ = _onnx_scores(model, trace)
         batch = window_batch(model, seq)
-        x = batch.vectors()
-        got = model.gradient(x, batch.lengths, score.outputs, target)
+        # Max pooling has no gradient where two steps tie, and a loop that repeats one block makes exact
+        # ties (the revision-19 demo traces do): torch and the graph then pick different subgradients,
+        # both valid.  A perturbation far below the vectors' scale compares them where both are defined.
+        x = (batch.vectors() + 1e-3 * rng.standard_normal(batch.vectors().shape)).astype(np.float32)
+        outputs = model.window_outputs(x, batch.lengths)
+        got = model.gradient(x, batch.lengths, outputs, target)
 
         x_t = torch.tensor(x, requires_grad=True)
         logits, scores = clf.net_.windows(x_t, torch.as_tensor(batch.lengths))
-        d_logits, d_scores = file_gradient(
-            score.outputs.logits, score.outputs.scores, model.aggregation, target
-        )
+        d_logits, d_scores = file_gradient(outputs.logits, outputs.scores, model.aggregation, target)
         total = (torch.as_tensor(d_logits, dtype=torch.float32) * logits).sum()
         if scores is not None:
             total = total + (torch.as_tensor(d_scores, dtype=torch.float32) * scores).sum()
