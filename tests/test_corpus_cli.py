@@ -34,6 +34,7 @@ def tiny_corpus(tmp_path, monkeypatch):
 def test_build_prints_the_composition(tiny_corpus):
     corpus, output = tiny_corpus
     assert "corpus composition" in output and "mingw-gcc" in output
+    assert "issue 24" in output and "VC++ <= 2015 share of EXEs" in output
     assert (corpus / "manifest.parquet").is_file()
     assert read_manifest(corpus / "manifest.parquet").num_rows == 24
 

@@ -30,8 +30,10 @@ from runtrace.corpus.dates import (
 )
 from runtrace.corpus.debsuite import fetch_deb_suite
 from runtrace.corpus.fetch import FetchError, fetch_deb, fetch_wheels
+from runtrace.corpus.matching import toolchain_of
 from runtrace.corpus.pemeta import NotPeError, read_pe_meta
 from runtrace.corpus.reserved import refuse_reserved
+from runtrace.corpus.reuse import earlier_rows, reuse_candidates
 from runtrace.corpus.sources import (
     Candidate,
     Problem,
@@ -71,6 +73,10 @@ class BuildOptions:
     use_debian: bool = True
     use_pypi: bool = True
     use_pypi_history: bool = True
+    # Programs per origin group, per toolchain (`matching.toolchain_of`); toolchains not named are not capped.
+    exes_per_group_by_toolchain: dict[str, int] = field(default_factory=dict)
+    # An earlier build whose files (before its caps) are taken again as they are (`reuse.py`).
+    reuse_build: Path | None = None
 
 
 @dataclass
@@ -79,6 +85,7 @@ class BuildResult:
     problems: list[Problem]
     capped: Counter = field(default_factory=Counter)  # origin group -> rows dropped by the cap
     code_capped: Counter = field(default_factory=Counter)  # code identity -> rows dropped by its cap
+    toolchain_capped: Counter = field(default_factory=Counter)  # toolchain -> programs dropped by its cap
     manifest_path: Path | None = None
     skipped_path: Path | None = None
     undated: list[Problem] = field(default_factory=list)  # rows a dating rule should have dated, and why
@@ -163,6 +170,8 @@ def _pypi_history(opts: BuildOptions, progress: Progress) -> Iterator[Candidate 
 
 
 def _sources(opts: BuildOptions, progress: Progress) -> Iterator[Candidate | Problem]:
+    if opts.reuse_build is not None:
+        yield from reuse_candidates(earlier_rows(opts.reuse_build), opts.reuse_build)
     if opts.use_archives:
         for src in opts.sources.archive:
             yield from archive_candidates(src)
@@ -232,6 +241,8 @@ class _Assembler:
         reused = self._reuse_archived(c)
         if reused is not None:
             sha, data = reused, None
+        elif c.reuse_path:  # a sample of an earlier build, named by its sha256: linked, not read
+            sha, data = c.expected_sha256, None
         else:
             try:
                 data = c.read()
@@ -266,7 +277,10 @@ class _Assembler:
             **meta,
         }
         csv_date = parse_csv_date(c.csv_date)
-        if csv_date is not None:
+        if c.first_seen and c.first_seen_source:  # dated already, by the rule it names
+            row["first_seen"] = date.fromisoformat(c.first_seen)
+            row["first_seen_source"] = c.first_seen_source
+        elif csv_date is not None:
             row["first_seen"], row["first_seen_source"] = csv_date, CSV_DATE
         elif c.first_seen:  # the source knew the date (a PyPI file's upload, a Debian package's changelog)
             rule = PYPI_UPLOAD if c.source.startswith("pypi") else DEBIAN_CHANGELOG
@@ -274,8 +288,9 @@ class _Assembler:
         if c.archive_path:
             row |= {"storage": "zip", "path": c.archive_path, "archive_member": c.archive_member}
             row["archive_password"] = c.archive_password
+        elif data is None:
+            row |= {"storage": "store", "path": str(self.store.link(sha, Path(c.reuse_path)))}
         else:
-            assert data is not None
             row |= {"storage": "store", "path": str(self.store.put(sha, data))}
         prev = self.previous.get(sha)
         if prev is not None:
@@ -375,6 +390,38 @@ def apply_group_cap(rows: list[dict], cap: int, exe_cap: int = 0) -> tuple[list[
     return kept, dropped
 
 
+def apply_toolchain_cap(rows: list[dict], caps: dict[str, int]) -> tuple[list[dict], Counter]:
+    """Keep at most `caps[toolchain]` benign programs of that toolchain (`matching.toolchain_of`) per
+    origin group, spread over arch (sha256 order within each); DLLs, malware and toolchains without a
+    cap are left alone.
+
+    Corpus design, not de-duplication: Rust, Go and Visual C++ 2017+ programs, which the malware has
+    few or none of, would otherwise be most of the benign programs (docs/corpus.md gives the numbers)."""
+    if not caps:
+        return rows, Counter()
+    kept: list[dict] = []
+    by_group: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for row in rows:
+        toolchain = toolchain_of(row)
+        if row["label"] == "benign" and row["kind"] == "exe" and toolchain in caps:
+            by_group[(row["origin_group"], toolchain)].append(row)
+        else:
+            kept.append(row)
+    dropped: Counter = Counter()
+    for (_, toolchain), members in sorted(by_group.items()):
+        limit = caps[toolchain]
+        if len(members) <= limit:
+            kept.extend(members)
+            continue
+        by_arch: dict[str, list[dict]] = defaultdict(list)
+        for row in members:
+            by_arch[row["arch"]].append(row)
+        chosen = _round_robin(by_arch)[:limit]
+        kept.extend(chosen)
+        dropped[toolchain] += len(members) - len(chosen)
+    return kept, dropped
+
+
 def _match_vector(row: dict) -> list[float]:
     # Sizes and import counts span orders of magnitude: compare them on a log scale.
     return [
@@ -444,7 +491,13 @@ def build_corpus(opts: BuildOptions, progress: Progress | None = None) -> BuildR
     refuse_inside_repo(opts.downloads_dir, "downloads dir")
     opts.corpus_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = opts.corpus_dir / MANIFEST_NAME
-    assembler = _Assembler(opts, _previous_rows(manifest_path))
+    previous = _previous_rows(manifest_path)
+    if opts.reuse_build is not None:
+        # The earlier build's PE metadata, so its files are not parsed again (its traces are its own).
+        earlier = _read_previous(opts.reuse_build / PARSED_NAME)
+        keep = ("sha256", *PE_COLUMNS, "code_id")
+        previous = {sha: {k: row.get(k) for k in keep} for sha, row in earlier.items()} | previous
+    assembler = _Assembler(opts, previous)
     advance = progress.stage("reading files", None)
     for item in gather(opts, progress):
         if isinstance(item, Problem):
@@ -456,6 +509,7 @@ def build_corpus(opts: BuildOptions, progress: Progress | None = None) -> BuildR
     mf.write_manifest(rows, opts.corpus_dir / PARSED_NAME)
     spread = code_group_origins(rows)  # before the caps: who shared each code, even if capped away
     rows, code_capped = apply_code_cap(rows, opts.max_per_code_group)
+    rows, toolchain_capped = apply_toolchain_cap(rows, opts.exes_per_group_by_toolchain)
     rows, capped = apply_group_cap(rows, opts.max_per_group, opts.max_exes_per_group)
     for row, group in zip(rows, cv_groups(rows, spread=spread), strict=True):
         row["cv_group"] = group
@@ -473,7 +527,8 @@ def build_corpus(opts: BuildOptions, progress: Progress | None = None) -> BuildR
         assembler.problems,
         capped,
         code_capped,
-        manifest_path,
-        skipped_path,
-        [Problem(w, r) for w, r in undated],
+        manifest_path=manifest_path,
+        skipped_path=skipped_path,
+        undated=[Problem(w, r) for w, r in undated],
+        toolchain_capped=toolchain_capped,
     )
