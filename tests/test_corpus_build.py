@@ -372,13 +372,22 @@ def test_programs_of_named_toolchains_are_capped_per_group():
     assert toolchain_of(rows[0]) == "rust"
 
     kept, dropped = apply_toolchain_cap(rows, {"rust": 4, "msvc-2017+": 2})
-    assert dropped == {"rust": 6, "msvc-2017+": 4}
+    assert dropped == {("exe", "rust"): 6, ("exe", "msvc-2017+"): 4}
     rust = [r for r in kept if r["label"] == "benign" and r["compiler"] == "rust"]
     assert len(rust) == 4 and {r["arch"] for r in rust} == {"i386", "amd64"}
     counts = Counter((r["kind"], toolchain_of(r)) for r in kept if r["origin_group"] == "tool")
     assert counts == {("exe", "msvc-2017+"): 2, ("exe", "msvc"): 6, ("dll", "msvc-2017+"): 6}
     assert sum(r["label"] == "malicious" for r in kept) == 4
     assert apply_toolchain_cap(rows, {}) == (rows, {})
+
+    # DLLs have caps of their own; with one kept per group, the architecture is drawn per group.
+    kept, dropped = apply_toolchain_cap(rows, {}, {"msvc-2017+": 1})
+    assert dropped == {("dll", "msvc-2017+"): 5} and len(kept) == len(rows) - 5
+    wine = [program(500 + i, f"wine/mod{i // 2}", "mingw-gcc", (2, 40), ("i386", "amd64")[i % 2], "dll")
+            for i in range(80)]  # fmt: skip
+    kept, _ = apply_toolchain_cap(wine, {}, {"mingw-gcc": 1})
+    assert len(kept) == 40 and len({r["origin_group"] for r in kept}) == 40
+    assert 10 < sum(r["arch"] == "i386" for r in kept) < 30
 
 
 def test_a_build_can_take_the_files_of_an_earlier_build_without_fetching(sources, tmp_path, monkeypatch):
@@ -419,7 +428,7 @@ def test_the_earlier_build_s_caps_are_applied_afresh(sources, tmp_path):
     opts, _ = sources
     opts.exes_per_group_by_toolchain = {"msvc-2017+": 0}
     first = build_corpus(opts)
-    assert first.toolchain_capped == {"msvc-2017+": 1}
+    assert first.toolchain_capped == {("exe", "msvc-2017+"): 1}
     assert sha(LAUNCHER) not in {r["sha256"] for r in first.rows}
     uncapped = BuildOptions(
         corpus_dir=tmp_path / "corpus2",

@@ -119,6 +119,7 @@ def build(
         max_exes_per_group=config.build.max_exes_per_group,
         max_per_code_group=config.build.max_per_code_group,
         exes_per_group_by_toolchain=dict(config.build.exes_per_group_by_toolchain),
+        dlls_per_group_by_toolchain=dict(config.build.dlls_per_group_by_toolchain),
         reuse_build=reuse_build,
         match_caliper=match_caliper,
         download_workers=download_workers,
@@ -138,9 +139,8 @@ def build(
             f"from {len(result.code_capped)} code groups shared by more files"
         )
     if result.toolchain_capped:
-        caps = ", ".join(f"{t} {n}" for t, n in opts.exes_per_group_by_toolchain.items())
-        dropped = ", ".join(f"{t} -{n}" for t, n in result.toolchain_capped.most_common())
-        console.print(f"programs per group by toolchain ({caps}): {dropped}")
+        dropped = ", ".join(f"{t} {k}s -{n}" for (k, t), n in result.toolchain_capped.most_common())
+        console.print(f"per-group caps by toolchain: {dropped}")
     for p in result.undated[:MAX_PROBLEMS_SHOWN]:
         err_console.print(f"[yellow]not dated:[/] {p.where}: {p.reason}", highlight=False, soft_wrap=True)
     if len(result.undated) > MAX_PROBLEMS_SHOWN:

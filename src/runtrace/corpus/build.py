@@ -7,6 +7,7 @@ reported with a reason and skipped; the build itself only stops for a problem wi
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -75,6 +76,7 @@ class BuildOptions:
     use_pypi_history: bool = True
     # Programs per origin group, per toolchain (`matching.toolchain_of`); toolchains not named are not capped.
     exes_per_group_by_toolchain: dict[str, int] = field(default_factory=dict)
+    dlls_per_group_by_toolchain: dict[str, int] = field(default_factory=dict)  # the same for the rest
     # An earlier build whose files (before its caps) are taken again as they are (`reuse.py`).
     reuse_build: Path | None = None
 
@@ -85,7 +87,7 @@ class BuildResult:
     problems: list[Problem]
     capped: Counter = field(default_factory=Counter)  # origin group -> rows dropped by the cap
     code_capped: Counter = field(default_factory=Counter)  # code identity -> rows dropped by its cap
-    toolchain_capped: Counter = field(default_factory=Counter)  # toolchain -> programs dropped by its cap
+    toolchain_capped: Counter = field(default_factory=Counter)  # (kind, toolchain) -> files dropped
     manifest_path: Path | None = None
     skipped_path: Path | None = None
     undated: list[Problem] = field(default_factory=list)  # rows a dating rule should have dated, and why
@@ -390,35 +392,47 @@ def apply_group_cap(rows: list[dict], cap: int, exe_cap: int = 0) -> tuple[list[
     return kept, dropped
 
 
-def apply_toolchain_cap(rows: list[dict], caps: dict[str, int]) -> tuple[list[dict], Counter]:
+def apply_toolchain_cap(
+    rows: list[dict], caps: dict[str, int], dll_caps: dict[str, int] | None = None
+) -> tuple[list[dict], Counter]:
     """Keep at most `caps[toolchain]` benign programs of that toolchain (`matching.toolchain_of`) per
-    origin group, spread over arch (sha256 order within each); DLLs, malware and toolchains without a
-    cap are left alone.
+    origin group, and at most `dll_caps[toolchain]` of its other files (DLLs, drivers); malware and
+    toolchains without a cap are left alone.  Within a group the files are spread over arch, the arch to
+    start with drawn from the group's name (so a cap of one keeps i386 in about half the groups).
 
     Corpus design, not de-duplication: Rust, Go and Visual C++ 2017+ programs, which the malware has
-    few or none of, would otherwise be most of the benign programs (docs/corpus.md gives the numbers)."""
-    if not caps:
+    few or none of, would otherwise be most of the benign programs, and Wine's MinGW-built DLLs most of
+    the rest (docs/corpus.md gives the numbers).  Returns the files dropped per (kind, toolchain)."""
+    dll_caps = dll_caps or {}
+    if not caps and not dll_caps:
         return rows, Counter()
     kept: list[dict] = []
-    by_group: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    by_group: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     for row in rows:
         toolchain = toolchain_of(row)
-        if row["label"] == "benign" and row["kind"] == "exe" and toolchain in caps:
-            by_group[(row["origin_group"], toolchain)].append(row)
+        kind = "exe" if row["kind"] == "exe" else "dll"
+        if row["label"] == "benign" and toolchain in (caps if kind == "exe" else dll_caps):
+            by_group[(row["origin_group"], kind, toolchain)].append(row)
         else:
             kept.append(row)
     dropped: Counter = Counter()
-    for (_, toolchain), members in sorted(by_group.items()):
-        limit = caps[toolchain]
+    for (group, kind, toolchain), members in sorted(by_group.items()):
+        limit = (caps if kind == "exe" else dll_caps)[toolchain]
         if len(members) <= limit:
             kept.extend(members)
             continue
         by_arch: dict[str, list[dict]] = defaultdict(list)
-        for row in members:
+        for row in _stable_order(members):
             by_arch[row["arch"]].append(row)
-        chosen = _round_robin(by_arch)[:limit]
+        order = sorted(by_arch, key=lambda arch: hashlib.sha256(f"{group}/{arch}".encode()).hexdigest())
+        queues = [by_arch[arch] for arch in order]
+        chosen: list[dict] = []
+        while len(chosen) < limit:
+            for q in queues:
+                if q and len(chosen) < limit:
+                    chosen.append(q.pop(0))
         kept.extend(chosen)
-        dropped[toolchain] += len(members) - len(chosen)
+        dropped[(kind, toolchain)] += len(members) - len(chosen)
     return kept, dropped
 
 
@@ -509,7 +523,9 @@ def build_corpus(opts: BuildOptions, progress: Progress | None = None) -> BuildR
     mf.write_manifest(rows, opts.corpus_dir / PARSED_NAME)
     spread = code_group_origins(rows)  # before the caps: who shared each code, even if capped away
     rows, code_capped = apply_code_cap(rows, opts.max_per_code_group)
-    rows, toolchain_capped = apply_toolchain_cap(rows, opts.exes_per_group_by_toolchain)
+    rows, toolchain_capped = apply_toolchain_cap(
+        rows, opts.exes_per_group_by_toolchain, opts.dlls_per_group_by_toolchain
+    )
     rows, capped = apply_group_cap(rows, opts.max_per_group, opts.max_exes_per_group)
     for row, group in zip(rows, cv_groups(rows, spread=spread), strict=True):
         row["cv_group"] = group

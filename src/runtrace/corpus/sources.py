@@ -83,6 +83,7 @@ class BuildSettings(_Strict):
     # Visual C++ split at 2017 into "msvc" and "msvc-2017+"); toolchains not named are not capped.  A
     # composition choice: the benign side should not be mostly the toolchains the malware lacks.
     exes_per_group_by_toolchain: dict[TOOLCHAINS, NonNegativeInt] = {}
+    dlls_per_group_by_toolchain: dict[TOOLCHAINS, NonNegativeInt] = {}  # the same for DLLs and drivers
 
 
 class SourcesConfig(_Strict):
