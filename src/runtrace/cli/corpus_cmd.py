@@ -302,6 +302,10 @@ def trace(
         "(what `corpus audit --match-preview` audits): the smallest set for a matched dataset.",
     ),
     label: Label = typer.Option(None, help="Trace only this class."),
+    toolchain: str = typer.Option(
+        None, help="Trace only this toolchain: msvc (Visual C++ 6.0-2015), msvc-2017+, rust, mingw-gcc, ..."
+    ),
+    kind: str = typer.Option(None, help="Trace only this kind of file: exe, dll, driver."),
     limit: int = typer.Option(0, help="Trace at most this many samples, alternating classes (0: all)."),
     retry_errors: bool = typer.Option(False, help="Trace again samples that failed before."),
     tracer: TracerRun = None,
@@ -311,13 +315,17 @@ def trace(
     Run again, it skips samples already traced with the same settings; Ctrl-C stops the tracer
     processes and writes what finished into the manifest first."""
     import os
+    from typing import get_args
 
     from runtrace.corpus.manifest import ManifestError
+    from runtrace.corpus.sources import TOOLCHAINS
     from runtrace.corpus.store import MANIFEST_NAME
     from runtrace.corpus.tracing import trace_corpus
     from runtrace.trace.emulate.batch import BatchInterrupted
     from runtrace.trace.emulate.dask_runner import DaskUnavailable
 
+    if toolchain is not None and toolchain not in get_args(TOOLCHAINS):
+        raise fail(f"--toolchain {toolchain}: not one of {', '.join(get_args(TOOLCHAINS))}")
     root = _corpus_dir(corpus_dir)
     manifest_path = root / MANIFEST_NAME
     out_dir = out or root / "traces"
@@ -340,6 +348,7 @@ def trace(
                 retry_errors=retry_errors, only_matched=only_matched, label=label, limit=limit,
                 on_start=lambda n: progress.update(task, total=n), dask_address=tracer.dask,
                 max_bytes=tracer.max_bytes, match_pool=match_pool, match_preview=match_preview,
+                toolchain=toolchain, kind=kind,
             )  # fmt: skip
         except (ManifestError, DaskUnavailable) as e:
             raise fail(str(e)) from None
