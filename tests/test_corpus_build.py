@@ -400,6 +400,7 @@ def test_a_build_can_take_the_files_of_an_earlier_build_without_fetching(sources
         raise AssertionError("parsed again")
 
     monkeypatch.setattr("runtrace.corpus.build.read_pe_meta", no_parse)
+    monkeypatch.setattr("runtrace.corpus.reuse._read_member", no_parse)  # malware: not decrypted again
     again = BuildOptions(
         corpus_dir=tmp_path / "corpus2",
         downloads_dir=tmp_path / "nothing-downloaded",

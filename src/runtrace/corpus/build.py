@@ -507,9 +507,10 @@ def build_corpus(opts: BuildOptions, progress: Progress | None = None) -> BuildR
     manifest_path = opts.corpus_dir / MANIFEST_NAME
     previous = _previous_rows(manifest_path)
     if opts.reuse_build is not None:
-        # The earlier build's PE metadata, so its files are not parsed again (its traces are its own).
+        # The earlier build's PE metadata, so its files are not parsed again, and where its malware sat,
+        # so archive members are not decrypted again (its traces are its own).
         earlier = _read_previous(opts.reuse_build / PARSED_NAME)
-        keep = ("sha256", *PE_COLUMNS, "code_id")
+        keep = ("sha256", *PE_COLUMNS, "code_id", "path", "archive_member")
         previous = {sha: {k: row.get(k) for k in keep} for sha, row in earlier.items()} | previous
     assembler = _Assembler(opts, previous)
     advance = progress.stage("reading files", None)
