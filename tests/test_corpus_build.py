@@ -17,8 +17,15 @@ from pathlib import Path
 import pytest
 
 from runtrace.corpus import fetch
-from runtrace.corpus.build import BuildOptions, apply_group_cap, build_corpus, mark_matched_subset
+from runtrace.corpus.build import (
+    BuildOptions,
+    apply_group_cap,
+    apply_toolchain_cap,
+    build_corpus,
+    mark_matched_subset,
+)
 from runtrace.corpus.manifest import SCHEMA, read_manifest
+from runtrace.corpus.matching import toolchain_of
 from runtrace.corpus.sources import ArchiveSource, DebianSource, PypiSources, SourcesConfig
 from test_corpus_pemeta import make_pe
 from test_corpus_sources import sha, write_archive
@@ -348,3 +355,109 @@ def test_history_installers_are_capped_by_code_and_grouped_by_it(tmp_path, monke
     p0 = next(r for r in modules if r["origin_group"] == f"pypi/{names[0]}")
     assert p0["first_seen"] == datetime.date(2010, 6, 1) and p0["licence"] == "MIT"
     assert p0["source"] == "pypi-history" and p0["member"].endswith(f".exe/PLATLIB/{names[0]}/_ext.pyd")
+
+
+def test_programs_of_named_toolchains_are_capped_per_group():
+    def program(i, group, compiler, linker, arch="i386", kind="exe", label="benign"):
+        return _row(i, label, group, arch, kind) | {
+            "compiler": compiler, "linker_major": linker[0], "linker_minor": linker[1]
+        }  # fmt: skip
+
+    rows = [program(i, "rusty", "rust", (14, 0), ("i386", "amd64")[i % 2]) for i in range(10)]
+    rows += [program(100 + i, "tool", "msvc", (14, 16)) for i in range(6)]  # Visual C++ 2017
+    rows += [program(200 + i, "tool", "msvc", (14, 0)) for i in range(6)]  # Visual C++ 2015: never capped
+    rows += [program(300 + i, "tool", "msvc", (14, 29), kind="dll") for i in range(6)]  # DLLs: left alone
+    rows += [program(400 + i, "rusty", "rust", (14, 0), label="malicious") for i in range(4)]
+    assert toolchain_of(rows[10]) == "msvc-2017+" and toolchain_of(rows[16]) == "msvc"
+    assert toolchain_of(rows[0]) == "rust"
+
+    kept, dropped = apply_toolchain_cap(rows, {"rust": 4, "msvc-2017+": 2})
+    assert dropped == {("exe", "rust"): 6, ("exe", "msvc-2017+"): 4}
+    rust = [r for r in kept if r["label"] == "benign" and r["compiler"] == "rust"]
+    assert len(rust) == 4 and {r["arch"] for r in rust} == {"i386", "amd64"}
+    counts = Counter((r["kind"], toolchain_of(r)) for r in kept if r["origin_group"] == "tool")
+    assert counts == {("exe", "msvc-2017+"): 2, ("exe", "msvc"): 6, ("dll", "msvc-2017+"): 6}
+    assert sum(r["label"] == "malicious" for r in kept) == 4
+    assert apply_toolchain_cap(rows, {}) == (rows, {})
+
+    # DLLs have caps of their own; with one kept per group, the architecture is drawn per group.
+    kept, dropped = apply_toolchain_cap(rows, {}, {"msvc-2017+": 1})
+    assert dropped == {("dll", "msvc-2017+"): 5} and len(kept) == len(rows) - 5
+    wine = [program(500 + i, f"wine/mod{i // 2}", "mingw-gcc", (2, 40), ("i386", "amd64")[i % 2], "dll")
+            for i in range(80)]  # fmt: skip
+    kept, _ = apply_toolchain_cap(wine, {}, {"mingw-gcc": 1})
+    assert len(kept) == 40 and len({r["origin_group"] for r in kept}) == 40
+    assert 10 < sum(r["arch"] == "i386" for r in kept) < 30
+
+
+def test_a_build_can_take_the_files_of_an_earlier_build_without_fetching(sources, tmp_path, monkeypatch):
+    opts, _ = sources
+    first = build_corpus(opts)
+    earlier = {r["sha256"]: r for r in read_manifest(first.manifest_path).to_pylist()}
+
+    # Nothing may be fetched, decrypted or parsed again: every source is off, PE parsing fails.
+    def no_parse(*a, **k):
+        raise AssertionError("parsed again")
+
+    monkeypatch.setattr("runtrace.corpus.build.read_pe_meta", no_parse)
+    monkeypatch.setattr("runtrace.corpus.reuse._read_member", no_parse)  # malware: not decrypted again
+    again = BuildOptions(
+        corpus_dir=tmp_path / "corpus2",
+        downloads_dir=tmp_path / "nothing-downloaded",
+        sources=SourcesConfig(),
+        reuse_build=opts.corpus_dir,
+    )
+    second = build_corpus(again)
+    rows = {r["sha256"]: r for r in read_manifest(second.manifest_path).to_pylist()}
+    assert rows.keys() == earlier.keys()
+    for sha256, row in rows.items():
+        old = earlier[sha256]
+        for column in ("label", "source", "package", "origin_group", "also_in", "first_seen",
+                       "first_seen_source", "code_id", "compiler", "cv_group", "storage"):  # fmt: skip
+            assert row[column] == old[column], column
+        if row["storage"] == "store":  # the same file, linked into the new store
+            assert Path(row["path"]).parent.parent.parent == again.corpus_dir
+            assert Path(row["path"]).stat().st_ino == Path(old["path"]).stat().st_ino
+        else:
+            assert row["path"] == old["path"] and row["archive_member"] == old["archive_member"]
+    assert rows[sha(PYD)]["also_in"] == ["pypi/beta"]
+
+
+def test_the_earlier_build_s_caps_are_applied_afresh(sources, tmp_path):
+    # The earlier build dropped its Visual C++ 2017+ programs; the files it read before its caps are all
+    # offered again, so a build without that cap has them back.
+    opts, _ = sources
+    opts.exes_per_group_by_toolchain = {"msvc-2017+": 0}
+    first = build_corpus(opts)
+    assert first.toolchain_capped == {("exe", "msvc-2017+"): 1}
+    assert sha(LAUNCHER) not in {r["sha256"] for r in first.rows}
+    uncapped = BuildOptions(
+        corpus_dir=tmp_path / "corpus2",
+        downloads_dir=tmp_path / "nothing-downloaded",
+        sources=SourcesConfig(),
+        reuse_build=opts.corpus_dir,
+    )
+    second = build_corpus(uncapped)
+    assert {r["sha256"] for r in second.rows} == {r["sha256"] for r in first.rows} | {sha(LAUNCHER)}
+
+
+def test_size_figures_count_the_benign_side_and_its_era_programs():
+    from runtrace.corpus.report import size_figures, size_markdown
+
+    def row(i, kind, linker, compiler="msvc", label="benign", group="g"):
+        return _row(i, label, f"{group}{i % 3}", kind=kind) | {
+            "compiler": compiler, "linker_major": linker[0], "linker_minor": linker[1]
+        }  # fmt: skip
+
+    rows = [row(i, "exe", (9, 0)) for i in range(2)]  # Visual C++ 2008
+    rows += [row(10 + i, "exe", (14, 0)) for i in range(2)]  # 2015: still the era
+    rows += [row(20 + i, "exe", (14, 16)) for i in range(3)]  # 2017
+    rows += [row(30 + i, "exe", (14, 0), "rust") for i in range(3)]  # rustc links with 14.x: not MSVC's era
+    rows += [row(40 + i, "dll", (9, 0)) for i in range(10)]
+    rows += [row(50 + i, "exe", (6, 0), label="malicious") for i in range(50)]
+    figures = size_figures(rows)
+    assert (figures.files, figures.groups, figures.exes, figures.era_exes) == (20, 3, 10, 4)
+    met = {name: ok for name, _, ok in figures.figures()}
+    assert met == {"files": False, "origin groups": False, "EXE share": True,
+                   "VC++ <= 2015 share of EXEs": True}  # fmt: skip
+    assert "| VC++ <= 2015 share of EXEs | 40.0% (4) | a third | yes |" in size_markdown(rows)

@@ -34,6 +34,7 @@ def tiny_corpus(tmp_path, monkeypatch):
 def test_build_prints_the_composition(tiny_corpus):
     corpus, output = tiny_corpus
     assert "corpus composition" in output and "mingw-gcc" in output
+    assert "issue 24" in output and "VC++ <= 2015 share of EXEs" in output
     assert (corpus / "manifest.parquet").is_file()
     assert read_manifest(corpus / "manifest.parquet").num_rows == 24
 
@@ -65,6 +66,10 @@ def test_bad_inputs_are_one_line_errors(tmp_path, monkeypatch):
     assert result.exit_code != 0 and "s.toml: archive.0.name" in result.output
     result = runner.invoke(app, ["corpus", "build", "--malware-zip", str(bogus)])
     assert result.exit_code != 0 and "go together" in result.output
+    result = runner.invoke(app, ["corpus", "trace", "--toolchain", "vc6"])
+    assert result.exit_code != 0 and "--toolchain vc6: not one of msvc, msvc-2017+" in result.output
+    result = runner.invoke(app, ["corpus", "build", "--reuse-build", str(tmp_path)])
+    assert result.exit_code != 0 and "no parsed.parquet there" in result.output
 
 
 def test_trace_adds_trace_columns_via_the_tracer_batch(tiny_corpus, monkeypatch):

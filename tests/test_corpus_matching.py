@@ -113,3 +113,18 @@ def test_trace_coverage_counts_files_long_enough_per_source():
     ]
     text = trace_coverage_markdown(rows)
     assert "| benign | debian | 3 | 2 | 1 | 50% |" in text and "| malicious | arc | 1 | 0 | 0 | – |" in text
+
+
+def test_trace_selection_by_toolchain_and_kind():
+    from runtrace.corpus.tracing import select_rows
+
+    rows = [
+        _row("old", "benign", 100_000, linker=(9, 0)),
+        _row("new", "benign", 100_000, linker=(14, 30)),
+        _row("mal", "malicious", 100_000, linker=(6, 0)),
+        _row("lib", "benign", 100_000, linker=(9, 0)) | {"kind": "dll"},
+    ]
+    chosen = select_rows(rows, False, None, 0, toolchain="msvc", kind="exe")
+    assert [r["sha256"] for r in chosen] == ["old", "mal"]
+    assert [r["sha256"] for r in select_rows(rows, False, "benign", 0, toolchain="msvc")] == ["old", "lib"]
+    assert [r["sha256"] for r in select_rows(rows, False, None, 0, toolchain="msvc-2017+")] == ["new"]

@@ -205,3 +205,31 @@ def test_the_shipped_sources_list_no_reserved_project():
     config = load_sources()
     names = [e.name for e in config.pypi_history.entries()] + list(config.pypi.projects)
     assert names and [n for n in names if ph.is_reserved(n)] == []
+
+
+def test_one_download_per_release_and_platform_when_the_programs_do_not_depend_on_python(
+    tmp_path, monkeypatch
+):
+    # A tool wheel tagged for three Pythons carries the same programs: one file per release and
+    # platform is enough, the oldest upload of each.
+    meta = {"info": {"name": "tool"}, "releases": {}}
+    for version, day in (("1.0", "2016-03-01"), ("1.1", "2017-05-01")):
+        meta["releases"][version] = [
+            _file(f"tool-{version}-{py}-{py}m-{plat}.whl", "bdist_wheel", day, py)
+            for py in ("cp27", "cp35", "cp36")
+            for plat in ("win32", "win_amd64")
+        ]
+    meta["releases"]["1.0"][0]["upload_time"] = "2016-03-02T00:00:00"  # cp27 win32 came a day late
+    entry = HistoryProject(name="tool", one_per_release=True)
+    chosen = ph.one_per_release(ph.windows_files(meta, entry, PypiHistorySources()))
+    assert [f.filename for f in chosen] == [
+        "tool-1.0-cp27-cp27m-win_amd64.whl",
+        "tool-1.0-cp35-cp35m-win32.whl",
+        "tool-1.1-cp27-cp27m-win32.whl",
+        "tool-1.1-cp27-cp27m-win_amd64.whl",
+    ]
+    monkeypatch.setattr(ph, "_http_get", lambda url, timeout_s: json.dumps(meta).encode())
+    cfg = PypiHistorySources(projects=[entry, HistoryProject(name="tool", max_files=100)])
+    once, every = list(ph.plan(cfg, tmp_path, pause_s=0))
+    assert [f.filename for f in once.files] == [f.filename for f in chosen]
+    assert len(every.files) == 12  # without the option: every Python's wheel

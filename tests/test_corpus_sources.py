@@ -195,3 +195,19 @@ def test_cached_wheels_are_reused_without_the_network(tmp_path, monkeypatch):
 def test_deb_version_parsing():
     assert fetch.deb_version(Path("libwine_8.0~repack-4_amd64.deb")) == "8.0~repack-4"
     assert fetch.deb_version(Path("foo_1%3a2.0-1_i386.deb")) == "1:2.0-1"
+
+
+def test_toolchain_caps_name_known_toolchains(tmp_path):
+    from runtrace.corpus.sources import ConfigError, load_sources
+
+    good = tmp_path / "good.toml"
+    good.write_text('[build.exes_per_group_by_toolchain]\nrust = 12\n"msvc-2017+" = 20\n')
+    assert load_sources(good).build.exes_per_group_by_toolchain == {"rust": 12, "msvc-2017+": 20}
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[build.exes_per_group_by_toolchain]\nrustc = 12\n")
+    with pytest.raises(ConfigError, match="exes_per_group_by_toolchain"):
+        load_sources(bad)
+    negative = tmp_path / "negative.toml"
+    negative.write_text("[build.exes_per_group_by_toolchain]\nrust = -1\n")
+    with pytest.raises(ConfigError):
+        load_sources(negative)

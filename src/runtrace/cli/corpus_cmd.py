@@ -80,10 +80,15 @@ def build(
         False, "--no-pypi-history", help="Leave out PyPI's 2005-2018 installers, eggs and wheels."
     ),
     download_workers: int = typer.Option(4, help="Parallel pip downloads."),
+    reuse_build: Path = typer.Option(
+        None,
+        "--reuse-build",
+        help="Also take every file an earlier build read (its corpus folder), without fetching again.",
+    ),
 ) -> None:
     """Assemble the corpus: malware from an archive, benign PE files from Debian and PyPI, one manifest."""
     from runtrace.corpus.build import BuildOptions, build_corpus
-    from runtrace.corpus.report import composition_rich, summary_rich
+    from runtrace.corpus.report import composition_rich, size_rich, summary_rich
     from runtrace.corpus.sources import ArchiveSource, ConfigError, load_sources
     from runtrace.corpus.store import default_downloads_dir
 
@@ -104,6 +109,8 @@ def build(
     elif password is not None:
         for a in config.archive:
             a.password = password
+    if reuse_build is not None and not (reuse_build / "parsed.parquet").is_file():
+        raise fail(f"--reuse-build {reuse_build}: no parsed.parquet there (not a corpus build's folder)")
     opts = BuildOptions(
         corpus_dir=_corpus_dir(corpus_dir),
         downloads_dir=default_downloads_dir(),
@@ -111,6 +118,9 @@ def build(
         max_per_group=config.build.max_per_group if max_per_group is None else max_per_group,
         max_exes_per_group=config.build.max_exes_per_group,
         max_per_code_group=config.build.max_per_code_group,
+        exes_per_group_by_toolchain=dict(config.build.exes_per_group_by_toolchain),
+        dlls_per_group_by_toolchain=dict(config.build.dlls_per_group_by_toolchain),
+        reuse_build=reuse_build,
         match_caliper=match_caliper,
         download_workers=download_workers,
         use_debian=not no_debian,
@@ -128,6 +138,9 @@ def build(
             f"code-identity cap {opts.max_per_code_group}: {sum(result.code_capped.values())} files dropped "
             f"from {len(result.code_capped)} code groups shared by more files"
         )
+    if result.toolchain_capped:
+        dropped = ", ".join(f"{t} {k}s -{n}" for (k, t), n in result.toolchain_capped.most_common())
+        console.print(f"per-group caps by toolchain: {dropped}")
     for p in result.undated[:MAX_PROBLEMS_SHOWN]:
         err_console.print(f"[yellow]not dated:[/] {p.where}: {p.reason}", highlight=False, soft_wrap=True)
     if len(result.undated) > MAX_PROBLEMS_SHOWN:
@@ -140,6 +153,7 @@ def build(
         console.print(f"per-group cap {caps}: {sum(result.capped.values())} files dropped ({dropped})")
     console.print(composition_rich(result.rows))
     console.print(summary_rich(result.rows))
+    console.print(size_rich(result.rows))
     matched = [r for r in result.rows if r["matched"]]
     partners = sum(r["label"] == "benign" for r in matched)
     console.print(
@@ -288,6 +302,10 @@ def trace(
         "(what `corpus audit --match-preview` audits): the smallest set for a matched dataset.",
     ),
     label: Label = typer.Option(None, help="Trace only this class."),
+    toolchain: str = typer.Option(
+        None, help="Trace only this toolchain: msvc (Visual C++ 6.0-2015), msvc-2017+, rust, mingw-gcc, ..."
+    ),
+    kind: str = typer.Option(None, help="Trace only this kind of file: exe, dll, driver."),
     limit: int = typer.Option(0, help="Trace at most this many samples, alternating classes (0: all)."),
     retry_errors: bool = typer.Option(False, help="Trace again samples that failed before."),
     tracer: TracerRun = None,
@@ -297,13 +315,17 @@ def trace(
     Run again, it skips samples already traced with the same settings; Ctrl-C stops the tracer
     processes and writes what finished into the manifest first."""
     import os
+    from typing import get_args
 
     from runtrace.corpus.manifest import ManifestError
+    from runtrace.corpus.sources import TOOLCHAINS
     from runtrace.corpus.store import MANIFEST_NAME
     from runtrace.corpus.tracing import trace_corpus
     from runtrace.trace.emulate.batch import BatchInterrupted
     from runtrace.trace.emulate.dask_runner import DaskUnavailable
 
+    if toolchain is not None and toolchain not in get_args(TOOLCHAINS):
+        raise fail(f"--toolchain {toolchain}: not one of {', '.join(get_args(TOOLCHAINS))}")
     root = _corpus_dir(corpus_dir)
     manifest_path = root / MANIFEST_NAME
     out_dir = out or root / "traces"
@@ -326,6 +348,7 @@ def trace(
                 retry_errors=retry_errors, only_matched=only_matched, label=label, limit=limit,
                 on_start=lambda n: progress.update(task, total=n), dask_address=tracer.dask,
                 max_bytes=tracer.max_bytes, match_pool=match_pool, match_preview=match_preview,
+                toolchain=toolchain, kind=kind,
             )  # fmt: skip
         except (ManifestError, DaskUnavailable) as e:
             raise fail(str(e)) from None

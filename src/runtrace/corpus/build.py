@@ -7,6 +7,7 @@ reported with a reason and skipped; the build itself only stops for a problem wi
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -30,8 +31,10 @@ from runtrace.corpus.dates import (
 )
 from runtrace.corpus.debsuite import fetch_deb_suite
 from runtrace.corpus.fetch import FetchError, fetch_deb, fetch_wheels
+from runtrace.corpus.matching import toolchain_of
 from runtrace.corpus.pemeta import NotPeError, read_pe_meta
 from runtrace.corpus.reserved import refuse_reserved
+from runtrace.corpus.reuse import earlier_rows, reuse_candidates
 from runtrace.corpus.sources import (
     Candidate,
     Problem,
@@ -71,6 +74,11 @@ class BuildOptions:
     use_debian: bool = True
     use_pypi: bool = True
     use_pypi_history: bool = True
+    # Programs per origin group, per toolchain (`matching.toolchain_of`); toolchains not named are not capped.
+    exes_per_group_by_toolchain: dict[str, int] = field(default_factory=dict)
+    dlls_per_group_by_toolchain: dict[str, int] = field(default_factory=dict)  # the same for the rest
+    # An earlier build whose files (before its caps) are taken again as they are (`reuse.py`).
+    reuse_build: Path | None = None
 
 
 @dataclass
@@ -79,6 +87,7 @@ class BuildResult:
     problems: list[Problem]
     capped: Counter = field(default_factory=Counter)  # origin group -> rows dropped by the cap
     code_capped: Counter = field(default_factory=Counter)  # code identity -> rows dropped by its cap
+    toolchain_capped: Counter = field(default_factory=Counter)  # (kind, toolchain) -> files dropped
     manifest_path: Path | None = None
     skipped_path: Path | None = None
     undated: list[Problem] = field(default_factory=list)  # rows a dating rule should have dated, and why
@@ -163,6 +172,8 @@ def _pypi_history(opts: BuildOptions, progress: Progress) -> Iterator[Candidate 
 
 
 def _sources(opts: BuildOptions, progress: Progress) -> Iterator[Candidate | Problem]:
+    if opts.reuse_build is not None:
+        yield from reuse_candidates(earlier_rows(opts.reuse_build), opts.reuse_build)
     if opts.use_archives:
         for src in opts.sources.archive:
             yield from archive_candidates(src)
@@ -232,6 +243,8 @@ class _Assembler:
         reused = self._reuse_archived(c)
         if reused is not None:
             sha, data = reused, None
+        elif c.reuse_path:  # a sample of an earlier build, named by its sha256: linked, not read
+            sha, data = c.expected_sha256, None
         else:
             try:
                 data = c.read()
@@ -266,7 +279,10 @@ class _Assembler:
             **meta,
         }
         csv_date = parse_csv_date(c.csv_date)
-        if csv_date is not None:
+        if c.first_seen and c.first_seen_source:  # dated already, by the rule it names
+            row["first_seen"] = date.fromisoformat(c.first_seen)
+            row["first_seen_source"] = c.first_seen_source
+        elif csv_date is not None:
             row["first_seen"], row["first_seen_source"] = csv_date, CSV_DATE
         elif c.first_seen:  # the source knew the date (a PyPI file's upload, a Debian package's changelog)
             rule = PYPI_UPLOAD if c.source.startswith("pypi") else DEBIAN_CHANGELOG
@@ -274,8 +290,9 @@ class _Assembler:
         if c.archive_path:
             row |= {"storage": "zip", "path": c.archive_path, "archive_member": c.archive_member}
             row["archive_password"] = c.archive_password
+        elif data is None:
+            row |= {"storage": "store", "path": str(self.store.link(sha, Path(c.reuse_path)))}
         else:
-            assert data is not None
             row |= {"storage": "store", "path": str(self.store.put(sha, data))}
         prev = self.previous.get(sha)
         if prev is not None:
@@ -375,6 +392,50 @@ def apply_group_cap(rows: list[dict], cap: int, exe_cap: int = 0) -> tuple[list[
     return kept, dropped
 
 
+def apply_toolchain_cap(
+    rows: list[dict], caps: dict[str, int], dll_caps: dict[str, int] | None = None
+) -> tuple[list[dict], Counter]:
+    """Keep at most `caps[toolchain]` benign programs of that toolchain (`matching.toolchain_of`) per
+    origin group, and at most `dll_caps[toolchain]` of its other files (DLLs, drivers); malware and
+    toolchains without a cap are left alone.  Within a group the files are spread over arch, the arch to
+    start with drawn from the group's name (so a cap of one keeps i386 in about half the groups).
+
+    Corpus design, not de-duplication: Rust, Go and Visual C++ 2017+ programs, which the malware has
+    few or none of, would otherwise be most of the benign programs, and Wine's MinGW-built DLLs most of
+    the rest (docs/corpus.md gives the numbers).  Returns the files dropped per (kind, toolchain)."""
+    dll_caps = dll_caps or {}
+    if not caps and not dll_caps:
+        return rows, Counter()
+    kept: list[dict] = []
+    by_group: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+    for row in rows:
+        toolchain = toolchain_of(row)
+        kind = "exe" if row["kind"] == "exe" else "dll"
+        if row["label"] == "benign" and toolchain in (caps if kind == "exe" else dll_caps):
+            by_group[(row["origin_group"], kind, toolchain)].append(row)
+        else:
+            kept.append(row)
+    dropped: Counter = Counter()
+    for (group, kind, toolchain), members in sorted(by_group.items()):
+        limit = (caps if kind == "exe" else dll_caps)[toolchain]
+        if len(members) <= limit:
+            kept.extend(members)
+            continue
+        by_arch: dict[str, list[dict]] = defaultdict(list)
+        for row in _stable_order(members):
+            by_arch[row["arch"]].append(row)
+        order = sorted(by_arch, key=lambda arch: hashlib.sha256(f"{group}/{arch}".encode()).hexdigest())
+        queues = [by_arch[arch] for arch in order]
+        chosen: list[dict] = []
+        while len(chosen) < limit:
+            for q in queues:
+                if q and len(chosen) < limit:
+                    chosen.append(q.pop(0))
+        kept.extend(chosen)
+        dropped[(kind, toolchain)] += len(members) - len(chosen)
+    return kept, dropped
+
+
 def _match_vector(row: dict) -> list[float]:
     # Sizes and import counts span orders of magnitude: compare them on a log scale.
     return [
@@ -444,7 +505,14 @@ def build_corpus(opts: BuildOptions, progress: Progress | None = None) -> BuildR
     refuse_inside_repo(opts.downloads_dir, "downloads dir")
     opts.corpus_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = opts.corpus_dir / MANIFEST_NAME
-    assembler = _Assembler(opts, _previous_rows(manifest_path))
+    previous = _previous_rows(manifest_path)
+    if opts.reuse_build is not None:
+        # The earlier build's PE metadata, so its files are not parsed again, and where its malware sat,
+        # so archive members are not decrypted again (its traces are its own).
+        earlier = _read_previous(opts.reuse_build / PARSED_NAME)
+        keep = ("sha256", *PE_COLUMNS, "code_id", "path", "archive_member")
+        previous = {sha: {k: row.get(k) for k in keep} for sha, row in earlier.items()} | previous
+    assembler = _Assembler(opts, previous)
     advance = progress.stage("reading files", None)
     for item in gather(opts, progress):
         if isinstance(item, Problem):
@@ -456,6 +524,9 @@ def build_corpus(opts: BuildOptions, progress: Progress | None = None) -> BuildR
     mf.write_manifest(rows, opts.corpus_dir / PARSED_NAME)
     spread = code_group_origins(rows)  # before the caps: who shared each code, even if capped away
     rows, code_capped = apply_code_cap(rows, opts.max_per_code_group)
+    rows, toolchain_capped = apply_toolchain_cap(
+        rows, opts.exes_per_group_by_toolchain, opts.dlls_per_group_by_toolchain
+    )
     rows, capped = apply_group_cap(rows, opts.max_per_group, opts.max_exes_per_group)
     for row, group in zip(rows, cv_groups(rows, spread=spread), strict=True):
         row["cv_group"] = group
@@ -473,7 +544,8 @@ def build_corpus(opts: BuildOptions, progress: Progress | None = None) -> BuildR
         assembler.problems,
         capped,
         code_capped,
-        manifest_path,
-        skipped_path,
-        [Problem(w, r) for w, r in undated],
+        manifest_path=manifest_path,
+        skipped_path=skipped_path,
+        undated=[Problem(w, r) for w, r in undated],
+        toolchain_capped=toolchain_capped,
     )

@@ -24,6 +24,10 @@ class HistoryProject(BaseModel):
     # Also read platform-independent wheels (`-none-any.whl`): some projects ship their Windows program
     # inside one wheel for every platform (Selenium's selenium-manager.exe).
     any_wheels: bool = False
+    # One download per release and platform instead of one per Python version: for tool wheels whose
+    # programs do not depend on the Python they were tagged for (cmake, ninja ship the same cmake.exe in
+    # their cp27 and cp37 wheels), so the file cap buys releases, not copies.
+    one_per_release: bool = False
 
 
 class PypiHistorySources(BaseModel):

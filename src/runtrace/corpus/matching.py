@@ -37,6 +37,15 @@ def linker_era(row: dict) -> str:
     return f"14.{min(minor // 10, 3)}x"
 
 
+def toolchain_of(row: dict) -> str:
+    """The compiler, with Visual C++ split at 2017 (link 14.10) into "msvc" (6.0 to 2015, the malware's
+    era) and "msvc-2017+": what the corpus's composition caps and size figures count by."""
+    if row.get("compiler") == "msvc":
+        version = (int(row.get("linker_major") or 0), int(row.get("linker_minor") or 0))
+        return "msvc-2017+" if version >= (14, 10) else "msvc"
+    return row.get("compiler") or "unknown"
+
+
 def stratum(row: dict) -> tuple:
     return (row.get("arch"), row.get("kind"), row.get("compiler"), linker_era(row))
 

@@ -172,6 +172,14 @@ def windows_files(meta: dict, entry: HistoryProject, cfg: PypiHistorySources) ->
     return sorted(out, key=lambda r: (r.upload_date, r.filename))
 
 
+def one_per_release(files: list[ReleaseFile]) -> list[ReleaseFile]:
+    """The first file (oldest upload, then name) of each release, platform and package type."""
+    chosen: dict[tuple[str, str, str], ReleaseFile] = {}
+    for f in sorted(files, key=lambda r: (r.upload_date, r.filename)):
+        chosen.setdefault((f.version, f.platform, f.packagetype), f)
+    return sorted(chosen.values(), key=lambda r: (r.upload_date, r.filename))
+
+
 def select_files(files: list[ReleaseFile], cap: int, max_bytes: int) -> list[ReleaseFile]:
     """At most `cap` files, spread over releases, platforms and Python versions.
 
@@ -314,6 +322,8 @@ def plan(
         if not cached:
             time.sleep(pause_s)  # one request at a time, gently
         files = windows_files(meta, entry, cfg)
+        if entry.one_per_release:
+            files = one_per_release(files)
         if not files:
             first, last = years(entry, cfg)
             yield Problem(f"pypi-history {entry.name}", f"no Windows files {first}-{last}")

@@ -65,6 +65,68 @@ def summarize_class(rows: list[dict], label: str) -> ClassSummary:
     )
 
 
+# Issue 24's size figures for the benign side: files, origin groups, share of programs, and share of the
+# programs built with Visual C++ 2015 or older (the malware's era).
+SIZE_TARGETS = {"files": 5000, "origin groups": 300, "EXE share": 0.40, "VC++ <= 2015 share of EXEs": 1 / 3}
+
+
+@dataclass(frozen=True)
+class SizeFigures:
+    files: int
+    groups: int
+    exes: int
+    era_exes: int  # programs Visual C++ 6.0 to 2015 linked (link < 14.10)
+
+    def figures(self) -> list[tuple[str, str, bool]]:
+        """(figure, value as written, met)."""
+        exe_share = self.exes / self.files if self.files else 0.0
+        era_share = self.era_exes / self.exes if self.exes else 0.0
+        t = SIZE_TARGETS
+        return [
+            ("files", f"{self.files:,}", self.files >= t["files"]),
+            ("origin groups", f"{self.groups:,}", self.groups >= t["origin groups"]),
+            ("EXE share", f"{exe_share:.1%} ({self.exes:,})", exe_share >= t["EXE share"]),
+            ("VC++ <= 2015 share of EXEs", f"{era_share:.1%} ({self.era_exes:,})",
+             era_share >= t["VC++ <= 2015 share of EXEs"]),
+        ]  # fmt: skip
+
+
+def size_figures(rows: list[dict]) -> SizeFigures:
+    from runtrace.corpus.matching import toolchain_of
+
+    benign = [r for r in rows if r["label"] == "benign"]
+    exes = [r for r in benign if r["kind"] == "exe"]
+    return SizeFigures(
+        files=len(benign),
+        groups=len({r["origin_group"] for r in benign}),
+        exes=len(exes),
+        era_exes=sum(toolchain_of(r) == "msvc" for r in exes),
+    )
+
+
+def _target(name: str) -> str:
+    value = SIZE_TARGETS[name]
+    if isinstance(value, int):
+        return f"{value:,}"
+    return "a third" if abs(value - 1 / 3) < 1e-9 else f"{value:.0%}"
+
+
+def size_rich(rows: list[dict]) -> Table:
+    table = Table(title="benign side against issue 24's size figures")
+    for col in ("figure", "value", "at least", "met"):
+        table.add_column(col, justify="left" if col == "figure" else "right")
+    for name, value, met in size_figures(rows).figures():
+        table.add_row(name, value, _target(name), "yes" if met else "[red]no")
+    return table
+
+
+def size_markdown(rows: list[dict]) -> str:
+    lines = ["| benign side | value | at least | met |", "|---|---:|---:|---|"]
+    for name, value, met in size_figures(rows).figures():
+        lines.append(f"| {name} | {value} | {_target(name)} | {'yes' if met else '**no**'} |")
+    return "\n".join(lines)
+
+
 def _pivot(rows: list[dict]) -> tuple[list[tuple[str, str, str]], list[str], dict]:
     """Rows: (arch, kind, compiler); columns: class; cell counts."""
     cells: dict[tuple, Counter] = defaultdict(Counter)
@@ -189,6 +251,7 @@ def audit_document(
         *figure_sections,
         "### Traced long enough, per source", trace_coverage_markdown(rows),
         "### Per class", summary_markdown(rows),
+        "### Size against issue 24's figures", size_markdown(rows),
         "### Class x arch x kind x compiler", composition_markdown(rows),
         "### Files per package", packages_markdown(rows),
     ])  # fmt: skip

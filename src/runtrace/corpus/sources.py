@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError
 
 from runtrace.corpus.debsuite import deb_provenance
 from runtrace.corpus.fetch import normalise_project
@@ -31,6 +31,11 @@ LABELS = ("malicious", "benign")
 class ConfigError(ValueError):
     """An unusable sources file; the message names the file and the problem."""
 
+
+# The toolchains a cap can name (`matching.toolchain_of`).
+TOOLCHAINS = Literal[
+    "msvc", "msvc-2017+", "rust", "go", "mingw-gcc", "llvm-lld", "delphi", "dotnet", "unknown"
+]  # fmt: skip
 
 FamilyKind = Literal["threat-actor", "report-or-campaign", "malware-family", "crypter"]
 
@@ -74,6 +79,11 @@ class BuildSettings(_Strict):
     # 0: programs count against `max_per_group` with everything else.
     max_exes_per_group: int = Field(default=0, ge=0)
     max_per_code_group: int = Field(default=0, ge=0)  # files of one code identity (see codeid.py)
+    # Programs per origin group of each toolchain named here (`matching.toolchain_of`: the compiler, with
+    # Visual C++ split at 2017 into "msvc" and "msvc-2017+"); toolchains not named are not capped.  A
+    # composition choice: the benign side should not be mostly the toolchains the malware lacks.
+    exes_per_group_by_toolchain: dict[TOOLCHAINS, NonNegativeInt] = {}
+    dlls_per_group_by_toolchain: dict[TOOLCHAINS, NonNegativeInt] = {}  # the same for DLLs and drivers
 
 
 class SourcesConfig(_Strict):
@@ -149,6 +159,10 @@ class Candidate:
     family: str = ""  # the collection's grouping label (actor, report, family), as the csv spells it
     family_kind: str = ""  # what that label is (FamilyKind)
     csv_date: str = ""  # the csv's date for the file (YYYY-MM, YYYY-MM-DD or a range), as written
+    first_seen_source: str = ""  # the rule that dated `first_seen`, when the source knows it already
+    # A file of an earlier build (`reuse.py`): its sha256 is `expected_sha256`, trusted, and the sample
+    # store links this file instead of reading and copying it.
+    reuse_path: str = ""
 
     @property
     def file_name(self) -> str:

@@ -56,6 +56,8 @@ def select_rows(
     limit: int,
     match_pool: bool = False,
     match_preview: bool = False,
+    toolchain: str | None = None,
+    kind: str | None = None,
 ) -> list[dict]:
     if match_pool:
         from runtrace.corpus.matching import match_pool as pool
@@ -67,8 +69,15 @@ def select_rows(
         from runtrace.corpus.matching import match_rows
 
         rows = match_rows(rows).rows
+    from runtrace.corpus.matching import toolchain_of
+
     chosen = [
-        r for r in rows if (not only_matched or r.get("matched")) and (not label or r["label"] == label)
+        r
+        for r in rows
+        if (not only_matched or r.get("matched"))
+        and (not label or r["label"] == label)
+        and (not kind or r.get("kind") == kind)
+        and (not toolchain or toolchain_of(r) == toolchain)
     ]
     if match_pool or match_preview:  # both come in priority order: keep it
         return chosen[:limit] if limit > 0 else chosen
@@ -101,6 +110,8 @@ def trace_corpus(
     max_bytes: int | None = None,
     match_pool: bool = False,
     match_preview: bool = False,
+    toolchain: str | None = None,
+    kind: str | None = None,
 ) -> list:
     """Trace the selected manifest rows; the manifest is updated even if the run is interrupted.
     With `dask_address` the emulation runs on that Dask cluster (the samples are read here)."""
@@ -108,7 +119,7 @@ def trace_corpus(
     from runtrace.trace.emulate.dask_runner import trace_batch_dask
 
     rows = mf.read_manifest_rows(manifest_path)
-    chosen = select_rows(rows, only_matched, label, limit, match_pool, match_preview)
+    chosen = select_rows(rows, only_matched, label, limit, match_pool, match_preview, toolchain, kind)
     if on_start:
         on_start(len(chosen))
     outcomes: list = []
