@@ -29,6 +29,7 @@ from runtrace.trace.emulate import (
     decoys,
     exportargs,
     guardpage,
+    hostmem,
     imageload,
     memlimits,
     memranges,
@@ -136,6 +137,7 @@ class _Session:
         self.info = inspect_pe(data)
         self.bits = self.info.arch.bits
         repeatable.install()
+        hostmem.install()
         decoys.install()
         imageload.install()
         memranges.install()
