@@ -227,7 +227,13 @@ def canonicalize(
     v = raw_visits.astype(np.int64)
     merge = np.zeros(len(v), dtype=bool)
     if len(v) > 1:
-        merge[1:] = open_end[v[:-1]] & (starts[v[1:]] == ends[v[:-1]])
+        # A visit continues the one before where that one is open and ends where this one starts.  The
+        # addresses are numbered first (small integers gather faster than addresses), and a block that
+        # ends in a control transfer gets an end no block starts at.
+        codes = np.unique(np.concatenate([starts, ends]), return_inverse=True)[1].reshape(-1).astype(np.int32)
+        start_code, end_code = codes[:n_raw], codes[n_raw:]
+        end_code[~open_end] = -1
+        np.equal(start_code[v[1:]], end_code[v[:-1]], out=merge[1:])
     group_of_raw = np.cumsum(~merge) - 1  # canonical visit index of every raw visit
     n_groups = int(group_of_raw[-1]) + 1 if len(v) else 0
 
@@ -291,9 +297,8 @@ def _distinct_runs(v: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> tupl
     with np.errstate(over="ignore"):  # the hash is arithmetic modulo 2**64
         powers = np.cumprod(np.full(int(sizes.max()), 0x9E3779B97F4A7C15, dtype=np.uint64), dtype=np.uint64)
         hashed = np.add.reduceat((elements + np.uint64(1)) * powers[offset], heads)
-    keys = np.stack([hashed, sizes.astype(np.uint64), elements[heads]], axis=1)
-    _, first_of_key, key_of_run = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-    key_of_run = key_of_run.reshape(-1)
+        hashed ^= sizes.astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F)
+    _, first_of_key, key_of_run = np.unique(hashed, return_index=True, return_inverse=True)
     representative = first_of_key[key_of_run]
     same = elements == v[np.repeat(starts[representative], sizes) + offset].astype(np.uint64)
     if not same.all():
