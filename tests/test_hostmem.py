@@ -2,6 +2,7 @@
 
 import contextlib
 
+import pytest
 import unicorn
 from unicorn import x86_const
 
@@ -38,6 +39,17 @@ def test_protecting_or_unmapping_part_of_a_region_keeps_every_byte_where_it_was(
     uc.mem_write(0x800FFE, b"xy")
     assert bytes(uc.mem_read(0x800FFE, 4)) == b"xyDD"
     assert _ranges(uc) == {0x100000: 0x110000, 0x800000: 0x802000}
+
+
+def test_a_call_unicorn_refuses_leaves_the_regions_as_they_were():
+    uc = _engine()
+    uc.mem_map(0x400000, 0x2000)
+    for call in (lambda: uc.mem_protect(0x401000, 0x2000, unicorn.UC_PROT_READ),  # 0x402000 unmapped
+                 lambda: uc.mem_unmap(0x401000, 0x2000),
+                 lambda: uc.mem_protect(0x401000, 0x800, unicorn.UC_PROT_READ)):  # fmt: skip
+        with pytest.raises(unicorn.UcError):
+            call()
+        assert list(uc.mem_regions()) == [(0x400000, 0x401FFF, 7)]
 
 
 def test_memory_is_given_back_when_all_of_it_is_unmapped_or_the_engine_closes():

@@ -36,6 +36,7 @@ _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 _MAP_FAILED = ctypes.c_void_p(-1).value
 _PROT = mmap.PROT_READ | mmap.PROT_WRITE
 _FLAGS = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+_PAGE = 0x1000  # unicorn's page for x86: mappings, unmappings and protections are aligned to it
 
 
 @dataclass
@@ -92,9 +93,20 @@ def _mem_map(uch, address: int, size: int, perms: int) -> int:
 
 
 def _split(uch, engine: _Engine, address: int, size: int) -> None:
-    """Split host-backed regions that [address, address + size) covers only in part at its ends."""
+    """Split host-backed regions that [address, address + size) covers only in part at its ends, where
+    unicorn would split them: the range page-aligned, not empty and all of it mapped (otherwise
+    unicorn refuses the call and leaves the regions as they are)."""
     end = address + size
-    for begin, last, perms in sorted(_regions(uch)):  # by address, the order unicorn splits them in
+    if not size or address % _PAGE or size % _PAGE:
+        return
+    regions = sorted(_regions(uch))  # by address, the order unicorn splits them in
+    covered = address
+    for begin, last, _ in regions:
+        if begin <= covered <= last:
+            covered = last + 1
+    if covered < end:
+        return
+    for begin, last, perms in regions:
         stop = last + 1
         if stop <= address or begin >= end or (address <= begin and stop <= end):
             continue
@@ -131,8 +143,8 @@ def _mem_protect(uch, address: int, size: int, perms: int) -> int:
     engine = _engines.get(_key(uch))
     if engine is not None and engine.ranges:
         whole = engine.ranges.get(address)
-        if whole is None or whole[0] != address + size:  # not just what one mem_map mapped
-            _split(uch, engine, address, size)
+        if (whole is None or whole[0] != address + size) and not perms & ~unicorn.UC_PROT_ALL:
+            _split(uch, engine, address, size)  # not just what one mem_map mapped
     return _original["uc_mem_protect"](uch, address, size, perms)
 
 
