@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from runtrace.trace.blocks import BlockBuilder, canonicalize
+from runtrace.trace.blocks import BlockBuilder, _distinct_runs, canonicalize
 from runtrace.trace.disasm import is_control_transfer
 from runtrace.trace.formats.native import load_trace, save_trace
 from runtrace.trace.model import Arch, Trace, TraceMeta
@@ -42,6 +42,41 @@ def test_canonicalize_merges_split_translation_blocks_like_the_builder():
     assert blocks == b_blocks
     assert visits.tolist() == b_visits.tolist()
     assert group_of_raw.tolist() == [0, 0, 1, 2, 2, 3]
+
+
+def test_canonicalize_merges_any_split_of_the_same_code_like_the_builder():
+    # The same straight run reaches canonicalize cut in many ways (unicorn's blocks, single
+    # instructions of blocks it did not report, blocks left part way): every way is one basic block.
+    rng = np.random.default_rng(13)
+    head = CODE[:3]  # push ebp; mov ebp, esp; je +2
+    pieces = [(a, i, j) for i in range(3) for j in range(i + 1, 4) for a in [head[i][0]]]
+    raw = [(a, b"".join(d for _, d in head[i:j])) for a, i, j in pieces] + [CODE[3]]
+    builder, visits = BlockBuilder(32), []
+    for _ in range(400):
+        cuts = [0, *sorted(rng.choice([1, 2], size=rng.integers(0, 3), replace=False).tolist()), 3]
+        visits += [pieces.index((head[i][0], i, j)) for i, j in zip(cuts, cuts[1:], strict=False)] + [
+            len(raw) - 1
+        ]
+        for addr, data in CODE:
+            builder.add(addr, data)
+    blocks, canonical, _ = canonicalize(raw, np.array(visits, dtype=np.uint32), 32)
+    b_blocks, b_visits, _ = builder.finish()
+    assert blocks == b_blocks
+    assert canonical.tolist() == b_visits.tolist()
+
+
+def test_distinct_runs_are_found_element_by_element():
+    rng = np.random.default_rng(7)
+    v = rng.integers(0, 3, 6000)
+    sizes = rng.integers(1, 5, 1500)
+    starts = np.cumsum(sizes) - sizes
+    firsts, which = _distinct_runs(v, starts, sizes)
+    runs = [tuple(v[s : s + n].tolist()) for s, n in zip(starts.tolist(), sizes.tolist(), strict=True)]
+    first_run: dict[tuple, int] = {}
+    for i, run in enumerate(runs):
+        first_run.setdefault(run, i)
+    assert firsts.tolist() == list(first_run.values())
+    assert [int(firsts[w]) for w in which] == [first_run[run] for run in runs]
 
 
 def test_no_control_transfer_inside_a_block():

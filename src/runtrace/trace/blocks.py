@@ -227,7 +227,13 @@ def canonicalize(
     v = raw_visits.astype(np.int64)
     merge = np.zeros(len(v), dtype=bool)
     if len(v) > 1:
-        merge[1:] = open_end[v[:-1]] & (starts[v[1:]] == ends[v[:-1]])
+        # A visit continues the one before where that one is open and ends where this one starts.  The
+        # addresses are numbered first (small integers gather faster than addresses), and a block that
+        # ends in a control transfer gets an end no block starts at.
+        codes = np.unique(np.concatenate([starts, ends]), return_inverse=True)[1].reshape(-1).astype(np.int32)
+        start_code, end_code = codes[:n_raw], codes[n_raw:]
+        end_code[~open_end] = -1
+        np.equal(start_code[v[1:]], end_code[v[:-1]], out=merge[1:])
     group_of_raw = np.cumsum(~merge) - 1  # canonical visit index of every raw visit
     n_groups = int(group_of_raw[-1]) + 1 if len(v) else 0
 
@@ -255,14 +261,49 @@ def canonicalize(
     group_sizes = np.diff(np.append(group_starts, len(v)))
     simple = group_sizes == 1
     visits[simple] = single_id[v[group_starts[simple]]]
-    for g in np.flatnonzero(~simple).tolist():
-        s = group_starts[g]
-        visits[g] = block_id(v[s : s + group_sizes[g]].tolist())
+    merged = np.flatnonzero(~simple)
+    # A merged visit repeats an earlier one's raw blocks far more often than not (a loop over code
+    # unicorn cut, a straight run recorded an instruction at a time): each distinct sequence is looked
+    # up once, in order of first visit, so blocks are created in the order one pass over the visits
+    # creates them.
+    firsts, which = _distinct_runs(v, group_starts[merged], group_sizes[merged])
+    distinct = merged[firsts]
+    runs = zip(group_starts[distinct].tolist(), group_sizes[distinct].tolist(), strict=True)
+    ids = [block_id(v[s : s + n].tolist()) for s, n in runs]
+    visits[merged] = np.asarray(ids, dtype=np.uint32)[which]
     # Number blocks by first visit (as BlockBuilder does, so both routes give the same dictionary) and
     # drop raw blocks that only ever occurred inside a merge.
-    used, first = np.unique(visits, return_index=True)
-    used = used[np.argsort(first)]
+    first = np.full(len(blocks), n_groups, dtype=np.int64)
+    np.minimum.at(first, visits, np.arange(n_groups))
+    used = np.flatnonzero(first < n_groups)
+    used = used[np.argsort(first[used])]
     remap = np.full(len(blocks), -1, dtype=np.int64)
     remap[used] = np.arange(len(used))
     blocks = [blocks[i] for i in used.tolist()]
     return blocks, remap[visits].astype(np.uint32), group_of_raw
+
+
+def _distinct_runs(v: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct sequences among the runs v[starts[i] : starts[i] + sizes[i]]: the index of each one's
+    first run, in order, and for every run the position of its sequence in that list.  Runs are told
+    apart by a hash of their elements and then compared element by element with the run they were
+    matched to; where a hash matched unequal runs, every run is its own sequence (correct, slower)."""
+    n = len(starts)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    heads = np.cumsum(sizes) - sizes  # where each run's elements begin in `elements`
+    offset = np.arange(int(sizes.sum())) - np.repeat(heads, sizes)  # each element's place in its run
+    elements = v[np.repeat(starts, sizes) + offset].astype(np.uint64)
+    with np.errstate(over="ignore"):  # the hash is arithmetic modulo 2**64
+        powers = np.cumprod(np.full(int(sizes.max()), 0x9E3779B97F4A7C15, dtype=np.uint64), dtype=np.uint64)
+        hashed = np.add.reduceat((elements + np.uint64(1)) * powers[offset], heads)
+        hashed ^= sizes.astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F)
+    _, first_of_key, key_of_run = np.unique(hashed, return_index=True, return_inverse=True)
+    representative = first_of_key[key_of_run]
+    same = elements == v[np.repeat(starts[representative], sizes) + offset].astype(np.uint64)
+    if not same.all():
+        return np.arange(n), np.arange(n)
+    order = np.argsort(first_of_key)  # sequences by their first run
+    position = np.empty(len(order), dtype=np.int64)
+    position[order] = np.arange(len(order))
+    return first_of_key[order], position[key_of_run]

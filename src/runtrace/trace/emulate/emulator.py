@@ -29,6 +29,7 @@ from runtrace.trace.emulate import (
     decoys,
     exportargs,
     guardpage,
+    hostmem,
     imageload,
     memlimits,
     memranges,
@@ -136,6 +137,7 @@ class _Session:
         self.info = inspect_pe(data)
         self.bits = self.info.arch.bits
         repeatable.install()
+        hostmem.install()
         decoys.install()
         imageload.install()
         memranges.install()
@@ -330,6 +332,13 @@ class _Session:
                 return 0
 
         emu.tmp_code_hook = self.recorder.install_code_hook(on_code)
+        # Speakeasy also hooks the first 16 bytes of every VirtualAlloc'd buffer with a Python code hook,
+        # only to list "dynamic code" in its report.  All those hooks share one context (a mutable
+        # default argument), so the first to fire switches off only the latest; the others call into
+        # Python at every instruction run there, for the rest of the run (7,000 calls in a million
+        # instructions of one packed sample).  The tracer reads no part of that report and subscribes
+        # to no dynamic-code callback, and the hook changes nothing in the emulation: it is not set.
+        emu._set_dyn_code_hook = lambda address, size, ctx=None: None
 
     def _patch_memory_faults(self) -> None:
         emu = self.emu

@@ -14,6 +14,7 @@ from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE
 from unicorn import unicorn as _uc_module
 
 from runtrace.trace.disasm import executed_code
+from runtrace.trace.emulate import hostmem
 
 STOPPED_INSTRUCTION_CAP = 1
 STOPPED_BY_CALLBACK = 2
@@ -58,6 +59,10 @@ def _load_library() -> ctypes.CDLL:
     lib.rec_set_stopped.argtypes = [ctypes.c_void_p, ctypes.c_int]
     lib.rec_set_code_hook.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
     lib.rec_set_run_cap.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
+    lib.rec_region_add.restype = ctypes.c_int
+    lib.rec_region_add.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_void_p]
+    lib.rec_region_remove.restype = ctypes.c_int
+    lib.rec_region_remove.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64]
     return lib
 
 
@@ -117,6 +122,7 @@ class BlockRecorder:
         )
         if not self._rec:
             raise MemoryError("cannot allocate the block recorder")
+        hostmem.attach(uc, self._rec)  # where the engine's memory is, for the checks of writable code
         # Both hooks, always: the code hook is what finds the instructions of blocks unicorn did not
         # report and the blocks execution left part way.
         self._add_native_hook(UC_HOOK_BLOCK, lib.rec_hook)
@@ -247,6 +253,7 @@ class BlockRecorder:
 
     def close(self) -> None:
         if self._rec:
+            hostmem.detach(self.uc, self._rec)
             _lib().rec_free(self._rec)
             self._rec = None
 
