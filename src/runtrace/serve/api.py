@@ -192,8 +192,8 @@ async def _finished(request: Request, job: Job, wait: float) -> Job:
     """The job once it finishes, or as it is after `wait` seconds; 404 when it is deleted meanwhile.
 
     A client waiting for a scan asks once instead of polling: each request costs the server CPU that
-    the scans running beside it could use (a client polling 100 scans twice a second took about a
-    fifth of it, measured)."""
+    the scans running beside it need (about 1 ms for a small GET on 2 cores, measured; the benchmark's
+    client, asking after each of 100 unfinished scans every half second, made over a thousand)."""
     loop = asyncio.get_running_loop()
     changed = asyncio.Event()
 
