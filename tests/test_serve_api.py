@@ -409,6 +409,22 @@ def test_every_request_is_one_line_of_the_access_log(tmp_path, cli32):
     assert "s3cret" not in log.read_text()
 
 
+def test_a_request_the_service_fails_on_is_logged_with_500(tmp_path, monkeypatch):
+    from runtrace.serve.app import access_logger
+
+    log = tmp_path / "access.log"
+    access_logger(log)
+    service = make_service(tmp_path / "state")
+    monkeypatch.setattr(service, "model_description", lambda: 1 / 0)
+    try:
+        with TestClient(create_app(service), raise_server_exceptions=False) as client:
+            assert client.get("/api/v1/model").status_code == 500
+    finally:
+        access_logger(None)
+    (line,) = log.read_text().splitlines()
+    assert '"GET /api/v1/model" 500 ' in line
+
+
 def test_a_database_from_before_batches_opens_and_keeps_its_scans(tmp_path):
     import sqlite3
 
