@@ -10,11 +10,22 @@ Reference, measured in the same run: the same 100 files in one `runtrace scan --
 process; the service's throughput is reported as a ratio to it (target: at least 0.8).  Both load the
 model once and score in their own process, each sample emulated in a forked tracer child; the service
 adds HTTP, SQLite and a worker thread per scan running at once.
+
+The client waits for each scan as the API offers, with `GET /scans/{id}?wait=` (answered when the scan
+finishes), in upload order.  Until 2026-12-06 it asked after every unfinished scan every 0.5 s: over a
+thousand requests per run, each about 1 ms of the server's CPU and 0.5 ms of the client's, taken from
+the tracing beside them, and up to half a second added to the run after its last scan finished.
+
+CPU time is reported beside the rates: the server's own, its tracer children's and this client's,
+against the batch process's and its children's.  On a machine shared with other work the wall-clock
+ratio moves with the load (the service's threads and children get a different share of the cores than
+the batch's), while CPU per file says what each costs.
 """
 
 from __future__ import annotations
 
 import json
+import resource
 import shutil
 import statistics
 import subprocess
@@ -27,14 +38,16 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
+import psutil
 
-from runtrace.serve.process import serving
+from runtrace.serve.process import server_process
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = [ROOT / "tests" / "fixtures" / "benign" / n for n in ("cli-32.exe", "cli-64.exe")]
 N_UPLOADS = 100
 WORKERS = 2
 DRAIN_TIMEOUT_S = 1800
+WAIT_S = 30  # the longest a GET /scans/{id}?wait= may wait (the API's limit)
 # Measured once, not rerun: the service before it loaded the model once (issue 22).
 BEFORE_IN_PROCESS = (
     "Before the server loaded the model once, each job was a whole `runtrace scan --json` process "
@@ -59,6 +72,12 @@ def _variants(directory: Path) -> list[Path]:
         path.write_bytes(source.read_bytes() + b"runtrace-bench-overlay-%03d" % k)
         paths.append(path)
     return paths
+
+
+def _cpu_s(process: psutil.Process) -> tuple[float, float]:
+    """CPU seconds (user + system) of a process itself and of its children it has reaped."""
+    t = process.cpu_times()
+    return t.user + t.system, t.children_user + t.children_system
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -91,16 +110,18 @@ def _upload_all(url: str, files: list[Path]) -> list[tuple[int, str | None, floa
 
 
 def _drain(url: str, ids: list[str]) -> dict[str, dict]:
+    """Each scan's finished record, asked for in upload order with `?wait=`, the API's way to wait for
+    a scan: the server answers as soon as the scan finishes.  The queue runs oldest first, so by the
+    time one scan is answered the next ones have usually finished too."""
     finished: dict[str, dict] = {}
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
-    with httpx.Client(timeout=30) as client:
-        while len(finished) < len(ids) and time.monotonic() < deadline:
-            for scan_id in ids:
-                if scan_id not in finished:
-                    scan = client.get(f"{url}/api/v1/scans/{scan_id}").json()
-                    if scan["status"] in ("done", "error"):
-                        finished[scan_id] = scan
-            time.sleep(0.5)
+    with httpx.Client(timeout=WAIT_S + 30) as client:
+        for scan_id in ids:
+            while time.monotonic() < deadline:
+                scan = client.get(f"{url}/api/v1/scans/{scan_id}", params={"wait": WAIT_S}).json()
+                if scan["status"] in ("done", "error"):
+                    finished[scan_id] = scan
+                    break
     return finished
 
 
@@ -110,13 +131,16 @@ def run() -> dict:
         files = _variants(work)
         state = work / "state"
         state.mkdir()
-        with serving(state, "--workers", str(WORKERS), *LIMITS) as url:
+        with server_process(state, "--workers", str(WORKERS), *LIMITS) as (url, proc):
+            server, client = psutil.Process(proc.pid), psutil.Process()
+            (own0, children0), (client0, _) = _cpu_s(server), _cpu_s(client)
             started = time.perf_counter()
             answers = _upload_all(url, files)
             uploaded_s = time.perf_counter() - started
             ids = [scan_id for status, scan_id, _ in answers if status == 202 and scan_id]
             finished = _drain(url, ids)
             service_s = time.perf_counter() - started
+            (own1, children1), (client1, _) = _cpu_s(server), _cpu_s(client)
         accepted = len(ids)
         with_result = [s for s in finished.values() if s.get("result")]
         lost = N_UPLOADS - len(with_result)
@@ -127,6 +151,7 @@ def run() -> dict:
             key = s["result"].get("verdict") or s["result"]["status"]
             verdicts[key] = verdicts.get(key, 0) + 1
 
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         batch = subprocess.run(
             [sys.executable, "-m", "runtrace", "scan", "--json", "--workers", str(WORKERS), *LIMITS,
@@ -134,9 +159,14 @@ def run() -> dict:
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         batch_s = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the scan process and its tracer children
+        batch_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
         batch_ok = len(json.loads(batch.stdout)["results"]) if batch.stdout else 0
         service_rate, batch_rate = len(with_result) / service_s, batch_ok / batch_s
         per_job, per_file = service_s * WORKERS / N_UPLOADS, batch_s * WORKERS / max(batch_ok, 1)
+        ms = 1000 / N_UPLOADS
+        own, tracers, bench = (own1 - own0) * ms, (children1 - children0) * ms, (client1 - client0) * ms
+        service_cpu, batch_ms = own + tracers + bench, batch_cpu * 1000 / max(batch_ok, 1)
         return {
             "uploads": f"{N_UPLOADS} at once from {N_UPLOADS} threads; {accepted} accepted (202)",
             "jobs_lost": lost,
@@ -150,6 +180,13 @@ def run() -> dict:
             ),
             "throughput_ratio_to_batch": (
                 f"{service_rate / batch_rate:.2f} (target >= 0.8)" if batch_rate else "no batch result"
+            ),
+            "cpu_per_file_ms": (
+                f"service {service_cpu:.0f} (server {own:.0f}, its tracer children {tracers:.0f}, this "
+                f"benchmark's client {bench:.0f}) against the batch's {batch_ms:.0f} (its start-up "
+                f"included): {service_cpu / batch_ms:.2f}x"
+                if batch_ms
+                else "no batch result"
             ),
             "upload_latency_s": (
                 f"p50 {_percentile(upload_s, 0.5):.3f}, p95 {_percentile(upload_s, 0.95):.3f}, "

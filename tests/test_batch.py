@@ -1,5 +1,6 @@
 """The batch runner: isolation of failing samples, resume, summary."""
 
+import gc
 import os
 import time
 
@@ -25,6 +26,20 @@ def test_resume_skips_traced_samples(tmp_path, cli32, cli64):
 def test_duplicates_are_traced_once(tmp_path, cli32):
     outcomes = trace_batch(iter_samples([cli32, cli32]), tmp_path, workers=1)
     assert len(outcomes) == 1
+
+
+def _count_frozen(trace, out_dir) -> None:  # an extra writer: runs in the tracer child
+    (out_dir / "frozen.txt").write_text(str(gc.get_freeze_count()))
+
+
+def test_a_tracer_child_freezes_what_it_inherits(tmp_path, cli32):
+    """The child's collections must not walk the parent's objects (walking them copies their pages)."""
+    inherited = [[] for _ in range(100)]  # objects the collector tracks, made here and not frozen
+    before = gc.get_freeze_count()
+    (outcome,) = trace_batch(iter_samples([cli32]), tmp_path, workers=1, extra_writer=_count_frozen)
+    assert outcome.status == "ok"
+    assert int((tmp_path / "frozen.txt").read_text()) >= before + len(inherited)
+    assert gc.get_freeze_count() == before  # only the child froze anything
 
 
 def _crash(*args, **kwargs):

@@ -9,7 +9,10 @@ import random
 import string
 import subprocess
 import sys
+import threading
+import time
 import zipfile
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -65,6 +68,30 @@ def test_scan_record_is_the_cli_record(client, cli32):
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert _comparable(json.loads(cli.stdout)["results"][0]) == _comparable(result)
+
+
+def test_waiting_for_a_scan_is_answered_as_soon_as_it_finishes(client, cli32):
+    _, body = upload(client, "cli-32.exe", cli32.read_bytes())
+    scan = client.get(f"/api/v1/scans/{body['id']}", params={"wait": 30}).json()  # one request
+    assert scan["status"] == "done" and scan["result"]["name"] == "cli-32.exe"
+    finished = datetime.fromisoformat(scan["finished"].replace("Z", "+00:00")).timestamp()
+    assert time.time() - finished < 5  # answered when it finished, not when the wait ran out
+
+
+def test_a_wait_ends_with_the_scan_as_it_is_or_404_when_it_is_deleted(tmp_path, cli32):
+    service = make_service(tmp_path / "state")
+    client = TestClient(create_app(service))  # no `with`: the workers do not start, the scan stays queued
+    _, body = upload(client, "cli-32.exe", cli32.read_bytes())
+    url = f"/api/v1/scans/{body['id']}"
+    started = time.monotonic()
+    assert client.get(url, params={"wait": 0.5}).json()["status"] == "queued"
+    assert 0.5 <= time.monotonic() - started < 10
+    threading.Timer(0.3, service.delete, (body["id"],)).start()
+    started = time.monotonic()
+    assert client.get(url, params={"wait": 30}).status_code == 404
+    assert time.monotonic() - started < 10
+    assert not service._watchers  # every waiter stopped watching
+    assert client.get(url, params={"wait": 31}).status_code == 422  # longer than the API allows
 
 
 def test_same_bytes_reuse_the_result_and_are_found_by_sha256(client, cli32):
@@ -236,7 +263,6 @@ def test_an_uploaded_trace_is_scanned_as_a_trace(client, tmp_path):
 def test_deleting_a_running_scan_stops_its_tracer_child(tmp_path, cli32, monkeypatch):
     """Scans are scored in the server, but each sample is still emulated in a forked tracer child; a
     scan deleted while it runs has that child killed at once, and the worker takes the next job."""
-    import time
 
     import psutil
 
@@ -381,6 +407,22 @@ def test_every_request_is_one_line_of_the_access_log(tmp_path, cli32):
     assert len(lines) == 3 and all(re.fullmatch(pattern, line) for line in lines), lines
     assert '"GET /api/v1/scans?limit=5" 200' in lines[1] and lines[2].split('" ')[1].startswith("401")
     assert "s3cret" not in log.read_text()
+
+
+def test_a_request_the_service_fails_on_is_logged_with_500(tmp_path, monkeypatch):
+    from runtrace.serve.app import access_logger
+
+    log = tmp_path / "access.log"
+    access_logger(log)
+    service = make_service(tmp_path / "state")
+    monkeypatch.setattr(service, "model_description", lambda: 1 / 0)
+    try:
+        with TestClient(create_app(service), raise_server_exceptions=False) as client:
+            assert client.get("/api/v1/model").status_code == 500
+    finally:
+        access_logger(None)
+    (line,) = log.read_text().splitlines()
+    assert '"GET /api/v1/model" 500 ' in line
 
 
 def test_a_database_from_before_batches_opens_and_keeps_its_scans(tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from runtrace.cli.app import app, console, fail, one_blas_thread
+from runtrace.cli.app import app, console, fail, one_blas_thread, start_up
 from runtrace.cli.options import TracerRun, tracer_options
 
 TOKEN_VARIABLE = "RUNTRACE_TOKEN"
@@ -56,26 +56,30 @@ def serve(
         raise fail("--workers and --max-upload-mb must be at least 1")
     db = db or default_state_dir() / "scans.db"
 
-    import uvicorn
+    # Imports, the model and the app made with the collector paused and then frozen, as `runtrace scan`'s
+    # start-up is: every tracer child is forked from this process, and its collections would otherwise
+    # walk (and so copy) the parent's long-lived objects, as the server's own would keep walking them.
+    with start_up():
+        import uvicorn
 
-    from runtrace.scan.scanner import ScannerError
-    from runtrace.serve.app import access_logger, create_app
-    from runtrace.serve.jobs import ScanService, ScanSettings
-    from runtrace.serve.store import JobStore, SampleStore
+        from runtrace.scan.scanner import ScannerError
+        from runtrace.serve.app import access_logger, create_app
+        from runtrace.serve.jobs import ScanService, ScanSettings
+        from runtrace.serve.store import JobStore, SampleStore
 
-    settings = ScanSettings(model, tracer.settings, dask=tracer.dask)
-    try:
-        jobs = JobStore(db)
-        service = ScanService(settings, jobs, SampleStore(db.parent / "samples"), workers)
-        log = None if access_log == "-" else Path(access_log) if access_log else db.parent / "access.log"
-        access_logger(log)
-    except ScannerError as e:
-        raise fail(str(e)) from None
-    except OSError as e:
-        raise fail(f"{e.filename or db}: {e.strerror or e}") from None
-    except Exception as e:  # sqlite3.DatabaseError: not a database, or a locked one
-        raise fail(f"{db}: {e}") from None
-    web = create_app(service, token, max_upload_mb * 1024 * 1024)
+        settings = ScanSettings(model, tracer.settings, dask=tracer.dask)
+        try:
+            jobs = JobStore(db)
+            service = ScanService(settings, jobs, SampleStore(db.parent / "samples"), workers)
+            log = None if access_log == "-" else Path(access_log) if access_log else db.parent / "access.log"
+            access_logger(log)
+        except ScannerError as e:
+            raise fail(str(e)) from None
+        except OSError as e:
+            raise fail(f"{e.filename or db}: {e.strerror or e}") from None
+        except Exception as e:  # sqlite3.DatabaseError: not a database, or a locked one
+            raise fail(f"{db}: {e}") from None
+        web = create_app(service, token, max_upload_mb * 1024 * 1024)
     shown = f"[{host}]" if ":" in host else host
     console.print(
         f"runtrace serve on http://{shown}:{port}/ (API docs at /docs); scans in {db}; "

@@ -43,6 +43,58 @@ def access_logger(path: Path | None) -> logging.Logger:
     return log
 
 
+class _RefuseLargeBodies:
+    """A request whose declared length is past the upload limit is refused (413) before its body is
+    read: it never reaches the multipart parser."""
+
+    def __init__(self, app, max_upload_bytes: int) -> None:
+        self.app, self.limit = app, max_upload_bytes + _FORM_OVERHEAD
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            length = next((v for k, v in scope["headers"] if k == b"content-length"), b"")
+            if length.isdigit() and int(length) > self.limit:
+                limit = self.limit - _FORM_OVERHEAD
+                detail = f"request of {length.decode()} bytes is over the upload limit of {limit}"
+                await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class _AccessLog:
+    """One line a request on the `runtrace.access` logger: when (ISO 8601), who, what, the answer's
+    status and how long it took to send; never the headers (the token)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.log = logging.getLogger(ACCESS_LOG)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.time()
+        status = 500  # what the server answers when the app fails before it starts a response
+
+        async def sending(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            client = scope.get("client")
+            query = scope.get("query_string", b"").decode("latin-1")
+            target = scope["path"] + (f"?{query}" if query else "")
+            elapsed = (time.time() - started) * 1000
+            self.log.info(
+                f'{iso_time(started)} {client[0] if client else "-"} "{scope["method"]} {target}" '
+                f"{status} {elapsed:.1f}ms"
+            )
+
+
 def create_app(service: ScanService, token: str | None = None, max_upload_bytes: int = DEFAULT_MAX_UPLOAD):
     """The app; its lifespan starts the service's workers and stops them (queued work stays queued).
     Each request is logged on the `runtrace.access` logger (`access_logger` sends it to a file)."""
@@ -76,32 +128,13 @@ def create_app(service: ScanService, token: str | None = None, max_upload_bytes:
         ]
         return JSONResponse({"detail": "; ".join(problems)}, status_code=422)
 
-    @app.middleware("http")
-    async def refuse_large_bodies(request: Request, call_next):
-        # Refused before the body is read: a declared length past the limit never reaches the parser.
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > max_upload_bytes + _FORM_OVERHEAD:
-            return JSONResponse(
-                {"detail": f"request of {length} bytes is over the upload limit of {max_upload_bytes}"},
-                status_code=413,
-            )
-        return await call_next(request)
-
-    access = logging.getLogger(ACCESS_LOG)
-
-    @app.middleware("http")
-    async def log_access(request: Request, call_next):
-        # Added last, so it wraps everything (the 413 above included).  One line a request: when (ISO
-        # 8601), who, what, the answer's status and how long it took; never the headers (the token).
-        started = time.time()
-        response = await call_next(request)
-        client = request.client.host if request.client else "-"
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        elapsed = (time.time() - started) * 1000
-        access.info(
-            f'{iso_time(started)} {client} "{request.method} {target}" {response.status_code} {elapsed:.1f}ms'
-        )
-        return response
+    # Plain ASGI middleware rather than `@app.middleware("http")`: Starlette's BaseHTTPMiddleware runs
+    # every request through an extra task group and a streamed copy of the response, which made a small
+    # GET cost about 1.6 ms of the server's CPU (measured; see docs/benchmarks.md), CPU that the scans
+    # running beside it need.  Starlette wraps later additions around earlier ones, so the access log
+    # sees everything, the 413 below included.
+    app.add_middleware(_RefuseLargeBodies, max_upload_bytes=max_upload_bytes)
+    app.add_middleware(_AccessLog)
 
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

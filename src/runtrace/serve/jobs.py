@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +56,9 @@ class ScanService:
     # Two scans of the same bytes at once would write the same trace file: one waits for the other and
     # then takes its result.
     _file_locks: defaultdict = field(default_factory=lambda: defaultdict(threading.Lock), init=False)
+    # Callbacks of clients waiting for a job to finish or go (`GET /scans/{id}?wait=`), by job id.
+    _watchers: dict[str, list[Callable[[], None]]] = field(default_factory=dict, init=False)
+    _watchers_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -118,7 +122,31 @@ class ScanService:
                     leftover.unlink(missing_ok=True)
         if job_id in self._running:
             self._cancelled.add(job_id)  # its scan sees this within a few ms and kills its tracer
+        self._announce(job_id)
         return job
+
+    def watch(self, job_id: str, callback: Callable[[], None]) -> Callable[[], None]:
+        """Have `callback()` called (from a worker thread) when the job finishes or is deleted; returns
+        the function that stops watching.  The caller reads the job again after watching, so a job that
+        finished in between is not missed."""
+        with self._watchers_lock:
+            self._watchers.setdefault(job_id, []).append(callback)
+
+        def unwatch() -> None:
+            with self._watchers_lock:
+                callbacks = self._watchers.get(job_id, [])
+                if callback in callbacks:
+                    callbacks.remove(callback)
+                if not callbacks:
+                    self._watchers.pop(job_id, None)
+
+        return unwatch
+
+    def _announce(self, job_id: str) -> None:
+        with self._watchers_lock:
+            callbacks = list(self._watchers.get(job_id, ()))
+        for callback in callbacks:
+            callback()
 
     # --- traces ----------------------------------------------------------------------------------------
     def trace_file(self, job: Job) -> Path | None:
@@ -162,10 +190,12 @@ class ScanService:
                 earlier = self.jobs.reusable_result(job.sha256, job.model_key)
                 if earlier is not None:  # the same bytes finished meanwhile (many uploads of one file)
                     self.jobs.finish(job.id, {**earlier, "name": job.name})
+                    self._announce(job.id)
                     continue
                 result = self._run_scan(job)
             if result is not None:
                 self.jobs.finish(job.id, result)
+                self._announce(job.id)
 
     def _run_scan(self, job: Job) -> dict | None:
         """The scan's record for the job's file; None when the job was deleted or the service stops."""

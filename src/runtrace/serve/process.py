@@ -26,6 +26,13 @@ def free_port() -> int:
 def serving(state_dir: Path, *args: str) -> Iterator[str]:
     """`runtrace serve` on 127.0.0.1 with its database in `state_dir`; yields the base URL and stops the
     server on exit.  `args` are more `runtrace serve` options."""
+    with server_process(state_dir, *args) as (url, _):
+        yield url
+
+
+@contextmanager
+def server_process(state_dir: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`serving`, yielding the server's process too (the benchmark reads its CPU time)."""
     port = free_port()
     log = open(state_dir / "serve.log", "wb")  # noqa: SIM115 - closed below, after the server stops
     command = [
@@ -42,7 +49,7 @@ def serving(state_dir: Path, *args: str) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, proc, state_dir / "serve.log")
-        yield url
+        yield url, proc
     finally:
         proc.terminate()
         try:
