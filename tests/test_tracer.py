@@ -120,10 +120,10 @@ def test_decoy_images_are_cached_on_disk_and_give_the_same_trace(cli32, tmp_path
     assert [c.name for c in built.api_calls] == [c.name for c in from_disk.api_calls]
 
 
-def test_parsed_decoy_modules_are_shared_unchanged_and_a_mapped_decoy_is_private(monkeypatch):
-    # Every emulation gets copies of the decoy modules parsed once per process; the program reads decoy
-    # images (EnumProcessModules, then Tcl's exports), so Speakeasy maps some, which must first become
-    # private copies: the templates stay as parsed and a second emulation gives the same trace.
+def test_parsed_decoy_modules_are_shared_unchanged_and_a_mapped_decoy_is_private(cli32, monkeypatch):
+    # Every emulation gets copies of the decoy modules parsed once per process; the launcher loads its
+    # script's path as a DLL, which Speakeasy answers with a decoy it maps, which must first become a
+    # private copy: the templates stay as parsed and a second emulation gives the same trace.
     from runtrace.trace.emulate import decoys
 
     templates = decoys._Templates()
@@ -136,11 +136,10 @@ def test_parsed_decoy_modules_are_shared_unchanged_and_a_mapped_decoy_is_private
         make_private(module)
 
     monkeypatch.setattr(decoys._Templates, "make_private", staticmethod(spy))
-    path = FIXTURES / "benign" / "pillow-imagingtk-64.pyd"
-    first = _trace(path)
+    first = _trace(cli32)
     parsed = dict(templates._parsed)
     before = {key: (dict(vars(t)), t.OPTIONAL_HEADER.ImageBase, t.__data__) for key, t in parsed.items()}
-    second = _trace(path)
+    second = _trace(cli32)
 
     assert privatised and len(parsed) > 10
     for module in privatised:
