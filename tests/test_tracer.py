@@ -113,10 +113,49 @@ def test_decoy_images_are_cached_on_disk_and_give_the_same_trace(cli32, tmp_path
     assert len(images) > 10  # kernel32, ntdll, user32, ... one file per decoy DLL
 
     monkeypatch.setattr(decoys, "_images", {})  # a new process: only the files are left
+    monkeypatch.setattr(decoys, "_templates", decoys._Templates())
     from_disk = emulate(data, "x")
     assert np.array_equal(built.visits, from_disk.visits)
     assert [b.data for b in built.blocks] == [b.data for b in from_disk.blocks]
     assert [c.name for c in built.api_calls] == [c.name for c in from_disk.api_calls]
+
+
+def test_parsed_decoy_modules_are_shared_unchanged_and_a_mapped_decoy_is_private(cli32, monkeypatch):
+    # Every emulation gets copies of the decoy modules parsed once per process; the launcher loads its
+    # script's path as a DLL, which Speakeasy answers with a decoy it maps, which must first become a
+    # private copy: the templates stay as parsed and a second emulation gives the same trace.
+    from runtrace.trace.emulate import decoys
+
+    templates = decoys._Templates()
+    monkeypatch.setattr(decoys, "_templates", templates)
+    privatised = []
+    make_private = decoys._Templates.make_private
+
+    def spy(module):
+        privatised.append(module)
+        make_private(module)
+
+    monkeypatch.setattr(decoys._Templates, "make_private", staticmethod(spy))
+    first = _trace(cli32)
+    parsed = dict(templates._parsed)
+    before = {key: (dict(vars(t)), t.OPTIONAL_HEADER.ImageBase, t.__data__) for key, t in parsed.items()}
+    second = _trace(cli32)
+
+    assert privatised and len(parsed) > 10
+    for module in privatised:
+        assert "runtrace_template" not in vars(module) and module.is_mapped
+        assert all(section.pe is module for section in module.sections)
+        for t in parsed.values():
+            assert module is not t and module.OPTIONAL_HEADER is not t.OPTIONAL_HEADER
+    assert templates._parsed == parsed  # the second emulation parsed nothing new
+    for key, t in parsed.items():
+        attrs, image_base, data = before[key]
+        assert vars(t).keys() == attrs.keys() and all(vars(t)[k] is v for k, v in attrs.items())
+        assert (t.OPTIONAL_HEADER.ImageBase, t.__data__) == (image_base, data)
+        assert not t.is_mapped and t.decoy_base == 0
+    assert np.array_equal(first.visits, second.visits)
+    assert [b.data for b in first.blocks] == [b.data for b in second.blocks]
+    assert first.api_calls == second.api_calls
 
 
 def test_unwritable_decoy_cache_only_costs_speed(cli32, tmp_path, monkeypatch):

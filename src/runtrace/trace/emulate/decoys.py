@@ -5,12 +5,19 @@ the APIs it emulates (`generate_export_table`), with pefile, at every start: abo
 emulation of a short program, every time.  The image depends only on the Speakeasy release, the
 architecture and the DLL name, so it is built once and kept: in memory for the life of the process
 (forked batch children inherit it) and as a file under the user cache dir, so a one-file `runtrace
-scan` process does not pay for it either.  The module object is still made afresh from the image bytes
-for every emulation, as Speakeasy then sets per-run fields on it.
+scan` process does not pay for it either.
+
+Parsing the image into a module object (pefile) costs as much again: 37 modules, about 8 ms of every
+emulation.  So each module is parsed once per process too, and every emulation gets a shallow copy of
+that parsed template (`_Templates`).  Until a decoy is mapped, Speakeasy and the tracer only read it and
+rebind per-run attributes on the copy (its base, path and name); the in-place changes (`full_load`,
+relocation to the mapped base) all happen in `map_decoy`, which first re-parses the copy in place, so a
+mapped decoy shares nothing with the template or with other emulations.  Most programs map none.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import os
@@ -90,17 +97,66 @@ def _decoy_image(emulator, name: str, build) -> bytes:
     return image
 
 
+class _Templates:
+    """Parsed decoy modules, one per (architecture, DLL) for the life of the process; `copy` hands out a
+    shallow copy whose top-level containers are its own."""
+
+    _OWN = ("imports", "exports", "import_table", "pe_sections")  # Speakeasy's PeFile fills these lists
+
+    def __init__(self) -> None:
+        self._parsed: dict[tuple[str, ...], se_common.DecoyModule] = {}
+
+    def copy(self, key: tuple[str, ...], **init) -> se_common.DecoyModule:
+        template = self._parsed.get(key)
+        if template is None:
+            template = self._parsed[key] = se_common.DecoyModule(**init)
+        module = copy.copy(template)
+        for name in self._OWN:
+            value = getattr(template, name, None)
+            if value is not None:
+                setattr(module, name, copy.copy(value))
+        module.runtrace_template = (template, init)
+        return module
+
+    @staticmethod
+    def make_private(module) -> None:
+        """Re-parse a copy in place (pefile objects then point back at it, not at the template), keeping
+        what this emulation rebound on it since: from then on the module shares nothing."""
+        template, init = module.__dict__.pop("runtrace_template")
+        shared = template.__dict__
+        rebound = {k: v for k, v in module.__dict__.items() if shared.get(k, _Templates) is not v}
+        module.__dict__.clear()
+        se_common.DecoyModule.__init__(module, **init)
+        module.__dict__.update(rebound)
+
+
+_templates = _Templates()
+
+
 def install() -> None:
-    """Route Speakeasy's decoy image builder through the cache (idempotent)."""
+    """Route Speakeasy's decoy image builder through the caches (idempotent)."""
     build = winemu.WindowsEmulator.generate_export_table
     if getattr(build, "runtrace_cached", False):
         return
+    map_decoy = winemu.WindowsEmulator.map_decoy
 
     def generate_export_table(self, modname):
         if not modname:
             return None
-        image = _decoy_image(self, modname.lower(), build)
-        return se_common.DecoyModule(data=image, is_jitted=True) if image else None
+        arch, name = str(self.get_arch()), modname.lower()
+        image = _decoy_image(self, name, build)
+        if image:
+            return _templates.copy(("jit", arch, name), data=image, is_jitted=True)
+        # Speakeasy's `init_module`, the only caller, then loads its `default_exe` image from the file
+        # in its package for this DLL: the same module, from the same template.
+        path = self.get_native_module_path(mod_name="default_exe")
+        return _templates.copy(("file", path), path=path) if path else None
+
+    def map_decoy_privately(self, decoy):
+        if "runtrace_template" in decoy.__dict__:
+            _Templates.make_private(decoy)
+        return map_decoy(self, decoy)
 
     generate_export_table.runtrace_cached = True
     winemu.WindowsEmulator.generate_export_table = generate_export_table
+    winemu.WindowsEmulator.map_decoy = map_decoy_privately
