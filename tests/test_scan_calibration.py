@@ -47,6 +47,21 @@ def test_uncalibrated_default_and_config_fallback(tmp_path: Path) -> None:
             "unsupported calibration",
         ),
         ("[0.5, 0.01]", "must be a JSON object"),
+        ('{"threshold": 0.5, "target_fpr": 0.01, "probability": {"method": "isotonic"}}', "method 'platt'"),
+        (
+            '{"threshold": 0.5, "target_fpr": 0.01, '
+            '"probability": {"method": "platt", "slope": "x", "intercept": 0}}',
+            "slope must be a number",
+        ),
+        (
+            '{"threshold": 0.5, "target_fpr": 0.01, '
+            '"probability": {"method": "platt", "slope": -1, "intercept": 0}}',
+            "slope must be positive",
+        ),
+        (
+            '{"format": "runtrace-calibration", "version": 3, "threshold": 0.5, "target_fpr": 0.01}',
+            "unsupported calibration",
+        ),
     ],
 )
 def test_broken_calibration_is_one_line_naming_the_file(tmp_path: Path, content: str, message: str) -> None:
