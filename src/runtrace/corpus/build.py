@@ -20,7 +20,7 @@ import numpy as np
 
 from runtrace.corpus import manifest as mf
 from runtrace.corpus import pypi_history
-from runtrace.corpus.codeid import apply_code_cap, code_group_origins, code_identity, cv_groups
+from runtrace.corpus.codeid import apply_code_cap, code_group_origins, code_identity, cv_groups, round_robin
 from runtrace.corpus.dates import (
     CSV_DATE,
     DEBIAN_CHANGELOG,
@@ -425,12 +425,7 @@ def apply_toolchain_cap(
         for row in _stable_order(members):
             by_arch[row["arch"]].append(row)
         order = sorted(by_arch, key=lambda arch: hashlib.sha256(f"{group}/{arch}".encode()).hexdigest())
-        queues = [by_arch[arch] for arch in order]
-        chosen: list[dict] = []
-        while len(chosen) < limit:
-            for q in queues:
-                if q and len(chosen) < limit:
-                    chosen.append(q.pop(0))
+        chosen = round_robin([by_arch[arch] for arch in order], limit)
         kept.extend(chosen)
         dropped[(kind, toolchain)] += len(members) - len(chosen)
     return kept, dropped

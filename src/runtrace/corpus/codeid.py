@@ -190,12 +190,18 @@ def apply_code_cap(rows: list[dict], cap: int) -> tuple[list[dict], Counter]:
         by_origin: dict[str, list[dict]] = defaultdict(list)
         for row in sorted(members, key=lambda r: r["sha256"]):
             by_origin[row["origin_group"]].append(row)
-        queues = [by_origin[k] for k in sorted(by_origin)]
-        chosen: list[dict] = []
-        while len(chosen) < cap:
-            for q in queues:
-                if q and len(chosen) < cap:
-                    chosen.append(q.pop(0))
+        chosen = round_robin([by_origin[k] for k in sorted(by_origin)], cap)
         kept.extend(chosen)
         dropped[code] = len(members) - cap
     return kept, dropped
+
+
+def round_robin(queues: list[list[dict]], limit: int) -> list[dict]:
+    """Up to `limit` rows taken one from each queue in turn (emptying the queues): a capped group keeps
+    a spread over its queues (origins, architectures) rather than the first queue whole."""
+    chosen: list[dict] = []
+    while len(chosen) < limit and any(queues):
+        for q in queues:
+            if q and len(chosen) < limit:
+                chosen.append(q.pop(0))
+    return chosen
