@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from runtrace.evaluate.names import DEFAULT_TARGET_FPR
+from runtrace.models.aggregation import logit, sigmoid
 
 FALLBACK_THRESHOLD = 0.5
 
@@ -58,15 +59,6 @@ class PlattScaling:
     log_loss_after: float  # of the mapped scores, each fold's files mapped by a fit on the other folds
 
 
-# Scores are clipped this far from 0 and 1 before the logit (the scan side clips the same way).
-_EPS = 1e-12
-
-
-def _logits(score: np.ndarray) -> np.ndarray:
-    s = np.clip(np.asarray(score, dtype=np.float64), _EPS, 1.0 - _EPS)
-    return np.log(s) - np.log1p(-s)
-
-
 def _platt_fit(z: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     from sklearn.linear_model import LogisticRegression
 
@@ -88,19 +80,19 @@ def platt_scaling(y: np.ndarray, score: np.ndarray, folds: np.ndarray | None = N
     y = np.asarray(y, dtype=np.int64)
     if len(np.unique(y)) < 2:
         raise ValueError("Platt scaling needs benign and malicious files")
-    z = _logits(score)
+    z = logit(score)
     slope, intercept = _platt_fit(z, y)
     if slope <= 0:
         raise ValueError(f"the scores do not rank malware above benign files (Platt slope {slope:.3g})")
-    mapped = 1.0 / (1.0 + np.exp(-(slope * z + intercept)))
+    mapped = sigmoid(slope * z + intercept)
     if folds is not None and len(np.unique(folds)) > 1:
         for k in np.unique(folds):
             test = folds == k
             if len(np.unique(y[~test])) < 2:
                 continue
             a, b = _platt_fit(z[~test], y[~test])
-            mapped[test] = 1.0 / (1.0 + np.exp(-(a * z[test] + b)))
-    before = log_loss(y, np.clip(np.asarray(score, dtype=np.float64), _EPS, 1.0 - _EPS), labels=[0, 1])
+            mapped[test] = sigmoid(a * z[test] + b)
+    before = log_loss(y, sigmoid(z), labels=[0, 1])  # the scores as they are, clipped as the map clips them
     return PlattScaling(slope, intercept, float(before), float(log_loss(y, mapped, labels=[0, 1])))
 
 

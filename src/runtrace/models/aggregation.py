@@ -11,6 +11,21 @@ def sigmoid(x) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=np.float64)))
 
 
+def logit(p, eps: float = 1e-12):
+    """log(p / (1 - p)) with p clipped `eps` away from 0 and 1 (float32 graphs answer exactly 1.0 at
+    times); a float for a float, an array for an array."""
+    p = np.clip(np.asarray(p, dtype=np.float64), eps, 1.0 - eps)
+    out = np.log(p) - np.log1p(-p)
+    return float(out) if out.ndim == 0 else out
+
+
+def platt(score, slope: float, intercept: float):
+    """Platt scaling of a score: sigmoid(slope * logit(score) + intercept), as `runtrace calibrate` fits
+    it and the scanner applies it; a float for a float, an array for an array."""
+    out = sigmoid(slope * np.asarray(logit(score)) + intercept)
+    return float(out) if out.ndim == 0 else out
+
+
 def aggregate_windows(
     file_index: np.ndarray, logits: np.ndarray, scores: np.ndarray | None, mode: str
 ) -> tuple[np.ndarray, np.ndarray]:

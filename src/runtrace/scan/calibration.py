@@ -35,8 +35,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
+from runtrace.models.aggregation import platt
 from runtrace.models.spec import CONFIG
 
 CALIBRATION_FILE = "calibration.json"
@@ -60,17 +59,10 @@ class ProbabilityMap:
 
     def __call__(self, score):
         """The mapped probability of a score or an array of scores (float64, same shape)."""
-        s = np.clip(np.asarray(score, dtype=np.float64), _EPS, 1.0 - _EPS)
-        z = self.slope * (np.log(s) - np.log1p(-s)) + self.intercept
-        p = 1.0 / (1.0 + np.exp(-z))
-        return float(p) if p.ndim == 0 else p
+        return platt(score, self.slope, self.intercept)
 
     def describe(self) -> str:
         return f"Platt scaling (slope {self.slope:.4g}, intercept {self.intercept:.4g}) of {self.source}"
-
-
-# Scores are clipped this far from 0 and 1 before the logit: float32 graphs answer exactly 1.0 at times.
-_EPS = 1e-12
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from runtrace.models import aggregation
 from runtrace.scan.onnxmodel import OnnxModel
 from runtrace.scan.score import Score
 from runtrace.scan.sequence import ModelSequence
@@ -77,9 +78,7 @@ class UnitMap:
 
 def logit(p):
     """log(p / (1 - p)), with p clipped LOGIT_EPS away from 0 and 1 (float or array)."""
-    p = np.clip(np.asarray(p, dtype=np.float64), LOGIT_EPS, 1 - LOGIT_EPS)
-    out = np.log(p) - np.log1p(-p)
-    return float(out) if out.ndim == 0 else out
+    return aggregation.logit(p, LOGIT_EPS)
 
 
 def unit_map(trace: Trace, seq: ModelSequence, positions: np.ndarray) -> UnitMap:
