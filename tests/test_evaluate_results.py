@@ -59,6 +59,22 @@ def test_render_puts_our_figures_beside_the_papers():
     assert "cdcdcdcdcdcdcdcd" in text and "Linux, 2 CPUs, Python 3.11.7" in text
 
 
+def test_a_split_two_reports_share_is_described_once():
+    def temporal_report(model):
+        doc = _metrics_json()
+        doc["results"] = [_result("bsm", "temporal", model, 0.6, 0.1)]
+        by_year = [{"side": "train", "files": 7}, {"side": "test", "files": 3}]
+        info = {"cut": "2019-12-01", "rule": "chosen", "by_year": by_year}
+        run = {"dataset": "d", "representation": "bsm", "protocol": "temporal", "unit": "file", "n_folds": 1}
+        doc["protocol_runs"] = [{**run, "info": info}]
+        return EvaluationResults.model_validate(doc)
+
+    reports = [(Path("lstm"), temporal_report("lstm")), (Path("lr"), temporal_report("ngram-lr"))]
+    text = render_results_page(reports, notes="")
+    line = "BSM temporal: cut at 2019-12-01 (chosen); 7 files before it trained, 3 after it tested."
+    assert text.count(line) == 1
+
+
 def test_metrics_json_round_trips_with_its_layout(tmp_path):
     report = EvaluationResults.model_validate(_metrics_json())
     path = report.write(tmp_path / "metrics.json")

@@ -126,6 +126,9 @@ def _lineage_lines(reports: list[tuple[Path, EvaluationResults]]) -> list[str]:
                     f"- {run.representation.upper()} by-family: at most {run.info['family_cap']} files per "
                     f"family ({capped})."
                 )
+    # Reports of the same dataset split it the same way (one report per protocol or per model): each
+    # split is described once.
+    lines = list(dict.fromkeys(lines))
     return (["## How the by-family and temporal splits fell", "", *lines, ""]) if lines else []
 
 
