@@ -1,0 +1,100 @@
+"""Does training on every traced file, not only the metadata-matched draw, find more held-out malware?
+
+The matched dataset (`dataset build --match`) keeps the packaging shortcut out of training and testing,
+but it leaves most of the malware out (no benign look-alike).  This experiment forms the folds of a
+protocol (by-family or temporal) over the whole dataset (`dataset build` without --match) and, per fold,
+trains n-gram LightGBM twice:
+
+- arm `matched`: on the fold's training files that are in the matched dataset;
+- arm `all`: on all of the fold's training files;
+
+and scores both on the fold's *matched* test files only, where packaging metadata cannot tell the classes
+apart (the audit).  Same folds, same test files, same model settings: only the training data differs.
+
+    .venv/bin/python scripts/training_data_arms.py ALL_DATASET MATCHED_DATASET MANIFEST \\
+        --protocol by-family -o arms.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from runtrace.evaluate import protocols
+from runtrace.evaluate.baselines import NgramCache
+from runtrace.evaluate.manifest_join import join_manifest_file
+from runtrace.evaluate.metrics import roc_auc, tpr_at_fpr
+from runtrace.models.ngram import NgramLightGBM
+from runtrace.represent.dataset import DatasetError, SequenceDataset
+
+ARMS = ("matched", "all")
+
+
+def run(data: SequenceDataset, matched: set[str], protocol: str, log=print) -> dict[str, list[dict]]:
+    shas = np.asarray(data.sha256s(), dtype=object)
+    y = np.asarray(data.labels(), dtype=np.int64)
+    in_matched = np.array([s in matched for s in shas], dtype=bool)
+    plan = protocols.by_family(data) if protocol == protocols.BY_FAMILY else protocols.temporal(data)
+    cache = NgramCache(max_bytes=4 * 2**30)  # a file's counts do not depend on the fold
+    scored: dict[str, list[dict]] = {arm: [] for arm in ARMS}
+    for fold in plan.folds:
+        test = fold.test[in_matched[fold.test]]
+        for arm, train in (("matched", fold.train[in_matched[fold.train]]), ("all", fold.train)):
+            started = time.monotonic()
+            scores = NgramLightGBM(seed=0, cache=cache).fit(data, train).predict_proba(data, test)
+            scored[arm] += [
+                {"sha256": s, "label": int(label), "score": float(p), "fold": fold.index}
+                for s, label, p in zip(shas[test], y[test], scores, strict=True)
+            ]
+            log(
+                f"fold {fold.index} {arm}: trained on {len(train)} files ({int(y[train].sum())} malicious), "
+                f"scored {len(test)} matched files, {time.monotonic() - started:.0f} s"
+            )
+    return scored
+
+
+def summary(scored: dict[str, list[dict]]) -> dict[str, dict]:
+    out = {}
+    for arm, rows in scored.items():
+        labels = np.array([r["label"] for r in rows])
+        scores = np.array([r["score"] for r in rows])
+        out[arm] = {
+            "files": len(rows),
+            "malicious": int(labels.sum()),
+            "roc_auc": roc_auc(labels, scores),
+            "tpr_at_fpr_1pct": tpr_at_fpr(labels, scores, 0.01),
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("all_dataset", type=Path)
+    parser.add_argument("matched_dataset", type=Path)
+    parser.add_argument("manifest", type=Path)
+    parser.add_argument("--protocol", choices=[protocols.BY_FAMILY, protocols.TEMPORAL], default="by-family")
+    parser.add_argument("-o", "--out", type=Path, required=True, help="JSON file: scores and summary")
+    opts = parser.parse_args(argv)
+    try:
+        data = SequenceDataset.load(opts.all_dataset)
+        matched = set(SequenceDataset.load(opts.matched_dataset).sha256s())
+        join_manifest_file([("all", data)], opts.manifest)
+    except (DatasetError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
+    scored = run(data, matched, opts.protocol, log=lambda line: print(line, flush=True))
+    result = {"protocol": opts.protocol, "summary": summary(scored), "scores": scored}
+    opts.out.write_text(json.dumps(result, indent=1))
+    for arm, s in result["summary"].items():
+        print(
+            f"{opts.protocol} {arm}: {s['files']} matched test files ({s['malicious']} malicious), "
+            f"ROC-AUC {s['roc_auc']:.3f}, TPR at 1 % FPR {s['tpr_at_fpr_1pct']:.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

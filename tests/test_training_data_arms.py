@@ -1,0 +1,45 @@
+"""scripts/training_data_arms.py: both arms share the folds and the test files (the matched ones), and
+differ only in the training files."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from runtrace.represent.synthetic import synthetic_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script():
+    path = ROOT / "scripts" / "training_data_arms.py"
+    spec = importlib.util.spec_from_file_location("training_data_arms", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_both_arms_score_the_same_matched_test_files_with_more_training_for_all() -> None:
+    data = synthetic_dataset("bsm", 80, seed=3)
+    labels = np.asarray(data.labels())
+    family = [f"fam{i % 8}" if label == 1 else None for i, label in enumerate(labels)]
+    data.files = data.files.append_column("family", pa.array(family, pa.string()))
+    shas = data.sha256s()
+    matched = set(shas[::2])
+    lines: list[str] = []
+    script = _script()
+    scored = script.run(data, matched, "by-family", log=lines.append)
+
+    for arm in script.ARMS:
+        assert {r["sha256"] for r in scored[arm]} <= matched
+    key = [(r["sha256"], r["fold"]) for r in scored["matched"]]
+    assert key == [(r["sha256"], r["fold"]) for r in scored["all"]]
+    assert len({s for s, _ in key}) == len(key)  # every matched file tested once
+    trained = {line.split(":")[0]: int(line.split("trained on ")[1].split()[0]) for line in lines}
+    for fold in range(5):
+        assert trained[f"fold {fold} all"] > trained[f"fold {fold} matched"]
+    summary = script.summary(scored)
+    assert set(summary) == {"matched", "all"} and 0 <= summary["all"]["roc_auc"] <= 1
