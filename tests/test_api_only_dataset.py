@@ -3,7 +3,6 @@ with the files (and so the folds) of the source dataset."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -11,16 +10,11 @@ import pyarrow as pa
 import pytest
 
 from runtrace.represent.dataset import SequenceDataset
-
-ROOT = Path(__file__).resolve().parents[1]
+from script_support import load_script
 
 
 def _script():
-    path = ROOT / "scripts" / "api_only_dataset.py"
-    spec = importlib.util.spec_from_file_location("api_only_dataset", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("api_only_dataset")
 
 
 def _dataset(api: bool = True) -> SequenceDataset:

@@ -3,7 +3,6 @@ calibration and its similarity index, and nothing when something is missing."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -18,15 +17,13 @@ from runtrace.scan.calibration import write_calibration
 from runtrace.scan.kinds import load_model
 from runtrace.scan.synthetic import synthetic_corpus
 from scan_support import tiny_model_dir
+from script_support import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _install():
-    spec = importlib.util.spec_from_file_location("install_model", ROOT / "scripts" / "install_model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.install
+    return load_script("install_model").install
 
 
 def _with_calibration_and_index(model: Path) -> Path:

@@ -3,23 +3,15 @@ differ only in the training files."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pyarrow as pa
 
 from runtrace.represent.synthetic import synthetic_dataset
-
-ROOT = Path(__file__).resolve().parents[1]
+from script_support import load_script
 
 
 def _script():
-    path = ROOT / "scripts" / "training_data_arms.py"
-    spec = importlib.util.spec_from_file_location("training_data_arms", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("training_data_arms")
 
 
 def test_both_arms_score_the_same_matched_test_files_with_more_training_for_all() -> None:
