@@ -19,8 +19,6 @@ from runtrace.scan.synthetic import synthetic_corpus
 from scan_support import tiny_model_dir
 from script_support import load_script
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def _install():
     return load_script("install_model").install
