@@ -90,6 +90,16 @@ def test_missing_dataset_fails_in_one_line(tmp_path):
     assert result.exit_code == 2 and "error:" in result.output and "Traceback" not in result.output
 
 
+def test_an_unreadable_manifest_is_named_once_in_one_line(datasets, tmp_path):
+    bad = tmp_path / "manifest.parquet"
+    bad.write_text("not parquet")
+    out = tmp_path / "x"
+    result = _evaluate("-d", str(datasets[0]), "-m", "metadata", "--manifest", str(bad), "-o", str(out))
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith(f"error: {bad}: not a readable Parquet manifest"), lines[0]
+
+
 def test_manifest_metadata_reaches_the_audit_and_the_slices(datasets, tmp_path):
     from runtrace.corpus.manifest import write_manifest
     from runtrace.represent.dataset import SequenceDataset

@@ -65,5 +65,6 @@ def join_manifest_file(datasets: list[tuple[str, SequenceData]], manifest: Path)
             _, found = join_manifest(data, table)
             matched.append((name, found, len(data.labels())))
     except (ManifestError, ValueError) as e:
-        raise ValueError(f"{manifest}: {e}") from None
+        # read_manifest's errors already name the file; join_manifest's do not.
+        raise ValueError(str(e) if str(e).startswith(f"{manifest}:") else f"{manifest}: {e}") from None
     return ManifestJoin(sha256, matched)
