@@ -390,6 +390,16 @@ def test_programs_of_named_toolchains_are_capped_per_group():
     assert 10 < sum(r["arch"] == "i386" for r in kept) < 30
 
 
+def _reusing(earlier: BuildOptions, tmp_path: Path) -> BuildOptions:
+    """A build into a new folder that takes its files from `earlier`'s, with every source off."""
+    return BuildOptions(
+        corpus_dir=tmp_path / "corpus2",
+        downloads_dir=tmp_path / "nothing-downloaded",
+        sources=SourcesConfig(),
+        reuse_build=earlier.corpus_dir,
+    )
+
+
 def test_a_build_can_take_the_files_of_an_earlier_build_without_fetching(sources, tmp_path, monkeypatch):
     opts, _ = sources
     first = build_corpus(opts)
@@ -401,12 +411,7 @@ def test_a_build_can_take_the_files_of_an_earlier_build_without_fetching(sources
 
     monkeypatch.setattr("runtrace.corpus.build.read_pe_meta", no_parse)
     monkeypatch.setattr("runtrace.corpus.reuse._read_member", no_parse)  # malware: not decrypted again
-    again = BuildOptions(
-        corpus_dir=tmp_path / "corpus2",
-        downloads_dir=tmp_path / "nothing-downloaded",
-        sources=SourcesConfig(),
-        reuse_build=opts.corpus_dir,
-    )
+    again = _reusing(opts, tmp_path)
     second = build_corpus(again)
     rows = {r["sha256"]: r for r in read_manifest(second.manifest_path).to_pylist()}
     assert rows.keys() == earlier.keys()
@@ -431,12 +436,7 @@ def test_the_earlier_build_s_caps_are_applied_afresh(sources, tmp_path):
     first = build_corpus(opts)
     assert first.toolchain_capped == {("exe", "msvc-2017+"): 1}
     assert sha(LAUNCHER) not in {r["sha256"] for r in first.rows}
-    uncapped = BuildOptions(
-        corpus_dir=tmp_path / "corpus2",
-        downloads_dir=tmp_path / "nothing-downloaded",
-        sources=SourcesConfig(),
-        reuse_build=opts.corpus_dir,
-    )
+    uncapped = _reusing(opts, tmp_path)
     second = build_corpus(uncapped)
     assert {r["sha256"] for r in second.rows} == {r["sha256"] for r in first.rows} | {sha(LAUNCHER)}
 
