@@ -7,9 +7,13 @@ trains n-gram LightGBM twice:
 
 - arm `matched`: on the fold's training files that are in the matched dataset;
 - arm `all`: on all of the fold's training files;
+- arm `weighted`: on all of them, weighted so that in every stratum of the match (arch, kind, toolchain,
+  linker era: `corpus.matching.stratum_weights`) both classes weigh the same, and strata of one class
+  not at all: matching by weighting, which keeps every benign look-alike instead of one per malware file;
 
-and scores both on the fold's *matched* test files only, where packaging metadata cannot tell the classes
-apart (the audit).  Same folds, same test files, same model settings: only the training data differs.
+and scores each on the fold's *matched* test files only, where packaging metadata cannot tell the classes
+apart (the audit).  Same folds, same test files, same model settings: only the training data (and its
+weights) differs.
 
     .venv/bin/python scripts/training_data_arms.py ALL_DATASET MATCHED_DATASET MANIFEST \\
         --protocol by-family -o arms.json
@@ -25,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from runtrace.corpus.manifest import ManifestError, read_manifest_rows
+from runtrace.corpus.matching import stratum, stratum_weights
 from runtrace.evaluate import protocols
 from runtrace.evaluate.baselines import NgramCache
 from runtrace.evaluate.manifest_join import join_manifest_file
@@ -32,10 +38,13 @@ from runtrace.evaluate.metrics import roc_auc, tpr_at_fpr
 from runtrace.models.ngram import NgramLightGBM
 from runtrace.represent.dataset import DatasetError, SequenceDataset
 
-ARMS = ("matched", "all")
+ARMS = ("matched", "all", "weighted")
 
 
-def run(data: SequenceDataset, matched: set[str], protocol: str, log=print) -> dict[str, list[dict]]:
+def run(
+    data: SequenceDataset, matched: set[str], strata: list[tuple], protocol: str, log=print
+) -> dict[str, list[dict]]:
+    """Scores of every arm on the matched test files of each fold; `strata` is each file's match stratum."""
     shas = np.asarray(data.sha256s(), dtype=object)
     y = np.asarray(data.labels(), dtype=np.int64)
     in_matched = np.array([s in matched for s in shas], dtype=bool)
@@ -44,9 +53,16 @@ def run(data: SequenceDataset, matched: set[str], protocol: str, log=print) -> d
     scored: dict[str, list[dict]] = {arm: [] for arm in ARMS}
     for fold in plan.folds:
         test = fold.test[in_matched[fold.test]]
-        for arm, train in (("matched", fold.train[in_matched[fold.train]]), ("all", fold.train)):
+        weights = stratum_weights([strata[i] for i in fold.train], y[fold.train])
+        arms = (
+            ("matched", fold.train[in_matched[fold.train]], None),
+            ("all", fold.train, None),
+            ("weighted", fold.train[weights > 0], weights[weights > 0]),
+        )
+        for arm, train, weight in arms:
             started = time.monotonic()
-            scores = NgramLightGBM(seed=0, cache=cache).fit(data, train).predict_proba(data, test)
+            model = NgramLightGBM(seed=0, cache=cache).fit(data, train, sample_weight=weight)
+            scores = model.predict_proba(data, test)
             scored[arm] += [
                 {"sha256": s, "label": int(label), "score": float(p), "fold": fold.index}
                 for s, label, p in zip(shas[test], y[test], scores, strict=True)
@@ -84,9 +100,11 @@ def main(argv: list[str] | None = None) -> None:
         data = SequenceDataset.load(opts.all_dataset)
         matched = set(SequenceDataset.load(opts.matched_dataset).sha256s())
         join_manifest_file([("all", data)], opts.manifest)
-    except (DatasetError, ValueError) as e:
+        rows = {r["sha256"]: r for r in read_manifest_rows(opts.manifest)}
+    except (DatasetError, ManifestError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
-    scored = run(data, matched, opts.protocol, log=lambda line: print(line, flush=True))
+    strata = [stratum(rows.get(sha, {})) for sha in data.sha256s()]
+    scored = run(data, matched, strata, opts.protocol, log=lambda line: print(line, flush=True))
     result = {"protocol": opts.protocol, "summary": summary(scored), "scores": scored}
     opts.out.write_text(json.dumps(result, indent=1))
     for arm, s in result["summary"].items():

@@ -18,6 +18,7 @@ import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 
 STRATUM = ("arch", "kind", "compiler", "linker_era")
@@ -151,6 +152,21 @@ def matched_manifest(table: pa.Table, min_instructions: int = 0, ratio: int = 1)
         "unmatched": [[*map(str, k), n] for k, n in result.unmatched.most_common()],
     }
     return MatchedManifest(pa.Table.from_pylist(result.rows, schema=table.schema), info)
+
+
+def stratum_weights(strata: list[tuple], labels: np.ndarray) -> np.ndarray:
+    """Matching by weighting: a weight per file such that in every stratum (`stratum`) the malicious and
+    the benign files weigh the same, half the stratum's file count each.  Files of a stratum with one class
+    only weigh 0: they can teach nothing but the packaging.  Where `match_rows` drops the benign files
+    beyond one partner per malware file, this keeps them all, each worth less."""
+    labels = np.asarray(labels)
+    counts = Counter(zip(strata, labels.tolist(), strict=True))
+    weights = np.zeros(len(labels))
+    for i, (key, label) in enumerate(zip(strata, labels.tolist(), strict=True)):
+        malicious, benign = counts[(key, 1)], counts[(key, 0)]
+        if malicious and benign:
+            weights[i] = (malicious + benign) / (2 * counts[(key, label)])
+    return weights
 
 
 def _group(row: dict) -> str:

@@ -62,14 +62,18 @@ class NgramCache:
 class NgramLogisticRegression(NgramClassifier):
     """n-gram counts -> sublinear tf-idf (idf from training rows) -> L2 logistic regression."""
 
-    def _fit_counts(self, x, y: np.ndarray) -> None:
+    def _fit_counts(self, x, y: np.ndarray, sample_weight: np.ndarray | None) -> None:
         from sklearn.feature_extraction.text import TfidfTransformer
         from sklearn.linear_model import LogisticRegression
 
         self.tfidf_ = TfidfTransformer(sublinear_tf=True).fit(x)
         self.model_ = LogisticRegression(
-            C=1.0, class_weight="balanced", max_iter=2000, solver="liblinear", random_state=self.seed
-        ).fit(self.tfidf_.transform(x), y)
+            C=1.0,
+            class_weight="balanced" if sample_weight is None else None,
+            max_iter=2000,
+            solver="liblinear",
+            random_state=self.seed,
+        ).fit(self.tfidf_.transform(x), y, sample_weight=sample_weight)
 
     def _predict_counts(self, x) -> np.ndarray:
         return self.model_.predict_proba(self.tfidf_.transform(x))[:, 1]

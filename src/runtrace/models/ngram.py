@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from runtrace.models.weights import mass_balanced
+
 if TYPE_CHECKING:  # the interface imports pyarrow, which scanning does without (about 0.1 s)
     from runtrace.models.interface import SequenceData
 
@@ -210,14 +212,17 @@ class NgramClassifier:
         self.max_features = max_features
         self.cache = cache
 
-    def fit(self, data: SequenceData, train_idx: np.ndarray):
+    def fit(self, data: SequenceData, train_idx: np.ndarray, sample_weight: np.ndarray | None = None):
+        """`sample_weight` (one per training file, optional): the classes are then balanced by their
+        weights' sum rather than by their file counts (`weights.mass_balanced`)."""
         y = binary_labels(data, train_idx)
         self.featurizer_ = NgramFeaturizer(max_features=self.max_features, cache=self.cache).fit(
             data, train_idx
         )
         self.constant_ = constant_if_one_class(y)
         if self.constant_ is None:
-            self._fit_counts(self.featurizer_.transform(data, train_idx), y)
+            weight = None if sample_weight is None else mass_balanced(y, sample_weight)
+            self._fit_counts(self.featurizer_.transform(data, train_idx), y, weight)
         return self
 
     def predict_proba(self, data: SequenceData, idx: np.ndarray) -> np.ndarray:
@@ -225,7 +230,9 @@ class NgramClassifier:
             return np.full(len(idx), self.constant_)
         return self._predict_counts(self.featurizer_.transform(data, idx))
 
-    def _fit_counts(self, x, y: np.ndarray) -> None:
+    def _fit_counts(self, x, y: np.ndarray, sample_weight: np.ndarray | None) -> None:
+        """Fit on the counts; without `sample_weight` balance the classes by count, with it use the weights
+        as given (already class-balanced by mass)."""
         raise NotImplementedError
 
     def _predict_counts(self, x) -> np.ndarray:
@@ -247,10 +254,13 @@ class NgramLightGBM(NgramClassifier):
         super().__init__(seed, max_features, cache)
         self.n_jobs = n_jobs
 
-    def _fit_counts(self, x, y: np.ndarray) -> None:
+    def _fit_counts(self, x, y: np.ndarray, sample_weight: np.ndarray | None) -> None:
         from lightgbm import LGBMClassifier
 
-        self.model_ = LGBMClassifier(**LGBM_PARAMS, random_state=self.seed, n_jobs=self.n_jobs).fit(x, y)
+        params = dict(LGBM_PARAMS, random_state=self.seed, n_jobs=self.n_jobs)
+        if sample_weight is not None:
+            params.pop("class_weight")  # "balanced" would reweigh by counts on top of the weights
+        self.model_ = LGBMClassifier(**params).fit(x, y, sample_weight=sample_weight)
 
     def _predict_counts(self, x) -> np.ndarray:
         return self.model_.predict_proba(x)[:, 1]
