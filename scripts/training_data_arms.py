@@ -2,8 +2,8 @@
 
 The matched dataset (`dataset build --match`) keeps the packaging shortcut out of training and testing,
 but it leaves most of the malware out (no benign look-alike).  This experiment forms the folds of a
-protocol (by-family or temporal) over the whole dataset (`dataset build` without --match) and, per fold,
-trains n-gram LightGBM twice:
+protocol (by-family, by-origin or temporal) over the whole dataset (`dataset build` without --match)
+and, per fold, trains n-gram LightGBM three times:
 
 - arm `matched`: on the fold's training files that are in the matched dataset;
 - arm `all`: on all of the fold's training files;
@@ -39,6 +39,11 @@ from runtrace.models.ngram import NgramLightGBM
 from runtrace.represent.dataset import DatasetError, SequenceDataset
 
 ARMS = ("matched", "all", "weighted")
+PLANS = {
+    protocols.BY_FAMILY: protocols.by_family,
+    protocols.BY_ORIGIN: protocols.by_origin,
+    protocols.TEMPORAL: protocols.temporal,
+}
 
 
 def run(
@@ -48,7 +53,7 @@ def run(
     shas = np.asarray(data.sha256s(), dtype=object)
     y = np.asarray(data.labels(), dtype=np.int64)
     in_matched = np.array([s in matched for s in shas], dtype=bool)
-    plan = protocols.by_family(data) if protocol == protocols.BY_FAMILY else protocols.temporal(data)
+    plan = PLANS[protocol](data)
     cache = NgramCache(max_bytes=4 * 2**30)  # a file's counts do not depend on the fold
     scored: dict[str, list[dict]] = {arm: [] for arm in ARMS}
     for fold in plan.folds:
@@ -88,13 +93,45 @@ def summary(scored: dict[str, list[dict]]) -> dict[str, dict]:
     return out
 
 
+def write_predictions(
+    scored: dict[str, list[dict]], protocol: str, representation: str, out: Path
+) -> list[Path]:
+    """Each arm's out-of-fold scores as OUT/<arm>/predictions.parquet, the columns `runtrace calibrate
+    --report OUT/<arm>` reads (model `ngram-lgbm`, unit `file`): a model trained as an arm trains can be
+    calibrated on that arm's scores."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    written = []
+    for arm, rows in scored.items():
+        table = pa.table(
+            {
+                "representation": [representation] * len(rows),
+                "protocol": [protocol] * len(rows),
+                "model": ["ngram-lgbm"] * len(rows),
+                "unit": ["file"] * len(rows),
+                "sha256": [r["sha256"] for r in rows],
+                "label": pa.array([r["label"] for r in rows], pa.int64()),
+                "fold": pa.array([r["fold"] for r in rows], pa.int64()),
+                "score": pa.array([r["score"] for r in rows], pa.float64()),
+            }
+        )
+        (out / arm).mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, out / arm / "predictions.parquet")
+        written.append(out / arm / "predictions.parquet")
+    return written
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("all_dataset", type=Path)
     parser.add_argument("matched_dataset", type=Path)
     parser.add_argument("manifest", type=Path)
-    parser.add_argument("--protocol", choices=[protocols.BY_FAMILY, protocols.TEMPORAL], default="by-family")
+    parser.add_argument("--protocol", choices=list(PLANS), default="by-family")
     parser.add_argument("-o", "--out", type=Path, required=True, help="JSON file: scores and summary")
+    parser.add_argument(
+        "--predictions", type=Path, help="Also write each arm's scores as DIR/<arm>/predictions.parquet"
+    )
     opts = parser.parse_args(argv)
     try:
         data = SequenceDataset.load(opts.all_dataset)
@@ -107,6 +144,8 @@ def main(argv: list[str] | None = None) -> None:
     scored = run(data, matched, strata, opts.protocol, log=lambda line: print(line, flush=True))
     result = {"protocol": opts.protocol, "summary": summary(scored), "scores": scored}
     opts.out.write_text(json.dumps(result, indent=1))
+    if opts.predictions is not None:
+        write_predictions(scored, opts.protocol, data.representation, opts.predictions)
     for arm, s in result["summary"].items():
         print(
             f"{opts.protocol} {arm}: {s['files']} matched test files ({s['malicious']} malicious), "

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -468,3 +469,62 @@ def test_the_bundled_default_scores_real_traces_as_its_lightgbm_model_does() -> 
     mapped = calibration.probability_map or (lambda p: p)
     threshold = calibration.threshold
     assert list(mapped(got) >= threshold) == list(mapped(expected) >= threshold)
+
+
+def _strata_manifest(path: Path, shas: list[str], labels: list[int], strata: list[str]) -> Path:
+    rows = [
+        {"sha256": s, "label": "malicious" if y else "benign", "origin_group": f"g/{s}", "arch": "i386",
+         "kind": k, "compiler": "msvc", "linker_major": 9, "linker_minor": 0}
+        for s, y, k in zip(shas, labels, strata, strict=True)
+    ]  # fmt: skip
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+def test_train_weighs_files_by_match_stratum_and_leaves_one_class_strata_out(tmp_path: Path) -> None:
+    """`--weigh-strata MANIFEST`: the booster is the evaluation's model fitted with the strata's weights on
+    the files of strata that hold both classes; the config says so."""
+    from runtrace.corpus.matching import stratum_weights
+    from runtrace.models.ngram import NgramLightGBM
+
+    train, _ = _demo_rows()
+    data = build_dataset([_trace_path(r) for r in train], [r["label"] for r in train], representation="bsm")
+    data.save(tmp_path / "dataset")
+    labels = [int(y) for y in data.labels()]
+    first_malicious = labels.index(1)
+    # every file an EXE but the first malicious one, alone in its stratum (a DLL)
+    kinds = ["dll" if i == first_malicious else "exe" for i in range(len(labels))]
+    manifest = _strata_manifest(tmp_path / "manifest.parquet", data.sha256s(), labels, kinds)
+    model = tmp_path / "model"
+    args = ["train", "--kind", "ngram-lgbm", "--dataset", str(tmp_path / "dataset"), "-o", str(model)]
+    result = CliRunner().invoke(app, [*args, "--weigh-strata", str(manifest)])
+    assert result.exit_code == 0, result.output
+    assert f"1 of {len(labels)} files are in strata of one class and left out" in result.output
+
+    weights = stratum_weights([("i386", k, "msvc", "9") for k in kinds], np.array(labels))
+    kept = np.flatnonzero(weights > 0)
+    assert first_malicious not in kept and len(kept) == len(labels) - 1
+    expected = NgramLightGBM(seed=0).fit(SequenceDataset.load(tmp_path / "dataset"), kept, weights[kept])
+    assert (model / NGRAM_WEIGHTS).read_text() == expected.model_.booster_.model_to_string()
+    config = json.loads((model / CONFIG).read_text())
+    assert config["training"]["files"] == len(labels) - 1
+    assert config["training"]["weighting"]["files_left_out"] == 1
+    assert "class_weight" not in config["lightgbm"]  # the weights balance the classes by mass
+
+
+def test_weigh_strata_refuses_a_manifest_without_the_datasets_files_and_other_kinds(tmp_path: Path) -> None:
+    train, _ = _demo_rows()
+    data = build_dataset([_trace_path(r) for r in train], [r["label"] for r in train], representation="bsm")
+    data.save(tmp_path / "dataset")
+    labels = [int(y) for y in data.labels()]
+    manifest = _strata_manifest(
+        tmp_path / "m.parquet", data.sha256s()[1:], labels[1:], ["exe"] * (len(labels) - 1)
+    )
+    args = ["train", "--dataset", str(tmp_path / "dataset"), "-o", str(tmp_path / "model"), "--weigh-strata"]
+    result = CliRunner().invoke(app, [*args, str(manifest), "--kind", "ngram-lgbm"])
+    assert result.exit_code != 0 and "1 of the dataset's" in result.output and "not in it" in result.output
+    assert "Traceback" not in result.output
+    result = CliRunner().invoke(app, [*args, str(tmp_path / "none.parquet"), "--kind", "ngram-lgbm"])
+    assert result.exit_code != 0 and "none.parquet" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(app, [*args, str(manifest), "--kind", "bsm-lstm"])
+    assert result.exit_code != 0 and "only ngram-lgbm takes file weights" in result.output

@@ -42,3 +42,22 @@ def test_the_arms_score_the_same_matched_test_files_and_differ_in_training() -> 
     assert sum(trained[f"fold {f} all"] - trained[f"fold {f} weighted"] for f in range(5)) == 4 * lonely
     summary = script.summary(scored)
     assert set(summary) == {"matched", "all", "weighted"} and 0 <= summary["weighted"]["roc_auc"] <= 1
+
+
+def test_each_arms_scores_are_a_predictions_file_calibrate_reads(tmp_path) -> None:
+    from runtrace.evaluate.thresholds import oof_scores
+
+    def rows(high: float, low: float) -> list[dict]:
+        return [
+            {"sha256": "a", "label": 1, "score": high, "fold": 0},
+            {"sha256": "b", "label": 0, "score": low, "fold": 1},
+        ]
+
+    scored = {"matched": rows(0.9, 0.2), "weighted": rows(0.7, 0.4)}
+    written = _script().write_predictions(scored, "by-family", "bsm", tmp_path)
+    assert written == [
+        tmp_path / "matched" / "predictions.parquet",
+        tmp_path / "weighted" / "predictions.parquet",
+    ]
+    y, score, fold = oof_scores(tmp_path / "weighted", "bsm", "by-family", model="ngram-lgbm")
+    assert list(y) == [1, 0] and list(score) == [0.7, 0.4] and list(fold) == [0, 1]

@@ -92,6 +92,13 @@ def train(
         _V.min_documents, help="Vocabulary: a token must occur in this many training files."
     ),
     max_vocab: int = typer.Option(_V.max_size, help="Vocabulary: at most this many tokens."),
+    weigh_strata: Path = typer.Option(
+        None,
+        "--weigh-strata",
+        help="ngram-lgbm: corpus manifest whose match strata (arch, kind, toolchain, linker era) weigh the "
+        "files, both classes equally in each stratum and strata of one class not at all (train on a dataset "
+        "built without --match: matching by weighting).",
+    ),
     log: Path = typer.Option(None, help="Epoch log (JSON lines); default: OUT/training_log.jsonl."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
@@ -112,8 +119,10 @@ def train(
         raise fail(f"{dataset}: no files")
     kind = kind or f"{data.representation}-lstm"
     if kind in NGRAM_KINDS:
-        _train_ngram(data, out, seed, threads)
+        _train_ngram(data, out, seed, threads, weigh_strata)
         return
+    if weigh_strata is not None:
+        raise fail(f"--weigh-strata: only ngram-lgbm takes file weights, not {kind}")
     if KINDS[kind] != data.representation:
         raise fail(f"{kind} reads {KINDS[kind].upper()} datasets; {dataset} is {data.representation.upper()}")
 
@@ -182,14 +191,27 @@ def train(
     report_export(out)
 
 
-def _train_ngram(data, out: Path, seed: int, threads: int | None) -> None:
-    """`--kind ngram-lgbm`: the evaluation's n-gram LightGBM on every file, saved and converted to ONNX."""
+def _train_ngram(data, out: Path, seed: int, threads: int | None, strata_manifest: Path | None) -> None:
+    """`--kind ngram-lgbm`: the evaluation's n-gram LightGBM on every file (weighted by match stratum with
+    `--weigh-strata`), saved and converted to ONNX."""
     from runtrace.models.ngram_checkpoint import train_and_save
 
+    weights = None if strata_manifest is None else _stratum_weights(data, strata_manifest)
+    weighting = (
+        None if weights is None else f"match stratum (arch, kind, toolchain, linker era) of {strata_manifest}"
+    )
     try:
-        summary = train_and_save(data, out, seed=seed, n_jobs=threads or 1)
+        summary = train_and_save(
+            data, out, seed=seed, n_jobs=threads or 1, weights=weights, weighting=weighting
+        )
     except ValueError as e:
         raise fail(str(e)) from None
+    if weights is not None:
+        console.print(
+            f"weighted by match stratum: {int((weights == 0).sum()):,} of {len(weights):,} files are in "
+            "strata of one class and left out",
+            highlight=False,
+        )
     console.print(
         f"{summary.kind}: {summary.trees} trees on {summary.files:,} files; {summary.vocabulary:,} n-grams "
         f"counted, {summary.used:,} of them split on ({summary.tokens:,} distinct tokens); fitted in "
@@ -199,3 +221,25 @@ def _train_ngram(data, out: Path, seed: int, threads: int | None) -> None:
     )
     console.print(f"model written to {out}", highlight=False)
     report_export(out)
+
+
+def _stratum_weights(data, manifest: Path):
+    """Each dataset file's weight by its match stratum in `manifest` (`corpus.matching.stratum_weights`);
+    a one-line failure when the manifest cannot be read or lacks some of the dataset's files."""
+    import numpy as np
+
+    from runtrace.corpus.manifest import ManifestError, read_manifest_rows
+    from runtrace.corpus.matching import stratum, stratum_weights
+
+    try:
+        rows = {r["sha256"]: r for r in read_manifest_rows(manifest)}
+    except ManifestError as e:
+        raise fail(str(e)) from None
+    shas = data.sha256s()
+    missing = [s for s in shas if s not in rows]
+    if missing:
+        raise fail(
+            f"{manifest}: {len(missing):,} of the dataset's {len(shas):,} files are not in it "
+            f"(first {missing[0]})"
+        )
+    return stratum_weights([stratum(rows[s]) for s in shas], np.asarray(data.labels()))

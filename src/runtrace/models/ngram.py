@@ -257,10 +257,10 @@ class NgramLightGBM(NgramClassifier):
     def _fit_counts(self, x, y: np.ndarray, sample_weight: np.ndarray | None) -> None:
         from lightgbm import LGBMClassifier
 
-        params = dict(LGBM_PARAMS, random_state=self.seed, n_jobs=self.n_jobs)
+        self.params_ = dict(LGBM_PARAMS, random_state=self.seed, n_jobs=self.n_jobs)
         if sample_weight is not None:
-            params.pop("class_weight")  # "balanced" would reweigh by counts on top of the weights
-        self.model_ = LGBMClassifier(**params).fit(x, y, sample_weight=sample_weight)
+            self.params_.pop("class_weight")  # "balanced" would reweigh by counts on top of the weights
+        self.model_ = LGBMClassifier(**self.params_).fit(x, y, sample_weight=sample_weight)
 
     def _predict_counts(self, x) -> np.ndarray:
         return self.model_.predict_proba(x)[:, 1]

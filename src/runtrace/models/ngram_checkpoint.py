@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from runtrace.models.interface import SequenceData
-from runtrace.models.ngram import LGBM_PARAMS, NgramLightGBM, binary_labels, ngram_keys, ngram_spans
+from runtrace.models.ngram import NgramLightGBM, binary_labels, ngram_keys, ngram_spans
 from runtrace.models.provenance import training_data_spec
 from runtrace.models.spec import CONFIG, FORMAT_NAME, FORMAT_VERSION, NGRAM_GRAPHS, NGRAM_WEIGHTS, VOCABULARY
 
@@ -46,16 +46,27 @@ class NgramTrainingSummary:
 
 
 def train_and_save(
-    data: SequenceData, out: str | os.PathLike, seed: int = 0, n_jobs: int = 1
+    data: SequenceData,
+    out: str | os.PathLike,
+    seed: int = 0,
+    n_jobs: int = 1,
+    weights: np.ndarray | None = None,
+    weighting: str | None = None,
 ) -> NgramTrainingSummary:
     """Fit `NgramLightGBM` (the evaluation's `ngram-lgbm`, same features and parameters) on every file of
-    `data` and save it to `out`.  ValueError when the files are not of both classes."""
+    `data` and save it to `out`.  With `weights` (one per file; `weighting` says what they are, for the
+    model's config), files of weight 0 are left out and the others weigh as given.  ValueError when the
+    files kept are not of both classes."""
     idx = np.arange(len(data.labels()))
+    if weights is not None:
+        weights = np.asarray(weights, dtype=np.float64)
+        idx = idx[weights > 0]
     y = binary_labels(data, idx)
     if len(np.unique(y)) < 2:
         raise ValueError("ngram-lgbm needs training files of both classes (malicious and benign)")
     started = time.perf_counter()
-    clf = NgramLightGBM(seed=seed, n_jobs=n_jobs).fit(data, idx)
+    sample_weight = None if weights is None else weights[idx]
+    clf = NgramLightGBM(seed=seed, n_jobs=n_jobs).fit(data, idx, sample_weight=sample_weight)
     seconds = time.perf_counter() - started
     n_tokens = int(sum(len(data.sequence(int(i))) for i in idx))
     training = {
@@ -65,6 +76,8 @@ def train_and_save(
         "tokens": n_tokens,
         "seconds": round(seconds, 3),
     }
+    if weights is not None:
+        training["weighting"] = {"by": weighting, "files_left_out": int(len(weights) - len(idx))}
     written = save(clf, data, idx, out, training)
     return NgramTrainingSummary(
         kind=clf.kind,
@@ -114,9 +127,7 @@ def save(
             "tokens": len(token_ids),
         },
         "lightgbm": {
-            **LGBM_PARAMS,
-            "random_state": clf.seed,
-            "n_jobs": clf.n_jobs,
+            **clf.params_,
             "trees": booster.num_trees(),
             "version": lightgbm.__version__,
         },
