@@ -509,6 +509,8 @@ def test_train_weighs_files_by_match_stratum_and_leaves_one_class_strata_out(tmp
     config = json.loads((model / CONFIG).read_text())
     assert config["training"]["files"] == len(labels) - 1
     assert config["training"]["weighting"]["files_left_out"] == 1
+    digest = hashlib.sha256(manifest.read_bytes()).hexdigest()
+    assert config["training"]["weighting"]["by"].endswith(f"manifest with sha256 {digest}")
     assert "class_weight" not in config["lightgbm"]  # the weights balance the classes by mass
 
 

@@ -9,6 +9,7 @@ DistributedDataParallel (gloo on CPU, nccl on CUDA) and rank 0 writes the model.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import typer
@@ -196,10 +197,12 @@ def _train_ngram(data, out: Path, seed: int, threads: int | None, strata_manifes
     `--weigh-strata`), saved and converted to ONNX."""
     from runtrace.models.ngram_checkpoint import train_and_save
 
-    weights = None if strata_manifest is None else _stratum_weights(data, strata_manifest)
-    weighting = (
-        None if weights is None else f"match stratum (arch, kind, toolchain, linker era) of {strata_manifest}"
-    )
+    weights, weighting = None, None
+    if strata_manifest is not None:
+        weights = _stratum_weights(data, strata_manifest)
+        # the manifest by content, not by a path that means nothing on another machine
+        digest = hashlib.sha256(strata_manifest.read_bytes()).hexdigest()
+        weighting = f"match stratum (arch, kind, toolchain, linker era) of the manifest with sha256 {digest}"
     try:
         summary = train_and_save(
             data, out, seed=seed, n_jobs=threads or 1, weights=weights, weighting=weighting
@@ -211,6 +214,7 @@ def _train_ngram(data, out: Path, seed: int, threads: int | None, strata_manifes
             f"weighted by match stratum: {int((weights == 0).sum()):,} of {len(weights):,} files are in "
             "strata of one class and left out",
             highlight=False,
+            soft_wrap=True,
         )
     console.print(
         f"{summary.kind}: {summary.trees} trees on {summary.files:,} files; {summary.vocabulary:,} n-grams "
