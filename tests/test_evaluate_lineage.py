@@ -35,6 +35,19 @@ def with_lineage(n_files: int = 120, big: int = 50, seed: int = 0, dated: bool =
         dates.append(dt.date(year, int(rng.integers(1, 13)), 1) if dated else None)
     files = data.files.append_column("family", pa.array(family, pa.string()))
     files = files.append_column("first_seen", pa.array(dates, pa.date32()))
+    # Dated as the corpus dates its sources: malware by its collection's csv, benign files by their PyPI
+    # upload, and the benign files of 2023 and later by a Debian changelog (a source only recent files have).
+    rules = [
+        None
+        if d is None
+        else "csv-date"
+        if label == 1
+        else "debian-changelog"
+        if d.year >= 2023
+        else "pypi-upload"
+        for d, label in zip(dates, y, strict=True)
+    ]
+    files = files.append_column("first_seen_source", pa.array(rules, pa.string()))
     return FakeSequenceDataset("ism", files, [data.sequence(i) for i in range(n_files)], data.lexicon)
 
 
@@ -99,6 +112,13 @@ def test_temporal_trains_only_on_the_past():
     assert sum(r["files"] for r in table if r["side"] == "test" and r["label"] == "malicious") == int(
         np.sum(y[fold.test] == 1)
     )
+    # ... and so does the table by dating rule, whose Debian-dated benign files are all on the test side.
+    rules = plan.info["by_dating_rule"]
+    assert sum(r["files"] for r in rules if r["side"] == "test") == len(fold.test)
+    debian = [r for r in rules if r["dated_by"] == "debian-changelog"]
+    assert debian and all(r["side"] == "test" and r["label"] == "benign" for r in debian)
+    assert lineage.test_only(rules) == debian
+    assert any("only on the test side" in n and "benign dated by debian-changelog" in n for n in plan.notes)
 
 
 def test_the_chosen_cut_balances_both_classes():
@@ -158,13 +178,19 @@ def test_runs_report_only_tested_files_and_say_where_the_cut_fell(tmp_path):
     report = paths["report"].read_text()
     assert "### By family" in report and "apt1 12 of 60" in report and "| apt1 | 12 |" in report
     assert "### Temporal split" in report and f"Cut at **{plan.info['cut']}**" in report
+    assert "| dated by | train malicious |" in report and "| debian-changelog |  |  |  |" in report
+    assert "**Only on the test side**" in report and "benign files dated by debian-changelog" in report
     by_family = results.result("fake", P.BY_FAMILY, "ngram-lr")
     families = [s for s in by_family.slices if s.dimension == "family"]
     assert families[0].value == "apt1" and families[0].counts.n_benign == 0
     assert families[0]["tpr"].low is not None  # recall with an interval
     temporal = results.result("fake", P.TEMPORAL, "ngram-lr")
     assert temporal.per_file.counts.n == len(plan.folds[0].test)
-    assert {s.dimension for s in temporal.slices} >= {"first-seen year"}
+    assert {s.dimension for s in temporal.slices} >= {"first-seen year", "dated by"}
+    dated = {s.value: s for s in temporal.slices if s.dimension == "dated by"}
+    assert set(dated) == {"csv-date", "debian-changelog", "pypi-upload"}
+    assert dated["debian-changelog"].counts.n_malicious == 0 and dated["debian-changelog"].counts.n_benign > 0
+    assert "| dated by | debian-changelog |" in report  # in the per-slice tables
     table = pq.read_table(paths["predictions"]).to_pylist()
     assert {r["fold"] for r in table} >= {0} and all(r["fold"] >= 0 for r in table)
     metrics = json.loads(paths["metrics"].read_text())

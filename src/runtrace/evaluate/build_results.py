@@ -71,11 +71,13 @@ def file_slices(files, rows: np.ndarray) -> list[tuple[str, str, np.ndarray]]:
 FAMILY_SLICES = 10  # by-family: recall is reported for this many of the largest families
 FAMILY_DIMENSION = "family"
 YEAR_DIMENSION = "first-seen year"
+DATING_DIMENSION = "dated by"
 
 
 def lineage_slices(run: ProtocolRun, rows: np.ndarray) -> list[tuple[str, str, np.ndarray]]:
     """by-family: one slice per large family (its malicious files: recall); temporal: one per year of
-    first sighting among the tested files.  (dimension, value, mask over `rows`)."""
+    first sighting among the tested files, and one per dating rule (which follows the files' source: a
+    rule only the test side has is a source the model never saw).  (dimension, value, mask over `rows`)."""
     if run.protocol == BY_FAMILY:
         fam = lineage.families(run.data)[rows]
         malicious = np.asarray(run.data.labels())[rows] == 1
@@ -88,7 +90,9 @@ def lineage_slices(run: ProtocolRun, rows: np.ndarray) -> list[tuple[str, str, n
     if run.protocol == TEMPORAL:
         dates = lineage.first_seen(run.data)
         years = np.asarray([dates[i].year if dates[i] else -1 for i in rows])
-        return [(YEAR_DIMENSION, str(y), years == y) for y in sorted(set(years.tolist())) if y >= 0]
+        by_year = [(YEAR_DIMENSION, str(y), years == y) for y in sorted(set(years.tolist())) if y >= 0]
+        rules = np.asarray(lineage.dating_rules(run.data), dtype=object)[rows]
+        return by_year + [(DATING_DIMENSION, r, rules == r) for r in sorted(set(rules.tolist()))]
     return []
 
 

@@ -16,6 +16,7 @@ from runtrace.models.interface import SequenceData
 
 FAMILY = "family"
 FIRST_SEEN = "first_seen"
+DATED_BY = "first_seen_source"  # the rule that gave the date: "csv-date", "pypi-upload", "debian-changelog"
 # Each side of the temporal cut needs at least this many files of each class: fewer cannot carry a
 # training set or an interval worth reporting.
 MIN_PER_SIDE = 20
@@ -125,3 +126,29 @@ def year_table(dates: list[dt.date | None], labels: np.ndarray, rows: np.ndarray
         {"side": side, "label": "malicious" if cls else "benign", "year": year, "files": n}
         for (cls, year), n in sorted(counts.items())
     ]
+
+
+def dating_rules(data: SequenceData) -> list[str]:
+    """The rule that dated each row (the manifest's `first_seen_source`; "unknown" where it is not given).
+    The rules follow the files' sources (a Debian package's changelog, a PyPI upload, a collection's csv),
+    so a rule found only on one side of the temporal cut is a source the other side never saw."""
+    if DATED_BY not in data.files.column_names:
+        return ["unknown"] * data.files.num_rows
+    return [r or "unknown" for r in data.files.column(DATED_BY).to_pylist()]
+
+
+def rule_table(rules: list[str], labels: np.ndarray, rows: np.ndarray, side: str) -> list[dict]:
+    """Files per class and dating rule among `rows`, as JSON-able records (as `year_table` per year)."""
+    counts: Counter = Counter((int(labels[i]), rules[i]) for i in rows)
+    return [
+        {"side": side, "label": "malicious" if cls else "benign", "dated_by": rule, "files": n}
+        for (cls, rule), n in sorted(counts.items())
+    ]
+
+
+def test_only(records: list[dict]) -> list[dict]:
+    """The (class, dating rule) cells of a `rule_table` pair with test files and no training file: files of
+    a source the model trained before the cut never saw, largest first."""
+    train = {(r["label"], r["dated_by"]) for r in records if r["side"] == "train"}
+    unseen = [r for r in records if r["side"] == "test" and (r["label"], r["dated_by"]) not in train]
+    return sorted(unseen, key=lambda r: (-r["files"], r["label"], r["dated_by"]))

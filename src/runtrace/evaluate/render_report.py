@@ -4,6 +4,7 @@ split's inflation, the shortcut audit, slices, folds and plots, each section lab
 from __future__ import annotations
 
 from runtrace.evaluate.build_results import FAMILY_DIMENSION, YEAR_DIMENSION
+from runtrace.evaluate.lineage import test_only
 from runtrace.evaluate.names import NOSHARED_SUFFIX
 from runtrace.evaluate.paper import PAPER
 from runtrace.evaluate.protocols import BY_FAMILY, BY_FILE, BY_ORIGIN, LEAKY, TEMPORAL
@@ -224,17 +225,44 @@ def _temporal_section(run: ProtocolRunInfo) -> list[str]:
         by_year.setdefault(rec["year"], {})[(rec["side"], rec["label"])] = rec["files"]
     undated = info.get("undated", {})
     cells = [("train", "malicious"), ("train", "benign"), ("test", "malicious"), ("test", "benign")]
-    return [
+    lines = [
         "### Temporal split",
         "",
         f"Cut at **{info.get('cut')}** ({info.get('rule')}): training files were first seen before it, test "
         f"files on or after it. Undated files sit out ({undated.get('malicious', 0)} malicious, "
         f"{undated.get('benign', 0)} benign). Files per year of first sighting:",
         "",
-    ] + _table(
+    ]
+    lines += _table(
         ["year", "train malicious", "train benign", "test malicious", "test benign"],
         [[str(y), *(str(by_year[y].get(c, "")) for c in cells)] for y in sorted(by_year)],
     )
+    return lines + _dating_rule_lines(info.get("by_dating_rule", []), cells)
+
+
+def _dating_rule_lines(records: list[dict], cells: list[tuple[str, str]]) -> list[str]:
+    """Files per dating rule on each side of the cut, and the sources only the test side has: there the
+    temporal figure measures a source the model never saw as well as the passing of time."""
+    if not records:
+        return []
+    by_rule: dict[str, dict[tuple[str, str], int]] = {}
+    for rec in records:
+        by_rule.setdefault(rec["dated_by"], {})[(rec["side"], rec["label"])] = rec["files"]
+    lines = ["Files per dating rule (the manifest's `first_seen_source`, which follows the source):", ""]
+    lines += _table(
+        ["dated by", "train malicious", "train benign", "test malicious", "test benign"],
+        [[rule, *(str(by_rule[rule].get(c, "")) for c in cells)] for rule in sorted(by_rule)],
+    )
+    unseen = test_only(records)
+    if unseen:
+        listed = "; ".join(f"{r['files']} {r['label']} files dated by {r['dated_by']}" for r in unseen)
+        lines += [
+            f"**Only on the test side**: {listed}. No training file was dated that way, so for these files "
+            "the split also asks whether the model knows a source it never saw, not only whether it "
+            "holds over time; the per-slice results say how they fare.",
+            "",
+        ]
+    return lines
 
 
 def _known(n: int | None) -> str:
