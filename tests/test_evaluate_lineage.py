@@ -117,7 +117,7 @@ def test_temporal_trains_only_on_the_past():
     assert sum(r["files"] for r in rules if r["side"] == "test") == len(fold.test)
     debian = [r for r in rules if r["dated_by"] == "debian-changelog"]
     assert debian and all(r["side"] == "test" and r["label"] == "benign" for r in debian)
-    assert lineage.test_only(rules) == debian
+    assert lineage.unseen_before_cut(rules) == debian
     assert any("only on the test side" in n and "benign dated by debian-changelog" in n for n in plan.notes)
 
 
@@ -196,3 +196,12 @@ def test_runs_report_only_tested_files_and_say_where_the_cut_fell(tmp_path):
     metrics = json.loads(paths["metrics"].read_text())
     info = next(r["info"] for r in metrics["protocol_runs"] if r["protocol"] == "temporal")
     assert info["cut"] == plan.info["cut"]
+
+
+def test_without_dating_rules_the_temporal_split_has_no_rule_table():
+    data = with_lineage()
+    files = data.files.drop(["first_seen_source"])
+    plain = FakeSequenceDataset("ism", files, [data.sequence(i) for i in range(files.num_rows)], data.lexicon)
+    plan = P.temporal(plain, min_per_side=5)
+    assert "by_dating_rule" not in plan.info and not any("only on the test side" in n for n in plan.notes)
+    assert "by_dating_rule" in P.temporal(data, min_per_side=5).info

@@ -91,6 +91,8 @@ def lineage_slices(run: ProtocolRun, rows: np.ndarray) -> list[tuple[str, str, n
         dates = lineage.first_seen(run.data)
         years = np.asarray([dates[i].year if dates[i] else -1 for i in rows])
         by_year = [(YEAR_DIMENSION, str(y), years == y) for y in sorted(set(years.tolist())) if y >= 0]
+        if not lineage.has_column(run.data, lineage.DATED_BY):
+            return by_year
         rules = np.asarray(lineage.dating_rules(run.data), dtype=object)[rows]
         return by_year + [(DATING_DIMENSION, r, rules == r) for r in sorted(set(rules.tolist()))]
     return []

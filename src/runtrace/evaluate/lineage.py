@@ -129,11 +129,10 @@ def year_table(dates: list[dt.date | None], labels: np.ndarray, rows: np.ndarray
 
 
 def dating_rules(data: SequenceData) -> list[str]:
-    """The rule that dated each row (the manifest's `first_seen_source`; "unknown" where it is not given).
-    The rules follow the files' sources (a Debian package's changelog, a PyPI upload, a collection's csv),
-    so a rule found only on one side of the temporal cut is a source the other side never saw."""
-    if DATED_BY not in data.files.column_names:
-        return ["unknown"] * data.files.num_rows
+    """The rule that dated each row (the manifest's `first_seen_source`, joined by `--manifest`; "unknown"
+    where a row has none).  The rules follow the files' sources (a Debian package's changelog, a PyPI
+    upload, a collection's csv), so a rule found only on one side of the temporal cut is a source the
+    other side never saw."""
     return [r or "unknown" for r in data.files.column(DATED_BY).to_pylist()]
 
 
@@ -146,7 +145,7 @@ def rule_table(rules: list[str], labels: np.ndarray, rows: np.ndarray, side: str
     ]
 
 
-def test_only(records: list[dict]) -> list[dict]:
+def unseen_before_cut(records: list[dict]) -> list[dict]:
     """The (class, dating rule) cells of a `rule_table` pair with test files and no training file: files of
     a source the model trained before the cut never saw, largest first."""
     train = {(r["label"], r["dated_by"]) for r in records if r["side"] == "train"}

@@ -254,14 +254,15 @@ def temporal(
         "by_year": lineage.year_table(dates, y, before, "train")
         + lineage.year_table(dates, y, after, "test"),
     }
-    rules = lineage.dating_rules(data)
-    info["by_dating_rule"] = lineage.rule_table(rules, y, before, "train") + lineage.rule_table(
-        rules, y, after, "test"
-    )
-    unseen = lineage.test_only(info["by_dating_rule"])
-    if unseen:
-        listed = ", ".join(f"{r['files']} {r['label']} dated by {r['dated_by']}" for r in unseen)
-        notes.append(f"{TEMPORAL}: only on the test side, with no training file so dated: {listed}")
+    if lineage.has_column(data, lineage.DATED_BY):
+        rules = lineage.dating_rules(data)
+        info["by_dating_rule"] = lineage.rule_table(rules, y, before, "train") + lineage.rule_table(
+            rules, y, after, "test"
+        )
+        unseen = lineage.unseen_before_cut(info["by_dating_rule"])
+        if unseen:
+            listed = ", ".join(f"{r['files']} {r['label']} dated by {r['dated_by']}" for r in unseen)
+            notes.append(f"{TEMPORAL}: only on the test side, with no training file so dated: {listed}")
     fold = Fold(0, np.sort(before), np.sort(after))
     return Plan(TEMPORAL, "file", [fold], notes, rows=np.sort(dated), info=info)
 

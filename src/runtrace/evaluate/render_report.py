@@ -4,7 +4,7 @@ split's inflation, the shortcut audit, slices, folds and plots, each section lab
 from __future__ import annotations
 
 from runtrace.evaluate.build_results import FAMILY_DIMENSION, YEAR_DIMENSION
-from runtrace.evaluate.lineage import test_only
+from runtrace.evaluate.lineage import unseen_before_cut
 from runtrace.evaluate.names import NOSHARED_SUFFIX
 from runtrace.evaluate.paper import PAPER
 from runtrace.evaluate.protocols import BY_FAMILY, BY_FILE, BY_ORIGIN, LEAKY, TEMPORAL
@@ -253,7 +253,7 @@ def _dating_rule_lines(records: list[dict], cells: list[tuple[str, str]]) -> lis
         ["dated by", "train malicious", "train benign", "test malicious", "test benign"],
         [[rule, *(str(by_rule[rule].get(c, "")) for c in cells)] for rule in sorted(by_rule)],
     )
-    unseen = test_only(records)
+    unseen = unseen_before_cut(records)
     if unseen:
         listed = "; ".join(f"{r['files']} {r['label']} files dated by {r['dated_by']}" for r in unseen)
         lines += [
