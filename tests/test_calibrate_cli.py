@@ -100,3 +100,46 @@ def test_a_transformer_is_calibrated_on_the_transformers_scores(tmp_path):
     cal = read_calibration(model)
     assert cal.threshold == cal.probability_map(threshold_for_fpr(y, transformer, 0.01))
     assert "transformer scores" in cal.source
+
+
+def test_the_threshold_can_hold_the_target_on_several_protocols(tmp_path):
+    """`--also-protocol`: the threshold is the highest any of the protocols needs for the target FPR, so
+    the FPR is at or under it on each; the probability map stays the first protocol's."""
+    rng = np.random.default_rng(1)
+    y = np.array([0] * 200 + [1] * 60)
+    family = np.where(y == 1, rng.uniform(0.4, 1, len(y)), rng.uniform(0, 0.8, len(y)))
+    origin = np.where(
+        y == 1, rng.uniform(0.4, 1, len(y)), rng.uniform(0, 0.95, len(y))
+    )  # harder benign files
+    n = len(y)
+    rows = {"representation": ["bsm"] * 2 * n, "protocol": ["by-family"] * n + ["by-origin"] * n,
+            "model": ["lstm"] * 2 * n, "unit": ["file"] * 2 * n, "label": [*y, *y],
+            "score": [*family, *origin]}  # fmt: skip
+    report = tmp_path / "report"
+    report.mkdir()
+    pq.write_table(pa.table(rows), report / "predictions.parquet")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    args = ["calibrate", str(model), "--report", str(report), "--protocol", "by-family", "--no-platt"]
+    result = CliRunner().invoke(app, [*args, "--also-protocol", "by-origin"])
+    assert result.exit_code == 0, result.output
+    both = read_calibration(model).threshold
+    assert both == max(threshold_for_fpr(y, family, 0.01), threshold_for_fpr(y, origin, 0.01))
+    assert both > threshold_for_fpr(y, family, 0.01)  # the harder protocol decides here
+    for score in (family, origin):
+        assert (score[y == 0] >= both).mean() <= 0.01
+    source = json.loads((model / "calibration.json").read_text())["source"]
+    assert "strictest threshold of by-family, by-origin" in source and "by-origin (200 benign" in source
+
+    result = CliRunner().invoke(app, [*args, "--also-protocol", "temporal"])
+    assert result.exit_code == 2 and "no file-level lstm predictions for bsm / temporal" in result.output
+
+
+def test_a_report_without_predictions_is_one_line(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    result = CliRunner().invoke(app, ["calibrate", str(model), "--report", str(tmp_path / "none")])
+    assert result.exit_code == 2 and "predictions.parquet: no such file" in result.output
+    assert result.output.count("none/predictions.parquet") == 1 and "Traceback" not in result.output

@@ -25,6 +25,12 @@ def calibrate(
         None, help="Which representation's predictions (default: the model's, else bsm)."
     ),
     protocol: Protocol = typer.Option(Protocol.BY_FILE, help="Protocol whose out-of-fold scores are used."),
+    also: list[Protocol] = typer.Option(
+        [],
+        "--also-protocol",
+        help="Keep the FPR at or under the target on this protocol's out-of-fold scores too (repeatable): "
+        "the threshold is then the highest the protocols need.  The probability map stays --protocol's.",
+    ),
     target_fpr: float = typer.Option(
         DEFAULT_TARGET_FPR, help="False-positive rate the threshold is chosen for."
     ),
@@ -38,7 +44,7 @@ def calibrate(
 ) -> None:
     """Choose the scan threshold (and, by default, a probability map) from out-of-fold evaluation scores
     and write calibration.json."""
-    from runtrace.evaluate.thresholds import oof_scores, platt_scaling, threshold_from_report
+    from runtrace.evaluate.thresholds import oof_scores, platt_scaling, strictest_threshold
     from runtrace.models.spec import CONFIG
     from runtrace.scan.calibration import ProbabilityMap, write_calibration
 
@@ -56,7 +62,8 @@ def calibrate(
     name, own_representation = evaluated.get(kind, ("lstm", "bsm"))
     chosen_representation = representation or own_representation
     try:
-        chosen = threshold_from_report(report, chosen_representation, protocol, target_fpr, model=name)
+        protocols = list(dict.fromkeys([protocol.value, *(p.value for p in also)]))
+        chosen = strictest_threshold(report, chosen_representation, protocols, target_fpr, model=name)
         fitted = (
             platt_scaling(*oof_scores(report, chosen_representation, protocol, model=name)) if platt else None
         )

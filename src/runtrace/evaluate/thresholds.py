@@ -105,6 +105,8 @@ def oof_scores(
     import pyarrow.parquet as pq
 
     path = Path(report) / "predictions.parquet"
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file (an evaluation report directory holds one)")
     try:
         table = pq.read_table(path).to_pydict()
     except (OSError, ValueError) as e:
@@ -132,5 +134,30 @@ def threshold_from_report(
     source = (
         f"out-of-fold {representation} {model} scores ({protocol}, {benign} benign, {len(y) - benign} "
         f"malicious files) in {Path(report).name}; out-of-fold TPR at this threshold {tpr:.3f}"
+    )
+    return ReportThreshold(threshold, target_fpr, source)
+
+
+def strictest_threshold(
+    report: Path, representation: str, protocols: list[str], target_fpr: float, model: str = "lstm"
+) -> ReportThreshold:
+    """The threshold that keeps the FPR at or under `target_fpr` on the out-of-fold scores of every protocol
+    in `protocols` (the highest of their thresholds): a deployed model's false-positive rate should not
+    depend on which kind of unseen file (another family, another origin) the benign ones are.  With one
+    protocol it is `threshold_from_report`."""
+    if len(protocols) == 1:
+        return threshold_from_report(report, representation, protocols[0], target_fpr, model)
+    scored = {p: oof_scores(report, representation, p, model)[:2] for p in protocols}
+    threshold = max(threshold_for_fpr(y, score, target_fpr) for y, score in scored.values())
+    parts = []
+    for p, (y, score) in scored.items():
+        benign, malicious = score[y == 0], score[y == 1]
+        parts.append(
+            f"{p} ({len(benign)} benign, {len(malicious)} malicious files): "
+            f"FPR {(benign >= threshold).mean():.3f}, TPR {(malicious >= threshold).mean():.3f}"
+        )
+    source = (
+        f"out-of-fold {representation} {model} scores in {Path(report).name}, the strictest threshold of "
+        f"{', '.join(protocols)}; at it, " + "; ".join(parts)
     )
     return ReportThreshold(threshold, target_fpr, source)
