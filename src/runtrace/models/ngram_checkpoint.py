@@ -63,7 +63,8 @@ def train_and_save(
         idx = idx[weights > 0]
     y = binary_labels(data, idx)
     if len(np.unique(y)) < 2:
-        raise ValueError("ngram-lgbm needs training files of both classes (malicious and benign)")
+        left = "" if weights is None else f" (weighted: {len(idx)} of {len(weights)} files weigh more than 0)"
+        raise ValueError(f"ngram-lgbm needs training files of both classes (malicious and benign){left}")
     started = time.perf_counter()
     sample_weight = None if weights is None else weights[idx]
     clf = NgramLightGBM(seed=seed, n_jobs=n_jobs).fit(data, idx, sample_weight=sample_weight)
