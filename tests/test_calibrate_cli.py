@@ -14,6 +14,17 @@ from runtrace.evaluate.thresholds import platt_scaling, threshold_for_fpr
 from runtrace.scan.calibration import read_calibration
 
 
+def _report_and_model(tmp_path, rows: dict):
+    """An evaluation report directory holding `rows` as its predictions, and an empty model directory."""
+    report = tmp_path / "report"
+    report.mkdir()
+    pq.write_table(pa.table(rows), report / "predictions.parquet")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    return report, model
+
+
 def test_threshold_from_out_of_fold_scores(tmp_path):
     rng = np.random.default_rng(0)
     y = np.array([0] * 200 + [1] * 50)
@@ -26,12 +37,7 @@ def test_threshold_from_out_of_fold_scores(tmp_path):
         rows[k].append(v)
     rows["label"].append(0)
     rows["score"].append(0.99)
-    report = tmp_path / "report"
-    report.mkdir()
-    pq.write_table(pa.table(rows), report / "predictions.parquet")
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "config.json").write_text("{}")
+    report, model = _report_and_model(tmp_path, rows)
     result = CliRunner().invoke(
         app, ["calibrate", str(model), "--report", str(report), "--target-fpr", "0.01"]
     )
@@ -115,12 +121,7 @@ def test_the_threshold_can_hold_the_target_on_several_protocols(tmp_path):
     rows = {"representation": ["bsm"] * 2 * n, "protocol": ["by-family"] * n + ["by-origin"] * n,
             "model": ["lstm"] * 2 * n, "unit": ["file"] * 2 * n, "label": [*y, *y],
             "score": [*family, *origin]}  # fmt: skip
-    report = tmp_path / "report"
-    report.mkdir()
-    pq.write_table(pa.table(rows), report / "predictions.parquet")
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "config.json").write_text("{}")
+    report, model = _report_and_model(tmp_path, rows)
     args = ["calibrate", str(model), "--report", str(report), "--protocol", "by-family", "--no-platt"]
     result = CliRunner().invoke(app, [*args, "--also-protocol", "by-origin"])
     assert result.exit_code == 0, result.output
