@@ -193,6 +193,21 @@ def test_runs_report_only_tested_files_and_say_where_the_cut_fell(tmp_path):
     assert "| dated by | debian-changelog |" in report  # in the per-slice tables
     table = pq.read_table(paths["predictions"]).to_pylist()
     assert {r["fold"] for r in table} >= {0} and all(r["fold"] >= 0 for r in table)
+    # The benign files scored highest are those of the predictions file, highest first, with their groups.
+    top = temporal.top_benign
+    benign = sorted(
+        (r for r in table if r["protocol"] == P.TEMPORAL and r["model"] == "ngram-lr" and r["label"] == 0),
+        key=lambda r: (-r["score"], r["sha256"]),
+    )
+    assert [(f.sha256, f.score) for f in top] == [(r["sha256"], r["score"]) for r in benign[:5]]
+    groups = dict(
+        zip(data.files.column("sha256").to_pylist(), data.files.column("group").to_pylist(), strict=True)
+    )
+    assert all(f.group == groups[f.sha256] for f in top)
+    assert (
+        "### Benign files scored highest" in report
+        and f"| temporal | ngram-lr | 1 | {top[0].score:.6f} |" in report
+    )
     metrics = json.loads(paths["metrics"].read_text())
     info = next(r["info"] for r in metrics["protocol_runs"] if r["protocol"] == "temporal")
     assert info["cut"] == plan.info["cut"]

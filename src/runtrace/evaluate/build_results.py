@@ -15,9 +15,10 @@ import numpy as np
 
 from runtrace.evaluate import lineage
 from runtrace.evaluate.metrics import file_metrics, point_metrics, window_point_metrics
-from runtrace.evaluate.protocols import BY_FAMILY, TEMPORAL, sha256_column
+from runtrace.evaluate.protocols import BY_FAMILY, TEMPORAL, origin_groups, sha256_column
 from runtrace.evaluate.result_document import (
     FIXED_THRESHOLD,
+    BenignFile,
     BootstrapSettings,
     DatasetInfo,
     EvaluationResults,
@@ -120,6 +121,27 @@ def _fold_figures(run: ProtocolRun, pred: Predictions) -> list[FoldResult]:
     return out
 
 
+TOP_BENIGN = 5  # held-out benign files listed per model: the ones that set a low-FPR threshold
+TRAIT_COLUMNS = ("kind", "arch", "compiler")
+
+
+def top_benign(data: SequenceData, rows: np.ndarray, y: np.ndarray, score: np.ndarray) -> list[BenignFile]:
+    """The `TOP_BENIGN` benign files among `rows` with the highest scores (ties by sha256)."""
+    shas, groups = sha256_column(data), origin_groups(data)
+    traits = {c: data.files.column(c).to_pylist() for c in TRAIT_COLUMNS if c in data.files.column_names}
+    benign = [(float(s), shas[r], int(r)) for r, label, s in zip(rows, y, score, strict=True) if label == 0]
+    chosen = sorted(benign, key=lambda t: (-t[0], t[1]))[:TOP_BENIGN]
+    return [
+        BenignFile(
+            sha256=sha,
+            score=s,
+            group=str(groups[r]),
+            traits={c: str(v[r]) for c, v in traits.items() if v[r] is not None},
+        )
+        for s, sha, r in chosen
+    ]
+
+
 def model_result(run: ProtocolRun, pred: Predictions, n_resamples: int, seed: int) -> ModelResult:
     rows, y, score, decision = per_file(run, pred)
 
@@ -148,6 +170,7 @@ def model_result(run: ProtocolRun, pred: Predictions, n_resamples: int, seed: in
         ],
         per_window=per_window,
         per_file_aggregation=aggregation,
+        top_benign=top_benign(run.data, rows, y, score),
     )
 
 

@@ -143,6 +143,7 @@ def render_report(results: EvaluationResults, plot_paths: dict, keys: dict) -> s
         lines += _shared_code_section(runs, results)
         lines += _lineage_section(runs, results)
         lines += _slice_section(runs, results)
+        lines += _top_benign_section(runs, results)
         lines += _fold_section(runs, results)
         lines += ["### Plots", ""]
         for run in runs:
@@ -550,6 +551,31 @@ def _slice_section(runs: list[ProtocolRunInfo], results: EvaluationResults) -> l
                 ["slice", "value", "malicious / benign", "accuracy", "FPR", "TPR", "ROC-AUC"], rows
             )
     return lines if len(lines) > 2 else []
+
+
+def _top_benign_section(runs: list[ProtocolRunInfo], results: EvaluationResults) -> list[str]:
+    """The held-out benign files each model scored highest: at 1 % FPR the threshold sits among them, so
+    one program with several builds in one origin group can decide TPR at that rate."""
+    rows = []
+    for run in sorted(runs, key=lambda r: (PROTOCOL_ORDER.get(r.protocol, 9), r.protocol)):
+        if run.protocol == LEAKY:
+            continue
+        for model in results.models(run.dataset, run.protocol):
+            for rank, f in enumerate(results.result(run.dataset, run.protocol, model).top_benign, 1):
+                traits = ", ".join(f.traits[c] for c in ("kind", "arch", "compiler") if c in f.traits)
+                rows.append(
+                    [run.protocol, model, str(rank), f"{f.score:.6f}", f.sha256[:12], f.group, traits]
+                )
+    if not rows:
+        return []
+    return [
+        "### Benign files scored highest",
+        "",
+        "Out of fold, the held-out benign files each model scored highest. A threshold for a low FPR sits "
+        "among them (with n benign files, 1 % FPR lets floor(n / 100) score above it), so they decide TPR "
+        "at that rate; several from one origin group point at one program the model mistakes.",
+        "",
+    ] + _table(["protocol", "model", "rank", "score", "sha256", "origin group", "kind, arch, compiler"], rows)
 
 
 def _fold_section(runs: list[ProtocolRunInfo], results: EvaluationResults) -> list[str]:

@@ -107,6 +107,16 @@ class FoldResult(_Schema):
     shared_code: dict | None = None  # "-noshared" models only: what the toolchain ablation removed
 
 
+class BenignFile(_Schema):
+    """A held-out benign file among those a model scored highest out of fold: at a low target FPR these
+    few files decide the threshold (with n benign files, 1 % FPR lets floor(n / 100) of them above it)."""
+
+    sha256: str
+    score: float
+    group: str  # its origin group (the dataset's `group`)
+    traits: dict[str, str] = {}  # kind, arch, compiler where the files table has them
+
+
 class ModelResult(_Schema):
     """One model under one protocol on one dataset."""
 
@@ -120,6 +130,7 @@ class ModelResult(_Schema):
     slices: list[SliceMetrics] = []
     per_window: WindowMetrics | None = None
     per_file_aggregation: str | None = None
+    top_benign: list[BenignFile] = []  # the held-out benign files scored highest, highest first
 
 
 class ProtocolRunInfo(_Schema):
