@@ -3,7 +3,7 @@ split's inflation, the shortcut audit, slices, folds and plots, each section lab
 
 from __future__ import annotations
 
-from runtrace.evaluate.build_results import FAMILY_DIMENSION, YEAR_DIMENSION
+from runtrace.evaluate.build_results import FAMILY_DIMENSION, TRAIT_COLUMNS, YEAR_DIMENSION
 from runtrace.evaluate.lineage import unseen_before_cut
 from runtrace.evaluate.names import NOSHARED_SUFFIX
 from runtrace.evaluate.paper import PAPER
@@ -562,7 +562,7 @@ def _top_benign_section(runs: list[ProtocolRunInfo], results: EvaluationResults)
             continue
         for model in results.models(run.dataset, run.protocol):
             for rank, f in enumerate(results.result(run.dataset, run.protocol, model).top_benign, 1):
-                traits = ", ".join(f.traits[c] for c in ("kind", "arch", "compiler") if c in f.traits)
+                traits = ", ".join(f.traits[c] for c in TRAIT_COLUMNS if c in f.traits)
                 rows.append(
                     [run.protocol, model, str(rank), f"{f.score:.6f}", f.sha256[:12], f.group, traits]
                 )
