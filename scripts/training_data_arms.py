@@ -13,7 +13,7 @@ and, per fold, trains n-gram LightGBM three times:
 
 and scores each on the fold's *matched* test files only, where packaging metadata cannot tell the classes
 apart (the audit).  Same folds, same test files, same model settings: only the training data (and its
-weights) differs.
+weights) differs.  `--kind ngram-lgbm-monotone` runs the arms with the monotone trees instead.
 
     .venv/bin/python scripts/training_data_arms.py ALL_DATASET MATCHED_DATASET MANIFEST \\
         --protocol by-family -o arms.json
@@ -35,7 +35,7 @@ from runtrace.evaluate import protocols
 from runtrace.evaluate.baselines import NgramCache
 from runtrace.evaluate.manifest_join import join_manifest_file
 from runtrace.evaluate.metrics import roc_auc, tpr_at_fpr
-from runtrace.models.ngram import NgramLightGBM
+from runtrace.models.ngram import NGRAM_CLASSES, NgramLightGBM
 from runtrace.represent.dataset import DatasetError, SequenceDataset
 
 ARMS = ("matched", "all", "weighted")
@@ -47,9 +47,15 @@ PLANS = {
 
 
 def run(
-    data: SequenceDataset, matched: set[str], strata: list[tuple], protocol: str, log=print
+    data: SequenceDataset,
+    matched: set[str],
+    strata: list[tuple],
+    protocol: str,
+    log=print,
+    kind: str = NgramLightGBM.kind,
 ) -> dict[str, list[dict]]:
-    """Scores of every arm on the matched test files of each fold; `strata` is each file's match stratum."""
+    """Scores of every arm on the matched test files of each fold; `strata` is each file's match stratum;
+    `kind` the n-gram model every arm trains (`NGRAM_CLASSES`)."""
     shas = np.asarray(data.sha256s(), dtype=object)
     y = np.asarray(data.labels(), dtype=np.int64)
     in_matched = np.array([s in matched for s in shas], dtype=bool)
@@ -66,7 +72,7 @@ def run(
         )
         for arm, train, weight in arms:
             started = time.monotonic()
-            model = NgramLightGBM(seed=0, cache=cache).fit(data, train, sample_weight=weight)
+            model = NGRAM_CLASSES[kind](seed=0, cache=cache).fit(data, train, sample_weight=weight)
             scores = model.predict_proba(data, test)
             scored[arm] += [
                 {"sha256": s, "label": int(label), "score": float(p), "fold": fold.index}
@@ -94,10 +100,14 @@ def summary(scored: dict[str, list[dict]]) -> dict[str, dict]:
 
 
 def write_predictions(
-    scored: dict[str, list[dict]], protocol: str, representation: str, out: Path
+    scored: dict[str, list[dict]],
+    protocol: str,
+    representation: str,
+    out: Path,
+    kind: str = NgramLightGBM.kind,
 ) -> list[Path]:
     """Each arm's out-of-fold scores as OUT/<arm>/predictions.parquet, the columns `runtrace calibrate
-    --report OUT/<arm>` reads (model `ngram-lgbm`, unit `file`): a model trained as an arm trains can be
+    --report OUT/<arm>` reads (model `kind`, unit `file`): a model trained as an arm trains can be
     calibrated on that arm's scores."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -108,7 +118,7 @@ def write_predictions(
             {
                 "representation": [representation] * len(rows),
                 "protocol": [protocol] * len(rows),
-                "model": ["ngram-lgbm"] * len(rows),
+                "model": [kind] * len(rows),
                 "unit": ["file"] * len(rows),
                 "sha256": [r["sha256"] for r in rows],
                 "label": pa.array([r["label"] for r in rows], pa.int64()),
@@ -128,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("matched_dataset", type=Path)
     parser.add_argument("manifest", type=Path)
     parser.add_argument("--protocol", choices=list(PLANS), default="by-family")
+    parser.add_argument("--kind", choices=list(NGRAM_CLASSES), default=NgramLightGBM.kind)
     parser.add_argument("-o", "--out", type=Path, required=True, help="JSON file: scores and summary")
     parser.add_argument(
         "--predictions", type=Path, help="Also write each arm's scores as DIR/<arm>/predictions.parquet"
@@ -141,15 +152,18 @@ def main(argv: list[str] | None = None) -> None:
     except (DatasetError, ManifestError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     strata = [stratum(rows.get(sha, {})) for sha in data.sha256s()]
-    scored = run(data, matched, strata, opts.protocol, log=lambda line: print(line, flush=True))
-    result = {"protocol": opts.protocol, "summary": summary(scored), "scores": scored}
+    scored = run(
+        data, matched, strata, opts.protocol, log=lambda line: print(line, flush=True), kind=opts.kind
+    )
+    result = {"protocol": opts.protocol, "kind": opts.kind, "summary": summary(scored), "scores": scored}
     opts.out.write_text(json.dumps(result, indent=1))
     if opts.predictions is not None:
-        write_predictions(scored, opts.protocol, data.representation, opts.predictions)
+        write_predictions(scored, opts.protocol, data.representation, opts.predictions, opts.kind)
     for arm, s in result["summary"].items():
         print(
-            f"{opts.protocol} {arm}: {s['files']} matched test files ({s['malicious']} malicious), "
-            f"ROC-AUC {s['roc_auc']:.3f}, TPR at 1 % FPR {s['tpr_at_fpr_1pct']:.3f}"
+            f"{opts.protocol} {opts.kind} {arm}: {s['files']} matched test files "
+            f"({s['malicious']} malicious), ROC-AUC {s['roc_auc']:.3f}, "
+            f"TPR at 1 % FPR {s['tpr_at_fpr_1pct']:.3f}"
         )
 
 

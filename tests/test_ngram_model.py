@@ -529,7 +529,7 @@ def test_weigh_strata_refuses_a_manifest_without_the_datasets_files_and_other_ki
     result = CliRunner().invoke(app, [*args, str(tmp_path / "none.parquet"), "--kind", "ngram-lgbm"])
     assert result.exit_code != 0 and "none.parquet" in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(app, [*args, str(manifest), "--kind", "bsm-lstm"])
-    assert result.exit_code != 0 and "only ngram-lgbm takes file weights" in result.output
+    assert result.exit_code != 0 and "take file weights, not bsm-lstm" in result.output
     # Every file in a stratum of one class: nothing is left to train on, and the error says why.
     one_class = ["exe" if y else "dll" for y in labels]
     alone = _strata_manifest(tmp_path / "alone.parquet", data.sha256s(), labels, one_class)

@@ -61,3 +61,7 @@ def test_each_arms_scores_are_a_predictions_file_calibrate_reads(tmp_path) -> No
     ]
     y, score, fold = oof_scores(tmp_path / "weighted", "bsm", "by-family", model="ngram-lgbm")
     assert list(y) == [1, 0] and list(score) == [0.7, 0.4] and list(fold) == [0, 1]
+    # With the monotone trees, the scores are that model's, where calibrating a monotone model looks.
+    _script().write_predictions(scored, "by-family", "bsm", tmp_path / "m", kind="ngram-lgbm-monotone")
+    y, score, _ = oof_scores(tmp_path / "m" / "weighted", "bsm", "by-family", model="ngram-lgbm-monotone")
+    assert list(score) == [0.7, 0.4]

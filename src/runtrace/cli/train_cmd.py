@@ -49,8 +49,9 @@ def train(
     kind: ModelKind = typer.Option(
         None,
         "--kind",
-        help="Model kind (default: the LSTM of the dataset's representation). ngram-lgbm reads either "
-        "representation and takes only --seed and --threads of the options below.",
+        help="Model kind (default: the LSTM of the dataset's representation). ngram-lgbm and "
+        "ngram-lgbm-monotone (every n-gram count can only raise the score) read either representation and "
+        "take only --seed, --threads and --weigh-strata of the options below.",
     ),
     epochs: int = typer.Option(_T.epochs, help="At most this many epochs (early stopping may end sooner)."),
     batch_size: int = typer.Option(_T.batch_size, help="Windows per step."),
@@ -120,10 +121,11 @@ def train(
         raise fail(f"{dataset}: no files")
     kind = kind or f"{data.representation}-lstm"
     if kind in NGRAM_KINDS:
-        _train_ngram(data, out, seed, threads, weigh_strata)
+        _train_ngram(kind, data, out, seed, threads, weigh_strata)
         return
     if weigh_strata is not None:
-        raise fail(f"--weigh-strata: only ngram-lgbm takes file weights, not {kind}")
+        kinds = ", ".join(NGRAM_KINDS)
+        raise fail(f"--weigh-strata: only the n-gram kinds ({kinds}) take file weights, not {kind}")
     if KINDS[kind] != data.representation:
         raise fail(f"{kind} reads {KINDS[kind].upper()} datasets; {dataset} is {data.representation.upper()}")
 
@@ -192,9 +194,11 @@ def train(
     report_export(out)
 
 
-def _train_ngram(data, out: Path, seed: int, threads: int | None, strata_manifest: Path | None) -> None:
-    """`--kind ngram-lgbm`: the evaluation's n-gram LightGBM on every file (weighted by match stratum with
-    `--weigh-strata`), saved and converted to ONNX."""
+def _train_ngram(
+    kind: str, data, out: Path, seed: int, threads: int | None, strata_manifest: Path | None
+) -> None:
+    """`--kind ngram-lgbm` (or `ngram-lgbm-monotone`): the evaluation's n-gram LightGBM of that name on
+    every file (weighted by match stratum with `--weigh-strata`), saved and converted to ONNX."""
     from runtrace.models.ngram_checkpoint import train_and_save
 
     weights, weighting = None, None
@@ -205,7 +209,7 @@ def _train_ngram(data, out: Path, seed: int, threads: int | None, strata_manifes
         weighting = f"match stratum (arch, kind, toolchain, linker era) of the manifest with sha256 {digest}"
     try:
         summary = train_and_save(
-            data, out, seed=seed, n_jobs=threads or 1, weights=weights, weighting=weighting
+            data, out, seed=seed, n_jobs=threads or 1, weights=weights, weighting=weighting, kind=kind
         )
     except ValueError as e:
         raise fail(str(e)) from None

@@ -24,7 +24,7 @@ DEFAULT_TARGET_FPR = 0.01  # the FPR a threshold is chosen for (per training fol
 SEQUENCE_MODELS = {"lstm": {"ism": "ism-lstm", "bsm": "bsm-lstm"}, "transformer": {"bsm": "bsm-transformer"}}
 # The n-gram models `runtrace train` also ships (`models.names.NGRAM_KINDS`), by kind: the evaluation's
 # model of that name (it reads either representation, so the trained model's own is its calibration's).
-NGRAM_MODELS = {"ngram-lgbm": "ngram-lgbm"}
+NGRAM_MODELS = {"ngram-lgbm": "ngram-lgbm", "ngram-lgbm-monotone": "ngram-lgbm-monotone"}
 
 DEFAULT_FOLDS = 5  # k of the k-fold protocols
 DEFAULT_SEED = 0  # of the folds, the models and the bootstrap

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from runtrace.evaluate.baselines import MetadataBaseline, NgramCache, NgramLogisticRegression
 from runtrace.evaluate.names import BY_ORIGIN, HOLDOUT, INNER_CV, NOSHARED_SUFFIX, SEQUENCE_MODELS
 from runtrace.models.interface import FileClassifier
-from runtrace.models.ngram import NgramLightGBM
+from runtrace.models.ngram import NgramLightGBM, NgramLightGBMMonotone
 from runtrace.represent.names import BSM
 
 
@@ -122,6 +122,13 @@ MODELS: dict[str, ModelSpec] = {
             "token 1-3-gram counts, LightGBM",
             INNER_CV,
             lambda ctx: NgramLightGBM(seed=ctx.seed, cache=_ngram_cache(ctx)),
+        ),
+        ModelSpec(
+            "ngram-lgbm-monotone",
+            "token 1-3-gram counts, LightGBM, every count constrained to raise the score (evidence of "
+            "malice only)",
+            INNER_CV,
+            lambda ctx: NgramLightGBMMonotone(seed=ctx.seed, cache=_ngram_cache(ctx)),
         ),
         ModelSpec(
             "metadata",

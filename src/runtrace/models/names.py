@@ -9,7 +9,7 @@ from runtrace.represent.names import BSM, ISM
 KINDS = {"ism-lstm": ISM, "bsm-lstm": BSM, "bsm-transformer": BSM}
 # Models of n-gram counts (`runtrace.models.ngram`): they read either representation, the training
 # dataset's (`config.json` records which).
-NGRAM_KINDS = ("ngram-lgbm",)
+NGRAM_KINDS = ("ngram-lgbm", "ngram-lgbm-monotone")
 AGGREGATIONS = ("mean", "max", "attention")  # window outputs -> file score
 POOLINGS = ("last", "mean", "max")  # LSTM outputs of a window -> its features
 TRANSFORMER_POOLINGS = ("mean", "max")  # a transformer's outputs have no "last" that saw the window

@@ -243,6 +243,7 @@ class NgramLightGBM(NgramClassifier):
     """The n-gram counts, raw, into gradient-boosted trees (`LGBM_PARAMS`)."""
 
     kind = "ngram-lgbm"
+    monotone = False
 
     def __init__(
         self,
@@ -260,7 +261,28 @@ class NgramLightGBM(NgramClassifier):
         self.params_ = dict(LGBM_PARAMS, random_state=self.seed, n_jobs=self.n_jobs)
         if sample_weight is not None:
             self.params_.pop("class_weight")  # "balanced" would reweigh by counts on top of the weights
-        self.model_ = LGBMClassifier(**self.params_).fit(x, y, sample_weight=sample_weight)
+        # One +1 per column; kept out of `params_`, which a model's config.json records.
+        constraints = {"monotone_constraints": [1] * x.shape[1]} if self.monotone else {}
+        self.model_ = LGBMClassifier(**self.params_, **constraints).fit(x, y, sample_weight=sample_weight)
 
     def _predict_counts(self, x) -> np.ndarray:
         return self.model_.predict_proba(x)[:, 1]
+
+
+class NgramLightGBMMonotone(NgramLightGBM):
+    """The same trees with every n-gram count constrained to raise the score or leave it, never lower it
+    (LightGBM's `monotone_constraints`, +1 on every column): the score rests on evidence of malice only.
+
+    Two things follow.  Code the model has never seen (a new toolchain's runtime, a new program's own
+    code) adds no n-gram it knows, so it cannot make a file look malicious; the unconstrained trees
+    also learn that the *absence* of familiar benign code is malicious, which is how they flag benign
+    programs from a source they were not trained on (`docs/results.md`, over time).  And adding code to
+    a program can never lower its score, so padding malware with benign code does not evade it (the
+    monotonic classifiers of Incer et al., IWSPA 2018)."""
+
+    kind = "ngram-lgbm-monotone"
+    monotone = True
+
+
+# Every n-gram model `runtrace train` ships, by kind.
+NGRAM_CLASSES = {cls.kind: cls for cls in (NgramLightGBM, NgramLightGBMMonotone)}

@@ -1,6 +1,7 @@
-"""An `ngram-lgbm` model trained on every file of a dataset and saved as a model directory: what
-`runtrace train --kind ngram-lgbm` runs.  The ONNX graph the scanner runs is written afterwards by
-`runtrace.models.ngram_export`, as `runtrace.models.export` does for the sequence kinds.
+"""An n-gram model (`ngram-lgbm` or `ngram-lgbm-monotone`) trained on every file of a dataset and saved as
+a model directory: what `runtrace train --kind ngram-lgbm` runs.  The ONNX graph the scanner runs is
+written afterwards by `runtrace.models.ngram_export`, as `runtrace.models.export` does for the sequence
+kinds.
 
 The directory (file names: `runtrace.models.spec`) holds what the evaluation's `NgramLightGBM` learnt,
 cut to what scoring a new trace needs:
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from runtrace.models.interface import SequenceData
-from runtrace.models.ngram import NgramLightGBM, binary_labels, ngram_keys, ngram_spans
+from runtrace.models.ngram import NGRAM_CLASSES, NgramLightGBM, binary_labels, ngram_keys, ngram_spans
 from runtrace.models.provenance import training_data_spec
 from runtrace.models.spec import CONFIG, FORMAT_NAME, FORMAT_VERSION, NGRAM_GRAPHS, NGRAM_WEIGHTS, VOCABULARY
 
@@ -52,11 +53,12 @@ def train_and_save(
     n_jobs: int = 1,
     weights: np.ndarray | None = None,
     weighting: str | None = None,
+    kind: str = NgramLightGBM.kind,
 ) -> NgramTrainingSummary:
-    """Fit `NgramLightGBM` (the evaluation's `ngram-lgbm`, same features and parameters) on every file of
-    `data` and save it to `out`.  With `weights` (one per file; `weighting` says what they are, for the
-    model's config), files of weight 0 are left out and the others weigh as given.  ValueError when the
-    files kept are not of both classes."""
+    """Fit the n-gram model `kind` (`NGRAM_CLASSES`: the evaluation's model of that name, same features and
+    parameters) on every file of `data` and save it to `out`.  With `weights` (one per file; `weighting`
+    says what they are, for the model's config), files of weight 0 are left out and the others weigh as
+    given.  ValueError when the files kept are not of both classes."""
     idx = np.arange(len(data.labels()))
     if weights is not None:
         weights = np.asarray(weights, dtype=np.float64)
@@ -64,10 +66,10 @@ def train_and_save(
     y = binary_labels(data, idx)
     if len(np.unique(y)) < 2:
         left = "" if weights is None else f" (weighted: {len(idx)} of {len(weights)} files weigh more than 0)"
-        raise ValueError(f"ngram-lgbm needs training files of both classes (malicious and benign){left}")
+        raise ValueError(f"{kind} needs training files of both classes (malicious and benign){left}")
     started = time.perf_counter()
     sample_weight = None if weights is None else weights[idx]
-    clf = NgramLightGBM(seed=seed, n_jobs=n_jobs).fit(data, idx, sample_weight=sample_weight)
+    clf = NGRAM_CLASSES[kind](seed=seed, n_jobs=n_jobs).fit(data, idx, sample_weight=sample_weight)
     seconds = time.perf_counter() - started
     n_tokens = int(sum(len(data.sequence(int(i))) for i in idx))
     training = {
@@ -129,6 +131,7 @@ def save(
         },
         "lightgbm": {
             **clf.params_,
+            "monotone": clf.monotone,  # every column constrained to raise the score (NgramLightGBMMonotone)
             "trees": booster.num_trees(),
             "version": lightgbm.__version__,
         },

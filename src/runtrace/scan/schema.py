@@ -45,7 +45,7 @@ def _this_tool() -> Tool:
 class ModelId(_Strict):
     """Which model produced a result: enough to tell two models apart and find the right one."""
 
-    kind: str = Field(description="bsm-lstm, ism-lstm, bsm-transformer or ngram-lgbm")
+    kind: str = Field(description="bsm-lstm, ism-lstm, bsm-transformer, ngram-lgbm or ngram-lgbm-monotone")
     version: str | None = Field(description="model_version from calibration.json, when given")
     weights_sha256: str = Field(
         description="sha256 of model.safetensors (ngram-lgbm: of model.lgbm.txt, its trees): "
