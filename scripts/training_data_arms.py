@@ -108,7 +108,9 @@ def write_predictions(
 ) -> list[Path]:
     """Each arm's out-of-fold scores as OUT/<arm>/predictions.parquet, the columns `runtrace calibrate
     --report OUT/<arm>` reads (model `kind`, unit `file`): a model trained as an arm trains can be
-    calibrated on that arm's scores."""
+    calibrated on that arm's scores.  Another protocol's rows already in the file are kept (this
+    protocol's and model's are replaced), so runs of several protocols into one OUT give `calibrate
+    --also-protocol` what it reads."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -126,8 +128,14 @@ def write_predictions(
                 "score": pa.array([r["score"] for r in rows], pa.float64()),
             }
         )
-        (out / arm).mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, out / arm / "predictions.parquet")
+        path = out / arm / "predictions.parquet"
+        if path.exists():
+            before = pq.read_table(path)
+            pairs = zip(before["protocol"].to_pylist(), before["model"].to_pylist(), strict=True)
+            kept = [i for i, pair in enumerate(pairs) if pair != (protocol, kind)]
+            table = pa.concat_tables([before.take(kept).select(table.column_names), table])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path)
         written.append(out / arm / "predictions.parquet")
     return written
 

@@ -65,3 +65,9 @@ def test_each_arms_scores_are_a_predictions_file_calibrate_reads(tmp_path) -> No
     _script().write_predictions(scored, "by-family", "bsm", tmp_path / "m", kind="ngram-lgbm-monotone")
     y, score, _ = oof_scores(tmp_path / "m" / "weighted", "bsm", "by-family", model="ngram-lgbm-monotone")
     assert list(score) == [0.7, 0.4]
+    # Another protocol's run into the same directory adds its rows; running a protocol again replaces its own.
+    _script().write_predictions(scored, "by-origin", "bsm", tmp_path / "m", kind="ngram-lgbm-monotone")
+    _script().write_predictions(scored, "by-origin", "bsm", tmp_path / "m", kind="ngram-lgbm-monotone")
+    for protocol in ("by-family", "by-origin"):
+        y, score, _ = oof_scores(tmp_path / "m" / "weighted", "bsm", protocol, model="ngram-lgbm-monotone")
+        assert list(score) == [0.7, 0.4]
