@@ -445,10 +445,11 @@ def test_the_bundled_default_scores_real_traces_as_its_lightgbm_model_does() -> 
 
     import lightgbm
 
+    from runtrace.models.names import NGRAM_KINDS
     from runtrace.paths import default_model_dir
 
     root = default_model_dir()
-    if json.loads((root / "config.json").read_text())["kind"] != "ngram-lgbm":
+    if json.loads((root / "config.json").read_text())["kind"] not in NGRAM_KINDS:
         pytest.skip("the bundled default is not an n-gram model; test_onnx_parity covers the others")
     model = NgramModel.load(root)
     booster = lightgbm.Booster(model_file=str(root / "model.lgbm.txt"))
