@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint format bench reproduce reproduce-ism reproduce-bsm install-default-model clean
+.PHONY: install demo test lint format bench reproduce reproduce-ism reproduce-bsm default-model install-default-model clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -53,14 +53,12 @@ MIN_INSTRUCTIONS ?= 1000
 # era and size (`dataset build --match`); MATCH= trains on every labelled trace instead.
 MATCH ?= --match
 WORK ?= work
-# The default model's kind (`runtrace train --kind`: ngram-lgbm or bsm-lstm, the kinds reproduce-bsm
-# evaluates, whose out-of-fold scores calibrate it), version string, and the false-positive rate its scan
-# threshold is chosen for on the out-of-fold scores of CALIBRATION_PROTOCOL (by family: files of malware
-# families and benign origins the model never saw, as a user's files are).
-DEFAULT_KIND ?= ngram-lgbm
+# The default model's kind (an n-gram kind of `runtrace train --kind`), version string, and the
+# false-positive rate its scan threshold keeps on the out-of-fold scores of its own recipe by family and
+# by origin (files of malware families and of benign origins the model never saw, as a user's files are).
+DEFAULT_KIND ?= ngram-lgbm-monotone
 MODEL_VERSION ?= $(shell date +%Y.%m)-$(DEFAULT_KIND)-reproduce
 SCAN_TARGET_FPR ?= 0.01
-CALIBRATION_PROTOCOL ?= by-family
 CORPUS ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/runtrace/corpus
 reproduce: install src/runtrace/trace/emulate/_blockrec.built
 	$(VENV)/bin/runtrace corpus build --corpus-dir $(CORPUS)
@@ -72,10 +70,25 @@ reproduce: install src/runtrace/trace/emulate/_blockrec.built
 	$(VENV)/bin/runtrace corpus lineage --corpus-dir $(CORPUS) --write-doc docs/corpus.md
 	$(VENV)/bin/runtrace results reports/reproduce-ism reports/reproduce-bsm \
 		--notes docs/results-notes.md -o docs/results.md
-	$(VENV)/bin/runtrace train -r bsm --kind $(DEFAULT_KIND) --dataset $(WORK)/datasets/bsm -o $(WORK)/models/default \
-		--threads 1 --no-progress
-	$(VENV)/bin/runtrace calibrate $(WORK)/models/default --report reports/reproduce-bsm --representation bsm \
-		--protocol $(CALIBRATION_PROTOCOL) --target-fpr $(SCAN_TARGET_FPR) --version $(MODEL_VERSION)
+	$(MAKE) default-model
+
+# The default model: DEFAULT_KIND trained on every traced file of a match stratum that holds both classes,
+# weighted so both classes weigh the same in each (matching by weighting, `train --weigh-strata`), and
+# calibrated on the out-of-fold scores of that same recipe (scripts/training_data_arms.py, arm
+# `weighted`, tested on the matched files) to keep SCAN_TARGET_FPR by family and by origin.
+default-model: install
+	$(VENV)/bin/runtrace dataset build -r bsm -m $(CORPUS)/manifest.parquet -o $(WORK)/datasets/bsm-all \
+		--min-instructions $(MIN_INSTRUCTIONS) --jobs 1 $(if $(FRESH),--overwrite)
+	for p in by-family by-origin; do \
+		$(PY) scripts/training_data_arms.py $(WORK)/datasets/bsm-all $(WORK)/datasets/bsm $(CORPUS)/manifest.parquet \
+			--protocol $$p --kind $(DEFAULT_KIND) --arms weighted -o reports/default-$$p.json \
+			--predictions reports/default-calibration || exit 1; \
+	done
+	$(VENV)/bin/runtrace train -r bsm --kind $(DEFAULT_KIND) --dataset $(WORK)/datasets/bsm-all \
+		--weigh-strata $(CORPUS)/manifest.parquet -o $(WORK)/models/default --threads 1 --no-progress
+	$(VENV)/bin/runtrace calibrate $(WORK)/models/default --report reports/default-calibration/weighted \
+		--representation bsm --protocol by-family --also-protocol by-origin --target-fpr $(SCAN_TARGET_FPR) \
+		--version $(MODEL_VERSION)
 	@echo "default model candidate: $(WORK)/models/default (make install-default-model ships it)"
 
 # One representation's dataset and evaluation (every protocol, the LSTM and the baselines). reproduce

@@ -53,24 +53,25 @@ def run(
     protocol: str,
     log=print,
     kind: str = NgramLightGBM.kind,
+    arms: tuple[str, ...] = ARMS,
 ) -> dict[str, list[dict]]:
-    """Scores of every arm on the matched test files of each fold; `strata` is each file's match stratum;
-    `kind` the n-gram model every arm trains (`NGRAM_CLASSES`)."""
+    """Scores of each of `arms` on the matched test files of each fold; `strata` is each file's match
+    stratum; `kind` the n-gram model every arm trains (`NGRAM_CLASSES`)."""
     shas = np.asarray(data.sha256s(), dtype=object)
     y = np.asarray(data.labels(), dtype=np.int64)
     in_matched = np.array([s in matched for s in shas], dtype=bool)
     plan = PLANS[protocol](data)
     cache = NgramCache(max_bytes=4 * 2**30)  # a file's counts do not depend on the fold
-    scored: dict[str, list[dict]] = {arm: [] for arm in ARMS}
+    scored: dict[str, list[dict]] = {arm: [] for arm in arms}
     for fold in plan.folds:
         test = fold.test[in_matched[fold.test]]
         weights = stratum_weights([strata[i] for i in fold.train], y[fold.train])
-        arms = (
+        training = (
             ("matched", fold.train[in_matched[fold.train]], None),
             ("all", fold.train, None),
             ("weighted", fold.train[weights > 0], weights[weights > 0]),
         )
-        for arm, train, weight in arms:
+        for arm, train, weight in (t for t in training if t[0] in arms):
             started = time.monotonic()
             model = NGRAM_CLASSES[kind](seed=0, cache=cache).fit(data, train, sample_weight=weight)
             scores = model.predict_proba(data, test)
@@ -147,11 +148,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("manifest", type=Path)
     parser.add_argument("--protocol", choices=list(PLANS), default="by-family")
     parser.add_argument("--kind", choices=list(NGRAM_CLASSES), default=NgramLightGBM.kind)
+    parser.add_argument(
+        "--arms", default=",".join(ARMS), help=f"Comma-separated, of {', '.join(ARMS)} (default: all)"
+    )
     parser.add_argument("-o", "--out", type=Path, required=True, help="JSON file: scores and summary")
     parser.add_argument(
         "--predictions", type=Path, help="Also write each arm's scores as DIR/<arm>/predictions.parquet"
     )
     opts = parser.parse_args(argv)
+    arms = tuple(a for a in ARMS if a in opts.arms.split(","))
+    unknown = set(opts.arms.split(",")) - set(ARMS)
+    if unknown or not arms:
+        raise SystemExit(f"error: --arms: choose from {', '.join(ARMS)}, not {opts.arms!r}")
     try:
         data = SequenceDataset.load(opts.all_dataset)
         matched = set(SequenceDataset.load(opts.matched_dataset).sha256s())
@@ -161,7 +169,13 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: {e}") from None
     strata = [stratum(rows.get(sha, {})) for sha in data.sha256s()]
     scored = run(
-        data, matched, strata, opts.protocol, log=lambda line: print(line, flush=True), kind=opts.kind
+        data,
+        matched,
+        strata,
+        opts.protocol,
+        log=lambda line: print(line, flush=True),
+        kind=opts.kind,
+        arms=arms,
     )
     result = {"protocol": opts.protocol, "kind": opts.kind, "summary": summary(scored), "scores": scored}
     opts.out.write_text(json.dumps(result, indent=1))

@@ -42,6 +42,16 @@ def test_the_arms_score_the_same_matched_test_files_and_differ_in_training() -> 
     assert sum(trained[f"fold {f} all"] - trained[f"fold {f} weighted"] for f in range(5)) == 4 * lonely
     summary = script.summary(scored)
     assert set(summary) == {"matched", "all", "weighted"} and 0 <= summary["weighted"]["roc_auc"] <= 1
+    # One arm alone: the same scores as when it ran beside the others.
+    alone = script.run(data, matched, strata, "by-family", log=lambda _: None, arms=("weighted",))
+    assert set(alone) == {"weighted"} and alone["weighted"] == scored["weighted"]
+
+
+def test_an_unknown_arm_is_a_one_line_error(tmp_path) -> None:
+    import pytest
+
+    with pytest.raises(SystemExit, match="--arms: choose from matched, all, weighted"):
+        _script().main(["a", "b", "c", "-o", str(tmp_path / "x.json"), "--arms", "weighted,best"])
 
 
 def test_each_arms_scores_are_a_predictions_file_calibrate_reads(tmp_path) -> None:
