@@ -57,15 +57,17 @@ def test_the_checkpoint_spec_names_the_estimators_kinds() -> None:
 
 
 def test_the_n_gram_kinds_are_the_evaluations_models() -> None:
-    """`runtrace train --kind ngram-lgbm` fits the evaluation's `ngram-lgbm`, and `runtrace calibrate`
-    reads that model's out-of-fold scores for it."""
+    """`runtrace train --kind K` for each n-gram kind fits the evaluation's model of that name, and
+    `runtrace calibrate` reads that model's out-of-fold scores for it."""
     from runtrace.evaluate.names import NGRAM_MODELS
     from runtrace.evaluate.registry import MODELS, BuildContext
-    from runtrace.models.ngram import NgramLightGBM
+    from runtrace.models.ngram import NGRAM_CLASSES
 
-    assert set(NGRAM_MODELS) == set(NGRAM_KINDS) == {NgramLightGBM.kind}
-    built = MODELS[NGRAM_MODELS[NgramLightGBM.kind]].build(BuildContext("bsm", "by-file", 0, {}))
-    assert type(built) is NgramLightGBM
+    kinds = {"ngram-lgbm", "ngram-lgbm-monotone"}
+    assert set(NGRAM_MODELS) == set(NGRAM_KINDS) == set(NGRAM_CLASSES) == kinds
+    for kind, cls in NGRAM_CLASSES.items():
+        built = MODELS[NGRAM_MODELS[kind]].build(BuildContext("bsm", "by-file", 0, {}))
+        assert type(built) is cls and built.kind == kind
 
 
 def test_a_value_outside_the_choices_is_one_line_naming_the_option() -> None:

@@ -186,29 +186,40 @@ def test_explanations_say_both_ways_with_the_share_they_account_for(model: OnnxM
 
 
 def test_the_bundled_models_explanations_sort_their_rows_and_say_when_they_explain_little(cli32) -> None:
-    """The bundled (n-gram) model on a benign file (cli-32.exe) and a confident malware trace: rows in
-    each direction come strongest first with the right sign; an explanation whose rows account for
-    little says so in a sentence that reads right (for the malware, masking its strongest rows moves
-    the score away from the all-masked answer: no "-800 %" share)."""
+    """The bundled model (monotone n-gram trees) on a benign file (cli-32.exe) and a malware trace: rows
+    come strongest first, all towards malicious (masking code can only lower a monotone model's score,
+    so nothing pulls towards benign), and masking the rows shown lands between the score and the
+    all-masked answer; an explanation whose rows account for little says so."""
     from runtrace.paths import data_dir, default_model_dir
     from runtrace.scan.inputs import iter_inputs
 
     scanner = Scanner.load(default_model_dir(), ScanOptions(workers=1))
+    assert scanner.model.kind == "ngram-lgbm-monotone"
     malware = (
         data_dir()
         / "demo"
         / "scan"
         / "c05ec67e75693127e5556eee229b88f93c7cef926cfe905dfd5464be9d305c94.rtrace"
     )
-    benign, confident = scanner.scan(list(iter_inputs([cli32, malware])))
-    e = benign.explanation
-    assert benign.verdict == "benign" and e.towards_benign and e.towards_malicious
-    toward_mal = [c.estimate for c in e.towards_malicious]
-    toward_ben = [c.estimate for c in e.towards_benign]
-    assert toward_mal == sorted(toward_mal, reverse=True) and toward_ben == sorted(toward_ben)
-    assert all(c > 0 for c in toward_mal) and all(c < 0 for c in toward_ben)
-    assert (e.shown_share < 0.25) == e.weak
-    assert not e.weak or "of the score" in e.note
-    e = confident.explanation
-    assert confident.verdict == "malicious" and confident.probability >= scanner.calibration.threshold
-    assert e.weak and e.note.startswith("weak explanation") and "%" not in e.note
+    benign, flagged = scanner.scan(list(iter_inputs([cli32, malware])))
+    assert benign.verdict == "benign" and flagged.verdict == "malicious"
+    assert flagged.probability >= scanner.calibration.threshold > benign.probability
+    for result in (benign, flagged):
+        e = result.explanation
+        assert e.towards_malicious and not e.towards_benign
+        toward_mal = [c.estimate for c in e.towards_malicious]
+        assert toward_mal == sorted(toward_mal, reverse=True) and all(c > 0 for c in toward_mal)
+        assert e.reference_probability <= e.without_shown <= result.probability
+        assert (e.shown_share < 0.25) == e.weak
+        assert not e.weak or "of the score" in e.note
+
+
+def test_an_explanation_whose_rows_move_the_score_away_says_so_without_a_share() -> None:
+    """An unconstrained n-gram model's malware can score just under its answer for unrecognised code:
+    masking its strongest rows then moves the score away from the all-masked answer.  The note says so
+    in words, with no share such as "-800 %"."""
+    from runtrace.scan.scanner import _weakness
+
+    note = _weakness(0.903748, 0.912233, -8.0, 0.3, 3, on_logits=True)
+    assert note.startswith("weak explanation: masking the rows shown moves P(malicious) 0.903748 away from")
+    assert "0.912233" in note and "%" not in note
