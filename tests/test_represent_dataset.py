@@ -184,3 +184,20 @@ def test_bad_inputs_are_reported() -> None:
         build_dataset([make_trace("a", [LOOP])], ["grayware"])
     with pytest.raises(DatasetError):
         SequenceDataset.load("/nonexistent/dataset")
+
+
+@pytest.mark.parametrize("vocabulary", [300, 70_000])
+def test_the_joined_tokens_are_the_concatenation_in_the_datasets_dtype(vocabulary: int) -> None:
+    """Traces wait for the others as 16-bit ids where they fit and are joined into the dataset's dtype
+    (16 bits while the lexicon fits them): the same ids as an int32 concatenation, in less memory."""
+    from runtrace.represent.dataset import _join, _narrow
+
+    rng = np.random.default_rng(vocabulary)
+    ids = [rng.integers(0, vocabulary, size=rng.integers(0, 50)).astype(np.int32) for _ in range(30)]
+    waiting = [_narrow(a) for a in ids]
+    assert all(w.dtype == (np.uint16 if not len(a) or a.max() < 1 << 16 else np.int32)
+               for a, w in zip(ids, waiting, strict=True))  # fmt: skip
+    joined = _join(waiting, vocabulary)
+    assert joined.dtype == (np.uint16 if vocabulary <= 1 << 16 else np.int32)
+    np.testing.assert_array_equal(joined, np.concatenate(ids))
+    assert waiting == []  # each part freed once copied

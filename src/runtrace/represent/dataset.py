@@ -308,9 +308,29 @@ def _label_value(label: int | str) -> int:
     return int(label)
 
 
-def _compact(ids: np.ndarray, vocabulary_size: int) -> np.ndarray:
+def _compact_dtype(vocabulary_size: int):
     # Most lexicons fit 16 bits: half the disk and memory for the biggest array.
-    return ids.astype(np.uint16) if vocabulary_size <= 1 << 16 else ids.astype(np.int32)
+    return np.uint16 if vocabulary_size <= 1 << 16 else np.int32
+
+
+def _narrow(ids: np.ndarray) -> np.ndarray:
+    """One trace's ids as they wait for the others: 16 bits where they fit (the lexicon is still growing,
+    so the dataset's own dtype is not known yet)."""
+    return ids.astype(np.uint16) if not len(ids) or int(ids.max()) < 1 << 16 else ids
+
+
+def _join(parts: list[np.ndarray], vocabulary_size: int) -> np.ndarray:
+    """`parts` end to end in the dataset's dtype, each freed from the list once copied: the peak is about
+    one copy of the tokens (an ISM dataset of a whole corpus is gigabytes), where concatenating int32
+    arrays and casting the result held three."""
+    out = np.empty(sum(len(p) for p in parts), dtype=_compact_dtype(vocabulary_size))
+    parts.reverse()
+    pos = 0
+    while parts:
+        part = parts.pop()
+        out[pos : pos + len(part)] = part
+        pos += len(part)
+    return out
 
 
 def build_dataset(
@@ -383,7 +403,7 @@ def build_dataset(
             if row["n_instructions"] < min_instructions:
                 short.append({"trace": str(traces[i]), "instructions": int(row["n_instructions"])})
                 continue
-            sequences.append(merger.add(encoded))
+            sequences.append(_narrow(merger.add(encoded)))
             row.update(
                 label=label_values[i],
                 group=str(groups[i]) if groups is not None else row["sha256"],
@@ -400,7 +420,7 @@ def build_dataset(
     lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
     offsets = np.zeros(len(sequences) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    flat = np.concatenate(sequences) if sequences else np.zeros(0, dtype=np.int32)
+    flat = _join(sequences, len(merger.index))
     meta = {
         "max_tokens": max_tokens,
         "skipped": skipped,
@@ -416,16 +436,14 @@ def build_dataset(
         np.cumsum([len(p) for p in parts], out=block_offsets[1:])
         extra = {
             "instruction_lexicon": list(merger.insn_index),
-            "block_tokens": _compact(
-                np.concatenate(parts) if parts else np.zeros(0, np.int32), len(merger.insn_index)
-            ),
+            "block_tokens": _join(parts, len(merger.insn_index)),
             "block_offsets": block_offsets,
         }
     return SequenceDataset(
         representation,
         files,
         list(merger.index),
-        _compact(flat, len(merger.index)),
+        flat,
         offsets,
         normalisation=str(normalisation),
         api=api,
