@@ -206,7 +206,7 @@ def test_the_bundled_models_explanations_sort_their_rows_and_say_when_they_expla
     assert flagged.probability >= scanner.calibration.threshold > benign.probability
     for result in (benign, flagged):
         e = result.explanation
-        assert e.towards_malicious and not e.towards_benign
+        assert e.evidence_only and e.towards_malicious and not e.towards_benign
         toward_mal = [c.estimate for c in e.towards_malicious]
         assert toward_mal == sorted(toward_mal, reverse=True) and all(c > 0 for c in toward_mal)
         assert e.reference_probability <= e.without_shown <= result.probability
@@ -223,3 +223,21 @@ def test_an_explanation_whose_rows_move_the_score_away_says_so_without_a_share()
     note = _weakness(0.903748, 0.912233, -8.0, 0.3, 3, on_logits=True)
     assert note.startswith("weak explanation: masking the rows shown moves P(malicious) 0.903748 away from")
     assert "0.912233" in note and "%" not in note
+
+
+def test_the_text_says_why_a_monotone_models_explanation_has_no_benign_side(cli32) -> None:
+    """Under a monotone model's explanation the text says that nothing pointing towards benign is by
+    design; a sequence model's explanation (rows either way) says nothing of the kind."""
+    from rich.console import Console
+
+    from runtrace.paths import default_model_dir
+    from runtrace.scan.inputs import iter_inputs
+    from runtrace.scan.render import EVIDENCE_ONLY, render_report
+
+    for model, evidence_only in ((default_model_dir(), True), (tiny_model_dir(), False)):
+        scanner = Scanner.load(model, ScanOptions(workers=1, min_instructions=1))
+        results = scanner.scan(list(iter_inputs([cli32])))
+        assert results[0].explanation.evidence_only is evidence_only
+        console = Console(record=True, width=200)
+        render_report(scanner.report(results, inputs=1), console)
+        assert (EVIDENCE_ONLY in console.export_text()) is evidence_only

@@ -53,6 +53,8 @@ class NgramModel:
         self.path = path
         self.weights_sha256 = weights_sha256
         self.kind = spec.kind
+        # Monotone trees: no n-gram can lower the score, so no unit can point towards benign.
+        self.evidence_only = spec.kind == "ngram-lgbm-monotone"
         self.representation = spec.representation
         data = spec.data_spec
         self.normalisation, self.api, self.max_tokens = data.normalisation, data.api, data.max_tokens

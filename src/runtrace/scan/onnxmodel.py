@@ -49,6 +49,8 @@ class WindowOutputs:
 class OnnxModel:
     """An `IsmLstm` / `BsmLstm` checkpoint's exported graphs, for inference and attribution."""
 
+    evidence_only = False  # masking a unit can move the score either way
+
     def __init__(
         self, spec: CheckpointSpec, vocabularies: dict, sessions: dict, path: str, weights_sha256: str
     ):

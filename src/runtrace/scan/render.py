@@ -28,6 +28,9 @@ EXPLAIN_ALL_UP_TO = 5  # batches this small show every file's explanation; large
 SHOWN_INSTRUCTIONS = 6
 _STYLE = {"malicious": "bold red", "benign": "green", "unknown": "yellow", None: "red"}
 
+# Said under every explanation of a monotone model, whose rows can only point towards malicious.
+EVIDENCE_ONLY = "towards benign: none by design (this model counts evidence of malice only)"
+
 
 def probability_text(p: float) -> str:
     """A probability with the digits that tell it apart from 0 or 1: three decimals in the middle, more
@@ -118,6 +121,8 @@ def _explanation_panel(r: FileResult, name: str) -> Panel:
     for title, rows in (("towards malicious", e.towards_malicious), ("towards benign", e.towards_benign)):
         if rows:
             parts += [Text(title, style="bold"), _rows_table(rows)]
+    if e.evidence_only:
+        parts.append(Text(EVIDENCE_ONLY, style="dim"))
     parts.append(Text(_summary(e), style="yellow" if e.weak else "dim"))
     title = f"{escape(name)}: [{_STYLE[r.verdict]}]{r.verdict}[/] (P = {probability_text(r.probability)})"
     return Panel(Group(*parts), title=title, title_align="left")

@@ -313,6 +313,7 @@ class Scanner(TraceRunner[FileResult]):
             shown_share=None if share is None else round(share, 4),
             weak=note is not None,
             note=note,
+            evidence_only=self.model.evidence_only,
         )
 
     # --- the run's document -----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from runtrace import __version__
 from runtrace.trace.settings import TRACER_VERSION
 
-SCHEMA_VERSION = "2.3"
+SCHEMA_VERSION = "2.4"
 
 Verdict = Literal["malicious", "benign", "unknown"]
 
@@ -156,6 +156,12 @@ class Explanation(_Strict):
     )
     weak: bool = Field(description="the rows shown explain little of the score; `note` says why (2.0)")
     note: str | None = Field(description="a plain sentence when the explanation is weak (2.0)")
+    evidence_only: bool = Field(
+        False,
+        description="the model counts evidence of malice only (ngram-lgbm-monotone): masking code can only "
+        "lower its score, so towards_benign is always empty and a benign verdict means too little evidence "
+        "(2.4)",
+    )
 
 
 class ApiCallRecord(_Strict):

@@ -260,15 +260,16 @@ function explanation(ex) {
   $("explanation-weak").hidden = !ex.weak;
   $("explanation-weak").textContent = ex.note || "";
   rows($("explanation"), ex.towards_malicious);
-  rows($("explanation-benign"), ex.towards_benign);
+  rows($("explanation-benign"), ex.towards_benign,
+       ex.evidence_only ? "none by design: this model counts evidence of malice only" : "none");
 }
 
-function rows(table, contributions) {
+function rows(table, contributions, empty = "none") {
   const body = table.querySelector("tbody");
   body.replaceChildren();
   if (!contributions.length) {
     const tr = el("tr");
-    const td = el("td", "none", "muted");
+    const td = el("td", empty, "muted");
     td.colSpan = 6;
     tr.append(td);
     body.append(tr);
