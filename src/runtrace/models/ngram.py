@@ -5,7 +5,8 @@ ngram-lgbm`, `ngram_checkpoint`) and, through its ONNX graph (`ngram_export`), f
 Features: every 1-, 2- and 3-gram of a file's token sequence (ISM instruction and API tokens, or BSM
 blocks and API calls, as the dataset's lexicon ids) counted; the vocabulary is the `MAX_FEATURES`
 n-grams found in the most training files (at least `MIN_DF` of them), chosen in `fit` from the training
-rows only.  Trees: LightGBM with `LGBM_PARAMS` on the raw counts.
+rows only.  Trees: LightGBM with `LGBM_PARAMS` on the raw counts, either free (`ngram-lgbm`) or with every
+count constrained to raise the score (`ngram-lgbm-monotone`, the default model's kind).
 
 The scanner imports this module for `ngram_keys` and `ngram_spans` (numpy only): scipy, scikit-learn and
 LightGBM are imported inside the functions that need them, never here.
