@@ -29,7 +29,7 @@ from runtrace.evaluate import protocols
 from runtrace.evaluate.baselines import NgramCache
 from runtrace.evaluate.manifest_join import join_manifest_file
 from runtrace.evaluate.metrics import roc_auc, tpr_at_fpr
-from runtrace.models.ngram import NgramLightGBM
+from runtrace.models.ngram import NGRAM_CLASSES, NgramLightGBM
 from runtrace.represent.dataset import DatasetError, SequenceDataset
 
 
@@ -61,7 +61,17 @@ def familiarity(data, train: np.ndarray, test: np.ndarray) -> dict[str, float]:
     return {"benign": float(np.median(share[0])), "malicious": float(np.median(share[1]))}
 
 
-def run(data, compiler: np.ndarray, groups: np.ndarray, moved_compiler: str, draws: int, log=print) -> dict:
+def run(
+    data,
+    compiler: np.ndarray,
+    groups: np.ndarray,
+    moved_compiler: str,
+    draws: int,
+    log=print,
+    kind: str = NgramLightGBM.kind,
+) -> dict:
+    """`kind`: the n-gram model both sides train (`NGRAM_CLASSES`)."""
+    model = NGRAM_CLASSES[kind]
     y = np.asarray(data.labels())
     fold = protocols.temporal(data).folds[0]
     candidates = np.array(
@@ -71,13 +81,13 @@ def run(data, compiler: np.ndarray, groups: np.ndarray, moved_compiler: str, dra
     if len(pool) < 2:
         raise ValueError(f"fewer than 2 origin groups of benign {moved_compiler} files on the test side")
     cache = NgramCache(max_bytes=3 * 2**30)
-    original = NgramLightGBM(seed=0, cache=cache).fit(data, fold.train)
+    original = model(seed=0, cache=cache).fit(data, fold.train)
     result = {"familiarity": familiarity(data, fold.train, fold.test), "draws": []}
     for seed in range(draws):
         chosen = set(np.random.default_rng(seed).choice(pool, size=len(pool) // 2, replace=False).tolist())
         moved = np.array([i for i in candidates if groups[i] in chosen], dtype=np.int64)
         test = np.setdiff1d(fold.test, moved)
-        grown = NgramLightGBM(seed=0, cache=cache).fit(data, np.concatenate([fold.train, moved]))
+        grown = model(seed=0, cache=cache).fit(data, np.concatenate([fold.train, moved]))
         draw = {
             "seed": seed,
             "moved_files": len(moved),
@@ -100,6 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("manifest", type=Path)
     parser.add_argument("--compiler", default="mingw-gcc", help="Whose benign test files are moved")
     parser.add_argument("--draws", type=int, default=5)
+    parser.add_argument("--kind", choices=list(NGRAM_CLASSES), default=NgramLightGBM.kind)
     parser.add_argument("-o", "--out", type=Path, required=True, help="JSON file: the figures per draw")
     opts = parser.parse_args(argv)
     try:
@@ -109,7 +120,8 @@ def main(argv: list[str] | None = None) -> None:
         shas = data.sha256s()
         compiler = np.array([rows.get(s, {}).get("compiler") or "unknown" for s in shas], dtype=object)
         groups = np.array([rows.get(s, {}).get("cv_group") or s for s in shas], dtype=object)
-        result = run(data, compiler, groups, opts.compiler, opts.draws, log=lambda m: print(m, flush=True))
+        log = lambda m: print(m, flush=True)  # noqa: E731
+        result = run(data, compiler, groups, opts.compiler, opts.draws, log=log, kind=opts.kind)
     except (DatasetError, ManifestError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     opts.out.write_text(json.dumps(result, indent=1))

@@ -55,6 +55,26 @@ def test_moves_half_the_groups_of_test_side_benign_files_of_one_compiler() -> No
     assert all(0 <= v <= 1 for v in result["familiarity"].values())
 
 
+def test_the_monotone_trees_can_take_the_counterfactual(monkeypatch) -> None:
+    script = load_script("temporal_counterfactual")
+    data, compiler, groups = _dated()
+    fitted: list[str] = []
+
+    class Recorded(script.NGRAM_CLASSES["ngram-lgbm-monotone"]):
+        def fit(self, *args, **kwargs):
+            fitted.append(self.kind)
+            return super().fit(*args, **kwargs)
+
+    plain = script.run(data, compiler, groups, "mingw-gcc", draws=1, log=lambda _: None)
+    monkeypatch.setitem(script.NGRAM_CLASSES, "ngram-lgbm-monotone", Recorded)
+    monotone = script.run(data, compiler, groups, "mingw-gcc", draws=1, log=lambda _: None,
+                          kind="ngram-lgbm-monotone")  # fmt: skip
+    assert fitted == ["ngram-lgbm-monotone"] * 2  # the original side and the grown one
+    # The same draw (files moved, files tested), scored by the other model.
+    for key in ("moved_files", "moved_groups", "test_files"):
+        assert plain["draws"][0][key] == monotone["draws"][0][key]
+
+
 def test_a_compiler_without_test_side_groups_is_refused() -> None:
     script = load_script("temporal_counterfactual")
     data, compiler, groups = _dated()
