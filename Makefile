@@ -81,7 +81,7 @@ default-model: install
 		--min-instructions $(MIN_INSTRUCTIONS) --jobs 1 $(if $(FRESH),--overwrite)
 	for p in by-family by-origin; do \
 		$(PY) scripts/training_data_arms.py $(WORK)/datasets/bsm-all $(WORK)/datasets/bsm $(CORPUS)/manifest.parquet \
-			--protocol $$p --kind $(DEFAULT_KIND) --arms weighted -o reports/default-$$p.json \
+			--protocol $$p --kind $(DEFAULT_KIND) --arms weighted -o reports/default-calibration/$$p.json \
 			--predictions reports/default-calibration || exit 1; \
 	done
 	$(VENV)/bin/runtrace train -r bsm --kind $(DEFAULT_KIND) --dataset $(WORK)/datasets/bsm-all \

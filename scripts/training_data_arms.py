@@ -178,6 +178,7 @@ def main(argv: list[str] | None = None) -> None:
         arms=arms,
     )
     result = {"protocol": opts.protocol, "kind": opts.kind, "summary": summary(scored), "scores": scored}
+    opts.out.parent.mkdir(parents=True, exist_ok=True)
     opts.out.write_text(json.dumps(result, indent=1))
     if opts.predictions is not None:
         write_predictions(scored, opts.protocol, data.representation, opts.predictions, opts.kind)
