@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtrace.models.ngram import ngram_keys, ngram_spans, vocabulary_columns
+from runtrace.models.ngram import NGRAM_CLASSES, ngram_keys, ngram_spans, vocabulary_columns
 from runtrace.models.spec import NGRAM_GRAPHS, NgramSpec, one_line
 from runtrace.represent.encode import EncodedTrace
 from runtrace.scan.onnxmodel import ModelError, graph_session, read_exported
@@ -54,7 +54,7 @@ class NgramModel:
         self.weights_sha256 = weights_sha256
         self.kind = spec.kind
         # Monotone trees: no n-gram can lower the score, so no unit can point towards benign.
-        self.evidence_only = spec.kind == "ngram-lgbm-monotone"
+        self.evidence_only = NGRAM_CLASSES[spec.kind].monotone
         self.representation = spec.representation
         data = spec.data_spec
         self.normalisation, self.api, self.max_tokens = data.normalisation, data.api, data.max_tokens
