@@ -6,11 +6,12 @@ from collections import Counter
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
 from runtrace.cli.app import INTERRUPTED, app, console, err_console, fail, sub_app
 from runtrace.cli.choices import AuditSubset, Label, YesNoAuto
 from runtrace.cli.options import TracerRun, tracer_options
+from runtrace.cli.progress import LoggedProgress
 
 corpus_app = sub_app("Build the labelled corpus, trace it, and audit it for packaging shortcuts.")
 app.add_typer(corpus_app, name="corpus")
@@ -18,8 +19,8 @@ app.add_typer(corpus_app, name="corpus")
 MAX_PROBLEMS_SHOWN = 25
 
 
-def _progress() -> Progress:
-    return Progress(
+def _progress() -> LoggedProgress:
+    return LoggedProgress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -32,7 +33,7 @@ def _progress() -> Progress:
 class _RichBuildProgress:
     """Adapts the build's progress hooks to one rich bar per stage."""
 
-    def __init__(self, progress: Progress) -> None:
+    def __init__(self, progress: LoggedProgress) -> None:
         self.progress = progress
 
     def stage(self, name: str, total: int | None):
@@ -329,7 +330,7 @@ def trace(
     root = _corpus_dir(corpus_dir)
     manifest_path = root / MANIFEST_NAME
     out_dir = out or root / "traces"
-    progress = Progress(
+    progress = LoggedProgress(
         TextColumn("[bold]tracing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TextColumn("{task.fields[last]}"), console=err_console, transient=True,
     )  # fmt: skip

@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
 from runtrace.cli.app import INTERRUPTED, app, console, err_console, fail, sub_app
 from runtrace.cli.choices import Normalisation, Representation, Windowing
+from runtrace.cli.progress import LoggedProgress
 
 dataset_app = sub_app("Turn traces into ISM / BSM token datasets.")
 app.add_typer(dataset_app, name="dataset")
@@ -63,6 +64,7 @@ def build(
     ),
     match_ratio: int = typer.Option(1, min=1, help="With --match: benign partners per malicious file."),
     overwrite: bool = typer.Option(False, help="Build again even when OUT is up to date."),
+    show_progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Encode a corpus's traces as an ISM or BSM dataset (token ids, Parquet file table).
 
@@ -121,13 +123,14 @@ def build(
         console.print(f"{out} is up to date (same traces and settings; --overwrite builds it again)")
         return
 
-    with Progress(
+    with LoggedProgress(
         TextColumn("[bold]encoding"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=err_console,
         transient=True,
+        disable=not show_progress,
     ) as progress:
         task = progress.add_task("encode", total=len(chosen.paths))
         try:

@@ -8,12 +8,13 @@ import warnings
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from runtrace.cli.app import INTERRUPTED, app, console, err_console, fail
 from runtrace.cli.choices import TraceAlsoWrite
 from runtrace.cli.options import TracerRun, tracer_options
+from runtrace.cli.progress import LoggedProgress
 
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # unicorn 1.0.2 at import
 
@@ -71,8 +72,10 @@ def trace(
         samples = list(iter_samples(paths, password, tracer.max_bytes))
     except KeyboardInterrupt:
         raise fail("interrupted while listing the inputs; nothing was traced", INTERRUPTED) from None
-    progress = Progress(TextColumn("[bold]tracing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("{task.fields[last]}"), console=err_console, transient=True)  # fmt: skip
+    progress = LoggedProgress(
+        TextColumn("[bold]tracing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.fields[last]}"), console=err_console, transient=True,
+    )  # fmt: skip
     with progress:
         task = progress.add_task("trace", total=len(samples), last="")
 
