@@ -28,6 +28,7 @@ MODULES = {
     "scan": ("Scan latency", "benchmarks.scan_bench"),
     "serve": ("Scanning service under 100 concurrent uploads", "benchmarks.serve_bench"),
     "memory": ("Scanner memory vs input size", "benchmarks.memory_bench"),
+    "dataset-memory": ("Dataset build memory vs number of traces", "benchmarks.dataset_memory_bench"),
     "similar": ("Similarity index at scale", "benchmarks.similar_bench"),
 }
 

@@ -187,17 +187,57 @@ def test_bad_inputs_are_reported() -> None:
 
 
 @pytest.mark.parametrize("vocabulary", [300, 70_000])
-def test_the_joined_tokens_are_the_concatenation_in_the_datasets_dtype(vocabulary: int) -> None:
-    """Traces wait for the others as 16-bit ids where they fit and are joined into the dataset's dtype
-    (16 bits while the lexicon fits them): the same ids as an int32 concatenation, in less memory."""
-    from runtrace.represent.dataset import _join, _narrow
+def test_spooled_ids_come_back_as_the_concatenation_in_the_datasets_dtype(
+    vocabulary: int, tmp_path, monkeypatch
+) -> None:
+    """Traces wait on disk and are copied, a chunk at a time, into the dataset's dtype (16 bits while the
+    lexicon fits them): the same ids as an int32 concatenation; the scratch file goes."""
+    from runtrace.represent.dataset import _Spool
 
+    monkeypatch.setattr(_Spool, "CHUNK", 7)  # many chunks, a part of one at the end
     rng = np.random.default_rng(vocabulary)
     ids = [rng.integers(0, vocabulary, size=rng.integers(0, 50)).astype(np.int32) for _ in range(30)]
-    waiting = [_narrow(a) for a in ids]
-    assert all(w.dtype == (np.uint16 if not len(a) or a.max() < 1 << 16 else np.int32)
-               for a, w in zip(ids, waiting, strict=True))  # fmt: skip
-    joined = _join(waiting, vocabulary)
+    spool = _Spool(tmp_path / "x.spool")
+    for a in ids:
+        spool.append(a)
+    np.testing.assert_array_equal(np.diff(spool.offsets()), [len(a) for a in ids])
+    spool.finish(tmp_path / "x.npy", vocabulary)
+    joined = np.load(tmp_path / "x.npy")
     assert joined.dtype == (np.uint16 if vocabulary <= 1 << 16 else np.int32)
     np.testing.assert_array_equal(joined, np.concatenate(ids))
-    assert waiting == []  # each part freed once copied
+    assert not (tmp_path / "x.spool").exists()
+
+
+def test_a_build_into_a_folder_is_the_in_memory_build_memory_mapped(tmp_path) -> None:
+    traces = [
+        make_trace("a", [PROLOGUE, LOOP]),
+        make_trace("b", [OTHER_LOOP]),
+        make_trace("c", [LOOP, EPILOGUE]),
+    ]
+    for representation in ("ism", "bsm"):
+        in_memory = build_dataset(traces, [1, 0, 1], representation=representation)
+        on_disk = build_dataset(
+            traces, [1, 0, 1], representation=representation, out=tmp_path / representation, meta={"k": 1}
+        )
+        assert isinstance(on_disk.tokens, np.memmap) and on_disk.meta["k"] == 1
+        assert on_disk.files.equals(in_memory.files)
+        assert list(on_disk.lexicon) == list(in_memory.lexicon)
+        np.testing.assert_array_equal(on_disk.tokens, in_memory.tokens)
+        np.testing.assert_array_equal(on_disk.offsets, in_memory.offsets)
+        if representation == "bsm":
+            np.testing.assert_array_equal(on_disk.block_flat, in_memory.block_flat)
+            np.testing.assert_array_equal(on_disk.block_offsets, in_memory.block_offsets)
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")) == []
+
+
+def test_a_failed_build_leaves_the_earlier_dataset_as_it_was(tmp_path) -> None:
+    out = tmp_path / "d"
+    build_dataset([make_trace("a", [LOOP])], [1], out=out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(DatasetError, match="no trace could be used"):
+        build_dataset([make_trace("b", [LOOP])], [0], out=out, min_instructions=10**9)
+    with pytest.raises(DatasetError):
+        build_dataset([tmp_path / "missing.rtrace"], [0], out=out)  # on_error="raise"
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert not (tmp_path / "d.partial").exists()
+    assert len(SequenceDataset.load(out)) == 1

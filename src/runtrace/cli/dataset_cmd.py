@@ -149,21 +149,20 @@ def build(
                 window=window_settings or None,
                 progress=lambda done, total: progress.update(task, completed=done),
                 min_instructions=min_instructions,
+                out=out,
+                meta={"inputs_key": inputs_key, **({"match": match_info} if match_info is not None else {})},
             )
         except DatasetError as e:
             raise fail(str(e)) from None
         except KeyboardInterrupt:
-            raise fail(f"interrupted while encoding; {out} was not written", INTERRUPTED) from None
+            raise fail(
+                f"interrupted while encoding; {out} was not written (an earlier dataset there is kept)",
+                INTERRUPTED,
+            ) from None
     for item in data.meta.get("skipped", [])[:20]:
         err_console.print(
             f"[yellow]skipped:[/] {item['trace']}: {item['error']}", highlight=False, soft_wrap=True
         )
-    if len(data) == 0:
-        raise fail("no trace could be read")
-    data.meta["inputs_key"] = inputs_key
-    if match_info is not None:
-        data.meta["match"] = match_info
-    data.save(out)
     summary = data.describe()
     summary["skipped"] = {
         **chosen.skipped,

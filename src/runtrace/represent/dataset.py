@@ -22,6 +22,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
+from array import array
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -181,30 +184,24 @@ class SequenceDataset:
         out.mkdir(parents=True, exist_ok=True)
         # A dataset saved over an older one: until the new dataset.json is written, none is there.
         (out / "dataset.json").unlink(missing_ok=True)
-        header = {
-            "format": FORMAT_NAME,
-            "version": FORMAT_VERSION,
-            "representation": self.representation,
-            "normalisation": self.normalisation,
-            "api": self.api,
-            "api_args": self.api_args,
-            "meta": self.meta,
-        }
-        pq.write_table(self.files, out / "files.parquet")
-        pq.write_table(
-            pa.table({"token": pa.array(list(self.lexicon), pa.string())}), out / "lexicon.parquet"
-        )
         np.save(out / "tokens.npy", np.ascontiguousarray(self.tokens), allow_pickle=False)
         np.save(out / "offsets.npy", self.offsets, allow_pickle=False)
         if self.representation == BSM:
-            pq.write_table(
-                pa.table({"token": pa.array(list(self.instruction_lexicon), pa.string())}),
-                out / "instruction_lexicon.parquet",
-            )
             np.save(out / "block_tokens.npy", np.ascontiguousarray(self.block_flat), allow_pickle=False)
             np.save(out / "block_offsets.npy", self.block_offsets, allow_pickle=False)
-        # Written last: a directory without it is an interrupted save, not a dataset.
-        (out / "dataset.json").write_text(json.dumps(header, indent=1, sort_keys=True))
+        _write_tables(
+            out,
+            self.files,
+            self.lexicon,
+            self.instruction_lexicon if self.representation == BSM else None,
+            {
+                "representation": self.representation,
+                "normalisation": self.normalisation,
+                "api": self.api,
+                "api_args": self.api_args,
+                "meta": self.meta,
+            },
+        )
         return out
 
     @classmethod
@@ -251,6 +248,22 @@ class SequenceDataset:
             )
         except (OSError, KeyError, ValueError) as e:
             raise DatasetError(f"{root}: unreadable dataset ({e})") from None
+
+
+def _write_tables(
+    out: Path, files: pa.Table, lexicon: Sequence[str], instruction_lexicon, header: dict
+) -> None:
+    """The file table, the lexicons and, last, dataset.json: a directory without it is an interrupted
+    write, not a dataset."""
+    pq.write_table(files, out / "files.parquet")
+    pq.write_table(pa.table({"token": pa.array(list(lexicon), pa.string())}), out / "lexicon.parquet")
+    if instruction_lexicon is not None:
+        pq.write_table(
+            pa.table({"token": pa.array(list(instruction_lexicon), pa.string())}),
+            out / "instruction_lexicon.parquet",
+        )
+    header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, **header}
+    (out / "dataset.json").write_text(json.dumps(header, indent=1, sort_keys=True))
 
 
 # --- building ---------------------------------------------------------------------------------------
@@ -313,24 +326,79 @@ def _compact_dtype(vocabulary_size: int):
     return np.uint16 if vocabulary_size <= 1 << 16 else np.int32
 
 
-def _narrow(ids: np.ndarray) -> np.ndarray:
-    """One trace's ids as they wait for the others: 16 bits where they fit (the lexicon is still growing,
-    so the dataset's own dtype is not known yet)."""
-    return ids.astype(np.uint16) if not len(ids) or int(ids.max()) < 1 << 16 else ids
+class _Spool:
+    """Id sequences appended to a scratch file as they come, so that a build holds one trace at a time
+    however many there are (an ISM dataset of a whole corpus is gigabytes). `finish` copies them, a chunk
+    at a time, into the dataset's .npy in its final dtype, which is known only once every trace has added
+    to the lexicon."""
+
+    CHUNK = 1 << 24  # ids copied at a time by `finish` (64 MiB of int32)
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh = open(path, "wb")  # noqa: SIM115 - closed by finish
+        self.lengths = array("q")
+
+    def append(self, ids: np.ndarray) -> None:
+        self._fh.write(np.ascontiguousarray(ids, dtype=np.int32).tobytes())
+        self.lengths.append(len(ids))
+
+    def offsets(self) -> np.ndarray:
+        offsets = np.zeros(len(self.lengths) + 1, dtype=np.int64)
+        np.cumsum(np.frombuffer(self.lengths, dtype=np.int64), out=offsets[1:])
+        return offsets
+
+    def finish(self, out: Path, vocabulary_size: int) -> None:
+        # Plain reads and writes, not memory maps: the pages of a mapped file count in the process's
+        # resident size while it runs, so mapping both files would grow it with the dataset.
+        self._fh.close()
+        total = int(sum(self.lengths))
+        dtype = np.dtype(_compact_dtype(vocabulary_size))
+        header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (total,)}
+        with open(self.path, "rb") as src, open(out, "wb") as dst:
+            np.lib.format.write_array_header_1_0(dst, header)
+            for _ in range(0, total, self.CHUNK):
+                chunk = np.fromfile(src, dtype=np.int32, count=self.CHUNK)
+                dst.write(chunk.astype(dtype, copy=False).tobytes())
+        self.path.unlink()
+
+    def discard(self) -> None:
+        self._fh.close()
+        self.path.unlink(missing_ok=True)
 
 
-def _join(parts: list[np.ndarray], vocabulary_size: int) -> np.ndarray:
-    """`parts` end to end in the dataset's dtype, each freed from the list once copied: the peak is about
-    one copy of the tokens (an ISM dataset of a whole corpus is gigabytes), where concatenating int32
-    arrays and casting the result held three."""
-    out = np.empty(sum(len(p) for p in parts), dtype=_compact_dtype(vocabulary_size))
-    parts.reverse()
-    pos = 0
-    while parts:
-        part = parts.pop()
-        out[pos : pos + len(part)] = part
-        pos += len(part)
-    return out
+class _Merger:
+    """Folds per-trace local lexicons into the dataset's global ones; BSM block contents go to a spool as
+    each new block key is met."""
+
+    def __init__(self, representation: str, block_spool: _Spool | None) -> None:
+        self.representation = representation
+        self.index: dict[str, int] = {}
+        self.insn_index: dict[str, int] = {}
+        self.block_spool = block_spool
+
+    def add(self, enc: EncodedTrace) -> np.ndarray:
+        mapping = np.empty(len(enc.lexicon), dtype=np.int32)
+        for local, token in enumerate(enc.lexicon):
+            gid = self.index.get(token)
+            if gid is None:
+                gid = self.index[token] = len(self.index)
+                if self.block_spool is not None:
+                    content = enc.block_contents[local]
+                    ids = (self.insn_index.setdefault(t, len(self.insn_index)) for t in content)
+                    self.block_spool.append(np.fromiter(ids, dtype=np.int32, count=len(content)))
+            mapping[local] = gid
+        return mapping[enc.sequence] if len(enc.sequence) else np.zeros(0, dtype=np.int32)
+
+
+def _label_value(label: int | str) -> int:
+    if isinstance(label, str):
+        if label.lower() not in LABELS:
+            raise DatasetError(f"label must be one of {', '.join(LABELS)} (or 0/1), not {label!r}")
+        return LABELS[label.lower()]
+    if int(label) not in (0, 1):
+        raise DatasetError(f"label must be 0 or 1, not {label!r}")
+    return int(label)
 
 
 def build_dataset(
@@ -349,6 +417,8 @@ def build_dataset(
     window: dict | None = None,
     progress: Callable[[int, int], None] | None = None,
     min_instructions: int = 0,
+    out: str | os.PathLike | None = None,
+    meta: dict | None = None,
 ) -> SequenceDataset:
     """Encode traces (objects, or paths to trace files) into a dataset.
 
@@ -362,6 +432,10 @@ def build_dataset(
     progress: called as progress(done, total) after each trace.
     min_instructions: leave out traces that executed fewer instructions (listed in `meta["short"]`), so
     that how far emulation got cannot stand in for the label (see docs/corpus.md).
+    out: write the dataset into this directory and return it memory-mapped; memory then stays flat
+    however many traces there are. The build goes to `<out>.partial` and replaces `out` only when done,
+    so an interrupted or failed build leaves an earlier dataset there as it was. Without `out` the
+    dataset is returned in memory.  meta: more entries for the dataset's meta.
     """
     if representation not in REPRESENTATIONS:
         raise DatasetError(
@@ -375,8 +449,61 @@ def build_dataset(
         if values is not None and len(values) != n:
             raise DatasetError(f"{name} has {len(values)} entries for {n} traces")
     label_values = [_label_value(v) for v in labels]
+    settings = dict(
+        representation=representation, normalisation=str(normalisation), api=api, api_args=api_args,
+        max_tokens=max_tokens, jobs=jobs, on_error=on_error, progress=progress,
+        min_instructions=min_instructions,
+    )  # fmt: skip
+    extra_meta = {**({"window": dict(window)} if window else {}), **(meta or {})}
 
-    args = (representation, str(normalisation), api, api_args, max_tokens)
+    if out is None:
+        with tempfile.TemporaryDirectory(prefix="runtrace-dataset-") as tmp:
+            _encode_into(Path(tmp), traces, label_values, groups, kinds, extra_meta, **settings)
+            return SequenceDataset.load(tmp, mmap=False)
+    final = Path(out)
+    partial = final.with_name(final.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        n_files = _encode_into(partial, traces, label_values, groups, kinds, extra_meta, **settings)
+        if n_files == 0:
+            summary = json.loads((partial / "dataset.json").read_text())["meta"]
+            raise DatasetError(
+                f"no trace could be used ({len(summary['skipped'])} unreadable, {len(summary['short'])} "
+                f"under {min_instructions} instructions); {final} is unchanged"
+            )
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if final.exists():
+        # The old dataset stops being one first (no dataset.json), then goes.
+        (final / "dataset.json").unlink(missing_ok=True)
+        shutil.rmtree(final)
+    partial.rename(final)
+    return SequenceDataset.load(final)
+
+
+def _encode_into(
+    folder: Path,
+    traces,
+    label_values: list[int],
+    groups,
+    kinds,
+    extra_meta: dict,
+    *,
+    representation: str,
+    normalisation: str,
+    api: bool,
+    api_args: bool,
+    max_tokens: int | None,
+    jobs: int,
+    on_error: str,
+    progress,
+    min_instructions: int,
+) -> int:
+    """Encodes every trace and writes the dataset's files into `folder`; returns how many files it has."""
+    n = len(traces)
+    args = (representation, normalisation, api, api_args, max_tokens)
     pool = ProcessPoolExecutor(max_workers=jobs) if jobs > 1 and n > 1 else None
 
     def outcomes():
@@ -388,8 +515,10 @@ def build_dataset(
             except Exception as e:  # noqa: BLE001 - any loader failure is reported per trace
                 yield None, e
 
-    merger = _Merger(representation)
-    rows, sequences, skipped, short = [], [], [], []
+    tokens = _Spool(folder / "tokens.spool")
+    blocks = _Spool(folder / "block_tokens.spool") if representation == BSM else None
+    merger = _Merger(representation, blocks)
+    rows, skipped, short = [], [], []
     try:
         for i, (result, error) in enumerate(outcomes()):
             if progress is not None:
@@ -403,7 +532,7 @@ def build_dataset(
             if row["n_instructions"] < min_instructions:
                 short.append({"trace": str(traces[i]), "instructions": int(row["n_instructions"])})
                 continue
-            sequences.append(_narrow(merger.add(encoded)))
+            tokens.append(merger.add(encoded))
             row.update(
                 label=label_values[i],
                 group=str(groups[i]) if groups is not None else row["sha256"],
@@ -412,42 +541,35 @@ def build_dataset(
                 n_api_calls=encoded.n_api_calls,
             )
             rows.append(row)
+    except BaseException:
+        for spool in (tokens, blocks):
+            if spool is not None:
+                spool.discard()
+        raise
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
 
+    np.save(folder / "offsets.npy", tokens.offsets(), allow_pickle=False)
+    tokens.finish(folder / "tokens.npy", len(merger.index))
+    if blocks is not None:
+        np.save(folder / "block_offsets.npy", blocks.offsets(), allow_pickle=False)
+        blocks.finish(folder / "block_tokens.npy", len(merger.insn_index))
     files = pa.Table.from_pylist(rows, schema=FILE_SCHEMA) if rows else FILE_SCHEMA.empty_table()
-    lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
-    offsets = np.zeros(len(sequences) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    flat = _join(sequences, len(merger.index))
     meta = {
         "max_tokens": max_tokens,
         "skipped": skipped,
         "min_instructions": min_instructions,
         "short": short,
+        **extra_meta,
     }
-    if window:
-        meta["window"] = dict(window)
-    extra = {}
-    if representation == BSM:
-        parts = merger.block_parts
-        block_offsets = np.zeros(len(parts) + 1, dtype=np.int64)
-        np.cumsum([len(p) for p in parts], out=block_offsets[1:])
-        extra = {
-            "instruction_lexicon": list(merger.insn_index),
-            "block_tokens": _join(parts, len(merger.insn_index)),
-            "block_offsets": block_offsets,
-        }
-    return SequenceDataset(
-        representation,
-        files,
-        list(merger.index),
-        flat,
-        offsets,
-        normalisation=str(normalisation),
-        api=api,
-        api_args=api_args,
-        meta=meta,
-        **extra,
-    )
+    header = {
+        "representation": representation,
+        "normalisation": normalisation,
+        "api": api,
+        "api_args": api_args,
+        "meta": meta,
+    }
+    insn_lexicon = list(merger.insn_index) if representation == BSM else None
+    _write_tables(folder, files, list(merger.index), insn_lexicon, header)
+    return len(rows)
