@@ -54,9 +54,11 @@ def run(
     log=print,
     kind: str = NgramLightGBM.kind,
     arms: tuple[str, ...] = ARMS,
+    options: dict | None = None,
 ) -> dict[str, list[dict]]:
     """Scores of each of `arms` on the matched test files of each fold; `strata` is each file's match
-    stratum; `kind` the n-gram model every arm trains (`NGRAM_CLASSES`)."""
+    stratum; `kind` the n-gram model every arm trains (`NGRAM_CLASSES`), with `options` (its `params`
+    and `candidates`, which it chooses among on each fold's training files)."""
     shas = np.asarray(data.sha256s(), dtype=object)
     y = np.asarray(data.labels(), dtype=np.int64)
     in_matched = np.array([s in matched for s in shas], dtype=bool)
@@ -73,8 +75,11 @@ def run(
         )
         for arm, train, weight in (t for t in training if t[0] in arms):
             started = time.monotonic()
-            model = NGRAM_CLASSES[kind](seed=0, cache=cache).fit(data, train, sample_weight=weight)
-            scores = model.predict_proba(data, test)
+            model = NGRAM_CLASSES[kind](seed=0, cache=cache, **(options or {}))
+            scores = model.fit(data, train, sample_weight=weight).predict_proba(data, test)
+            if getattr(model, "selection_", None) is not None:
+                chosen = model.selection_
+                log(f"fold {fold.index} {arm}: chose {chosen.chosen} (inner scores {chosen.scores})")
             scored[arm] += [
                 {"sha256": s, "label": int(label), "score": float(p), "fold": fold.index}
                 for s, label, p in zip(shas[test], y[test], scores, strict=True)
@@ -155,6 +160,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--predictions", type=Path, help="Also write each arm's scores as DIR/<arm>/predictions.parquet"
     )
+    parser.add_argument("--params", type=json.loads, help="JSON: LightGBM settings replacing the model's")
+    parser.add_argument(
+        "--candidates",
+        type=json.loads,
+        help="JSON list of LightGBM settings to choose among on each fold's training files (nested)",
+    )
     opts = parser.parse_args(argv)
     arms = tuple(a for a in ARMS if a in opts.arms.split(","))
     unknown = set(opts.arms.split(",")) - set(ARMS)
@@ -176,8 +187,16 @@ def main(argv: list[str] | None = None) -> None:
         log=lambda line: print(line, flush=True),
         kind=opts.kind,
         arms=arms,
+        options={"params": opts.params, "candidates": opts.candidates},
     )
-    result = {"protocol": opts.protocol, "kind": opts.kind, "summary": summary(scored), "scores": scored}
+    result = {
+        "protocol": opts.protocol,
+        "kind": opts.kind,
+        "params": opts.params,
+        "candidates": opts.candidates,
+        "summary": summary(scored),
+        "scores": scored,
+    }
     opts.out.parent.mkdir(parents=True, exist_ok=True)
     opts.out.write_text(json.dumps(result, indent=1))
     if opts.predictions is not None:

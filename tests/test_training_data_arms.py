@@ -81,3 +81,19 @@ def test_each_arms_scores_are_a_predictions_file_calibrate_reads(tmp_path) -> No
     for protocol in ("by-family", "by-origin"):
         y, score, _ = oof_scores(tmp_path / "m" / "weighted", "bsm", protocol, model="ngram-lgbm-monotone")
         assert list(score) == [0.7, 0.4]
+
+
+def test_candidates_are_chosen_among_on_each_folds_training_files() -> None:
+    data = synthetic_dataset("bsm", 80, seed=3)
+    labels = np.asarray(data.labels())
+    family = [f"fam{i % 8}" if label == 1 else None for i, label in enumerate(labels)]
+    data.files = data.files.append_column("family", pa.array(family, pa.string()))
+    strata = [(f"s{i % 2}",) for i in range(len(labels))]
+    candidates = [{"num_leaves": 4}, {"num_leaves": 15}]
+    lines: list[str] = []
+    script = _script()
+    script.run(data, set(data.sha256s()), strata, "by-family", log=lines.append, arms=("weighted",),
+               options={"candidates": candidates})  # fmt: skip
+    chose = [line for line in lines if " chose " in line]
+    assert [line.split(":")[0] for line in chose] == [f"fold {f} weighted" for f in range(5)]
+    assert all("{'num_leaves': 4}" in line or "{'num_leaves': 15}" in line for line in chose)

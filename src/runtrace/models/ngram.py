@@ -14,10 +14,12 @@ LightGBM are imported inside the functions that need them, never here.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from runtrace.models.inner_select import select
 from runtrace.models.weights import mass_balanced
 
 if TYPE_CHECKING:  # the interface imports pyarrow, which scanning does without (about 0.1 s)
@@ -241,7 +243,12 @@ class NgramClassifier:
 
 
 class NgramLightGBM(NgramClassifier):
-    """The n-gram counts, raw, into gradient-boosted trees (`LGBM_PARAMS`)."""
+    """The n-gram counts, raw, into gradient-boosted trees (`LGBM_PARAMS`).
+
+    params: LightGBM settings that replace `LGBM_PARAMS` entries.  candidates: settings to choose among
+    on the training files alone (`inner_select.select`: grouped folds by the dataset's groups, partial
+    ROC-AUC at low FPR), each a dict of LightGBM settings laid over the others; the choice and each
+    candidate's score are in `selection_`."""
 
     kind = "ngram-lgbm"
     monotone = False
@@ -252,19 +259,41 @@ class NgramLightGBM(NgramClassifier):
         max_features: int = MAX_FEATURES,
         cache: CountCache | None = None,
         n_jobs: int = 1,
+        params: dict | None = None,
+        candidates: Sequence[dict] | None = None,
     ) -> None:
         super().__init__(seed, max_features, cache)
         self.n_jobs = n_jobs
+        self.params = dict(params or {})
+        self.candidates = [dict(c) for c in candidates or ()]
+
+    def fit(self, data: SequenceData, train_idx: np.ndarray, sample_weight: np.ndarray | None = None):
+        # The inner folds keep the dataset's groups whole.
+        self._groups = np.asarray(data.groups())[np.asarray(train_idx)] if self.candidates else None
+        try:
+            return super().fit(data, train_idx, sample_weight)
+        finally:
+            del self._groups
 
     def _fit_counts(self, x, y: np.ndarray, sample_weight: np.ndarray | None) -> None:
         from lightgbm import LGBMClassifier
 
-        self.params_ = dict(LGBM_PARAMS, random_state=self.seed, n_jobs=self.n_jobs)
+        params = dict(LGBM_PARAMS, random_state=self.seed, n_jobs=self.n_jobs, **self.params)
         if sample_weight is not None:
-            self.params_.pop("class_weight")  # "balanced" would reweigh by counts on top of the weights
+            params.pop("class_weight")  # "balanced" would reweigh by counts on top of the weights
         # One +1 per column; kept out of `params_`, which a model's config.json records.
         constraints = {"monotone_constraints": [1] * x.shape[1]} if self.monotone else {}
-        self.model_ = LGBMClassifier(**self.params_, **constraints).fit(x, y, sample_weight=sample_weight)
+
+        def fit_predict(candidate: dict, train: np.ndarray, test: np.ndarray) -> np.ndarray:
+            weight = None if sample_weight is None else mass_balanced(y[train], sample_weight[train])
+            model = LGBMClassifier(**{**params, **candidate}, **constraints)
+            return model.fit(x[train], y[train], sample_weight=weight).predict_proba(x[test])[:, 1]
+
+        if self.candidates:
+            self.selection_ = select(self.candidates, y, self._groups, fit_predict, weight=sample_weight)
+            params.update(self.selection_.chosen)
+        self.params_ = params
+        self.model_ = LGBMClassifier(**params, **constraints).fit(x, y, sample_weight=sample_weight)
 
     def _predict_counts(self, x) -> np.ndarray:
         return self.model_.predict_proba(x)[:, 1]
