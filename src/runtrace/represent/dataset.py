@@ -288,39 +288,6 @@ def _encode_one(
     return row, encoded
 
 
-class _Merger:
-    """Folds per-trace local lexicons into the dataset's global ones, keeping sequences as arrays."""
-
-    def __init__(self, representation: str) -> None:
-        self.representation = representation
-        self.index: dict[str, int] = {}
-        self.insn_index: dict[str, int] = {}
-        self.block_parts: list[np.ndarray] = []
-
-    def add(self, enc: EncodedTrace) -> np.ndarray:
-        mapping = np.empty(len(enc.lexicon), dtype=np.int32)
-        for local, token in enumerate(enc.lexicon):
-            gid = self.index.get(token)
-            if gid is None:
-                gid = self.index[token] = len(self.index)
-                if self.representation == BSM:
-                    content = enc.block_contents[local]
-                    ids = (self.insn_index.setdefault(t, len(self.insn_index)) for t in content)
-                    self.block_parts.append(np.fromiter(ids, dtype=np.int32, count=len(content)))
-            mapping[local] = gid
-        return mapping[enc.sequence] if len(enc.sequence) else np.zeros(0, dtype=np.int32)
-
-
-def _label_value(label: int | str) -> int:
-    if isinstance(label, str):
-        if label.lower() not in LABELS:
-            raise DatasetError(f"label must be one of {', '.join(LABELS)} (or 0/1), not {label!r}")
-        return LABELS[label.lower()]
-    if int(label) not in (0, 1):
-        raise DatasetError(f"label must be 0 or 1, not {label!r}")
-    return int(label)
-
-
 def _compact_dtype(vocabulary_size: int):
     # Most lexicons fit 16 bits: half the disk and memory for the biggest array.
     return np.uint16 if vocabulary_size <= 1 << 16 else np.int32
