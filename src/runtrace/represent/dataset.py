@@ -338,8 +338,7 @@ class _Merger:
     """Folds per-trace local lexicons into the dataset's global ones; BSM block contents go to a spool as
     each new block key is met."""
 
-    def __init__(self, representation: str, block_spool: _Spool | None) -> None:
-        self.representation = representation
+    def __init__(self, block_spool: _Spool | None) -> None:
         self.index: dict[str, int] = {}
         self.insn_index: dict[str, int] = {}
         self.block_spool = block_spool
@@ -484,7 +483,7 @@ def _encode_into(
 
     tokens = _Spool(folder / "tokens.spool")
     blocks = _Spool(folder / "block_tokens.spool") if representation == BSM else None
-    merger = _Merger(representation, blocks)
+    merger = _Merger(blocks)
     rows, skipped, short = [], [], []
     try:
         for i, (result, error) in enumerate(outcomes()):
