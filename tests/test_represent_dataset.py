@@ -241,3 +241,18 @@ def test_a_failed_build_leaves_the_earlier_dataset_as_it_was(tmp_path) -> None:
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert not (tmp_path / "d.partial").exists()
     assert len(SequenceDataset.load(out)) == 1
+
+
+def test_a_folder_that_is_not_a_datasets_is_never_replaced(tmp_path) -> None:
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    with pytest.raises(DatasetError, match=r"notes: holds files that are not a dataset's \(thesis.tex\)"):
+        build_dataset([make_trace("a", [LOOP])], [1], out=mine)
+    assert (mine / "thesis.tex").read_text() == "years of work"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DatasetError, match="exists and is not a folder"):
+        build_dataset([make_trace("a", [LOOP])], [1], out=tmp_path / "file")
+    build_dataset([make_trace("a", [LOOP])], [1], out=tmp_path / "empty")  # new folders are fine
+    build_dataset([make_trace("b", [LOOP])], [0], out=tmp_path / "empty")  # and so is a dataset's
+    assert SequenceDataset.load(tmp_path / "empty").sha256s() == ["b" * 64]

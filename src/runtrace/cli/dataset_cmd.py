@@ -154,6 +154,8 @@ def build(
             )
         except DatasetError as e:
             raise fail(str(e)) from None
+        except OSError as e:
+            raise fail(f"{e.filename or out}: {e.strerror or e}") from None
         except KeyboardInterrupt:
             raise fail(
                 f"interrupted while encoding; {out} was not written (an earlier dataset there is kept)",

@@ -428,6 +428,8 @@ def build_dataset(
             return SequenceDataset.load(tmp, mmap=False)
     final = Path(out)
     partial = final.with_name(final.name + ".partial")
+    for folder in (final, partial):
+        _check_replaceable(folder)
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
@@ -447,6 +449,29 @@ def build_dataset(
         shutil.rmtree(final)
     partial.rename(final)
     return SequenceDataset.load(final)
+
+
+# What a dataset folder, or one whose build was interrupted, can hold (`save`, `_encode_into`).
+_DATASET_FILES = frozenset(
+    {
+        "dataset.json", "files.parquet", "lexicon.parquet", "tokens.npy", "offsets.npy",
+        "instruction_lexicon.parquet", "block_tokens.npy", "block_offsets.npy",
+        "tokens.spool", "block_tokens.spool",
+    }
+)  # fmt: skip
+
+
+def _check_replaceable(folder: Path) -> None:
+    """A build replaces `folder` whole: refuse unless it is absent, empty, or holds a dataset's files only
+    (a mistyped OUT must not cost anyone the files in it)."""
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: exists and is not a folder")
+    others = sorted(p.name for p in folder.iterdir() if p.name not in _DATASET_FILES)
+    if others:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise DatasetError(f"{folder}: holds files that are not a dataset's ({shown}); choose a new folder")
 
 
 def _encode_into(
