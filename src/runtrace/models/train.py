@@ -19,6 +19,7 @@ import math
 import os
 import time
 from collections.abc import Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -184,6 +185,24 @@ def _progress(enabled: bool):
     return bar
 
 
+@contextmanager
+def _deterministic_kernels():
+    """PyTorch's deterministic kernels while training. With two CPU threads the default ones gave
+    results that varied from run to run (the demo's LSTM scores moved by up to 0.3 after six epochs); with
+    these a seed gives the same weights every time, measured no slower on the demo. warn_only: on a GPU,
+    kernels that have no deterministic version warn instead of failing. The setting is the process's, so
+    it is put back afterwards."""
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+
 def fit_loop(net: nn.Module, task: TrainingTask, config: TrainConfig, ctx: DistContext) -> list[dict]:
     """Train `net` in place; returns one dict per epoch.  Keeps the weights of the best validation
     epoch (or the last epoch without validation).
@@ -192,6 +211,11 @@ def fit_loop(net: nn.Module, task: TrainingTask, config: TrainConfig, ctx: DistC
     progress bar).  task.validate(net): metrics on the validation split, identical on every rank; its
     "loss" decides early stopping.
     """
+    with _deterministic_kernels():
+        return _fit_loop(net, task, config, ctx)
+
+
+def _fit_loop(net: nn.Module, task: TrainingTask, config: TrainConfig, ctx: DistContext) -> list[dict]:
     validate = task.validate if task.validates else None
     model = net
     if ctx.distributed:
