@@ -186,6 +186,18 @@ def test_bad_inputs_are_reported() -> None:
         SequenceDataset.load("/nonexistent/dataset")
 
 
+def test_a_path_that_is_not_a_dataset_folder_is_one_error(tmp_path) -> None:
+    (tmp_path / "trace.rtrace").write_bytes(b"garbage")
+    with pytest.raises(DatasetError, match="trace.rtrace: not a runtrace dataset"):
+        SequenceDataset.load(tmp_path / "trace.rtrace")
+    (tmp_path / "dataset.json").write_text("[]")
+    with pytest.raises(DatasetError, match="dataset.json names another format"):
+        SequenceDataset.load(tmp_path)
+    (tmp_path / "dataset.json").write_bytes(b"\xff\xfe")
+    with pytest.raises(DatasetError, match="dataset.json"):
+        SequenceDataset.load(tmp_path)
+
+
 @pytest.mark.parametrize("vocabulary", [300, 70_000])
 def test_spooled_ids_come_back_as_the_concatenation_in_the_datasets_dtype(
     vocabulary: int, tmp_path, monkeypatch

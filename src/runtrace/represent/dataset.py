@@ -211,9 +211,13 @@ class SequenceDataset:
             header = json.loads((root / "dataset.json").read_text())
         except FileNotFoundError:
             raise DatasetError(f"{root}: not a runtrace dataset (no dataset.json)") from None
-        except json.JSONDecodeError as e:
+        except OSError as e:  # a file named as the folder, a folder without read permission, ...
+            raise DatasetError(f"{root}: not a runtrace dataset ({e.strerror})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise DatasetError(f"{root}/dataset.json: {e}") from None
-        if header.get("format") != FORMAT_NAME or header.get("version") != FORMAT_VERSION:
+        if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
+            raise DatasetError(f"{root}: not a runtrace dataset (dataset.json names another format)")
+        if header.get("version") != FORMAT_VERSION:
             raise DatasetError(
                 f"{root}: unsupported dataset format {header.get('format')} v{header.get('version')}"
             )
