@@ -76,3 +76,10 @@ def test_a_value_outside_the_choices_is_one_line_naming_the_option() -> None:
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "--protocol" in lines[0], result.output
     assert "by-moon" in lines[0] and "by-origin" in lines[0]
+
+
+def test_a_port_outside_tcps_range_is_one_line() -> None:
+    result = CliRunner().invoke(app, ["serve", "--port", "99999"])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "--port" in lines[0], result.output

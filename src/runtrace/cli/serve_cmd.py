@@ -26,7 +26,7 @@ def serve(
     host: str = typer.Option(
         "127.0.0.1", help="Address to listen on (anything but localhost needs a token)."
     ),
-    port: int = typer.Option(8000, help="TCP port."),
+    port: int = typer.Option(8000, min=1, max=65535, help="TCP port."),
     workers: int = typer.Option(1, help="Scans running at once (each traces in its own child process)."),
     db: Path = typer.Option(
         None,
