@@ -82,10 +82,10 @@ def compare(
                 "tpr_minus_reference": interval(d_tpr),
             }
         out["protocols"][protocol] = {"files": len(y), "malicious": int(y.sum()), "models": rows}
+    missing = [p for p in calibrate_on if p not in aligned]
+    if missing:
+        raise ValueError(f"--calibrate-on {', '.join(missing)}: not among --protocols")
     for name in next(iter(aligned.values())):
-        missing = [p for p in calibrate_on if p not in aligned]
-        if missing:
-            raise ValueError(f"--calibrate-on {', '.join(missing)}: not among --protocols")
         threshold = max(threshold_for_fpr(*aligned[p][name], target_fpr) for p in calibrate_on)
         at = {}
         for protocol, models in aligned.items():

@@ -53,10 +53,9 @@ class LoggedProgress(Progress):
 
 
 def _line(description: str, completed: float, total: float | None, elapsed: float) -> str:
-    name = description.replace("[bold]", "")
     minutes, seconds = divmod(int(elapsed), 60)
     hours, minutes = divmod(minutes, 60)
     clock = f"{hours}:{minutes:02d}:{seconds:02d}"
     if total:
-        return f"{name}: {int(completed):,} of {int(total):,} ({completed / total:.0%}) after {clock}"
-    return f"{name}: {int(completed):,} done after {clock}"
+        return f"{description}: {int(completed):,} of {int(total):,} ({completed / total:.0%}) after {clock}"
+    return f"{description}: {int(completed):,} done after {clock}"

@@ -278,7 +278,7 @@ class NgramLightGBM(NgramClassifier):
     def _fit_counts(self, x, y: np.ndarray, sample_weight: np.ndarray | None) -> None:
         from lightgbm import LGBMClassifier
 
-        params = dict(LGBM_PARAMS, random_state=self.seed, n_jobs=self.n_jobs, **self.params)
+        params = {**LGBM_PARAMS, "random_state": self.seed, "n_jobs": self.n_jobs, **self.params}
         if sample_weight is not None:
             params.pop("class_weight")  # "balanced" would reweigh by counts on top of the weights
         # One +1 per column; kept out of `params_`, which a model's config.json records.

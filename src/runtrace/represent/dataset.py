@@ -437,11 +437,10 @@ def build_dataset(
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        n_files = _encode_into(partial, traces, label_values, groups, kinds, extra_meta, **settings)
+        n_files, written = _encode_into(partial, traces, label_values, groups, kinds, extra_meta, **settings)
         if n_files == 0:
-            summary = json.loads((partial / "dataset.json").read_text())["meta"]
             raise DatasetError(
-                f"no trace could be used ({len(summary['skipped'])} unreadable, {len(summary['short'])} "
+                f"no trace could be used ({len(written['skipped'])} unreadable, {len(written['short'])} "
                 f"under {min_instructions} instructions); {final} is unchanged"
             )
     except BaseException:
@@ -495,8 +494,9 @@ def _encode_into(
     on_error: str,
     progress,
     min_instructions: int,
-) -> int:
-    """Encodes every trace and writes the dataset's files into `folder`; returns how many files it has."""
+) -> tuple[int, dict]:
+    """Encodes every trace and writes the dataset's files into `folder`; returns how many files it has and
+    the meta it wrote."""
     n = len(traces)
     args = (representation, normalisation, api, api_args, max_tokens)
     pool = ProcessPoolExecutor(max_workers=jobs) if jobs > 1 and n > 1 else None
@@ -567,4 +567,4 @@ def _encode_into(
     }
     insn_lexicon = list(merger.insn_index) if representation == BSM else None
     _write_tables(folder, files, list(merger.index), insn_lexicon, header)
-    return len(rows)
+    return len(rows), meta
