@@ -35,7 +35,7 @@ from runtrace.evaluate import protocols
 from runtrace.evaluate.baselines import NgramCache
 from runtrace.evaluate.manifest_join import join_manifest_file
 from runtrace.evaluate.metrics import roc_auc, tpr_at_fpr
-from runtrace.models.ngram import NGRAM_CLASSES, NgramLightGBM
+from runtrace.models.ngram import MAX_FEATURES, NGRAM_CLASSES, NgramLightGBM
 from runtrace.represent.dataset import DatasetError, SequenceDataset
 
 ARMS = ("matched", "all", "weighted")
@@ -57,8 +57,8 @@ def run(
     options: dict | None = None,
 ) -> dict[str, list[dict]]:
     """Scores of each of `arms` on the matched test files of each fold; `strata` is each file's match
-    stratum; `kind` the n-gram model every arm trains (`NGRAM_CLASSES`), with `options` (its `params`
-    and `candidates`, which it chooses among on each fold's training files)."""
+    stratum; `kind` the n-gram model every arm trains (`NGRAM_CLASSES`), with `options` (its keywords:
+    `params`, the `candidates` it chooses among on each fold's training files, `max_features`)."""
     shas = np.asarray(data.sha256s(), dtype=object)
     y = np.asarray(data.labels(), dtype=np.int64)
     in_matched = np.array([s in matched for s in shas], dtype=bool)
@@ -166,6 +166,9 @@ def main(argv: list[str] | None = None) -> None:
         type=json.loads,
         help="JSON list of LightGBM settings to choose among on each fold's training files (nested)",
     )
+    parser.add_argument(
+        "--max-features", type=int, default=MAX_FEATURES, help="N-grams kept (default: %(default)s)"
+    )
     opts = parser.parse_args(argv)
     arms = tuple(a for a in ARMS if a in opts.arms.split(","))
     unknown = set(opts.arms.split(",")) - set(ARMS)
@@ -187,13 +190,18 @@ def main(argv: list[str] | None = None) -> None:
         log=lambda line: print(line, flush=True),
         kind=opts.kind,
         arms=arms,
-        options={"params": opts.params, "candidates": opts.candidates},
+        options={
+            "params": opts.params,
+            "candidates": opts.candidates,
+            "max_features": opts.max_features,
+        },
     )
     result = {
         "protocol": opts.protocol,
         "kind": opts.kind,
         "params": opts.params,
         "candidates": opts.candidates,
+        "max_features": opts.max_features,
         "summary": summary(scored),
         "scores": scored,
     }

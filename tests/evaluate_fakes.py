@@ -90,6 +90,7 @@ def make_dataset(
             "arch": ["amd64" if i % 3 == 0 else "i386" for i in range(n_files)],
             "kind": ["dll" if i % 4 == 0 else "exe" for i in range(n_files)],
             "n_instructions": [int(len(s)) * 10 for s in sequences],
+            "n_api_calls": [int(len(s)) // 4 for s in sequences],
             "stop_reason": ["exited" if i % 5 else "instruction_cap" for i in range(n_files)],
         }
     )

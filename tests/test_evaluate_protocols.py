@@ -94,9 +94,18 @@ def test_slices_cover_arch_kind_and_length():
     data = make_dataset(n_files=30)
     slices = file_slices(data.files, np.arange(30))
     dims = {d for d, _, _ in slices}
-    assert {"arch", "kind", "stop_reason", "trace length (instructions)"} <= dims
+    assert {"arch", "kind", "stop_reason", "trace length (instructions)", "API calls"} <= dims
     arch = [m for d, _, m in slices if d == "arch"]
     assert sum(m.sum() for m in arch) == 30
+    # Binned counts: every file in exactly one bin, and the bin its count says.
+    calls = np.asarray(data.files.column("n_api_calls").to_pylist())
+    bins = {v: m for d, v, m in slices if d == "API calls"}
+    assert sum(m.sum() for m in bins.values()) == 30
+    for value, mask in bins.items():
+        lo, _, hi = value.replace(">= ", "").partition("-")
+        assert np.all(calls[mask] >= int(lo.replace(",", "")))
+        if hi:
+            assert np.all(calls[mask] <= int(hi.replace(",", "")))
 
 
 def test_by_file_keeps_repeated_sha256_rows_together():

@@ -37,9 +37,17 @@ SLICE_COLUMNS = ("arch", "kind", "stop_reason", "compiler")
 # Trace length bins by decade of executed instructions: short traces are where emulation stopped early,
 # and a detector that only works on long (or short) traces should show it here.
 LENGTH_EDGES = (0, 1_000, 10_000, 100_000, 1_000_000, math.inf)
+# API calls by decade: how much a program did in the emulator.  A detector that only finds the malware
+# that shows its behaviour (and misses what exits after a few calls) should show it here.
+API_CALL_EDGES = (0, 10, 100, 1_000, 10_000, math.inf)
+# (dimension, files column, bin edges) of the slices binned by a count.
+BINNED_SLICES = (
+    ("trace length (instructions)", "n_instructions", LENGTH_EDGES),
+    ("API calls", "n_api_calls", API_CALL_EDGES),
+)
 
 
-def _length_label(lo: float, hi: float) -> str:
+def _bin_label(lo: float, hi: float) -> str:
     def fmt(x: float) -> str:
         return f"{x:,.0f}"
 
@@ -58,14 +66,14 @@ def file_slices(files, rows: np.ndarray) -> list[tuple[str, str, np.ndarray]]:
         )
         for value in sorted(set(values.tolist())):
             out.append((column, value, values == value))
-    if "n_instructions" in table.column_names:
-        lengths = np.asarray(
-            [np.nan if v is None else float(v) for v in table.column("n_instructions").to_pylist()]
-        )
-        for lo, hi in zip(LENGTH_EDGES[:-1], LENGTH_EDGES[1:], strict=True):
-            mask = (lengths >= lo) & (lengths < hi)
+    for dimension, column, edges in BINNED_SLICES:
+        if column not in table.column_names:
+            continue
+        counts = np.asarray([np.nan if v is None else float(v) for v in table.column(column).to_pylist()])
+        for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+            mask = (counts >= lo) & (counts < hi)
             if mask.any():
-                out.append(("trace length (instructions)", _length_label(lo, hi), mask))
+                out.append((dimension, _bin_label(lo, hi), mask))
     return out
 
 
