@@ -88,7 +88,7 @@ default-model: install
 		--weigh-strata $(CORPUS)/manifest.parquet -o $(WORK)/models/default --threads 1 --no-progress
 	$(VENV)/bin/runtrace calibrate $(WORK)/models/default --report reports/default-calibration/weighted \
 		--representation bsm --protocol by-family --also-protocol by-origin --target-fpr $(SCAN_TARGET_FPR) \
-		--version $(MODEL_VERSION)
+		--dataset $(WORK)/datasets/bsm-all --version $(MODEL_VERSION)
 	@echo "default model candidate: $(WORK)/models/default (make install-default-model ships it)"
 
 # One representation's dataset and evaluation (every protocol, the LSTM and the baselines). reproduce

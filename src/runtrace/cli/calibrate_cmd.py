@@ -41,6 +41,13 @@ def calibrate(
         help="Also fit Platt scaling on the same scores, so scans report a calibrated P(malicious) "
         "(the threshold is then on that scale; verdicts are the same either way).",
     ),
+    dataset: Path = typer.Option(
+        None,
+        "--dataset",
+        help="The dataset the report's files come from: also record how much of --protocol's held-out "
+        "malware the threshold flags per decade of API calls, so scan can say when a benign verdict "
+        "rests on a program that did little in the emulator.",
+    ),
 ) -> None:
     """Choose the scan threshold (and, by default, a probability map) from out-of-fold evaluation scores
     and write calibration.json."""
@@ -69,12 +76,25 @@ def calibrate(
         )
     except ValueError as e:
         raise fail(f"{report}: {e}" if str(report) not in str(e) else str(e)) from None
+    recall = None
+    if dataset is not None:
+        try:
+            recall = _recall_table(
+                report, dataset, chosen_representation, protocol.value, name, chosen.threshold
+            )
+        except ValueError as e:
+            raise fail(str(e)) from None
     threshold, mapping = chosen.threshold, None
     if fitted is not None:
         mapping = ProbabilityMap(fitted.slope, fitted.intercept, f"the same scores ({protocol})")
         threshold = mapping(chosen.threshold)
-    written = write_calibration(model, threshold, target_fpr, chosen.source, version, mapping)
+    written = write_calibration(model, threshold, target_fpr, chosen.source, version, mapping, recall)
     console.print(f"threshold {threshold:.6g} for FPR <= {target_fpr:g}: {chosen.source}")
+    if recall is not None:
+        console.print(
+            "flagged at it, by API calls: "
+            + "; ".join(f"{b.describe()}: {b.flagged} of {b.malicious}" for b in recall.bins)
+        )
     if fitted is not None:
         console.print(
             f"P(malicious) = sigmoid({fitted.slope:.4g} * logit(score) + {fitted.intercept:.4g}): log loss "
@@ -82,3 +102,37 @@ def calibrate(
             f"on the others); the raw threshold {chosen.threshold:.6g} maps to {threshold:.6g}"
         )
     console.print(f"written to {written}")
+
+
+def _recall_table(
+    report: Path, dataset: Path, representation: str, protocol: str, model: str, threshold: float
+):
+    """How much of the protocol's held-out malware scores at or above the (raw) threshold, per decade of
+    API calls, the calls read from the dataset's files."""
+    from runtrace.evaluate.activity import recall_by_api_calls
+    from runtrace.evaluate.thresholds import oof_files, oof_scores
+    from runtrace.represent.dataset import DatasetError, SequenceDataset
+    from runtrace.scan.calibration import RecallBin, RecallByApiCalls
+
+    try:
+        files = SequenceDataset.load(dataset).files
+    except DatasetError as e:
+        raise ValueError(str(e)) from None
+    if "n_api_calls" not in files.column_names:
+        raise ValueError(f"{dataset}: the dataset's files have no n_api_calls column")
+    calls = dict(
+        zip(files.column("sha256").to_pylist(), files.column("n_api_calls").to_pylist(), strict=True)
+    )
+    y, score, _ = oof_scores(report, representation, protocol, model)
+    shas = oof_files(report, representation, protocol, model)
+    missing = [s for s in shas if calls.get(s) is None]
+    if missing:
+        raise ValueError(
+            f"{dataset}: {len(missing)} of the {protocol} files scored in {report} are not in it"
+        )
+    bins = recall_by_api_calls(y, score, [calls[s] for s in shas], threshold)
+    source = (
+        f"out-of-fold {representation} {model} scores ({protocol}, {int(y.sum())} malicious files) in "
+        f"{Path(report).name}, at the threshold; API calls from {Path(dataset).name}"
+    )
+    return RecallByApiCalls(tuple(RecallBin(**b) for b in bins), source)

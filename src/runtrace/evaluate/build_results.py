@@ -14,6 +14,7 @@ from importlib import metadata
 import numpy as np
 
 from runtrace.evaluate import lineage
+from runtrace.evaluate.activity import API_CALL_EDGES
 from runtrace.evaluate.metrics import file_metrics, point_metrics, window_point_metrics
 from runtrace.evaluate.protocols import BY_FAMILY, TEMPORAL, origin_groups, sha256_column
 from runtrace.evaluate.result_document import (
@@ -37,10 +38,8 @@ SLICE_COLUMNS = ("arch", "kind", "stop_reason", "compiler")
 # Trace length bins by decade of executed instructions: short traces are where emulation stopped early,
 # and a detector that only works on long (or short) traces should show it here.
 LENGTH_EDGES = (0, 1_000, 10_000, 100_000, 1_000_000, math.inf)
-# API calls by decade: how much a program did in the emulator.  A detector that only finds the malware
-# that shows its behaviour (and misses what exits after a few calls) should show it here.
-API_CALL_EDGES = (0, 10, 100, 1_000, 10_000, math.inf)
-# (dimension, files column, bin edges) of the slices binned by a count.
+# (dimension, files column, bin edges) of the slices binned by a count.  API calls: how much a program
+# did in the emulator; a detector that only finds the malware that shows its behaviour shows it there.
 BINNED_SLICES = (
     ("trace length (instructions)", "n_instructions", LENGTH_EDGES),
     ("API calls", "n_api_calls", API_CALL_EDGES),

@@ -102,6 +102,23 @@ def oof_scores(
     """(labels, scores, folds) of the file-level out-of-fold predictions of `model` (an evaluation model
     name: "lstm", "transformer") in a report directory's predictions.parquet; ValueError (one line,
     naming the file) when there are none."""
+    table, keep = _oof_rows(report, representation, protocol, model)
+    y = np.array([table["label"][i] for i in keep], dtype=np.int64)
+    score = np.array([table["score"][i] for i in keep], dtype=np.float64)
+    folds = table.get("fold")  # absent from hand-made prediction files: one fold
+    fold = np.array([folds[i] if folds else 0 for i in keep], dtype=np.int64)
+    return y, score, fold
+
+
+def oof_files(report: Path, representation: str, protocol: str, model: str = "lstm") -> list[str]:
+    """The sha256 of each file `oof_scores` returns, in the same order."""
+    table, keep = _oof_rows(report, representation, protocol, model)
+    if "sha256" not in table:
+        raise ValueError(f"{Path(report) / 'predictions.parquet'}: no sha256 column")
+    return [table["sha256"][i] for i in keep]
+
+
+def _oof_rows(report: Path, representation: str, protocol: str, model: str) -> tuple[dict, list[int]]:
     import pyarrow.parquet as pq
 
     path = Path(report) / "predictions.parquet"
@@ -115,11 +132,7 @@ def oof_scores(
     keep = [i for i in range(len(table["score"])) if all(table[k][i] == v for k, v in wanted.items())]
     if not keep:
         raise ValueError(f"{path}: no file-level {model} predictions for {representation} / {protocol}")
-    y = np.array([table["label"][i] for i in keep], dtype=np.int64)
-    score = np.array([table["score"][i] for i in keep], dtype=np.float64)
-    folds = table.get("fold")  # absent from hand-made prediction files: one fold
-    fold = np.array([folds[i] if folds else 0 for i in keep], dtype=np.int64)
-    return y, score, fold
+    return table, keep
 
 
 def threshold_from_report(

@@ -26,6 +26,15 @@ chosen from (`runtrace calibrate`), so P says how often files of that score were
 the model had not seen.  The map is increasing, so verdicts do not change; with it, `threshold` is on
 the mapped scale (the raw threshold, mapped), and every probability a scan reports (the file's, each
 window's, an explanation's) is mapped too.
+
+Also optional (version 2 readers that predate it ignore it): `recall_by_api_calls`, how much of the
+held-out malware the threshold flagged, per decade of API calls the programs made in the emulator,
+
+    "recall_by_api_calls": {"source": "...", "bins": [
+        {"api_calls_min": 10, "api_calls_max": 99, "malicious": 44, "flagged": 2}, ...]}
+
+so a scan can say when a benign verdict rests on a program that did too little to show its behaviour
+(`runtrace.evaluate.activity`).
 """
 
 from __future__ import annotations
@@ -66,12 +75,46 @@ class ProbabilityMap:
 
 
 @dataclass(frozen=True)
+class RecallBin:
+    """Of the held-out malware that made `api_calls_min` to `api_calls_max` API calls (None: no upper
+    end), how many files there were and how many the threshold flagged."""
+
+    api_calls_min: int
+    api_calls_max: int | None
+    malicious: int
+    flagged: int
+
+    @property
+    def recall(self) -> float:
+        return self.flagged / self.malicious
+
+    def holds(self, api_calls: int) -> bool:
+        return api_calls >= self.api_calls_min and (
+            self.api_calls_max is None or api_calls <= self.api_calls_max
+        )
+
+    def describe(self) -> str:
+        upper = "or more" if self.api_calls_max is None else f"to {self.api_calls_max:,}"
+        return f"{self.api_calls_min:,} {upper}"
+
+
+@dataclass(frozen=True)
+class RecallByApiCalls:
+    bins: tuple[RecallBin, ...]
+    source: str
+
+    def bin_for(self, api_calls: int) -> RecallBin | None:
+        return next((b for b in self.bins if b.holds(api_calls)), None)
+
+
+@dataclass(frozen=True)
 class Calibration:
     threshold: float  # on the mapped scale when `probability_map` is set
     target_fpr: float | None  # None: not calibrated for any FPR
     source: str
     model_version: str | None = None
     probability_map: ProbabilityMap | None = None  # None: the model's score is reported as P
+    recall_by_api_calls: RecallByApiCalls | None = None  # None: not measured
 
     @property
     def calibrated(self) -> bool:
@@ -103,7 +146,31 @@ def _from_object(obj: dict, where: str) -> Calibration:
         source=str(obj.get("source") or where),
         model_version=str(version) if version is not None else None,
         probability_map=_map_from_object(obj.get("probability"), where),
+        recall_by_api_calls=_recall_from_object(obj.get("recall_by_api_calls"), where),
     )
+
+
+def _recall_from_object(obj, where: str) -> RecallByApiCalls | None:
+    if obj is None:
+        return None
+    bins = obj.get("bins") if isinstance(obj, dict) else None
+    if not isinstance(bins, list):
+        raise CalibrationError(f"{where}: recall_by_api_calls must be an object with a list of bins")
+    parsed = []
+    for b in bins:
+        values = [
+            b.get(k) if isinstance(b, dict) else None for k in ("api_calls_min", "malicious", "flagged")
+        ]
+        upper = b.get("api_calls_max") if isinstance(b, dict) else None
+        counts_ok = all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values)
+        upper_ok = upper is None or (isinstance(upper, int) and not isinstance(upper, bool))
+        if not (counts_ok and upper_ok) or values[2] > values[1] or values[1] == 0:
+            raise CalibrationError(
+                f"{where}: recall_by_api_calls bin {b!r} must hold api_calls_min, api_calls_max (or null), "
+                "malicious (> 0) and flagged (at most malicious) as whole numbers"
+            )
+        parsed.append(RecallBin(values[0], upper, values[1], values[2]))
+    return RecallByApiCalls(tuple(parsed), str(obj.get("source") or where))
 
 
 def _map_from_object(obj, where: str) -> ProbabilityMap | None:
@@ -154,6 +221,7 @@ def write_calibration(
     source: str,
     model_version: str | None = None,
     probability_map: ProbabilityMap | None = None,
+    recall_by_api_calls: RecallByApiCalls | None = None,
 ) -> Path:
     """Write `calibration.json` into a model directory (for whoever trains and calibrates the model);
     with a probability map, `threshold` is on the mapped scale.  Version 1 when there is no map, so
@@ -175,6 +243,19 @@ def write_calibration(
             "slope": m.slope,
             "intercept": m.intercept,
             "source": m.source,
+        }
+    if recall_by_api_calls is not None:
+        obj["recall_by_api_calls"] = {
+            "source": recall_by_api_calls.source,
+            "bins": [
+                {
+                    "api_calls_min": b.api_calls_min,
+                    "api_calls_max": b.api_calls_max,
+                    "malicious": b.malicious,
+                    "flagged": b.flagged,
+                }
+                for b in recall_by_api_calls.bins
+            ],
         }
     path = Path(where)
     path.write_text(json.dumps(obj, indent=1) + "\n")

@@ -50,6 +50,10 @@ MIN_DISTANCE = 0.01
 # the odds, what 0.01 is to P near 0.5 (0.025 there).
 LOGIT_WEAK_DELTA = 0.1
 LOGIT_MIN_DISTANCE = 0.1
+# A benign verdict carries a warning when the calibration's held-out malware with as many API calls as
+# the program made was flagged less often than this: the verdict then says more about the emulation
+# (the program showed little) than about the program.
+WEAK_RECALL = 0.5
 
 # Exit statuses (clamscan's 0/1/2, and 3 for files the model could not judge).
 CLEAN, MALICIOUS, ERRORS, UNKNOWN, INTERRUPTED = 0, 1, 2, 3, 130
@@ -189,6 +193,23 @@ class Scanner(TraceRunner[FileResult]):
             f"{TRACER_VERSION}"
         ]
 
+    def verdict_warnings(self, trace: Trace, verdict: str) -> list[str]:
+        """A benign verdict on a program that did as little in the emulator as most held-out malware the
+        threshold missed: under `WEAK_RECALL` of the malware with that many API calls was flagged in the
+        calibration's out-of-fold scores, so "benign" here mostly says the emulation showed nothing."""
+        table = self.calibration.recall_by_api_calls
+        if verdict != "benign" or table is None or self.calibration.target_fpr is None:
+            return []
+        calls = len(trace.api_calls)
+        found = table.bin_for(calls)
+        if found is None or found.recall >= WEAK_RECALL:
+            return []
+        return [
+            f"benign on little behaviour: the program made {calls:,} API calls in the emulator; of the "
+            f"held-out malware that made {found.describe()} calls, the calibrated threshold flagged "
+            f"{found.flagged} of {found.malicious} ({found.recall:.0%}) out of fold"
+        ]
+
     @property
     def decision(self) -> Decision:
         c = self.calibration
@@ -241,7 +262,7 @@ class Scanner(TraceRunner[FileResult]):
             api_calls=api_call_log(trace),
             explanation=explanation,
             neighbours=neighbours,
-            warnings=self.trace_warnings(trace, input_kind),
+            warnings=self.trace_warnings(trace, input_kind) + self.verdict_warnings(trace, verdict),
             timing=Timing(
                 trace_s=round(trace_s, 4),
                 score_s=round(scored_at - started, 4),
