@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         data = SequenceDataset.load(opts.dataset)
     except DatasetError as e:
         raise SystemExit(f"error: {e}") from None
-    row_of = {sha: i for i, sha in enumerate(data.sha256s())}
+    row_of = {sha: i for i, sha in enumerate(data.files.column("sha256").to_pylist())}
     predictions = [r for r in pq.read_table(file).to_pylist() if r.get("unit", "file") == "file"]
     for protocol in sorted({r["protocol"] for r in predictions}):
         rows = [r for r in predictions if r["protocol"] == protocol]
