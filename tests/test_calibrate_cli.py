@@ -2,6 +2,7 @@
 scaling) from the same scores."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -10,8 +11,12 @@ import pytest
 from typer.testing import CliRunner
 
 from runtrace.cli.app import app
+from runtrace.evaluate.activity import recall_by_api_calls
 from runtrace.evaluate.thresholds import platt_scaling, threshold_for_fpr
+from runtrace.represent.dataset import build_dataset
 from runtrace.scan.calibration import read_calibration
+
+DEMO = Path(__file__).resolve().parents[1] / "src" / "runtrace" / "data" / "demo"
 
 
 def _report_and_model(tmp_path, rows: dict):
@@ -144,3 +149,43 @@ def test_a_report_without_predictions_is_one_line(tmp_path):
     result = CliRunner().invoke(app, ["calibrate", str(model), "--report", str(tmp_path / "none")])
     assert result.exit_code == 2 and "predictions.parquet: no such file" in result.output
     assert result.output.count("none/predictions.parquet") == 1 and "Traceback" not in result.output
+
+
+@pytest.fixture(scope="module")
+def demo_dataset(tmp_path_factory):
+    """The demo traces as a BSM dataset (real traces; derived data, no malware)."""
+    manifest = pq.read_table(DEMO / "manifest.parquet").to_pylist()
+    chosen = [r for r in manifest if r["label"] == "malicious"][:12] + [
+        r for r in manifest if r["label"] == "benign"
+    ][:12]
+    traces = [DEMO / "traces" / f"{r['sha256']}.rtrace" for r in chosen]
+    labels = [r["label"] for r in chosen]
+    out = tmp_path_factory.mktemp("activity") / "dataset"
+    build_dataset(traces, labels, representation="bsm", out=out)
+    return out
+
+
+def test_calibrate_records_the_table_from_the_dataset(tmp_path, demo_dataset):
+    files = pq.read_table(demo_dataset / "files.parquet").to_pylist()
+    rng = np.random.default_rng(0)
+    score = rng.uniform(0, 1, len(files))
+    n = len(files)
+    rows = {"representation": ["bsm"] * n, "protocol": ["by-family"] * n, "model": ["lstm"] * n,
+            "unit": ["file"] * n, "sha256": [f["sha256"] for f in files],
+            "label": [f["label"] for f in files], "score": score.tolist()}  # fmt: skip
+    report, model = _report_and_model(tmp_path, rows)
+    args = ["calibrate", str(model), "--report", str(report), "--protocol", "by-family", "--no-platt"]
+    result = CliRunner().invoke(app, [*args, "--dataset", str(demo_dataset)])
+    assert result.exit_code == 0, result.output
+    calibration = read_calibration(model)
+    labels = np.array(rows["label"])
+    expected = recall_by_api_calls(labels, score, [f["n_api_calls"] for f in files], calibration.threshold)
+    assert [b.__dict__ for b in calibration.recall_by_api_calls.bins] == expected
+    assert "flagged at it, by API calls" in result.output
+
+    # A dataset that lacks the report's files is one line.
+    rows["sha256"][0] = "0" * 64
+    pq.write_table(pa.table(rows), report / "predictions.parquet")
+    result = CliRunner().invoke(app, [*args, "--dataset", str(demo_dataset)])
+    assert result.exit_code == 2 and "1 of the by-family files scored in" in result.output
+    assert "Traceback" not in result.output

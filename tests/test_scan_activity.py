@@ -9,14 +9,10 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
 
-from runtrace.cli.app import app
 from runtrace.evaluate.activity import recall_by_api_calls
-from runtrace.represent.dataset import build_dataset
 from runtrace.scan.calibration import (
     CalibrationError,
     RecallBin,
@@ -77,51 +73,6 @@ def test_a_broken_table_is_one_line_naming_the_file(tmp_path, bins):
     with pytest.raises(CalibrationError, match="calibration.json: recall_by_api_calls") as e:
         read_calibration(tmp_path)
     assert "\n" not in str(e.value)
-
-
-@pytest.fixture(scope="module")
-def demo_dataset(tmp_path_factory):
-    """The demo traces as a BSM dataset (real traces; derived data, no malware)."""
-    manifest = pq.read_table(DEMO / "manifest.parquet").to_pylist()
-    chosen = [r for r in manifest if r["label"] == "malicious"][:12] + [
-        r for r in manifest if r["label"] == "benign"
-    ][:12]
-    traces = [DEMO / "traces" / f"{r['sha256']}.rtrace" for r in chosen]
-    labels = [r["label"] for r in chosen]
-    out = tmp_path_factory.mktemp("activity") / "dataset"
-    build_dataset(traces, labels, representation="bsm", out=out)
-    return out
-
-
-def test_calibrate_records_the_table_from_the_dataset(tmp_path, demo_dataset):
-    files = pq.read_table(demo_dataset / "files.parquet").to_pylist()
-    rng = np.random.default_rng(0)
-    score = rng.uniform(0, 1, len(files))
-    n = len(files)
-    rows = {"representation": ["bsm"] * n, "protocol": ["by-family"] * n, "model": ["lstm"] * n,
-            "unit": ["file"] * n, "sha256": [f["sha256"] for f in files],
-            "label": [f["label"] for f in files], "score": score.tolist()}  # fmt: skip
-    report = tmp_path / "report"
-    report.mkdir()
-    pq.write_table(pa.table(rows), report / "predictions.parquet")
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "config.json").write_text("{}")
-    args = ["calibrate", str(model), "--report", str(report), "--protocol", "by-family", "--no-platt"]
-    result = CliRunner().invoke(app, [*args, "--dataset", str(demo_dataset)])
-    assert result.exit_code == 0, result.output
-    calibration = read_calibration(model)
-    labels = np.array(rows["label"])
-    expected = recall_by_api_calls(labels, score, [f["n_api_calls"] for f in files], calibration.threshold)
-    assert [b.__dict__ for b in calibration.recall_by_api_calls.bins] == expected
-    assert "flagged at it, by API calls" in result.output
-
-    # A dataset that lacks the report's files is one line.
-    rows["sha256"][0] = "0" * 64
-    pq.write_table(pa.table(rows), report / "predictions.parquet")
-    result = CliRunner().invoke(app, [*args, "--dataset", str(demo_dataset)])
-    assert result.exit_code == 2 and "1 of the by-family files scored in" in result.output
-    assert "Traceback" not in result.output
 
 
 def _scanner_with_table(tmp_path, bins) -> Scanner:
