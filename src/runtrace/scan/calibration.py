@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from runtrace.models.aggregation import platt
@@ -247,15 +247,7 @@ def write_calibration(
     if recall_by_api_calls is not None:
         obj["recall_by_api_calls"] = {
             "source": recall_by_api_calls.source,
-            "bins": [
-                {
-                    "api_calls_min": b.api_calls_min,
-                    "api_calls_max": b.api_calls_max,
-                    "malicious": b.malicious,
-                    "flagged": b.flagged,
-                }
-                for b in recall_by_api_calls.bins
-            ],
+            "bins": [asdict(b) for b in recall_by_api_calls.bins],
         }
     path = Path(where)
     path.write_text(json.dumps(obj, indent=1) + "\n")

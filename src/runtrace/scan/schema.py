@@ -286,7 +286,9 @@ class FileResult(_Strict):
     warnings: list[str] = Field(
         default_factory=_empty,
         description="what limits this file's verdict beyond the report's warnings: an imported trace made "
-        "by another tracer revision than the model's training traces, or by a debugger (2.3)",
+        "by another tracer revision than the model's training traces, or by a debugger (2.3); a benign "
+        "verdict on a program that did as little in the emulator as most held-out malware the threshold "
+        "missed",
     )
     timing: Timing | None
 
