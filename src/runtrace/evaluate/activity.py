@@ -2,10 +2,10 @@
 finds.
 
 A detector reading run traces can only find behaviour the emulator let the program show.  On corpus v2
-the default model finds two thirds of held-out families' malware that made 1,000 API calls or more, and
-one in twenty of those that made 10-99 (`docs/results.md`).  A benign verdict on a program that did little
-is therefore weak evidence; `runtrace calibrate --dataset` records the table, and `runtrace scan` says
-so beside such a verdict.
+the default model finds, at 1 % FPR, two thirds of held-out families' malware that made 1,000 API calls
+or more, and one in twenty of those that made 10-99 (`docs/results.md`).  A benign verdict on a program
+that did little is therefore weak evidence; `runtrace calibrate --dataset` records the table, and
+`runtrace scan` says so beside such a verdict.
 """
 
 from __future__ import annotations
