@@ -110,7 +110,7 @@ def _recall_table(
     """How much of the protocol's held-out malware scores at or above the (raw) threshold, per decade of
     API calls, the calls read from the dataset's files."""
     from runtrace.evaluate.activity import recall_by_api_calls
-    from runtrace.evaluate.thresholds import oof_files, oof_scores
+    from runtrace.evaluate.thresholds import oof_files
     from runtrace.represent.dataset import DatasetError, SequenceDataset
     from runtrace.scan.calibration import RecallBin, RecallByApiCalls
 
@@ -123,8 +123,7 @@ def _recall_table(
     calls = dict(
         zip(files.column("sha256").to_pylist(), files.column("n_api_calls").to_pylist(), strict=True)
     )
-    y, score, _ = oof_scores(report, representation, protocol, model)
-    shas = oof_files(report, representation, protocol, model)
+    shas, y, score = oof_files(report, representation, protocol, model)
     missing = [s for s in shas if calls.get(s) is None]
     if missing:
         raise ValueError(

@@ -110,12 +110,16 @@ def oof_scores(
     return y, score, fold
 
 
-def oof_files(report: Path, representation: str, protocol: str, model: str = "lstm") -> list[str]:
-    """The sha256 of each file `oof_scores` returns, in the same order."""
+def oof_files(
+    report: Path, representation: str, protocol: str, model: str = "lstm"
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(sha256s, labels, scores) of the files `oof_scores` returns, in the same order, from one read."""
     table, keep = _oof_rows(report, representation, protocol, model)
     if "sha256" not in table:
         raise ValueError(f"{Path(report) / 'predictions.parquet'}: no sha256 column")
-    return [table["sha256"][i] for i in keep]
+    y = np.array([table["label"][i] for i in keep], dtype=np.int64)
+    score = np.array([table["score"][i] for i in keep], dtype=np.float64)
+    return [table["sha256"][i] for i in keep], y, score
 
 
 def _oof_rows(report: Path, representation: str, protocol: str, model: str) -> tuple[dict, list[int]]:

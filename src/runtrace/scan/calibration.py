@@ -158,19 +158,26 @@ def _recall_from_object(obj, where: str) -> RecallByApiCalls | None:
         raise CalibrationError(f"{where}: recall_by_api_calls must be an object with a list of bins")
     parsed = []
     for b in bins:
-        values = [
-            b.get(k) if isinstance(b, dict) else None for k in ("api_calls_min", "malicious", "flagged")
-        ]
-        upper = b.get("api_calls_max") if isinstance(b, dict) else None
-        counts_ok = all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values)
-        upper_ok = upper is None or (isinstance(upper, int) and not isinstance(upper, bool))
-        if not (counts_ok and upper_ok) or values[2] > values[1] or values[1] == 0:
+        try:
+            bin_ = RecallBin(**b)
+        except TypeError:  # not an object, or not a bin's four keys
+            bin_ = None
+        if bin_ is None or not _valid_bin(bin_):
             raise CalibrationError(
                 f"{where}: recall_by_api_calls bin {b!r} must hold api_calls_min, api_calls_max (or null), "
                 "malicious (> 0) and flagged (at most malicious) as whole numbers"
             )
-        parsed.append(RecallBin(values[0], upper, values[1], values[2]))
+        parsed.append(bin_)
     return RecallByApiCalls(tuple(parsed), str(obj.get("source") or where))
+
+
+def _valid_bin(b: RecallBin) -> bool:
+    def whole(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    upper_ok = b.api_calls_max is None or whole(b.api_calls_max)
+    counts_ok = whole(b.malicious) and whole(b.flagged) and b.flagged <= b.malicious
+    return whole(b.api_calls_min) and upper_ok and counts_ok and b.malicious > 0
 
 
 def _map_from_object(obj, where: str) -> ProbabilityMap | None:
