@@ -1,8 +1,10 @@
 """The handlers of missingapi.py (tracer revision 20), in small emulated programs and on their own."""
 
+import struct
+
 import pytest
 
-from emu_pe import Data, Word, calls
+from emu_pe import Data, Text, Word, calls
 from runtrace.trace.emulate.emulator import emulate
 from runtrace.trace.emulate.missingapi import (
     FIRST_TEMP_UNIQUE,
@@ -107,3 +109,30 @@ def test_time_zone_information_is_the_structure_windows_defines():
     info = time_zone_information()
     assert len(info) == 172
     assert info[4 : 4 + 52].decode("utf-16-le") == "Coordinated Universal Time"
+
+
+def test_rtl_unwind_unlinks_the_frames_above_its_target_and_pops_its_arguments():
+    # Run through InitOnceExecuteOnce's callback (stdcall, 3 arguments): register frames A then B, call
+    # RtlUnwind(A, 0, 0, 0x4242), then Sleep(eax), Sleep(fs:[0]), Sleep(A); unlink A and return TRUE.  A
+    # handler that popped nothing would leave `ret 12` returning into the stack: the run would fault.
+    def body(lay):
+        sleep = b"\xff\x15" + struct.pack("<I", lay.slot("kernel32.dll", "Sleep"))
+        # push 0; push fs:[0]; mov fs:[0], esp
+        register = b"\x6a\x00\x64\xff\x35\x00\x00\x00\x00\x64\x89\x25\x00\x00\x00\x00"
+        return (
+            b"\x53" + register + b"\x89\xe3" + register  # push ebx; frame A; mov ebx, esp; frame B
+            + b"\x68\x42\x42\x00\x00\x6a\x00\x6a\x00\x53"  # push 0x4242; push 0; push 0; push ebx
+            + b"\xff\x15" + struct.pack("<I", lay.slot("kernel32.dll", "RtlUnwind"))
+            + b"\x50" + sleep  # Sleep(eax)
+            + b"\x64\xa1\x00\x00\x00\x00\x50" + sleep  # Sleep(fs:[0])
+            + b"\x53" + sleep  # Sleep(ebx)
+            + b"\x83\xc4\x08\x58\x64\xa3\x00\x00\x00\x00\x83\xc4\x04\x5b"  # drop B; fs:[0] = A.next; pop ebx
+            + b"\xb8\x01\x00\x00\x00\xc2\x0c\x00"  # mov eax, 1; ret 12
+        )  # fmt: skip
+
+    steps = [("kernel32.dll!InitOnceExecuteOnce", [Data(0), Text(0x800), 0, Data(0x10)])]
+    program = calls(steps, code_at={0x800: body}, extra_imports=(SLEEP, "kernel32.dll!RtlUnwind"))
+    trace = emulate(program, "x", "missingapi")
+    assert trace.meta.stop_reason is StopReason.EXITED, trace.meta.stop_detail
+    value, head, frame_a = [c.args[0] for c in trace.api_calls if c.name == "kernel32.Sleep"]
+    assert value == 0x4242 and head == frame_a != 0

@@ -2,8 +2,9 @@
 (tracer revision 20; `docs/results.md`, "What the emulator could fix next").
 
 Counted over the traced corpus: among the last six calls of malware runs that exited or faulted with
-fewer than 1,000 API calls, `MapVirtualKeyW` (13 runs), `MulDiv` (12) and `GetTimeZoneInformation` (11)
-had no handler, so the stub's 0 sent the program down an error path; 83 malicious traces call
+fewer than 1,000 API calls, x86 `RtlUnwind` (23 runs), `MapVirtualKeyW` (13), `MulDiv` (12) and
+`GetTimeZoneInformation` (11) had no handler, so the stub's 0 sent the program down an error path (and
+the stub of a stdcall API popped no arguments); 83 malicious traces call
 `SHGetSpecialFolderPathA`, whose stub wrote no path.  `GetTempFileNameA` had no handler either, which
 stopped every bdist_wininst installer of the corpus at about 500 instructions, and Speakeasy's
 `GetTempFileNameW` names the file after the wall clock (a trace that differs from run to run) and
@@ -120,6 +121,8 @@ class MissingApis:
                     lambda a, wide=wide: self.special_folder(a, wide),
                 ),
             ]
+        if self.ptr == 4:  # amd64's RtlUnwind walks the unwind tables (`seh64.py`)
+            out.append(((*k32, "ntdll"), "RtlUnwind", 4, STDCALL, self.rtl_unwind))
         return out
 
     def overriding(self) -> list[tuple[tuple[str, ...], str, int, int, Callable[[list], int]]]:
@@ -140,6 +143,20 @@ class MissingApis:
         if argv[0]:
             self.emu.mem_write(argv[0], time_zone_information())
         return TIME_ZONE_ID_UNKNOWN
+
+    def rtl_unwind(self, argv: list) -> int:
+        """RtlUnwind(TargetFrame, TargetIp, ExceptionRecord, ReturnValue), x86: the registrations above
+        `TargetFrame` leave the thread's exception list (all of them with no target), and the caller goes
+        on with ReturnValue in eax.  The handlers of the frames removed are not called for the unwind (a
+        `__finally` between the fault and the handling frame does not run).  The runtime's
+        `_global_unwind2` calls it from a Visual C++ 6 program's `__except` path: the stub popped none of
+        the four arguments, and the caller's epilogue restored registers from the wrong slots."""
+        target, _ip, _record, value = argv[:4]
+        thread = self.emu.get_current_thread()
+        if thread is not None:
+            head = target or 0xFFFFFFFF
+            self.emu.mem_write(thread.get_teb().address, head.to_bytes(4, "little"))
+        return value
 
     def temp_file_name(self, argv: list, wide: bool) -> int:
         """GetTempFileName(path, prefix, unique, out): `path\\PREuuuu.TMP` (the prefix's first three
