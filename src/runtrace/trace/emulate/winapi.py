@@ -22,6 +22,7 @@ from runtrace.trace.emulate import (
     gui,
     lsa,
     mfc,
+    missingapi,
     msasn1,
     pyargs,
     pycapi,
@@ -831,7 +832,10 @@ def install(se, bits: int, max_methods: int = 64, seh64=None) -> Host:
     # Speakeasy's own handler wins where it has one, except for the overrides.
     entries = [e for e in _handlers(scratch, python) if not speakeasy_has(e[0], e[1])]
     entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in system.simple() if not speakeasy_has(m, n)]
+    missing = missingapi.MissingApis(se, bits // 8)
+    entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in missing.simple() if not speakeasy_has(m, n)]
     entries += _overrides(scratch, seh64) + [(m, n, c, v, _safe(f)) for m, n, c, v, f in system.overriding()]
+    entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in missing.overriding()]
     for modules, name, argc, conv, fn in entries:
         for module in modules:
             se.add_api_hook(_adapt(fn), module=module, api_name=name, argc=argc, call_conv=conv)

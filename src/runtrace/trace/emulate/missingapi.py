@@ -1,0 +1,200 @@
+"""Windows APIs Speakeasy lacks that malware of corpus v2 called just before its run ended early
+(tracer revision 20; `docs/results.md`, "What the emulator could fix next").
+
+Counted over the traced corpus: among the last six calls of malware runs that exited or faulted with
+fewer than 1,000 API calls, x86 `RtlUnwind` (23 runs), `MapVirtualKeyW` (13), `MulDiv` (12) and
+`GetTimeZoneInformation` (11) had no handler, so the stub's 0 sent the program down an error path (and
+the stub of a stdcall API popped no arguments); 83 malicious traces call
+`SHGetSpecialFolderPathA`, whose stub wrote no path.  `GetTempFileNameA` had no handler either, which
+stopped every bdist_wininst installer of the corpus at about 500 instructions, and Speakeasy's
+`GetTempFileNameW` names the file after the wall clock (a trace that differs from run to run) and
+returns the name's length where Windows returns the unique number.
+
+Each handler does what a program needs to go on, with Speakeasy's objects behind it (its emulated file
+system, its user profile's folders), not a full reimplementation.
+"""
+
+from __future__ import annotations
+
+import ntpath
+import struct
+from collections.abc import Callable
+
+from speakeasy.winenv import arch as se_arch
+
+STDCALL = se_arch.CALL_CONV_STDCALL
+MAX_PATH = 260
+TIME_ZONE_ID_UNKNOWN = 0
+# The first unique number GetTempFileName picks when the program leaves it to the system (Windows starts
+# from the tick count; a constant keeps traces repeatable).
+FIRST_TEMP_UNIQUE = 0x1A2B
+
+# US keyboard layout, scan code set 1: virtual-key code -> scan code (MapVirtualKey's tables).
+_LETTER_ROWS = {"QWERTYUIOP": 0x10, "ASDFGHJKL": 0x1E, "ZXCVBNM": 0x2C}
+_SCAN = {ord(c): first + i for row, first in _LETTER_ROWS.items() for i, c in enumerate(row)}
+_SCAN.update({ord(str(d)): 0x02 + (d - 1) for d in range(1, 10)} | {ord("0"): 0x0B})
+_SCAN.update({
+    0x08: 0x0E,  # VK_BACK
+    0x09: 0x0F,  # VK_TAB
+    0x0D: 0x1C,  # VK_RETURN
+    0x10: 0x2A,  # VK_SHIFT
+    0x11: 0x1D,  # VK_CONTROL
+    0x12: 0x38,  # VK_MENU
+    0x14: 0x3A,  # VK_CAPITAL
+    0x1B: 0x01,  # VK_ESCAPE
+    0x20: 0x39,  # VK_SPACE
+})  # fmt: skip
+_VK = {scan: vk for vk, scan in _SCAN.items()}
+# MapVirtualKey's map types.
+MAPVK_VK_TO_VSC, MAPVK_VSC_TO_VK, MAPVK_VK_TO_CHAR, MAPVK_VSC_TO_VK_EX, MAPVK_VK_TO_VSC_EX = range(5)
+
+
+def map_virtual_key(code: int, map_type: int) -> int:
+    """MapVirtualKey on a US layout: 0 where there is no translation, as Windows answers."""
+    if map_type in (MAPVK_VK_TO_VSC, MAPVK_VK_TO_VSC_EX):
+        return _SCAN.get(code, 0)
+    if map_type in (MAPVK_VSC_TO_VK, MAPVK_VSC_TO_VK_EX):
+        return _VK.get(code, 0)
+    if map_type == MAPVK_VK_TO_CHAR:
+        if ord("A") <= code <= ord("Z") or ord("0") <= code <= ord("9") or code in (0x08, 0x09, 0x0D, 0x20):
+            return code
+        return 0
+    return 0
+
+
+def mul_div(number: int, numerator: int, denominator: int) -> int:
+    """MulDiv: number * numerator / denominator in 64 bits, rounded half away from zero; -1 when the
+    denominator is 0 or the result does not fit in 32 signed bits."""
+    a, b, c = (_signed32(v) for v in (number, numerator, denominator))
+    if c == 0:
+        return -1
+    product = a * b
+    quotient, remainder = divmod(abs(product), abs(c))
+    if 2 * remainder >= abs(c):
+        quotient += 1
+    result = quotient if (product >= 0) == (c > 0) else -quotient
+    return result if -(2**31) <= result < 2**31 else -1
+
+
+def _signed32(value: int) -> int:
+    value &= 0xFFFFFFFF
+    return value - 2**32 if value >= 2**31 else value
+
+
+def time_zone_information() -> bytes:
+    """TIME_ZONE_INFORMATION of a system on UTC without daylight saving time (the emulated clock's zone):
+    Bias, StandardName[32], StandardDate, StandardBias, DaylightName[32], DaylightDate, DaylightBias."""
+    name = "Coordinated Universal Time".encode("utf-16-le").ljust(64, b"\0")
+    no_transition = bytes(16)  # a zeroed SYSTEMTIME: no change of time
+    return (
+        struct.pack("<l", 0) + name + no_transition + struct.pack("<l", 0) + name + no_transition + bytes(4)
+    )
+
+
+class MissingApis:
+    def __init__(self, se, ptr: int) -> None:
+        self.se, self.ptr = se, ptr
+        self._next_unique = FIRST_TEMP_UNIQUE
+        self._folder_buffer = 0  # where Speakeasy's SHGetFolderPath writes, for SHGetSpecialFolderPath
+
+    @property
+    def emu(self):
+        return self.se.emu
+
+    def simple(self) -> list[tuple[tuple[str, ...], str, int, int, Callable[[list], int]]]:
+        """Handlers for APIs Speakeasy has none of: (modules, name, argc, convention, fn(argv))."""
+        k32 = ("kernel32", "kernelbase")
+        out = [
+            (k32, "MulDiv", 3, STDCALL, lambda a: mul_div(*a[:3]) & 0xFFFFFFFF),
+            (k32, "GetTimeZoneInformation", 1, STDCALL, self.time_zone),
+            (k32, "GetTempFileNameA", 4, STDCALL, lambda a: self.temp_file_name(a, False)),
+        ]
+        for suffix, wide in (("A", False), ("W", True)):
+            out += [
+                (("user32",), "MapVirtualKey" + suffix, 2, STDCALL, lambda a: map_virtual_key(a[0], a[1])),
+                (("user32",), "MapVirtualKeyEx" + suffix, 3, STDCALL, lambda a: map_virtual_key(a[0], a[1])),
+                (
+                    ("shell32",),
+                    "SHGetSpecialFolderPath" + suffix,
+                    4,
+                    STDCALL,
+                    lambda a, wide=wide: self.special_folder(a, wide),
+                ),
+            ]
+        if self.ptr == 4:  # amd64's RtlUnwind walks the unwind tables (`seh64.py`)
+            out.append(((*k32, "ntdll"), "RtlUnwind", 4, STDCALL, self.rtl_unwind))
+        return out
+
+    def overriding(self) -> list[tuple[tuple[str, ...], str, int, int, Callable[[list], int]]]:
+        """Handlers that replace Speakeasy's: its GetTempFileNameW names the file after the wall clock."""
+        return [
+            (
+                ("kernel32", "kernelbase"),
+                "GetTempFileNameW",
+                4,
+                STDCALL,
+                lambda a: self.temp_file_name(a, True),
+            )
+        ]
+
+    # -- handlers --------------------------------------------------------------------------------------
+
+    def time_zone(self, argv: list) -> int:
+        if argv[0]:
+            self.emu.mem_write(argv[0], time_zone_information())
+        return TIME_ZONE_ID_UNKNOWN
+
+    def rtl_unwind(self, argv: list) -> int:
+        """RtlUnwind(TargetFrame, TargetIp, ExceptionRecord, ReturnValue), x86: the registrations above
+        `TargetFrame` leave the thread's exception list (all of them with no target), and the caller goes
+        on with ReturnValue in eax.  The handlers of the frames removed are not called for the unwind (a
+        `__finally` between the fault and the handling frame does not run).  The runtime's
+        `_global_unwind2` calls it from a Visual C++ 6 program's `__except` path: the stub popped none of
+        the four arguments, and the caller's epilogue restored registers from the wrong slots."""
+        target, _ip, _record, value = argv[:4]
+        thread = self.emu.get_current_thread()
+        if thread is not None:
+            head = target or 0xFFFFFFFF
+            self.emu.mem_write(thread.get_teb().address, head.to_bytes(4, "little"))
+        return value
+
+    def temp_file_name(self, argv: list, wide: bool) -> int:
+        """GetTempFileName(path, prefix, unique, out): `path\\PREuuuu.TMP` (the prefix's first three
+        characters, the unique number in hex).  With unique 0 the system picks the number and creates the
+        empty file, as Windows does; it returns the number used."""
+        path_at, prefix_at, unique, out = argv[:4]
+        path = self._string(path_at, wide)
+        prefix = self._string(prefix_at, wide)[:3]
+        chosen = unique & 0xFFFF
+        if not chosen:
+            chosen = self._next_unique
+            self._next_unique = self._next_unique % 0xFFFF + 1
+        name = ntpath.join(path, f"{prefix}{chosen:X}.TMP") if path else f"{prefix}{chosen:X}.TMP"
+        argv[0], argv[1] = path, prefix
+        if out:
+            data = name[: MAX_PATH - 1].encode("utf-16-le" if wide else "latin-1", "replace")
+            self.emu.mem_write(out, data + (b"\0\0" if wide else b"\0"))
+        if not unique:
+            created = self.emu.file_get(self.emu.fileman.file_open(name, create=True, truncate=True))
+            if created is not None:
+                created.remove_data()
+        return chosen
+
+    def special_folder(self, argv: list, wide: bool) -> int:
+        """SHGetSpecialFolderPath(hwnd, out, csidl, create): the folder Speakeasy's SHGetFolderPath gives
+        for the CSIDL (its user's profile), written as the caller's character width; TRUE."""
+        _hwnd, out, csidl = argv[:3]
+        if not self._folder_buffer:
+            self._folder_buffer = self.se.mem_alloc(MAX_PATH * 2, tag="api.SHGetSpecialFolderPath")
+        self.emu.mem_write(self._folder_buffer, bytes(MAX_PATH * 2))
+        shell32 = self.emu.api.load_api_handler("shell32")
+        shell32.SHGetFolderPath(self.emu, [0, csidl & 0xFF, 0, 0, self._folder_buffer], {})
+        path = self.emu.read_mem_string(self._folder_buffer, 1)
+        if out:
+            data = path[: MAX_PATH - 1].encode("utf-16-le" if wide else "latin-1", "replace")
+            self.emu.mem_write(out, data + (b"\0\0" if wide else b"\0"))
+        argv[1] = path
+        return 1
+
+    def _string(self, address: int, wide: bool) -> str:
+        return self.emu.read_mem_string(address, 2 if wide else 1) if address else ""
