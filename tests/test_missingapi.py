@@ -11,6 +11,8 @@ from runtrace.trace.emulate.missingapi import (
     MAPVK_VK_TO_CHAR,
     MAPVK_VK_TO_VSC,
     MAPVK_VSC_TO_VK,
+    dos_date_time_to_file_time,
+    file_time_to_dos_date_time,
     map_virtual_key,
     mul_div,
     time_zone_information,
@@ -136,3 +138,31 @@ def test_rtl_unwind_unlinks_the_frames_above_its_target_and_pops_its_arguments()
     assert trace.meta.stop_reason is StopReason.EXITED, trace.meta.stop_detail
     value, head, frame_a = [c.args[0] for c in trace.api_calls if c.name == "kernel32.Sleep"]
     assert value == 0x4242 and head == frame_a != 0
+
+
+def test_dos_date_time_round_trips_through_file_time():
+    date, time = (2001 - 1980) << 9 | 9 << 5 | 11, 8 << 11 | 46 << 5 | 40 // 2  # 2001-09-11 08:46:40
+    value = dos_date_time_to_file_time(date, time)
+    assert value == 126_446_716_000_000_000  # 2001-09-11 08:46:40 UTC in 100 ns ticks since 1601
+    assert file_time_to_dos_date_time(value) == (date, time)
+    assert file_time_to_dos_date_time(value + 10_000_000) == (date, time)  # two-second resolution
+    assert dos_date_time_to_file_time(2 << 5 | 30, 0) is None  # 30 February 1980
+    assert file_time_to_dos_date_time(0) is None  # 1601: before MS-DOS dates
+
+
+def test_file_time_apis_in_a_program():
+    trace = _run([
+        ("kernel32.dll!DosDateTimeToFileTime", [0x2B2B, 0x4000, Data(0x100)]),
+        ("kernel32.dll!FileTimeToLocalFileTime", [Data(0x100), Data(0x110)]),
+        ("kernel32.dll!FileTimeToDosDateTime", [Data(0x110), Data(0x120), Data(0x122)]),
+        (SLEEP, [Word(0x120)]),  # the date and time, back as MS-DOS words
+        ("kernel32.dll!SetFileTime", [0x44, 0, 0, Data(0x110)]),
+        ("kernel32.dll!DosDateTimeToFileTime", [0, 0, Data(0x100)]),  # day 0: not a date
+    ])  # fmt: skip
+    results = {c.name: c.result for c in trace.api_calls if c.name != "kernel32.DosDateTimeToFileTime"}
+    converted, invalid = [c.result for c in trace.api_calls if c.name == "kernel32.DosDateTimeToFileTime"]
+    assert converted == 1 and invalid == 0
+    assert results["kernel32.FileTimeToLocalFileTime"] == results["kernel32.FileTimeToDosDateTime"] == 1
+    assert results["kernel32.SetFileTime"] == 1
+    (sleep,) = [c.args[0] for c in trace.api_calls if c.name == "kernel32.Sleep"]
+    assert sleep == 0x4000_2B2B

@@ -209,13 +209,14 @@ def test_tracing_imports_neither_setuptools_nor_jsonschema_and_leaves_the_real_o
     assert done.returncode == 0, done.stderr
 
 
-def test_the_decoy_cache_is_keyed_by_the_installed_speakeasy_release():
+def test_the_decoy_cache_is_keyed_by_the_installed_speakeasy_release_and_the_image_layout():
     from importlib import metadata
 
     from runtrace.trace.emulate import decoys
 
     assert decoys._speakeasy_release() == metadata.version("speakeasy-emulator")
-    assert decoys.cache_dir().name == metadata.version("speakeasy-emulator")
+    # and by runtrace's own layout of the images
+    assert decoys.cache_dir().name == f"{metadata.version('speakeasy-emulator')}-{decoys._LAYOUT}"
 
 
 def test_tracing_runs_no_subprocess_and_imports_arc4_only_when_a_program_needs_it():

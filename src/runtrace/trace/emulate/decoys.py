@@ -52,8 +52,12 @@ def _speakeasy_release() -> str:
         return "unknown"
 
 
+# Bumped when runtrace changes what goes into an image (2: the export directory names the DLL's file).
+_LAYOUT = 2
+
+
 def cache_dir() -> Path:
-    return cache_root() / "decoys" / _speakeasy_release()
+    return cache_root() / "decoys" / f"{_speakeasy_release()}-{_LAYOUT}"
 
 
 def _file_for(arch: str, name: str) -> Path:
@@ -158,5 +162,20 @@ def install() -> None:
         return map_decoy(self, decoy)
 
     generate_export_table.runtrace_cached = True
+    se_common.JitPeFile.get_decoy_pe_image = _named_like_the_file(se_common.JitPeFile.get_decoy_pe_image)
     winemu.WindowsEmulator.generate_export_table = generate_export_table
     winemu.WindowsEmulator.map_decoy = map_decoy_privately
+
+
+def _named_like_the_file(get_decoy_pe_image):
+    """Speakeasy names a decoy's export directory after the module without its extension ("kernel32");
+    Windows' DLLs carry their file name there ("KERNEL32.dll").  Malware that finds its APIs by walking
+    the loaded modules' export directories compares that name with "kernel32.dll" and, never finding
+    it, loops for ever (measured in `docs/results.md`)."""
+
+    def named(self, mod_name, exports):
+        if "." not in mod_name:
+            mod_name += ".exe" if mod_name == "ntoskrnl" else ".dll"
+        return get_decoy_pe_image(self, mod_name, exports)
+
+    return named

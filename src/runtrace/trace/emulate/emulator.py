@@ -11,6 +11,7 @@ from __future__ import annotations  # noqa: I001  (speakeasy_loader must come be
 import contextlib
 import json
 import logging
+import ntpath
 import threading
 import time
 from importlib import resources
@@ -77,7 +78,22 @@ def _speakeasy_config(settings: TracerSettings) -> dict:
     cfg["max_api_count"] = settings.max_api_calls
     cfg["analysis"] = {"memory_tracing": False, "strings": False}
     cfg["command_line"] = startup.COMMAND_LINE
+    cfg["current_dir"] = ntpath.dirname(startup.PROGRAM)
     return cfg
+
+
+class _Win32Emulator(speakeasy.Win32Emulator):
+    """Speakeasy's user-mode emulator with the program where its command line says it is.
+
+    Speakeasy names a program given as bytes `<sha256>.exe` in its current directory (system32), so
+    GetModuleFileName answered `C:\\Windows\\system32\\<sha256>.exe` while GetCommandLine names
+    `startup.PROGRAM`; a program that opens, copies or compares its own path from one found nothing at
+    the other.  The module keeps Speakeasy's name (`mod_name`, its memory tags)."""
+
+    def _init_name(self, path, data=None):
+        super()._init_name(path, data)
+        if data:
+            self.file_name = self.bin_base_name = ntpath.basename(startup.PROGRAM)
 
 
 class _Speakeasy(speakeasy.Speakeasy):
@@ -102,8 +118,8 @@ class _Speakeasy(speakeasy.Speakeasy):
         if data is None or is_raw_code or self._chose_by_parsing:
             super()._init_emulator(path=path, data=data, is_raw_code=is_raw_code)
         else:
-            self.emu = speakeasy.Win32Emulator(config=self.config, logger=self.logger, argv=self.argv,
-                                               debug=self.debug, exit_event=self.exit_event)  # fmt: skip
+            self.emu = _Win32Emulator(config=self.config, logger=self.logger, argv=self.argv,
+                                      debug=self.debug, exit_event=self.exit_event)  # fmt: skip
         if data is not None and not is_raw_code:
             stack.install(self.emu, stack.main_stack_size(data))
 

@@ -10,12 +10,16 @@ stopped every bdist_wininst installer of the corpus at about 500 instructions, a
 `GetTempFileNameW` names the file after the wall clock (a trace that differs from run to run) and
 returns the name's length where Windows returns the unique number.
 
+The bdist_wininst installers then stopped at `DosDateTimeToFileTime` and `SetFileTime` (stamping what
+they extract from their archive), with the local/UTC conversions beside them.
+
 Each handler does what a program needs to go on, with Speakeasy's objects behind it (its emulated file
 system, its user profile's folders), not a full reimplementation.
 """
 
 from __future__ import annotations
 
+import datetime
 import ntpath
 import struct
 from collections.abc import Callable
@@ -28,6 +32,10 @@ TIME_ZONE_ID_UNKNOWN = 0
 # The first unique number GetTempFileName picks when the program leaves it to the system (Windows starts
 # from the tick count; a constant keeps traces repeatable).
 FIRST_TEMP_UNIQUE = 0x1A2B
+
+# FILETIME counts 100 ns intervals since 1601-01-01; MS-DOS dates count years from 1980.
+_FILETIME_1980 = 0x01A8E79FE1D58000  # 1980-01-01 00:00:00
+_TICKS_PER_SECOND = 10_000_000
 
 # US keyboard layout, scan code set 1: virtual-key code -> scan code (MapVirtualKey's tables).
 _LETTER_ROWS = {"QWERTYUIOP": 0x10, "ASDFGHJKL": 0x1E, "ZXCVBNM": 0x2C}
@@ -81,6 +89,33 @@ def _signed32(value: int) -> int:
     return value - 2**32 if value >= 2**31 else value
 
 
+def dos_date_time_to_file_time(dos_date: int, dos_time: int) -> int | None:
+    """The FILETIME of an MS-DOS date and time (two-second resolution), None where the date is not a
+    date (DosDateTimeToFileTime fails)."""
+    day, month, year = dos_date & 0x1F, (dos_date >> 5) & 0xF, 1980 + ((dos_date >> 9) & 0x7F)
+    seconds, minutes, hours = (dos_time & 0x1F) * 2, (dos_time >> 5) & 0x3F, (dos_time >> 11) & 0x1F
+    try:
+        moment = datetime.datetime(year, month, day, hours, minutes, seconds)
+    except ValueError:
+        return None
+    elapsed = moment - datetime.datetime(1980, 1, 1)
+    return _FILETIME_1980 + (elapsed.days * 86_400 + elapsed.seconds) * _TICKS_PER_SECOND
+
+
+def file_time_to_dos_date_time(file_time: int) -> tuple[int, int] | None:
+    """(date, time) in MS-DOS form, None outside 1980-2107 as FileTimeToDosDateTime fails."""
+    if file_time < _FILETIME_1980:
+        return None
+    moment = datetime.datetime(1980, 1, 1) + datetime.timedelta(
+        seconds=(file_time - _FILETIME_1980) // _TICKS_PER_SECOND
+    )
+    if moment.year > 2107:
+        return None
+    date = ((moment.year - 1980) << 9) | (moment.month << 5) | moment.day
+    time = (moment.hour << 11) | (moment.minute << 5) | (moment.second // 2)
+    return date, time
+
+
 def time_zone_information() -> bytes:
     """TIME_ZONE_INFORMATION of a system on UTC without daylight saving time (the emulated clock's zone):
     Bias, StandardName[32], StandardDate, StandardBias, DaylightName[32], DaylightDate, DaylightBias."""
@@ -108,6 +143,13 @@ class MissingApis:
             (k32, "MulDiv", 3, STDCALL, lambda a: mul_div(*a[:3]) & 0xFFFFFFFF),
             (k32, "GetTimeZoneInformation", 1, STDCALL, self.time_zone),
             (k32, "GetTempFileNameA", 4, STDCALL, lambda a: self.temp_file_name(a, False)),
+            (k32, "DosDateTimeToFileTime", 3, STDCALL, self.dos_to_file_time),
+            (k32, "FileTimeToDosDateTime", 3, STDCALL, self.file_to_dos_time),
+            # The emulated clock's zone is UTC (GetTimeZoneInformation): local file time is file time.
+            (k32, "LocalFileTimeToFileTime", 2, STDCALL, self.copy_file_time),
+            (k32, "FileTimeToLocalFileTime", 2, STDCALL, self.copy_file_time),
+            # Installers stamp what they extract; the emulated file system keeps no times.
+            (k32, "SetFileTime", 4, STDCALL, lambda a: 1),
         ]
         for suffix, wide in (("A", False), ("W", True)):
             out += [
@@ -157,6 +199,33 @@ class MissingApis:
             head = target or 0xFFFFFFFF
             self.emu.mem_write(thread.get_teb().address, head.to_bytes(4, "little"))
         return value
+
+    def dos_to_file_time(self, argv: list) -> int:
+        dos_date, dos_time, out = argv[:3]
+        value = dos_date_time_to_file_time(dos_date & 0xFFFF, dos_time & 0xFFFF)
+        if value is None or not out:
+            return 0
+        self.emu.mem_write(out, struct.pack("<Q", value))
+        return 1
+
+    def file_to_dos_time(self, argv: list) -> int:
+        at, date_out, time_out = argv[:3]
+        if not at:
+            return 0
+        dos = file_time_to_dos_date_time(struct.unpack("<Q", self.emu.mem_read(at, 8))[0])
+        if dos is None:
+            return 0
+        for out, value in zip((date_out, time_out), dos, strict=True):
+            if out:
+                self.emu.mem_write(out, struct.pack("<H", value))
+        return 1
+
+    def copy_file_time(self, argv: list) -> int:
+        source, out = argv[:2]
+        if not source or not out:
+            return 0
+        self.emu.mem_write(out, self.emu.mem_read(source, 8))
+        return 1
 
     def temp_file_name(self, argv: list, wide: bool) -> int:
         """GetTempFileName(path, prefix, unique, out): `path\\PREuuuu.TMP` (the prefix's first three
