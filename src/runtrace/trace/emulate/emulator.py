@@ -40,6 +40,7 @@ from runtrace.trace.emulate import (
     seh32,
     stack,
     startup,
+    stdcallargs,
     strings,
     sysapi,
     winapi,
@@ -492,8 +493,9 @@ class _Session:
     def _stub(self, dll: str, name: str) -> None:
         """An API without a handler: return the host's stand-in value (mostly 0) and carry on.
 
-        A plain export's x86 stdcall argument count is unknown, so none are popped; a C++ export's
-        mangled name gives it (`msvcmangle`), and a `__thiscall` or `__stdcall` one pops its arguments.
+        An x86 stdcall stub pops the arguments its API declares: a C++ export's mangled name gives them
+        (`msvcmangle`: a `__thiscall` or `__stdcall` one pops them), a plain export's size comes from
+        the import libraries' table (`stdcallargs`); an API in neither pops none.
         """
         emu = self.emu
         api = f"{dll}.{name}"
@@ -506,6 +508,8 @@ class _Session:
             popped = msvcmangle.popped_bytes(name)
             if popped:
                 argc, conv = popped // 4, se_arch.CALL_CONV_STDCALL
+        elif emu.get_ptr_size() == 4 and conv == se_arch.CALL_CONV_STDCALL:
+            argc = (stdcallargs.popped_bytes(dll, name) or 0) // 4
         ret = emu.get_ret_address()
         value = self.host.stub_value(emu, dll, name)
         self.api_calls.append((self.recorder.visit_count - 1, api, ret, False, (), value))
