@@ -31,11 +31,13 @@ def test_a_program_goes_on_past_stdcall_apis_without_handlers():
     # No frame pointer: the program's final `ret` returns through whatever the stubs left on the stack.
     # Before the table, the 24 bytes of arguments stayed pushed and the run faulted there.
     trace = emulate(
-        calls([
-            ("kernel32.dll!SetFileAttributesA", [Data(0), 0x80]),
-            ("wininet.dll!HttpAddRequestHeadersA", [0, Data(0), 0xFFFFFFFF, 0x20000000]),
-            ("kernel32.dll!Sleep", [7]),
-        ]),  # fmt: skip
+        calls(
+            [
+                ("kernel32.dll!SetFileAttributesA", [Data(0), 0x80]),
+                ("wininet.dll!HttpAddRequestHeadersA", [0, Data(0), 0xFFFFFFFF, 0x20000000]),
+                ("kernel32.dll!Sleep", [7]),
+            ]
+        ),  # fmt: skip
         "x",
         "stdcall",
     )
