@@ -13,6 +13,8 @@ def test_sizes_of_known_apis():
     assert stdcallargs.popped_bytes("wininet.dll", "HttpAddRequestHeadersA") == 16
     assert stdcallargs.popped_bytes("uxtheme", "IsThemeActive") == 0
     assert stdcallargs.popped_bytes("kernel32", "NoSuchApi") is None
+    assert stdcallargs.popped_bytes("kernel32", "leep") is None  # a whole name, not the end of one
+    assert stdcallargs.popped_bytes("kernel32", "Sleep\t4\nSleep") is None  # not a line of the table
     assert stdcallargs.popped_bytes("msvcrt", "printf") is None  # cdecl: no decorated size
 
 
@@ -46,3 +48,11 @@ def test_a_program_goes_on_past_stdcall_apis_without_handlers():
     assert names[:2] == ["kernel32.SetFileAttributesA", "wininet.HttpAddRequestHeadersA"]
     assert {e["name"] for e in trace.meta.events if e["type"] == "unsupported_api"} >= set(names[:2])
     assert [c.args[0] for c in trace.api_calls if c.name == "kernel32.Sleep"] == [7]
+
+
+def test_every_line_of_the_table_is_found_as_written():
+    text = gzip.decompress(stdcallargs.TABLE.read_bytes()).decode()
+    for line in text.splitlines()[::97]:
+        key, size = line.split("\t")
+        dll, _, name = key.rpartition("!")
+        assert stdcallargs.popped_bytes(dll or "any", name) == int(size)
