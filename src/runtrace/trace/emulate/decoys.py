@@ -169,9 +169,9 @@ def install() -> None:
 
 def _named_like_the_file(get_decoy_pe_image):
     """Speakeasy names a decoy's export directory after the module without its extension ("kernel32");
-    Windows' DLLs carry their file name there ("KERNEL32.dll").  Malware that finds its APIs by walking
-    the loaded modules' export directories compares that name with "kernel32.dll" and, never finding
-    it, loops for ever (measured in `docs/results.md`)."""
+    Windows' DLLs carry their file name there ("KERNEL32.dll"), and code that finds its APIs by walking
+    the loaded modules' export directories may compare that name with "kernel32.dll" (over the corpus
+    this changed few runs: `docs/tracer.md`, revision 20)."""
 
     def named(self, mod_name, exports):
         if "." not in mod_name:

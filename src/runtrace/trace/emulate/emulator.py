@@ -118,6 +118,8 @@ class _Speakeasy(speakeasy.Speakeasy):
     def _init_emulator(self, path=None, data=None, is_raw_code=False) -> None:
         if data is None or is_raw_code or self._chose_by_parsing:
             super()._init_emulator(path=path, data=data, is_raw_code=is_raw_code)
+            if type(self.emu) is speakeasy.Win32Emulator:  # Speakeasy's choice: the same program path
+                self.emu.__class__ = _Win32Emulator
         else:
             self.emu = _Win32Emulator(config=self.config, logger=self.logger, argv=self.argv,
                                       debug=self.debug, exit_event=self.exit_event)  # fmt: skip
