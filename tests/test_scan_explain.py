@@ -199,7 +199,7 @@ def test_the_bundled_models_explanations_sort_their_rows_and_say_when_they_expla
         data_dir()
         / "demo"
         / "scan"
-        / "c05ec67e75693127e5556eee229b88f93c7cef926cfe905dfd5464be9d305c94.rtrace"
+        / "278307e2061d4721f10aaed970278a9f600fbaf6bddb8ce8e317e2180a70c933.rtrace"
     )
     benign, flagged = scanner.scan(list(iter_inputs([cli32, malware])))
     assert benign.verdict == "benign" and flagged.verdict == "malicious"
