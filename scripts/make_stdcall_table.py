@@ -43,7 +43,14 @@ def ar_index(data: bytes) -> list[str]:
 def import_libraries(deb: Path):
     """(DLL name, archive bytes) of each import library in the package: archives whose index holds
     dlltool's `_head_` symbol (the static helper libraries have none)."""
-    data = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], check=True, capture_output=True).stdout
+    command = ["dpkg-deb", "--fsys-tarfile", str(deb)]
+    try:
+        data = subprocess.run(command, check=True, capture_output=True).stdout
+    except subprocess.CalledProcessError as e:
+        said = e.stderr.decode(errors="replace").strip()
+        raise SystemExit(f"error: {deb}: not a Debian package dpkg-deb can read ({said})") from None
+    except OSError as e:  # no dpkg-deb
+        raise SystemExit(f"error: cannot run dpkg-deb: {e}") from None
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         for member in tar:
             match = LIBS.match(member.name)
@@ -77,6 +84,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-o", "--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     rows = table(import_libraries(args.deb))
+    if not rows:
+        raise SystemExit(f"error: {args.deb}: no i386 import library with stdcall names in it")
     text = "".join(f"{key}\t{size}\n" for key, size in sorted(rows.items()))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     # mtime 0: the same package gives the same bytes
