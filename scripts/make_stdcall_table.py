@@ -41,7 +41,7 @@ def ar_index(data: bytes) -> list[str]:
 
 
 def import_libraries(deb: Path):
-    """(DLL name, archive bytes) of each import library in the package: archives whose index holds
+    """(DLL name, symbol names) of each import library in the package: archives whose index holds
     dlltool's `_head_` symbol (the static helper libraries have none)."""
     command = ["dpkg-deb", "--fsys-tarfile", str(deb)]
     try:

@@ -241,8 +241,7 @@ class MissingApis:
         name = ntpath.join(path, f"{prefix}{chosen:X}.TMP") if path else f"{prefix}{chosen:X}.TMP"
         argv[0], argv[1] = path, prefix
         if out:
-            data = name[: MAX_PATH - 1].encode("utf-16-le" if wide else "latin-1", "replace")
-            self.emu.mem_write(out, data + (b"\0\0" if wide else b"\0"))
+            self._write_path(out, name, wide)
         if not unique:
             created = self.emu.file_get(self.emu.fileman.file_open(name, create=True, truncate=True))
             if created is not None:
@@ -260,10 +259,14 @@ class MissingApis:
         shell32.SHGetFolderPath(self.emu, [0, csidl & 0xFF, 0, 0, self._folder_buffer], {})
         path = self.emu.read_mem_string(self._folder_buffer, 1)
         if out:
-            data = path[: MAX_PATH - 1].encode("utf-16-le" if wide else "latin-1", "replace")
-            self.emu.mem_write(out, data + (b"\0\0" if wide else b"\0"))
+            self._write_path(out, path, wide)
         argv[1] = path
         return 1
+
+    def _write_path(self, address: int, path: str, wide: bool) -> None:
+        """A path as Windows writes one into a MAX_PATH buffer: at most 259 characters and the NUL."""
+        data = path[: MAX_PATH - 1].encode("utf-16-le" if wide else "latin-1", "replace")
+        self.emu.mem_write(address, data + (b"\0\0" if wide else b"\0"))
 
     def _string(self, address: int, wide: bool) -> str:
         return self.emu.read_mem_string(address, 2 if wide else 1) if address else ""
