@@ -16,6 +16,7 @@ class FakeMemory:
         self.procs: list[tuple[str, str]] = []
         self.runs = []
         self.emu = self
+        self.command_line = startup.COMMAND_LINE  # Speakeasy's emulator keeps its configuration's
 
     def mem_alloc(self, size: int, tag: str = "") -> int:
         addr, self.top = self.top, self.top + ((size + 0xFFF) & ~0xFFF)

@@ -67,3 +67,14 @@ class _Capped:
             return
         self._seen.add(key)
         self.items.append(item)
+
+
+def merged(summaries: Iterable[dict]) -> dict:
+    """The summaries of the processes of one run as one (each kind in first-seen order, capped)."""
+    kinds: dict[str, _Capped] = {}
+    for summary in summaries:
+        for kind, items in summary.items():
+            capped = kinds.setdefault(kind, _Capped())
+            for item in items:
+                capped.add(item)
+    return {k: v.items for k, v in kinds.items()}

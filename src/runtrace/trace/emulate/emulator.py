@@ -9,12 +9,16 @@ default: it is stubbed (returns 0), recorded as an event and the program goes on
 from __future__ import annotations  # noqa: I001  (speakeasy_loader must come before unicorn and speakeasy)
 
 import contextlib
+import dataclasses
 import json
 import logging
 import ntpath
 import threading
 import time
+from dataclasses import dataclass
 from importlib import resources
+
+import numpy as np
 
 from runtrace.trace.emulate import speakeasy_loader  # noqa: F401  (first: lean imports of unicorn and speakeasy)
 import speakeasy
@@ -29,12 +33,14 @@ from runtrace.trace.emulate import (
     behaviour,
     decoys,
     exportargs,
+    filecopy,
     guardpage,
     hostmem,
     imageload,
     memlimits,
     memranges,
     msvcmangle,
+    processes,
     pycapi,
     repeatable,
     seh32,
@@ -46,7 +52,7 @@ from runtrace.trace.emulate import (
     winapi,
 )
 from runtrace.trace.blocks import canonicalize
-from runtrace.trace.model import ApiCall, EntryPoint, StopReason, Trace, TraceMeta
+from runtrace.trace.model import ApiCall, BasicBlock, EntryPoint, StopReason, Trace, TraceMeta
 from runtrace.trace.settings import TRACER_VERSION, TracerSettings
 from runtrace.trace.emulate.pe import inspect_pe
 from runtrace.trace.emulate.recorder import (
@@ -66,20 +72,22 @@ _BUDGETED_RUNS = ("export.", "python.")
 _IMAGE_SCN_MEM_EXECUTE = 0x20000000
 _IMAGE_SCN_MEM_WRITE = 0x80000000
 # C-runtime DLLs use cdecl on x86: the caller pops the arguments, so a stub need not know their number.
-_CDECL_DLL_PREFIXES = ("msvcr", "ucrtbase", "api-ms-win-crt-", "msvcp", "vcruntime")
+_CDECL_DLL_PREFIXES = ("msvcr", "ucrtbase", "api-ms-win-crt-", "msvcp", "vcruntime", "crtdll")
 
 
 class EmulationError(RuntimeError):
     """The emulator could not start on this file (one-line reason)."""
 
 
-def _speakeasy_config(settings: TracerSettings) -> dict:
+def _speakeasy_config(settings: TracerSettings, process: startup.Process = startup.FIRST) -> dict:
     cfg = json.loads(resources.files("speakeasy").joinpath("configs/default.json").read_text())
     cfg["timeout"] = 0  # runtrace runs its own watchdog over the whole run, not per entry point
     cfg["max_api_count"] = settings.max_api_calls
     cfg["analysis"] = {"memory_tracing": False, "strings": False}
-    cfg["command_line"] = startup.COMMAND_LINE
-    cfg["current_dir"] = ntpath.dirname(startup.PROGRAM)
+    cfg["command_line"] = process.command_line
+    # Speakeasy puts the program in its current directory.  (A started program gets its own folder as
+    # current directory: on Windows it would inherit its parent's.)
+    cfg["current_dir"] = ntpath.dirname(process.program)
     return cfg
 
 
@@ -91,10 +99,12 @@ class _Win32Emulator(speakeasy.Win32Emulator):
     `startup.PROGRAM`; a program that opens, copies or compares its own path from one found nothing at
     the other.  The module keeps Speakeasy's name (`mod_name`, its memory tags)."""
 
+    program = startup.PROGRAM  # a started program's own path replaces it (`_Speakeasy`)
+
     def _init_name(self, path, data=None):
         super()._init_name(path, data)
         if data:
-            self.file_name = self.bin_base_name = ntpath.basename(startup.PROGRAM)
+            self.file_name = self.bin_base_name = ntpath.basename(self.program)
 
 
 class _Speakeasy(speakeasy.Speakeasy):
@@ -112,6 +122,10 @@ class _Speakeasy(speakeasy.Speakeasy):
 
     _chose_by_parsing = False
 
+    def __init__(self, *args, program: str = startup.PROGRAM, **kwargs) -> None:
+        self.program = program
+        super().__init__(*args, **kwargs)
+
     def _init_config(self, config: dict) -> None:
         self.config = config
 
@@ -123,6 +137,7 @@ class _Speakeasy(speakeasy.Speakeasy):
         else:
             self.emu = _Win32Emulator(config=self.config, logger=self.logger, argv=self.argv,
                                       debug=self.debug, exit_event=self.exit_event)  # fmt: skip
+        self.emu.program = self.program
         if data is not None and not is_raw_code:
             stack.install(self.emu, stack.main_stack_size(data))
 
@@ -151,8 +166,19 @@ def _quiet_logger() -> logging.Logger:
 class _Session:
     """One emulation: Speakeasy, the recorder, and the bookkeeping patched into Speakeasy's dispatch."""
 
-    def __init__(self, data: bytes, settings: TracerSettings) -> None:
-        self.settings = settings
+    def __init__(
+        self,
+        data: bytes,
+        settings: TracerSettings,
+        process: startup.Process = startup.FIRST,
+        files: list[tuple[str, bytes]] | None = None,
+        budget: tuple[int, float] | None = None,
+    ) -> None:
+        """`process`: the image's path and command line; `files`: (path, contents) on the emulated disk
+        besides the image (what an earlier process of the run left); `budget`: the instructions and
+        seconds left of the settings' (a started program runs on its parent's remainder)."""
+        self.settings, self.process = settings, process
+        self.budget = budget or (settings.max_instructions, settings.timeout_s)
         self.info = inspect_pe(data)
         self.bits = self.info.arch.bits
         repeatable.install()
@@ -162,12 +188,17 @@ class _Session:
         memranges.install()
         winapi.install_crt_data()
         pycapi.install_data()
-        self.se = _Speakeasy(config=_speakeasy_config(settings), logger=_quiet_logger())
+        config = _speakeasy_config(settings, process)
+        self.se = _Speakeasy(config=config, logger=_quiet_logger(), program=process.program)
         try:
             self.module = self.se.load_module(data=data)
         except Exception as e:  # Speakeasy raises many types for files it cannot map
             raise EmulationError(f"emulator could not load the image: {type(e).__name__}: {e}") from None
         self.emu = self.se.emu
+        own = filecopy.path_key(process.program)
+        for path, contents in files or ():
+            if filecopy.path_key(path) != own:
+                self.emu.fileman.add_existing_file(path, contents)
         memlimits.install(self.emu, self.bits)
         strings.install(self.emu)
         sysapi.map_user_shared_data(self.emu, self.bits)
@@ -175,7 +206,7 @@ class _Session:
         self.recorder = BlockRecorder(
             self.emu.emu_eng.emu,
             self.bits,
-            settings.max_instructions,
+            self.budget[0],
             foreign=self._emulator_code,
             fixed=self._fixed_code,
         )
@@ -518,7 +549,7 @@ class _Session:
         emu.do_call_return(argc, ret, value, conv=conv)
 
     def run(self) -> None:
-        timeout = self.settings.timeout_s
+        timeout = self.budget[1]
         watchdog = threading.Timer(timeout, self.recorder.request_stop, args=(STOPPED_TIMEOUT,))
         watchdog.daemon = True
         if timeout > 0:
@@ -562,11 +593,21 @@ class _Session:
         return out
 
 
-def emulate(data: bytes, sha256: str, name: str = "", settings: TracerSettings | None = None) -> Trace:
-    """Trace one PE image. Raises UnsupportedInput or EmulationError with a one-line reason."""
-    settings = settings or TracerSettings()
-    started = time.perf_counter()
-    session = _Session(data, settings)
+@dataclass
+class _Part:
+    """One process's share of a trace: its blocks and visits, and what points into them."""
+
+    blocks: list[BasicBlock]
+    visits: np.ndarray
+    calls: list[ApiCall]
+    entries: list[EntryPoint]
+    events: list[dict]
+    behaviour: dict
+    reason: StopReason
+    detail: str
+
+
+def _trace_process(session: _Session) -> _Part:
     try:
         session.run()
         reason, detail = session.stop_reason()
@@ -603,22 +644,102 @@ def emulate(data: bytes, sha256: str, name: str = "", settings: TracerSettings |
     if session.zero_pages:
         events.append({"type": "zero_pages", "count": len(session.zero_pages),
                        "pages": [hex(p) for p in session.zero_pages[:16]]})  # fmt: skip
+    summary = behaviour.summarise(session.emu.runs, session.api_calls)
+    return _Part(blocks, visits, calls, entries, events, summary, reason, detail)
+
+
+def _started_process(session: _Session, part: _Part, settings: TracerSettings, started: float):
+    """The session of the program `session`'s process started and the run wrote (`processes.py`), with
+    the budget left; None when there is none to follow."""
+    if part.reason != StopReason.EXITED:
+        return None
+    found = processes.next_process(session.api_calls, session.emu.fileman, session.process)
+    if found is None:
+        return None
+    data, process = found
+    executed = int(sum(part.blocks[b].instruction_count for b in part.visits)) if len(part.visits) else 0
+    budget = (session.budget[0] - executed, settings.timeout_s - (time.perf_counter() - started))
+    if budget[0] <= 0 or budget[1] <= 0 or inspect_pe(data).arch != session.info.arch:
+        return None
+    return _Session(data, settings, process, processes.files_left(session.emu.fileman), budget)
+
+
+def emulate(data: bytes, sha256: str, name: str = "", settings: TracerSettings | None = None) -> Trace:
+    """Trace one PE image, and the programs it writes and starts (`processes.py`). Raises
+    UnsupportedInput or EmulationError with a one-line reason."""
+    settings = settings or TracerSettings()
+    started = time.perf_counter()
+    session = _Session(data, settings)
+    info = session.info
+    parts: list[_Part] = []
+    while session is not None:
+        part = _trace_process(session)
+        if parts:
+            # The started program's own entry point is where its process begins.
+            part.entries = [
+                EntryPoint("process", session.process.program, e.address, e.first_visit)
+                if e.kind == "entry"
+                else e
+                for e in part.entries
+            ]
+            part.events.insert(0, {"type": "started_process", "path": session.process.program,
+                                   "command_line": session.process.command_line})  # fmt: skip
+        parts.append(part)
+        try:
+            session = (
+                _started_process(session, part, settings, started)
+                if len(parts) < processes.MAX_PROCESSES
+                else None
+            )
+        except Exception as e:  # the written program cannot be loaded: the trace ends with its parent
+            parts[-1].events.append(
+                {"type": "started_process_error", "error": f"{type(e).__name__}: {e}"[:200]}
+            )
+            session = None
+    blocks, visits, calls, entries, events = _joined(parts)
     meta = TraceMeta(
         sha256=sha256,
-        arch=session.info.arch,
+        arch=info.arch,
         source="emulator",
-        stop_reason=reason,
-        stop_detail=detail,
+        stop_reason=parts[-1].reason,
+        stop_detail=parts[-1].detail,
         wall_time_s=round(time.perf_counter() - started, 4),
         tracer_version=TRACER_VERSION,
         settings=settings.key(),
         file_name=name,
-        image_base=session.info.image_base,
+        image_base=info.image_base,
         entry_points=entries,
         events=events,
-        behaviour=behaviour.summarise(session.emu.runs, session.api_calls),
+        behaviour=behaviour.merged(p.behaviour for p in parts),
     )
     return Trace(meta=meta, blocks=blocks, visits=visits, api_calls=calls)
+
+
+def _joined(parts: list[_Part]):
+    """One block dictionary and one visit sequence for the processes of a run, one after another (a
+    block the processes share, the same code at the same address, is one block)."""
+    if len(parts) == 1:
+        p = parts[0]
+        return p.blocks, p.visits, p.calls, p.entries, p.events
+    ids: dict[BasicBlock, int] = {}
+    blocks: list[BasicBlock] = []
+    visits, calls, entries, events = [], [], [], []
+    offset = 0
+    for p in parts:
+        remap = np.empty(len(p.blocks), dtype=np.uint32)
+        for i, block in enumerate(p.blocks):
+            if block not in ids:
+                ids[block] = len(blocks)
+                blocks.append(block)
+            remap[i] = ids[block]
+        visits.append(remap[p.visits] if len(p.visits) else np.empty(0, dtype=np.uint32))
+        calls += [dataclasses.replace(c, position=c.position + offset) for c in p.calls]
+        entries += [dataclasses.replace(e, first_visit=e.first_visit + offset) for e in p.entries]
+        events += [
+            {**e, "first_visit": offset} if e.get("type") == "started_process" else e for e in p.events
+        ]
+        offset += len(p.visits)
+    return blocks, np.concatenate(visits), calls, entries, events
 
 
 MAX_STRING_ARG = 512  # characters of a string argument kept in the trace

@@ -33,12 +33,13 @@ from collections.abc import Callable
 
 from speakeasy.winenv import arch as se_arch
 
-from runtrace.trace.emulate import cmdline, knownfolders, repeatable
+from runtrace.trace.emulate import cmdline, filecopy, knownfolders, repeatable
 
 STDCALL = se_arch.CALL_CONV_STDCALL
 ERROR_SUCCESS, ERROR_FILE_NOT_FOUND = 0, 2
 S_OK, HRESULT_FILE_NOT_FOUND = 0, 0x80070002
 STATUS_SUCCESS, STATUS_DLL_NOT_FOUND = 0, 0xC0000135
+MOVEFILE_DELAY_UNTIL_REBOOT = 0x4
 KUSER_SHARED_DATA = 0x7FFE0000
 NT_BUILD = 19045  # the Windows 10 build the emulated system reports (22H2)
 WAIT_OBJECT_0, WAIT_TIMEOUT, INFINITE = 0, 0x102, 0xFFFFFFFF
@@ -303,8 +304,8 @@ class SystemApis:
 
     # -- files, registry, loader ---------------------------------------------------------------------
 
-    def move_file(self, argv: list, wide: bool) -> int:
-        source, target, _flags = argv[:3]
+    def move_file(self, argv: list, wide: bool, move: bool = True) -> int:
+        source, target, flags = argv[:3]
         emu = self.emu
         src = self._string(source, wide)
         dst = self._string(target, wide)
@@ -320,12 +321,15 @@ class SystemApis:
             if new is not None:
                 new.remove_data()
                 new.add_data(data or b"")
+        at_reboot = flags & MOVEFILE_DELAY_UNTIL_REBOOT
+        if move and dst and not at_reboot and filecopy.path_key(src) != filecopy.path_key(dst):
+            emu.fileman.delete_file(src)  # (before tracer revision 22 it stayed at its old name too)
         return 1
 
     def copy_file2(self, argv: list) -> int:
         """CopyFile2(existing, new, parameters): an HRESULT."""
         names = [argv[0], argv[1], 0]
-        copied = self.move_file(names, wide=True)
+        copied = self.move_file(names, wide=True, move=False)
         argv[0], argv[1] = names[:2]
         return S_OK if copied else HRESULT_FILE_NOT_FOUND
 

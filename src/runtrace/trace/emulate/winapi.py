@@ -19,11 +19,13 @@ from speakeasy.winenv import arch as se_arch
 from runtrace.trace.emulate import (
     atl,
     crtformat,
+    filecopy,
     gui,
     lsa,
     mfc,
     missingapi,
     msasn1,
+    processes,
     pyargs,
     pycapi,
     startup,
@@ -40,7 +42,7 @@ STDCALL = se_arch.CALL_CONV_STDCALL
 # Module patterns (fnmatch, lower case) a C-runtime function may be imported from.  (vcruntime140 exports
 # the string and memory functions the compiler may call, `wcsrchr`, `strstr`, ..., besides memset and
 # memcpy: Speakeasy folds it into msvcrt, as it does the others.)
-_CRT = ("ucrtbase", "ucrtbased", "msvcrt", "msvcr*", "api-ms-win-crt-*", "vcruntime*")
+_CRT = ("ucrtbase", "ucrtbased", "msvcrt", "msvcr*", "api-ms-win-crt-*", "vcruntime*", "crtdll")
 _DELAYLOAD = ("kernel32", "kernelbase", "api-ms-win-core-delayload-*")
 
 
@@ -64,7 +66,8 @@ class _Scratch:
         return self.alloc(value.to_bytes(self.ptr, "little"), key)
 
     def command_line(self, wide: bool) -> int:
-        return self.alloc(command_line_text(wide), "cmdline_w" if wide else "cmdline_a")
+        text = command_line_text(wide, self.se.emu.command_line)
+        return self.alloc(text, "cmdline_w" if wide else "cmdline_a")
 
     def env_block(self, wide: bool) -> int:
         return self.alloc(empty_environment(self.ptr), "env_w" if wide else "env_a")
@@ -72,9 +75,10 @@ class _Scratch:
     def argv(self, wide: bool) -> int:
         key = "argv_w" if wide else "argv_a"
         if key not in self._cache:
-            size = len(startup.argv_array(0, self.ptr, wide))
+            command_line = self.se.emu.command_line
+            size = len(startup.argv_array(0, self.ptr, wide, command_line))
             address = self.se.mem_alloc(size, tag=f"runtrace.{key}")
-            self.se.mem_write(address, startup.argv_array(address, self.ptr, wide))
+            self.se.mem_write(address, startup.argv_array(address, self.ptr, wide, command_line))
             self._cache[key] = address
         return self._cache[key]
 
@@ -472,7 +476,7 @@ def get_main_args(s: _Scratch, argv: list, wide: bool) -> int:
     handler writes none of the three, so `main` got whatever the stack held as argc and argv."""
     p_argc, p_argv, p_env = argv[:3]
     for address, value, size in (
-        (p_argc, len(startup.ARGV), 4),
+        (p_argc, len(startup.arguments(s.se.emu.command_line)), 4),
         (p_argv, s.argv(wide), s.ptr),
         (p_env, s.env_block(wide), s.ptr),
     ):
@@ -507,6 +511,8 @@ def _overrides(s: _Scratch, seh64=None) -> list[tuple[tuple[str, ...], str, int,
         (("kernel32", "kernelbase"), "RaiseException", 4, STDCALL, lambda a: raise_exception(s, a, seh64)),
         (_CRT, "__getmainargs", 5, CDECL, lambda a: get_main_args(s, a, wide=False)),
         (_CRT, "__wgetmainargs", 5, CDECL, lambda a: get_main_args(s, a, wide=True)),
+        # crtdll.dll's (argc, argv, environment, wildcards): the same, without the start-up info.
+        (_CRT, "__GetMainArgs", 4, CDECL, lambda a: get_main_args(s, a, wide=False)),
     ]
 
 
@@ -652,15 +658,18 @@ def _crt_variable(emu, name: str) -> int | None:
     def pointer_to(address: int) -> bytes:
         return address.to_bytes(ptr, "little")
 
-    integers = {"_commode": 0, "_fmode": 0, "__argc": len(startup.ARGV), "_adjust_fdiv": 0, "__mb_cur_max": 1}
+    command_line = emu.command_line
+    argc = len(startup.arguments(command_line))
+    integers = {"_commode": 0, "_fmode": 0, "__argc": argc, "_adjust_fdiv": 0, "__mb_cur_max": 1}
     if name in integers:
         return store(integers[name].to_bytes(4, "little"), name)
     if name in ("_acmdln", "_wcmdln"):
-        return store(pointer_to(store(command_line_text(name == "_wcmdln"), name + ".text")), name)
+        text = command_line_text(name == "_wcmdln", command_line)
+        return store(pointer_to(store(text, name + ".text")), name)
     if name in ("__argv", "__wargv"):
         wide = name == "__wargv"
-        array = store(startup.argv_array(0, ptr, wide), "argv")
-        emu.mem_write(array, startup.argv_array(array, ptr, wide))
+        array = store(startup.argv_array(0, ptr, wide, command_line), "argv")
+        emu.mem_write(array, startup.argv_array(array, ptr, wide, command_line))
         return store(pointer_to(array), name)
     if name in ("_environ", "_wenviron", "__initenv", "__winitenv"):
         return store(pointer_to(store(empty_environment(ptr), "env")), name)
@@ -678,7 +687,7 @@ def install_crt_data() -> None:
     trampoline, so the first read of, say, `_acmdln` in a Visual C++ 2010 program's start-up faults, and
     the start-up code's exception handler ends the program.  Here every C-runtime DLL falls back to
     msvcrt's variables, and the common start-up variables (`_fmode`, `_commode`, `__argc`, `__argv`,
-    `_environ`, ...) get storage of their own."""
+    `_environ`, ...) get storage of their own.  crtdll.dll folds into msvcrt (`_fold_crtdll`)."""
     from speakeasy.winenv.api.winapi import WindowsApi
 
     lookup = WindowsApi.get_data_export_handler
@@ -698,6 +707,25 @@ def install_crt_data() -> None:
 
     get_data_export_handler.runtrace_crt = True
     WindowsApi.get_data_export_handler = get_data_export_handler
+    _fold_crtdll()
+
+
+def _fold_crtdll() -> None:
+    """Speakeasy folds every versioned C runtime into its msvcrt handlers but not crtdll.dll, the C
+    runtime of Windows NT 3/95 that old MinGW programs link: their `sprintf`, `memcpy` and `rand` were
+    stubs that wrote nothing (a program building its install path got an empty one).  crtdll exports the
+    same C functions under the same names."""
+    from speakeasy.windows import common
+
+    normalize = common.normalize_dll_name
+    if getattr(normalize, "runtrace_crtdll", False):
+        return
+
+    def normalize_dll_name(name):
+        return "msvcrt" if name.lower().split(".")[0] == "crtdll" else normalize(name)
+
+    normalize_dll_name.runtrace_crtdll = True
+    common.normalize_dll_name = normalize_dll_name
 
 
 def enum_resource_names(callbacks: Callbacks, emu, argv: list, ctx: dict) -> int:
@@ -836,6 +864,9 @@ def install(se, bits: int, max_methods: int = 64, seh64=None) -> Host:
     entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in missing.simple() if not speakeasy_has(m, n)]
     entries += _overrides(scratch, seh64) + [(m, n, c, v, _safe(f)) for m, n, c, v, f in system.overriding()]
     entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in missing.overriding()]
+    entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in filecopy.FileCopies(se).overriding()]
+    shell_execute_ex = processes.ShellExecuteEx(se, bits // 8).simple()
+    entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in shell_execute_ex if not speakeasy_has(m, n)]
     for modules, name, argc, conv, fn in entries:
         for module in modules:
             se.add_api_hook(_adapt(fn), module=module, api_name=name, argc=argc, call_conv=conv)
