@@ -26,6 +26,7 @@ from runtrace.trace.emulate import (
     missingapi,
     msasn1,
     processes,
+    propsheet,
     pyargs,
     pycapi,
     startup,
@@ -919,6 +920,15 @@ def install(se, bits: int, max_methods: int = 64, seh64=None) -> Host:
             lambda a: window_manager.create_dialog(emu, a)
         )(argv)
         _register_as_speakeasy_handler(se, "user32", name, 5, create_dialog)
+    # Property sheets and wizards call the pages' procedures, so they are filed as Speakeasy's own
+    # comctl32 handlers (Speakeasy's comctl32 has neither API); A/W variants fold into each name.
+    sheets = propsheet.PropertySheets(window_manager)
+    for name, argc, fn in sheets.handlers():
+        sheet_api = lambda _handlers, emu, argv, _ctx, fn=fn: _safe(lambda a: fn(emu, a))(argv)  # noqa: E731
+        _register_as_speakeasy_handler(se, "comctl32", name, argc, sheet_api)
+    for name in ("PostMessageA", "PostMessageW"):
+        hook = gui.guarded(sheets.post_message)
+        se.add_api_hook(hook, module="user32", api_name=name, argc=4, call_conv=STDCALL)
     # Stand-ins for DLLs (or functions) Speakeasy lacks, with their real argument counts.
     own = mfc.MfcApplication(se, bits // 8, callbacks).handlers()
     own |= msasn1.Msasn1(se, bits // 8).handlers() | lsa.Lsa(bits // 8).handlers()
