@@ -135,6 +135,9 @@ def test_an_array_of_pages_in_the_header_on_both_architectures(sheets):
         sheet = emu.read_ptr(notify)  # NMHDR.hwndFrom, then idFrom, then code
         received.append(struct.unpack("<i", emu.mem_read(notify + 2 * p, 4))[0])
     assert sheet and sheet != hwnd and received == [propsheet.PSN_SETACTIVE, propsheet.PSN_APPLY]
+    # The page's parent is its sheet (where PropSheet_SetWizButtons goes); other windows ask Speakeasy.
+    assert ps.get_parent(emu, "USER32.GetParent", lambda argv: 0xC, [hwnd]) == sheet
+    assert ps.get_parent(emu, "USER32.GetParent", lambda argv: 0xC, [0xBAD]) == 0xC
     _return(emu)
     result_reg = se_arch.AMD64_REG_RAX if p == 8 else se_arch.X86_REG_EAX
     assert emu.regs["pc"] == CALLER and emu.regs[result_reg] == propsheet.FINISHED

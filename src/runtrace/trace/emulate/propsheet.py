@@ -18,7 +18,7 @@ The walk is fixed and bounded (`MAX_PAGES` pages, `MAX_POSTED` posted messages p
 answers (a page refusing to be left, `DWL_MSGRESULT`) are not consulted.  Each call goes through
 `callbacks.Callbacks`: the procedures run when `PropertySheet` returns, and it then returns to the
 program.  Page windows are the window manager's (`gui.Gui`), so `SendMessage` to a page reaches its
-procedure as well.
+procedure as well, and `GetParent` of a page is its sheet.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ class PropertySheets:
         self.s = window_manager.s
         self.ptr = self.s.ptr
         self.posted: dict[int, deque[tuple[int, int, int]]] = {}  # page window -> (message, wParam, lParam)
+        self.sheets: dict[int, int] = {}  # page window -> its sheet's window
 
     # --- the structures --------------------------------------------------------------------------
     def _field(self, index: int) -> int:
@@ -122,6 +123,15 @@ class PropertySheets:
             return 1
         return orig(argv) if orig is not None else 1
 
+    def get_parent(self, emu, api_name: str, orig, argv: list) -> int:
+        """GetParent(hWnd): a page's parent is its sheet, to which its procedure sends the sheet's
+        messages (`PropSheet_SetWizButtons`, `PropSheet_PressButton`); any other goes to Speakeasy's
+        handler (which made up a new handle on each call)."""
+        sheet = self.sheets.get(argv[0])
+        if sheet is not None:
+            return sheet
+        return orig(argv) if orig is not None else 0
+
     # --- the walk ----------------------------------------------------------------------------------
     def _walk(self, emu, sheet: int, pages: list[int], wizard: bool, notify: int) -> Iterator[tuple]:
         """(function, arguments) for each call, made as the one before returns (so that each
@@ -137,6 +147,7 @@ class PropertySheets:
                     continue
                 hwnd = self.wm._handle()
                 self.wm.windows[hwnd] = dlgproc
+                self.sheets[hwnd] = sheet
                 self.posted[hwnd] = queue = deque()
                 yield dlgproc, (hwnd, WM_INITDIALOG, 0, page)
                 self._notify(emu, notify, sheet, PSN_SETACTIVE)

@@ -926,9 +926,9 @@ def install(se, bits: int, max_methods: int = 64, seh64=None) -> Host:
     for name, argc, fn in sheets.handlers():
         sheet_api = lambda _handlers, emu, argv, _ctx, fn=fn: _safe(lambda a: fn(emu, a))(argv)  # noqa: E731
         _register_as_speakeasy_handler(se, "comctl32", name, argc, sheet_api)
-    for name in ("PostMessageA", "PostMessageW"):
-        hook = gui.guarded(sheets.post_message)
-        se.add_api_hook(hook, module="user32", api_name=name, argc=4, call_conv=STDCALL)
+    sheet_hooks = [("PostMessageA", 4, sheets.post_message), ("PostMessageW", 4, sheets.post_message)]
+    for name, argc, hook in [*sheet_hooks, ("GetParent", 1, sheets.get_parent)]:
+        se.add_api_hook(gui.guarded(hook), module="user32", api_name=name, argc=argc, call_conv=STDCALL)
     # Stand-ins for DLLs (or functions) Speakeasy lacks, with their real argument counts.
     own = mfc.MfcApplication(se, bits // 8, callbacks).handlers()
     own |= msasn1.Msasn1(se, bits // 8).handlers() | lsa.Lsa(bits // 8).handlers()
