@@ -1,5 +1,7 @@
 """Build the table of x86 stdcall argument sizes the tracer pops for APIs it has no handler for
-(`src/runtrace/data/stdcall/arguments.tsv.gz`, read by `runtrace.trace.emulate.stdcallargs`).
+(`src/runtrace/data/stdcall/arguments.tsv.gz`, read by `runtrace.trace.emulate.stdcallargs`), and the
+list of the system DLLs those import libraries name (`libraries.txt`, read by
+`runtrace.trace.emulate.systemdlls`: a program may load any of them).
 
 The sizes are facts of each API's signature, spelled in the decorated names of MinGW-w64's i386 import
 libraries (`_SetFileAttributesA@8`: two 4-byte arguments).  Debian packages those libraries as
@@ -26,6 +28,7 @@ from collections import defaultdict
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parents[1] / "src" / "runtrace" / "data" / "stdcall" / "arguments.tsv.gz"
+LIBRARIES = "libraries.txt"  # beside the table
 LIBS = re.compile(r"^\./usr/i686-w64-mingw32/lib/lib(?P<dll>[\w.+-]+)\.a$")
 STDCALL = re.compile(r"^_(?P<name>[A-Za-z_][A-Za-z0-9_]*)@(?P<bytes>\d+)$")
 
@@ -83,15 +86,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("deb", type=Path, help="mingw-w64-i686-dev_*.deb")
     parser.add_argument("-o", "--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
-    rows = table(import_libraries(args.deb))
+    libraries = list(import_libraries(args.deb))
+    rows = table(libraries)
     if not rows:
         raise SystemExit(f"error: {args.deb}: no i386 import library with stdcall names in it")
     text = "".join(f"{key}\t{size}\n" for key, size in sorted(rows.items()))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     # mtime 0: the same package gives the same bytes
     args.out.write_bytes(gzip.compress(text.encode("ascii"), mtime=0))
+    names = sorted({dll for dll, _ in libraries})
+    (args.out.parent / LIBRARIES).write_text("".join(f"{name}\n" for name in names), encoding="ascii")
     digest = hashlib.sha256(args.deb.read_bytes()).hexdigest()
     print(f"{args.out}: {len(rows)} entries from {args.deb.name} (sha256 {digest})", file=sys.stderr)
+    print(f"{args.out.parent / LIBRARIES}: {len(names)} DLL names", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import struct
 
 from script_support import load_script
@@ -38,3 +39,14 @@ def test_sizes_agree_by_name_and_differ_by_dll():
         "mincore!Shared": 4,  # they differ: per DLL
         "gdi32!Shared": 8,
     }  # cdecl (no size), fastcall and the import thunks' own symbols are not stdcall APIs
+
+
+def test_the_table_and_the_dll_names_are_written(tmp_path, monkeypatch):
+    libraries = [("version", ["_GetFileVersionInfoSizeA@8"]), ("mpr", ["_WNetOpenEnumA@20"])]
+    monkeypatch.setattr(tool, "import_libraries", lambda deb: iter(libraries))
+    deb = tmp_path / "package.deb"
+    deb.write_bytes(b"not read: import_libraries is replaced")
+    out = tmp_path / "data" / "arguments.tsv.gz"
+    tool.main([str(deb), "-o", str(out)])
+    assert gzip.decompress(out.read_bytes()).decode() == "GetFileVersionInfoSizeA\t8\nWNetOpenEnumA\t20\n"
+    assert (out.parent / "libraries.txt").read_text() == "mpr\nversion\n"

@@ -7,7 +7,7 @@ import pytest
 
 import emu_pe
 from emu_pe import Data, Word, calls
-from runtrace.trace.emulate import filecopy, processes
+from runtrace.trace.emulate import filedata, processes
 from runtrace.trace.emulate.emulator import emulate
 from runtrace.trace.model import StopReason
 
@@ -176,5 +176,5 @@ def test_starts_read_from_the_recorded_calls():
 
 
 def test_paths_compare_as_windows_compares_them():
-    assert filecopy.path_key('"C:\\Windows\\\\Temp//a.EXE" ') == "c:\\windows\\temp\\a.exe"
-    assert filecopy.clean_path("\\\\server\\\\share\\x") == "\\\\server\\share\\x"
+    assert filedata.path_key('"C:\\Windows\\\\Temp//a.EXE" ') == "c:\\windows\\temp\\a.exe"
+    assert filedata.clean_path("\\\\server\\\\share\\x") == "\\\\server\\share\\x"

@@ -21,11 +21,13 @@ than that, however long a string an imported trace carries.
 Tokens of one call come in the vocabulary's order (one set of arguments, one token sequence, whichever
 spelling the handler chose), each at most once, at most `MAX_TOKENS_PER_CALL`.  A call whose arguments
 say nothing known gives none.  What the emulator decides is kept out, so that the tokens describe the
-program, not the sandbox or the file's kind: the sample runs as `C:\\Windows\\system32\\<sha256>.exe`
-whatever it is, so a path to it is `arg:path:self` alone (no location, no extension); the answers the
+program, not the sandbox or the file's kind: the sample runs as `startup.PROGRAM` whatever it is (as
+`C:\\Windows\\system32\\<sha256>.exe` before tracer revision 20), so a path to it is `arg:path:self`
+alone (no location, no extension); the answers the
 emulator writes into a caller's buffer (GetModuleFileName, GetTempPath, ...) and the strings text
 helpers (`strcat`, `wsprintf`, ...) only move around give no tokens; text with control characters is
-no name.  Where it names itself, the emulated machine is `speakeasy_host` (`arg:net:localhost`).
+no name.  Where it names itself, the emulated machine (`registry.HOST`; `speakeasy_host` before tracer
+revision 22) is `arg:net:localhost`.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from functools import lru_cache
+
+from runtrace.trace.emulate import registry, startup
 
 MAX_STRING = 512  # characters of a string argument read
 MAX_TOKENS_PER_CALL = 8
@@ -483,6 +487,8 @@ def _path_tokens(low: str) -> tuple[str, ...]:
         return ()
     body = low[2:] if len(low) > 1 and low[1] == ":" and low[0].isalpha() else low
     framed = "\\" + _BACKSLASHES.sub(r"\\", body.strip("\\")) + "\\"
+    if framed.startswith((_PROGRAM, _PROGRAM[:-1] + " ")):
+        return ("arg:path:self",)
     location = next(
         (
             name
@@ -590,7 +596,9 @@ def _hive_tokens(value) -> tuple[str, ...]:
 # --- network ---------------------------------------------------------------------------------------
 
 _IPV4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
-_LOCAL_HOSTS = frozenset(("localhost", "speakeasy_host", "0.0.0.0", "::1", "::"))
+# The traced program's own path, framed as `_path_tokens` frames paths (its switches may follow it).
+_PROGRAM = "\\" + startup.PROGRAM.lower()[3:] + "\\"
+_LOCAL_HOSTS = frozenset(("localhost", registry.HOST.lower(), "speakeasy_host", "0.0.0.0", "::1", "::"))
 # Top-level domains outside ICANN's root that malware uses to resist takedown (Tor, Namecoin, EmerCoin,
 # OpenNIC).
 _ALT_TLDS = frozenset(("onion", "bit", "bazar", "coin", "emc", "lib", "i2p", "libre", "oss", "parody"))

@@ -33,7 +33,7 @@ from runtrace.trace.emulate import (
     behaviour,
     decoys,
     exportargs,
-    filecopy,
+    filedata,
     guardpage,
     hostmem,
     imageload,
@@ -42,6 +42,7 @@ from runtrace.trace.emulate import (
     msvcmangle,
     processes,
     pycapi,
+    registry,
     repeatable,
     seh32,
     stack,
@@ -49,6 +50,7 @@ from runtrace.trace.emulate import (
     stdcallargs,
     strings,
     sysapi,
+    systemdlls,
     winapi,
 )
 from runtrace.trace.blocks import canonicalize
@@ -88,6 +90,7 @@ def _speakeasy_config(settings: TracerSettings, process: startup.Process = start
     # Speakeasy puts the program in its current directory.  (A started program gets its own folder as
     # current directory: on Windows it would inherit its parent's.)
     cfg["current_dir"] = ntpath.dirname(process.program)
+    registry.configure(cfg)
     return cfg
 
 
@@ -105,6 +108,17 @@ class _Win32Emulator(speakeasy.Win32Emulator):
         super()._init_name(path, data)
         if data:
             self.file_name = self.bin_base_name = ntpath.basename(self.program)
+
+    def load_library(self, mod_name):
+        """Speakeasy's, and a system DLL it has no module for loads as a decoy (`systemdlls`)."""
+        module = super().load_library(mod_name)
+        if module or not systemdlls.is_system_dll(mod_name):
+            return module
+        self.modules_always_exist = True
+        try:
+            return super().load_library(mod_name)
+        finally:
+            self.modules_always_exist = False
 
 
 class _Speakeasy(speakeasy.Speakeasy):
@@ -185,6 +199,7 @@ class _Session:
         hostmem.install()
         decoys.install()
         imageload.install()
+        filedata.install()
         memranges.install()
         winapi.install_crt_data()
         pycapi.install_data()
@@ -195,9 +210,9 @@ class _Session:
         except Exception as e:  # Speakeasy raises many types for files it cannot map
             raise EmulationError(f"emulator could not load the image: {type(e).__name__}: {e}") from None
         self.emu = self.se.emu
-        own = filecopy.path_key(process.program)
+        own = filedata.path_key(process.program)
         for path, contents in files or ():
-            if filecopy.path_key(path) != own:
+            if filedata.path_key(path) != own:
                 self.emu.fileman.add_existing_file(path, contents)
         memlimits.install(self.emu, self.bits)
         strings.install(self.emu)

@@ -31,6 +31,18 @@ WM_CREATE, WM_DESTROY, WM_SIZE, WM_PAINT, WM_CLOSE, WM_QUIT = 0x01, 0x02, 0x05, 
 WM_SHOWWINDOW, WM_INITDIALOG, WM_COMMAND, WM_TIMER = 0x18, 0x110, 0x111, 0x113
 IDOK = 1
 PM_REMOVE = 1
+# What a dialog's empty list box or combo box answers (the controls hold nothing here): no selection
+# (LB_ERR / CB_ERR, -1) for the selection and per-item queries, 0 items.
+_EMPTY_CONTROL = {
+    0x188: -1,  # LB_GETCURSEL
+    0x18A: -1,  # LB_GETTEXTLEN
+    0x199: -1,  # LB_GETITEMDATA
+    0x18B: 0,  # LB_GETCOUNT
+    0x147: -1,  # CB_GETCURSEL
+    0x149: -1,  # CB_GETLBTEXTLEN
+    0x150: -1,  # CB_GETITEMDATA
+    0x146: 0,  # CB_GETCOUNT
+}
 MAX_SCRIPTED_WINDOWS = 4  # programs that create many windows get the script for the first few
 _WIDTH, _HEIGHT = 640, 480
 
@@ -150,6 +162,13 @@ class Gui:
             return 0
         return orig(argv) if orig is not None else 0
 
+    def send_dialog_item_message(self, emu, api_name: str, orig, argv: list) -> int:
+        """SendDlgItemMessage{A,W}(hDlg, nIDDlgItem, Msg, wParam, lParam), which Speakeasy lacks (the stub's
+        0 read as "item 0 is selected", whose data a bdist_wininst installer then dereferenced): a dialog's
+        controls are empty here, so list and combo boxes answer as empty ones do, anything else 0."""
+        answer = _EMPTY_CONTROL.get(argv[2] & 0xFFFFFFFF, 0)
+        return answer & ((1 << 8 * emu.get_ptr_size()) - 1)  # an LRESULT: -1 fills the register
+
     def update_window(self, emu, api_name: str, orig, argv: list) -> int:
         """UpdateWindow(hWnd): Windows sends WM_PAINT straight to the window procedure and returns TRUE.
         (Speakeasy's handler looked the window's class up in its own tables, which do not know the
@@ -245,6 +264,7 @@ def handlers(gui: Gui) -> list[tuple[str, int, object]]:
         ("SendMessage", 4, gui.send_message),
         ("DialogBoxParam", 5, gui.dialog_box),
         ("DialogBoxIndirectParam", 5, gui.dialog_box),
+        ("SendDlgItemMessage", 5, gui.send_dialog_item_message),
     ]:
         out += [(name + suffix, argc, guarded(hook)) for suffix in ("A", "W")]
     return [*out, ("UpdateWindow", 1, guarded(gui.update_window))]

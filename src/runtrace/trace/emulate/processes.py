@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from speakeasy.const import PROC_CREATE
 from speakeasy.winenv import arch as se_arch
 
-from runtrace.trace.emulate import filecopy, startup
+from runtrace.trace.emulate import filedata, startup
 
 MAX_PROCESSES = 3  # the traced program and two it starts
 STDCALL = se_arch.CALL_CONV_STDCALL
@@ -95,18 +95,18 @@ def next_process(
     """The program to run after `current` exits: the first it started whose image is an executable of
     the run's file system, with the process it becomes; None when there is none."""
     written = {
-        filecopy.path_key(f.get_path()): f for f in fileman.files if not f.config and f.data is not None
+        filedata.path_key(f.get_path()): f for f in fileman.files if not f.config and f.data is not None
     }
     folders = (ntpath.dirname(current.program), _SYSTEM_FOLDER)
     for start in starts(api_calls):
         for path in image_candidates(start, folders):
-            f = written.get(filecopy.path_key(path))
+            f = written.get(filedata.path_key(path))
             if f is None:
                 continue
             data = f.data.getvalue()
             if data[:2] != b"MZ":
                 break
-            program = filecopy.clean_path(f.get_path())
+            program = filedata.clean_path(f.get_path())
             process = startup.Process(program, start.command_line or f'"{program}"')
             if process != current:
                 return data, process

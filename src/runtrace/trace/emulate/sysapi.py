@@ -33,7 +33,7 @@ from collections.abc import Callable
 
 from speakeasy.winenv import arch as se_arch
 
-from runtrace.trace.emulate import cmdline, filecopy, knownfolders, repeatable
+from runtrace.trace.emulate import cmdline, filedata, knownfolders, repeatable
 
 STDCALL = se_arch.CALL_CONV_STDCALL
 ERROR_SUCCESS, ERROR_FILE_NOT_FOUND = 0, 2
@@ -322,7 +322,7 @@ class SystemApis:
                 new.remove_data()
                 new.add_data(data or b"")
         at_reboot = flags & MOVEFILE_DELAY_UNTIL_REBOOT
-        if move and dst and not at_reboot and filecopy.path_key(src) != filecopy.path_key(dst):
+        if move and dst and not at_reboot and filedata.path_key(src) != filedata.path_key(dst):
             emu.fileman.delete_file(src)  # (before tracer revision 22 it stayed at its old name too)
         return 1
 

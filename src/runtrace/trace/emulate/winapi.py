@@ -19,7 +19,7 @@ from speakeasy.winenv import arch as se_arch
 from runtrace.trace.emulate import (
     atl,
     crtformat,
-    filecopy,
+    filedata,
     gui,
     lsa,
     mfc,
@@ -865,7 +865,7 @@ def install(se, bits: int, max_methods: int = 64, seh64=None) -> Host:
     entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in missing.simple() if not speakeasy_has(m, n)]
     entries += _overrides(scratch, seh64) + [(m, n, c, v, _safe(f)) for m, n, c, v, f in system.overriding()]
     entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in missing.overriding()]
-    entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in filecopy.FileCopies(se).overriding()]
+    entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in filedata.FileCopies(se).overriding()]
     shell_execute_ex = processes.ShellExecuteEx(se, bits // 8).simple()
     entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in shell_execute_ex if not speakeasy_has(m, n)]
     for modules, name, argc, conv, fn in entries:
@@ -929,6 +929,8 @@ def install(se, bits: int, max_methods: int = 64, seh64=None) -> Host:
     sheet_hooks = [("PostMessageA", 4, sheets.post_message), ("PostMessageW", 4, sheets.post_message)]
     for name, argc, hook in [*sheet_hooks, ("GetParent", 1, sheets.get_parent)]:
         se.add_api_hook(gui.guarded(hook), module="user32", api_name=name, argc=argc, call_conv=STDCALL)
+    for module in ("kernel32", "kernelbase"):
+        se.add_api_hook(gui.guarded(filedata.write_file), module=module, api_name="WriteFile", argc=5)
     # Stand-ins for DLLs (or functions) Speakeasy lacks, with their real argument counts.
     own = mfc.MfcApplication(se, bits // 8, callbacks).handlers()
     own |= msasn1.Msasn1(se, bits // 8).handlers() | lsa.Lsa(bits // 8).handlers()
