@@ -672,7 +672,8 @@ def _started_process(session: _Session, part: _Part, settings: TracerSettings, s
     if found is None:
         return None
     data, process = found
-    executed = int(sum(part.blocks[b].instruction_count for b in part.visits)) if len(part.visits) else 0
+    sizes = np.fromiter((b.instruction_count for b in part.blocks), dtype=np.int64, count=len(part.blocks))
+    executed = int(sizes[part.visits].sum()) if len(part.visits) else 0
     budget = (session.budget[0] - executed, settings.timeout_s - (time.perf_counter() - started))
     if budget[0] <= 0 or budget[1] <= 0 or inspect_pe(data).arch != session.info.arch:
         return None
