@@ -178,3 +178,24 @@ def test_starts_read_from_the_recorded_calls():
 def test_paths_compare_as_windows_compares_them():
     assert filedata.path_key('"C:\\Windows\\\\Temp//a.EXE" ') == "c:\\windows\\temp\\a.exe"
     assert filedata.clean_path("\\\\server\\\\share\\x") == "\\\\server\\share\\x"
+
+
+def test_a_started_program_that_cannot_be_loaded_ends_the_trace_with_its_parent():
+    # The run writes two bytes of "MZ" and a little junk, then starts it: the parent's trace is kept and an
+    # event says why nothing followed.
+    data = bytearray(_text((0x000, "C:\\t\\junk.exe")))
+    data[0x200:0x208] = b"MZ\x90\x00junk"
+    program = calls(
+        [
+            ("kernel32.dll!CreateFileA", [Data(0), 0x40000000, 0, 0, 2, 0x80, 0], Data(0x3F0)),
+            ("kernel32.dll!WriteFile", [Word(0x3F0), Data(0x200), 8, Data(0x3F4), 0]),
+            ("kernel32.dll!CloseHandle", [Word(0x3F0)]),
+            ("kernel32.dll!CreateProcessA", [0, Data(0), 0, 0, 0, 0, 0, 0, Data(0x300), Data(0x380)]),
+        ],
+        bytes(data),
+    )
+    trace = emulate(program, "x", "junk")
+    assert trace.meta.stop_reason is StopReason.EXITED, trace.meta.stop_detail
+    errors = [e for e in trace.meta.events if e["type"] == "started_process_error"]
+    assert len(errors) == 1 and errors[0]["error"]
+    assert [e.kind for e in trace.meta.entry_points] == ["entry"]

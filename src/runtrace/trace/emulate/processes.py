@@ -3,7 +3,7 @@
 Malware commonly installs itself: it copies its own file into a system folder (or writes another
 executable it carries), starts the copy and exits; the copy, finding itself installed, runs the payload.
 Speakeasy records the start (`CreateProcess`, `WinExec`, `ShellExecute`) and runs nothing, so the trace
-ended at the installer's exit (tracer revision 21: 49 of the era corpus's short malware runs copied
+ended at the installer's exit (tracer revision 21: 37 of the era corpus's short malware runs copied
 their own file and started a process).
 
 After a process exits, the first program it started whose image is an executable the run wrote (its
