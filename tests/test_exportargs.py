@@ -8,14 +8,19 @@ import pytest
 from speakeasy.profiler import Run
 
 from conftest import FIXTURES
+from runtrace.paths import cache_root
 from runtrace.trace.emulate import exportargs
 from runtrace.trace.emulate.emulator import TracerSettings, _Session, emulate
 from runtrace.trace.emulate.startup import DOCUMENT
 
-CORPUS_SAMPLES = Path.home() / ".cache" / "runtrace" / "corpus" / "samples"
 # NSIS 3's Math.dll (Debian nsis-common), an x86 plug-in whose `Script` pops a script string and
-# registers a callback through extra_parameters first.
-NSIS_MATH = CORPUS_SAMPLES / "4a" / "4abed58258704866d68f4afc935a021d14d83754b6431c0d40c8c2b84b76a460"
+# registers a callback through extra_parameters first: in whichever corpus build under the cache holds it
+# (`make corpus` builds `corpus`; the era build is `corpus-v2-era`).
+NSIS_MATH_SHA256 = "4abed58258704866d68f4afc935a021d14d83754b6431c0d40c8c2b84b76a460"
+NSIS_MATH = next(
+    (p for p in sorted(cache_root().glob(f"*/samples/4a/{NSIS_MATH_SHA256}")) if p.is_file()),
+    Path("/nonexistent") / NSIS_MATH_SHA256,
+)
 
 
 def _walk(data: bytes, base: int, ptr_size: int, wide: bool) -> list[str]:
@@ -89,7 +94,7 @@ def test_every_export_gets_five_arguments_and_a_fresh_string_stack():
     assert _walk(data, ea.stack, 8, wide=False) == list(exportargs.STACK_STRINGS)
 
 
-@pytest.mark.skipif(not NSIS_MATH.exists(), reason="the corpus (runtrace corpus build) is not present")
+@pytest.mark.skipif(not NSIS_MATH.exists(), reason="no corpus build under the cache holds NSIS's Math.dll")
 def test_an_nsis_plugin_pops_its_script_and_runs_it():
     tr = emulate(NSIS_MATH.read_bytes(), NSIS_MATH.name, str(NSIS_MATH), TracerSettings())
     # Revision 11: the stack was empty and RegisterPluginCallback was a NULL pointer: 401 instructions
