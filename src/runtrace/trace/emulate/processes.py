@@ -94,9 +94,7 @@ def next_process(
 ) -> tuple[bytes, startup.Process] | None:
     """The program to run after `current` exits: the first it started whose image is an executable of
     the run's file system, with the process it becomes; None when there is none."""
-    written = {
-        filedata.path_key(f.get_path()): f for f in fileman.files if not f.config and f.data is not None
-    }
+    written = {filedata.path_key(f.get_path()): f for f in _written(fileman)}
     folders = (ntpath.dirname(current.program), _SYSTEM_FOLDER)
     for start in starts(api_calls):
         for path in image_candidates(start, folders):
@@ -116,7 +114,13 @@ def next_process(
 
 def files_left(fileman) -> list[tuple[str, bytes]]:
     """The files a run wrote or was given (path, contents): what the next process finds on disk."""
-    return [(f.get_path(), f.data.getvalue()) for f in fileman.files if not f.config and f.data is not None]
+    return [(f.get_path(), f.data.getvalue()) for f in _written(fileman)]
+
+
+def _written(fileman) -> list:
+    """The emulated files with contents of their own (the image, what the run wrote), not the stand-ins
+    Speakeasy's configuration serves for a path."""
+    return [f for f in fileman.files if not f.config and f.data is not None]
 
 
 class ShellExecuteEx:

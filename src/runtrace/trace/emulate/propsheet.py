@@ -61,9 +61,6 @@ class PropertySheets:
         # pointer-sized slots on both architectures (PROPSHEETHEADER's UINT nPages in one of its own).
         return 8 + index * self.ptr
 
-    def _read_ptr(self, emu, address: int) -> int:
-        return int.from_bytes(bytes(emu.mem_read(address, self.ptr)), "little")
-
     def _read_u32(self, emu, address: int) -> int:
         return int.from_bytes(bytes(emu.mem_read(address, 4)), "little")
 
@@ -92,14 +89,14 @@ class PropertySheets:
         flags = self._read_u32(emu, psh + 4)
         count = min(self._read_u32(emu, psh + self._field(4)), MAX_PAGES)
         start = 0 if flags & PSH_USEPSTARTPAGE else self._read_u32(emu, psh + self._field(5))
-        pages_at = self._read_ptr(emu, psh + self._field(6))
+        pages_at = self.wm._read_ptr(emu, psh + self._field(6))
         pages = []
         for i in range(count if pages_at else 0):
             if flags & PSH_PROPSHEETPAGE:  # PROPSHEETPAGE structures end to end, each dwSize long
                 pages.append(self._copy_page(emu, pages_at))
                 pages_at += self._page_size(emu, pages_at)
             else:  # page handles: this module's copies
-                pages.append(self._read_ptr(emu, pages_at + i * self.ptr))
+                pages.append(self.wm._read_ptr(emu, pages_at + i * self.ptr))
         pages = [p for p in pages[start:] if p]
         sheet = self.wm._handle()
         result = sheet if flags & PSH_MODELESS else FINISHED
@@ -139,8 +136,8 @@ class PropertySheets:
         try:
             for number, page in enumerate(pages):
                 flags = self._read_u32(emu, page + 4)
-                dlgproc = self._read_ptr(emu, page + self._field(4))
-                callback = self._read_ptr(emu, page + self._field(6))
+                dlgproc = self.wm._read_ptr(emu, page + self._field(4))
+                callback = self.wm._read_ptr(emu, page + self._field(6))
                 if flags & PSP_USECALLBACK and callback:  # PropSheetPageProc(hwnd: reserved, uMsg, ppsp)
                     yield callback, (0, PSPCB_CREATE, page)
                 if not dlgproc:
