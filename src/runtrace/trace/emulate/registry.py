@@ -6,7 +6,7 @@ open `...\\Internet Settings` (26 runs; 1 benign), the user's `Shell Folders` (1
 Panel\\Mouse` (13), the machine's `Cryptography` key (8, its `MachineGuid` an identifier bots report)
 and the `Svchost` service groups (6): keys a real machine never lacks, whose absence sends a program
 down its "something is wrong" path.  Here they exist, with the string values programs read from them
-(Speakeasy's `RegQueryValueEx` answers REG_SZ values; a value not listed reads as empty).
+(`regquery.py` answers `RegQueryValueEx` for them as Windows does; a value not listed is not found).
 
 Speakeasy names its user `speakeasy_user` on `speakeasy_host`, names a sandbox check can look for, while
 the traced program lies in `C:\\Users\\user` (`startup.PROGRAM`); here both are a plain Windows 10
