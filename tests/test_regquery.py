@@ -177,3 +177,16 @@ def test_stored_forms_to_windows_bytes():
     )
     assert regquery.value_bytes("REG_BINARY", "not base64!", False) == (3, b"not base64!")
     assert regquery.type_number("reg_none") == 0 and regquery.type_number("REG_LINK") == 6
+
+
+def test_an_unwritable_buffer_is_an_error_not_success():
+    data = _data((0x000, _a(SHELL_FOLDERS)), (0x080, _a("AppData")), (0x3C4, _u32(0x100)))
+    program = calls(
+        [
+            _open_shell_folders(),
+            ("advapi32.dll!RegQueryValueExA", [Word(0x3F0), Data(0x080), 0, 0, 0x10, Data(0x3C4)]),
+        ],
+        data,
+    )
+    trace = emulate(program, "x", "regquery-fault")
+    assert _by_name(trace)["advapi32.RegQueryValueExA"][0].result == 998  # ERROR_NOACCESS

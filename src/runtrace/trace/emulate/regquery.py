@@ -156,6 +156,14 @@ class RegQuery:
 
     def query(self, argv: list, wide: bool) -> int:
         """RegQueryValueEx(hKey, lpValueName, lpReserved, lpType, lpData, lpcbData)."""
+        try:
+            return self._query(argv, wide)
+        except Exception:
+            # A pointer the program passed is unreadable or unwritable: an error, as Windows returns,
+            # not the success a failing handler would give (a caller would trust a size never written).
+            return ERROR_NOACCESS
+
+    def _query(self, argv: list, wide: bool) -> int:
         hkey, name, _reserved, p_type, p_data, p_size = argv[:6]
         emu = self.se.emu
         value_name = emu.read_mem_string(name, 2 if wide else 1) if name else ""
@@ -183,17 +191,14 @@ class RegQuery:
         argv[3] = TYPE_NAMES.get(number, str(number))
         if p_data and not p_size:
             return ERROR_INVALID_PARAMETER
-        try:
-            if p_type:
-                emu.mem_write(p_type, number.to_bytes(4, "little"))
-            if p_data and len(data) > capacity:
-                status = ERROR_MORE_DATA  # the size needed, and no data
-            else:
-                status = ERROR_SUCCESS
-                if p_data and data:
-                    emu.mem_write(p_data, data)
-            if p_size:
-                emu.mem_write(p_size, len(data).to_bytes(4, "little"))
-        except Exception:
-            return ERROR_NOACCESS  # a pointer the program passed is not writable
+        if p_type:
+            emu.mem_write(p_type, number.to_bytes(4, "little"))
+        if p_data and len(data) > capacity:
+            status = ERROR_MORE_DATA  # the size needed, and no data
+        else:
+            status = ERROR_SUCCESS
+            if p_data and data:
+                emu.mem_write(p_data, data)
+        if p_size:
+            emu.mem_write(p_size, len(data).to_bytes(4, "little"))
         return status
