@@ -31,6 +31,7 @@ from runtrace.trace.emulate import (
     pycapi,
     regquery,
     startup,
+    stubbed,
     stubnames,
     sysapi,
 )
@@ -864,6 +865,8 @@ def install(se, bits: int, max_methods: int = 64, seh64=None) -> Host:
     entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in system.simple() if not speakeasy_has(m, n)]
     missing = missingapi.MissingApis(se, bits // 8)
     entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in missing.simple() if not speakeasy_has(m, n)]
+    stubbed_apis = stubbed.StubbedApis(se, bits // 8).simple()
+    entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in stubbed_apis if not speakeasy_has(m, n)]
     entries += _overrides(scratch, seh64) + [(m, n, c, v, _safe(f)) for m, n, c, v, f in system.overriding()]
     entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in missing.overriding()]
     entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in filedata.FileCopies(se).overriding()]
