@@ -1,0 +1,169 @@
+"""Handlers for APIs the tracer stubbed at revision 22 (`stubbed.py`, `crtfuncs.py`): each program below
+calls one and shows what it wrote through the arguments of a later call (`lstrlenA/W` of a buffer, of
+a stored value)."""
+
+from __future__ import annotations
+
+import struct
+
+from emu_pe import Data, Word, calls
+from runtrace.trace.emulate import registry
+from runtrace.trace.emulate.emulator import emulate
+from runtrace.trace.model import StopReason
+
+GENERIC_READ, OPEN_EXISTING, INVALID_HANDLE = 0x80000000, 3, 0xFFFFFFFF
+
+
+def _data(*items: tuple[int, bytes]) -> bytes:
+    out = bytearray(0x400)
+    for offset, value in items:
+        out[offset : offset + len(value)] = value
+    return bytes(out)
+
+
+def _a(text: str) -> bytes:
+    return text.encode("latin-1") + b"\0"
+
+
+def _w(text: str) -> bytes:
+    return text.encode("utf-16-le") + b"\0\0"
+
+
+def _run(steps: list[tuple], data: bytes, name: str) -> dict[str, list]:
+    trace = emulate(calls(steps, data), "x", name)
+    assert trace.meta.stop_reason is StopReason.EXITED, trace.meta.stop_detail
+    out: dict[str, list] = {}
+    for c in trace.api_calls:
+        out.setdefault(c.name, []).append(c)
+    return out
+
+
+def test_mbstowcs_converts_and_answers_a_size_query():
+    data = _data((0x000, _a("hello")), (0x200, _w("ZZZZZZ")))
+    by_name = _run(
+        [
+            ("msvcrt.dll!mbstowcs", [0, Data(0x000), 0], "cdecl"),  # the size needed
+            ("msvcrt.dll!mbstowcs", [Data(0x100), Data(0x000), 64], "cdecl"),
+            ("kernel32.dll!lstrlenW", [Data(0x100)]),
+            ("msvcrt.dll!mbstowcs", [Data(0x200), Data(0x000), 3], "cdecl"),  # no room for the NUL
+            ("kernel32.dll!lstrlenW", [Data(0x200)]),
+        ],
+        data,
+        "mbstowcs",
+    )
+    assert [c.result for c in by_name["msvcrt.mbstowcs"]] == [5, 5, 3]
+    assert [c.args[0] for c in by_name["kernel32.lstrlenW"]] == ["hello", "helZZZ"]
+
+
+def test_wcstombs_converts_and_answers_a_size_query():
+    data = _data((0x040, _w("wide")), (0x200, _a("ZZZZZZ")))
+    by_name = _run(
+        [
+            ("msvcrt.dll!wcstombs", [0, Data(0x040), 0], "cdecl"),
+            ("msvcrt.dll!wcstombs", [Data(0x100), Data(0x040), 32], "cdecl"),
+            ("kernel32.dll!lstrlenA", [Data(0x100)]),
+            ("msvcrt.dll!wcstombs", [Data(0x200), Data(0x040), 2], "cdecl"),
+            ("kernel32.dll!lstrlenA", [Data(0x200)]),
+        ],
+        data,
+        "wcstombs",
+    )
+    assert [c.result for c in by_name["msvcrt.wcstombs"]] == [4, 4, 2]
+    assert [c.args[0] for c in by_name["kernel32.lstrlenA"]] == ["wide", "wiZZZZ"]
+
+
+def test_strnicmp_and_wcsnicmp_order_without_case():
+    data = _data((0x000, _a("ABCdef")), (0x040, _a("abcxyz")), (0x100, _w("ABCdef")), (0x140, _w("abcxyz")))
+    by_name = _run(
+        [
+            ("msvcrt.dll!_strnicmp", [Data(0x000), Data(0x040), 3], "cdecl"),
+            ("msvcrt.dll!_strnicmp", [Data(0x000), Data(0x040), 4], "cdecl"),
+            ("msvcrt.dll!_strnicmp", [Data(0x040), Data(0x000), 4], "cdecl"),
+            ("msvcrt.dll!_wcsnicmp", [Data(0x100), Data(0x140), 3], "cdecl"),
+            ("msvcrt.dll!_wcsnicmp", [Data(0x100), Data(0x140), 6], "cdecl"),
+        ],
+        data,
+        "nicmp",
+    )
+    signed = [
+        struct.unpack("<i", struct.pack("<I", c.result & 0xFFFFFFFF))[0] for c in by_name["msvcrt._strnicmp"]
+    ]
+    assert signed[0] == 0 and signed[1] < 0 < signed[2]
+    wide = [
+        struct.unpack("<i", struct.pack("<I", c.result & 0xFFFFFFFF))[0] for c in by_name["msvcrt._wcsnicmp"]
+    ]
+    assert wide[0] == 0 and wide[1] < 0
+
+
+def test_rename_moves_a_copied_file():
+    # The program copies itself to a .dat file, renames that to an .exe and opens both names.
+    roaming = f"{registry.PROFILE}\\AppData\\Roaming"
+    data = _data(
+        (0x000, _a(f"{roaming}\\a.dat")), (0x080, _a(f"{roaming}\\b.exe")), (0x200, _a("C:\\no\\such.dat"))
+    )
+    open_args = [GENERIC_READ, 1, 0, OPEN_EXISTING, 0x80, 0]
+    by_name = _run(
+        [
+            ("kernel32.dll!GetModuleFileNameA", [0, Data(0x100), 260]),
+            ("kernel32.dll!CopyFileA", [Data(0x100), Data(0x000), 0]),
+            ("msvcrt.dll!rename", [Data(0x000), Data(0x080)], "cdecl"),
+            ("msvcrt.dll!rename", [Data(0x200), Data(0x080)], "cdecl"),  # no such file
+            ("kernel32.dll!CreateFileA", [Data(0x000), *open_args]),
+            ("kernel32.dll!CreateFileA", [Data(0x080), *open_args], Data(0x3F0)),
+            ("kernel32.dll!GetFileSize", [Word(0x3F0), 0]),
+        ],
+        data,
+        "rename",
+    )
+    renames = by_name["msvcrt.rename"]
+    assert renames[0].args[:2] == (f"{roaming}\\a.dat", f"{roaming}\\b.exe")
+    assert [c.result & 0xFFFFFFFF for c in renames] == [0, 0xFFFFFFFF]
+    opened = [c.result for c in by_name["kernel32.CreateFileA"]]
+    assert opened[0] == INVALID_HANDLE and opened[1] not in (0, INVALID_HANDLE)
+    assert by_name["kernel32.GetFileSize"][0].result > 0x200  # the program's bytes moved with the name
+
+
+def test_set_file_attributes_needs_an_existing_file_or_folder():
+    # (Not a .txt or .exe path: Speakeasy's configuration serves a stand-in file for any of those.)
+    data = _data((0x000, _a("C:\\no\\such\\file.dat")), (0x080, _a(registry.PROFILE)))
+    by_name = _run(
+        [
+            ("kernel32.dll!GetModuleFileNameA", [0, Data(0x100), 260]),
+            ("kernel32.dll!SetFileAttributesA", [Data(0x100), 0x6]),  # hidden | system
+            ("kernel32.dll!SetFileAttributesA", [Data(0x080), 0x2]),
+            ("kernel32.dll!SetFileAttributesA", [Data(0x000), 0x2]),
+            ("kernel32.dll!GetLastError", []),
+        ],
+        data,
+        "attributes",
+    )
+    calls_ = by_name["kernel32.SetFileAttributesA"]
+    assert [c.result for c in calls_] == [1, 1, 0]
+    assert calls_[0].args[0] == "C:\\Users\\user\\Desktop\\program.exe"
+    assert calls_[2].args[0] == "C:\\no\\such\\file.dat"
+    assert by_name["kernel32.GetLastError"][0].result == 2  # ERROR_FILE_NOT_FOUND
+
+
+def test_get_user_profile_directory_asks_for_room_then_copies():
+    needed = len(registry.PROFILE) + 1
+    data = _data(
+        (0x3F0, struct.pack("<I", 4)), (0x3F4, struct.pack("<I", 260)), (0x3F8, struct.pack("<I", 260))
+    )
+    by_name = _run(
+        [
+            ("userenv.dll!GetUserProfileDirectoryA", [0xFFFFFFFC, Data(0x100), Data(0x3F0)]),
+            ("kernel32.dll!GetLastError", []),
+            ("kernel32.dll!lstrlenA", [Word(0x3F0)]),  # the size needed, read back as an argument
+            ("userenv.dll!GetUserProfileDirectoryA", [0xFFFFFFFC, Data(0x100), Data(0x3F4)]),
+            ("kernel32.dll!lstrlenA", [Data(0x100)]),
+            ("userenv.dll!GetUserProfileDirectoryW", [0xFFFFFFFC, Data(0x200), Data(0x3F8)]),
+            ("kernel32.dll!lstrlenW", [Data(0x200)]),
+        ],
+        data,
+        "profile",
+    )
+    assert [c.result for c in by_name["userenv.GetUserProfileDirectoryA"]] == [0, 1]
+    assert by_name["kernel32.GetLastError"][0].result == 122  # ERROR_INSUFFICIENT_BUFFER
+    assert [c.args[0] for c in by_name["kernel32.lstrlenA"]] == [needed, registry.PROFILE]
+    assert by_name["userenv.GetUserProfileDirectoryW"][0].result == 1
+    assert by_name["kernel32.lstrlenW"][0].args[0] == registry.PROFILE
