@@ -67,6 +67,26 @@ def test_move_file_copies_an_existing_file_and_fails_on_a_missing_one():
     assert move.result == 0 and last_error.result == 2  # ERROR_FILE_NOT_FOUND
 
 
+def test_move_file_takes_the_contents_under_any_spelling_and_removes_the_old_name():
+    names = ["C:\\Users\\user\\notes.txt", "C:\\Temp\\\\a.dat", "c:\\temp\\A.DAT", "C:\\Temp\\b.dat"]
+    data = b"".join(n.encode() + b"\0".ljust(0x40 - len(n), b"\0") for n in names)
+    open_read = [0x80000000, 1, 0, 3, 0, 0]  # GENERIC_READ, FILE_SHARE_READ, OPEN_EXISTING
+    trace = _run([
+        ("kernel32.dll!CopyFileA", [Data(0x00), Data(0x40), 0]),
+        ("kernel32.dll!MoveFileA", [Data(0x80), Data(0xC0)]),  # a.dat, spelled another way
+        ("kernel32.dll!MoveFileA", [Data(0x40), Data(0x80)]),  # gone from its old name (.txt and .exe
+        # names would not be: Speakeasy's configuration serves a stand-in for any of them)
+        ("kernel32.dll!CreateFileA", [Data(0x00), *open_read], Data(0x200)),
+        ("kernel32.dll!GetFileSize", [Word(0x200), 0]),
+        ("kernel32.dll!CreateFileA", [Data(0xC0), *open_read], Data(0x204)),
+        ("kernel32.dll!GetFileSize", [Word(0x204), 0]),
+    ], data)  # fmt: skip
+    copy, move, again = trace.api_calls[:3]
+    assert (copy.result, move.result, again.result) == (1, 1, 0)
+    original, moved = [c.result for c in trace.api_calls if c.name == "kernel32.GetFileSize"]
+    assert moved == original > 0
+
+
 def test_registry_keys_are_created_then_opened_and_values_set():
     data = b"Software\\runtrace\0".ljust(0x20, b"\0") + b"Run\0".ljust(0x10, b"\0") + b"payload\0"
     create = (

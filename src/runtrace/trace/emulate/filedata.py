@@ -1,10 +1,11 @@
 """File contents in Speakeasy's emulated file system: copies, writes, and the record of both.
 
-Speakeasy's `CopyFile` creates an empty file at the destination (`MoveFile` is `sysapi`'s, which moves
-the contents).  A program that installs itself copies its own file somewhere else and starts the copy
-(`processes.py`): the copy must hold the program's bytes to be run.  Paths are compared as Windows
-compares them: without case, with runs of backslashes read as one (`C:\\Windows\\temp\\\\svchost.exe`,
-a concatenation that Windows accepts, is the file `C:\\Windows\\temp\\svchost.exe`).
+Speakeasy's `CopyFile` creates an empty file at the destination; here `CopyFile` and `MoveFile`
+(`sysapi`'s) copy the contents with `copy_contents`.  A program that installs itself copies its own
+file somewhere else and starts the copy (`processes.py`): the copy must hold the program's bytes.
+Paths are compared as Windows compares them: without case, with runs of backslashes read as one
+(`C:\\Windows\\temp\\\\svchost.exe`, a concatenation that Windows accepts, is the file
+`C:\\Windows\\temp\\svchost.exe`).
 
 Speakeasy's `WriteFile` kept, for its report, every byte written to a file as one growing string (each
 write copied all of it again) and formatted the whole buffer as hex to show its first 16 bytes: a
@@ -89,18 +90,32 @@ class FileCopies:
         source = emu.read_mem_string(argv[0], 2 if wide else 1)
         target = emu.read_mem_string(argv[1], 2 if wide else 1)
         argv[0], argv[1] = source, target  # the paths, not their addresses, go into the trace
-        fileman = emu.fileman
-        data = file_bytes(fileman, source)
-        if data is None:
+        if not copy_contents(emu, source, target):
             emu.set_last_error(ERROR_FILE_NOT_FOUND)
             return 0
-        if path_key(source) == path_key(target):
-            return 1
+        return 1
+
+
+def copy_contents(emu, source: str, target: str) -> bool:
+    """Give the file `target` the contents of `source` (`CopyFile`, `MoveFile`); False when there is no
+    `source`.  A copy onto itself changes nothing."""
+    fileman = emu.fileman
+    data = file_bytes(fileman, source)
+    if data is None:
+        return False
+    if path_key(source) != path_key(target):
         fileman.create_file(target).add_data(data)
         handlers = emu.api.load_api_handler("kernel32")
         handlers.log_file_access(target, FILE_CREATE)
         handlers.log_file_access(target, FILE_WRITE, size=len(data))
-        return 1
+    return True
+
+
+def remove_file(fileman, path: str) -> None:
+    """Delete the emulated file at `path` (Windows path comparison); nothing when there is none."""
+    f = find_file(fileman, path)
+    if f is not None:
+        fileman.files.remove(f)
 
 
 def write_file(emu, api_name: str, orig, argv: list) -> int:

@@ -310,20 +310,19 @@ class SystemApis:
         src = self._string(source, wide)
         dst = self._string(target, wide)
         argv[0], argv[1] = src, dst
-        if not src or not emu.does_file_exist(src):
+        if not src:
             emu.set_last_error(ERROR_FILE_NOT_FOUND)
             return 0
-        if dst:  # no target: a deletion scheduled for the next boot
-            handle = emu.fileman.file_open(src)
-            f = emu.file_get(handle) if handle else None
-            data = f.get_data(reset_pointer=True) if f is not None else b""
-            new = emu.file_get(emu.fileman.file_open(dst, create=True, truncate=True))
-            if new is not None:
-                new.remove_data()
-                new.add_data(data or b"")
+        if not dst:  # no target: a deletion scheduled for the next boot
+            ok = filedata.file_bytes(emu.fileman, src) is not None
+        else:
+            ok = filedata.copy_contents(emu, src, dst)
+        if not ok:
+            emu.set_last_error(ERROR_FILE_NOT_FOUND)
+            return 0
         at_reboot = flags & MOVEFILE_DELAY_UNTIL_REBOOT
         if move and dst and not at_reboot and filedata.path_key(src) != filedata.path_key(dst):
-            emu.fileman.delete_file(src)  # (before tracer revision 22 it stayed at its old name too)
+            filedata.remove_file(emu.fileman, src)  # (before revision 22 it stayed at its old name too)
         return 1
 
     def copy_file2(self, argv: list) -> int:
