@@ -31,6 +31,7 @@ from runtrace.trace.emulate import (
     pycapi,
     regquery,
     startup,
+    startupapis,
     stubbed,
     stubnames,
     sysapi,
@@ -858,6 +859,17 @@ def install(se, bits: int, max_methods: int = 64, seh64=None) -> Host:
         entry = crt_handlers.funcs.get(name)
         if entry is not None:
             crt_handlers.funcs[name] = (*entry[:3], CDECL, *entry[4:])
+    # Speakeasy declares these stdcall APIs with fewer arguments than they have (MoveToEx's four as
+    # one), so its return popped too few and the caller went on with its stack off: the only three of
+    # its stdcall handlers that disagree with the import libraries' sizes (`stdcallargs`).
+    for module, name, argc in (
+        ("gdi32", "MoveToEx", 4),
+        ("gdi32", "LineTo", 3),
+        ("kernel32", "GetProcessHandleCount", 2),
+    ):
+        entry = api.load_api_handler(module).funcs.get(name)
+        if entry is not None:
+            api.load_api_handler(module).funcs[name] = (entry[0], entry[1], argc, *entry[3:])
     callbacks = Callbacks(bits // 8)
     system = sysapi.SystemApis(se, bits // 8, callbacks)
     # Speakeasy's own handler wins where it has one, except for the overrides.
@@ -866,6 +878,7 @@ def install(se, bits: int, max_methods: int = 64, seh64=None) -> Host:
     missing = missingapi.MissingApis(se, bits // 8)
     entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in missing.simple() if not speakeasy_has(m, n)]
     stubbed_apis = stubbed.StubbedApis(se, bits // 8).simple()
+    stubbed_apis += startupapis.StartupApis(se, bits // 8).simple()
     entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in stubbed_apis if not speakeasy_has(m, n)]
     entries += _overrides(scratch, seh64) + [(m, n, c, v, _safe(f)) for m, n, c, v, f in system.overriding()]
     entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in missing.overriding()]
