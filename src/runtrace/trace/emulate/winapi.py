@@ -23,6 +23,7 @@ from runtrace.trace.emulate import (
     gui,
     lsa,
     mfc,
+    mfcstring,
     missingapi,
     msasn1,
     processes,
@@ -952,6 +953,8 @@ def install(se, bits: int, max_methods: int = 64, seh64=None) -> Host:
     # Stand-ins for DLLs (or functions) Speakeasy lacks, with their real argument counts.
     own = mfc.MfcApplication(se, bits // 8, callbacks).handlers()
     own |= msasn1.Msasn1(se, bits // 8).handlers() | lsa.Lsa(bits // 8).handlers()
+    if bits == 32:  # mfc42.dll exists for x86 only
+        own |= mfcstring.CStrings(se).handlers()
     return Host(python, own)
 
 
