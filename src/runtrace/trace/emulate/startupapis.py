@@ -6,9 +6,9 @@ Counted over the corpus's malware runs that ended under 1,000 API calls or early
   ever equal, the form streaming system found no registered class ("Class %s not found") and the
   program ended with an exception.
 - `CharPrevA/W`: NULL instead of a pointer into the caller's string, which path code then reads through.
-- `GetProcessAffinityMask`: the .NET runtime counts the processors of the mask it leaves unwritten and
-  divided by the zero it counted; `GlobalMemoryStatusEx` likewise sizes its heap from the memory it
-  reports.
+- `GetProcessAffinityMask`, `GlobalMemoryStatusEx`: runtimes size thread pools and heaps from them;
+  the stub wrote no mask and no sizes (a .NET host among the short runs still ends dividing by zero,
+  for another reason not yet found).
 - `GlobalAddAtomA/W` (and Find/Delete), `RegisterClipboardFormatA/W`: Delphi's VCL keys the window
   properties that map a window to its control on an atom; 0 is no atom.
 
