@@ -42,6 +42,7 @@ from runtrace.trace.emulate import (
     msvcmangle,
     processes,
     pycapi,
+    procdata,
     registry,
     repeatable,
     seh32,
@@ -245,6 +246,7 @@ class _Session:
         self._patch_memory_faults()
         self._install_code_hook()
         self.host = winapi.install(self.se, self.bits, settings.max_exports, self.seh64)
+        procdata.install(self.emu)
         guardpage.GuardPages(self.emu, self.seh64).install(self.se)
         if self.seh64 is None:
             seh32.install(self.se)

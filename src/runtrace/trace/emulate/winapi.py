@@ -19,6 +19,7 @@ from speakeasy.winenv import arch as se_arch
 from runtrace.trace.emulate import (
     atl,
     crtformat,
+    crtlocale,
     filedata,
     gui,
     lsa,
@@ -497,13 +498,25 @@ def _overrides(s: _Scratch, seh64=None) -> list[tuple[tuple[str, ...], str, int,
     out += [(("user32",), name, argc, CDECL, fn) for name, argc, fn in formatter.wsprintf_handlers()]
     # Speakeasy's operator new returns nothing; it lacks the rest (crtfuncs.py).
     out += [(_CRT, name, argc, CDECL, _safe(fn)) for name, argc, fn in CrtFunctions(s.se, s.ptr).handlers()]
+    code_page = crtlocale.MultibyteCodePage()
+    pctype = _safe(lambda a: s.alloc(crtlocale.table(), "ctype") + 2)  # `__pctype_func`: `_pctype`'s value
+    out += [(_CRT, "_isctype", 2, CDECL, _safe(crtlocale.isctype)), (_CRT, "__pctype_func", 0, CDECL, pctype)]
+    out += [
+        (_CRT, "_setmbcp", 1, CDECL, _safe(code_page.set)),
+        (_CRT, "_getmbcp", 0, CDECL, _safe(code_page.get)),
+    ]
     if seh64 is not None:
         # With amd64 exceptions dispatched to the program's handlers, the C runtime's filters must answer
         # as the runtime does for an exception no signal handler was set for: "continue the search"
         # (Speakeasy's say "execute the handler", and the start-up code's __except then ends the
         # program at its first fault).
         out += [(_CRT, name, argc, CDECL, lambda a: 0) for name, argc in
-                (("_seh_filter_exe", 2), ("_seh_filter_dll", 2), ("_XcptFilter", 2))]  # fmt: skip
+                (("_seh_filter_exe", 2), ("_seh_filter_dll", 2))]  # fmt: skip
+    # msvcrt's `_XcptFilter(code, pointers)`, the filter of the start-up code's __try: for an exception
+    # with no `signal` action (SIG_DFL; the tracer emulates no `signal`) it answers
+    # EXCEPTION_CONTINUE_SEARCH (0), and the system's last-chance handling ends the process.  On x86 it
+    # was a stub whose 0 happened to agree; it is an answered call now.
+    out.append((_CRT, "_XcptFilter", 2, CDECL, lambda a: 0))
     # Speakeasy's handlers of these return nothing (eax as it was) where the runtime returns 0 for
     # success; with the C runtime's initialisers run (`_initterm_e`), the universal CRT's
     # `pre_c_initialization` checks them and ends the program with `__fastfail` on a non-zero one.
@@ -646,7 +659,7 @@ def _handlers(
 
 _CRT_VARIABLES = frozenset(
     ("_commode", "_fmode", "__argc", "_adjust_fdiv", "__mb_cur_max", "_acmdln", "_wcmdln", "__argv",
-     "__wargv", "_environ", "_wenviron", "__initenv", "__winitenv", "_iob")
+     "__wargv", "_environ", "_wenviron", "__initenv", "__winitenv", "_iob", "_pctype", "_ctype")
 )  # fmt: skip
 
 
@@ -678,6 +691,9 @@ def _crt_variable(emu, name: str) -> int | None:
         return store(pointer_to(array), name)
     if name in ("_environ", "_wenviron", "__initenv", "__winitenv"):
         return store(pointer_to(store(empty_environment(ptr), "env")), name)
+    if name in ("_pctype", "_ctype"):  # crtlocale.py
+        table = store(crtlocale.table(), "ctype")
+        return table if name == "_ctype" else store(pointer_to(table + 2), name)
     if name == "_iob":
         return store(b"\0" * 3 * 12 * ptr, name)  # stdin, stdout, stderr FILE structures
     return None
