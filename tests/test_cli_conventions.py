@@ -49,7 +49,7 @@ def run(*args: str):
 @pytest.mark.parametrize("path", TRACING, ids=" ".join)
 def test_every_tracing_command_takes_the_tracers_own_defaults(path) -> None:
     params = {p.name: p for p in commands()[" ".join(path)].params}
-    assert params["max_instructions"].default == DEFAULTS.max_instructions == 1_000_000
+    assert params["max_instructions"].default == DEFAULTS.max_instructions == 10_000_000
     assert params["timeout"].default == DEFAULTS.timeout_s == 60.0
     assert params["memory_mb"].default == DEFAULTS.memory_mb == 1024
     assert params["dask"].default is None and params["dask"].metavar == "ADDRESS"
@@ -60,7 +60,7 @@ def test_the_limits_are_written_once() -> None:
     service and four commands each had their own copy)."""
     literals = re.compile(
         r"\b(max_instructions|memory_mb)\s*(:\s*[\w |]+)?=\s*[\d_]+\b|\btimeout_s\s*(:\s*[\w |]+)?=\s*60\b"
-        r"|typer\.Option\(\s*(1_000_000|60\.0|1024)\b"
+        r"|typer\.Option\(\s*(10_000_000|1_000_000|60\.0|1024)\b"
     )
     found = [
         f"{path.relative_to(ROOT)}:{n}"
