@@ -17,10 +17,12 @@ from speakeasy.profiler import Run
 from speakeasy.winenv import arch as se_arch
 
 from runtrace.trace.emulate import (
+    ansitext,
     atl,
     crtformat,
     crtlocale,
     filedata,
+    filepointer,
     gui,
     lsa,
     mfc,
@@ -901,6 +903,8 @@ def install(se, bits: int, max_methods: int = 64, seh64=None) -> Host:
     entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in missing.overriding()]
     entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in filedata.FileCopies(se).overriding()]
     entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in regquery.RegQuery(se, bits // 8).overriding()]
+    for more in (filepointer.FilePointer(se, bits // 8), ansitext.AnsiText(se, bits // 8)):
+        entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in more.overriding()]
     shell_execute_ex = processes.ShellExecuteEx(se, bits // 8).simple()
     entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in shell_execute_ex if not speakeasy_has(m, n)]
     for modules, name, argc, conv, fn in entries:

@@ -1,0 +1,109 @@
+"""ANSI text as the emulated Windows has it: code page 1252 (Speakeasy's `GetACP`), one byte a character.
+
+Speakeasy answered the text helpers against that code page wrongly:
+
+- `IsDBCSLeadByte` said every byte starts a two-byte character (it returns True): a program building a
+  lead-byte table from it (WinRAR's self-extractor asks for all 256 bytes) then stepped over every
+  second character of its paths;
+- `CharPrevA/W` had no handler, so the stub's NULL came back: NSIS's `lastchar()` read the byte at NULL
+  (0, not a backslash) and appended another one every time (`C:\\Windows\\temp\\\\\\x.dat`), and its
+  `trimslashtoend()` wrote its terminator through that NULL;
+- `CharNextA/W` went past a string's terminating NUL, where Windows stays on it;
+- `WideCharToMultiByte` returned the size of the caller's buffer instead of the bytes it converted,
+  wrote UTF-8 and wrote past a short buffer: 364 of the corpus's 827 short malware runs (revision 22)
+  got such a count back, and a self-extractor that sized its next name with it built garbage paths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from speakeasy.winenv import arch as se_arch
+
+STDCALL = se_arch.CALL_CONV_STDCALL
+ERROR_SUCCESS, ERROR_INSUFFICIENT_BUFFER, ERROR_INVALID_PARAMETER = 0, 122, 87
+CP_ACP, CP_OEMCP, CP_MACCP, CP_THREAD_ACP, CP_UTF7, CP_UTF8 = 0, 1, 2, 3, 65000, 65001
+# The code pages a program gets by name or by alias, as Python names them (US English Windows).
+_CODECS = {CP_ACP: "cp1252", CP_THREAD_ACP: "cp1252", CP_OEMCP: "cp437", CP_MACCP: "mac_roman",
+           CP_UTF7: "utf-7", CP_UTF8: "utf-8"}  # fmt: skip
+_MAX_CHARS = 1 << 20  # a "NUL-terminated" source without a NUL this near is unreadable memory anyway
+
+
+class AnsiText:
+    def __init__(self, se, ptr: int) -> None:
+        self.se, self.ptr = se, ptr
+
+    def overriding(self) -> list[tuple[tuple[str, ...], str, int, int, Callable[[list], int]]]:
+        """Handlers that replace Speakeasy's own (modules, name, argc, convention, fn(argv))."""
+        k32 = ("kernel32", "kernelbase")
+        return [
+            (("user32",), "CharNextA", 1, STDCALL, lambda a: self.char_next(a[0], 1)),
+            (("user32",), "CharNextW", 1, STDCALL, lambda a: self.char_next(a[0], 2)),
+            (("user32",), "CharPrevA", 2, STDCALL, lambda a: self.char_prev(a[0], a[1], 1)),
+            (("user32",), "CharPrevW", 2, STDCALL, lambda a: self.char_prev(a[0], a[1], 2)),
+            (k32, "IsDBCSLeadByte", 1, STDCALL, lambda a: 0),  # code page 1252 has no lead bytes
+            (k32, "IsDBCSLeadByteEx", 2, STDCALL, lambda a: 0),  # nor do 437 and the others above
+            (k32, "WideCharToMultiByte", 8, STDCALL, self.wide_char_to_multi_byte),
+        ]
+
+    def char_next(self, p: int, width: int) -> int:
+        if not p:
+            return 0
+        return p if not any(self.se.emu.mem_read(p, width)) else p + width
+
+    def char_prev(self, start: int, current: int, width: int) -> int:
+        # At (or before) the start of the string Windows answers the start.
+        return start if current <= start else current - width
+
+    def _wide_source(self, p: int, count: int) -> str:
+        emu = self.se.emu
+        if count != -1:
+            return bytes(emu.mem_read(p, 2 * count)).decode("utf-16-le", "replace")
+        out = bytearray()
+        while len(out) < 2 * _MAX_CHARS:
+            # A page at a time, a character at a time near the end of readable memory.
+            step = 0x1000 - (p + len(out)) % 0x1000
+            try:
+                chunk = bytes(emu.mem_read(p + len(out), step))
+            except Exception:
+                chunk = bytes(emu.mem_read(p + len(out), 2))
+            for i in range(0, len(chunk) - 1, 2):
+                if chunk[i] == 0 and chunk[i + 1] == 0:
+                    out += chunk[: i + 2]  # the NUL is converted too, and counted
+                    return out.decode("utf-16-le", "replace")
+            out += chunk[: len(chunk) & ~1]
+        raise ValueError("no terminating NUL")
+
+    def wide_char_to_multi_byte(self, argv: list) -> int:
+        code_page, _flags, source, count, dest, size, default_char, p_used_default = argv[:8]
+        emu = self.se.emu
+        count = count if count < 0x80000000 else count - (1 << 32)
+        size = size if size < 0x80000000 else size - (1 << 32)
+        codec = _CODECS.get(code_page, "cp1252")  # another installed code page: as the ANSI one
+        if not source or count == 0 or count < -1 or size < 0 or (dest == source and size):
+            emu.set_last_error(ERROR_INVALID_PARAMETER)
+            return 0
+        text = self._wide_source(source, count)
+        replacement = b"?"
+        if default_char and codec != "utf-8":
+            replacement = bytes(emu.mem_read(default_char, 1))
+        encoded = bytearray()
+        used_default = False
+        for ch in text:
+            try:
+                encoded += ch.encode(codec)
+            except UnicodeEncodeError:
+                encoded += replacement
+                used_default = True
+        if p_used_default and codec != "utf-8":
+            emu.mem_write(p_used_default, int(used_default).to_bytes(4, "little"))
+        if size == 0:  # the size query: bytes needed, the NUL included when the source has it
+            emu.set_last_error(ERROR_SUCCESS)
+            return len(encoded)
+        if len(encoded) > size:
+            emu.mem_write(dest, bytes(encoded[:size]))  # Windows fills the buffer, then fails
+            emu.set_last_error(ERROR_INSUFFICIENT_BUFFER)
+            return 0
+        emu.mem_write(dest, bytes(encoded))
+        emu.set_last_error(ERROR_SUCCESS)
+        return len(encoded)
