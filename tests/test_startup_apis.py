@@ -57,20 +57,6 @@ def test_compare_strings_flags():
     assert compare_strings("ab\0", "ab", 0) == 2
 
 
-def test_char_prev_steps_back_and_stops_at_the_start():
-    by_name = _run(
-        [
-            ("user32.dll!CharPrevA", [0x1000, 0x1005]),
-            ("user32.dll!CharPrevA", [0x1000, 0x1000]),
-            ("user32.dll!CharPrevW", [0x1000, 0x1006]),
-        ],
-        b"",
-        "charprev",
-    )
-    assert [c.result for c in by_name["user32.CharPrevA"]] == [0x1004, 0x1000]
-    assert by_name["user32.CharPrevW"][0].result == 0x1004
-
-
 def test_global_atoms_and_clipboard_formats():
     data = _data((0x000, b"Delphi00401234\0"), (0x020, b"DELPHI00401234\0"), (0x040, b"#42\0"))
     data = data[:0x060] + "Rich Text Format".encode("utf-16-le") + b"\0\0" + data[0x082:]

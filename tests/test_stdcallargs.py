@@ -35,7 +35,7 @@ def test_a_program_goes_on_past_stdcall_apis_without_handlers():
     trace = emulate(
         calls(
             [
-                ("kernel32.dll!SetFileAttributesA", [Data(0), 0x80]),
+                ("user32.dll!GetSystemMenu", [0, 0]),
                 ("wininet.dll!HttpAddRequestHeadersA", [0, Data(0), 0xFFFFFFFF, 0x20000000]),
                 ("kernel32.dll!Sleep", [7]),
             ]
@@ -45,7 +45,7 @@ def test_a_program_goes_on_past_stdcall_apis_without_handlers():
     )
     assert trace.meta.stop_reason is StopReason.EXITED, trace.meta.stop_detail
     names = [c.name for c in trace.api_calls]
-    assert names[:2] == ["kernel32.SetFileAttributesA", "wininet.HttpAddRequestHeadersA"]
+    assert names[:2] == ["user32.GetSystemMenu", "wininet.HttpAddRequestHeadersA"]
     assert {e["name"] for e in trace.meta.events if e["type"] == "unsupported_api"} >= set(names[:2])
     assert [c.args[0] for c in trace.api_calls if c.name == "kernel32.Sleep"] == [7]
 

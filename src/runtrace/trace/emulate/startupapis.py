@@ -5,7 +5,6 @@ Counted over the corpus's malware runs that ended under 1,000 API calls or early
 - `CompareStringA/W`: Delphi's `AnsiCompareText` is `CompareString(...) - 2`; with 0 no two names were
   ever equal, the form streaming system found no registered class ("Class %s not found") and the
   program ended with an exception.
-- `CharPrevA/W`: NULL instead of a pointer into the caller's string, which path code then reads through.
 - `GetProcessAffinityMask`, `GlobalMemoryStatusEx`: runtimes size thread pools and heaps from them;
   the stub wrote no mask and no sizes (a .NET host among the short runs still ends dividing by zero,
   for another reason not yet found).
@@ -117,7 +116,6 @@ class StartupApis:
         for suffix, wide in (("A", False), ("W", True)):
             out += [
                 (k32, "CompareString" + suffix, 6, STDCALL, lambda a, w=wide: self.compare_string(a, w)),
-                (("user32",), "CharPrev" + suffix, 2, STDCALL, lambda a, w=wide: self.char_prev(a, w)),
                 (k32, "GlobalAddAtom" + suffix, 1, STDCALL, lambda a, w=wide: self.add_atom(a, w)),
                 (k32, "GlobalFindAtom" + suffix, 1, STDCALL, lambda a, w=wide: self.find_atom(a, w)),
                 (
@@ -143,13 +141,6 @@ class StartupApis:
         s1, s2 = self._counted(p1, n1, wide), self._counted(p2, n2, wide)
         argv[2], argv[4] = s1, s2
         return compare_strings(s1, s2, flags)
-
-    def char_prev(self, argv: list, wide: bool) -> int:
-        """CharPrev(lpszStart, lpszCurrent): the character before `current`, or `start` itself when
-        `current` is there (the ANSI code page, 1252, has one byte a character)."""
-        start, current = argv[:2]
-        step = 2 if wide else 1
-        return start if current <= start else max(start, current - step)
 
     def process_affinity_mask(self, argv: list) -> int:
         """GetProcessAffinityMask(hProcess, lpProcessAffinityMask, lpSystemAffinityMask): every
