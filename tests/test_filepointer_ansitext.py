@@ -4,6 +4,7 @@ page 1252 (`ansitext.py`), each through an emulated program."""
 import struct
 
 from emu_pe import Data, Word, calls
+from runtrace.trace.emulate.ansitext import copied_string
 from runtrace.trace.emulate.emulator import emulate
 from runtrace.trace.emulate.filepointer import signed
 
@@ -98,3 +99,27 @@ def test_wide_char_to_multi_byte_counts_what_it_converts():
     assert by_name["lstrlenA"][0].args[0] == "héllo" and by_name["lstrlenA"][0].result == 5
     assert by_name["GetLastError"][0].result == 122  # ERROR_INSUFFICIENT_BUFFER
     assert by_name["lstrlenA"][1].args[0] == "tail"
+
+
+def test_load_string_copies_characters_and_a_nul_within_the_buffer():
+    assert copied_string("Extract", 40, "utf-16-le") == ("Extract", "Extract\0".encode("utf-16-le"))
+    assert copied_string("Extract", 4, "cp1252") == ("Ext", b"Ext\0")  # three characters and the NUL
+    assert copied_string("caf\u00e9", 8, "cp1252") == ("caf\u00e9", b"caf\xe9\0")  # the ANSI code page
+    assert copied_string("Extract", 1, "cp1252") == ("", b"\0")
+
+
+def test_load_string_of_an_id_the_program_lacks_fails_with_its_error():
+    trace = emulate(
+        calls(
+            [
+                ("user32.dll!LoadStringW", [0, 7, Data(0x10), 0x20]),
+                ("kernel32.dll!GetLastError", []),
+                ("user32.dll!LoadStringA", [0, 7, Data(0x10), 0x20]),
+            ]
+        ),  # fmt: skip
+        "x",
+        "loadstring",
+    )
+    by_name = _by_name(trace)
+    assert by_name["LoadStringW"][0].result == 0 and by_name["GetLastError"][0].result == 1814
+    assert by_name["LoadStringA"][0].result == 0

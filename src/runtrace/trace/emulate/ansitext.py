@@ -11,7 +11,10 @@ Speakeasy answered the text helpers against that code page wrongly:
 - `CharNextA/W` went past a string's terminating NUL, where Windows stays on it;
 - `WideCharToMultiByte` returned the size of the caller's buffer instead of the bytes it converted,
   wrote UTF-8 and wrote past a short buffer: 364 of the corpus's 827 short malware runs (revision 22)
-  got such a count back, and a self-extractor that sized its next name with it built garbage paths.
+  got such a count back, and a self-extractor that sized its next name with it built garbage paths;
+- `LoadStringA/W` returned bytes, not characters (twice the length for W), wrote no NUL, truncated to
+  the whole buffer and encoded the A string as UTF-8: a WinRAR self-extractor's message kept the tail
+  of the longer text before it (`"...%s folderbutton to start..."`).
 """
 
 from __future__ import annotations
@@ -22,11 +25,19 @@ from speakeasy.winenv import arch as se_arch
 
 STDCALL = se_arch.CALL_CONV_STDCALL
 ERROR_SUCCESS, ERROR_INSUFFICIENT_BUFFER, ERROR_INVALID_PARAMETER = 0, 122, 87
+ERROR_RESOURCE_NAME_NOT_FOUND = 1814
 CP_ACP, CP_OEMCP, CP_MACCP, CP_THREAD_ACP, CP_UTF7, CP_UTF8 = 0, 1, 2, 3, 65000, 65001
 # The code pages a program gets by name or by alias, as Python names them (US English Windows).
 _CODECS = {CP_ACP: "cp1252", CP_THREAD_ACP: "cp1252", CP_OEMCP: "cp437", CP_MACCP: "mac_roman",
            CP_UTF7: "utf-7", CP_UTF8: "utf-8"}  # fmt: skip
 _MAX_CHARS = 1 << 20  # a "NUL-terminated" source without a NUL this near is unreadable memory anyway
+
+
+def copied_string(text: str, size: int, codec: str) -> tuple[str, bytes]:
+    """What a function filling a buffer of `size` characters copies of `text` (at most size - 1 of
+    them) and the bytes it writes (those and a NUL)."""
+    copied = text[: max(size - 1, 0)]
+    return copied, copied.encode(codec, "replace") + ("\0".encode(codec))
 
 
 class AnsiText:
@@ -44,6 +55,8 @@ class AnsiText:
             (k32, "IsDBCSLeadByte", 1, STDCALL, lambda a: 0),  # code page 1252 has no lead bytes
             (k32, "IsDBCSLeadByteEx", 2, STDCALL, lambda a: 0),  # nor do 437 and the others above
             (k32, "WideCharToMultiByte", 8, STDCALL, self.wide_char_to_multi_byte),
+            (("user32",), "LoadStringA", 4, STDCALL, lambda a: self.load_string(a, wide=False)),
+            (("user32",), "LoadStringW", 4, STDCALL, lambda a: self.load_string(a, wide=True)),
         ]
 
     def char_next(self, p: int, width: int) -> int:
@@ -54,6 +67,36 @@ class AnsiText:
     def char_prev(self, start: int, current: int, width: int) -> int:
         # At (or before) the start of the string Windows answers the start.
         return start if current <= start else current - width
+
+    def load_string(self, argv: list, wide: bool) -> int:
+        """LoadString(hInstance, uID, lpBuffer, cchBufferMax): at most cchBufferMax - 1 characters and a
+        NUL, the characters copied returned; LoadStringW with cchBufferMax 0 writes a read-only pointer
+        to the resource's text (not NUL-terminated) and returns its length."""
+        instance, uid, buffer, size = argv[:4]
+        emu = self.se.emu
+        pe = emu.modules[0][0] if instance == 0 else emu.get_mod_from_addr(instance)
+        text = None
+        if pe is not None and (instance == 0 or instance == pe.get_base()):
+            text = emu.api.load_api_handler("user32").find_string_resource_by_id(pe, uid & 0xFFFF)
+        if not text:
+            emu.set_last_error(ERROR_RESOURCE_NAME_NOT_FOUND)
+            return 0
+        size = size if size < 0x80000000 else size - (1 << 32)
+        if not buffer or size < 0 or (size == 0 and not wide):
+            emu.set_last_error(ERROR_INVALID_PARAMETER)
+            return 0
+        codec = "utf-16-le" if wide else "cp1252"
+        if size == 0:
+            offset = pe.get_memory_mapped_image().find(text.encode(codec))
+            if offset < 0:
+                emu.set_last_error(ERROR_RESOURCE_NAME_NOT_FOUND)
+                return 0
+            emu.mem_write(buffer, (pe.get_base() + offset).to_bytes(self.ptr, "little"))
+            return len(text)
+        copied, written = copied_string(text, size, codec)
+        emu.mem_write(buffer, written)
+        argv[2] = copied
+        return len(copied)
 
     def _wide_source(self, p: int, count: int) -> str:
         emu = self.se.emu
