@@ -34,6 +34,7 @@ from runtrace.trace.emulate import (
     regquery,
     startup,
     startupapis,
+    stdstring,
     stubbed,
     stubnames,
     sysapi,
@@ -717,6 +718,8 @@ def install_crt_data() -> None:
 
     def get_data_export_handler(self, mod_name, exp_name):
         module, handler = lookup(self, mod_name, exp_name)
+        if not handler and stdstring.data_export(None, mod_name, exp_name, probe=True):
+            return module, lambda _module, _ptr: stdstring.data_export(self.emu, mod_name, exp_name)
         if handler or not any(fnmatch.fnmatch(mod_name.lower(), p) for p in _CRT):
             return module, handler
         module, handler = lookup(self, "msvcrt", exp_name)
@@ -970,7 +973,7 @@ def install(se, bits: int, max_methods: int = 64, seh64=None) -> Host:
     own = mfc.MfcApplication(se, bits // 8, callbacks).handlers()
     own |= msasn1.Msasn1(se, bits // 8).handlers() | lsa.Lsa(bits // 8).handlers()
     if bits == 32:  # mfc42.dll exists for x86 only
-        own |= mfcstring.CStrings(se).handlers()
+        own |= mfcstring.CStrings(se).handlers() | stdstring.StdStrings(se).handlers()
     return Host(python, own)
 
 
