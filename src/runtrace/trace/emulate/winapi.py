@@ -18,6 +18,7 @@ from speakeasy.winenv import arch as se_arch
 
 from runtrace.trace.emulate import (
     atl,
+    cfile,
     crtformat,
     crtlocale,
     filedata,
@@ -973,7 +974,8 @@ def install(se, bits: int, max_methods: int = 64, seh64=None) -> Host:
     own = mfc.MfcApplication(se, bits // 8, callbacks).handlers()
     own |= msasn1.Msasn1(se, bits // 8).handlers() | lsa.Lsa(bits // 8).handlers()
     if bits == 32:  # mfc42.dll exists for x86 only
-        own |= mfcstring.CStrings(se).handlers() | stdstring.StdStrings(se).handlers()
+        strings = mfcstring.CStrings(se)
+        own |= strings.handlers() | cfile.CFiles(strings).handlers() | stdstring.StdStrings(se).handlers()
     return Host(python, own)
 
 
