@@ -19,6 +19,7 @@ from speakeasy.winenv import arch as se_arch
 from runtrace.trace.emulate import (
     ansitext,
     atl,
+    cfile,
     crtformat,
     crtlocale,
     filedata,
@@ -36,6 +37,7 @@ from runtrace.trace.emulate import (
     regquery,
     startup,
     startupapis,
+    stdstring,
     stubbed,
     stubnames,
     sysapi,
@@ -719,6 +721,8 @@ def install_crt_data() -> None:
 
     def get_data_export_handler(self, mod_name, exp_name):
         module, handler = lookup(self, mod_name, exp_name)
+        if not handler and stdstring.data_export(None, mod_name, exp_name, probe=True):
+            return module, lambda _module, _ptr: stdstring.data_export(self.emu, mod_name, exp_name)
         if handler or not any(fnmatch.fnmatch(mod_name.lower(), p) for p in _CRT):
             return module, handler
         module, handler = lookup(self, "msvcrt", exp_name)
@@ -974,7 +978,8 @@ def install(se, bits: int, max_methods: int = 64, seh64=None) -> Host:
     own = mfc.MfcApplication(se, bits // 8, callbacks).handlers()
     own |= msasn1.Msasn1(se, bits // 8).handlers() | lsa.Lsa(bits // 8).handlers()
     if bits == 32:  # mfc42.dll exists for x86 only
-        own |= mfcstring.CStrings(se).handlers()
+        strings = mfcstring.CStrings(se)
+        own |= strings.handlers() | cfile.CFiles(strings).handlers() | stdstring.StdStrings(se).handlers()
     return Host(python, own)
 
 
