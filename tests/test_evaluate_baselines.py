@@ -27,6 +27,18 @@ def test_ngram_keys_are_distinct_per_order_and_position():
     assert not set(uni) & set(bi) and not set(bi) & set(tri)
 
 
+def test_exact_ngram_keys_are_the_mixed_radix_numbers_of_their_tokens_in_any_order_of_orders():
+    tokens = [3, 0, 4, 9, 1, 4]  # 9 is above the vocabulary: it reads as the last id, 4
+    for orders in ((1, 2, 3), (2, 3), (3, 1), (1, 2, 3, 4)):
+        expected, offset = [], 0
+        for n in orders:
+            for i in range(len(tokens) - n + 1):
+                digits = [min(t, 4) for t in tokens[i : i + n]]
+                expected.append(offset + sum(d * 5 ** (n - 1 - j) for j, d in enumerate(digits)))
+            offset += 5**n
+        assert ngram_keys(np.array(tokens), vocab_size=5, orders=orders).tolist() == expected
+
+
 def test_ngram_vocabulary_is_built_from_training_rows_only():
     data = make_dataset(n_files=20)
     test_row = 7

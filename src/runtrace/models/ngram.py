@@ -59,18 +59,24 @@ def ngram_keys(tokens: np.ndarray, vocab_size: int, orders: tuple[int, ...]) -> 
     exact = exact_keys(vocab_size, orders)
     parts = []
     offset = 0
+    # Exact keys of order n extend those of order n - 1 by one digit (key_n[i] = key_{n-1}[i] * V +
+    # t[i + n - 1]): one pass per order up to the largest, not n passes for each order (long traces).
+    radix = np.uint64(vocab_size)
+    prefix, prefix_order = t, 1
     for n in orders:
         if len(t) < n:
             offset += vocab_size**n
             continue
-        windows = [t[j : len(t) - n + 1 + j] for j in range(n)]
         if exact:
-            key = np.zeros(len(windows[0]), dtype=np.uint64)
-            for w in windows:
-                key = key * np.uint64(vocab_size) + w
-            parts.append(key + np.uint64(offset))
+            if prefix_order > n:  # orders not ascending: start again from the tokens
+                prefix, prefix_order = t, 1
+            while prefix_order < n:
+                prefix = prefix[:-1] * radix + t[prefix_order:]
+                prefix_order += 1
+            parts.append(prefix[: len(t) - n + 1] + np.uint64(offset))
             offset += vocab_size**n
         else:
+            windows = [t[j : len(t) - n + 1 + j] for j in range(n)]
             key = np.full(len(windows[0]), np.uint64(n), dtype=np.uint64)
             with np.errstate(over="ignore"):
                 for w in windows:
