@@ -12,6 +12,7 @@ from runtrace.evaluate.baselines import (
 )
 from runtrace.evaluate.guard import GuardedView, LeakError
 from runtrace.evaluate.metrics import roc_auc
+from runtrace.models.ngram import vocabulary_columns
 
 
 def _halves(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -37,6 +38,29 @@ def test_exact_ngram_keys_are_the_mixed_radix_numbers_of_their_tokens_in_any_ord
                 expected.append(offset + sum(d * 5 ** (n - 1 - j) for j, d in enumerate(digits)))
             offset += 5**n
         assert ngram_keys(np.array(tokens), vocab_size=5, orders=orders).tolist() == expected
+
+
+def test_hashed_ngram_keys_follow_their_definition_when_the_radix_is_too_large():
+    tokens, space, golden = [7, 2**40, 3, 7, 2**40], 2**41, 0x9E3779B97F4A7C15
+    expected = []
+    for n in (1, 2, 3):
+        for i in range(len(tokens) - n + 1):
+            key = n
+            for t in tokens[i : i + n]:
+                key = ((key ^ t) * golden) % 2**64
+            expected.append(key)
+    assert ngram_keys(np.array(tokens), vocab_size=space, orders=(1, 2, 3)).tolist() == expected
+
+
+def test_vocabulary_columns_find_every_key_of_the_vocabulary_and_no_other():
+    rng = np.random.default_rng(3)
+    vocabulary = np.unique(rng.integers(0, 2**63, size=5000, dtype=np.uint64))
+    keys = np.concatenate([rng.choice(vocabulary, 20000), rng.integers(0, 2**63, 20000, dtype=np.uint64)])
+    rng.shuffle(keys)
+    column = {int(k): i for i, k in enumerate(vocabulary)}
+    expected = [column.get(int(k), -1) for k in keys]
+    assert vocabulary_columns(vocabulary, keys).tolist() == expected
+    assert vocabulary_columns(vocabulary[:0], keys[:3]).tolist() == [-1, -1, -1]
 
 
 def test_ngram_vocabulary_is_built_from_training_rows_only():

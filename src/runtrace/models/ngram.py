@@ -40,6 +40,8 @@ LGBM_PARAMS = {
 }
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_FILTER_BITS = 20  # `vocabulary_columns`' filter: 2**20 buckets (1 MiB), a few per vocabulary n-gram
+_FILTER_SHIFT = np.uint64(64 - _FILTER_BITS)
 
 
 def exact_keys(token_space: int, orders: tuple[int, ...]) -> bool:
@@ -76,11 +78,11 @@ def ngram_keys(tokens: np.ndarray, vocab_size: int, orders: tuple[int, ...]) -> 
             parts.append(prefix[: len(t) - n + 1] + np.uint64(offset))
             offset += vocab_size**n
         else:
-            windows = [t[j : len(t) - n + 1 + j] for j in range(n)]
-            key = np.full(len(windows[0]), np.uint64(n), dtype=np.uint64)
+            key = np.full(len(t) - n + 1, np.uint64(n), dtype=np.uint64)
             with np.errstate(over="ignore"):
-                for w in windows:
-                    key = (key ^ w) * _GOLDEN
+                for j in range(n):  # in place: no temporary the size of the trace per step
+                    np.bitwise_xor(key, t[j : len(t) - n + 1 + j], out=key)
+                    np.multiply(key, _GOLDEN, out=key)
             parts.append(key)
     return np.concatenate(parts) if parts else np.empty(0, dtype=np.uint64)
 
@@ -190,11 +192,21 @@ class NgramFeaturizer:
 
 def vocabulary_columns(vocabulary: np.ndarray, keys: np.ndarray) -> np.ndarray:
     """The column (position in the sorted `vocabulary`) of each key, -1 for keys outside it."""
-    if not len(vocabulary):
-        return np.full(len(keys), -1, dtype=np.int64)
-    pos = np.searchsorted(vocabulary, keys)
-    clipped = np.minimum(pos, len(vocabulary) - 1)
-    return np.where(vocabulary[clipped] == keys, clipped, -1).astype(np.int64)
+    out = np.full(len(keys), -1, dtype=np.int64)
+    if not len(vocabulary) or not len(keys):
+        return out
+    # Most keys of a long trace are outside the vocabulary: a one-bit-per-bucket filter of the
+    # vocabulary's hashed keys rules them out with one table lookup each, and only the rest are
+    # searched for (a binary search of every key took seconds on a 10-million-instruction trace).
+    with np.errstate(over="ignore"):
+        table = np.zeros(1 << _FILTER_BITS, dtype=bool)
+        table[(vocabulary * _GOLDEN) >> _FILTER_SHIFT] = True
+        candidates = np.flatnonzero(table[(keys * _GOLDEN) >> _FILTER_SHIFT])
+    wanted = keys[candidates]
+    pos = np.minimum(np.searchsorted(vocabulary, wanted), len(vocabulary) - 1)
+    found = vocabulary[pos] == wanted
+    out[candidates[found]] = pos[found]
+    return out
 
 
 def binary_labels(data: SequenceData, idx: np.ndarray) -> np.ndarray:
