@@ -32,6 +32,7 @@ from runtrace.trace.emulate import (
     pyargs,
     pycapi,
     regquery,
+    resources,
     startup,
     startupapis,
     stubbed,
@@ -929,6 +930,7 @@ def install(se, bits: int, max_methods: int = 64, seh64=None) -> Host:
             argc,
             lambda _handlers, emu, argv, _ctx, fn=fn: _safe(lambda a: fn(emu, a))(argv),
         )
+    resources.install(se)
     enum_names = lambda _handlers, emu, argv, ctx: enum_resource_names(callbacks, emu, argv, ctx)  # noqa: E731
     _register_as_speakeasy_handler(se, "kernel32", "EnumResourceNames", 4, enum_names)
     if seh64 is not None:
