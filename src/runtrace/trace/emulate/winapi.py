@@ -33,6 +33,7 @@ from runtrace.trace.emulate import (
     pycapi,
     regquery,
     resources,
+    shellpidl,
     startup,
     startupapis,
     stubbed,
@@ -895,6 +896,8 @@ def install(se, bits: int, max_methods: int = 64, seh64=None) -> Host:
     entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in system.simple() if not speakeasy_has(m, n)]
     missing = missingapi.MissingApis(se, bits // 8)
     entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in missing.simple() if not speakeasy_has(m, n)]
+    pidls = shellpidl.ShellPidls(se, bits // 8, missing.csidl_path).simple()
+    entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in pidls if not speakeasy_has(m, n)]
     stubbed_apis = stubbed.StubbedApis(se, bits // 8).simple()
     stubbed_apis += startupapis.StartupApis(se, bits // 8).simple()
     entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in stubbed_apis if not speakeasy_has(m, n)]
