@@ -31,6 +31,29 @@ def test_wsock32_ordinals_are_wsock32s_functions():
 
 def test_only_wsock32_ordinals_are_renamed():
     assert wsock32.import_name("WSOCK32", "ordinal_12") == "ioctlsocket"
-    assert wsock32.import_name("ws2_32", "ordinal_12") == "ordinal_12"
+    assert wsock32.import_name("ws2_32", "ordinal_12") == "inet_ntoa"
+    assert wsock32.import_name("ws2_32", "ordinal_17") == "recvfrom"
+    assert wsock32.import_name("kernel32", "ordinal_12") == "ordinal_12"
     assert wsock32.import_name("wsock32.dll", "ordinal_1140") == "ordinal_1140"  # WSOCK32-only exports
     assert wsock32.import_name("wsock32", "send") == "send"
+
+
+def test_datagram_functions_and_the_short_byte_swaps():
+    data = bytearray(0x400)
+    data[0:6] = b"hello\0"
+    data[0x220:0x224] = (16).to_bytes(4, "little")
+    steps = [
+        ("ws2_32.dll!socket", [2, 2, 0], Data(0x10)),  # AF_INET, SOCK_DGRAM
+        ("ws2_32.dll!#17", [Word(0x10), Data(0x100), 16, 0, Data(0x200), Data(0x220)]),  # recvfrom
+        ("ws2_32.dll!sendto", [Word(0x10), Data(0), 5, 0, Data(0x200), 16]),
+        ("ws2_32.dll!sendto", [0x777, Data(0), 5, 0, Data(0x200), 16]),  # no such socket
+        ("ws2_32.dll!htons", [0x12340050]),  # only the low 16 bits are the u_short
+        ("ws2_32.dll!ntohs", [0x5000]),
+    ]
+    trace = emulate(calls(steps, bytes(data)), "x", "udp")
+    assert trace.meta.stop_reason is StopReason.EXITED, trace.meta.stop_detail
+    assert not [e for e in trace.meta.events if e["type"] in ("api_handler_error", "unsupported_api")]
+    results = [c.result for c in trace.api_calls]
+    assert [c.name for c in trace.api_calls][1] == "ws2_32.recvfrom"
+    assert 0 < results[1] <= 16  # the socket's configured response, as recv reads it
+    assert results[2:] == [5, 0xFFFFFFFF, 0x5000, 0x50]

@@ -905,7 +905,9 @@ def install(se, bits: int, max_methods: int = 64, seh64=None) -> Host:
     entries += _overrides(scratch, seh64) + [(m, n, c, v, _safe(f)) for m, n, c, v, f in system.overriding()]
     entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in missing.overriding()]
     entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in filedata.FileCopies(se).overriding()]
-    entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in wsock32.Inet(se).overriding()]
+    winsock = wsock32.Winsock(se)
+    entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in winsock.overriding()]
+    entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in winsock.simple() if not speakeasy_has(m, n)]
     entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in regquery.RegQuery(se, bits // 8).overriding()]
     shell_execute_ex = processes.ShellExecuteEx(se, bits // 8).simple()
     entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in shell_execute_ex if not speakeasy_has(m, n)]
