@@ -182,3 +182,9 @@ def test_strpbrk_finds_the_first_character_of_a_set():
     )
     assert by_name["kernel32.lstrlenA"][0].args[0] == "=value;x"
     assert by_name["msvcrt.strpbrk"][1].result == 0
+
+
+def test_flat_scroll_bar_property_pops_its_arguments_and_fails_without_flat_scroll_bars():
+    # A stub that popped none of the 16 bytes would leave the program's `ret` on an argument.
+    by_name = _run([("comctl32.dll!FlatSB_SetScrollProp", [0x1AC, 1, 0, 1])], bytes(0x400), "flatsb")
+    assert [c.result for c in by_name["comctl32.FlatSB_SetScrollProp"]] == [0]
