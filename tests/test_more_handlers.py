@@ -167,3 +167,24 @@ def test_get_user_profile_directory_asks_for_room_then_copies():
     assert [c.args[0] for c in by_name["kernel32.lstrlenA"]] == [needed, registry.PROFILE]
     assert by_name["userenv.GetUserProfileDirectoryW"][0].result == 1
     assert by_name["kernel32.lstrlenW"][0].args[0] == registry.PROFILE
+
+
+def test_strpbrk_finds_the_first_character_of_a_set():
+    data = _data((0x000, _a("key=value;x")), (0x040, _a(";=")), (0x080, _a("#")))
+    by_name = _run(
+        [
+            ("msvcrt.dll!strpbrk", [Data(0x000), Data(0x040)], "cdecl", Data(0x100)),
+            ("kernel32.dll!lstrlenA", [Word(0x100)]),
+            ("msvcrt.dll!strpbrk", [Data(0x000), Data(0x080)], "cdecl"),  # none of them: NULL
+        ],
+        data,
+        "strpbrk",
+    )
+    assert by_name["kernel32.lstrlenA"][0].args[0] == "=value;x"
+    assert by_name["msvcrt.strpbrk"][1].result == 0
+
+
+def test_flat_scroll_bar_property_pops_its_arguments_and_fails_without_flat_scroll_bars():
+    # A stub that popped none of the 16 bytes would leave the program's `ret` on an argument.
+    by_name = _run([("comctl32.dll!FlatSB_SetScrollProp", [0x1AC, 1, 0, 1])], bytes(0x400), "flatsb")
+    assert [c.result for c in by_name["comctl32.FlatSB_SetScrollProp"]] == [0]

@@ -10,7 +10,8 @@ Found by classifying the coverage benchmark's short traces (docs/tracer.md): pro
   launchers exit with "Unable to calculate directory of executable");
 - at tracer revision 22, malware runs that ended with fewer than 1,000 API calls had `mbstowcs` (39
   runs), `rename` (21) and `_strnicmp` (10) stubbed: a converted string never written, a dropped file
-  never renamed (-1 would be failure; the stub's 0 said "done" and nothing moved).
+  never renamed (-1 would be failure; the stub's 0 said "done" and nothing moved); `strpbrk` (a
+  parser's search for a separator) answered NULL, "none there".
 
 Files are Speakeasy's emulated files (the same ones CreateFile and ReadFile see); a `FILE *` is a small
 zeroed block the program may look into, mapped here to its file and position.  The standard streams
@@ -81,6 +82,8 @@ class CrtFunctions:
             ("wcsncat", 3, lambda a: self.strncat(a, True)),
             ("wcschr", 2, lambda a: self.find_char(a, True, last=False)),
             ("wcsrchr", 2, lambda a: self.find_char(a, True, last=True)),
+            ("strpbrk", 2, lambda a: self.find_any(a, False)),
+            ("wcspbrk", 2, lambda a: self.find_any(a, True)),
             ("_strdup", 1, lambda a: self.strdup(a, False)),
             ("_itoa", 3, lambda a: self.int_to_text(a, False, signed=True)),
             ("_ltoa", 3, lambda a: self.int_to_text(a, False, signed=True)),
@@ -164,6 +167,14 @@ class CrtFunctions:
         value = self._string(text, wide) + "\0"  # the terminator can be searched for
         needle = chr(char & (0xFFFF if wide else 0xFF))
         index = value.rfind(needle) if last else value.find(needle)
+        return 0 if index < 0 else text + index * (2 if wide else 1)
+
+    def find_any(self, argv: list, wide: bool) -> int:
+        """strpbrk/wcspbrk(text, accept): the first character of text that is in accept, NULL where
+        none is (the terminators are not searched for)."""
+        text, accept = self._args(argv, 2)
+        value, wanted = self._string(text, wide), set(self._string(accept, wide))
+        index = next((i for i, c in enumerate(value) if c in wanted), -1)
         return 0 if index < 0 else text + index * (2 if wide else 1)
 
     def strdup(self, argv: list, wide: bool) -> int:

@@ -25,6 +25,7 @@ import pefile
 
 from runtrace.trace.emulate import speakeasy_loader  # noqa: F401  (first: lean imports of unicorn and speakeasy)
 from speakeasy.windows.common import PeFile
+from runtrace.trace.emulate import wsock32
 
 _SKIPPED = frozenset(
     pefile.DIRECTORY_ENTRY[name]
@@ -93,6 +94,7 @@ def _patch_imports(self) -> None:
     for addr, imp in self.imports.items():
         offset = addr - self.base
         image[offset : offset + self.ptr_size] = self.imp_id.to_bytes(self.ptr_size, "little")
-        self.import_table[self.imp_id] = imp
+        # WSOCK32's ordinals differ from the WS2_32 ones Speakeasy resolves them by (`wsock32.py`).
+        self.import_table[self.imp_id] = (imp[0], wsock32.import_name(*imp))
         self.imp_id += self.imp_step
     self.mapped_image = bytes(image)

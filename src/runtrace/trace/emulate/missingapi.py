@@ -252,16 +252,21 @@ class MissingApis:
         """SHGetSpecialFolderPath(hwnd, out, csidl, create): the folder Speakeasy's SHGetFolderPath gives
         for the CSIDL (its user's profile), written as the caller's character width; TRUE."""
         _hwnd, out, csidl = argv[:3]
+        path = self.csidl_path(csidl)
+        if out:
+            self._write_path(out, path, wide)
+        argv[1] = path
+        return 1
+
+    def csidl_path(self, csidl: int) -> str:
+        """The folder Speakeasy's SHGetFolderPath gives for a CSIDL (flags such as CSIDL_FLAG_CREATE
+        masked off), which every shell folder API here answers with, so they all agree."""
         if not self._folder_buffer:
             self._folder_buffer = self.se.mem_alloc(MAX_PATH * 2, tag="api.SHGetSpecialFolderPath")
         self.emu.mem_write(self._folder_buffer, bytes(MAX_PATH * 2))
         shell32 = self.emu.api.load_api_handler("shell32")
         shell32.SHGetFolderPath(self.emu, [0, csidl & 0xFF, 0, 0, self._folder_buffer], {})
-        path = self.emu.read_mem_string(self._folder_buffer, 1)
-        if out:
-            self._write_path(out, path, wide)
-        argv[1] = path
-        return 1
+        return self.emu.read_mem_string(self._folder_buffer, 1)
 
     def _write_path(self, address: int, path: str, wide: bool) -> None:
         """A path as Windows writes one into a MAX_PATH buffer: at most 259 characters and the NUL."""

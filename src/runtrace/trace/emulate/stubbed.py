@@ -36,7 +36,12 @@ class StubbedApis:
 
     def simple(self) -> list[tuple[tuple[str, ...], str, int, int, Callable[[list], int]]]:
         """Handlers for APIs Speakeasy has none of: (modules, name, argc, convention, fn(argv))."""
-        out = []
+        # FlatSB_SetScrollProp(hwnd, index, value, redraw): FALSE for a window InitializeFlatSB has not
+        # given flat scroll bars (none here: InitializeFlatSB has no handler and fails).  Delphi's VCL
+        # calls it for every scrolling form; the stub's FALSE was right, but the API is missing from
+        # MinGW's comctl32 import library (`stdcallargs`), so the stub popped none of its 16 bytes
+        # and the form's code returned through the wrong stack slot, ending the run (revision 22).
+        out = [(("comctl32",), "FlatSB_SetScrollProp", 4, STDCALL, lambda a: 0)]
         for suffix, wide in (("A", False), ("W", True)):
             out += [
                 (

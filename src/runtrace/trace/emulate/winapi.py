@@ -35,12 +35,15 @@ from runtrace.trace.emulate import (
     pyargs,
     pycapi,
     regquery,
+    resources,
+    shellpidl,
     startup,
     startupapis,
     stdstring,
     stubbed,
     stubnames,
     sysapi,
+    wsock32,
 )
 from runtrace.trace.emulate.callbacks import Callbacks
 from runtrace.trace.emulate.crtfuncs import CrtFunctions
@@ -900,12 +903,17 @@ def install(se, bits: int, max_methods: int = 64, seh64=None) -> Host:
     entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in system.simple() if not speakeasy_has(m, n)]
     missing = missingapi.MissingApis(se, bits // 8)
     entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in missing.simple() if not speakeasy_has(m, n)]
+    pidls = shellpidl.ShellPidls(se, bits // 8, missing.csidl_path).simple()
+    entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in pidls if not speakeasy_has(m, n)]
     stubbed_apis = stubbed.StubbedApis(se, bits // 8).simple()
     stubbed_apis += startupapis.StartupApis(se, bits // 8).simple()
     entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in stubbed_apis if not speakeasy_has(m, n)]
     entries += _overrides(scratch, seh64) + [(m, n, c, v, _safe(f)) for m, n, c, v, f in system.overriding()]
     entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in missing.overriding()]
     entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in filedata.FileCopies(se).overriding()]
+    winsock = wsock32.Winsock(se)
+    entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in winsock.overriding()]
+    entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in winsock.simple() if not speakeasy_has(m, n)]
     entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in regquery.RegQuery(se, bits // 8).overriding()]
     for more in (filepointer.FilePointer(se, bits // 8), ansitext.AnsiText(se, bits // 8)):
         entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in more.overriding()]
@@ -937,6 +945,7 @@ def install(se, bits: int, max_methods: int = 64, seh64=None) -> Host:
             argc,
             lambda _handlers, emu, argv, _ctx, fn=fn: _safe(lambda a: fn(emu, a))(argv),
         )
+    resources.install(se)
     enum_names = lambda _handlers, emu, argv, ctx: enum_resource_names(callbacks, emu, argv, ctx)  # noqa: E731
     _register_as_speakeasy_handler(se, "kernel32", "EnumResourceNames", 4, enum_names)
     if seh64 is not None:
