@@ -188,3 +188,20 @@ def test_flat_scroll_bar_property_pops_its_arguments_and_fails_without_flat_scro
     # A stub that popped none of the 16 bytes would leave the program's `ret` on an argument.
     by_name = _run([("comctl32.dll!FlatSB_SetScrollProp", [0x1AC, 1, 0, 1])], bytes(0x400), "flatsb")
     assert [c.result for c in by_name["comctl32.FlatSB_SetScrollProp"]] == [0]
+
+
+def test_mbsinc_and_mbsdec_step_one_byte_in_the_ansi_code_page():
+    data = _data((0x000, _a("ab")))
+    by_name = _run(
+        [
+            ("msvcrt.dll!_mbsinc", [Data(0x000)], "cdecl"),
+            ("msvcrt.dll!_mbsdec", [Data(0x000), Data(0x002)], "cdecl"),
+            ("msvcrt.dll!_mbsdec", [Data(0x000), Data(0x000)], "cdecl"),  # nothing before the start
+        ],
+        data,
+        "mbsinc",
+    )
+    (inc,) = by_name["msvcrt._mbsinc"]
+    back, none = by_name["msvcrt._mbsdec"]
+    assert inc.result == inc.args[0] + 1
+    assert back.result == back.args[1] - 1 and none.result == 0

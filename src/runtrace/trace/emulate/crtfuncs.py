@@ -11,7 +11,8 @@ Found by classifying the coverage benchmark's short traces (docs/tracer.md): pro
 - at tracer revision 22, malware runs that ended with fewer than 1,000 API calls had `mbstowcs` (39
   runs), `rename` (21) and `_strnicmp` (10) stubbed: a converted string never written, a dropped file
   never renamed (-1 would be failure; the stub's 0 said "done" and nothing moved); `strpbrk` (a
-  parser's search for a separator) answered NULL, "none there".
+  parser's search for a separator) answered NULL, "none there"; `_mbsinc` (the next character of a
+  multibyte string, code page 1252: the next byte) answered NULL, and the program read through it.
 
 Files are Speakeasy's emulated files (the same ones CreateFile and ReadFile see); a `FILE *` is a small
 zeroed block the program may look into, mapped here to its file and position.  The standard streams
@@ -83,6 +84,9 @@ class CrtFunctions:
             ("wcschr", 2, lambda a: self.find_char(a, True, last=False)),
             ("wcsrchr", 2, lambda a: self.find_char(a, True, last=True)),
             ("strpbrk", 2, lambda a: self.find_any(a, False)),
+            # Single-byte code page (1252): a character is a byte.
+            ("_mbsinc", 1, lambda a: (self._args(a, 1)[0] + 1) & self._mask),
+            ("_mbsdec", 2, lambda a: self.previous_byte(*self._args(a, 2))),
             ("wcspbrk", 2, lambda a: self.find_any(a, True)),
             ("_strdup", 1, lambda a: self.strdup(a, False)),
             ("_itoa", 3, lambda a: self.int_to_text(a, False, signed=True)),
@@ -161,6 +165,15 @@ class CrtFunctions:
         head, tail = self._string(dst, wide), self._string(src, wide)[:count]
         self._write_string(dst, head + tail, wide)
         return dst
+
+    @property
+    def _mask(self) -> int:
+        return (1 << (8 * self.ptr)) - 1
+
+    @staticmethod
+    def previous_byte(start: int, current: int) -> int:
+        """_mbsdec(start, current): the character before `current`, NULL when there is none."""
+        return current - 1 if current > start else 0
 
     def find_char(self, argv: list, wide: bool, last: bool) -> int:
         text, char = self._args(argv, 2)
