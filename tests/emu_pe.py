@@ -232,3 +232,29 @@ def calls(
         return out
 
     return program("i386", code, imports, data=data)
+
+
+def data_area(*items: tuple[int, bytes], size: int = 0x400) -> bytes:
+    """A `calls` data area of `size` zero bytes with each (offset, bytes) item written at its offset."""
+    out = bytearray(size)
+    for offset, value in items:
+        out[offset : offset + len(value)] = value
+    return bytes(out)
+
+
+def ansi(text: str) -> bytes:
+    """`text` as a NUL-terminated ANSI (code page 1252's Latin-1 range) string."""
+    return text.encode("latin-1") + b"\0"
+
+
+def utf16(text: str) -> bytes:
+    """`text` as a NUL-terminated UTF-16 string."""
+    return text.encode("utf-16-le") + b"\0\0"
+
+
+def calls_by_name(trace) -> dict[str, list]:
+    """The trace's API calls grouped by their name ("kernel32.Sleep"), in call order."""
+    out: dict[str, list] = {}
+    for c in trace.api_calls:
+        out.setdefault(c.name, []).append(c)
+    return out

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import struct
 
-from emu_pe import Data, Word, calls
+from emu_pe import Data, Word, ansi, calls, calls_by_name, data_area, utf16
 from runtrace.trace.emulate import registry
 from runtrace.trace.emulate.emulator import emulate
 from runtrace.trace.model import StopReason
@@ -14,32 +14,14 @@ from runtrace.trace.model import StopReason
 GENERIC_READ, OPEN_EXISTING, INVALID_HANDLE = 0x80000000, 3, 0xFFFFFFFF
 
 
-def _data(*items: tuple[int, bytes]) -> bytes:
-    out = bytearray(0x400)
-    for offset, value in items:
-        out[offset : offset + len(value)] = value
-    return bytes(out)
-
-
-def _a(text: str) -> bytes:
-    return text.encode("latin-1") + b"\0"
-
-
-def _w(text: str) -> bytes:
-    return text.encode("utf-16-le") + b"\0\0"
-
-
 def _run(steps: list[tuple], data: bytes, name: str) -> dict[str, list]:
     trace = emulate(calls(steps, data), "x", name)
     assert trace.meta.stop_reason is StopReason.EXITED, trace.meta.stop_detail
-    out: dict[str, list] = {}
-    for c in trace.api_calls:
-        out.setdefault(c.name, []).append(c)
-    return out
+    return calls_by_name(trace)
 
 
 def test_mbstowcs_converts_and_answers_a_size_query():
-    data = _data((0x000, _a("hello")), (0x200, _w("ZZZZZZ")))
+    data = data_area((0x000, ansi("hello")), (0x200, utf16("ZZZZZZ")))
     by_name = _run(
         [
             ("msvcrt.dll!mbstowcs", [0, Data(0x000), 0], "cdecl"),  # the size needed
@@ -56,7 +38,7 @@ def test_mbstowcs_converts_and_answers_a_size_query():
 
 
 def test_wcstombs_converts_and_answers_a_size_query():
-    data = _data((0x040, _w("wide")), (0x200, _a("ZZZZZZ")))
+    data = data_area((0x040, utf16("wide")), (0x200, ansi("ZZZZZZ")))
     by_name = _run(
         [
             ("msvcrt.dll!wcstombs", [0, Data(0x040), 0], "cdecl"),
@@ -73,7 +55,9 @@ def test_wcstombs_converts_and_answers_a_size_query():
 
 
 def test_strnicmp_and_wcsnicmp_order_without_case():
-    data = _data((0x000, _a("ABCdef")), (0x040, _a("abcxyz")), (0x100, _w("ABCdef")), (0x140, _w("abcxyz")))
+    data = data_area(
+        (0x000, ansi("ABCdef")), (0x040, ansi("abcxyz")), (0x100, utf16("ABCdef")), (0x140, utf16("abcxyz"))
+    )
     by_name = _run(
         [
             ("msvcrt.dll!_strnicmp", [Data(0x000), Data(0x040), 3], "cdecl"),
@@ -98,8 +82,10 @@ def test_strnicmp_and_wcsnicmp_order_without_case():
 def test_rename_moves_a_copied_file():
     # The program copies itself to a .dat file, renames that to an .exe and opens both names.
     roaming = f"{registry.PROFILE}\\AppData\\Roaming"
-    data = _data(
-        (0x000, _a(f"{roaming}\\a.dat")), (0x080, _a(f"{roaming}\\b.exe")), (0x200, _a("C:\\no\\such.dat"))
+    data = data_area(
+        (0x000, ansi(f"{roaming}\\a.dat")),
+        (0x080, ansi(f"{roaming}\\b.exe")),
+        (0x200, ansi("C:\\no\\such.dat")),
     )
     open_args = [GENERIC_READ, 1, 0, OPEN_EXISTING, 0x80, 0]
     by_name = _run(
@@ -125,7 +111,7 @@ def test_rename_moves_a_copied_file():
 
 def test_set_file_attributes_needs_an_existing_file_or_folder():
     # (Not a .txt or .exe path: Speakeasy's configuration serves a stand-in file for any of those.)
-    data = _data((0x000, _a("C:\\no\\such\\file.dat")), (0x080, _a(registry.PROFILE)))
+    data = data_area((0x000, ansi("C:\\no\\such\\file.dat")), (0x080, ansi(registry.PROFILE)))
     by_name = _run(
         [
             ("kernel32.dll!GetModuleFileNameA", [0, Data(0x100), 260]),
@@ -146,7 +132,7 @@ def test_set_file_attributes_needs_an_existing_file_or_folder():
 
 def test_get_user_profile_directory_asks_for_room_then_copies():
     needed = len(registry.PROFILE) + 1
-    data = _data(
+    data = data_area(
         (0x3F0, struct.pack("<I", 4)), (0x3F4, struct.pack("<I", 260)), (0x3F8, struct.pack("<I", 260))
     )
     by_name = _run(
@@ -170,7 +156,7 @@ def test_get_user_profile_directory_asks_for_room_then_copies():
 
 
 def test_strpbrk_finds_the_first_character_of_a_set():
-    data = _data((0x000, _a("key=value;x")), (0x040, _a(";=")), (0x080, _a("#")))
+    data = data_area((0x000, ansi("key=value;x")), (0x040, ansi(";=")), (0x080, ansi("#")))
     by_name = _run(
         [
             ("msvcrt.dll!strpbrk", [Data(0x000), Data(0x040)], "cdecl", Data(0x100)),
@@ -191,7 +177,7 @@ def test_flat_scroll_bar_property_pops_its_arguments_and_fails_without_flat_scro
 
 
 def test_mbsinc_and_mbsdec_step_one_byte_in_the_ansi_code_page():
-    data = _data((0x000, _a("ab")))
+    data = data_area((0x000, ansi("ab")))
     by_name = _run(
         [
             ("msvcrt.dll!_mbsinc", [Data(0x000)], "cdecl"),

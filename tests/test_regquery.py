@@ -4,7 +4,7 @@ with its NUL, the size needed, ERROR_MORE_DATA and ERROR_FILE_NOT_FOUND; values 
 import base64
 import struct
 
-from emu_pe import Data, Word, calls
+from emu_pe import Data, Word, ansi, calls, calls_by_name, data_area, utf16
 from runtrace.trace.emulate import registry, regquery
 from runtrace.trace.emulate.emulator import emulate
 
@@ -13,30 +13,8 @@ SHELL_FOLDERS = "Software\\Microsoft\\Windows\\CurrentVersion\\Explorer\\Shell F
 APPDATA = f"{registry.PROFILE}\\AppData\\Roaming"
 
 
-def _data(*items: tuple[int, bytes]) -> bytes:
-    out = bytearray(0x400)
-    for offset, b in items:
-        out[offset : offset + len(b)] = b
-    return bytes(out)
-
-
-def _a(s: str) -> bytes:
-    return s.encode("latin-1") + b"\0"
-
-
-def _w(s: str) -> bytes:
-    return s.encode("utf-16-le") + b"\0\0"
-
-
 def _u32(n: int) -> bytes:
     return struct.pack("<I", n)
-
-
-def _by_name(trace) -> dict[str, list]:
-    out: dict[str, list] = {}
-    for c in trace.api_calls:
-        out.setdefault(c.name, []).append(c)
-    return out
 
 
 def _open_shell_folders() -> tuple:
@@ -44,10 +22,10 @@ def _open_shell_folders() -> tuple:
 
 
 def test_a_wide_query_of_a_configured_string():
-    data = _data(
-        (0x000, _a(SHELL_FOLDERS)),
-        (0x0A0, _w("AppData")),
-        (0x0C0, _w("NoSuchValue")),
+    data = data_area(
+        (0x000, ansi(SHELL_FOLDERS)),
+        (0x0A0, utf16("AppData")),
+        (0x0C0, utf16("NoSuchValue")),
         (0x3C4, _u32(0x100)),  # the full query's buffer size
         (0x3CC, _u32(4)),  # the short buffer's
         (0x3D0, _u32(0x77)),  # the missing value's type and size, which must stay as they are
@@ -77,7 +55,7 @@ def test_a_wide_query_of_a_configured_string():
         data,
     )
     trace = emulate(program, "x", "regquery-w")
-    by_name = _by_name(trace)
+    by_name = calls_by_name(trace)
     full, size_only, short, missing, no_size, no_key = by_name["advapi32.RegQueryValueExW"]
     needed = 2 * (len(APPDATA) + 1)
     assert [c.result for c in (full, size_only, short, missing, no_size, no_key)] == [0, 0, 234, 2, 87, 6]
@@ -91,7 +69,7 @@ def test_a_wide_query_of_a_configured_string():
 
 
 def test_an_ansi_query_gets_ansi_bytes():
-    data = _data((0x000, _a(SHELL_FOLDERS)), (0x080, _a("AppData")), (0x3C4, _u32(0x100)))
+    data = data_area((0x000, ansi(SHELL_FOLDERS)), (0x080, ansi("AppData")), (0x3C4, _u32(0x100)))
     program = calls(
         [
             _open_shell_folders(),
@@ -107,7 +85,7 @@ def test_an_ansi_query_gets_ansi_bytes():
         data,
     )
     trace = emulate(program, "x", "regquery-a")
-    by_name = _by_name(trace)
+    by_name = calls_by_name(trace)
     assert by_name["advapi32.RegQueryValueExA"][0].result == 0
     text, first, kind, size = (c.args[0] for c in by_name["kernel32.lstrlenA"])
     assert text == APPDATA and first == int.from_bytes(APPDATA[:4].encode(), "little")
@@ -115,14 +93,14 @@ def test_an_ansi_query_gets_ansi_bytes():
 
 
 def test_values_a_program_sets_read_back():
-    data = _data(
-        (0x000, _a("Software\\Runtrace Test")),
-        (0x040, _a("Count")),
-        (0x050, _a("Name")),
-        (0x060, _a("Blob")),
-        (0x070, _w("Name")),
+    data = data_area(
+        (0x000, ansi("Software\\Runtrace Test")),
+        (0x040, ansi("Count")),
+        (0x050, ansi("Name")),
+        (0x060, ansi("Blob")),
+        (0x070, utf16("Name")),
         (0x200, _u32(0x12345678)),
-        (0x210, _a("hello")),
+        (0x210, ansi("hello")),
         (0x220, b"\x00\xff\x80\x41"),
         (0x3C4, _u32(0x40)),
         (0x3CC, _u32(0x40)),
@@ -152,7 +130,7 @@ def test_values_a_program_sets_read_back():
         data,
     )
     trace = emulate(program, "x", "regquery-set")
-    by_name = _by_name(trace)
+    by_name = calls_by_name(trace)
     assert [c.result for c in by_name["advapi32.RegSetValueExA"]] == [0, 0, 0]
     assert by_name["advapi32.RegQueryValueExA"][0].args[3] == "REG_DWORD"
     assert [c.result for c in by_name["advapi32.RegQueryValueExA"]] == [0, 0]
@@ -180,7 +158,7 @@ def test_stored_forms_to_windows_bytes():
 
 
 def test_an_unwritable_buffer_is_an_error_not_success():
-    data = _data((0x000, _a(SHELL_FOLDERS)), (0x080, _a("AppData")), (0x3C4, _u32(0x100)))
+    data = data_area((0x000, ansi(SHELL_FOLDERS)), (0x080, ansi("AppData")), (0x3C4, _u32(0x100)))
     program = calls(
         [
             _open_shell_folders(),
@@ -189,4 +167,4 @@ def test_an_unwritable_buffer_is_an_error_not_success():
         data,
     )
     trace = emulate(program, "x", "regquery-fault")
-    assert _by_name(trace)["advapi32.RegQueryValueExA"][0].result == 998  # ERROR_NOACCESS
+    assert calls_by_name(trace)["advapi32.RegQueryValueExA"][0].result == 998  # ERROR_NOACCESS

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from emu_pe import Data, Word, calls
+from emu_pe import Data, Word, calls, calls_by_name, data_area
 from runtrace.trace.emulate.emulator import emulate
 from runtrace.trace.emulate.startupapis import compare_strings
 from runtrace.trace.model import StopReason
@@ -11,25 +11,17 @@ from runtrace.trace.model import StopReason
 NORM_IGNORECASE = 1
 
 
-def _data(*items: tuple[int, bytes]) -> bytes:
-    out = bytearray(0x400)
-    for offset, value in items:
-        out[offset : offset + len(value)] = value
-    return bytes(out)
-
-
 def _run(steps: list[tuple], data: bytes, name: str) -> dict[str, list]:
     trace = emulate(calls(steps, data), "x", name)
     # A handler popping the wrong number of arguments leaves the final `ret` on an argument: a fault.
     assert trace.meta.stop_reason is StopReason.EXITED, trace.meta.stop_detail
-    out: dict[str, list] = {}
-    for c in trace.api_calls:
-        out.setdefault(c.name, []).append(c)
-    return out
+    return calls_by_name(trace)
 
 
 def test_compare_string_orders_like_windows():
-    data = _data((0x000, b"TForm1\0"), (0x010, b"tform1\0"), (0x020, "Form2".encode("utf-16-le") + b"\0\0"))
+    data = data_area(
+        (0x000, b"TForm1\0"), (0x010, b"tform1\0"), (0x020, "Form2".encode("utf-16-le") + b"\0\0")
+    )
     data = data[:0x030] + "form1".encode("utf-16-le") + b"\0\0" + data[0x03C:]
     by_name = _run(
         [
@@ -58,7 +50,7 @@ def test_compare_strings_flags():
 
 
 def test_global_atoms_and_clipboard_formats():
-    data = _data((0x000, b"Delphi00401234\0"), (0x020, b"DELPHI00401234\0"), (0x040, b"#42\0"))
+    data = data_area((0x000, b"Delphi00401234\0"), (0x020, b"DELPHI00401234\0"), (0x040, b"#42\0"))
     data = data[:0x060] + "Rich Text Format".encode("utf-16-le") + b"\0\0" + data[0x082:]
     by_name = _run(
         [
@@ -89,7 +81,7 @@ def test_global_atoms_and_clipboard_formats():
 
 
 def test_affinity_mask_and_memory_status():
-    data = _data((0x100, (64).to_bytes(4, "little")))
+    data = data_area((0x100, (64).to_bytes(4, "little")))
     by_name = _run(
         [
             ("kernel32.dll!GetProcessAffinityMask", [-1, Data(0x000), Data(0x010)]),

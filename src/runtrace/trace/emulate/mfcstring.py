@@ -33,9 +33,10 @@ from collections.abc import Callable
 
 from speakeasy.winenv import arch as se_arch
 
+from runtrace.trace.emulate.strings import MAX_TEXT, c_text
+
 _HEADER = 12  # CStringData: nRefs, nDataLength, nAllocLength
 _ROUNDED = (64, 128, 256, 512)  # release-build AllocBuffer's fixed-size blocks, in characters
-_MAX_READ = 0x100000  # the longest C string read from the program
 
 
 def _s32(value: int) -> int:
@@ -223,19 +224,9 @@ class CStrings:
     def _stack_arg(self, index: int) -> int:
         return self._read_u32(self.emu.get_stack_ptr() + 4 + 4 * index)
 
-    def _text(self, address: int, limit: int = _MAX_READ) -> bytes:
-        """The NUL-terminated text at `address` (none for NULL), read in pages."""
-        if not address:
-            return b""
-        out = b""
-        while len(out) < limit:
-            chunk = min(0x1000 - (address + len(out)) % 0x1000, limit - len(out))
-            part = bytes(self.emu.mem_read(address + len(out), chunk))
-            end = part.find(b"\0")
-            if end >= 0:
-                return out + part[:end]
-            out += part
-        return out
+    def _text(self, address: int, limit: int = MAX_TEXT) -> bytes:
+        """The NUL-terminated text at `address` (none for NULL)."""
+        return c_text(self.emu, address, limit)
 
     def _resource_string(self, ident: int) -> str:
         pe = self.emu.modules[0][0] if self.emu.modules else None

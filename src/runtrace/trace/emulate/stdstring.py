@@ -28,10 +28,11 @@ from collections.abc import Callable
 
 from speakeasy.winenv import arch as se_arch
 
+from runtrace.trace.emulate.strings import c_text
+
 _MIN_SIZE = 31
 _FROZEN = 255
 _NPOS = 0xFFFFFFFF
-_MAX_READ = 0x100000
 
 _STRING = "?$basic_string@DU?$char_traits@D@std@@V?$allocator@D@2@@std@@"
 _MEMBER = "@" + _STRING  # a member's name is `?name@` + this
@@ -246,15 +247,7 @@ class StdStrings:
             return b""
         if count is not None:
             return bytes(self.emu.mem_read(address, count)) if count else b""
-        out = b""
-        while len(out) < _MAX_READ:
-            chunk = 0x1000 - (address + len(out)) % 0x1000
-            part = bytes(self.emu.mem_read(address + len(out), chunk))
-            end = part.find(b"\0")
-            if end >= 0:
-                return out + part[:end]
-            out += part
-        return out
+        return c_text(self.emu, address)
 
     def _this(self) -> int:
         return self.emu.reg_read(se_arch.X86_REG_ECX)

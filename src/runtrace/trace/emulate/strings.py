@@ -13,6 +13,23 @@ functions on the same memory.
 from __future__ import annotations
 
 PAGE = 0x1000  # unicorn's page on x86 and amd64: memory is mapped and unmapped in whole pages
+MAX_TEXT = 0x100000  # the longest C string `c_text` reads from a program
+
+
+def c_text(emu, address: int, limit: int = MAX_TEXT) -> bytes:
+    """The bytes of the NUL-terminated string at `address`, without the NUL (at most `limit` of them;
+    none for NULL), read a page at a time: what handlers of C++ runtime classes copy."""
+    if not address:
+        return b""
+    out = b""
+    while len(out) < limit:
+        chunk = min(PAGE - (address + len(out)) % PAGE, limit - len(out))
+        part = bytes(emu.mem_read(address + len(out), chunk))
+        end = part.find(b"\0")
+        if end >= 0:
+            return out + part[:end]
+        out += part
+    return out
 
 
 def install(emu) -> None:
