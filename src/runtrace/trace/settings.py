@@ -21,8 +21,8 @@ TRACER_VERSION = f"runtrace-emu/{__version__}.{TRACER_REVISION}"
 @dataclass(frozen=True)
 class TracerSettings:
     # 10 million since revision 23 (1 million before): unpackers and decryption loops need more.  Of
-    # the 210 corpus malware runs that stopped at 1 million with fewer than 1,000 API calls, about a
-    # fifth pass 1,000 calls by 10 million (half of those need more than 5 million); docs/tracer.md.
+    # the 210 corpus malware runs that stopped at 1 million with fewer than 1,000 API calls, 75 pass
+    # 1,000 calls by 10 million (52 by 5 million, 82 by 20 million); docs/tracer.md.
     max_instructions: int = 10_000_000
     timeout_s: float = 60.0
     memory_mb: int = 1024  # each tracer child's private memory (USS), checked by the batch runner
