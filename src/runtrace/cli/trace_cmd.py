@@ -19,6 +19,23 @@ from runtrace.cli.progress import LoggedProgress
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # unicorn 1.0.2 at import
 
 
+def _list_inputs(items) -> list:
+    """The inputs, read (hashed) with a progress line: an encrypted zip's members are decrypted by
+    Python's zipfile at about 1 MB/s, so a malware archive of 100 MB takes minutes before the first
+    trace starts."""
+    listing = LoggedProgress(
+        TextColumn("[bold]reading inputs"), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.fields[last]}"), console=err_console, transient=True,
+    )  # fmt: skip
+    samples = []
+    with listing:
+        task = listing.add_task("reading inputs", total=None, last="")
+        for item in items:
+            samples.append(item)
+            listing.update(task, advance=1, last=(item.name or "")[-40:])
+    return samples
+
+
 def _summary_table(outcomes) -> Table:
     from runtrace.paths import short_names
 
@@ -69,7 +86,7 @@ def trace(
     except OSError as e:
         raise fail(f"{out}: cannot create output directory: {e.strerror}") from None
     try:
-        samples = list(iter_samples(paths, password, tracer.max_bytes))
+        samples = _list_inputs(iter_samples(paths, password, tracer.max_bytes))
     except KeyboardInterrupt:
         raise fail("interrupted while listing the inputs; nothing was traced", INTERRUPTED) from None
     progress = LoggedProgress(
