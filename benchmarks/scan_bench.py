@@ -26,11 +26,14 @@ import time
 import zipfile
 from pathlib import Path
 
+from runtrace.trace.settings import TracerSettings
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "samples"
 FIXTURES = ROOT / "tests" / "fixtures" / "benign"
 N_CORPUS_FILES = 24
 PROCESS_TIMEOUT_S = 180
+_LIMITS = TracerSettings()
 # Measured once, not rerun: the scanner's inference moved from numpy to ONNX Runtime (issue 22).
 BEFORE_AFTER_ONNX = (
     "ONNX Runtime against the numpy inference it replaced, measured once on 2026-12-06 with the same 24 "
@@ -169,7 +172,8 @@ def run() -> dict:
             "rows": rows,
             "notes": [
                 "One core per scan process (taskset -c 0); the tracer's limits are the defaults "
-                "(1,000,000 instructions, 60 s), so programs that run to the instruction cap dominate p95.",
+                f"({_LIMITS.max_instructions:,} instructions, {_LIMITS.timeout_s:g} s), so programs that run "
+                "to the instruction cap dominate p95.",
                 BEFORE_AFTER_ONNX,
             ],
         }
