@@ -38,3 +38,19 @@ def test_sprintf_formats_the_variadic_arguments_and_a_null_string_as_null():
     assert calls_["msvcrt.sprintf"][0].result == len(formatted.args[0])
     assert wsprintf.args[0] == "abcdefgh-beef" and calls_["user32.wsprintfA"][0].result == 13
     assert calls_["msvcrt._snprintf"][0].result & 0xFFFFFFFF == 0xFFFFFFFF  # cut: -1
+
+
+def test_wvsprintf_is_stdcall_and_reads_its_va_list():
+    # The va_list at 0x90 holds "%s-%04x"'s two arguments (a NULL string, 0xBEEF); Speakeasy's cdecl
+    # handler left the 12 bytes of stdcall arguments on the stack.
+    data = bytearray(_data()) + bytearray(0x100)
+    data[0x90:0x98] = (0).to_bytes(4, "little") + (0xBEEF).to_bytes(4, "little")
+    steps = [
+        ("user32.dll!wvsprintfA", [Data(0x400), Data(0x70), Data(0x90)]),
+        ("kernel32.dll!lstrlenA", [Data(0x400)]),
+    ]
+    trace = emulate(calls(steps, bytes(data)), "x", "wvsprintf")
+    assert trace.meta.stop_reason is StopReason.EXITED, trace.meta.stop_detail
+    (call,) = [c for c in trace.api_calls if c.name == "user32.wvsprintfA"]
+    text = [c for c in trace.api_calls if c.name == "kernel32.lstrlenA"][0].args[0]
+    assert text == "(null)-beef" and call.result == len(text)

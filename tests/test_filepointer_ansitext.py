@@ -101,6 +101,34 @@ def test_wide_char_to_multi_byte_counts_what_it_converts():
     assert by_name["lstrlenA"][1].args[0] == "tail"
 
 
+def test_multi_byte_to_wide_char_converts_the_bytes_it_is_given():
+    # The C runtime's locale set-up converts the 256 bytes 0..255 (no NUL at the end): Speakeasy read
+    # on to the next NUL and answered 268, and decoded code page 1252 as UTF-8.
+    convert = "kernel32.dll!MultiByteToWideChar"
+    steps = [
+        (convert, [0, 1, Data(0x000), 0x100, 0, 0]),  # the size query for 256 bytes
+        (convert, [0, 1, Data(0x000), 0x100, Data(0x200), 0x100]),
+        (convert, [0, 1, Data(0x100), -1, Data(0x400), 0x10]),  # through the NUL
+        ("kernel32.dll!lstrlenW", [Data(0x400)]),
+        (convert, [0, 1, Data(0x100), -1, Data(0x440), 3]),  # too short a buffer
+        ("kernel32.dll!GetLastError", []),
+        (convert, [65001, 8, Data(0x120), -1, 0, 0]),  # invalid UTF-8 with MB_ERR_INVALID_CHARS
+        ("kernel32.dll!GetLastError", []),
+        ("kernel32.dll!lstrlenW", [Data(0x200 + 2 * 0xE9)]),  # byte 0xE9 became U+00E9
+        ("kernel32.dll!lstrlenW", [Data(0x200 + 2 * 0x80)]),  # byte 0x80 became the euro sign
+    ]
+    data = bytearray(0x800)
+    data[0x000:0x100] = bytes(range(256))
+    data[0x100:0x108] = "héllo".encode("cp1252") + b"\0"
+    data[0x120:0x123] = b"\xc3\x28\0"
+    by_name = _by_name(emulate(calls(steps, bytes(data)), "x", "mb2w"))
+    assert [c.result for c in by_name["MultiByteToWideChar"]] == [256, 256, 6, 0, 0]
+    assert by_name["lstrlenW"][0].args[0] == "héllo"
+    assert [c.result for c in by_name["GetLastError"]] == [122, 1113]
+    assert by_name["lstrlenW"][1].args[0].startswith("éêë")
+    assert by_name["lstrlenW"][2].args[0].startswith("€")
+
+
 def test_load_string_copies_characters_and_a_nul_within_the_buffer():
     assert copied_string("Extract", 40, "utf-16-le") == ("Extract", "Extract\0".encode("utf-16-le"))
     assert copied_string("Extract", 4, "cp1252") == ("Ext", b"Ext\0")  # three characters and the NUL

@@ -14,11 +14,16 @@ Speakeasy answered the text helpers against that code page wrongly:
   got such a count back, and a self-extractor that sized its next name with it built garbage paths;
 - `LoadStringA/W` returned bytes, not characters (twice the length for W), wrote no NUL, truncated to
   the whole buffer and encoded the A string as UTF-8: a WinRAR self-extractor's message kept the tail
-  of the longer text before it (`"...%s folderbutton to start..."`).
+  of the longer text before it (`"...%s folderbutton to start..."`);
+- `MultiByteToWideChar` ignored the byte count it was given (it read to the next NUL: the C runtime's
+  locale set-up converts the 256 bytes 0..255 and was told 268), decoded code page 1252 as UTF-8
+  (dropping every byte above 0x7F) and wrote past a short buffer; the runtime's case tables were then
+  built from a failed conversion (revision 24).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from speakeasy.winenv import arch as se_arch
@@ -26,11 +31,33 @@ from speakeasy.winenv import arch as se_arch
 STDCALL = se_arch.CALL_CONV_STDCALL
 ERROR_SUCCESS, ERROR_INSUFFICIENT_BUFFER, ERROR_INVALID_PARAMETER = 0, 122, 87
 ERROR_RESOURCE_NAME_NOT_FOUND = 1814
+ERROR_NO_UNICODE_TRANSLATION = 1113
+MB_ERR_INVALID_CHARS = 0x8
 CP_ACP, CP_OEMCP, CP_MACCP, CP_THREAD_ACP, CP_UTF7, CP_UTF8 = 0, 1, 2, 3, 65000, 65001
 # The code pages a program gets by name or by alias, as Python names them (US English Windows).
 _CODECS = {CP_ACP: "cp1252", CP_THREAD_ACP: "cp1252", CP_OEMCP: "cp437", CP_MACCP: "mac_roman",
            CP_UTF7: "utf-7", CP_UTF8: "utf-8"}  # fmt: skip
 _MAX_CHARS = 1 << 20  # a "NUL-terminated" source without a NUL this near is unreadable memory anyway
+
+
+def _int(value: int) -> int:
+    """A C `int` argument: its low 32 bits, signed (an amd64 caller leaves the slot's upper half as it
+    was: `0x1010101000000022` is 34)."""
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value & 0x80000000 else value
+
+
+@functools.cache
+def _byte_table(codec: str) -> dict[int, str]:
+    """str.translate's table from a byte (as its latin-1 character) to the character it is in `codec`,
+    for a single-byte code page; the five bytes code page 1252 leaves undefined stay as they are, as
+    Windows maps them."""
+    table = {}
+    for b in range(256):
+        char = bytes([b]).decode(codec, "ignore") or chr(b)
+        if char != chr(b):
+            table[b] = char
+    return table
 
 
 def copied_string(text: str, size: int, codec: str) -> tuple[str, bytes]:
@@ -55,6 +82,7 @@ class AnsiText:
             (k32, "IsDBCSLeadByte", 1, STDCALL, lambda a: 0),  # code page 1252 has no lead bytes
             (k32, "IsDBCSLeadByteEx", 2, STDCALL, lambda a: 0),  # nor do 437 and the others above
             (k32, "WideCharToMultiByte", 8, STDCALL, self.wide_char_to_multi_byte),
+            (k32, "MultiByteToWideChar", 6, STDCALL, self.multi_byte_to_wide_char),
             (("user32",), "LoadStringA", 4, STDCALL, lambda a: self.load_string(a, wide=False)),
             (("user32",), "LoadStringW", 4, STDCALL, lambda a: self.load_string(a, wide=True)),
         ]
@@ -117,11 +145,60 @@ class AnsiText:
             out += chunk[: len(chunk) & ~1]
         raise ValueError("no terminating NUL")
 
+    def _multi_byte_source(self, p: int, count: int) -> bytes:
+        emu = self.se.emu
+        if count != -1:
+            return bytes(emu.mem_read(p, count))
+        out = bytearray()
+        while len(out) < _MAX_CHARS:
+            step = 0x1000 - (p + len(out)) % 0x1000
+            try:
+                chunk = bytes(emu.mem_read(p + len(out), step))
+            except Exception:
+                chunk = bytes(emu.mem_read(p + len(out), 1))
+            end = chunk.find(0)
+            if end >= 0:
+                return bytes(out + chunk[: end + 1])  # the NUL is converted too, and counted
+            out += chunk
+        raise ValueError("no terminating NUL")
+
+    def multi_byte_to_wide_char(self, argv: list) -> int:
+        """MultiByteToWideChar(code page, flags, source, bytes, destination, characters): exactly
+        `bytes` bytes converted (-1: through the NUL, which is counted); with no room asked for
+        (characters 0) the characters needed; a short destination is filled and the call fails."""
+        code_page, flags, source, count, dest, size = argv[:6]
+        emu = self.se.emu
+        code_page, flags, count, size = code_page & 0xFFFFFFFF, flags & 0xFFFFFFFF, _int(count), _int(size)
+        codec = _CODECS.get(code_page, "cp1252")
+        if not source or count == 0 or count < -1 or size < 0 or (dest == source and size):
+            emu.set_last_error(ERROR_INVALID_PARAMETER)
+            return 0
+        data = self._multi_byte_source(source, count)
+        if codec in ("utf-8", "utf-7"):
+            try:
+                text = data.decode(codec, "strict" if flags & MB_ERR_INVALID_CHARS else "replace")
+            except UnicodeDecodeError:
+                emu.set_last_error(ERROR_NO_UNICODE_TRANSLATION)
+                return 0
+        else:
+            text = data.decode("latin-1").translate(_byte_table(codec))
+        argv[2] = text.rstrip("\0")  # the trace shows the text, as for the other string arguments
+        encoded = text.encode("utf-16-le", "surrogatepass")
+        if size == 0:
+            emu.set_last_error(ERROR_SUCCESS)
+            return len(encoded) // 2
+        if len(encoded) > 2 * size:
+            emu.mem_write(dest, encoded[: 2 * size])
+            emu.set_last_error(ERROR_INSUFFICIENT_BUFFER)
+            return 0
+        emu.mem_write(dest, encoded)
+        emu.set_last_error(ERROR_SUCCESS)
+        return len(encoded) // 2
+
     def wide_char_to_multi_byte(self, argv: list) -> int:
         code_page, _flags, source, count, dest, size, default_char, p_used_default = argv[:8]
         emu = self.se.emu
-        count = count if count < 0x80000000 else count - (1 << 32)
-        size = size if size < 0x80000000 else size - (1 << 32)
+        code_page, count, size = code_page & 0xFFFFFFFF, _int(count), _int(size)
         codec = _CODECS.get(code_page, "cp1252")  # another installed code page: as the ANSI one
         if not source or count == 0 or count < -1 or size < 0 or (dest == source and size):
             emu.set_last_error(ERROR_INVALID_PARAMETER)

@@ -225,6 +225,19 @@ class Formatter:
             for name, wide in (("wsprintfA", False), ("wsprintfW", True))
         ]
 
+    def wvsprintf_handlers(self) -> list[tuple[str, int, Callable[[list], int]]]:
+        """user32's wvsprintfA/W (buffer, format, va_list): stdcall, otherwise as wsprintf."""
+
+        def handler(argv: list, wide: bool) -> int:
+            named = {"buf": argv[0], "fmt": argv[1], "va": argv[2], "size": _WSPRINTF_MAX}
+            try:
+                return self.call(named, list(argv[:3]), ["buf", "fmt", "va"], "wsprintf", wide)
+            except Exception:
+                return -1
+
+        return [(name, 3, lambda argv, wide=wide: handler(argv, wide)) for name, wide in
+                (("wvsprintfA", False), ("wvsprintfW", True))]  # fmt: skip
+
     def _variadic(self, layout: tuple[str, ...], bound: str, wide: bool) -> int:
         try:
             argv, va = variadic_frame(self.mem.emu, self.ptr, len(layout))

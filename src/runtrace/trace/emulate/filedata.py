@@ -17,12 +17,15 @@ size; runtrace reads no more of it (`behaviour.py`).
 
 from __future__ import annotations
 
+import ntpath
 import re
 from collections.abc import Callable
 
 from speakeasy.const import FILE_CREATE, FILE_WRITE
 from speakeasy.profiler import Profiler
 from speakeasy.winenv import arch as se_arch
+
+from runtrace.trace.emulate import registry
 
 STDCALL = se_arch.CALL_CONV_STDCALL
 ERROR_FILE_NOT_FOUND = 2
@@ -63,6 +66,26 @@ def file_bytes(fileman, path: str) -> bytes | None:
     if not config:
         return None
     return fileman.handle_file_data(config) or b""
+
+
+def is_folder(emu, path: str) -> bool:
+    """A folder the run knows: one holding an emulated file, the user's profile, or a folder the
+    environment names (`windir`, `temp`, `appdata`, ...), or one above them."""
+    key = path_key(path).rstrip("\\")
+    known = {path_key(registry.PROFILE)}
+    known |= {path_key(v).rstrip("\\") for v in emu.get_env().values() if ":\\" in str(v)}
+    if key in known or any(k.startswith(key + "\\") for k in known):
+        return True
+    for f in emu.fileman.files:
+        folder = ntpath.dirname(path_key(f.get_path()))
+        if folder == key or folder.startswith(key + "\\"):
+            return True
+    return False
+
+
+def exists(emu, path: str) -> bool:
+    """A file or a folder of the run at `path`."""
+    return bool(path) and (file_bytes(emu.fileman, path) is not None or is_folder(emu, path))
 
 
 class FileCopies:

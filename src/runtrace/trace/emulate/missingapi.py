@@ -26,6 +26,8 @@ from collections.abc import Callable
 
 from speakeasy.winenv import arch as se_arch
 
+from runtrace.trace.emulate.apigroup import ApiGroup
+
 STDCALL = se_arch.CALL_CONV_STDCALL
 MAX_PATH = 260
 TIME_ZONE_ID_UNKNOWN = 0
@@ -126,15 +128,11 @@ def time_zone_information() -> bytes:
     )
 
 
-class MissingApis:
+class MissingApis(ApiGroup):
     def __init__(self, se, ptr: int) -> None:
-        self.se, self.ptr = se, ptr
+        super().__init__(se, ptr)
         self._next_unique = FIRST_TEMP_UNIQUE
         self._folder_buffer = 0  # where Speakeasy's SHGetFolderPath writes, for SHGetSpecialFolderPath
-
-    @property
-    def emu(self):
-        return self.se.emu
 
     def simple(self) -> list[tuple[tuple[str, ...], str, int, int, Callable[[list], int]]]:
         """Handlers for APIs Speakeasy has none of: (modules, name, argc, convention, fn(argv))."""

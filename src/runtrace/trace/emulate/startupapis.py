@@ -21,6 +21,8 @@ from collections.abc import Callable
 
 from speakeasy.winenv import arch as se_arch
 
+from runtrace.trace.emulate.apigroup import ApiGroup
+
 STDCALL = se_arch.CALL_CONV_STDCALL
 PROCESSORS = 4
 GIB = 1 << 30
@@ -96,15 +98,11 @@ def compare_strings(a: str, b: str, flags: int) -> int:
     return CSTR_EQUAL
 
 
-class StartupApis:
+class StartupApis(ApiGroup):
     def __init__(self, se, ptr: int) -> None:
-        self.se, self.ptr = se, ptr
+        super().__init__(se, ptr)
         self.global_atoms = AtomTable()
         self.clipboard_formats = AtomTable()
-
-    @property
-    def emu(self):
-        return self.se.emu
 
     def simple(self) -> list[tuple[tuple[str, ...], str, int, int, Callable[[list], int]]]:
         """Handlers for APIs Speakeasy has none of: (modules, name, argc, convention, fn(argv))."""

@@ -13,12 +13,12 @@ machine's registry names (`registry.PROFILE`).
 
 from __future__ import annotations
 
-import ntpath
 from collections.abc import Callable
 
 from speakeasy.winenv import arch as se_arch
 
 from runtrace.trace.emulate import filedata, registry
+from runtrace.trace.emulate.apigroup import ApiGroup
 
 STDCALL = se_arch.CALL_CONV_STDCALL
 ERROR_FILE_NOT_FOUND = 2
@@ -26,14 +26,7 @@ ERROR_INVALID_PARAMETER = 87
 ERROR_INSUFFICIENT_BUFFER = 122
 
 
-class StubbedApis:
-    def __init__(self, se, ptr: int) -> None:
-        self.se, self.ptr = se, ptr
-
-    @property
-    def emu(self):
-        return self.se.emu
-
+class StubbedApis(ApiGroup):
     def simple(self) -> list[tuple[tuple[str, ...], str, int, int, Callable[[list], int]]]:
         """Handlers for APIs Speakeasy has none of: (modules, name, argc, convention, fn(argv))."""
         # FlatSB_SetScrollProp(hwnd, index, value, redraw): FALSE for a window InitializeFlatSB has not
@@ -68,7 +61,7 @@ class StubbedApis:
         system keeps no attributes, so there is nothing to store), else ERROR_FILE_NOT_FOUND."""
         path = self._string(argv[0], wide)
         argv[0] = path
-        if path and (filedata.file_bytes(self.emu.fileman, path) is not None or self._is_directory(path)):
+        if filedata.exists(self.emu, path):
             return 1
         self.emu.set_last_error(ERROR_FILE_NOT_FOUND)
         return 0
@@ -93,20 +86,6 @@ class StubbedApis:
         return 1
 
     # -- helpers ---------------------------------------------------------------------------------------
-
-    def _is_directory(self, path: str) -> bool:
-        """A folder the run knows: one holding an emulated file, the user's profile, or a folder the
-        environment names (`windir`, `temp`, `appdata`, ...)."""
-        key = filedata.path_key(path).rstrip("\\")
-        known = {filedata.path_key(registry.PROFILE)}
-        known |= {filedata.path_key(v).rstrip("\\") for v in self.emu.get_env().values() if ":\\" in str(v)}
-        if key in known or any(k.startswith(key + "\\") for k in known):
-            return True
-        for f in self.emu.fileman.files:
-            folder = ntpath.dirname(filedata.path_key(f.get_path()))
-            if folder == key or folder.startswith(key + "\\"):
-                return True
-        return False
 
     def _string(self, address: int, wide: bool) -> str:
         return self.emu.read_mem_string(address, 2 if wide else 1) if address else ""

@@ -141,15 +141,6 @@ class SystemApis:
             (("fltlib",), "FilterUnload", 1, STDCALL, lambda a: S_OK),
             (("fltlib",), "FilterLoad", 1, STDCALL, lambda a: S_OK),
             (("gdi32",), "CreateDCA", 4, STDCALL, lambda a: self.device_context()),
-            # Initialisation files: the emulated system has none, so every key reads as missing.
-            (k32, "GetPrivateProfileIntA", 4, STDCALL, lambda a: a[2] & 0xFFFFFFFF),
-            (k32, "GetPrivateProfileIntW", 4, STDCALL, lambda a: a[2] & 0xFFFFFFFF),
-            (k32, "GetProfileIntA", 3, STDCALL, lambda a: a[2] & 0xFFFFFFFF),
-            (k32, "GetProfileIntW", 3, STDCALL, lambda a: a[2] & 0xFFFFFFFF),
-            (k32, "GetPrivateProfileStringA", 6, STDCALL, lambda a: self.profile_string(a, False)),
-            (k32, "GetPrivateProfileStringW", 6, STDCALL, lambda a: self.profile_string(a, True)),
-            (k32, "GetProfileStringA", 5, STDCALL, lambda a: self.profile_string(a, False)),
-            (k32, "GetProfileStringW", 5, STDCALL, lambda a: self.profile_string(a, True)),
             (("gdi32",), "CreateDCW", 4, STDCALL, lambda a: self.device_context()),
         ]
         # Event tracing: a REGHANDLE (and a keyword mask) is 64 bits, two stack slots on x86.
@@ -195,14 +186,6 @@ class SystemApis:
             ("kernel32", "InitOnceExecuteOnce", 4, self.init_once_execute),
             ("kernel32", "SwitchToFiber", 1, self.switch_to_fiber),
         ]
-
-    def profile_string(self, argv: list, wide: bool) -> int:
-        """Get[Private]ProfileString(section, key, default, buffer, size[, file]) for a key that is not
-        there: the default (leading and trailing blanks dropped, as Windows drops them), cut to fit;
-        the characters copied.  (Stubbed, the six stdcall arguments stayed on an x86 caller's stack.)"""
-        _section, _key, default, buffer, size = argv[:5]
-        text = self._string(default, wide).strip(" ") if default else ""
-        return self._copy_out(text, buffer, size & 0xFFFFFFFF, wide)
 
     def nt_version_numbers(self, argv: list) -> int:
         """ntdll.RtlGetNtVersionNumbers(&major, &minor, &build): the Windows 10 of KUSER_SHARED_DATA, the

@@ -22,9 +22,12 @@ from runtrace.trace.emulate import (
     cfile,
     crtformat,
     crtlocale,
+    desktop,
+    environment,
     filedata,
     filepointer,
     gui,
+    inifiles,
     lsa,
     mfc,
     mfcstring,
@@ -36,17 +39,23 @@ from runtrace.trace.emulate import (
     pycapi,
     regquery,
     resources,
+    secdesc,
+    shellpaths,
     shellpidl,
+    simpleanswers,
     startup,
     startupapis,
     stdstring,
     stubbed,
     stubnames,
     sysapi,
+    versioninfo,
     wsock32,
 )
 from runtrace.trace.emulate.callbacks import Callbacks
 from runtrace.trace.emulate.crtfuncs import CrtFunctions
+from runtrace.trace.emulate.crtnumbers import CrtNumbers
+from runtrace.trace.emulate.crtstrings import CrtStrings
 from runtrace.trace.emulate.startup import command_line_text, empty_environment
 
 CDECL = se_arch.CALL_CONV_CDECL
@@ -503,8 +512,11 @@ def _overrides(s: _Scratch, seh64=None) -> list[tuple[tuple[str, ...], str, int,
     formatter = crtformat.Formatter(s.se, s.ptr * 8)
     out = [(_CRT, name, argc, CDECL, fn) for name, argc, fn in formatter.handlers()]
     out += [(("user32",), name, argc, CDECL, fn) for name, argc, fn in formatter.wsprintf_handlers()]
+    out += [(("user32",), name, argc, STDCALL, fn) for name, argc, fn in formatter.wvsprintf_handlers()]
     # Speakeasy's operator new returns nothing; it lacks the rest (crtfuncs.py).
     out += [(_CRT, name, argc, CDECL, _safe(fn)) for name, argc, fn in CrtFunctions(s.se, s.ptr).handlers()]
+    out += [(_CRT, name, argc, CDECL, _safe(fn)) for name, argc, fn in CrtNumbers(s.se, s.ptr).handlers()]
+    out += [(_CRT, name, argc, CDECL, _safe(fn)) for name, argc, fn in CrtStrings(s.se, s.ptr).handlers()]
     code_page = crtlocale.MultibyteCodePage()
     pctype = _safe(lambda a: s.alloc(crtlocale.table(), "ctype") + 2)  # `__pctype_func`: `_pctype`'s value
     out += [(_CRT, "_isctype", 2, CDECL, _safe(crtlocale.isctype)), (_CRT, "__pctype_func", 0, CDECL, pctype)]
@@ -886,16 +898,23 @@ def install(se, bits: int, max_methods: int = 64, seh64=None) -> Host:
         if entry is not None:
             crt_handlers.funcs[name] = (*entry[:3], CDECL, *entry[4:])
     # Speakeasy declares these stdcall APIs with fewer arguments than they have (MoveToEx's four as
-    # one), so its return popped too few and the caller went on with its stack off: the only three of
-    # its stdcall handlers that disagree with the import libraries' sizes (`stdcallargs`).
+    # one), or as cdecl (the version checks, whose 64-bit condition mask is two x86 arguments, and
+    # wvsprintf), so its return popped too few and the caller went on with its stack off: the only six
+    # of its handlers outside the C runtime that disagree with the import libraries' sizes
+    # (`stdcallargs`).  The hooks over them (versioninfo.py, crtformat.py) read the arguments as
+    # declared here.
+    mask_args = 4 if bits == 32 else 3
     for module, name, argc in (
         ("gdi32", "MoveToEx", 4),
         ("gdi32", "LineTo", 3),
         ("kernel32", "GetProcessHandleCount", 2),
+        ("kernel32", "VerSetConditionMask", mask_args),
+        ("kernel32", "VerifyVersionInfo", mask_args),
+        ("user32", "wvsprintf", 3),
     ):
         entry = api.load_api_handler(module).funcs.get(name)
         if entry is not None:
-            api.load_api_handler(module).funcs[name] = (entry[0], entry[1], argc, *entry[3:])
+            api.load_api_handler(module).funcs[name] = (entry[0], entry[1], argc, STDCALL, *entry[4:])
     callbacks = Callbacks(bits // 8)
     system = sysapi.SystemApis(se, bits // 8, callbacks)
     # Speakeasy's own handler wins where it has one, except for the overrides.
@@ -907,10 +926,19 @@ def install(se, bits: int, max_methods: int = 64, seh64=None) -> Host:
     entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in pidls if not speakeasy_has(m, n)]
     stubbed_apis = stubbed.StubbedApis(se, bits // 8).simple()
     stubbed_apis += startupapis.StartupApis(se, bits // 8).simple()
+    display = desktop.Desktop(se, bits // 8)
+    stubbed_apis += display.simple() + secdesc.SecurityDescriptors(se, bits // 8).simple()
+    stubbed_apis += shellpaths.ShellPaths(se, bits // 8).simple()
+    stubbed_apis += simpleanswers.SimpleAnswers(se, bits // 8).simple() + inifiles.IniFiles(se).simple()
     entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in stubbed_apis if not speakeasy_has(m, n)]
     entries += _overrides(scratch, seh64) + [(m, n, c, v, _safe(f)) for m, n, c, v, f in system.overriding()]
     entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in missing.overriding()]
     entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in filedata.FileCopies(se).overriding()]
+    entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in display.overriding()]
+    entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in environment.Environment(se).overriding()]
+    entries += [
+        (m, n, c, v, _safe(f)) for m, n, c, v, f in versioninfo.VersionInfo(se, bits // 8).overriding()
+    ]
     winsock = wsock32.Winsock(se)
     entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in winsock.overriding()]
     entries += [(m, n, c, v, _safe(f)) for m, n, c, v, f in winsock.simple() if not speakeasy_has(m, n)]
