@@ -11,7 +11,7 @@ from runtrace.represent.normalise import api_token, normalise_instruction
 from runtrace.scan.calibration import read_calibration
 from runtrace.scan.explain import attribute, unit_map
 from runtrace.scan.onnxmodel import OnnxModel
-from runtrace.scan.scanner import Scanner, ScanOptions
+from runtrace.scan.scanner import WEAK_SHARE, Scanner, ScanOptions
 from runtrace.scan.score import score_sequence
 from runtrace.scan.sequence import encode_for_model, origins
 from runtrace.scan.synthetic import PLANTED_ADDRESS, synthetic_corpus, synthetic_trace, train_tiny_model
@@ -210,8 +210,12 @@ def test_the_bundled_models_explanations_sort_their_rows_and_say_when_they_expla
         toward_mal = [c.estimate for c in e.towards_malicious]
         assert toward_mal == sorted(toward_mal, reverse=True) and all(c > 0 for c in toward_mal)
         assert e.reference_probability <= e.without_shown <= result.probability
-        assert (e.shown_share < 0.25) == e.weak
-        assert not e.weak or "of the score" in e.note
+        # Weak when the rows shown account for under a quarter of the score, or when no single row moves
+        # the logit by 0.1 (many blocks at once carry the verdict); the note says which.
+        if e.shown_share < WEAK_SHARE:
+            assert e.weak and "of the score" in e.note
+        else:
+            assert not e.weak or "no row shown changes" in e.note
 
 
 def test_an_explanation_whose_rows_move_the_score_away_says_so_without_a_share() -> None:
