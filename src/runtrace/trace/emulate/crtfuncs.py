@@ -26,7 +26,7 @@ import io
 
 from speakeasy.winenv import arch as se_arch
 
-from runtrace.trace.emulate import filedata
+from runtrace.trace.emulate import allocations, filedata
 from runtrace.trace.emulate.crtformat import VaList, format_va, variadic_frame
 
 CDECL = se_arch.CALL_CONV_CDECL
@@ -146,31 +146,11 @@ class CrtFunctions:
         (size,) = self._args(argv, 1)
         return self._alloc(size & ((1 << (8 * self.ptr)) - 1))
 
-    def _allocation(self, address: int):
-        """Speakeasy's record of the allocation starting at `address` (it keeps each one's size), or None."""
-        mapping = self.emu.get_address_map(address) if address else None
-        return mapping if mapping is not None and mapping.get_base() == address else None
-
     def realloc(self, argv: list) -> int:
-        """realloc(block, size): a new block holding the old one's bytes (as many as fit), the old one
-        freed; NULL block: malloc; size 0: free, NULL.  Speakeasy has no realloc: the stub's NULL was
+        """realloc(block, size) (`allocations.reallocate`).  Speakeasy has no realloc: the stub's NULL was
         "out of memory" to every program growing a buffer."""
         block, size = self._args(argv, 2)
-        size &= (1 << (8 * self.ptr)) - 1
-        if not block:
-            return self._alloc(size)
-        old = self._allocation(block)
-        if not size:
-            if old is not None:
-                self.emu.mem_free(block)
-            return 0
-        new = self._alloc(size)
-        keep = min(size, old.get_size()) if old is not None else 0
-        if keep:
-            self.emu.mem_write(new, bytes(self.emu.mem_read(block, keep)))
-        if old is not None:
-            self.emu.mem_free(block)
-        return new
+        return allocations.reallocate(self.emu, block, size & ((1 << (8 * self.ptr)) - 1), self._alloc)
 
     def recalloc(self, argv: list) -> int:
         """_recalloc(block, count, size): realloc to count * size bytes, the bytes past the old ones zero
@@ -181,7 +161,7 @@ class CrtFunctions:
     def msize(self, argv: list) -> int:
         """_msize(block): the allocation's size (Speakeasy's, rounded up to 16 bytes); -1 for no block."""
         (block,) = self._args(argv, 1)
-        old = self._allocation(block)
+        old = allocations.allocation(self.emu, block)
         return old.get_size() if old is not None else (1 << (8 * self.ptr)) - 1
 
     # -- strings -----------------------------------------------------------------------------------------

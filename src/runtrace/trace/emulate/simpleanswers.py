@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from speakeasy.winenv import arch as se_arch
 
+from runtrace.trace.emulate import allocations
 from runtrace.trace.emulate.apigroup import ApiGroup
 
 STDCALL = se_arch.CALL_CONV_STDCALL
@@ -76,30 +77,11 @@ class SimpleAnswers(ApiGroup):
         return self.emu.heap_alloc(max(size & ((1 << (8 * self.ptr)) - 1), 1), heap="runtrace.cotaskmem")
 
     def free(self, argv: list) -> int:
-        """Frees an allocation's start only: a pointer into the image or the stack is left alone."""
-        mapping = self.emu.get_address_map(argv[0]) if argv[0] else None
-        if mapping is not None and mapping.get_base() == argv[0]:
-            self.emu.mem_free(argv[0])
+        allocations.free(self.emu, argv[0])
         return 0
 
-    def _block_bytes(self, address: int) -> bytes:
-        """What an allocation holds from `address` to its end (Speakeasy keeps each allocation's size)."""
-        mapping = self.emu.get_address_map(address)
-        if mapping is None:
-            return b""
-        return bytes(self.emu.mem_read(address, mapping.get_base() + mapping.get_size() - address))
-
     def co_task_mem_realloc(self, argv: list) -> int:
-        block, size = argv[:2]
-        if not block:
-            return self._alloc(size)
-        if not size:
-            self.free([block])
-            return 0
-        new = self._alloc(size)
-        self.emu.mem_write(new, self._block_bytes(block)[:size])
-        self.free([block])
-        return new
+        return allocations.reallocate(self.emu, argv[0], argv[1] & ((1 << (8 * self.ptr)) - 1), self._alloc)
 
     def semaphore(self, name_at: int, wide: bool) -> int:
         """A kernel object for the semaphore (its count is not kept: waits on objects succeed here)."""
@@ -147,5 +129,5 @@ class SimpleAnswers(ApiGroup):
         old = int.from_bytes(bytes(self.emu.mem_read(holder, self.ptr)), "little")
         self.emu.mem_write(holder, (block + 4).to_bytes(self.ptr, "little"))
         if old:
-            self.free([old - 4])
+            allocations.free(self.emu, old - 4)
         return 1
