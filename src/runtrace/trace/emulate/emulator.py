@@ -37,6 +37,7 @@ from runtrace.trace.emulate import (
     guardpage,
     hostmem,
     imageload,
+    lookups,
     memlimits,
     memranges,
     msvcmangle,
@@ -215,6 +216,7 @@ class _Session:
         for path, contents in files or ():
             if filedata.path_key(path) != own:
                 self.emu.fileman.add_existing_file(path, contents)
+        lookups.install(self.emu)
         memlimits.install(self.emu, self.bits)
         strings.install(self.emu)
         sysapi.map_user_shared_data(self.emu, self.bits)
