@@ -8,7 +8,9 @@ Speakeasy answered the text helpers against that code page wrongly:
 - `CharPrevA/W` had no handler, so the stub's NULL came back: NSIS's `lastchar()` read the byte at NULL
   (0, not a backslash) and appended another one every time (`C:\\Windows\\temp\\\\\\x.dat`), and its
   `trimslashtoend()` wrote its terminator through that NULL;
-- `CharNextA/W` went past a string's terminating NUL, where Windows stays on it;
+- `CharNextA/W` went past a string's terminating NUL, where Windows stays on it; `CharNextExA` and
+  `CharPrevExA` had no handler, and Wine's cmd.exe, given the stub's NULL for its next character, called
+  it 574,000 times until the time limit (revision 25);
 - `WideCharToMultiByte` returned the size of the caller's buffer instead of the bytes it converted,
   wrote UTF-8 and wrote past a short buffer: 364 of the corpus's 827 short malware runs (revision 22)
   got such a count back, and a self-extractor that sized its next name with it built garbage paths;
@@ -79,6 +81,9 @@ class AnsiText:
             (("user32",), "CharNextW", 1, STDCALL, lambda a: self.char_next(a[0], 2)),
             (("user32",), "CharPrevA", 2, STDCALL, lambda a: self.char_prev(a[0], a[1], 1)),
             (("user32",), "CharPrevW", 2, STDCALL, lambda a: self.char_prev(a[0], a[1], 2)),
+            # (CodePage, lpCurrentChar, dwFlags) and (CodePage, lpStart, lpCurrentChar, dwFlags)
+            (("user32",), "CharNextExA", 3, STDCALL, lambda a: self.char_next(a[1], 1)),
+            (("user32",), "CharPrevExA", 4, STDCALL, lambda a: self.char_prev(a[1], a[2], 1)),
             (k32, "IsDBCSLeadByte", 1, STDCALL, lambda a: 0),  # code page 1252 has no lead bytes
             (k32, "IsDBCSLeadByteEx", 2, STDCALL, lambda a: 0),  # nor do 437 and the others above
             (k32, "WideCharToMultiByte", 8, STDCALL, self.wide_char_to_multi_byte),

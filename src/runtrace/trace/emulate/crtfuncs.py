@@ -115,6 +115,7 @@ class CrtFunctions:
             ("fclose", 1, self.fclose),
             ("fread", 4, self.fread),
             ("fwrite", 4, self.fwrite),
+            ("_write", 3, self.write_fd),
             ("fseek", 3, lambda a: self.fseek(a, wide_offset=False)),
             ("_fseeki64", 3, lambda a: self.fseek(a, wide_offset=True)),
             ("ftell", 1, self.ftell),
@@ -367,6 +368,14 @@ class CrtFunctions:
         if f is not None and size and count:
             f.add_data(bytes(self.emu.mem_read(buffer, min(size * count, 1 << 26))))
         return count  # a standard stream: written
+
+    def write_fd(self, argv: list) -> int:
+        """_write(fd, buffer, count): the low-level write under the runtime's stdio.  Descriptors 0-2
+        are the standard streams, whose writes succeed here as `fwrite`'s do; no other descriptor is
+        open (this emulation has no `_open`): -1, EBADF.  Speakeasy had no handler, and its stub's 0
+        ("nothing written") made the runtime's buffer flush write again, forever."""
+        fd, _buffer, count = self._args(argv, 3)
+        return count & 0xFFFFFFFF if fd & 0xFFFFFFFF in (0, 1, 2) else EOF
 
     def fseek(self, argv: list, wide_offset: bool) -> int:
         """fseek(stream, long offset, origin); _fseeki64's offset is 64 bits (two stack slots on x86)."""
