@@ -1,11 +1,10 @@
 """APIs whose stubs kept programs in a loop until the time limit (tracer revision 25): the C runtime's
-`_write`, `CharNextExA`, and C++ `throw` with its frame handlers."""
+`_write` and `CharNextExA`."""
 
 from __future__ import annotations
 
 from emu_pe import Data, ansi, calls, calls_by_name, data_area
 from runtrace.trace.emulate.emulator import emulate
-from runtrace.trace.emulate.winapi import CXX_EXCEPTION
 from runtrace.trace.model import StopReason
 
 
@@ -45,26 +44,3 @@ def test_char_next_ex_and_char_prev_ex_step_one_byte_and_stop_at_the_ends():
     start = by_name["user32.CharNextExA"][0].args[1]
     assert [c.result for c in by_name["user32.CharNextExA"]] == [start + 1, start + 2]
     assert [c.result for c in by_name["user32.CharPrevExA"]] == [start + 1, start]
-
-
-def test_a_cxx_frame_handler_continues_the_search():
-    trace = emulate(calls([("vcruntime140.dll!__CxxFrameHandler3", [0, 0, 0, 0], "cdecl")]), "f", "handler")
-    (call,) = calls_by_name(trace)["vcruntime140.__CxxFrameHandler3"]
-    assert call.supported and call.result == 1  # ExceptionContinueSearch; 0 re-ran the fault forever
-
-
-def test_an_uncaught_cxx_throw_ends_the_run_as_an_unhandled_exception():
-    trace = emulate(
-        calls(
-            [
-                ("msvcrt.dll!_CxxThrowException", [Data(0), Data(0x40)]),
-                ("kernel32.dll!Sleep", [1]),  # never reached: a throw does not return
-            ]
-        ),
-        "t",
-        "throw",
-    )
-    by_name = calls_by_name(trace)
-    assert by_name["msvcrt._CxxThrowException"][0].supported
-    assert "kernel32.Sleep" not in by_name
-    assert f"0x{CXX_EXCEPTION:08x}" in trace.meta.stop_detail, trace.meta.stop_detail

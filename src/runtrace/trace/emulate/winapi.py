@@ -493,33 +493,6 @@ def raise_exception(s: _Scratch, argv: list, seh64=None) -> int:
     return 0
 
 
-CXX_EXCEPTION = 0xE06D7363  # MSVC's code for a C++ exception: 0xE0000000 | "msc"
-_CXX_MAGIC = 0x19930520  # the exception's first parameter, the EH version magic number
-_NONCONTINUABLE = 1
-CONTINUE_SEARCH = 1  # EXCEPTION_DISPOSITION
-
-
-def cxx_throw(s: _Scratch, argv: list, seh64=None) -> int:
-    """_CxxThrowException(object, throw info): MSVC's `throw`, raised as the runtime raises it (code
-    0xE06D7363, non-continuable; parameters: the magic number, the object, the throw info and, on
-    amd64, the image base its RVAs are relative to), so that it reaches the frames' handlers.
-
-    Speakeasy had no handler: the stub returned to the instruction after the call, an `int 3` the
-    compiler places there, and the breakpoint went to the C++ frame handlers, whose stubs answered
-    "continue execution" at the `int 3` again, until the time limit (30,000 calls in 15 s in each of
-    four benign programs of the corpus).  The frame handlers are not interpreted (see `_overrides`):
-    a C++ exception is passed over by every C++ frame, and the run ends as an unhandled exception does
-    where no `__except` filter or unhandled-exception filter takes it."""
-    obj, info = (list(argv) + [0, 0])[:2]
-    params = [_CXX_MAGIC, obj, info]
-    if s.ptr == 8:
-        module = s.se.emu.get_mod_from_addr(info) if info else None
-        params.append(module.get_base() if module is not None else 0)
-    address = s.alloc(bytes(8 * 4), "cxx_throw_parameters")
-    s.se.mem_write(address, b"".join(p.to_bytes(s.ptr, "little") for p in params))
-    return raise_exception(s, [CXX_EXCEPTION, _NONCONTINUABLE, len(params), address], seh64)
-
-
 def get_main_args(s: _Scratch, argv: list, wide: bool) -> int:
     """msvcrt's __getmainargs / __wgetmainargs(&argc, &argv, &env, wildcard, startinfo): Speakeasy's
     handler writes none of the three, so `main` got whatever the stack held as argc and argv."""
@@ -571,14 +544,8 @@ def _overrides(s: _Scratch, seh64=None) -> list[tuple[tuple[str, ...], str, int,
         ("_initialize_wide_environment", 0), ("_set_fmode", 1), ("_crt_atexit", 1), ("_controlfp_s", 3),
         ("_configthreadlocale", 1), ("_set_new_mode", 1),
     )]  # fmt: skip
-    # The C++ frame handlers are not interpreted (no catch block runs): they answer "continue the
-    # search", as a frame with no matching catch does.  Speakeasy's `__CxxFrameHandler` answered 0,
-    # "continue execution", at the faulting instruction, and the other versions had stubs that did the same.
-    frame_handlers = ("__CxxFrameHandler", "__CxxFrameHandler2", "__CxxFrameHandler3", "__CxxFrameHandler4")
-    out += [(_CRT, name, 4, CDECL, lambda a: CONTINUE_SEARCH) for name in frame_handlers]
     return out + [
         (("kernel32", "kernelbase"), "RaiseException", 4, STDCALL, lambda a: raise_exception(s, a, seh64)),
-        (_CRT, "_CxxThrowException", 2, STDCALL, lambda a: cxx_throw(s, a, seh64)),
         (_CRT, "__getmainargs", 5, CDECL, lambda a: get_main_args(s, a, wide=False)),
         (_CRT, "__wgetmainargs", 5, CDECL, lambda a: get_main_args(s, a, wide=True)),
         # crtdll.dll's (argc, argv, environment, wildcards): the same, without the start-up info.
