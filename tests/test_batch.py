@@ -10,6 +10,8 @@ from runtrace.trace.emulate import batch, forked
 from runtrace.trace.emulate.batch import summarize, trace_batch
 from runtrace.trace.emulate.emulator import TracerSettings
 from runtrace.trace.emulate.inputs import InputProblem, iter_samples
+from runtrace.trace.formats.native import TraceFormatError, load_trace, read_trace_summary, save_trace
+from runtrace.trace.model import Trace
 
 
 def test_resume_skips_traced_samples(tmp_path, cli32, cli64):
@@ -18,9 +20,24 @@ def test_resume_skips_traced_samples(tmp_path, cli32, cli64):
     assert sorted(o.status for o in first) == ["ok", "ok"]
     again = trace_batch(iter_samples([cli32, cli64]), out, workers=2)
     assert [o.status for o in again] == ["skipped", "skipped"]
+    # A reused trace is reported from its header and counts (not loaded whole), with the same figures.
+    fields = ("instruction_count", "block_count", "visit_count", "api_call_count", "stop_reason", "path")
+    by_sha = {o.sha256: o for o in first}
+    assert all(getattr(o, f) == getattr(by_sha[o.sha256], f) for o in again for f in fields)
     # Other settings: traced again.
     other = trace_batch(iter_samples([cli32]), out, TracerSettings(max_instructions=100), workers=1)
     assert other[0].status == "ok" and other[0].stop_reason == "instruction_cap"
+
+
+def test_a_damaged_trace_is_traced_again_not_reused(tmp_path, cli32):
+    (first,) = trace_batch(iter_samples([cli32]), tmp_path, workers=1)
+    trace = load_trace(first.path)
+    broken = Trace(trace.meta, trace.blocks[:1], trace.visits, trace.api_calls)  # visits past its blocks
+    save_trace(broken, first.path)
+    with pytest.raises(TraceFormatError, match="damaged trace"):
+        read_trace_summary(first.path)
+    (again,) = trace_batch(iter_samples([cli32]), tmp_path, workers=1)
+    assert again.status == "ok" and again.instruction_count == first.instruction_count
 
 
 def test_duplicates_are_traced_once(tmp_path, cli32):

@@ -28,7 +28,15 @@ from runtrace.trace.emulate.emulator import EmulationError, emulate
 from runtrace.trace.emulate.forked import ForkedChild, result_pipe, wait
 from runtrace.trace.emulate.inputs import InputProblem, Sample, SampleReadError
 from runtrace.trace.emulate.pe import UnsupportedInput, inspect_pe
-from runtrace.trace.formats.native import SUFFIX, TraceFormatError, load_trace, read_trace_meta, save_trace
+from runtrace.trace.formats.native import (
+    SUFFIX,
+    TraceFormatError,
+    TraceSummary,
+    load_trace,
+    read_trace_meta,
+    read_trace_summary,
+    save_trace,
+)
 from runtrace.trace.settings import TracerSettings
 
 HARD_TIMEOUT_GRACE_S = 15.0  # the in-process watchdog stops emulation first; this catches real hangs
@@ -71,12 +79,12 @@ def _error_path(out_dir: Path, sha256: str) -> Path:
     return out_dir / f"{sha256}.error.json"
 
 
-def _outcome_of(trace, sample_name: str, path: Path) -> TraceOutcome:
-    m = trace.meta
+def _outcome_of(summary: TraceSummary, sample_name: str, path: Path) -> TraceOutcome:
+    m = summary.meta
     return TraceOutcome(
         sha256=m.sha256, name=sample_name, status="ok", path=str(path), arch=m.arch.value,
-        instruction_count=trace.instruction_count, block_count=len(trace.blocks),
-        visit_count=trace.visit_count, api_call_count=len(trace.api_calls),
+        instruction_count=summary.instruction_count, block_count=summary.block_count,
+        visit_count=summary.visit_count, api_call_count=summary.api_call_count,
         stop_reason=m.stop_reason.value, stop_detail=m.stop_detail, wall_time_s=m.wall_time_s,
     )  # fmt: skip
 
@@ -139,7 +147,7 @@ def trace_one(
         path = save_trace(trace, trace_path(out_dir, sample.sha256), compress=compress)
         if extra is not None:
             extra(trace, out_dir)
-        outcome = _outcome_of(trace, sample.name, path)
+        outcome = _outcome_of(TraceSummary.of(trace), sample.name, path)
         outcome.peak_rss_mb = _status_mb(os.getpid(), "VmHWM:")
         return asdict(outcome)
     except (UnsupportedInput, EmulationError, SampleReadError) as e:
@@ -212,10 +220,9 @@ def _reusable(
     if path.exists():
         try:
             if read_trace_meta(path).settings == settings.key():
-                trace = load_trace(path)
                 if extra_writer is not None:
-                    extra_writer(trace, out_dir, replace=False)
-                outcome = _outcome_of(trace, sample.name, path)
+                    extra_writer(load_trace(path), out_dir, replace=False)
+                outcome = _outcome_of(read_trace_summary(path), sample.name, path)
                 outcome.status = "skipped"
                 return outcome
         except TraceFormatError:

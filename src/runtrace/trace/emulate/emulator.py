@@ -221,6 +221,8 @@ class _Session:
         strings.install(self.emu)
         sysapi.map_user_shared_data(self.emu, self.bits)
         self._read_only_code = self._read_only_code_ranges()
+        base = self.module.get_base()
+        self._image = (base, base + self.module.get_image_size())
         self.recorder = BlockRecorder(
             self.emu.emu_eng.emu,
             self.bits,
@@ -260,6 +262,8 @@ class _Session:
         trampolines) and its decoy system DLLs, whose exports it answers in Python."""
         if EMU_RESERVED <= address < EMU_RESERVED + EMU_RESERVE_SIZE:
             return True
+        if self._image[0] <= address < self._image[1]:
+            return False  # the program's own image, where most new blocks are: no walk of the module list
         module = self.emu.get_mod_from_addr(address)
         return module is not None and module.is_decoy()
 
