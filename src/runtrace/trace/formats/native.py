@@ -204,7 +204,11 @@ def read_trace_summary(path: str | Path) -> TraceSummary:
             meta = _meta_from_json(header["meta"])
         except (KeyError, IndexError, ValueError, zipfile.BadZipFile, OSError) as e:
             raise TraceFormatError(f"{path}: damaged trace ({e})") from None
-    if len(per_block) != n_blocks or (len(visits) and int(visits.max()) >= n_blocks):
+    if len(per_block) != n_blocks:
+        raise TraceFormatError(
+            f"{path}: damaged trace (instruction offsets for {len(per_block)} of {n_blocks} blocks)"
+        )
+    if len(visits) and int(visits.max()) >= n_blocks:
         raise TraceFormatError(f"{path}: damaged trace (visit refers to block past the dictionary)")
     instructions = int(per_block[visits].sum()) if len(visits) else 0
     return TraceSummary(meta, instructions, n_blocks, len(visits), n_calls)
