@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from emu_pe import Data, ansi, calls, calls_by_name, data_area
+from emu_pe import Data, Word, ansi, calls, calls_by_name, data_area
 from runtrace.trace.emulate.emulator import emulate
 from runtrace.trace.model import StopReason
 
@@ -44,3 +44,24 @@ def test_char_next_ex_and_char_prev_ex_step_one_byte_and_stop_at_the_ends():
     start = by_name["user32.CharNextExA"][0].args[1]
     assert [c.result for c in by_name["user32.CharNextExA"]] == [start + 1, start + 2]
     assert [c.result for c in by_name["user32.CharPrevExA"]] == [start + 1, start]
+
+
+def test_a_class_this_machine_lacks_is_not_registered_and_its_pointer_is_null():
+    # {01234567-89AB-CDEF-0123-456789ABCDEF}: no such class; IID_IUnknown for the interface.
+    unknown = bytes.fromhex("67452301ab89efcd0123456789abcdef")
+    iunknown = bytes.fromhex("0000000000000000c000000000000046")
+    trace = emulate(
+        calls(
+            [
+                ("ole32.dll!CoInitialize", [0]),
+                ("ole32.dll!CoCreateInstance", [Data(0x00), 0, 1, Data(0x10), Data(0x20)]),
+                ("kernel32.dll!Sleep", [Word(0x20)]),  # what CoCreateInstance left in *ppv
+            ],
+            data_area((0x00, unknown), (0x10, iunknown), (0x20, b"\xcc" * 4)),
+        ),
+        "co",
+        "cocreate",
+    )
+    by_name = calls_by_name(trace)
+    assert by_name["ole32.CoCreateInstance"][0].result == 0x80040154  # REGDB_E_CLASSNOTREG, not S_OK
+    assert by_name["kernel32.Sleep"][0].args[0] == 0  # *ppv set to NULL, not left as it was

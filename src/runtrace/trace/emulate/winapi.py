@@ -20,6 +20,7 @@ from runtrace.trace.emulate import (
     ansitext,
     atl,
     cfile,
+    cocreate,
     crtformat,
     crtlocale,
     desktop,
@@ -546,6 +547,7 @@ def _overrides(s: _Scratch, seh64=None) -> list[tuple[tuple[str, ...], str, int,
     )]  # fmt: skip
     return out + [
         (("kernel32", "kernelbase"), "RaiseException", 4, STDCALL, lambda a: raise_exception(s, a, seh64)),
+        (("ole32", "combase"), "CoCreateInstance", 5, STDCALL, lambda a: cocreate.create(s.se, s.ptr, a)),
         (_CRT, "__getmainargs", 5, CDECL, lambda a: get_main_args(s, a, wide=False)),
         (_CRT, "__wgetmainargs", 5, CDECL, lambda a: get_main_args(s, a, wide=True)),
         # crtdll.dll's (argc, argv, environment, wildcards): the same, without the start-up info.
