@@ -220,9 +220,13 @@ def _reusable(
     if path.exists():
         try:
             if read_trace_meta(path).settings == settings.key():
-                if extra_writer is not None:
-                    extra_writer(load_trace(path), out_dir, replace=False)
-                outcome = _outcome_of(read_trace_summary(path), sample.name, path)
+                if extra_writer is None:
+                    summary = read_trace_summary(path)
+                else:  # the writer needs the whole trace: its counts come with it
+                    trace = load_trace(path)
+                    extra_writer(trace, out_dir, replace=False)
+                    summary = TraceSummary.of(trace)
+                outcome = _outcome_of(summary, sample.name, path)
                 outcome.status = "skipped"
                 return outcome
         except TraceFormatError:

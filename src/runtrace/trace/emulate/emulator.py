@@ -201,6 +201,7 @@ class _Session:
         hostmem.install()
         decoys.install()
         imageload.install()
+        lookups.install_exports()  # before the image and the decoy DLLs are mapped
         filedata.install()
         memranges.install()
         winapi.install_crt_data()

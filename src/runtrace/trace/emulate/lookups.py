@@ -113,10 +113,10 @@ del _name
 
 
 def install(emu) -> None:
-    """Index one Speakeasy emulator's memory maps and API handler lookups (after it loaded the image)."""
+    """Index one Speakeasy emulator's memory maps and API handler lookups (after it loaded the image;
+    `install_exports` goes before, with the other process-wide patches)."""
     _install_address_maps(emu)
     _install_handler_lookup(emu.api)
-    install_exports()
 
 
 def _install_address_maps(emu) -> None:
@@ -170,5 +170,6 @@ def _pe_exports(pe) -> list[_Export]:
 
 
 def install_exports() -> None:
+    """Speakeasy's export lists made by `_pe_exports`, for every module mapped after it (idempotent)."""
     if PeFile._get_pe_exports is not _pe_exports:
         PeFile._get_pe_exports = _pe_exports
