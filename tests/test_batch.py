@@ -105,6 +105,21 @@ def test_errors_are_remembered_unless_retried(tmp_path, cli32, monkeypatch):
     assert retried.status == "ok"
 
 
+def test_a_tracer_that_cannot_start_stops_the_batch_and_blames_no_sample(tmp_path, cli32, monkeypatch):
+    from runtrace.errors import SetupError
+    from runtrace.trace.emulate import recorder
+
+    # As in a source tree whose native part was never built: the module is not found.
+    monkeypatch.setattr(recorder, "_LIB", None)
+    monkeypatch.setattr(recorder.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(SetupError, match="not built"):
+        trace_batch(iter_samples([cli32]), tmp_path, workers=1)
+    assert not list(tmp_path.glob("*.error.json"))
+    monkeypatch.undo()
+    (outcome,) = trace_batch(iter_samples([cli32]), tmp_path, workers=1)
+    assert outcome.status == "ok"
+
+
 def test_summary_counts(tmp_path, cli32):
     outcomes = trace_batch([*iter_samples([cli32]), InputProblem("x", "no such file")], tmp_path, workers=1)
     s = summarize(outcomes)

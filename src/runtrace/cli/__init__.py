@@ -17,7 +17,8 @@ import types
 # value the user set wins.
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
-from runtrace.cli.app import UserError, app, fail, running_as_own_process  # noqa: E402  (after the environment above)
+from runtrace.cli.app import app, fail, running_as_own_process  # noqa: E402  (after the environment above)
+from runtrace.errors import SetupError  # noqa: E402
 
 
 def main() -> None:
@@ -41,8 +42,8 @@ def main() -> None:
         get_group(app)()  # standalone mode ends with SystemExit, always
     except SystemExit as e:
         code = e.code
-    except UserError as e:
-        raise fail(str(e)) from None
+    except SetupError as e:  # raised below a command's own handling: shown here, as one line
+        code = fail(str(e)).exit_code
     except KeyboardInterrupt:
         sys.exit(130)
     else:

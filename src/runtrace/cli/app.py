@@ -217,10 +217,6 @@ def stderr_may_be_a_terminal() -> bool:
         return False
 
 
-class UserError(Exception):
-    """A problem with the user's input: shown as one line, never as a traceback."""
-
-
 def fail(message: str, code: int = 2) -> typer.Exit:
     from rich.markup import escape
 

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from runtrace.trace.emulate import recorder
 from runtrace.trace.emulate.emulator import EmulationError, emulate
 from runtrace.trace.emulate.forked import ForkedChild, result_pipe, wait
 from runtrace.trace.emulate.inputs import InputProblem, Sample, SampleReadError
@@ -272,6 +273,9 @@ def trace_batch(
     """
     settings = settings or TracerSettings()
     workers = max(1, workers or os.cpu_count() or 1)
+    # Before any child: a tracer that cannot start fails every sample alike, and those failures would be
+    # remembered as the samples' own errors (and reused by every resumed run).
+    recorder.require_built()
     out_dir.mkdir(parents=True, exist_ok=True)
     outcomes: list[TraceOutcome] = []
     seen: set[str] = set()

@@ -14,6 +14,7 @@ from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE
 from unicorn import unicorn as _uc_module
 
 from runtrace.trace.disasm import executed_code
+from runtrace.errors import SetupError
 from runtrace.trace.emulate import hostmem
 
 STOPPED_INSTRUCTION_CAP = 1
@@ -32,7 +33,7 @@ _ON_CODE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint64, ctypes.c_uint32)
 def _load_library() -> ctypes.CDLL:
     spec = importlib.util.find_spec("runtrace.trace.emulate._blockrec")
     if spec is None or spec.origin is None:
-        raise ImportError("the native block recorder is not built; run `make install` (or pip install -e .)")
+        raise SetupError("the native block recorder is not built; run `make install` (or pip install -e .)")
     lib = ctypes.CDLL(spec.origin)
     lib.rec_new.restype = ctypes.c_void_p
     lib.rec_new.argtypes = [ctypes.c_uint64] + [ctypes.c_void_p] * 5
@@ -67,6 +68,11 @@ def _load_library() -> ctypes.CDLL:
 
 
 _LIB: ctypes.CDLL | None = None
+
+
+def require_built() -> None:
+    """Raises SetupError when the native recorder cannot be loaded (checked once per process)."""
+    _lib()
 
 
 def _lib() -> ctypes.CDLL:
