@@ -106,8 +106,21 @@ class CxxExceptions:
         return struct.unpack("<i", self.emu.mem_read(address, 4))[0]
 
     def _name(self, type_descriptor: int) -> bytes:
-        raw = bytes(self.emu.mem_read(type_descriptor + 8, _NAME_MAX))  # after pVFTable and spare
-        return raw.split(b"\0", 1)[0]
+        """The decorated name after the descriptor's pVFTable and spare fields: a descriptor near the end
+        of its section is read in a shorter piece."""
+        try:
+            return bytes(self.emu.mem_read(type_descriptor + 8, _NAME_MAX)).split(b"\0", 1)[0]
+        except Exception:
+            name = bytearray()
+            while len(name) < _NAME_MAX:  # up to the NUL or the end of what is mapped
+                try:
+                    byte = self.emu.mem_read(type_descriptor + 8 + len(name), 1)[0]
+                except Exception:
+                    break
+                if byte == 0:
+                    break
+                name.append(byte)
+            return bytes(name)
 
     # -- throw ---------------------------------------------------------------------------------------
 
