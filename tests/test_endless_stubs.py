@@ -65,3 +65,28 @@ def test_a_class_this_machine_lacks_is_not_registered_and_its_pointer_is_null():
     by_name = calls_by_name(trace)
     assert by_name["ole32.CoCreateInstance"][0].result == 0x80040154  # REGDB_E_CLASSNOTREG, not S_OK
     assert by_name["kernel32.Sleep"][0].args[0] == 0  # *ppv set to NULL, not left as it was
+
+
+def test_a_class_speakeasy_models_gets_its_interface_and_an_unknown_interface_of_it_none():
+    locator = bytes.fromhex("11f890453a1dd011891f00aa004b2e24")  # CLSID_WbemLocator
+    iwbem_locator = bytes.fromhex("87a612dc7f73cf11884d00aa004b2e24")  # IID_IWbemLocator
+    unknown = bytes.fromhex("67452301ab89efcd0123456789abcdef")
+    trace = emulate(
+        calls(
+            [
+                ("ole32.dll!CoCreateInstance", [Data(0x00), 0, 1, Data(0x10), Data(0x30)]),
+                ("kernel32.dll!Sleep", [Word(0x30)]),  # *ppv: a pointer to the interface
+                ("ole32.dll!CoCreateInstance", [Data(0x00), 0, 1, Data(0x20), Data(0x40)]),
+                ("kernel32.dll!Sleep", [Word(0x40)]),
+            ],
+            data_area((0x00, locator), (0x10, iwbem_locator), (0x20, unknown), (0x40, b"\xcc" * 4)),
+        ),
+        "wbem",
+        "cocreate-known",
+    )
+    by_name = calls_by_name(trace)
+    created, missing = by_name["ole32.CoCreateInstance"]
+    assert created.result == 0 and created.args[0] == "CLSID_WbemLocator"
+    assert missing.result == 0x80004002  # E_NOINTERFACE
+    assert by_name["kernel32.Sleep"][0].args[0] != 0
+    assert by_name["kernel32.Sleep"][1].args[0] == 0

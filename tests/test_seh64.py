@@ -157,6 +157,21 @@ def test_a_filter_that_declines_leaves_the_read_to_the_zero_page_as_before():
     assert any(e["type"] == "zero_pages" for e in trace.meta.events)
 
 
+def test_an_exception_no_filter_takes_ends_the_run_naming_where_it_was_raised():
+    def write(c: Code, lay: Layout) -> list[Function]:
+        main = guarded_main(c, lay, b"\xcc", "filter")  # int3 in the __try
+        c.align(16)
+        c.label("filter")
+        c.emit(b"\x31\xc0\xc3")  # xor eax, eax; ret   ; EXCEPTION_CONTINUE_SEARCH
+        c_specific_thunk(c, lay)
+        return [main]
+
+    trace = emulate(seh_program(write), "x", "unhandled")
+    int3 = 0x140000000 + 0x1000 + 4  # after main's sub rsp, 0x28
+    # The int3's address, not that of the dispatch's return from the declining filter.
+    assert f"unhandled_exception 0x80000003 at {int3:#x}" in trace.meta.stop_detail
+
+
 def test_raise_exception_unwinds_through_a_finally_to_the_except_block():
     """main: __try { inner(); } __except (filter) {...}; inner: __try { RaiseException } __finally {...}.
     Windows' order: the filter (search), then the __finally (unwind), then the __except block."""

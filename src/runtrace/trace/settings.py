@@ -14,7 +14,7 @@ from runtrace import __version__
 
 # Bumped whenever emulation behaviour changes, so `trace` does not reuse traces made by an older tracer,
 # and `scan` can tell a model trained on another revision's traces (written here, light, for both).
-TRACER_REVISION = 25
+TRACER_REVISION = 26
 TRACER_VERSION = f"runtrace-emu/{__version__}.{TRACER_REVISION}"
 
 

@@ -31,6 +31,7 @@ from speakeasy.winenv import arch as se_arch
 from runtrace.trace.emulate import (
     apitrap,
     behaviour,
+    cxxeh32,
     decoys,
     exportargs,
     filedata,
@@ -255,6 +256,7 @@ class _Session:
         guardpage.GuardPages(self.emu, self.seh64).install(self.se)
         if self.seh64 is None:
             seh32.install(self.se)
+            cxxeh32.CxxExceptions(self.emu).install(self.se)
         if self.seh64 is not None:
             self.seh64.install()  # last: its hooks see every fault and fetch first
 

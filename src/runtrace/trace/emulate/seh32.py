@@ -50,3 +50,12 @@ def except_handler3(emu, api_name, orig, argv):
 def install(se) -> None:
     # ("msvcr*" matches msvcrt too; Speakeasy calls every hook whose pattern matches.)
     se.add_api_hook(except_handler3, module="msvcr*", api_name="_except_handler3", argc=4, call_conv=CDECL)
+
+
+def end_unhandled(emu, code: int, at: int | None = None) -> None:
+    """An exception no handler took: the process ends, with the exception as its error; `at`: where it
+    was raised (by default the return address of the API being handled)."""
+    caller = emu.get_ret_address() if at is None else at
+    error = emu.get_error_info(f"unhandled_exception 0x{code:08x}", caller)
+    emu.curr_run.error = {**error, "pc": hex(caller)}
+    emu.exit_process()

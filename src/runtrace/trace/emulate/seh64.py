@@ -671,7 +671,9 @@ class Seh64:
 
     def _end_run(self, kind: str, address: int) -> None:
         emu = self.emu
-        emu.curr_run.error = emu.get_error_info(kind, address)
+        # Where the exception was raised, not where the dispatch stands when it gives up (a handler's
+        # return to SENTINEL, which the run's error reported as its address).
+        emu.curr_run.error = {**emu.get_error_info(kind, address), "pc": hex(address)}
         emu.on_run_complete()
 
     # -- the Rtl* functions and __C_specific_handler, for handlers that run as emulated code ---------

@@ -41,6 +41,7 @@ from runtrace.trace.emulate import (
     regquery,
     resources,
     secdesc,
+    seh32,
     shellpaths,
     shellpidl,
     simpleanswers,
@@ -481,16 +482,9 @@ def raise_exception(s: _Scratch, argv: list, seh64=None) -> int:
     if seh64 is not None:
         seh64.raise_from_api(argv)
         return 0
-    emu = s.se.emu
     code = argv[0] & 0xFFFFFFFF
-    if emu.dispatch_seh(code):
-        return 0
-    caller = emu.get_ret_address()
-    emu.curr_run.error = {
-        **emu.get_error_info(f"unhandled_exception 0x{code:08x}", caller),
-        "pc": hex(caller),
-    }
-    emu.exit_process()
+    if not s.se.emu.dispatch_seh(code):
+        seh32.end_unhandled(s.se.emu, code)
     return 0
 
 
