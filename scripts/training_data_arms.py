@@ -55,14 +55,16 @@ def run(
     kind: str = NgramLightGBM.kind,
     arms: tuple[str, ...] = ARMS,
     options: dict | None = None,
+    fold_seed: int = 0,
 ) -> dict[str, list[dict]]:
     """Scores of each of `arms` on the matched test files of each fold; `strata` is each file's match
     stratum; `kind` the n-gram model every arm trains (`NGRAM_CLASSES`), with `options` (its keywords:
-    `params`, the `candidates` it chooses among on each fold's training files, `max_features`)."""
+    `params`, the `candidates` it chooses among on each fold's training files, `max_features`);
+    `fold_seed` draws the grouped protocols' folds (temporal has one split by date, and no draw)."""
     shas = np.asarray(data.sha256s(), dtype=object)
     y = np.asarray(data.labels(), dtype=np.int64)
     in_matched = np.array([s in matched for s in shas], dtype=bool)
-    plan = PLANS[protocol](data)
+    plan = PLANS[protocol](data) if protocol == protocols.TEMPORAL else PLANS[protocol](data, seed=fold_seed)
     cache = NgramCache(max_bytes=4 * 2**30)  # a file's counts do not depend on the fold
     scored: dict[str, list[dict]] = {arm: [] for arm in arms}
     for fold in plan.folds:
@@ -169,6 +171,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--max-features", type=int, default=MAX_FEATURES, help="N-grams kept (default: %(default)s)"
     )
+    parser.add_argument(
+        "--fold-seed",
+        type=int,
+        default=0,
+        help="Seed of the by-family and by-origin folds (default: 0); another seed measures how much "
+        "of a difference between two runs the drawing of the folds alone makes",
+    )
     opts = parser.parse_args(argv)
     arms = tuple(a for a in ARMS if a in opts.arms.split(","))
     unknown = set(opts.arms.split(",")) - set(ARMS)
@@ -195,6 +204,7 @@ def main(argv: list[str] | None = None) -> None:
             "candidates": opts.candidates,
             "max_features": opts.max_features,
         },
+        fold_seed=opts.fold_seed,
     )
     result = {
         "protocol": opts.protocol,
@@ -202,6 +212,7 @@ def main(argv: list[str] | None = None) -> None:
         "params": opts.params,
         "candidates": opts.candidates,
         "max_features": opts.max_features,
+        "fold_seed": opts.fold_seed,
         "summary": summary(scored),
         "scores": scored,
     }
