@@ -142,31 +142,29 @@ def test_a_bad_read_in_a_try_runs_the_filter_then_the_except_block():
     assert run.recorded == run.witnessed
 
 
-def test_a_filter_that_declines_leaves_the_read_to_the_zero_page_as_before():
+def _declining_filter(guarded: bytes):
+    """A program whose `__try` runs `guarded` under a filter that answers EXCEPTION_CONTINUE_SEARCH."""
+
     def write(c: Code, lay: Layout) -> list[Function]:
-        main = guarded_main(c, lay, b"\x48\xa1" + struct.pack("<Q", BAD), "filter")
+        main = guarded_main(c, lay, guarded, "filter")
         c.align(16)
         c.label("filter")
         c.emit(b"\x31\xc0\xc3")  # xor eax, eax; ret   ; EXCEPTION_CONTINUE_SEARCH
         c_specific_thunk(c, lay)
         return [main]
 
-    trace = emulate(seh_program(write), "x", "declined")
+    return seh_program(write)
+
+
+def test_a_filter_that_declines_leaves_the_read_to_the_zero_page_as_before():
+    trace = emulate(_declining_filter(b"\x48\xa1" + struct.pack("<Q", BAD)), "x", "declined")
     assert names(trace) == ["GetCurrentProcessId"]  # the __try completed, on a zero page
     assert trace.meta.stop_reason is StopReason.EXITED
     assert any(e["type"] == "zero_pages" for e in trace.meta.events)
 
 
 def test_an_exception_no_filter_takes_ends_the_run_naming_where_it_was_raised():
-    def write(c: Code, lay: Layout) -> list[Function]:
-        main = guarded_main(c, lay, b"\xcc", "filter")  # int3 in the __try
-        c.align(16)
-        c.label("filter")
-        c.emit(b"\x31\xc0\xc3")  # xor eax, eax; ret   ; EXCEPTION_CONTINUE_SEARCH
-        c_specific_thunk(c, lay)
-        return [main]
-
-    trace = emulate(seh_program(write), "x", "unhandled")
+    trace = emulate(_declining_filter(b"\xcc"), "x", "unhandled")  # int3 in the __try
     int3 = 0x140000000 + 0x1000 + 4  # after main's sub rsp, 0x28
     # The int3's address, not that of the dispatch's return from the declining filter.
     assert f"unhandled_exception 0x80000003 at {int3:#x}" in trace.meta.stop_detail
