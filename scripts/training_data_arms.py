@@ -56,15 +56,21 @@ def run(
     arms: tuple[str, ...] = ARMS,
     options: dict | None = None,
     fold_seed: int = 0,
+    hashed_folds: bool = False,
 ) -> dict[str, list[dict]]:
     """Scores of each of `arms` on the matched test files of each fold; `strata` is each file's match
     stratum; `kind` the n-gram model every arm trains (`NGRAM_CLASSES`), with `options` (its keywords:
     `params`, the `candidates` it chooses among on each fold's training files, `max_features`);
-    `fold_seed` draws the grouped protocols' folds (temporal has one split by date, and no draw)."""
+    `fold_seed` draws the grouped protocols' folds (temporal has one split by date, and no draw);
+    `hashed_folds` puts each group in the fold a hash of its name picks (`protocols`), so that runs on two
+    tracer revisions' datasets share their folds group for group."""
     shas = np.asarray(data.sha256s(), dtype=object)
     y = np.asarray(data.labels(), dtype=np.int64)
     in_matched = np.array([s in matched for s in shas], dtype=bool)
-    plan = PLANS[protocol](data) if protocol == protocols.TEMPORAL else PLANS[protocol](data, seed=fold_seed)
+    if protocol == protocols.TEMPORAL:
+        plan = PLANS[protocol](data)
+    else:
+        plan = PLANS[protocol](data, seed=fold_seed, hashed=hashed_folds)
     cache = NgramCache(max_bytes=4 * 2**30)  # a file's counts do not depend on the fold
     scored: dict[str, list[dict]] = {arm: [] for arm in arms}
     for fold in plan.folds:
@@ -178,6 +184,12 @@ def main(argv: list[str] | None = None) -> None:
         help="Seed of the by-family and by-origin folds (default: 0); another seed measures how much "
         "of a difference between two runs the drawing of the folds alone makes",
     )
+    parser.add_argument(
+        "--hashed-folds",
+        action="store_true",
+        help="Each group (family, origin) in the fold a hash of its name picks, whatever else is in the "
+        "set: runs on two tracer revisions' datasets then share their folds (without class stratification)",
+    )
     opts = parser.parse_args(argv)
     arms = tuple(a for a in ARMS if a in opts.arms.split(","))
     unknown = set(opts.arms.split(",")) - set(ARMS)
@@ -205,6 +217,7 @@ def main(argv: list[str] | None = None) -> None:
             "max_features": opts.max_features,
         },
         fold_seed=opts.fold_seed,
+        hashed_folds=opts.hashed_folds,
     )
     result = {
         "protocol": opts.protocol,
@@ -213,6 +226,7 @@ def main(argv: list[str] | None = None) -> None:
         "candidates": opts.candidates,
         "max_features": opts.max_features,
         "fold_seed": opts.fold_seed,
+        "hashed_folds": opts.hashed_folds,
         "summary": summary(scored),
         "scores": scored,
     }

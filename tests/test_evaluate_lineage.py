@@ -220,3 +220,32 @@ def test_without_dating_rules_the_temporal_split_has_no_rule_table():
     plan = P.temporal(plain, min_per_side=5)
     assert "by_dating_rule" not in plan.info and not any("only on the test side" in n for n in plan.notes)
     assert "by_dating_rule" in P.temporal(data, min_per_side=5).info
+
+
+def test_hashed_folds_keep_every_groups_fold_when_other_files_come_and_go():
+    # As between two tracer revisions: one file falls under the instruction floor and leaves the set.
+    data = with_lineage()
+    keep = np.arange(1, data.files.num_rows)
+    fewer = FakeSequenceDataset(
+        "ism", data.files.take(keep), [data.sequence(int(i)) for i in keep], data.lexicon
+    )
+    shas = np.asarray(data.files.column("sha256").to_pylist())
+    for make_plan in (P.by_origin, lambda d, **kw: P.by_family(d, family_cap=0, **kw)):
+        folds = []
+        for d in (data, fewer):
+            plan = make_plan(d, k=5, seed=0, hashed=True)
+            P.check_plan(plan, d)
+            d_shas = np.asarray(d.files.column("sha256").to_pylist())
+            folds.append({s: f.index for f in plan.folds for s in d_shas[f.test]})
+        assert all(folds[0][s] == f for s, f in folds[1].items())  # nobody else moved
+        assert set(folds[0]) - set(folds[1]) == {shas[0]}
+    # Drawn folds deal the groups anew when one file leaves (what hashing avoids).
+    drawn = [
+        {
+            s: f.index
+            for f in P.by_origin(d, k=5, seed=0).folds
+            for s in np.asarray(d.files.column("sha256").to_pylist())[f.test]
+        }
+        for d in (data, fewer)
+    ]
+    assert any(drawn[0][s] != f for s, f in drawn[1].items())

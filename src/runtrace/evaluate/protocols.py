@@ -16,12 +16,19 @@ Five protocols, each reported under its own name (docs/evaluation.md):
   sides (`lineage.choose_cut`) unless one is given.
 
 Fold assignment is a function of the files' sha256 digests, labels and groups and the seed, never of
-row order, so an ISM and a BSM dataset built from the same corpus get the same folds in one run.
+row order, so an ISM and a BSM dataset built from the same corpus get the same folds in one run.  It is
+still a function of the whole set: when a file enters or leaves (a new tracer revision runs it past the
+1,000-instruction floor, or no longer), stratified group k-fold deals every group anew.  `hashed=True`
+puts each group in the fold a seeded hash of its name picks instead, whatever else is in the set: two
+datasets of the same corpus traced by two tracer revisions then share their folds group for group, so
+their models can be compared on the same training and test groups (without class stratification: the
+folds' class balance is left to chance).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import warnings
 from dataclasses import dataclass, field
 
@@ -111,6 +118,16 @@ def _splits(splitter, y: np.ndarray, groups: np.ndarray | None = None):
         return list(splitter.split(np.zeros(len(y)), y, groups))
 
 
+def _hashed_splits(groups: np.ndarray, k: int, seed: int, what: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, test) positions with each group in fold sha256(f"{seed}:{group}") mod k."""
+    hashes = [hashlib.sha256(f"{seed}:{g}".encode()).hexdigest() for g in groups.tolist()]
+    fold_of = np.asarray([int(h, 16) % k for h in hashes], dtype=np.int64)
+    empty = [i for i in range(k) if not np.any(fold_of == i)]
+    if empty:
+        raise ProtocolError(f"{what}: hashed folds {empty} hold no group; use fewer folds or drawn folds")
+    return [(np.flatnonzero(fold_of != i), np.flatnonzero(fold_of == i)) for i in range(k)]
+
+
 def by_file(data: SequenceData, k: int = 5, seed: int = 0) -> Plan:
     y = np.asarray(data.labels(), dtype=np.int64)
     notes = _check_classes(y, k, BY_FILE)
@@ -128,7 +145,7 @@ def by_file(data: SequenceData, k: int = 5, seed: int = 0) -> Plan:
     return Plan(BY_FILE, "file", folds, notes)
 
 
-def by_origin(data: SequenceData, k: int = 5, seed: int = 0) -> Plan:
+def by_origin(data: SequenceData, k: int = 5, seed: int = 0, hashed: bool = False) -> Plan:
     y = np.asarray(data.labels(), dtype=np.int64)
     notes = _check_classes(y, k, BY_ORIGIN)
     groups = origin_groups(data)
@@ -139,12 +156,17 @@ def by_origin(data: SequenceData, k: int = 5, seed: int = 0) -> Plan:
     if n_unknown:
         notes.append(f"{BY_ORIGIN}: {n_unknown} files without a known origin, each counted as its own group")
     order = _stable_order(sha256_column(data))
-    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     folds = [
         Fold(i, np.sort(order[tr]), np.sort(order[te]))
-        for i, (tr, te) in enumerate(_splits(splitter, y[order], groups[order]))
+        for i, (tr, te) in enumerate(_grouped_splits(y[order], groups[order], k, seed, hashed, BY_ORIGIN))
     ]
     return Plan(BY_ORIGIN, "file", folds, notes)
+
+
+def _grouped_splits(y: np.ndarray, groups: np.ndarray, k: int, seed: int, hashed: bool, what: str):
+    if hashed:
+        return _hashed_splits(groups, k, seed, what)
+    return _splits(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed), y, groups)
 
 
 def protocol_groups(protocol: str, data: SequenceData) -> np.ndarray | None:
@@ -156,7 +178,9 @@ def protocol_groups(protocol: str, data: SequenceData) -> np.ndarray | None:
     return None
 
 
-def by_family(data: SequenceData, k: int = 5, seed: int = 0, family_cap: int = DEFAULT_FAMILY_CAP) -> Plan:
+def by_family(
+    data: SequenceData, k: int = 5, seed: int = 0, family_cap: int = DEFAULT_FAMILY_CAP, hashed: bool = False
+) -> Plan:
     if not lineage.has_column(data, lineage.FAMILY):
         raise ProtocolError(
             f"{BY_FAMILY}: no file has a family (run `runtrace evaluate` with --manifest of a corpus "
@@ -184,10 +208,9 @@ def by_family(data: SequenceData, k: int = 5, seed: int = 0, family_cap: int = D
     if without:
         notes.append(f"{BY_FAMILY}: {without} malicious files have no family; each keeps its origin group")
     order = rows[_stable_order(shas[rows])]
-    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     folds = [
         Fold(i, np.sort(order[tr]), np.sort(order[te]))
-        for i, (tr, te) in enumerate(_splits(splitter, y_all[order], groups[order]))
+        for i, (tr, te) in enumerate(_grouped_splits(y_all[order], groups[order], k, seed, hashed, BY_FAMILY))
     ]
     info = {
         "family_cap": family_cap,
