@@ -146,3 +146,33 @@ def test_catch_all_takes_a_fault_only_where_the_function_was_not_built_with_ehs(
     assert ("kernel32.ExitProcess" in by_name) is caught
     if caught:
         assert [c.args[0] for c in by_name["kernel32.ExitProcess"]] == [5]
+
+
+class _OnePage:
+    """Emulated memory of one mapped page, read as unicorn reads it (an unmapped byte fails the read)."""
+
+    def __init__(self, base: int, data: bytes) -> None:
+        self.base, self.data = base, data
+
+    def mem_read(self, address: int, size: int) -> bytearray:
+        from unicorn import UcError
+        from unicorn.unicorn_const import UC_ERR_READ_UNMAPPED
+
+        if address < self.base or address + size > self.base + len(self.data):
+            raise UcError(UC_ERR_READ_UNMAPPED)
+        return bytearray(self.data[address - self.base : address - self.base + size])
+
+
+def test_a_type_name_at_the_end_of_its_section_is_read_up_to_its_nul():
+    from runtrace.trace.emulate.cxxeh32 import CxxExceptions
+
+    base = 0x10000
+    page = bytearray(0x1000)
+    descriptor = base + 0x1000 - 16  # pVFTable, spare, then ".H" and its NUL: 512 bytes would run off
+    page[0x1000 - 8 : 0x1000 - 5] = b".H\0"
+    page[0x1000 - 40 : 0x1000 - 40 + 8] = b".?AVx@@\0"
+    cxx = CxxExceptions(_OnePage(base, bytes(page)))
+    assert cxx._name(descriptor) == b".H"
+    assert cxx._name(base + 0x1000 - 48) == b".?AVx@@"
+    # No NUL before the end of what is mapped: a name of its own, not catch (...)'s empty one.
+    assert cxx._name(base + 0x1000 - 4) not in (b"", cxx._name(descriptor))

@@ -35,7 +35,9 @@ import struct
 
 from speakeasy.windows.common import EMU_RETURN_ADDR
 from speakeasy.winenv import arch as se_arch
+from unicorn import UcError
 
+from runtrace.trace.emulate import strings
 from runtrace.trace.emulate.seh32 import end_unhandled
 
 STDCALL = se_arch.CALL_CONV_STDCALL
@@ -106,21 +108,13 @@ class CxxExceptions:
         return struct.unpack("<i", self.emu.mem_read(address, 4))[0]
 
     def _name(self, type_descriptor: int) -> bytes:
-        """The decorated name after the descriptor's pVFTable and spare fields: a descriptor near the end
-        of its section is read in a shorter piece."""
+        """The decorated name after the descriptor's pVFTable and spare fields, read up to its NUL a page
+        at a time (a descriptor near the end of its section has no `_NAME_MAX` bytes after it).  A name
+        that runs off mapped memory matches only its own descriptor (and is not `catch (...)`'s empty one)."""
         try:
-            return bytes(self.emu.mem_read(type_descriptor + 8, _NAME_MAX)).split(b"\0", 1)[0]
-        except Exception:
-            name = bytearray()
-            while len(name) < _NAME_MAX:  # up to the NUL or the end of what is mapped
-                try:
-                    byte = self.emu.mem_read(type_descriptor + 8 + len(name), 1)[0]
-                except Exception:
-                    break
-                if byte == 0:
-                    break
-                name.append(byte)
-            return bytes(name)
+            return strings.c_text(self.emu, type_descriptor + 8, _NAME_MAX)
+        except UcError:
+            return f"<unreadable at {type_descriptor:#x}>".encode()
 
     # -- throw ---------------------------------------------------------------------------------------
 
